@@ -1,0 +1,7 @@
+"""``python -m geoscreen``."""
+
+import sys
+
+from geoscreen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""geoscreen.batch."""
