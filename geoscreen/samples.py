@@ -52,7 +52,8 @@ def sample_names() -> list[str]:
 def sample_path(name: str) -> Path:
     """Path of a bundled real sample file."""
     if name not in _SAMPLES:
-        raise ConfigError(f"unknown sample {name!r}", fix=f"Use one of: {', '.join(sample_names())}.")
+        known = ", ".join(sample_names())
+        raise ConfigError(f"unknown sample {name!r}", fix=f"Use one of: {known}.")
     path = Path(str(resources.files("geoscreen") / "sample_data" / _SAMPLES[name]))
     if not path.exists():
         raise ConfigError(
@@ -91,10 +92,13 @@ def make_synthetic_scene(
     """
     out = Path(path)
     rng = np.random.default_rng(seed)
+    transform = (
+        Affine(resolution, 0, origin[0], 0, -resolution, origin[1]) if crs else Affine.identity()
+    )
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": dtype,
         "crs": crs, "nodata": nodata, "BIGTIFF": "IF_SAFER",
-        "transform": Affine(resolution, 0, origin[0], 0, -resolution, origin[1]) if crs else Affine.identity(),
+        "transform": transform,
     }  # fmt: skip
     if blocksize:
         profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
@@ -112,7 +116,8 @@ def make_synthetic_scene(
         for r0 in range(0, height, step):
             for c0 in range(0, width, step):
                 win = Window(c0, r0, min(step, width - c0), min(step, height - r0))
-                dst.write(_block(win, count, dtype, scale, seed, boxes, nodata, nodata_margin), window=win)
+                block = _block(win, count, dtype, scale, seed, boxes, nodata, nodata_margin)
+                dst.write(block, window=win)
         if descriptions:
             for i, text in enumerate(descriptions, start=1):
                 dst.set_band_description(i, text)

@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
+    # --debug may be given anywhere on the line, also after the command name.
+    args = [a for a in args if a != "--debug"]
     try:
         result = cli.main(args=args, prog_name="geoscreen", standalone_mode=False)
     except GeoscreenError as exc:

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,7 @@ class Scene:
     overview_count: int = 0
     source_transform: Affine | None = None
     source_size: tuple[int, int] | None = None
+    source_crs: CRS | None = None
     warp: WarpSpec | None = None
 
     # -- geometry -------------------------------------------------------------------
@@ -159,8 +160,9 @@ class Scene:
             for i, band in enumerate(self.band_names, start=1):
                 if common.get(band, "").lower() == wanted:
                     return i
-        if wanted.startswith("band") and wanted[4:].isdigit() and 1 <= int(wanted[4:]) <= self.count:
-            return int(wanted[4:])
+        number = wanted.removeprefix("band")
+        if wanted.startswith("band") and number.isdigit() and 1 <= int(number) <= self.count:
+            return int(number)
         raise ConfigError(
             f"band {name!r} is not in this scene",
             where=self.uri,
@@ -192,7 +194,8 @@ class Scene:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = stack.enter_context(_open_dataset(self.uri))
             if self.warp is None:
-                yield src
+                with _read_errors(self.uri):
+                    yield src
                 return
             vrt_kwargs: dict[str, Any] = {
                 "crs": self.crs,
@@ -205,7 +208,9 @@ class Scene:
                 vrt_kwargs["add_alpha"] = True
             else:
                 vrt_kwargs["nodata"] = self.nodata
-            yield stack.enter_context(WarpedVRT(src, **vrt_kwargs))
+            vrt = stack.enter_context(WarpedVRT(src, **vrt_kwargs))
+            with _read_errors(self.uri):
+                yield vrt
 
     def reproject(
         self,
@@ -226,10 +231,12 @@ class Scene:
             resampling = Resampling[resampling]
         if resolution is not None and resolution <= 0:
             raise ConfigError(f"resolution must be positive, got {resolution}")
+        # Always warp from the file's own grid, also when this scene is already reprojected.
+        src_crs = self.source_crs or self.crs
         src_w, src_h = self.source_size or (self.width, self.height)
         left, bottom, right, top = _bounds_of(self.source_transform or self.transform, src_w, src_h)
         transform, width, height = calculate_default_transform(
-            self.crs, target, src_w, src_h, left, bottom, right, top,
+            src_crs, target, src_w, src_h, left, bottom, right, top,
             resolution=resolution,
         )  # fmt: skip
         if resolution is not None:
@@ -250,6 +257,7 @@ class Scene:
             height=int(height),
             source_transform=self.source_transform or self.transform,
             source_size=(src_w, src_h),
+            source_crs=src_crs,
             warp=WarpSpec(target, resolution, resampling),
             # Outside the source footprint is invalid: nodata if declared, else an alpha band.
             mask_kind="nodata" if self.nodata is not None else "mask",
@@ -295,7 +303,23 @@ def _open_dataset(uri: str) -> Iterator[DatasetReader]:
         yield ds
 
 
+@contextmanager
+def _read_errors(uri: str) -> Iterator[None]:
+    """Turn a failed pixel read (truncated or corrupt file) into an :class:`InputError`."""
+    try:
+        yield
+    except RasterioIOError as exc:
+        raise InputError(
+            f"pixel data cannot be read ({_short(exc)})",
+            where=uri,
+            fix="The file is probably truncated or corrupt: download or export it again.",
+        ) from exc
+
+
 def _short(exc: BaseException) -> str:
+    """The first line of an error, or of its cause when it only says 'see previous'."""
+    if "previous exception" in str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) < 160 else text[:157] + "..."
 
@@ -338,7 +362,6 @@ def _describe(uri: str, ds: DatasetReader, sensor: str | None) -> Scene:
             "gdal_translate -ot Float32 IN OUT (complex SAR data: take the amplitude).",
         )
     colorinterp = [c.name for c in ds.colorinterp]
-    tags = {**ds.tags(), **ds.tags(ns="IMAGE_STRUCTURE")}
     count, alpha = ds.count, "alpha" in [c.lower() for c in colorinterp]
     if sensor is not None:
         preset: SensorPreset | None = get_preset(sensor)
@@ -430,7 +453,7 @@ def parse_datetime(value: str) -> datetime | None:
                 continue
     if parsed is None:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _content_id(uri: str, ds: DatasetReader, samples: int = 3, size: int = 64) -> str:
@@ -443,15 +466,9 @@ def _content_id(uri: str, ds: DatasetReader, samples: int = 3, size: int = 64) -
               ds.crs.to_wkt() if ds.crs else None, tuple(ds.transform))  # fmt: skip
     digest.update(repr(header).encode())
     h, w = min(size, ds.height), min(size, ds.width)
-    for fy in np.linspace(0, 1, samples):
-        for fx in np.linspace(0, 1, samples):
-            window = Window(int(fx * (ds.width - w)), int(fy * (ds.height - h)), w, h)
-            try:
+    with _read_errors(uri):
+        for fy in np.linspace(0, 1, samples):
+            for fx in np.linspace(0, 1, samples):
+                window = Window(int(fx * (ds.width - w)), int(fy * (ds.height - h)), w, h)
                 digest.update(np.ascontiguousarray(ds.read(window=window)).tobytes())
-            except RasterioIOError as exc:
-                raise InputError(
-                    f"pixel data cannot be read ({_short(exc)})",
-                    where=uri,
-                    fix="The file is probably truncated or corrupt: download or export it again.",
-                ) from exc
     return digest.hexdigest()[:16]

@@ -38,11 +38,16 @@ class SensorPreset:
         return None
 
 
-_S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+_S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
+             "B10", "B11", "B12")  # fmt: skip
 _S2_COMMON = {
     "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1",
     "B06": "rededge2", "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09",
     "B10": "cirrus", "B11": "swir16", "B12": "swir22",
+}  # fmt: skip
+_LANDSAT_COMMON = {
+    "SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red",
+    "SR_B5": "nir", "SR_B6": "swir16", "SR_B7": "swir22",
 }  # fmt: skip
 
 PRESETS: dict[str, SensorPreset] = {
@@ -50,7 +55,8 @@ PRESETS: dict[str, SensorPreset] = {
     for p in (
         SensorPreset(
             name="sentinel2_l2a",
-            description="Sentinel-2 MSI Level-2A surface reflectance, uint16 (DN/10000), 10/20/60 m",
+            description="Sentinel-2 MSI Level-2A surface reflectance, uint16 (DN/10000), "
+            "10/20/60 m",
             bands=_S2_BANDS,
             variants=(tuple(b for b in _S2_BANDS if b != "B10"),),
             common_names=_S2_COMMON,
@@ -61,10 +67,7 @@ PRESETS: dict[str, SensorPreset] = {
             name="landsat89_l2",
             description="Landsat 8/9 OLI Collection 2 Level-2 surface reflectance, uint16, 30 m",
             bands=("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"),
-            common_names={
-                "SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red",
-                "SR_B5": "nir", "SR_B6": "swir16", "SR_B7": "swir22",
-            },  # fmt: skip
+            common_names=_LANDSAT_COMMON,
             nominal_resolution_m=30.0,
             reflectance_scale=2.75e-5,
         ),

@@ -153,19 +153,26 @@ class TileGrid:
         return self._subset(keep)
 
     # -- validity ---------------------------------------------------------------------
-    def drop_empty(self, progress: bool = False, max_chunk_px: int = 8192) -> TileGrid:
-        """Only tiles with at least one valid pixel (exact; reads masks band by band).
+    def drop_empty(
+        self,
+        progress: bool = False,
+        max_chunk_px: int = 8192,
+        indexes: list[int] | None = None,
+    ) -> TileGrid:
+        """Only tiles with at least one valid pixel (exact) in the bands ``indexes`` (default all).
 
         Reads each strip of tiles once, ``tile_size`` rows by at most ``max_chunk_px``
-        columns at a time, so memory stays bounded on any scene size.
+        columns at a time, so memory stays bounded on any scene size. NaN counts as
+        invalid in float scenes, with or without a declared nodata.
         """
-        if self.scene.mask_kind == "all_valid" and not self.scene.dtypes[0].startswith("float"):
+        floating = any(np.dtype(d).kind == "f" for d in self.scene.dtypes)
+        if self.scene.mask_kind == "all_valid" and not floating:
             return self
         keep = np.zeros(len(self), dtype=bool)
         rows, cols = self.rows, self.cols
         order = np.lexsort((cols, rows))
         tiles_per_chunk = max(1, max_chunk_px // self.stride)
-        indexes = list(range(1, self.scene.count + 1))
+        indexes = indexes or list(range(1, self.scene.count + 1))
         with self.scene.open() as src, tqdm(
             total=len(self), desc="checking tiles for data", unit="tile", disable=not progress
         ) as bar:
@@ -179,14 +186,17 @@ class TileGrid:
                     end += 1
                 members = order[start:end]
                 col_lo, col_hi = cols[members].min(), cols[members].max()
-                first, last = self.tile_at(int(row), int(col_lo)), self.tile_at(int(row), int(col_hi))
+                first = self.tile_at(int(row), int(col_lo))
+                last = self.tile_at(int(row), int(col_hi))
                 win = Window(
                     first.read_window.col_off,
                     first.read_window.row_off,
                     last.read_window.col_off + last.read_window.width - first.read_window.col_off,
                     first.read_window.height,
                 )
-                valid = read_valid_mask(src, self.scene, win, indexes)
+                # Float pixels are read so NaN counts as invalid whatever the mask kind.
+                data = src.read(indexes, window=win) if floating else None
+                valid = read_valid_mask(src, self.scene, win, indexes, data=data)
                 for k in members:
                     c0 = int(cols[k] - col_lo) * self.stride
                     keep[k] = bool(valid[:, c0 : c0 + self.tile_size].any())
