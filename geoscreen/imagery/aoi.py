@@ -1,0 +1,88 @@
+"""Areas of interest: polygons from a vector file, placed on a scene's CRS.
+
+An AOI file (GeoJSON, GeoPackage, Shapefile or anything else OGR reads) may be in
+any CRS; :func:`load_aoi` reprojects its polygons to the scene's CRS and unions
+them into one geometry for :meth:`~geoscreen.imagery.tiling.TileGrid.within`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import shapely
+from rasterio.crs import CRS
+from shapely.geometry.base import BaseGeometry
+
+from geoscreen.errors import InputError
+from geoscreen.imagery.scene import parse_crs
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+_POLYGONAL = ("Polygon", "MultiPolygon")
+
+
+def load_aoi(
+    path: str | os.PathLike[str], crs: str | int | CRS | None, layer: str | int | None = None
+) -> BaseGeometry:
+    """The union of the polygons in a vector file, in ``crs`` (the scene's CRS).
+
+    ``crs`` None means the scene has no CRS, which an AOI cannot be placed on.
+    Non-polygon features (points, lines) are ignored; invalid polygons are repaired.
+    """
+    where = os.fspath(path)
+    if crs is None:
+        raise InputError(
+            "an AOI needs a georeferenced scene, but this one has no CRS",
+            where=where,
+            fix="Assign the raster's CRS (gdal_edit.py -a_srs EPSG:XXXX FILE) or drop --aoi.",
+        )
+    target = parse_crs(crs)
+    frame = _read(where, layer)
+    if frame.crs is None:
+        raise InputError(
+            "the AOI file has no coordinate reference system",
+            where=where,
+            fix="Set it, e.g. ogr2ogr -a_srs EPSG:4326 fixed.gpkg AOI_FILE "
+            "(GeoJSON is EPSG:4326 unless it says otherwise; Shapefiles need their .prj).",
+        )
+    geoms = shapely.get_parts(frame.geometry.dropna().to_numpy())
+    polygons = [g for g in geoms if g.geom_type in _POLYGONAL and not g.is_empty]
+    if not polygons:
+        found = sorted({g.geom_type for g in geoms}) or ["no geometries"]
+        raise InputError(
+            f"the AOI file holds no polygons (found: {', '.join(found)})",
+            where=where,
+            fix="Give a file with the area as polygon features.",
+        )
+    import geopandas as gpd
+
+    polys = gpd.GeoSeries(polygons, crs=frame.crs).make_valid().to_crs(target)
+    area = shapely.union_all(polys.to_numpy())
+    area = shapely.union_all([g for g in shapely.get_parts(area) if g.geom_type in _POLYGONAL])
+    if area.is_empty or not area.is_valid:
+        raise InputError(
+            "the AOI is empty once placed in the scene's CRS",
+            where=where,
+            fix="Check that its polygons have an area and lie where the scene's CRS is defined.",
+        )
+    return area
+
+
+def _read(path: str, layer: str | int | None) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if not os.path.exists(path):
+        raise InputError("AOI file not found", where=path, fix="Check the path and spelling.")
+    try:
+        return gpd.read_file(path, layer=layer)
+    except (DataSourceError, DataLayerError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split("; It might help")[0]  # pyogrio's driver hint does not apply here
+        raise InputError(
+            f"cannot read as a vector file ({first[:160]})",
+            where=path,
+            fix="Give a GeoJSON, GeoPackage or Shapefile (with its .shx/.dbf/.prj) of polygons.",
+        ) from exc
