@@ -109,8 +109,8 @@ class Scene:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) of the working grid in its CRS (or pixel space)."""
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (self.width, self.height)
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (self.width, self.height)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
     @property
@@ -145,7 +145,7 @@ class Scene:
         """A window of the working grid as a polygon in the scene's CRS (or pixel space)."""
         c0, r0 = window.col_off, window.row_off
         c1, r1 = c0 + window.width, r0 + window.height
-        corners = [self.transform * (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
+        corners = [self.transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
         return Polygon(corners)
 
     # -- bands ------------------------------------------------------------------------
@@ -242,8 +242,8 @@ class Scene:
         if resolution is not None:
             # Target-aligned pixels (like gdalwarp -tap): scenes on the same CRS and
             # resolution share one pixel lattice, so their tiles line up.
-            x0 = math.floor(transform.c / resolution) * resolution
-            y0 = math.ceil(transform.f / resolution) * resolution
+            x0 = math.floor(transform.c / resolution + 1e-9) * resolution
+            y0 = math.ceil(transform.f / resolution - 1e-9) * resolution
             x1 = transform.c + width * transform.a
             y1 = transform.f + height * transform.e
             width = math.ceil((x1 - x0) / resolution - 1e-9)
@@ -265,8 +265,8 @@ class Scene:
 
 
 def _bounds_of(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (width, height)
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (width, height)
     return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -362,11 +362,15 @@ def _describe(uri: str, ds: DatasetReader, sensor: str | None) -> Scene:
             "gdal_translate -ot Float32 IN OUT (complex SAR data: take the amplitude).",
         )
     colorinterp = [c.name for c in ds.colorinterp]
-    count, alpha = ds.count, "alpha" in [c.lower() for c in colorinterp]
+    count = ds.count
+    # A trailing alpha band is a mask, not data (RGBA orthomosaics, PNGs).
+    alpha = count > 1 and colorinterp[-1].lower() == "alpha"
+    data_count = count - alpha
     if sensor is not None:
         preset: SensorPreset | None = get_preset(sensor)
         assert preset is not None
-        layout = preset.layout_for(count - alpha)
+        # Some products flag their 4th band (NIR) as alpha: a preset for all bands wins.
+        layout = preset.layout_for(data_count) or preset.layout_for(count)
         if layout is None:
             sizes = " or ".join(str(len(lay)) for lay in preset.layouts())
             raise ConfigError(
@@ -375,10 +379,12 @@ def _describe(uri: str, ds: DatasetReader, sensor: str | None) -> Scene:
                 fix="Pick the preset that matches the file, or select bands by number.",
             )
     else:
-        preset = detect_preset(count, ds.descriptions, colorinterp, ds.tags())
-        layout = preset.layout_for(count) if preset else None
+        preset = detect_preset(
+            data_count, ds.descriptions[:data_count], colorinterp[:data_count], ds.tags()
+        )
+        layout = preset.layout_for(data_count) if preset else None
     band_names = (
-        layout + (("alpha",) if alpha and len(layout) < count else ())
+        layout + (("alpha",) if len(layout) < count else ())
         if layout
         else _names_from_descriptions(ds.descriptions, colorinterp, count)
     )

@@ -1,0 +1,87 @@
+"""Shared fixtures: paths to the bundled real samples and small generated scenes.
+
+Generated scenes use real CRSs (geoscreen.samples); they test mechanics, never
+model quality. Session-scoped scenes are read-only: copy them before changing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geoscreen.samples import make_sentinel2_like, make_synthetic_scene, sample_path
+
+
+# -- real samples ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def osbs_path() -> Path:
+    """NEON OSBS_029: 400 x 400 RGB, 0.1 m, EPSG:32617, nodata 255 declared."""
+    return sample_path("neon_osbs")
+
+
+@pytest.fixture(scope="session")
+def osbs_labels_path() -> Path:
+    """61 tree-crown boxes on OSBS_029 (CSV, pixel coordinates)."""
+    return sample_path("neon_osbs_labels")
+
+
+@pytest.fixture(scope="session")
+def yell_path() -> Path:
+    """NEON YELL crop: 1249 x 1035 RGB PNG without georeference (pixel space)."""
+    return sample_path("neon_yell")
+
+
+@pytest.fixture(scope="session")
+def yell_labels_path() -> Path:
+    """279 tree-crown boxes on the YELL crop (Pascal VOC XML)."""
+    return sample_path("neon_yell_labels")
+
+
+@pytest.fixture(scope="session")
+def rmnp_path() -> Path:
+    """Rocky Mountain NP RGB: 485 x 373, EPSG:4326, nodata 255."""
+    return sample_path("rmnp_rgb")
+
+
+@pytest.fixture(scope="session")
+def rmnp_boundary_path() -> Path:
+    """The park boundary polygon (Shapefile, EPSG:4326)."""
+    return sample_path("rmnp_boundary")
+
+
+# -- generated scenes --------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session folder for the shared generated scenes."""
+    return tmp_path_factory.mktemp("scenes")
+
+
+@pytest.fixture(scope="session")
+def sentinel2_path(scene_dir: Path) -> Path:
+    """Sentinel-2 L2A-like: 13 bands uint16, 96 x 80, EPSG:32643, 10 m, nodata 0 on a
+    12-pixel left/top margin, band names B01..B12, acquired 2024-01-15T05:31:21Z."""
+    return make_sentinel2_like(scene_dir / "s2_like.tif", 96, 80, nodata_margin=12, blocksize=32)
+
+
+@pytest.fixture(scope="session")
+def rgb_path(scene_dir: Path) -> Path:
+    """3-band uint8, 160 x 120, EPSG:32633, 10 m, nodata 0 on a 40-pixel left/top margin,
+    four bright square structures, 64-pixel blocks."""
+    return make_synthetic_scene(
+        scene_dir / "rgb.tif", 160, 120, nodata=0, nodata_margin=40, structures=4, blocksize=64
+    )
+
+
+@pytest.fixture
+def make_scene(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_scene(width, height, **make_synthetic_scene options)`` in tmp_path."""
+    counter = iter(range(1_000_000))
+
+    def make(width: int = 64, height: int = 64, name: str | None = None, **options: Any) -> Path:
+        path = tmp_path / (name or f"scene_{next(counter)}.tif")
+        return make_synthetic_scene(path, width, height, **options)
+
+    return make
