@@ -1,0 +1,88 @@
+"""``geoscreen profile``: check and read screening profiles."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import click
+
+from geoscreen.cli.app import cli
+from geoscreen.profiles import Profile, load_profile
+
+
+@cli.group()
+def profile() -> None:
+    """Screening profiles: what to look for, on which imagery, with which model."""
+
+
+@profile.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path) -> None:
+    """Check a profile file; prints 'ok: NAME VERSION' or the problems (exit 2)."""
+    loaded = load_profile(file)
+    click.echo(f"ok: {loaded.name} {loaded.version}")
+
+
+@profile.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def show(file: Path, as_json: bool) -> None:
+    """Summarise a profile for people reviewing it."""
+    loaded = load_profile(file)
+    if as_json:
+        payload = {
+            "source": str(loaded.source_path),
+            "fingerprint": loaded.fingerprint(),
+            "profile": loaded.to_dict(),
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(summary(loaded))
+
+
+def summary(p: Profile) -> str:
+    """A few readable lines describing a profile."""
+    img, pre, model = p.imagery, p.preprocess, p.model
+    low, high = img.resolution_m or (0.0, 0.0)
+    resolution = "any" if not high else f"{low:g} m" if low == high else f"{low:g}-{high:g} m"
+    weights = p.weights_location()
+    if weights is None:
+        weights_text = "none yet (train with labelled examples first)"
+    else:
+        sha = model.weights_sha256
+        weights_text = f"{weights}" + (f" (sha256 {sha[:12]}...)" if sha else "")
+    norm = pre.normalization
+    lines = [
+        f"{p.name} {p.version}",
+        *textwrap.wrap(p.description, width=88, initial_indent="  ", subsequent_indent="  "),
+        f"imagery:     sensor {img.sensor or 'any'}, bands {_join(img.bands)}, "
+        f"pixel size {resolution}",
+        f"tiles:       {p.tiling.tile_size} px, overlap {p.tiling.overlap} px",
+        f"preprocess:  bands {_join(pre.bands)}, "
+        f"indices {','.join(pre.indices) if pre.indices else 'none'}, normalisation {norm.method}",
+        f"model:       {model.task}, backbone {model.backbone}, "
+        f"{p.input_channels or 'all'} input channels",
+        f"weights:     {weights_text}",
+        f"threshold:   {p.threshold:g}",
+        f"sites:       min area {p.sites.min_area_m2:g} m2, "
+        f"merge within {p.sites.merge_distance_m:g} m",
+        f"aoi:         {p.resolve_path(p.aoi) if p.aoi else 'none'}; "
+        f"exclusions: {len(p.exclusions) or 'none'}",
+        f"review:      second reviewer to escalate: "
+        f"{_yes(p.review.escalation_requires_second_reviewer)}; "
+        f"reason required: {_yes(p.review.reason_required)}",
+        f"fingerprint: {p.fingerprint()}",
+        f"file:        {p.source_path}",
+        f"A score means only 'matches profile {p.name}'; people decide what a place is.",
+    ]
+    return "\n".join(lines)
+
+
+def _join(items: list[str] | None) -> str:
+    return ",".join(items) if items else "all"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
