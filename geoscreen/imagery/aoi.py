@@ -34,9 +34,9 @@ def load_aoi(
     where = os.fspath(path)
     if crs is None:
         raise InputError(
-            "an AOI needs a georeferenced scene, but this one has no CRS",
+            "the scene has no CRS, so this AOI cannot be placed on it",
             where=where,
-            fix="Assign the raster's CRS (gdal_edit.py -a_srs EPSG:XXXX FILE) or drop --aoi.",
+            fix="Assign the raster's CRS (gdal_edit.py -a_srs EPSG:XXXX RASTER) or drop --aoi.",
         )
     target = parse_crs(crs)
     frame = _read(where, layer)

@@ -252,7 +252,7 @@ BAD_TILE_INPUTS = {
     "complex64": (_complex, [], "unsupported pixel type complex64"),
     "png with --crs": (_sample("neon_yell"), ["--crs", "EPSG:32612"], "has no CRS"),
     "png with --resolution": (_sample("neon_yell"), ["--resolution", "2"], "has no CRS"),
-    "png with --aoi": (_sample("neon_yell"), ["--aoi", _BOUNDARY], "needs a georeferenced"),
+    "png with --aoi": (_sample("neon_yell"), ["--aoi", _BOUNDARY], "scene has no CRS"),
     "aoi misses scene": (_sample("neon_osbs"), ["--aoi", _BOUNDARY], "does not overlap"),
     "aoi file missing": (_sample("neon_osbs"), ["--aoi", "nope.geojson"], "AOI file not found"),
     "band the scene lacks": (_sample("neon_osbs"), ["--bands", "red,nir"], "band 'nir'"),

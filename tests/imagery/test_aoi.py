@@ -115,7 +115,7 @@ def test_degenerate_polygons_give_an_empty_aoi(tmp_path: Path) -> None:
 
 
 def test_scene_without_crs(rmnp_boundary_path: Path) -> None:
-    with pytest.raises(InputError, match=r"needs a georeferenced scene"):
+    with pytest.raises(InputError, match=r"scene has no CRS, so this AOI cannot be placed"):
         load_aoi(rmnp_boundary_path, None)
 
 
