@@ -47,6 +47,7 @@ def raster_dir() -> Iterator[Path]:
 
 
 # -- coverage ----------------------------------------------------------------------------
+@settings(deadline=None)
 @given(
     width=st.integers(1, 150),
     height=st.integers(1, 150),
@@ -60,6 +61,7 @@ def test_no_overlap_covers_every_pixel_exactly_once(
     assert len(grid) == grid.n_rows * grid.n_cols
 
 
+@settings(deadline=None)
 @given(
     width=st.integers(1, 150),
     height=st.integers(1, 150),
