@@ -11,13 +11,15 @@ from geoscreen.imagery.scene import Scene
 
 
 def valid_from_data(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Pixels (H x W) where every band of ``data`` (C x H x W) holds a value.
+    """Pixels (H x W) of ``data`` (C x H x W) that hold data.
 
-    NaN is never a value, with or without a declared nodata.
+    As GDAL's dataset mask does, a pixel is nodata only when *every* band equals the
+    nodata value (a saturated red band next to real green and blue is data). NaN in
+    any band is never a value, with or without a declared nodata.
     """
     valid = np.ones(data.shape[1:], dtype=bool)
     if nodata is not None and not np.isnan(nodata):
-        valid &= ~(data == nodata).any(axis=0)
+        valid &= ~(data == nodata).all(axis=0)
     if data.dtype.kind == "f":
         valid &= ~np.isnan(data).any(axis=0)
     return valid

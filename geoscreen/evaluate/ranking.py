@@ -1,0 +1,64 @@
+"""Ranking metrics for scored items (tiles, chips): AP, precision/recall at a threshold.
+
+Object-level matching of sites to ground truth lives in :mod:`geoscreen.evaluate.metrics`;
+these functions work on any list of (score, is_positive) pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ThresholdMetrics:
+    """Counts and rates at one decision threshold."""
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float
+    recall: float
+    f1: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under the precision-recall step curve (the scikit-learn definition).
+
+    Ties in score are ranked together. NaN when there are no positives.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(positives, dtype=bool)
+    n_pos = int(truth.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], truth[order]
+    # One precision/recall point per distinct score (ties enter together).
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(t)[last_of_tie]
+    fp = (last_of_tie + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    recall_steps = np.diff(np.r_[0.0, recall])
+    return float(np.sum(recall_steps * precision))
+
+
+def at_threshold(scores: np.ndarray, positives: np.ndarray, threshold: float) -> ThresholdMetrics:
+    """Confusion counts, precision, recall and F1 for ``score >= threshold``."""
+    predicted = np.asarray(scores) >= threshold
+    truth = np.asarray(positives, dtype=bool)
+    tp = int(np.sum(predicted & truth))
+    fp = int(np.sum(predicted & ~truth))
+    fn = int(np.sum(~predicted & truth))
+    tn = int(np.sum(~predicted & ~truth))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return ThresholdMetrics(threshold, tp, fp, fn, tn, precision, recall, f1)
