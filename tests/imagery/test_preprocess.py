@@ -35,7 +35,8 @@ def _read_all(scene: Scene, indexes: tuple[int, ...]) -> np.ndarray:
 
 
 def _valid(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    return np.ones(raw.shape[1:], bool) if nodata is None else ~(raw == nodata).any(axis=0)
+    """GDAL's rule: nodata only where every band holds the nodata value."""
+    return np.ones(raw.shape[1:], bool) if nodata is None else ~(raw == nodata).all(axis=0)
 
 
 # -- band resolution ---------------------------------------------------------------------
