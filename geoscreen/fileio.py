@@ -18,7 +18,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     parent = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(parent):
         raise InputError(
-            "output folder does not exist", where=parent, fix="Create it first or choose another --out."
+            "output folder does not exist",
+            where=parent,
+            fix="Create it first or choose another --out.",
         )
     base, ext = os.path.splitext(os.path.basename(target))
     tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}{ext}")

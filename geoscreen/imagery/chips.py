@@ -56,6 +56,7 @@ def sample_chips(
     min_distance_px: float,
     seed: int,
     valid_only: bool = True,
+    allow_fewer: bool = False,
 ) -> list[Chip]:
     """Chips centred on positives (label 1) and negatives (label 0), then background.
 
@@ -63,7 +64,9 @@ def sample_chips(
     Background chips (label 0) are drawn uniformly at random with ``seed``; each
     chip's centre is at least ``min_distance_px`` from every positive centre, and
     with ``valid_only`` a chip must hold at least one valid pixel. The result is
-    the same for the same inputs and seed.
+    the same for the same inputs and seed. Where too little background lies far
+    enough from the positives, ``allow_fewer`` returns what was found instead of
+    raising.
     """
     if chip_size < 1:
         raise ConfigError(f"chip size must be at least 1 pixel, got {chip_size}")
@@ -76,7 +79,9 @@ def sample_chips(
     chips = [_centred(scene, c, r, chip_size, 1, POSITIVE) for c, r in pos]
     chips += [_centred(scene, c, r, chip_size, 0, NEGATIVE) for c, r in neg]
     if n_background:
-        chips += _background(scene, pos, chip_size, n_background, min_distance_px, seed, valid_only)
+        chips += _background(
+            scene, pos, chip_size, n_background, min_distance_px, seed, valid_only, allow_fewer
+        )
     return chips
 
 
@@ -132,6 +137,7 @@ def _background(
     min_distance: float,
     seed: int,
     valid_only: bool,
+    allow_fewer: bool,
 ) -> list[Chip]:
     rng = np.random.default_rng(seed)
     max_col, max_row = max(scene.width - size, 0), max(scene.height - size, 0)
@@ -159,7 +165,7 @@ def _background(
                 chips.append(chip)
                 if len(chips) == wanted:
                     break
-    if len(chips) < wanted:
+    if len(chips) < wanted and not allow_fewer:
         raise ConfigError(
             f"found only {len(chips)} of {wanted} background chips of {size} px at least "
             f"{min_distance:g} px from every positive"

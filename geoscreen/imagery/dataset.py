@@ -27,45 +27,13 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from geoscreen.imagery import scene as scene_module
 from geoscreen.imagery.chips import Chip, chip_window
 from geoscreen.imagery.masks import read_valid_mask
 from geoscreen.imagery.preprocess import ScenePreprocessor
-from geoscreen.imagery.scene import Scene, _open_dataset, _read_errors
+from geoscreen.imagery.scene import GDAL_ENV, Scene, open_dataset, read_errors
 from geoscreen.imagery.tiling import TileGrid
 
 Sample = dict[str, Any]
-
-# GDAL reads a plain integer GDAL_CACHEMAX through rasterio as *bytes*; values this
-# small can only mean megabytes (GDAL's own rule for the config option).
-_MB_THRESHOLD = 100_000
-
-
-def read_env() -> dict[str, Any]:
-    """:data:`~geoscreen.imagery.scene.GDAL_ENV`, with GDAL_CACHEMAX as rasterio wants it."""
-    env = dict(scene_module.GDAL_ENV)
-    cache = env.get("GDAL_CACHEMAX")
-    if isinstance(cache, int) and 0 < cache < _MB_THRESHOLD:
-        env["GDAL_CACHEMAX"] = cache * 1024 * 1024
-    return env
-
-
-def _vrt_options(scene: Scene) -> dict[str, Any]:
-    """WarpedVRT arguments for a reprojected scene (as :meth:`Scene.open` builds them)."""
-    assert scene.warp is not None
-    options: dict[str, Any] = {
-        "crs": scene.crs,
-        "transform": scene.transform,
-        "width": scene.width,
-        "height": scene.height,
-        "resampling": scene.warp.resampling,
-    }
-    if scene.nodata is None:
-        options["add_alpha"] = True
-    else:
-        options["nodata"] = scene.nodata
-    return options
-
 
 class SceneWindowReader:
     """Reads preprocessed, zero-padded windows of one scene via a per-process handle."""
@@ -85,11 +53,11 @@ class SceneWindowReader:
         # A handle inherited through fork belongs to the parent: leave it alone.
         stack = ExitStack()
         try:
-            with rasterio.Env(**read_env()), warnings.catch_warnings():
+            with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                src: DatasetReader | WarpedVRT = stack.enter_context(_open_dataset(self.scene.uri))
+                src: DatasetReader | WarpedVRT = stack.enter_context(open_dataset(self.scene.uri))
                 if self.scene.warp is not None:
-                    src = stack.enter_context(WarpedVRT(src, **_vrt_options(self.scene)))
+                    src = stack.enter_context(WarpedVRT(src, **self.scene.vrt_options()))
         except BaseException:
             stack.close()
             raise
@@ -116,7 +84,7 @@ class SceneWindowReader:
     def session(self) -> Iterator[DatasetReader | WarpedVRT]:
         """This process's handle, inside the GDAL environment, for one or more reads."""
         src = self.open()
-        with rasterio.Env(**read_env()), _read_errors(self.scene.uri):
+        with rasterio.Env(**GDAL_ENV), read_errors(self.scene.uri):
             yield src
 
     def read(self, window: Window) -> tuple[torch.Tensor, torch.Tensor]:

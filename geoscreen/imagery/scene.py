@@ -38,7 +38,7 @@ SUPPORTED_DTYPES = frozenset(
 
 # Bounded reader memory: the block cache is the reader's main consumer (~840 MB -> ~130 MB).
 GDAL_ENV: dict[str, Any] = {
-    "GDAL_CACHEMAX": 64,
+    "GDAL_CACHEMAX": 64 * 1024 * 1024,  # bytes: rasterio hands an integer to GDAL as bytes
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "VSI_CACHE": True,
 }
@@ -192,25 +192,34 @@ class Scene:
             stack.enter_context(rasterio.Env(**GDAL_ENV))
             stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = stack.enter_context(_open_dataset(self.uri))
+            src = stack.enter_context(open_dataset(self.uri))
             if self.warp is None:
-                with _read_errors(self.uri):
+                with read_errors(self.uri):
                     yield src
                 return
-            vrt_kwargs: dict[str, Any] = {
-                "crs": self.crs,
-                "transform": self.transform,
-                "width": self.width,
-                "height": self.height,
-                "resampling": self.warp.resampling,
-            }
-            if self.nodata is None:
-                vrt_kwargs["add_alpha"] = True
-            else:
-                vrt_kwargs["nodata"] = self.nodata
-            vrt = stack.enter_context(WarpedVRT(src, **vrt_kwargs))
-            with _read_errors(self.uri):
+            vrt = stack.enter_context(WarpedVRT(src, **self.vrt_options()))
+            with read_errors(self.uri):
                 yield vrt
+
+    def vrt_options(self) -> dict[str, Any]:
+        """WarpedVRT arguments for the working grid of a reprojected scene.
+
+        Outside the source footprint is invalid: nodata if declared, else an alpha band.
+        """
+        if self.warp is None:
+            raise ValueError("vrt_options() is only defined for reprojected scenes")
+        options: dict[str, Any] = {
+            "crs": self.crs,
+            "transform": self.transform,
+            "width": self.width,
+            "height": self.height,
+            "resampling": self.warp.resampling,
+        }
+        if self.nodata is None:
+            options["add_alpha"] = True
+        else:
+            options["nodata"] = self.nodata
+        return options
 
     def reproject(
         self,
@@ -289,7 +298,7 @@ def _is_virtual(uri: str) -> bool:
 
 
 @contextmanager
-def _open_dataset(uri: str) -> Iterator[DatasetReader]:
+def open_dataset(uri: str) -> Iterator[DatasetReader]:
     try:
         ds = rasterio.open(uri)
     except RasterioIOError as exc:
@@ -304,7 +313,7 @@ def _open_dataset(uri: str) -> Iterator[DatasetReader]:
 
 
 @contextmanager
-def _read_errors(uri: str) -> Iterator[None]:
+def read_errors(uri: str) -> Iterator[None]:
     """Turn a failed pixel read (truncated or corrupt file) into an :class:`InputError`."""
     try:
         yield
@@ -342,7 +351,7 @@ def open_scene(path: str | os.PathLike[str], sensor: str | None = None) -> Scene
                              fix="Download or copy it again.")  # fmt: skip
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _open_dataset(uri) as ds:
+        with open_dataset(uri) as ds:
             return _describe(uri, ds, sensor)
 
 
@@ -472,7 +481,7 @@ def _content_id(uri: str, ds: DatasetReader, samples: int = 3, size: int = 64) -
               ds.crs.to_wkt() if ds.crs else None, tuple(ds.transform))  # fmt: skip
     digest.update(repr(header).encode())
     h, w = min(size, ds.height), min(size, ds.width)
-    with _read_errors(uri):
+    with read_errors(uri):
         for fy in np.linspace(0, 1, samples):
             for fx in np.linspace(0, 1, samples):
                 window = Window(int(fx * (ds.width - w)), int(fy * (ds.height - h)), w, h)

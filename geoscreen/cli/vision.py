@@ -1,0 +1,204 @@
+"""``geoscreen train``, ``geoscreen screen`` and ``geoscreen similar``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoscreen.cli.app import cli
+from geoscreen.imagery.aoi import load_aoi
+from geoscreen.imagery.scene import open_scene
+from geoscreen.profiles import load_profile
+from geoscreen.vision.scoremap import ScoreMap
+
+log = logging.getLogger(__name__)
+
+
+@cli.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.option(
+    "--labels",
+    "labels",
+    multiple=True,
+    required=True,
+    help="Labelled examples (GeoJSON/GPKG/SHP/CSV/Pascal VOC); repeatable.",
+)
+@click.option("--imagery", "imagery", multiple=True, required=True, help="Scene file; repeatable.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder.")
+@click.option(
+    "--mode",
+    type=click.Choice(["linear_probe", "finetune"]),
+    default="linear_probe",
+    show_default=True,
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-epochs", default=None, type=int, help="Upper bound on epochs.")
+def train(
+    profile: str,
+    labels: tuple[str, ...],
+    imagery: tuple[str, ...],
+    out: str,
+    mode: str,
+    device: str,
+    seed: int,
+    max_epochs: int | None,
+) -> None:
+    """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.vision.train import TrainOptions, train_classifier
+
+    prof = load_profile(profile)
+    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed}
+    if max_epochs is not None:
+        options["max_epochs"] = max_epochs
+    card = train_classifier(
+        prof,
+        labels,
+        imagery,
+        out,
+        TrainOptions(**options),
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    metrics = card["metrics"]
+    click.echo(
+        f"model written to {out} (validation AP {metrics['val_average_precision']:.3f}, "
+        f"positive rate {metrics['val_positive_rate']:.3f}; see {out}/MODEL_CARD.md)"
+    )
+
+
+@cli.command()
+@click.argument("profile", type=click.Path(dir_okay=False))
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--aoi", default=None, help="Only tiles intersecting these polygons.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Tile-reading processes running alongside the model.",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
+def screen(
+    profile: str,
+    scenes: tuple[str, ...],
+    model_dir: str,
+    out: str,
+    aoi: str | None,
+    batch_size: int,
+    workers: int,
+    device: str,
+    embeddings: bool,
+) -> None:
+    """Score every tile of each SCENE with a trained PROFILE model."""
+    from geoscreen.vision.classifier import load_model
+    from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+
+    prof = load_profile(profile)
+    loaded = load_model(model_dir)
+    opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
+    for scene in opened:
+        check_model_fits(loaded, prof, scene)
+    opts = ScreenOptions(
+        batch_size=batch_size,
+        device=device,
+        num_workers=workers,
+        embeddings=embeddings,
+        progress=True,
+    )
+    run_id = uuid.uuid4().hex[:12]
+    meta = {
+        "profile": prof.name,
+        "profile_version": prof.version,
+        "model_sha256": loaded.sha256,
+        "run_id": run_id,
+    }
+    results = []
+    for scene in opened:
+        area = load_aoi(aoi, scene.crs) if aoi and scene.crs is not None else None
+        scores = screen_scene(
+            loaded.model, prof, scene, opts, aoi=area, meta={**meta, "scene_id": scene.id}
+        )
+        results.append(_write(scores, Path(out), scene.uri))
+    _summary(Path(out), "screen", meta, results)
+
+
+@cli.command()
+@click.option(
+    "--profile",
+    "profile",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Profile giving backbone, bands and tile size.",
+)
+@click.option("--imagery", "imagery", multiple=True, required=True, help="Scene file; repeatable.")
+@click.option(
+    "--example",
+    "example",
+    required=True,
+    help="Example sites (points/boxes/polygons) lying in one of the scenes.",
+)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+def similar(
+    profile: str,
+    imagery: tuple[str, ...],
+    example: str,
+    out: str,
+    model_dir: str | None,
+    batch_size: int,
+) -> None:
+    """Rank tiles by similarity to example sites, with no training."""
+    from geoscreen.vision.classifier import load_model
+    from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
+    from geoscreen.vision.infer import ScreenOptions, screen_scene
+
+    prof = load_profile(profile)
+    scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
+    model = load_model(model_dir).model if model_dir else feature_model(prof, scenes[0])
+    examples = embed_examples(model, prof, scenes, example)
+    run_id = uuid.uuid4().hex[:12]
+    meta = {
+        "profile": prof.name,
+        "profile_version": prof.version,
+        "run_id": run_id,
+        "method": "similarity",
+        "examples": len(examples),
+    }
+    opts = ScreenOptions(batch_size=batch_size, embeddings=True, progress=True)
+    results = []
+    for scene in scenes:
+        scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
+        assert scores.embeddings is not None
+        scores.scores = similarity_scores(scores.embeddings, examples)
+        results.append(_write(scores, Path(out), scene.uri))
+    _summary(Path(out), "similar", meta, results)
+
+
+def _write(scores: ScoreMap, out: Path, uri: str) -> dict[str, Any]:
+    scene = scores.grid.scene
+    files = scores.write(out / scene.id)
+    top = float(scores.scores.max()) if scores.scores.size else float("nan")
+    click.echo(f"{uri}: {len(scores.grid)} tiles screened, top score {top:.3f} -> {files['tiles']}")
+    return {
+        "scene": uri,
+        "scene_id": scene.id,
+        "tiles": len(scores.grid),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+
+
+def _summary(out: Path, kind: str, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta, "scenes": results}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{kind}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

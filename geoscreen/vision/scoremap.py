@@ -1,0 +1,105 @@
+"""ScoreMap: per-tile scores of one scene, and the files users open in QGIS.
+
+Written to a folder::
+
+    tiles.parquet   one row per screened tile: id, row, col, score, valid fraction, geometry
+    scores.tif      Cloud-Optimized GeoTIFF of scores, overlapping tiles averaged
+    embeddings.npy  optional float16 (N, F) backbone features, rows aligned with tiles.parquet
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+
+from geoscreen.fileio import atomic_write
+from geoscreen.imagery.tiling import TileGrid
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+TILES_FILE = "tiles.parquet"
+RASTER_FILE = "scores.tif"
+EMBEDDINGS_FILE = "embeddings.npy"
+
+
+@dataclass
+class ScoreMap:
+    """Scores (and optionally embeddings) for the tiles of ``grid``, in grid order."""
+
+    grid: TileGrid
+    scores: np.ndarray
+    valid_fraction: np.ndarray
+    embeddings: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_geodataframe(self) -> gpd.GeoDataFrame:
+        frame = self.grid.to_geodataframe()
+        frame["score"] = self.scores.astype(np.float32)
+        frame["valid_fraction"] = self.valid_fraction.astype(np.float32)
+        for key, value in self.meta.items():
+            frame[key] = value
+        return frame
+
+    def raster(self) -> tuple[np.ndarray, Affine, int]:
+        """Scores on a grid of ``cell`` pixels (gcd of tile size and stride), overlaps averaged.
+
+        Cells no tile covered are NaN. Returns (array, transform, cell size in pixels).
+        """
+        grid = self.grid
+        cell = math.gcd(grid.tile_size, grid.stride)
+        height = math.ceil(grid.scene.height / cell)
+        width = math.ceil(grid.scene.width / cell)
+        total = np.zeros((height, width), dtype=np.float64)
+        count = np.zeros((height, width), dtype=np.uint16)
+        span, step = grid.tile_size // cell, grid.stride // cell
+        for r, c, s in zip(grid.rows, grid.cols, self.scores, strict=True):
+            r0, c0 = int(r) * step, int(c) * step
+            total[r0 : r0 + span, c0 : c0 + span] += float(s)
+            count[r0 : r0 + span, c0 : c0 + span] += 1
+        out = np.full((height, width), np.nan, dtype=np.float32)
+        np.divide(total, count, out=out, where=count > 0, casting="unsafe")
+        return out, grid.scene.transform * Affine.scale(cell), cell
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write tiles.parquet, scores.tif and embeddings.npy (if any) atomically."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {"tiles": folder / TILES_FILE, "raster": folder / RASTER_FILE}
+        frame = self.to_geodataframe()
+        atomic_write(written["tiles"], lambda tmp: frame.to_parquet(tmp, index=False))
+        atomic_write(written["raster"], self._write_raster)
+        if self.embeddings is not None:
+            written["embeddings"] = folder / EMBEDDINGS_FILE
+            emb = self.embeddings.astype(np.float16)
+            atomic_write(written["embeddings"], lambda tmp: _save_npy(tmp, emb))
+        return written
+
+    def _write_raster(self, path: str) -> None:
+        array, transform, _cell = self.raster()
+        profile = {
+            "driver": "COG",
+            "width": array.shape[1],
+            "height": array.shape[0],
+            "count": 1,
+            "dtype": "float32",
+            "nodata": float("nan"),
+            "transform": transform,
+            "crs": self.grid.scene.crs,
+            "compress": "deflate",
+        }
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(array, 1)
+            dst.set_band_description(1, "score")
+            dst.update_tags(**{k: str(v) for k, v in self.meta.items()})
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array)
