@@ -1,1 +1,1 @@
-"""geoscreen.web."""
+"""Maps and the review web app. Offline by default: every script and style is served locally."""
