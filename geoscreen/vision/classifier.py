@@ -120,18 +120,24 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
             where=str(path),
             fix="Point --model at the folder written by 'geoscreen train'.",
         )
-    card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
-    if not isinstance(card, dict) or "backbone" not in card or "input_stats" not in card:
-        raise InputError(
-            "model.yaml is not a geoscreen model card",
-            where=str(card_path),
-            fix="Retrain with 'geoscreen train' or restore the original file.",
-        )
-    state = load_state_dict(weights_path, card.get("model_sha256"))
-    spec = spec_from_card(card)
-    model = TileClassifier(
-        build_backbone(spec), card["input_stats"]["mean"], card["input_stats"]["std"]
+    not_a_card = InputError(
+        "model.yaml is not a geoscreen model card",
+        where=str(card_path),
+        fix="Retrain with 'geoscreen train' or restore the original file.",
     )
+    try:
+        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise not_a_card from None
+    if not isinstance(card, dict) or "backbone" not in card or "input_stats" not in card:
+        raise not_a_card
+    state = load_state_dict(weights_path, card.get("model_sha256"))
+    try:
+        spec = spec_from_card(card)
+        mean, std = list(card["input_stats"]["mean"]), list(card["input_stats"]["std"])
+    except (KeyError, TypeError, ValueError):
+        raise not_a_card from None
+    model = TileClassifier(build_backbone(spec), mean, std)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
