@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--max-epochs", default=None, type=int, help="Upper bound on epochs.")
+@click.option(
+    "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
+)
 def train(
     profile: str,
     labels: tuple[str, ...],

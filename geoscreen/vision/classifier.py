@@ -161,6 +161,7 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         "aid for human reviewers, not a finding about any place or person.",
         "",
         "## Model",
+        f"- profile fingerprint: `{card.get('profile', {}).get('fingerprint', '?')}`",
         f"- backbone: `{card['backbone']['name']}`, {card['backbone']['in_channels']} input "
         f"channels, pretrained weights: `{card['backbone'].get('weights') or 'none'}`",
         f"- training mode: {card.get('training', {}).get('mode')}; "

@@ -169,6 +169,25 @@ def collect_chips(
     return data
 
 
+def _check_split(split: SplitResult, labels: np.ndarray, where: str) -> None:
+    """Refuse a split that cannot validate (nothing held out) or train (no positive left)."""
+    if split.val.size == 0:
+        raise InputError(
+            f"the labelled chips lie in {split.total_blocks} block(s) of {split.block_px} px: "
+            "too few to hold one out for validation",
+            where=where,
+            fix="Label examples over a larger area or in more scenes, or use smaller "
+            "validation blocks (block_tiles).",
+        )
+    if not labels[split.train].any():
+        raise InputError(
+            "every positive example lies in (or overlaps) the held-out validation blocks, "
+            "leaving none to train on",
+            where=where,
+            fix="Label positives over a larger area or in more scenes.",
+        )
+
+
 class EarlyStopping:
     """Keep the weights of the best validation AP; stop after ``patience`` epochs without gain."""
 
@@ -316,6 +335,7 @@ def train_classifier(
         seed=opts.seed,
     )
     say(f"{len(data.chips)} chips ({int(data.labels.sum())} positive); {split.describe()}")
+    _check_split(split, data.labels, ", ".join(str(p) for p in labels))
     spec = backbone_spec(profile, data.scenes[0])
     mean, std = input_stats(spec)
     model = TileClassifier(build_backbone(spec), mean, std).to(device).eval()

@@ -1,0 +1,169 @@
+"""Training the tree-crown profile on real NEON labels, and what it writes.
+
+The key test: a linear probe trained on OSBS_029 (Florida) ranks the tiles of the
+YELL crop (Yellowstone, another site, another forest) holding labelled crowns above
+those without, clearly better than chance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from geoscreen.errors import InputError
+from geoscreen.evaluate.ranking import average_precision
+from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
+from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+from geoscreen.vision.train import TrainOptions, train_classifier
+from geoscreen.vision.weights import sha256_file
+
+PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+
+
+@pytest.fixture(scope="module")
+def profile() -> Profile:
+    return load_profile(PROFILE)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    profile: Profile,
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any]]:
+    """The tree-crown linear probe, seed 0, trained on OSBS_029 (about 7 s on 2 CPU cores)."""
+    out = tmp_path_factory.mktemp("tree_model")
+    card = train_classifier(
+        profile, [osbs_labels_path], [osbs_path], out, TrainOptions(seed=0, device="cpu")
+    )
+    return out, card
+
+
+def test_trained_model_ranks_yell_crowns(
+    trained: tuple[Path, dict[str, Any]],
+    profile: Profile,
+    yell_path: Path,
+    yell_labels_path: Path,
+) -> None:
+    """Tile-level AP on YELL (never seen in training) clearly above chance.
+
+    Measured (linear probe, CPU): AP 0.68-0.75 for seeds 0-2 against a positive
+    rate of 0.593 (572 tiles of 64 px, 16 px overlap); seed 0 gives 0.719.
+    """
+    loaded = load_model(trained[0])
+    scene = open_scene(yell_path, sensor="rgb")
+    check_model_fits(loaded, profile, scene)
+    scores = screen_scene(loaded.model, profile, scene, ScreenOptions(num_workers=0, device="cpu"))
+    truth = tiles_containing(scores.grid, load_labels(yell_labels_path, scene).centres())
+    ap = average_precision(scores.scores, truth)
+    positive_rate = float(truth.mean())
+    rng = np.random.default_rng(0)
+    null = [average_precision(rng.permutation(scores.scores), truth) for _ in range(300)]
+    q99 = float(np.quantile(null, 0.99))
+    summary = (
+        f"YELL tile AP {ap:.3f}, positive rate {positive_rate:.3f}, permutation-null 99th "
+        f"percentile {q99:.3f} over {len(truth)} tiles (measured: AP 0.68-0.75 for seeds 0-2, "
+        "positive rate 0.593)"
+    )
+    assert len(truth) == 572 and 0.55 < positive_rate < 0.65, summary
+    assert ap >= positive_rate + 0.05, summary
+    assert ap > q99, summary
+
+
+def test_model_directory_and_card(
+    trained: tuple[Path, dict[str, Any]], profile: Profile, osbs_labels_path: Path, osbs_path: Path
+) -> None:
+    folder, card = trained
+    assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, CARD_FILE, CARD_MARKDOWN}
+    saved = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
+    assert saved["model_sha256"] == sha256_file(folder / WEIGHTS_FILE)
+    assert {k: v for k, v in saved.items() if k != "model_sha256"} == card
+
+    assert saved["profile"]["name"] == "tree_crowns_neon"
+    assert saved["profile"]["version"] == profile.version
+    assert saved["profile"]["fingerprint"] == profile.fingerprint()
+    assert "tree_crowns_neon" in saved["output_meaning"]
+    assert saved["backbone"]["name"] == "efficientnet_lite0"
+    assert saved["backbone"]["band_roles"] == ["red", "green", "blue"]
+    assert saved["backbone"]["weights_sha256"] == profile.model.weights_sha256
+    assert saved["tiling"] == {"tile_size": 64, "overlap": 16}
+
+    (labels,) = saved["data"]["labels"]
+    assert labels["sha256"] == sha256_file(osbs_labels_path)
+    assert labels["positives"] == 61 and labels["negatives"] == 0
+    assert saved["data"]["scenes"][0]["uri"] == str(osbs_path)
+
+    split = saved["split"]
+    assert split["method"] == "spatially blocked" and split["seed"] == 0
+    assert split["train_chips"] > 100 and split["val_chips"] > 30
+    assert 0 < split["val_positives"] < split["val_chips"]
+    assert split["train_positives"] > 0 and split["train_positives"] + split["val_positives"] <= 61
+
+    metrics = saved["metrics"]
+    assert metrics["val_positive_rate"] == pytest.approx(
+        split["val_positives"] / split["val_chips"]
+    )
+    assert metrics["val_average_precision"] > metrics["val_positive_rate"]
+    counts = sum(metrics[f"val_{k}"] for k in ("tp", "fp", "fn", "tn"))
+    assert counts == split["val_chips"] and metrics["val_threshold"] == profile.threshold
+
+    training = saved["training"]
+    assert training["mode"] == "linear_probe" and training["device"] == "cpu"
+    assert 0 < training["seconds"] < 600
+    assert saved["limits"] and all(isinstance(t, str) for t in saved["limits"])
+
+    text = (folder / CARD_MARKDOWN).read_text(encoding="utf-8")
+    assert f"tree_crowns_neon v{profile.version}" in text
+    assert "matches the screening profile" in text
+    assert profile.fingerprint() in text and labels["sha256"] in text
+    assert f"train {split['train_chips']} ({split['train_positives']} positive)" in text
+    assert "val_average_precision" in text and "## Known limits" in text
+    for word in ("traffick", "slave", "forced labour", "forced labor"):
+        assert word not in text.lower() and word not in yaml.safe_dump(saved).lower()
+
+
+def test_same_seed_same_model(
+    trained: tuple[Path, dict[str, Any]],
+    profile: Profile,
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    tmp_path: Path,
+) -> None:
+    card = train_classifier(
+        profile, [osbs_labels_path], [osbs_path], tmp_path, TrainOptions(seed=0, device="cpu")
+    )
+    first, second = load_model(trained[0]).model, load_model(tmp_path).model
+    assert torch.equal(first.head.weight, second.head.weight)
+    assert torch.equal(first.head.bias, second.head.bias)
+    assert card["split"] == trained[1]["split"] and card["metrics"] == trained[1]["metrics"]
+    assert first.head.weight.abs().sum() > 0  # the head was actually fitted
+
+
+def test_too_small_area_for_a_validation_block(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """One 640 px block covers the 400 px scene: nothing can be held out, so refuse."""
+    with pytest.raises(InputError, match="too few to hold one out"):
+        train_classifier(
+            profile, [osbs_labels_path], [osbs_path], tmp_path, TrainOptions(block_tiles=10)
+        )
+    assert not any(tmp_path.iterdir())
+
+
+def test_labels_elsewhere(
+    profile: Profile, yell_labels_path: Path, osbs_path: Path, tmp_path: Path
+) -> None:
+    """Labels for another image give a clear error, and no model folder content."""
+    with pytest.raises(InputError):
+        train_classifier(profile, [yell_labels_path], [osbs_path], tmp_path / "m", TrainOptions())
+    assert not (tmp_path / "m").exists()
