@@ -44,7 +44,11 @@ class ScreenOptions:
 
 
 def check_model_fits(loaded: LoadedModel, profile: Profile, scene: Scene) -> None:
-    """Refuse a model trained for another profile, preprocessing or band layout."""
+    """Refuse a model trained for another profile, preprocessing, tile size or band layout,
+    and a scene that does not fit the profile (:func:`~geoscreen.profiles.check_scene`).
+
+    Call it for every scene before screening any, so that a run fails before writing.
+    """
     card = loaded.card
     if card.get("profile", {}).get("name") != profile.name:
         raise ConfigError(
@@ -59,7 +63,16 @@ def check_model_fits(loaded: LoadedModel, profile: Profile, scene: Scene) -> Non
             where=str(loaded.path),
             fix="Retrain the model after changing bands, indices or normalisation.",
         )
-    roles = [r for r in band_roles(profile, scene)]
+    trained_size = card.get("tiling", {}).get("tile_size")
+    if trained_size is not None and trained_size != profile.tiling.tile_size:
+        raise ConfigError(
+            f"the model was trained on {trained_size} px tiles but the profile cuts "
+            f"{profile.tiling.tile_size} px tiles",
+            where=str(loaded.path),
+            fix="Screen with the tile size the model was trained with, or retrain it.",
+        )
+    check_scene(profile, scene)
+    roles = band_roles(profile, scene)
     if int(card["backbone"]["in_channels"]) != len(roles):
         raise ConfigError(
             f"the model takes {card['backbone']['in_channels']} channels but this scene gives "
