@@ -1,0 +1,460 @@
+"""Loading screening results (sites) into the store: idempotent and crash-safe.
+
+A sites file (GeoParquet, GeoPackage, GeoJSON...) needs a geometry and a score
+(``score`` or ``score_max``); the sites stage also writes ``site_id``, ``run_id``,
+``profile``, ``profile_version``, ``model_sha256``, ``scene_id``, ``acquired``,
+``first_seen``, ``last_seen``, ``evidence_path``, ``score_mean``, ``tile_count``,
+``area_m2``; other columns are kept as JSON with each detection.
+
+Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there is no
+``site_id``); a run is its ``run_id`` (a hash of profile and file content when there is
+none); a detection is ``(run, candidate)``. A run loads in one transaction that ends
+by marking it complete, so a load killed at any point leaves nothing behind and
+loading a complete run again changes nothing. Loading never touches a candidate's
+review status, version or history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from geoscreen.errors import InputError
+from geoscreen.review import audit
+from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
+from geoscreen.review.store import Store
+
+CHUNK = 5000
+Progress = Callable[[int, int], None]
+_TIMES = ("acquired", "first_seen", "last_seen")
+_KNOWN = {
+    "geometry",
+    "score",
+    "score_max",
+    "score_mean",
+    "tile_count",
+    "area_m2",
+    "site_id",
+    "run_id",
+    "profile",
+    "profile_version",
+    "model_sha256",
+    "scene_id",
+    "acquired",
+    "evidence_path",
+    "first_seen",
+    "last_seen",
+}
+_LATEST = (
+    "geom_wkb",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "lon",
+    "lat",
+    "score",
+    "score_mean",
+    "area_m2",
+    "tile_count",
+    "profile_version",
+    "model_sha256",
+    "scene_id",
+    "acquired",
+    "evidence_path",
+    "last_seen",
+    "last_run_pk",
+)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What a load did."""
+
+    run_id: str
+    profile: str
+    sites: int
+    new: int
+    seen_again: int
+    already_loaded: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def read_sites(path: str | Path) -> gpd.GeoDataFrame:
+    """Read a sites file into EPSG:4326 (a file without a CRS must be in degrees)."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError("sites file not found", where=str(source))
+    try:
+        if source.suffix.lower() in (".parquet", ".geoparquet"):
+            frame = gpd.read_parquet(source)
+        else:
+            frame = gpd.read_file(source)
+    except Exception as exc:  # pyogrio/pyarrow raise many kinds for unreadable files
+        raise InputError(f"cannot read sites: {exc}".splitlines()[0], where=str(source)) from exc
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
+        raise InputError("no geometry column", where=str(source))
+    if frame.crs is None:
+        minx, miny, maxx, maxy = frame.total_bounds if len(frame) else (0, 0, 0, 0)
+        if min(minx, miny) < -180 or maxx > 180 or max(abs(miny), abs(maxy)) > 90:
+            raise InputError(
+                "sites have no CRS and are not in degrees",
+                where=str(source),
+                fix="Write the file with its CRS.",
+            )
+        frame = frame.set_crs("EPSG:4326")
+    elif not frame.crs.equals("EPSG:4326"):
+        frame = frame.to_crs("EPSG:4326")
+    if frame.geometry.name != "geometry":
+        frame = frame.rename_geometry("geometry")
+    return frame
+
+
+def load_sites(
+    store: Store,
+    path: str | Path,
+    *,
+    profile: str | None = None,
+    run_id: str | None = None,
+    actor: str,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Load one run of sites; a run that is already complete is left as it is."""
+    started = time.perf_counter()
+    source = Path(path)
+    frame = read_sites(source)
+    digest = _sha256(source)
+    profile = _single(frame, "profile", profile, source)
+    if profile is None:
+        raise InputError(
+            "which profile found these sites?",
+            where=str(source),
+            fix="Give --profile NAME (the file has no 'profile' column).",
+        )
+    run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
+    rows = _rows(frame, source)
+    with store.write() as conn:
+        done = conn.execute(select(runs.c.id).where(runs.c.run_id == run_id)).first()
+        if done is not None:
+            return LoadResult(run_id, profile, len(rows), 0, 0, True, time.perf_counter() - started)
+        now = dt.datetime.now(dt.UTC)
+        first: dict[str, Any] = rows[0] if rows else {}
+        inserted = conn.execute(
+            insert(runs).values(
+                run_id=run_id,
+                profile=profile,
+                profile_version=first.get("profile_version"),
+                model_sha256=first.get("model_sha256"),
+                source=str(source.resolve()),
+                source_sha256=digest,
+                loaded_by=actor,
+                started_at=now,
+                site_count=len(rows),
+                new_count=0,
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        run_pk = int(inserted[0])
+        new = 0
+        for start in range(0, len(rows), CHUNK):
+            new += _load_chunk(conn, rows[start : start + CHUNK], profile, run_pk, now)
+            if progress is not None:
+                progress(min(start + CHUNK, len(rows)), len(rows))
+        _record_scenes(conn, rows, run_pk, now)
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_pk)
+            .values(completed_at=dt.datetime.now(dt.UTC), new_count=new)
+        )
+        result = LoadResult(run_id, profile, len(rows), new, len(rows) - new, False, 0.0)
+        audit.append(
+            conn,
+            actor=actor,
+            action="load_run",
+            entity="run",
+            entity_id=run_id,
+            after={
+                "source": str(source.resolve()),
+                "source_sha256": digest,
+                "sites": len(rows),
+                "new": new,
+            },
+            profile=profile,
+            profile_version=first.get("profile_version"),
+            model_sha256=first.get("model_sha256"),
+        )
+    return LoadResult(**{**asdict(result), "seconds": time.perf_counter() - started})
+
+
+def _load_chunk(
+    conn: Connection, rows: list[dict[str, Any]], profile: str, run_pk: int, now: dt.datetime
+) -> int:
+    keys = [r["site_id"] for r in rows]
+    existing = {
+        r.site_id: r
+        for r in conn.execute(
+            select(
+                candidates.c.id,
+                candidates.c.site_id,
+                candidates.c.last_seen,
+                candidates.c.first_seen,
+            ).where(candidates.c.profile == profile, candidates.c.site_id.in_(keys))
+        )
+    }
+    fresh = [r for r in rows if r["site_id"] not in existing]
+    ids: dict[str, int] = {k: e.id for k, e in existing.items()}
+    if fresh:
+        values = [
+            {
+                **_candidate_values(r),
+                "profile": profile,
+                "site_id": r["site_id"],
+                "status": "new",
+                "version": 1,
+                "first_seen": r["first_seen"],
+                "last_run_pk": run_pk,
+                "created_at": now,
+            }
+            for r in fresh
+        ]
+        returned = conn.execute(
+            insert(candidates).returning(
+                candidates.c.id, candidates.c.site_id, sort_by_parameter_order=True
+            ),
+            values,
+        )
+        ids.update({r.site_id: r.id for r in returned})
+    newer = [r for r in rows if r["site_id"] in existing and _is_newer(r, existing[r["site_id"]])]
+    if newer:
+        stmt = (
+            update(candidates)
+            .where(candidates.c.id == bindparam("cid"))
+            .values({c: bindparam(f"v_{c}") for c in _LATEST})
+        )
+        params = [
+            {
+                "cid": ids[r["site_id"]],
+                **{f"v_{k}": v for k, v in _candidate_values(r).items()},
+                "v_last_run_pk": run_pk,
+            }
+            for r in newer
+        ]
+        conn.execute(stmt, params)
+    conn.execute(
+        insert(detections),
+        [
+            {
+                "candidate_id": ids[r["site_id"]],
+                "run_pk": run_pk,
+                "scene_id": r["scene_id"],
+                "acquired": r["acquired"],
+                "score": r["score"],
+                "score_mean": r["score_mean"],
+                "tile_count": r["tile_count"],
+                "area_m2": r["area_m2"],
+                "evidence_path": r["evidence_path"],
+                "geom_wkb": r["geom_wkb"],
+                "extra": r["extra"],
+            }
+            for r in rows
+        ],
+    )
+    return len(fresh)
+
+
+def _is_newer(row: dict[str, Any], existing: Any) -> bool:
+    seen = row["last_seen"] or row["acquired"]
+    old = existing.last_seen
+    if old is not None and old.tzinfo is None:
+        old = old.replace(tzinfo=dt.UTC)
+    return old is None or seen is None or seen >= old
+
+
+def _candidate_values(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in _LATEST if k in r and k != "last_run_pk"}
+
+
+def _record_scenes(
+    conn: Connection, rows: list[dict[str, Any]], run_pk: int, now: dt.datetime
+) -> None:
+    counts: dict[str, int] = {}
+    acquired: dict[str, dt.datetime | None] = {}
+    for r in rows:
+        if r["scene_id"]:
+            counts[r["scene_id"]] = counts.get(r["scene_id"], 0) + 1
+            acquired.setdefault(r["scene_id"], r["acquired"])
+    if not counts:
+        return
+    known = dict(
+        conn.execute(
+            select(scenes.c.scene_id, scenes.c.id).where(scenes.c.scene_id.in_(list(counts)))
+        ).all()
+    )
+    missing = [s for s in counts if s not in known]
+    if missing:
+        conn.execute(
+            insert(scenes),
+            [{"scene_id": s, "acquired": acquired[s], "first_loaded_at": now} for s in missing],
+        )
+        known.update(
+            conn.execute(
+                select(scenes.c.scene_id, scenes.c.id).where(scenes.c.scene_id.in_(missing))
+            ).all()
+        )
+    conn.execute(
+        insert(run_scenes),
+        [
+            {
+                "run_pk": run_pk,
+                "scene_pk": known[s],
+                "status": "done",
+                "error": None,
+                "site_count": n,
+                "finished_at": now,
+            }
+            for s, n in counts.items()
+        ],
+    )
+
+
+def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
+    """Validated rows with the store's field names."""
+    where = str(source)
+    score_col = "score" if "score" in frame else "score_max" if "score_max" in frame else None
+    if score_col is None:
+        raise InputError("no 'score' or 'score_max' column", where=where)
+    geoms = frame.geometry.values
+    bad = np.flatnonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if len(bad):
+        raise InputError(f"row {int(bad[0])} has no geometry ({len(bad)} rows)", where=where)
+    wkb = shapely.to_wkb(geoms, output_dimension=2)
+    bounds = shapely.bounds(geoms)
+    points = shapely.point_on_surface(geoms)
+    if "site_id" in frame:
+        site_ids = [str(s) for s in frame["site_id"]]
+    else:
+        site_ids = ["g" + hashlib.sha256(w).hexdigest()[:20] for w in wkb]
+    seen: set[str] = set()
+    for i, s in enumerate(site_ids):
+        if s in seen:
+            raise InputError(f"site_id {s!r} appears twice (row {i})", where=where)
+        seen.add(s)
+    scores = pd.to_numeric(frame[score_col], errors="coerce")
+    if scores.isna().any():
+        raise InputError(
+            f"row {int(np.flatnonzero(scores.isna())[0])} has no numeric score", where=where
+        )
+    times = {name: _times(frame, name, where) for name in _TIMES}
+    times["last_seen"] = [
+        s or a for s, a in zip(times["last_seen"], times["acquired"], strict=True)
+    ]
+    times["first_seen"] = [
+        f or s for f, s in zip(times["first_seen"], times["last_seen"], strict=True)
+    ]
+    extra_cols = [c for c in frame.columns if c not in _KNOWN]
+    out = []
+    records = frame.drop(columns=frame.geometry.name).to_dict("records")
+    for i, rec in enumerate(records):
+        out.append(
+            {
+                "site_id": site_ids[i],
+                "geom_wkb": wkb[i],
+                "minx": bounds[i, 0],
+                "miny": bounds[i, 1],
+                "maxx": bounds[i, 2],
+                "maxy": bounds[i, 3],
+                "lon": shapely.get_x(points[i]),
+                "lat": shapely.get_y(points[i]),
+                "score": float(scores.iat[i]),
+                "score_mean": _num(rec.get("score_mean")),
+                "area_m2": _num(rec.get("area_m2")),
+                "tile_count": _int(rec.get("tile_count")),
+                "profile_version": _text(rec.get("profile_version")),
+                "model_sha256": _text(rec.get("model_sha256")),
+                "scene_id": _text(rec.get("scene_id")),
+                "evidence_path": _text(rec.get("evidence_path")),
+                **{name: times[name][i] for name in _TIMES},
+                "extra": json.dumps({c: _jsonable(rec[c]) for c in extra_cols}, default=str)
+                if extra_cols
+                else None,
+            }
+        )
+    return out
+
+
+def _times(frame: gpd.GeoDataFrame, name: str, where: str) -> list[dt.datetime | None]:
+    if name not in frame:
+        return [None] * len(frame)
+    try:
+        values = pd.to_datetime(frame[name], utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"column {name!r} has values that are not dates", where=where) from exc
+    return [None if pd.isna(v) else v.to_pydatetime() for v in values]
+
+
+def _single(frame: gpd.GeoDataFrame, column: str, given: str | None, source: Path) -> str | None:
+    if column not in frame or not len(frame):
+        return given
+    values = {str(v) for v in frame[column].dropna().unique()}
+    if len(values) > 1:
+        raise InputError(
+            f"the file has several values of {column!r}: {sorted(values)[:3]}",
+            where=str(source),
+            fix="Load one run (one profile) per file.",
+        )
+    value = values.pop() if values else None
+    if given is not None and value is not None and value != given:
+        raise InputError(
+            f"--{column.replace('_', '-')} {given!r} but the file says {value!r}", where=str(source)
+        )
+    return given or value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)

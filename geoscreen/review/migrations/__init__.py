@@ -1,0 +1,1 @@
+"""Alembic migrations of the review store; run by :func:`geoscreen.review.migrate.upgrade`."""

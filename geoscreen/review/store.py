@@ -1,0 +1,263 @@
+"""The review store: open it, run transactions, read candidates and their history.
+
+Only commands that add data (``review load``, ``users add``) create a new store
+(``open_store(db, create=True)``); every other command refuses a path or database
+that holds no store, and no command ever changes a file or database that is not a
+geoscreen store. Opening runs the alembic migrations up to the newest revision.
+
+Writes go through :meth:`Store.write` (one transaction; on SQLite ``BEGIN IMMEDIATE``,
+so writers queue instead of failing) and reads through :meth:`Store.read`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import shapely
+from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from geoscreen.errors import ConfigError
+from geoscreen.review import db, migrate
+from geoscreen.review.errors import NotFoundError, StoreError
+from geoscreen.review.records import STATUSES, Candidate, ReviewEvent
+from geoscreen.review.schema import STORE_KIND, candidates, review_events, store_info
+from geoscreen.review.spatial import BBox, filter_bbox
+
+# Tables that PostGIS itself puts in a database: such a database still counts as empty.
+_POSTGIS_TABLES = {"spatial_ref_sys"}
+_PG_OPEN_LOCK = 748_213_901  # advisory lock: one process migrates a new database at a time
+ORDERS = ("score", "newest", "id")
+
+
+@dataclass(frozen=True)
+class CandidateFilter:
+    """Which candidates: statuses (any of), profile, box, area, last-seen window."""
+
+    statuses: tuple[str, ...] = ()
+    profile: str | None = None
+    bbox: BBox | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.statuses if s not in STATUSES]
+        if unknown:
+            raise ConfigError(
+                f"unknown status {unknown[0]!r}", fix=f"Use one of {', '.join(STATUSES)}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (for the audit log)."""
+        return {
+            "statuses": list(self.statuses),
+            "profile": self.profile,
+            "bbox": None
+            if self.bbox is None
+            else [self.bbox.minx, self.bbox.miny, self.bbox.maxx, self.bbox.maxy],
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+class Store:
+    """An open review store (SQLite file or PostgreSQL database)."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self.engine = engine
+        self.url = url
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @property
+    def display(self) -> str:
+        """Where the store is, without a password."""
+        return db.display_url(self.url) if self.dialect != "sqlite" else str(self.url.database)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        with self._errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction (a consistent snapshot; never blocks writers on SQLite)."""
+        with self._errors(), self.engine.connect() as conn:
+            conn.execution_options(**{db.READ_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            raise StoreError(_first_line(exc), where=self.display) from exc
+
+    # -- reads -------------------------------------------------------------------------
+    def candidate(self, candidate_id: int, conn: Connection | None = None) -> Candidate:
+        """One candidate; :class:`NotFoundError` if there is no such id."""
+        if conn is None:
+            with self.read() as own:
+                return self.candidate(candidate_id, own)
+        row = conn.execute(select(candidates).where(candidates.c.id == candidate_id)).first()
+        if row is None:
+            raise NotFoundError(
+                f"no candidate with id {candidate_id}",
+                where=self.display,
+                fix="List them with 'geoscreen review list'.",
+            )
+        return Candidate.from_row(row)
+
+    def candidates(
+        self,
+        where: CandidateFilter | None = None,
+        *,
+        order: str = "score",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Candidate]:
+        """Candidates matching ``where``, best score first (or ``newest``, or ``id``)."""
+        query = self._select(where or CandidateFilter(), order)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        with self.read() as conn:
+            return [Candidate.from_row(r) for r in conn.execute(query)]
+
+    def in_bbox(
+        self,
+        box: BBox,
+        *,
+        statuses: Sequence[str] = (),
+        profile: str | None = None,
+        limit: int = 5000,
+    ) -> list[Candidate]:
+        """Candidates overlapping a map viewport, best score first (at most ``limit``)."""
+        where = CandidateFilter(statuses=tuple(statuses), profile=profile, bbox=box)
+        return self.candidates(where, limit=limit)
+
+    def count(self, where: CandidateFilter | None = None) -> int:
+        """How many candidates match."""
+        query = self._select(where or CandidateFilter(), None)
+        with self.read() as conn:
+            counted = select(func.count()).select_from(query.subquery())
+            return int(conn.execute(counted).scalar_one())
+
+    def history(self, candidate_id: int) -> list[ReviewEvent]:
+        """Status changes and notes of a candidate, oldest first."""
+        with self.read() as conn:
+            self.candidate(candidate_id, conn)
+            rows = conn.execute(
+                select(review_events)
+                .where(review_events.c.candidate_id == candidate_id)
+                .order_by(review_events.c.id)
+            )
+            return [ReviewEvent.from_row(r) for r in rows]
+
+    def frame(self, where: CandidateFilter | None = None) -> gpd.GeoDataFrame:
+        """Candidates as a GeoDataFrame (EPSG:4326), e.g. for maps and exports."""
+        found = self.candidates(where)
+        rows = [c.to_dict(geometry=False) for c in found]
+        geometry = shapely.from_wkb([c.geom_wkb for c in found]) if found else []
+        frame = gpd.GeoDataFrame(rows, geometry=list(geometry), crs="EPSG:4326")
+        for name in ("acquired", "first_seen", "last_seen", "created_at", "status_changed_at"):
+            if name in frame:
+                frame[name] = gpd.pd.to_datetime(frame[name], utc=True, format="ISO8601")
+        return frame
+
+    def _select(self, where: CandidateFilter, order: str | None) -> Select[Any]:
+        query = select(candidates)
+        if where.statuses:
+            query = query.where(candidates.c.status.in_(where.statuses))
+        if where.profile:
+            query = query.where(candidates.c.profile == where.profile)
+        if where.since:
+            query = query.where(candidates.c.last_seen >= where.since)
+        if where.until:
+            query = query.where(candidates.c.last_seen <= where.until)
+        if where.bbox is not None:
+            query = filter_bbox(query, where.bbox, self.dialect)
+        if order is None:
+            return query
+        if order == "score":
+            return query.order_by(candidates.c.score.desc(), candidates.c.id)
+        if order == "newest":
+            return query.order_by(candidates.c.last_seen.desc(), candidates.c.id)
+        if order == "id":
+            return query.order_by(candidates.c.id)
+        raise ConfigError(f"unknown order {order!r}", fix=f"Use one of {', '.join(ORDERS)}.")
+
+
+def open_store(path_or_url: str | os.PathLike[str], *, create: bool = False) -> Store:
+    """Open (and migrate) a store; with ``create`` make a new one if there is none."""
+    url = db.resolve_url(path_or_url)
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite:
+        db.check_sqlite_file(Path(str(url.database)), create=create)
+    engine = db.make_engine(url)
+    store = Store(engine, url)
+    try:
+        with store._errors(), engine.begin() as conn:
+            if not sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_OPEN_LOCK})
+                _check_database(conn, store.display, create=create)
+            migrate.upgrade(conn)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise StoreError(_first_line(exc), where=store.display) from exc
+    except BaseException:
+        engine.dispose()
+        raise
+    return store
+
+
+def _check_database(conn: Connection, where: str, *, create: bool) -> None:
+    """Refuse a PostgreSQL database (schema) that holds something other than a store."""
+    tables = set(inspect(conn).get_table_names()) - _POSTGIS_TABLES
+    if "store_info" in tables:
+        kind = conn.execute(select(store_info.c.value).where(store_info.c.key == "kind")).scalar()
+        if kind == STORE_KIND:
+            return
+    elif not tables:
+        if create:
+            return
+        raise StoreError(
+            "no review store in this database",
+            where=where,
+            fix="Create one with 'geoscreen review load' or 'geoscreen users add'.",
+        )
+    raise StoreError(
+        "not a geoscreen review store (it holds other tables)",
+        where=where,
+        fix="Use an empty database or schema for the store.",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(orig).__name__
