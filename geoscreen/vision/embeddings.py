@@ -36,8 +36,11 @@ def feature_model(profile: Profile, scene: Scene) -> TileClassifier:
 
 
 def example_chips(profile: Profile, scene: Scene, example_file: str | Path) -> list[Chip]:
-    """Tile-sized chips centred on every example geometry that falls inside ``scene``."""
-    labels = load_labels(example_file, scene)
+    """Tile-sized chips centred on every positive example that falls inside ``scene``.
+
+    Rows labelled negative (``negative``/``0``/``false``/``no``) are not examples.
+    """
+    labels = load_labels(example_file, scene).positives()
     size = profile.tiling.tile_size
     chips = []
     for col, row in labels.centres():
@@ -51,21 +54,31 @@ def example_chips(profile: Profile, scene: Scene, example_file: str | Path) -> l
 def embed_examples(
     model: TileClassifier, profile: Profile, scenes: Sequence[Scene], example_file: str | Path
 ) -> np.ndarray:
-    """Unit-norm embeddings (K, F) of the examples, each averaged over 8 orientations."""
+    """Unit-norm embeddings (K, F) of the examples, each averaged over 8 orientations.
+
+    Examples need to lie in only one of ``scenes``: scenes they cannot be placed on
+    (outside, or without a georeference) are skipped.
+    """
+    device = next(model.parameters()).device
     vectors = []
+    problems: list[str] = []
     for scene in scenes:
-        chips = example_chips(profile, scene, example_file)
+        try:
+            chips = example_chips(profile, scene, example_file)
+        except InputError as exc:
+            problems.append(exc.what)
+            continue
         if not chips:
             continue
         dataset = ChipDataset(scene, chips, ScenePreprocessor.build(profile.preprocess, scene))
         for batch in DataLoader(dataset, batch_size=16):
-            views = torch.stack(
-                [model.features(dihedral(batch["image"], k)) for k in range(DIHEDRAL)]
-            )
-            vectors.append(torch.nn.functional.normalize(views.mean(dim=0), dim=1))
+            image = batch["image"].to(device)
+            views = torch.stack([model.features(dihedral(image, k)) for k in range(DIHEDRAL)])
+            vectors.append(torch.nn.functional.normalize(views.float().mean(dim=0), dim=1).cpu())
     if not vectors:
         raise InputError(
-            "no example falls inside the given imagery",
+            "no example falls inside the given imagery"
+            + (f" ({problems[0]})" if problems else ""),
             where=str(example_file),
             fix="Give examples located in one of the --imagery scenes (same place, any CRS).",
         )
