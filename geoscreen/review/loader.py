@@ -139,7 +139,7 @@ def load_sites(
     started = time.perf_counter()
     source = Path(path)
     frame = read_sites(source)
-    digest = _sha256(source)
+    digest = file_sha256(source)
     profile = _single(frame, "profile", profile, source)
     if profile is None:
         raise InputError(
@@ -426,9 +426,10 @@ def _single(frame: gpd.GeoDataFrame, column: str, given: str | None, source: Pat
     return given or value
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks; vision.weights has one but imports torch)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
