@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import insert
 
 from geoscreen.errors import ConfigError
@@ -112,11 +113,15 @@ def export_candidates(
     redaction: RedactionConfig | None = None,
     where: CandidateFilter | None = None,
     format: str | None = None,
-    area: gpd.GeoDataFrame | None = None,
+    area: BaseGeometry | None = None,
     regions: gpd.GeoDataFrame | None = None,
     seed: int | None = None,
 ) -> ExportResult:
-    """Write the candidates matching ``where`` (and inside ``area``) to ``out``."""
+    """Write the candidates matching ``where`` (and touching ``area``, EPSG:4326) to ``out``.
+
+    ``regions`` (polygons) replace the grid of a public export; ``seed`` makes a partner
+    export's displacements reproducible (default: a fresh random seed per export).
+    """
     target = Path(out)
     fmt = infer_format(target, format)
     config = redaction or RedactionConfig()
@@ -129,11 +134,10 @@ def export_candidates(
             )
         where = CandidateFilter(**{**where.__dict__, "statuses": ("escalated",)})
     with store.read() as conn:
-        require_user(conn, user, ROLE_FOR[config.level], f"make a {config.level} export")
+        require_user(conn, user, ROLE_FOR[config.level], f"make {config.level} exports")
     found = store.frame(where)
     if area is not None and len(found):
-        zone = shapely.union_all(area.to_crs("EPSG:4326").geometry.values)
-        found = found[found.intersects(zone)]
+        found = found[found.intersects(area)]
     rng = np.random.default_rng(seed if seed is not None else secrets.randbits(128))
     layer = _redact(found, config, rng, regions)
     recorded: dict[str, Any] = {}
@@ -150,7 +154,7 @@ def export_candidates(
             "seeded": seed is not None,
         }
         with store.write() as conn:
-            require_user(conn, user, ROLE_FOR[config.level], f"make a {config.level} export")
+            require_user(conn, user, ROLE_FOR[config.level], f"make {config.level} exports")
             row = {
                 "at": dt.datetime.now(dt.UTC),
                 "user_name": user,

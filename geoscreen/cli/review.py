@@ -1,0 +1,546 @@
+"""``geoscreen review``, ``export``, ``audit`` and ``users``: the review store from the shell.
+
+``--db`` takes a SQLite path or a ``postgresql://`` URL; it defaults to
+``$GEOSCREEN_DB``, then ``./geoscreen.sqlite``. Only ``review load`` and ``users add``
+create a store; the other commands refuse a path or database without one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from geoscreen.cli.app import cli
+from geoscreen.errors import ConfigError, InputError
+from geoscreen.review import audit as audit_log
+from geoscreen.review.db import DEFAULT_DB, ENV_DB
+from geoscreen.review.records import ROLES, STATUSES, Candidate
+from geoscreen.review.spatial import BBox
+from geoscreen.review.store import ORDERS, CandidateFilter, open_store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(func: F) -> F:
+    """The shared ``--db`` option."""
+    return click.option(
+        "--db",
+        envvar=ENV_DB,
+        default=DEFAULT_DB,
+        show_default=True,
+        metavar="PATH|URL",
+        help=f"Review store: SQLite file or postgresql:// URL (default ${ENV_DB}).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """The shared ``--json`` flag."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def parse_when(text: str | None) -> dt.datetime | None:
+    """An ISO 8601 date or time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"not a date: {text!r}", fix="Use YYYY-MM-DD or an ISO time.") from exc
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
+
+
+def make_filter(
+    statuses: tuple[str, ...],
+    profile: str | None,
+    bbox: str | None,
+    since: str | None,
+    until: str | None,
+) -> CandidateFilter:
+    """A :class:`CandidateFilter` from command-line options."""
+    return CandidateFilter(
+        statuses=statuses,
+        profile=profile,
+        bbox=BBox.parse(bbox) if bbox else None,
+        since=parse_when(since),
+        until=parse_when(until),
+    )
+
+
+def filter_options(func: F) -> F:
+    """``--status``, ``--profile``, ``--bbox``, ``--since``, ``--until``."""
+    for option in reversed(
+        (
+            click.option(
+                "--status",
+                "statuses",
+                multiple=True,
+                metavar="STATUS",
+                help=f"Only this status (repeatable): {', '.join(STATUSES)}.",
+            ),
+            click.option("--profile", default=None, metavar="NAME", help="Only this profile."),
+            click.option(
+                "--bbox",
+                default=None,
+                metavar="MINLON,MINLAT,MAXLON,MAXLAT",
+                help="Only candidates overlapping this box.",
+            ),
+            click.option("--since", default=None, metavar="DATE", help="Last seen on or after."),
+            click.option("--until", default=None, metavar="DATE", help="Last seen on or before."),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+# -- review ------------------------------------------------------------------------------
+@cli.group()
+def review() -> None:
+    """Candidates that match a profile, and what people decided about them."""
+
+
+@review.command("load")
+@click.argument("sites", type=click.Path(dir_okay=False, path_type=Path))
+@db_option
+@click.option("--profile", default=None, metavar="NAME", help="Profile (if the file lacks it).")
+@click.option("--run-id", default=None, metavar="ID", help="Run id (if the file lacks it).")
+@click.option("--user", default=None, metavar="NAME", help="Who loads (default: OS account).")
+@json_option
+def load(
+    sites: Path, db: str, profile: str | None, run_id: str | None, user: str | None, as_json: bool
+) -> None:
+    """Load screening results (sites); loading the same run again changes nothing."""
+    from geoscreen.review.loader import load_sites, read_sites
+    from geoscreen.review.users import local_actor
+
+    read_sites(sites)  # refuse a bad file before creating a store
+    with open_store(db, create=True) as store:
+        actor = user or local_actor()
+        if user is not None:
+            from geoscreen.review.users import require_user
+
+            with store.read() as conn:
+                require_user(conn, user, "analyst", "load runs")
+
+        def progress(done: int, total: int) -> None:
+            click.echo(f"loading: {done}/{total} sites", err=True)
+
+        result = load_sites(
+            store, sites, profile=profile, run_id=run_id, actor=actor, progress=progress
+        )
+    if as_json:
+        _echo_json(result.to_dict())
+    elif result.already_loaded:
+        click.echo(f"run {result.run_id} is already loaded: nothing changed")
+    else:
+        click.echo(
+            f"run {result.run_id}: {result.sites} sites matching profile {result.profile} "
+            f"({result.new} new, {result.seen_again} seen before) "
+            f"in {result.seconds:.1f} s"
+        )
+
+
+@review.command("list")
+@db_option
+@filter_options
+@click.option(
+    "--order", default="score", show_default=True, metavar="|".join(ORDERS), help="Sort order."
+)
+@click.option("--limit", default=50, show_default=True, help="At most this many (0: all).")
+@json_option
+def list_(
+    db: str,
+    statuses: tuple[str, ...],
+    profile: str | None,
+    bbox: str | None,
+    since: str | None,
+    until: str | None,
+    order: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List candidates, best score first."""
+    where = make_filter(statuses, profile, bbox, since, until)
+    with open_store(db) as store:
+        found = store.candidates(where, order=order, limit=limit or None)
+        total = store.count(where)
+    if as_json:
+        _echo_json({"total": total, "candidates": [c.to_dict(geometry=False) for c in found]})
+        return
+    click.echo(
+        f"{'ID':>7}  {'STATUS':<13} {'SCORE':>6} {'VER':>4}  {'LAST SEEN':<10}  PROFILE / SITE"
+    )
+    for c in found:
+        seen = c.last_seen.date().isoformat() if c.last_seen else "-"
+        score = f"{c.score:.3f}" if c.score is not None else "-"
+        click.echo(
+            f"{c.id:>7}  {c.status:<13} {score:>6} {c.version:>4}  {seen:<10}  "
+            f"{c.profile} / {c.site_id}"
+        )
+    click.echo(f"{len(found)} of {total} candidates (each only matches a profile; people decide)")
+
+
+@review.command("show")
+@click.argument("candidate_id", metavar="ID", type=int)
+@db_option
+@json_option
+def show(candidate_id: int, db: str, as_json: bool) -> None:
+    """One candidate with its review history."""
+    with open_store(db) as store:
+        found = store.candidate(candidate_id)
+        events = store.history(candidate_id)
+    if as_json:
+        _echo_json({**found.to_dict(), "history": [e.to_dict() for e in events]})
+        return
+    click.echo(_describe(found))
+    click.echo("history:" if events else "history: none yet")
+    for event in events:
+        click.echo(f"  {event.describe()}")
+
+
+def _describe(c: Candidate) -> str:
+    version = f" v{c.profile_version}" if c.profile_version else ""
+    changed = (
+        f", by {c.status_changed_by} at {c.status_changed_at:%Y-%m-%d %H:%M}"
+        if (c.status_changed_at and c.status_changed_by)
+        else ""
+    )
+    score = "-" if c.score is None else f"{c.score:.3f}"
+    lines = [
+        f"candidate {c.id}: {c.match}{version} (site {c.site_id})",
+        f"status:     {c.status} (version {c.version}{changed})",
+        f"score:      {score}" + (f", mean {c.score_mean:.3f}" if c.score_mean is not None else ""),
+        f"location:   lon {c.lon:.6f}, lat {c.lat:.6f}; box {c.minx:.6f},{c.miny:.6f},"
+        f"{c.maxx:.6f},{c.maxy:.6f}",
+        f"seen:       first {_day(c.first_seen)}, last {_day(c.last_seen)}; scene "
+        f"{c.scene_id or '-'} acquired {_day(c.acquired)}",
+        f"model:      {c.model_sha256 or '-'}",
+        f"evidence:   {c.evidence_path or '-'}",
+    ]
+    if c.area_m2 is not None:
+        lines.insert(3, f"area:       {c.area_m2:.0f} m2, {c.tile_count or '-'} tiles")
+    return "\n".join(lines)
+
+
+def _day(value: dt.datetime | None) -> str:
+    return value.date().isoformat() if value else "-"
+
+
+@review.command("set")
+@click.argument("candidate_id", metavar="ID", type=int)
+@click.argument("status", metavar="STATUS")
+@click.option(
+    "--reason",
+    default=None,
+    metavar="TEXT",
+    help="Why (needed to confirm, reject, escalate, reopen).",
+)
+@click.option("--user", required=True, metavar="NAME", help="Who decides.")
+@click.option(
+    "--expected-version",
+    type=int,
+    default=None,
+    metavar="N",
+    help="The version you looked at; a newer one is a conflict.",
+)
+@db_option
+@json_option
+def set_(
+    candidate_id: int,
+    status: str,
+    reason: str | None,
+    user: str,
+    expected_version: int | None,
+    db: str,
+    as_json: bool,
+) -> None:
+    """Change a candidate's status (new, in_review, confirmed, rejected, needs_imagery,
+    escalated)."""
+    from geoscreen.review.workflow import check_status, set_status
+
+    check_status(status)
+    with open_store(db) as store:
+        found = set_status(
+            store, candidate_id, status, user=user, reason=reason, expected_version=expected_version
+        )
+    if as_json:
+        _echo_json(found.to_dict(geometry=False))
+    else:
+        click.echo(f"candidate {found.id}: {found.status} (version {found.version})")
+
+
+@review.command("note")
+@click.argument("candidate_id", metavar="ID", type=int)
+@click.argument("text", metavar="TEXT")
+@click.option("--user", required=True, metavar="NAME", help="Who writes the note.")
+@db_option
+def note(candidate_id: int, text: str, user: str, db: str) -> None:
+    """Add a note to a candidate."""
+    from geoscreen.review.workflow import add_note
+
+    with open_store(db) as store:
+        event = add_note(store, candidate_id, text, user=user)
+    click.echo(f"candidate {candidate_id}: note {event.id} added")
+
+
+@review.command("history")
+@click.argument("candidate_id", metavar="ID", type=int)
+@db_option
+@json_option
+def history(candidate_id: int, db: str, as_json: bool) -> None:
+    """Status changes and notes of a candidate, oldest first."""
+    with open_store(db) as store:
+        events = store.history(candidate_id)
+    if as_json:
+        _echo_json([e.to_dict() for e in events])
+        return
+    for event in events:
+        click.echo(event.describe())
+    if not events:
+        click.echo(f"candidate {candidate_id}: no review events yet")
+
+
+# -- export ------------------------------------------------------------------------------
+@cli.command("export")
+@db_option
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    metavar="geojson|gpkg|parquet|csv|kml",
+    help="Output format (default: from the --out suffix).",
+)
+@click.option(
+    "--redaction",
+    default="internal",
+    show_default=True,
+    metavar="internal|partner|public",
+    help="How much of each location to show.",
+)
+@click.option(
+    "--min-m",
+    type=float,
+    default=500.0,
+    show_default=True,
+    help="partner: smallest displacement in metres.",
+)
+@click.option(
+    "--max-m",
+    type=float,
+    default=2000.0,
+    show_default=True,
+    help="partner: largest displacement in metres.",
+)
+@click.option(
+    "--grid-m",
+    type=float,
+    default=10_000.0,
+    show_default=True,
+    help="public: grid cell size in metres.",
+)
+@click.option(
+    "--min-count",
+    type=int,
+    default=3,
+    show_default=True,
+    help="public: cells with fewer candidates show no count.",
+)
+@click.option(
+    "--regions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="public: count per polygon of this file instead of a grid.",
+)
+@click.option(
+    "--area",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Only candidates inside these polygons (any vector file).",
+)
+@filter_options
+@click.option("--seed", type=int, default=None, help="partner: seed (default: random).")
+@click.option("--user", required=True, metavar="NAME", help="Who exports (recorded).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file (written whole or not at all).",
+)
+@json_option
+def export(
+    db: str,
+    fmt: str | None,
+    redaction: str,
+    min_m: float,
+    max_m: float,
+    grid_m: float,
+    min_count: int,
+    regions: Path | None,
+    area: Path | None,
+    statuses: tuple[str, ...],
+    profile: str | None,
+    bbox: str | None,
+    since: str | None,
+    until: str | None,
+    seed: int | None,
+    user: str,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Export candidates; every export is recorded in the audit log with its sha256."""
+    from pydantic import ValidationError
+
+    from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.review.export import export_candidates, infer_format
+    from geoscreen.review.redaction import RedactionConfig
+
+    infer_format(out, fmt)
+    try:
+        config = RedactionConfig(
+            level=redaction,
+            min_m=min_m,
+            max_m=max_m,
+            grid_m=grid_m,
+            min_count=min_count,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"{'.'.join(map(str, first['loc'])) or 'redaction'}: {first['msg']}",
+            fix="Check --redaction, --min-m, --max-m, --grid-m, --min-count.",
+        ) from exc
+    where = make_filter(statuses, profile, bbox, since, until)
+    area_shape = load_aoi(area, "EPSG:4326") if area else None
+    region_frame = _read_regions(regions) if regions else None
+    with open_store(db) as store:
+        result = export_candidates(
+            store,
+            out,
+            user=user,
+            redaction=config,
+            where=where,
+            format=fmt,
+            area=area_shape,
+            regions=region_frame,
+            seed=seed,
+        )
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(
+            f"{result.path}: {result.features} features ({result.redaction}, "
+            f"{result.format}) from {result.candidates} candidates, "
+            f"sha256 {result.sha256}"
+        )
+
+
+def _read_regions(path: Path) -> Any:
+    import geopandas as gpd
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if not path.is_file():
+        raise InputError("regions file not found", where=str(path))
+    try:
+        frame = gpd.read_file(path)
+    except (DataSourceError, DataLayerError, ValueError) as exc:
+        raise InputError("cannot read as a vector file", where=str(path)) from exc
+    polygons = frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
+    if frame.crs is None or not polygons.any():
+        raise InputError("regions need polygons with a CRS", where=str(path))
+    return frame[polygons]
+
+
+# -- audit -------------------------------------------------------------------------------
+@cli.group()
+def audit() -> None:
+    """The append-only, hash-chained audit log."""
+
+
+@audit.command("verify")
+@db_option
+@json_option
+def verify(db: str, as_json: bool) -> None:
+    """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
+    with open_store(db) as store:
+        report = audit_log.verify(store)
+    if as_json:
+        _echo_json(report.to_dict())
+    elif report.ok:
+        click.echo(f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}")
+    else:
+        for problem in report.problems:
+            click.echo(f"audit: {problem}", err=True)
+        if report.more_problems:
+            click.echo(f"audit: ... and {report.more_problems} more problems", err=True)
+        click.echo(
+            f"TAMPERED: {len(report.problems) + report.more_problems} problems in "
+            f"{report.entries} entries",
+            err=True,
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- users -------------------------------------------------------------------------------
+@cli.group()
+def users() -> None:
+    """People who review, and their roles."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", required=True, metavar="|".join(ROLES), help="What the user may do.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read a password (first line of stdin) for logging in to the server.",
+)
+@db_option
+def users_add(name: str, role: str, password_stdin: bool, db: str) -> None:
+    """Add a user (creates the store if there is none)."""
+    from geoscreen.review.users import add_user, check_role
+
+    check_role(role)
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with open_store(db, create=True) as store:
+        user = add_user(store, name, role, password=password)
+    click.echo(f"user {user.name} added ({user.role}{', with password' if password else ''})")
+
+
+@users.command("list")
+@db_option
+@json_option
+def users_list(db: str, as_json: bool) -> None:
+    """List users and roles."""
+    from geoscreen.review.users import list_users
+
+    with open_store(db) as store:
+        found = list_users(store)
+    if as_json:
+        _echo_json([u.to_dict() for u in found])
+        return
+    for u in found:
+        click.echo(f"{u.name:<24} {u.role:<11} {'active' if u.active else 'disabled'}")
+
+
+@users.command("disable")
+@click.argument("name")
+@db_option
+def users_disable(name: str, db: str) -> None:
+    """Disable a user (their decisions and history stay)."""
+    from geoscreen.review.users import set_active
+
+    with open_store(db) as store:
+        set_active(store, name, False)
+    click.echo(f"user {name} disabled")
