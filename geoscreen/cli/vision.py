@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.fileio import atomic_write
 from geoscreen.imagery.aoi import load_aoi
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
@@ -124,9 +125,10 @@ def screen(
         "model_sha256": loaded.sha256,
         "run_id": run_id,
     }
+    # Every input is checked before anything is written (an AOI on a scene without CRS fails).
+    areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
     results = []
-    for scene in opened:
-        area = load_aoi(aoi, scene.crs) if aoi and scene.crs is not None else None
+    for scene, area in zip(opened, areas, strict=True):
         scores = screen_scene(
             loaded.model, prof, scene, opts, aoi=area, meta={**meta, "scene_id": scene.id}
         )
@@ -152,6 +154,7 @@ def screen(
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def similar(
     profile: str,
     imagery: tuple[str, ...],
@@ -159,15 +162,27 @@ def similar(
     out: str,
     model_dir: str | None,
     batch_size: int,
+    device: str,
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
+    from geoscreen.profiles import check_scene
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
-    from geoscreen.vision.infer import ScreenOptions, screen_scene
+    from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+    from geoscreen.vision.runtime import pick_device
 
     prof = load_profile(profile)
+    pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
-    model = load_model(model_dir).model if model_dir else feature_model(prof, scenes[0])
+    if model_dir:
+        loaded = load_model(model_dir)
+        for scene in scenes:
+            check_model_fits(loaded, prof, scene)
+        model = loaded.model
+    else:
+        for scene in scenes:
+            check_scene(prof, scene)
+        model = feature_model(prof, scenes[0])
     examples = embed_examples(model, prof, scenes, example)
     run_id = uuid.uuid4().hex[:12]
     meta = {
@@ -177,7 +192,7 @@ def similar(
         "method": "similarity",
         "examples": len(examples),
     }
-    opts = ScreenOptions(batch_size=batch_size, embeddings=True, progress=True)
+    opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True)
     results = []
     for scene in scenes:
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
@@ -203,4 +218,5 @@ def _write(scores: ScoreMap, out: Path, uri: str) -> dict[str, Any]:
 def _summary(out: Path, kind: str, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
     summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta, "scenes": results}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{kind}.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    text = json.dumps(summary, indent=2)
+    atomic_write(out / f"{kind}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -1,0 +1,242 @@
+"""``geoscreen train``, ``screen`` and ``similar`` end to end on the real NEON samples."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+
+from geoscreen.cli.app import EXIT_USER_ERROR, main
+from geoscreen.evaluate.ranking import average_precision
+from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.imagery.scene import open_scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.labels import load_labels
+from geoscreen.samples import make_sentinel2_like
+from geoscreen.vision.weights import sha256_file
+
+PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+Run = Callable[..., tuple[int, str, str]]
+
+
+def call(*args: str | Path) -> tuple[int, str, str]:
+    """Run ``geoscreen`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_error_line(err: str) -> str:
+    """The single ``geoscreen: error:`` line, and no traceback."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("geoscreen: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli_vision")
+
+
+@pytest.fixture(scope="module")
+def trained(
+    workdir: Path, osbs_path: Path, osbs_labels_path: Path
+) -> tuple[Path, tuple[int, str, str]]:
+    model = workdir / "model"
+    result = call("train", PROFILE, "--labels", osbs_labels_path, "--imagery", osbs_path,
+                  "--out", model, "--device", "cpu", "--seed", "0")  # fmt: skip
+    return model, result
+
+
+@pytest.fixture(scope="module")
+def screened(
+    trained: tuple[Path, tuple[int, str, str]], workdir: Path, osbs_path: Path, yell_path: Path
+) -> tuple[Path, tuple[int, str, str]]:
+    out = workdir / "screen"
+    result = call("screen", PROFILE, osbs_path, yell_path, "--model", trained[0], "--out", out,
+                  "--embeddings", "--device", "cpu")  # fmt: skip
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def examples_path(workdir: Path, osbs_path: Path, osbs_labels_path: Path) -> Path:
+    """Five OSBS crowns as polygons in EPSG:32617."""
+    scene = open_scene(osbs_path)
+    t = scene.transform
+    boxes = load_labels(osbs_labels_path, scene).boxes_px()[[0, 10, 20, 30, 40]]
+    geoms = [shapely.affinity.affine_transform(shapely.box(*b), [t.a, t.b, t.d, t.e, t.c, t.f])
+             for b in boxes]  # fmt: skip
+    path = workdir / "examples.geojson"
+    gpd.GeoDataFrame({"label": ["tree"] * 5}, geometry=geoms, crs=scene.crs).to_file(path)
+    return path
+
+
+def test_train(trained: tuple[Path, tuple[int, str, str]]) -> None:
+    model, (code, out, err) = trained
+    assert code == 0, err
+    assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "model.pt", "model.yaml"]
+    assert out.startswith(f"model written to {model} (validation AP ")
+    assert "MODEL_CARD.md" in out and out.count("\n") == 1
+    assert "305 chips (61 positive)" in err and "blocks of 192 px held out" in err
+
+
+def test_screen(
+    screened: tuple[Path, tuple[int, str, str]],
+    trained: tuple[Path, tuple[int, str, str]],
+    osbs_path: Path,
+    yell_path: Path,
+    yell_labels_path: Path,
+) -> None:
+    out, (code, stdout, err) = screened
+    assert code == 0, err
+    osbs, yell = open_scene(osbs_path, sensor="rgb"), open_scene(yell_path, sensor="rgb")
+    assert sorted(p.name for p in out.iterdir()) == sorted([osbs.id, yell.id, "screen.json"])
+    summary = json.loads((out / "screen.json").read_text())
+    assert summary["kind"] == "screen" and summary["profile"] == "tree_crowns_neon"
+    assert summary["model_sha256"] == sha256_file(trained[0] / "model.pt")
+    assert len(summary["run_id"]) == 12
+    assert [(s["scene_id"], s["tiles"]) for s in summary["scenes"]] == [
+        (osbs.id, 64),
+        (yell.id, 572),
+    ]
+    assert f"{osbs_path}: 64 tiles screened, top score" in stdout
+    assert "screening: 100%" in err  # the progress bar
+    for scene, crs in ((osbs, 32617), (yell, None)):
+        folder = out / scene.id
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "embeddings.npy", "scores.tif", "tiles.parquet",
+        ]  # fmt: skip
+        frame = gpd.read_parquet(folder / "tiles.parquet")
+        assert (frame.crs.to_epsg() if frame.crs else None) == crs
+        assert (frame["model_sha256"] == summary["model_sha256"]).all()
+        assert frame["score"].between(0, 1).all()
+        with rasterio.open(folder / "scores.tif") as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        emb = np.load(folder / "embeddings.npy")
+        assert emb.dtype == np.float16 and emb.shape == (len(frame), 1280)
+    # The CLI's YELL scores rank crown tiles as the library's do (AP above the positive rate).
+    frame = gpd.read_parquet(out / yell.id / "tiles.parquet")
+    grid = TileGrid(yell, 64, 16)
+    assert frame["tile_id"].tolist() == [t.id for t in grid]
+    truth = tiles_containing(grid, load_labels(yell_labels_path, yell).centres())
+    assert average_precision(frame["score"].to_numpy(), truth) >= truth.mean() + 0.05
+
+
+def test_similar(
+    trained: tuple[Path, tuple[int, str, str]],
+    workdir: Path,
+    examples_path: Path,
+    osbs_path: Path,
+    yell_path: Path,
+) -> None:
+    out = workdir / "similar"
+    code, stdout, err = call("similar", "--profile", PROFILE, "--imagery", osbs_path,
+                             "--imagery", yell_path, "--example", examples_path, "--out", out,
+                             "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((out / "similar.json").read_text())
+    assert summary["kind"] == "similar" and summary["method"] == "similarity"
+    assert summary["examples"] == 5 and [s["tiles"] for s in summary["scenes"]] == [64, 572]
+    osbs = open_scene(osbs_path)
+    frame = gpd.read_parquet(out / osbs.id / "tiles.parquet")
+    assert frame["score"].between(-1, 1 + 1e-6).all() and frame["score"].max() > 0.9
+    assert stdout.count("tiles screened") == 2
+    # With a trained model's backbone instead of the profile's.
+    code, _, err = call("similar", "--profile", PROFILE, "--imagery", osbs_path, "--example",
+                        examples_path, "--out", workdir / "similar_model", "--model", trained[0],
+                        "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert (workdir / "similar_model" / osbs.id / "scores.tif").is_file()
+
+
+# -- bad input ----------------------------------------------------------------------------
+def test_screen_missing_model_dir(osbs_path: Path, tmp_path: Path) -> None:
+    code, _, err = call("screen", PROFILE, osbs_path, "--model", tmp_path / "nope",
+                        "--out", tmp_path / "out")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    assert "not a geoscreen model directory" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_profile(osbs_path: Path, osbs_labels_path: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PROFILE.read_text().replace("tile_size: 64", "tile_size: 4"))
+    code, _, err = call("train", bad, "--labels", osbs_labels_path, "--imagery", osbs_path,
+                        "--out", tmp_path / "model")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    line = one_error_line(err)
+    assert "bad.yaml" in line and "tiling.tile_size" in line
+    assert not (tmp_path / "model").exists()
+
+
+def test_cuda_without_gpu(
+    trained: tuple[Path, tuple[int, str, str]],
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    tmp_path: Path,
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    for args in (
+        ("train", PROFILE, "--labels", osbs_labels_path, "--imagery", osbs_path),
+        ("screen", PROFILE, osbs_path, "--model", trained[0]),
+    ):
+        code, _, err = call(*args, "--out", tmp_path / "out", "--device", "cuda")
+        assert code == EXIT_USER_ERROR
+        assert "no CUDA GPU is available" in one_error_line(err)
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_screen_scenes_that_do_not_fit(
+    trained: tuple[Path, tuple[int, str, str]], osbs_path: Path, yell_path: Path, tmp_path: Path
+) -> None:
+    s2 = make_sentinel2_like(tmp_path / "s2.tif", 96, 80)
+    out = tmp_path / "out"
+    code, _, err = call("screen", PROFILE, osbs_path, s2, "--model", trained[0], "--out", out)
+    assert code == EXIT_USER_ERROR
+    assert "expects 3 bands but the file has 13" in one_error_line(err)
+    # An AOI cannot be placed on a scene without georeference: refused before writing.
+    aoi = tmp_path / "aoi.geojson"
+    scene = open_scene(osbs_path)
+    gpd.GeoDataFrame(geometry=[shapely.box(*scene.bounds)], crs=scene.crs).to_file(aoi)
+    code, _, err = call("screen", PROFILE, osbs_path, yell_path, "--model", trained[0],
+                        "--out", out, "--aoi", aoi)  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    assert "has no CRS" in one_error_line(err)
+    assert not out.exists()
+
+
+def test_model_of_another_profile(
+    trained: tuple[Path, tuple[int, str, str]], osbs_path: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(PROFILE.read_text().replace("name: tree_crowns_neon", "name: other_trees"))
+    code, _, err = call("screen", other, osbs_path, "--model", trained[0], "--out", tmp_path / "o")
+    assert code == EXIT_USER_ERROR
+    assert "trained for profile 'tree_crowns_neon', not 'other_trees'" in one_error_line(err)
+
+
+def test_examples_outside_the_imagery(examples_path: Path, yell_path: Path, tmp_path: Path) -> None:
+    code, _, err = call("similar", "--profile", PROFILE, "--imagery", yell_path, "--example",
+                        examples_path, "--out", tmp_path / "out")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    assert "no example falls inside the given imagery" in one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_option_values(osbs_path: Path, osbs_labels_path: Path, tmp_path: Path) -> None:
+    code, _, err = call("train", PROFILE, "--labels", osbs_labels_path, "--imagery", osbs_path,
+                        "--out", tmp_path / "m", "--max-epochs", "0")  # fmt: skip
+    assert code == EXIT_USER_ERROR and "Traceback" not in err
+    assert "--max-epochs" in err and not (tmp_path / "m").exists()
