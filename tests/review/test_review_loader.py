@@ -1,0 +1,185 @@
+"""Loading sites: natural keys, idempotence, and a load killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import shapely
+from sqlalchemy import func, select
+
+from geoscreen.errors import InputError
+from geoscreen.review import audit
+from geoscreen.review.loader import load_sites
+from geoscreen.review.schema import candidates, detections, review_events, run_scenes, runs
+from geoscreen.review.store import Store
+from geoscreen.review.workflow import add_note, set_status
+
+
+def _count(store: Store, table: object) -> int:
+    with store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def test_load_is_idempotent(store: Store, sites: Callable[..., Path]) -> None:
+    path = sites(50)
+    first = load_sites(store, path, actor="test")
+    assert (first.sites, first.new, first.seen_again, first.already_loaded) == (50, 50, 0, False)
+    assert first.run_id == "run-1" and first.profile == "brick_kilns_s2"
+    entries = len(list(audit.entries(store)))
+    again = load_sites(store, path, actor="test")
+    assert again.already_loaded and again.new == 0
+    assert _count(store, candidates) == 50
+    assert _count(store, detections) == 50
+    assert _count(store, runs) == 1
+    assert len(list(audit.entries(store))) == entries
+    with store.read() as conn:
+        scenes = conn.execute(select(run_scenes.c.site_count)).scalars().all()
+    assert sorted(scenes) == [16, 17, 17]
+    c = store.candidates(order="id")[0]
+    assert (c.status, c.version, c.score_mean is not None, c.tile_count is not None) == (
+        "new",
+        1,
+        True,
+        True,
+    )
+    assert c.evidence_path == "evidence/site-0000000.png" and c.scene_id == "S2_0"
+    assert c.acquired is not None and c.acquired.isoformat() == "2024-01-15T05:31:21+00:00"
+    assert c.first_seen == c.last_seen == c.acquired
+
+
+def test_second_run_updates_sightings_not_reviews(store: Store, sites: Callable[..., Path]) -> None:
+    load_sites(store, sites(20, acquired="2024-01-01T00:00:00Z"), actor="test")
+    set_status(store, 1, "in_review", user="ann")
+    set_status(store, 1, "rejected", user="ann", reason="a quarry, not kilns")
+    add_note(store, 2, "look again in spring", user="bob")
+    later = sites(30, run_id="run-2", acquired="2024-06-01T00:00:00Z", seed=1)
+    result = load_sites(store, later, actor="test")
+    assert (result.new, result.seen_again) == (10, 20)
+    assert _count(store, candidates) == 30
+    assert _count(store, detections) == 50
+    first = store.candidate(1)
+    assert (first.status, first.version) == ("rejected", 3)
+    assert first.first_seen is not None and first.first_seen.month == 1
+    assert first.last_seen is not None and first.last_seen.month == 6
+    assert len(store.history(1)) == 2 and len(store.history(2)) == 1
+    # An older run loaded afterwards does not replace the latest sighting.
+    older = sites(20, run_id="run-0", acquired="2023-06-01T00:00:00Z", seed=2)
+    load_sites(store, older, actor="test")
+    assert store.candidate(1).last_seen == first.last_seen
+    assert _count(store, detections) == 70
+
+
+def test_minimal_geojson_without_ids(store: Store, tmp_path: Path) -> None:
+    frame = gpd.GeoDataFrame(
+        {"score": [0.9, 0.7]},
+        geometry=[shapely.box(30, 10, 30.01, 10.01), shapely.Point(31, 11).buffer(0.01)],
+        crs="EPSG:4326",
+    )
+    path = tmp_path / "sites.geojson"
+    frame.to_file(path)
+    with pytest.raises(InputError, match="which profile"):
+        load_sites(store, path, actor="test")
+    result = load_sites(store, path, profile="camps", actor="test")
+    assert result.run_id.startswith("camps:file:") and result.new == 2
+    assert load_sites(store, path, profile="camps", actor="test").already_loaded
+    ids = {c.site_id for c in store.candidates()}
+    assert all(s.startswith("g") and len(s) == 21 for s in ids)
+
+
+def test_reprojects_and_reads_gpkg(store: Store, tmp_path: Path) -> None:
+    frame = gpd.GeoDataFrame(
+        {"score_max": [0.8], "site_id": ["a"]},
+        geometry=[shapely.box(500_000, 4_649_000, 500_100, 4_649_100)],
+        crs="EPSG:32633",
+    )
+    path = tmp_path / "sites.gpkg"
+    frame.to_file(path)
+    load_sites(store, path, profile="camps", actor="test")
+    c = store.candidates()[0]
+    assert c.lon == pytest.approx(15.0, abs=0.01) and c.lat == pytest.approx(42.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["score_max"]), "no 'score' or 'score_max' column"),
+        (lambda f: f.assign(site_id="same"), "appears twice"),
+        (lambda f: f.assign(run_id=[f"r{i}" for i in range(len(f))]), "several values of 'run_id'"),
+        (lambda f: f.assign(acquired="yesterday-ish"), "not dates"),
+    ],
+)
+def test_bad_sites_files(
+    store: Store,
+    sites: Callable[..., Path],
+    change: Callable[[gpd.GeoDataFrame], gpd.GeoDataFrame],
+    message: str,
+) -> None:
+    path = sites(5)
+    change(gpd.read_parquet(path)).to_parquet(path)
+    with pytest.raises(InputError, match=message):
+        load_sites(store, path, actor="test")
+    assert _count(store, runs) == 0 and _count(store, candidates) == 0
+
+
+def test_missing_file_and_profile_mismatch(
+    store: Store, sites: Callable[..., Path], tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match="sites file not found"):
+        load_sites(store, tmp_path / "none.parquet", actor="test")
+    with pytest.raises(InputError, match="the file says 'brick_kilns_s2'"):
+        load_sites(store, sites(3), profile="camps", actor="test")
+
+
+@pytest.mark.slow
+def test_sigkill_during_load_then_rerun(
+    store: Store, db_url: str, sites: Callable[..., Path]
+) -> None:
+    """A load killed mid-transaction leaves nothing; the rerun completes; reviews survive."""
+    load_sites(store, sites(200, run_id="run-1"), actor="test")
+    set_status(store, 3, "in_review", user="ann")
+    set_status(store, 3, "confirmed", user="ann", reason="kiln rows with chimneys")
+    add_note(store, 4, "same owner as site 3?", user="bob")
+    events_before = [e.to_dict() for e in store.history(3) + store.history(4)]
+    big = sites(12_000, run_id="run-2", seed=5)  # first 200 site ids overlap run-1
+    env = {**os.environ, "GEOSCREEN_DB": db_url}
+    cmd = [sys.executable, "-m", "geoscreen", "review", "load", str(big), "--user", "ann"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("loading: 5000/12000"), line
+    os.kill(proc.pid, signal.SIGKILL)  # mid-transaction: the commit comes after the last chunk
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert _count(store, candidates) == 200
+    assert _count(store, detections) == 200
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.run_id)).scalars().all() == ["run-1"]
+    assert audit.verify(store).ok
+    rerun = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["new"] == 12_000 - 200
+    assert _count(store, candidates) == 12_000
+    assert _count(store, detections) == 12_200
+    with store.read() as conn:
+        per_run = conn.execute(
+            select(
+                detections.c.run_pk,
+                func.count(func.distinct(detections.c.candidate_id)),
+                func.count(),
+            )
+            .group_by(detections.c.run_pk)
+            .order_by(detections.c.run_pk)
+        ).all()
+        assert [tuple(r)[1:] for r in per_run] == [(200, 200), (12_000, 12_000)]
+        assert conn.execute(select(func.count()).select_from(review_events)).scalar_one() == 3
+    assert [e.to_dict() for e in store.history(3) + store.history(4)] == events_before
+    assert store.candidate(3).status == "confirmed"
+    assert audit.verify(store).ok
