@@ -92,11 +92,12 @@ def render_chip(
     max_px: int = 512,
 ) -> np.ndarray:
     """An (H, W, 3) uint8 chip of ``outline`` (pixel coordinates) with the outline drawn."""
+    # A tolerance absorbs the round trip through EPSG:4326 (63.9999999 is pixel 64).
     x0, y0, x1, y1 = shapely.bounds(outline)
-    c0 = max(0, int(np.floor(x0)) - margin_px)
-    r0 = max(0, int(np.floor(y0)) - margin_px)
-    c1 = min(scene.width, int(np.ceil(x1)) + margin_px)
-    r1 = min(scene.height, int(np.ceil(y1)) + margin_px)
+    c0 = max(0, int(np.floor(x0 + 1e-6)) - margin_px)
+    r0 = max(0, int(np.floor(y0 + 1e-6)) - margin_px)
+    c1 = min(scene.width, int(np.ceil(x1 - 1e-6)) + margin_px)
+    r1 = min(scene.height, int(np.ceil(y1 - 1e-6)) + margin_px)
     width, height = max(1, c1 - c0), max(1, r1 - r0)
     scale = min(1.0, max_px / max(width, height))
     out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
