@@ -1,0 +1,237 @@
+"""``geoscreen sites extract`` (score maps to candidate sites) and ``geoscreen evaluate``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from geoscreen.cli.app import cli
+from geoscreen.errors import ConfigError, InputError
+from geoscreen.imagery.scene import Scene, open_scene, parse_datetime
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+
+@cli.group()
+def sites() -> None:
+    """Candidate sites: flagged tiles merged into places for review."""
+
+
+@sites.command("extract")
+@click.argument("scores")
+@click.option("--profile", "profile_path", required=True, help="The profile screened with.")
+@click.option("--out", "out", required=True, help="Sites of this run (.parquet or .gpkg).")
+@click.option(
+    "--history",
+    default=None,
+    help="Site table of earlier runs: sites seen again keep their id; updated in place "
+    "(created if missing), with its coverage history beside it.",
+)
+@click.option("--image", default=None, help="The screened scene, when SCORES is one scene folder.")
+@click.option("--threshold", type=float, default=None, help="Default: the profile's threshold.")
+@click.option(
+    "--pixel-size",
+    type=float,
+    default=None,
+    help="Nominal pixel size in metres of images without georeference.",
+)
+@click.option("--acquired", default=None, help="Acquisition date (if the scene lacks it).")
+@click.option("--match-iou", type=float, default=0.2, show_default=True)
+@click.option("--match-distance", type=float, default=None, help="Match by centroid distance (m).")
+@click.option("--evidence/--no-evidence", default=True, show_default=True)
+@click.option("--max-chip", type=int, default=512, show_default=True, help="Chip side limit (px).")
+def extract(
+    scores: str,
+    profile_path: str,
+    out: str,
+    history: str | None,
+    image: str | None,
+    threshold: float | None,
+    pixel_size: float | None,
+    acquired: str | None,
+    match_iou: float,
+    match_distance: float | None,
+    evidence: bool,
+    max_chip: int,
+) -> None:
+    """Turn the score maps in SCORES (a 'geoscreen screen' output folder) into sites."""
+    from geoscreen.profiles import load_profile
+    from geoscreen.sites.coverage import coverage_of, coverage_path, read_coverage, write_coverage
+    from geoscreen.sites.evidence import write_evidence
+    from geoscreen.sites.extract import extract_sites, load_scoremap
+    from geoscreen.sites.match import MatchRule, update_sites
+    from geoscreen.sites.site import read_sites, write_sites
+
+    prof = load_profile(profile_path)
+    when = _date(acquired)
+    rule = (
+        MatchRule("distance", max_distance=match_distance)
+        if match_distance is not None
+        else MatchRule("iou", min_iou=match_iou)
+    )
+    out_path = Path(out)
+    if out_path.suffix.lower() not in (".parquet", ".geoparquet", ".gpkg"):
+        raise InputError("the output must be .parquet or .gpkg", where=out,
+                         fix="Name it e.g. sites.parquet.")  # fmt: skip
+    hist_path = Path(history) if history else None
+    table = read_sites(hist_path) if hist_path and hist_path.exists() else None
+    cov_file = coverage_path(hist_path) if hist_path else None
+    coverage = read_coverage(cov_file) if cov_file and cov_file.exists() else None
+    evidence_dir = out_path.with_name(f"{out_path.stem}_evidence")
+    this_run: list[str] = []
+    folders = _score_folders(Path(scores), image, prof.imagery.sensor)
+    if not folders:
+        raise InputError("the screening output lists no scenes", where=scores,
+                         fix="Screen at least one scene first.")  # fmt: skip
+    for folder, scene, run_id in folders:
+        scoremap = load_scoremap(folder, scene, prof)
+        run = str(run_id or scoremap.meta.get("run_id") or uuid.uuid4().hex[:12])
+        found = extract_sites(
+            scoremap, prof, threshold=threshold, pixel_size_m=pixel_size, run_id=run,
+            acquired=when,
+        )  # fmt: skip
+        update = update_sites(table, found, rule, coverage)
+        table = update.sites
+        if evidence:
+            chosen = table["site_id"].isin(update.reseen + update.added) & (table["run_id"] == run)
+            if chosen.any():
+                chips = write_evidence(table[chosen], scene, evidence_dir, max_px=max_chip)
+                table.loc[chosen, "evidence_path"] = chips["evidence_path"].to_numpy()
+        this_run += update.reseen + update.added
+        row = coverage_of(scoremap, run_id=run, profile=prof.name, acquired=when or scene.acquired)
+        coverage = _append(coverage, row)
+        click.echo(
+            f"{scene.uri}: {len(found)} sites ({len(update.added)} new, "
+            f"{len(update.reseen)} seen before)"
+        )
+    assert table is not None
+    mine = table[table["site_id"].isin(this_run)]
+    write_sites(mine, out_path)
+    click.echo(f"{len(mine)} sites -> {out_path}")
+    if hist_path is not None:
+        write_sites(table, hist_path)
+        if coverage is not None and cov_file is not None:
+            write_coverage(coverage, cov_file)
+        click.echo(f"history: {len(table)} sites -> {hist_path}")
+
+
+def _append(coverage: gpd.GeoDataFrame | None, row: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+    import pandas as pd
+
+    if coverage is None or len(coverage) == 0:
+        return row
+    if (coverage.crs is None) != (row.crs is None):
+        raise ConfigError(
+            "cannot keep images without georeference in the same history as georeferenced ones",
+            fix="Use a separate --history file for each.",
+        )
+    return gpd.GeoDataFrame(pd.concat([coverage, row], ignore_index=True), crs=row.crs)
+
+
+def _score_folders(
+    scores: Path, image: str | None, sensor: str | None
+) -> list[tuple[Path, Scene, str | None]]:
+    """(score folder, scene, run id) for a screen output folder or a single scene folder."""
+    summary = scores / "screen.json"
+    if image is not None:
+        return [(scores, open_scene(image, sensor=sensor), None)]
+    if summary.is_file():
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        return [
+            (Path(item["files"]["tiles"]).parent, open_scene(item["scene"], sensor=sensor),
+             data.get("run_id"))
+            for item in data.get("scenes", [])
+        ]  # fmt: skip
+    raise InputError(
+        "not a screening output folder (no screen.json)",
+        where=str(scores),
+        fix="Give the --out folder of 'geoscreen screen', or one scene's folder with --image.",
+    )
+
+
+def _date(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    parsed = parse_datetime(text)
+    if parsed is None:
+        raise ConfigError(f"not a date: {text!r}", fix="Use ISO 8601, e.g. 2024-05-01.")
+    return parsed
+
+
+@cli.command("evaluate")
+@click.option("--predicted", required=True, help="Site file (GeoParquet/GPKG) to evaluate.")
+@click.option(
+    "--truth", required=True, help="Labelled objects (vector file, or CSV/VOC + --image)."
+)
+@click.option("--iou", type=float, default=None, help="Match at IoU >= this [default: 0.4].")
+@click.option("--distance", type=float, default=None, help="Match centres within this (m; px).")
+@click.option("--image", default=None, help="The image pixel-coordinate truth refers to.")
+@click.option("--score-threshold", type=float, default=None, help="Only sites scoring this much.")
+@click.option("--group-by", default=None, help="Column for the per-group breakdown.")
+@click.option("--regions", default=None, help="Polygons for a per-region breakdown.")
+@click.option("--region-column", default="name", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", required=True, help="Folder for metrics.json, plots, report.html.")
+def evaluate(
+    predicted: str,
+    truth: str,
+    iou: float | None,
+    distance: float | None,
+    image: str | None,
+    score_threshold: float | None,
+    group_by: str | None,
+    regions: str | None,
+    region_column: str,
+    bootstrap: int,
+    seed: int,
+    out: str,
+) -> None:
+    """Match predicted sites to ground truth one-to-one; write metrics, plots and a report."""
+    from geoscreen.evaluate.metrics import Criterion, evaluate_sites
+    from geoscreen.evaluate.report import write_report
+    from geoscreen.evaluate.truth import load_truth
+    from geoscreen.sites.site import read_sites
+
+    if iou is not None and distance is not None:
+        raise ConfigError("give --iou or --distance, not both")
+    if iou is not None and not 0 < iou <= 1:
+        raise ConfigError(f"--iou must be in (0, 1], got {iou}")
+    if distance is not None and distance < 0:
+        raise ConfigError(f"--distance must be at least 0, got {distance}")
+    criterion = Criterion(iou=0.4 if iou is None else iou, distance=distance)
+    pred = read_sites(predicted)
+    scene = open_scene(image) if image else None
+    objects = load_truth(truth, scene)
+    areas = _regions(regions) if regions else None
+    ev = evaluate_sites(
+        pred, objects, criterion, score_threshold=score_threshold, group_column=group_by,
+        regions=areas, region_column=region_column, n_boot=bootstrap, seed=seed,
+    )  # fmt: skip
+    extra = {"inputs": {"predicted": predicted, "truth": truth, "image": image}}
+    paths = write_report(ev, out, title=f"Evaluation of {Path(predicted).name}", extra=extra)
+    m = ev.metrics
+    click.echo(
+        f"{ev.criterion}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+        f"F1 {m['f1']:.3f}, AP {m['average_precision']:.3f} "
+        f"({m['tp']} TP, {m['fp']} FP, {m['fn']} FN) -> {paths['report']}"
+    )
+
+
+def _regions(path: str) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+    import pyogrio.errors
+
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(f"cannot read the regions ({str(exc).splitlines()[0][:120]})",
+                         where=path, fix="Give a polygon vector file.") from None  # fmt: skip
+    return frame

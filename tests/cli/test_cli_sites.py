@@ -1,0 +1,147 @@
+"""``geoscreen sites extract`` and ``geoscreen evaluate`` end to end, bad input included."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import yaml
+
+from geoscreen.cli.app import EXIT_USER_ERROR, main
+from geoscreen.imagery.scene import open_scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.samples import make_synthetic_scene, sample_path
+from geoscreen.sites.coverage import coverage_path, read_coverage
+from geoscreen.sites.site import read_sites
+from geoscreen.vision.scoremap import ScoreMap
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Call ``geoscreen`` in-process: (exit code, stdout, stderr)."""
+
+    def call(*args: str | Path) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == EXIT_USER_ERROR
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geoscreen: error:"), err
+    return lines[0]
+
+
+def test_evaluate_end_to_end(tmp_path: Path, run: Run) -> None:
+    utm = [shapely.box(500_000 + 40 * i, 4_500_000, 500_020 + 40 * i, 4_500_020) for i in range(3)]
+    sites = gpd.GeoDataFrame(
+        {"site_id": ["a", "b"], "score_max": [0.9, 0.6], "profile": ["p", "p"]},
+        geometry=utm[:2],
+        crs="EPSG:32633",
+    ).to_crs(4326)
+    sites.to_parquet(tmp_path / "sites.parquet")
+    truth = gpd.GeoDataFrame({"kind": ["x", "y"]}, geometry=[utm[0], utm[2]], crs="EPSG:32633")
+    truth.to_file(tmp_path / "truth.geojson")
+    code, out, err = run("evaluate", "--predicted", tmp_path / "sites.parquet", "--truth",
+                         tmp_path / "truth.geojson", "--iou", "0.5", "--out", tmp_path / "eval",
+                         "--bootstrap", "100")  # fmt: skip
+    assert code == 0, err
+    assert "precision 0.500, recall 0.500" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (1, 1, 1)
+    assert metrics["criterion"] == "IoU >= 0.5"
+    assert (tmp_path / "eval" / "report.html").is_file()
+    assert (tmp_path / "eval" / "pr_curve.png").is_file()
+    code, out, err = run("evaluate", "--predicted", tmp_path / "sites.parquet", "--truth",
+                         tmp_path / "truth.geojson", "--distance", "5", "--out",
+                         tmp_path / "d")  # fmt: skip
+    assert code == 0 and "centre distance <= 5 m" in out
+
+
+def test_evaluate_bad_input(tmp_path: Path, run: Run) -> None:
+    yell_labels = sample_path("neon_yell_labels")
+    line = _one_line_error(*run("evaluate", "--predicted", tmp_path / "none.parquet", "--truth",
+                                yell_labels, "--out", tmp_path / "x")[::2])  # fmt: skip
+    assert "site file not found" in line
+    line = _one_line_error(*run("evaluate", "--predicted", tmp_path / "none.parquet", "--truth",
+                                yell_labels, "--iou", "0.5", "--distance", "3", "--out",
+                                tmp_path / "x")[::2])  # fmt: skip
+    assert "not both" in line
+    gpd.GeoDataFrame({"site_id": ["a"], "score_max": [0.9], "profile": ["p"]},
+                     geometry=[shapely.box(0, 0, 5, 5)], crs=4326).to_parquet(
+        tmp_path / "s.parquet")  # fmt: skip
+    line = _one_line_error(*run("evaluate", "--predicted", tmp_path / "s.parquet", "--truth",
+                                yell_labels, "--out", tmp_path / "x")[::2])  # fmt: skip
+    assert "--image" in line
+    assert not (tmp_path / "x").exists()
+
+
+def _profile_file(folder: Path) -> Path:
+    path = folder / "profile.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "bright_squares", "version": "1.0.0",
+        "description": "bright square structures in synthetic test scenes",
+        "model": {"backbone": "resnet18"}, "tiling": {"tile_size": 32},
+        "threshold": 0.5, "sites": {"min_area_m2": 0.0, "merge_distance_m": 0.0},
+    }))  # fmt: skip
+    return path
+
+
+def _scores(folder: Path, scene_path: Path, flags: list[int], run_id: str) -> Path:
+    scene = open_scene(scene_path)
+    grid = TileGrid(scene, 32, 0)
+    scores = np.full(len(grid), 0.1, dtype=np.float32)
+    scores[flags] = 0.9
+    meta = {"profile": "bright_squares", "run_id": run_id, "scene_id": scene.id}
+    ScoreMap(grid, scores, np.ones(len(grid), np.float32), None, meta).write(folder)
+    return folder
+
+
+def test_sites_extract_twice_with_history(tmp_path: Path, run: Run) -> None:
+    scene = make_synthetic_scene(tmp_path / "scene.tif", 128, 128, structures=2,
+                                 tags={"ACQUISITION_DATETIME": "2024-03-01T10:00:00Z"})  # fmt: skip
+    profile = _profile_file(tmp_path)
+    first = _scores(tmp_path / "s1", scene, [0, 1, 15], "run-1")
+    code, out, err = run("sites", "extract", first, "--image", scene, "--profile", profile,
+                         "--out", tmp_path / "run1.parquet", "--history",
+                         tmp_path / "history.gpkg")  # fmt: skip
+    assert code == 0, err
+    assert "2 sites (2 new, 0 seen before)" in out
+    run1 = read_sites(tmp_path / "run1.parquet")
+    assert all(Path(p).is_file() for p in run1["evidence_path"])
+    assert Path(run1["evidence_path"].iloc[0]).parent.name == "run1_evidence"
+    second = _scores(tmp_path / "s2", scene, [0, 1, 10], "run-2")
+    code, out, err = run("sites", "extract", second, "--image", scene, "--profile", profile,
+                         "--out", tmp_path / "run2.parquet", "--history",
+                         tmp_path / "history.gpkg", "--no-evidence")  # fmt: skip
+    assert code == 0, err
+    assert "1 new, 1 seen before" in out
+    history = read_sites(tmp_path / "history.gpkg")
+    assert len(history) == 3 and sorted(history["detections"]) == [1, 1, 2]
+    run2 = read_sites(tmp_path / "run2.parquet")
+    assert len(run2) == 2 and set(run2["site_id"]) < set(history["site_id"])
+    coverage = read_coverage(coverage_path(tmp_path / "history.gpkg"))
+    assert list(coverage["run_id"]) == ["run-1", "run-2"]
+
+
+def test_sites_extract_bad_input(tmp_path: Path, run: Run) -> None:
+    profile = _profile_file(tmp_path)
+    line = _one_line_error(*run("sites", "extract", tmp_path, "--profile", profile, "--out",
+                                tmp_path / "x.parquet")[::2])  # fmt: skip
+    assert "screen.json" in line
+    scene = make_synthetic_scene(tmp_path / "scene.tif", 64, 64)
+    folder = _scores(tmp_path / "s", scene, [0], "r")
+    line = _one_line_error(*run("sites", "extract", folder, "--image", scene, "--profile",
+                                profile, "--out", tmp_path / "x.csv")[::2])  # fmt: skip
+    assert ".parquet or .gpkg" in line
