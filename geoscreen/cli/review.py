@@ -487,7 +487,7 @@ def verify(db: str, as_json: bool) -> None:
             err=True,
         )
     if not report.ok:
-        sys.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 # -- users -------------------------------------------------------------------------------

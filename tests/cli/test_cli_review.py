@@ -1,0 +1,195 @@
+"""``geoscreen review``, ``export``, ``audit verify`` and ``users`` end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from geoscreen.cli import main
+from geoscreen.review.testing import make_sites, pg_base_url, pg_schema
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A SQLite store (via $GEOSCREEN_DB) with users and one loaded run of 12 sites."""
+    path = tmp_path / "review.sqlite"
+    monkeypatch.setenv("GEOSCREEN_DB", str(path))
+    for name, role in [("ann", "analyst"), ("sue", "supervisor"), ("sam", "supervisor"),
+                       ("vic", "viewer")]:  # fmt: skip
+        assert run(capsys, "users", "add", name, "--role", role)[0] == 0
+    sites = make_sites(tmp_path / "sites.parquet", 12)
+    code, out, err = run(capsys, "review", "load", str(sites))
+    assert code == 0, err
+    assert out.startswith("run run-1: 12 sites matching profile brick_kilns_s2 (12 new, 0 seen")
+    assert err == "loading: 12/12 sites\n"
+    return path
+
+
+def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "review", "load", str(tmp_path / "sites.parquet"))
+    assert (code, out) == (0, "run run-1 is already loaded: nothing changed\n")
+    code, out, _ = run(capsys, "review", "list", "--limit", "3")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["ID", "STATUS", "SCORE", "VER", "LAST", "SEEN",
+                                              "PROFILE", "/", "SITE"]  # fmt: skip
+    assert (
+        len(lines) == 5
+        and lines[-1] == "3 of 12 candidates (each only matches a profile; people decide)"
+    )
+    listed = json.loads(run(capsys, "review", "list", "--json", "--limit", "0")[1])
+    assert listed["total"] == 12 and len(listed["candidates"]) == 12
+    top = listed["candidates"][0]["id"]
+    assert run(capsys, "review", "set", str(top), "in_review", "--user", "ann")[1] == (
+        f"candidate {top}: in_review (version 2)\n"
+    )
+    code, out, _ = run(capsys, "review", "set", str(top), "confirmed", "--user", "ann",
+                       "--reason", "rows of kilns", "--expected-version", "2")  # fmt: skip
+    assert (code, out) == (0, f"candidate {top}: confirmed (version 3)\n")
+    assert (
+        run(capsys, "review", "note", str(top), "ask partner for imagery", "--user", "ann")[0] == 0
+    )
+    code, out, _ = run(capsys, "review", "set", str(top), "escalated", "--user", "sue",
+                       "--reason", "share")  # fmt: skip
+    assert code == 0
+    code, out, _ = run(capsys, "review", "show", str(top))
+    assert out.startswith(f"candidate {top}: matches profile brick_kilns_s2 v0.1.0 (site site-")
+    assert "status:     escalated (version 4, by sue at" in out
+    assert "trafficking" not in out.lower()
+    history = run(capsys, "review", "history", str(top))[1].splitlines()
+    assert [h.split(" ", 2)[2] for h in history] == [
+        "ann: new -> in_review",
+        "ann: in_review -> confirmed (rows of kilns)",
+        "ann: note: ask partner for imagery",
+        "sue: confirmed -> escalated (share)",
+    ]
+    shown = json.loads(run(capsys, "review", "show", str(top), "--json")[1])
+    assert shown["status"] == "escalated" and len(shown["history"]) == 4
+    assert shown["geometry"]["type"] == "Polygon"
+    out_file = tmp_path / "partner.geojson"
+    code, out, err = run(capsys, "export", "--redaction", "partner", "--min-m", "200", "--max-m",
+                         "800", "--user", "sam", "--out", str(out_file))  # fmt: skip
+    assert code == 0, err
+    digest = hashlib.sha256(out_file.read_bytes()).hexdigest()
+    assert out.strip().endswith(f"sha256 {digest}") and "1 features (partner, geojson)" in out
+    code, out, _ = run(capsys, "export", "--redaction", "public", "--grid-m", "200000",
+                       "--min-count", "2", "--user", "sue", "--out", str(tmp_path / "p.csv"),
+                       "--json")  # fmt: skip
+    assert json.loads(out)["redaction"] == "public"
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 0 and out.startswith("ok: 11 entries, head 11 ")
+    users = json.loads(run(capsys, "users", "list", "--json")[1])
+    assert [u["name"] for u in users] == ["ann", "sam", "sue", "vic"]
+    assert run(capsys, "users", "disable", "vic")[1] == "user vic disabled\n"
+    assert "vic                      viewer      disabled" in run(capsys, "users", "list")[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["review", "show", "99"], "no candidate with id 99"),
+        (["review", "set", "1", "done", "--user", "ann"], "unknown status 'done'"),
+        (["review", "set", "1", "in_review", "--user", "vic"], "has the role viewer"),
+        (["review", "set", "1", "in_review", "--user", "zed"], "no user named 'zed'"),
+        (["review", "set", "1", "in_review", "--user", "ann", "--expected-version", "5"],
+         "conflict: candidate 1 is at version 1"),
+        (["review", "note", "1", "  ", "--user", "ann"], "a note needs some text"),
+        (["review", "list", "--status", "open"], "unknown status 'open'"),
+        (["review", "list", "--bbox", "1,2,3"], "not a bounding box"),
+        (["export", "--user", "ann", "--out", "x.txt"], "cannot tell the format"),
+        (["export", "--user", "vic", "--out", "x.geojson"], "has the role viewer"),
+        (["export", "--user", "sue", "--out", "x.kml", "--redaction", "partner", "--min-m", "9",
+          "--max-m", "5"], "max_m (5) must be above min_m (9)"),
+        (["users", "add", "kim", "--role", "boss"], "unknown role 'boss'"),
+    ],
+)  # fmt: skip
+def test_bad_input_one_line_exit_2_nothing_written(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    before = _dump(db)
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith("geoscreen: error: ") and message in err and err.count("\n") == 1
+    assert _dump(db) == before
+    assert not (tmp_path / "x.txt").exists() and not (tmp_path / "x.geojson").exists()
+
+
+def test_reason_required(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "review", "set", "2", "in_review", "--user", "ann")
+    code, _, err = run(capsys, "review", "set", "2", "rejected", "--user", "ann", "--reason", " ")
+    assert code == 2 and "give a reason. Use --reason TEXT" in err
+
+
+def _dump(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return list(conn.iterdump())
+
+
+def test_store_location_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEOSCREEN_DB", raising=False)
+    for args in (["review", "list"], ["audit", "verify"], ["users", "list"]):
+        code, _, err = run(capsys, *args)
+        assert code == 2 and "geoscreen.sqlite: no review store here" in err
+    assert list(tmp_path.iterdir()) == []
+    assert run(capsys, "users", "add", "ann", "--role", "analyst")[0] == 0
+    assert (tmp_path / "geoscreen.sqlite").is_file()  # the default, in the current folder
+    foreign = tmp_path / "notes.sqlite"
+    foreign.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
+    before = foreign.read_bytes()
+    code, _, err = run(capsys, "users", "add", "bob", "--role", "analyst", "--db", str(foreign))
+    assert code == 2 and "not a geoscreen review store" in err
+    assert foreign.read_bytes() == before
+    code, _, err = run(capsys, "review", "list", "--db", "postgresql://x@127.0.0.1:9/none")
+    assert code == 2 and "connection" in err and err.count("\n") == 1
+
+
+def test_password_from_stdin(db: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from geoscreen.review.store import open_store
+    from geoscreen.review.users import authenticate
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
+    code, out, _ = run(capsys, "users", "add", "lee", "--role", "admin", "--password-stdin")
+    assert (code, out) == (0, "user lee added (admin, with password)\n")
+    with open_store(db) as store:
+        assert authenticate(store, "lee", "a long enough secret") is not None
+
+
+def test_audit_verify_detects_tampering(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER audit_log_no_update")
+        conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+    conn.close()
+    code, out, err = run(capsys, "audit", "verify")
+    assert code == 1 and out == ""
+    assert "audit: entry 2: content does not match its hash (edited)" in err
+    assert "TAMPERED: 1 problems in 5 entries" in err
+    report = json.loads(run(capsys, "audit", "verify", "--json")[1])
+    assert report["ok"] is False and report["entries"] == 5
+
+
+@pytest.mark.skipif(pg_base_url() is None, reason="needs GEOSCREEN_TEST_PG_URL")
+def test_postgres_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = pg_base_url()
+    assert base is not None
+    sites = make_sites(tmp_path / "s.parquet", 5)
+    with pg_schema(base) as url:
+        assert run(capsys, "review", "load", str(sites), "--db", url, "--json")[0] == 0
+        code, out, _ = run(capsys, "review", "list", "--db", url, "--json")
+        assert code == 0 and json.loads(out)["total"] == 5
+        assert run(capsys, "audit", "verify", "--db", url)[1].startswith("ok: 1 entries")
