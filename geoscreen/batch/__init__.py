@@ -1,1 +1,1 @@
-"""geoscreen.batch."""
+"""Batch screening: discover scenes, screen what is new, survive crashes, scale out on Dask."""

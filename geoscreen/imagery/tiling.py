@@ -103,6 +103,10 @@ class TileGrid:
         read = Window(c0, r0, min(size, self.scene.width - c0), min(size, self.scene.height - r0))
         return Tile(row=row, col=col, window=window, read_window=read)
 
+    def flat_indexes(self) -> np.ndarray:
+        """Flat index (``row * n_cols + col``) of each selected tile; a copy."""
+        return self._flat.copy()
+
     @property
     def rows(self) -> np.ndarray:
         """Grid row of each selected tile."""
@@ -173,15 +177,20 @@ class TileGrid:
         order = np.lexsort((cols, rows))
         tiles_per_chunk = max(1, max_chunk_px // self.stride)
         indexes = indexes or list(range(1, self.scene.count + 1))
-        with self.scene.open() as src, tqdm(
-            total=len(self), desc="checking tiles for data", unit="tile", disable=not progress
-        ) as bar:
+        with (
+            self.scene.open() as src,
+            tqdm(
+                total=len(self), desc="checking tiles for data", unit="tile", disable=not progress
+            ) as bar,
+        ):
             start = 0
             while start < order.size:
                 row = rows[order[start]]
                 end = start
-                while end < order.size and rows[order[end]] == row and (
-                    cols[order[end]] - cols[order[start]] < tiles_per_chunk
+                while (
+                    end < order.size
+                    and rows[order[end]] == row
+                    and (cols[order[end]] - cols[order[start]] < tiles_per_chunk)
                 ):
                     end += 1
                 members = order[start:end]

@@ -1,0 +1,138 @@
+"""The scan loop: plan scenes, run their chunks on an executor, finish each scene.
+
+At most a few scenes are in flight at once (bounded memory); the client is the
+only writer to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from geoscreen.batch.executors import Executor
+from geoscreen.batch.scan import (
+    ChunkScores,
+    ScanSettings,
+    SceneOutcome,
+    ScenePlan,
+    _profile,
+    completed_runs,
+    failure,
+    finish_scene,
+    plan_scene,
+    record_failure,
+    score_chunk,
+)
+from geoscreen.batch.sources import SceneRef
+from geoscreen.review.store import Store
+
+Listener = Callable[[SceneOutcome], None]
+
+
+@dataclass
+class ScanSummary:
+    """Totals of one scan."""
+
+    outcomes: list[SceneOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenes": len(self.outcomes),
+            "screened": self.count("screened"),
+            "skipped": self.count("skipped"),
+            "failed": self.failed,
+            "tiles": sum(o.tiles for o in self.outcomes),
+            "new_sites": sum(o.new_sites for o in self.outcomes),
+            "reseen_sites": sum(o.reseen_sites for o in self.outcomes),
+            "seconds": round(self.seconds, 2),
+            "failures": [
+                {"scene": o.uri, "error": o.error} for o in self.outcomes if o.status == "failed"
+            ],
+        }
+
+
+def run_scan(
+    refs: Sequence[SceneRef],
+    settings: ScanSettings,
+    store: Store,
+    executor: Executor,
+    *,
+    actor: str,
+    listener: Listener | None = None,
+) -> ScanSummary:
+    """Screen every scene of ``refs`` that the store does not hold yet."""
+    started = time.perf_counter()
+    summary = ScanSummary()
+    profile = _profile(settings.profile_path)
+
+    def report(outcome: SceneOutcome) -> None:
+        summary.outcomes.append(outcome)
+        if outcome.status == "failed":
+            record_failure(store, outcome, profile, actor)
+        if listener is not None:
+            listener(outcome)
+
+    plans: list[tuple[ScenePlan, float]] = []
+    for ref in refs:
+        t0 = time.perf_counter()
+        planned = plan_scene(ref, settings, set())
+        if isinstance(planned, SceneOutcome):
+            report(planned)
+        else:
+            plans.append((planned, t0))
+    done = completed_runs(store, [p.run_id for p, _ in plans])
+    todo = []
+    for plan, t0 in plans:
+        if plan.run_id in done:
+            report(SceneOutcome(plan.ref.uri, "skipped", plan.scene.id, plan.run_id))
+        else:
+            todo.append((plan, t0))
+    window = max(1, 2 * executor.workers)
+    for start in range(0, len(todo), window):
+        _run_window(todo[start : start + window], settings, store, executor, actor, report)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_window(
+    batch: list[tuple[ScenePlan, float]],
+    settings: ScanSettings,
+    store: Store,
+    executor: Executor,
+    actor: str,
+    report: Listener,
+) -> None:
+    owner: dict[Any, int] = {}
+    for k, (plan, _) in enumerate(batch):
+        for index in range(len(plan.chunks)):
+            owner[executor.submit(score_chunk, plan, index, settings)] = k
+    results: dict[int, list[ChunkScores]] = {k: [] for k in range(len(batch))}
+    pending = {k: len(plan.chunks) for k, (plan, _) in enumerate(batch)}
+    errors: dict[int, BaseException] = {}
+    for future in executor.as_completed(list(owner)):
+        k = owner[future]
+        pending[k] -= 1
+        try:
+            results[k].append(future.result())
+        except Exception as exc:  # a corrupt scene fails alone; the others go on
+            errors.setdefault(k, exc)
+        if pending[k]:
+            continue
+        plan, t0 = batch[k]
+        if k in errors:
+            report(failure(plan.ref, errors[k], t0))
+            continue
+        try:
+            report(finish_scene(plan, results.pop(k), settings, store, actor, t0))
+        except Exception as exc:
+            report(failure(plan.ref, exc, t0))

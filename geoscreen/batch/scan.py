@@ -1,0 +1,305 @@
+"""One scan: every new scene screened -> sites -> store, incrementally and resumably.
+
+Per scene the work is split in three:
+
+1. :func:`plan_scene` (client): open the scene, derive its run id from the scene's
+   content id, the profile version and the model hash, and skip it when the store
+   already holds that run complete (incremental, by content, not file name).
+2. :func:`score_chunk` (worker, any executor): score one block of the scene's
+   tile grid; the model is loaded once per process.
+3. :func:`finish_scene` (client, the single writer): assemble the score map,
+   extract sites, write evidence chips, match them to the candidates already in
+   the store (a re-seen site keeps its id and gains a detection), and load the run
+   in one transaction.
+
+A scan killed at any point leaves no partial run: the next scan redoes the
+unfinished scenes and, with the same deterministic run ids, duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+from sqlalchemy import select
+
+from geoscreen.batch.sources import SceneRef
+from geoscreen.errors import GeoscreenError
+from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.review import audit
+from geoscreen.review.loader import load_sites
+from geoscreen.review.schema import runs
+from geoscreen.review.spatial import BBox
+from geoscreen.review.store import CandidateFilter, Store
+from geoscreen.sites.coverage import coverage_of, latest_gap, read_coverage, write_coverage
+from geoscreen.sites.evidence import write_evidence
+from geoscreen.sites.extract import extract_sites
+from geoscreen.sites.match import MatchRule, assign_one_to_one, candidate_pairs
+from geoscreen.sites.site import write_sites
+
+log = logging.getLogger(__name__)
+
+COVERAGE_FILE = "coverage.parquet"
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """What every worker needs to score tiles; small and picklable."""
+
+    profile_path: str
+    model_dir: str
+    work_dir: str
+    batch_size: int = 32
+    chunk_tiles: int = 2048
+    threads: int | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """A scene to screen: its grid split into chunks of flat tile indexes."""
+
+    ref: SceneRef
+    scene: Scene
+    run_id: str
+    chunks: tuple[np.ndarray, ...]
+
+    @property
+    def tiles(self) -> int:
+        return int(sum(c.size for c in self.chunks))
+
+
+@dataclass
+class SceneOutcome:
+    """What happened to one scene; the scan summary adds these up."""
+
+    uri: str
+    status: str  # screened | skipped | failed
+    scene_id: str | None = None
+    run_id: str | None = None
+    tiles: int = 0
+    new_sites: int = 0
+    reseen_sites: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChunkScores:
+    """Scores of one chunk: flat tile indexes of the full grid, scores, valid fractions."""
+
+    flat: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+
+
+@lru_cache(maxsize=4)
+def _profile(path: str) -> Profile:
+    return load_profile(path)
+
+
+@lru_cache(maxsize=2)
+def _model(model_dir: str, device: str) -> Any:
+    """The model, loaded once per process (per worker on Dask)."""
+    from geoscreen.vision.classifier import load_model
+
+    return load_model(model_dir, device)
+
+
+def run_id_for(profile: Profile, model_sha256: str, scene_id: str) -> str:
+    """Deterministic run id: the same scene, profile version and model give the same id."""
+    return f"{profile.name}:{profile.version}:{model_sha256[:16]}:{scene_id}"
+
+
+def completed_runs(store: Store, run_ids: list[str]) -> set[str]:
+    """Which of ``run_ids`` the store holds complete."""
+    found: set[str] = set()
+    with store.read() as conn:
+        for start in range(0, len(run_ids), 500):
+            part = run_ids[start : start + 500]
+            query = select(runs.c.run_id).where(
+                runs.c.run_id.in_(part), runs.c.completed_at.is_not(None)
+            )
+            found.update(r.run_id for r in conn.execute(query))
+    return found
+
+
+def plan_scene(ref: SceneRef, settings: ScanSettings, done: set[str]) -> ScenePlan | SceneOutcome:
+    """Open the scene and split its grid into chunks, or say why it is skipped or failed."""
+    started = time.perf_counter()
+    profile = _profile(settings.profile_path)
+    try:
+        scene = open_scene(ref.uri, sensor=profile.imagery.sensor)
+        loaded = _model(settings.model_dir, settings.device)
+        run_id = run_id_for(profile, loaded.sha256, scene.id)
+        if run_id in done:
+            return SceneOutcome(ref.uri, "skipped", scene.id, run_id)
+        from geoscreen.vision.infer import check_model_fits
+
+        check_model_fits(loaded, profile, scene)
+    except GeoscreenError as exc:
+        return SceneOutcome(
+            ref.uri, "failed", error=exc.message, seconds=time.perf_counter() - started
+        )
+    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
+    flat = np.arange(grid.n_rows * grid.n_cols, dtype=np.int64)
+    size = max(1, settings.chunk_tiles)
+    chunks = tuple(flat[i : i + size] for i in range(0, flat.size, size))
+    return ScenePlan(ref, scene, run_id, chunks)
+
+
+def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkScores:
+    """Score one chunk of a scene's grid (runs in a worker; the model is cached)."""
+    import torch
+
+    from geoscreen.imagery.preprocess import ScenePreprocessor
+    from geoscreen.vision.infer import ScreenOptions, score_grid
+    from geoscreen.vision.runtime import pick_device
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    profile = _profile(settings.profile_path)
+    loaded = _model(settings.model_dir, settings.device)
+    grid = TileGrid(
+        plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
+    ).drop_empty()
+    preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
+    opts = ScreenOptions(batch_size=settings.batch_size, device=settings.device, num_workers=0)
+    scored = score_grid(loaded.model, grid, preprocessor, opts, pick_device(settings.device))
+    return ChunkScores(grid.flat_indexes(), scored.scores, scored.valid_fraction)
+
+
+def finish_scene(
+    plan: ScenePlan,
+    chunks: list[ChunkScores],
+    settings: ScanSettings,
+    store: Store,
+    actor: str,
+    started: float,
+) -> SceneOutcome:
+    """Assemble scores, extract and match sites, load the run (the single writer)."""
+    from geoscreen.vision.scoremap import ScoreMap
+
+    profile = _profile(settings.profile_path)
+    loaded = _model(settings.model_dir, settings.device)
+    flat = np.concatenate([c.flat for c in chunks]) if chunks else np.zeros(0, np.int64)
+    order = np.argsort(flat, kind="stable")
+    grid = TileGrid(
+        plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=flat[order]
+    )
+    scores = np.concatenate([c.scores for c in chunks])[order] if chunks else np.zeros(0)
+    valid = np.concatenate([c.valid for c in chunks])[order] if chunks else np.zeros(0)
+    meta = {
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "model_sha256": loaded.sha256,
+        "run_id": plan.run_id,
+        "scene_id": plan.scene.id,
+    }
+    scoremap = ScoreMap(grid, scores.astype(np.float32), valid.astype(np.float32), None, meta)
+    work = Path(settings.work_dir)
+    sites = extract_sites(scoremap, profile, run_id=plan.run_id)
+    sites = write_evidence(sites, plan.scene, work / "evidence") if len(sites) else sites
+    coverage_file = work / COVERAGE_FILE
+    history = read_coverage(coverage_file) if coverage_file.exists() else None
+    sites, reseen = match_to_store(sites, store, profile, history)
+    sites_path = work / "runs" / f"{plan.scene.id}-{loaded.sha256[:12]}.parquet"
+    sites_path.parent.mkdir(parents=True, exist_ok=True)
+    write_sites(sites, sites_path)
+    result = load_sites(store, sites_path, profile=profile.name, run_id=plan.run_id, actor=actor)
+    covered = coverage_of(
+        scoremap, run_id=plan.run_id, profile=profile.name, acquired=plan.scene.acquired
+    )
+    if plan.scene.crs is not None:
+        frames = [f for f in (history, covered) if f is not None and len(f)]
+        write_coverage(gpd.pd.concat(frames, ignore_index=True), coverage_file)
+    return SceneOutcome(
+        plan.ref.uri,
+        "screened",
+        plan.scene.id,
+        plan.run_id,
+        tiles=len(grid),
+        new_sites=result.new,
+        reseen_sites=reseen,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def match_to_store(
+    sites: gpd.GeoDataFrame,
+    store: Store,
+    profile: Profile,
+    coverage: gpd.GeoDataFrame | None,
+    rule: MatchRule | None = None,
+) -> tuple[gpd.GeoDataFrame, int]:
+    """Give sites that match a stored candidate of the profile that candidate's id.
+
+    Returns the sites (re-seen ones renamed, new ones flagged ``new_since`` where an
+    earlier acquisition covered the place) and how many were re-seen.
+    """
+    if len(sites) == 0 or sites.crs is None:
+        return sites, 0
+    west, south, east, north = sites.total_bounds
+    box = BBox(float(west), float(south), float(east), float(north))
+    existing = store.frame(CandidateFilter(profile=profile.name, bbox=box))
+    out = sites.copy()
+    reseen = 0
+    if len(existing):
+        pairs = candidate_pairs(
+            out.geometry.values, existing.geometry.values, rule or MatchRule(), True
+        )
+        matched = assign_one_to_one(pairs, len(out), len(existing))
+        ids = out["site_id"].to_numpy(dtype=object, copy=True)
+        ids[matched.left] = existing["site_id"].to_numpy(dtype=object)[matched.right]
+        out["site_id"] = ids
+        reseen = int(matched.left.size)
+        fresh = np.setdiff1d(np.arange(len(out)), matched.left)
+    else:
+        fresh = np.arange(len(out))
+    if coverage is not None and len(coverage) and fresh.size:
+        points = gpd.GeoSeries(out.geometry.iloc[fresh].representative_point(), crs=out.crs)
+        gaps = latest_gap(
+            points.reset_index(drop=True),
+            out["profile"].to_numpy(object)[fresh],
+            out["first_seen"].iloc[fresh].reset_index(drop=True),
+            coverage,
+        )
+        column = out["new_since"].copy()
+        column.iloc[fresh] = gaps.to_numpy()
+        out["new_since"] = column
+    return out, reseen
+
+
+def record_failure(store: Store, outcome: SceneOutcome, profile: Profile, actor: str) -> None:
+    """Put a failed scene in the audit log (who, when, which file, the error)."""
+    with store.write() as conn:
+        audit.append(
+            conn,
+            actor=actor,
+            action="scan_failed",
+            entity="scene",
+            entity_id=outcome.uri,
+            after={"error": outcome.error or "", "scene_id": outcome.scene_id},
+            profile=profile.name,
+            profile_version=profile.version,
+        )
+
+
+def failure(ref: SceneRef, exc: BaseException, started: float) -> SceneOutcome:
+    """An outcome for a scene whose processing raised."""
+    if isinstance(exc, GeoscreenError):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+        log.debug("scene %s failed:\n%s", ref.uri, "".join(traceback.format_exception(exc)))
+    return SceneOutcome(ref.uri, "failed", error=text, seconds=time.perf_counter() - started)
