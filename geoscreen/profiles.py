@@ -22,7 +22,7 @@ import os
 import re
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -74,7 +74,8 @@ _SEMVER = (
 )
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-TaskName = Literal["classify"]  # "detect" comes later: add it here plus its own checks.
+TaskName = Literal["classify", "detect"]
+DetectorArchitecture = Literal["faster_rcnn", "retinanet", "fcos"]
 
 
 class _Config(BaseModel):
@@ -195,6 +196,27 @@ class ModelSpec(_Config):
         return self
 
 
+class DetectionSettings(_Config):
+    """Object detection (``model.task: detect``): the objects' size and what to keep.
+
+    ``object_size_m`` sets the detector's anchor sizes from each scene's pixel size
+    (see :mod:`geoscreen.vision.detector`), so one profile serves 0.1 m and 0.5 m imagery.
+    """
+
+    architecture: DetectorArchitecture = "retinanet"
+    object_size_m: float = Field(gt=0, description="Typical object width in metres.")
+    max_detections: int = Field(default=300, ge=1, le=10_000, description="Most objects per tile.")
+    nms_iou: float = Field(
+        default=0.4, gt=0.0, lt=1.0, description="Boxes overlapping more (IoU) are one object."
+    )
+    score_threshold: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="Detections scoring lower are discarded."
+    )
+    fpn_channels: int = Field(
+        default=128, ge=32, le=512, multiple_of=32, description="Feature pyramid width."
+    )
+
+
 class SiteSettings(_Config):
     """How matching tiles become candidate sites."""
 
@@ -222,6 +244,7 @@ class Profile(_Config):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     model: ModelSpec
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    detection: DetectionSettings | None = None
     sites: SiteSettings = Field(default_factory=SiteSettings)
     aoi: str | None = None
     exclusions: list[str] = Field(default_factory=list)
@@ -287,6 +310,13 @@ class Profile(_Config):
                         f"index {index} needs the {', '.join(missing)} band(s), "
                         f"which imagery.bands {self.imagery.bands} do not include"
                     )
+        if self.model.task == "detect" and self.detection is None:
+            raise ValueError(
+                "model.task is detect but the profile has no detection block "
+                "(detection: {object_size_m: ...})"
+            )
+        if self.model.task != "detect" and self.detection is not None:
+            raise ValueError("a detection block needs model.task: detect")
         derived = self.derived_channels
         if self.model.in_channels not in (None, derived) and derived is not None:
             raise ValueError(
@@ -420,9 +450,12 @@ def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
     for item in loc:
         field = model.model_fields.get(item) if isinstance(item, str) else None
         annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # An optional block (``X | None``) lists the fields of X.
+        options = [a for a in (*get_args(annotation), annotation) if isinstance(a, type)]
+        models = [a for a in options if issubclass(a, BaseModel)]
+        if not models:
             return []
-        model = annotation
+        model = models[0]
     return list(model.model_fields)
 
 

@@ -1,0 +1,447 @@
+"""Object detectors (Faster R-CNN, RetinaNet, FCOS) on a feature pyramid over our backbones.
+
+A :class:`Detector` takes tiles ``(B, C, H, W)`` scaled to [0, 1], any number of
+bands, and returns one set of boxes (pixel coordinates of the tile, edges at
+integers) and scores per tile. It wraps a torchvision detection model whose
+backbone is :class:`FeaturePyramid`: three levels tapped from ``Backbone.body``
+(the last stage at each stride; the stride-32 level is the trunk's own output)
+under a ``torchvision.ops.FeaturePyramidNetwork``. Any backbone of
+:mod:`geoscreen.vision.backbones` works, EfficientNet-Lite0 with its packaged
+ImageNet weights included, with the same band adaptation.
+
+Anchors come from the profile's object size, so one profile fits any resolution.
+With ``s = object_size_m / resolution_m`` the typical object width in pixels:
+
+- pyramid strides: ``(8, 16, 32)``, or ``(4, 8, 16)`` when ``s < 32`` (small objects
+  need a finer grid than the stride-32 trunk output);
+- RetinaNet: level ``l = 0, 1, 2`` gets base size ``s * 2**(l - 1)``, i.e.
+  ``(s/2, s, 2s)``, each times the octave scales ``(1, 2**(1/3), 2**(2/3))``;
+- Faster R-CNN: one size per level, ``(s/2,), (s,), (2s,)``, plus ``(4s,)`` on the
+  max-pooled fourth level its RPN uses (as torchvision's FPN models);
+- FCOS is anchor-free: its "anchors" are the strides, as torchvision's FCOS needs;
+- aspect ratios ``(0.5, 1, 2)`` for RetinaNet and Faster R-CNN.
+
+A 4 m crown is 40 px at 0.1 m (strides 8-32, anchors 20-127 px) and 8 px at
+0.5 m (strides 4-16, anchors 4-25 px). A model keeps the anchors of the
+resolution it was trained at (recorded in its card).
+
+Tiles are never resized: torchvision's ``GeneralizedRCNNTransform`` is replaced by
+one that only normalises (with the backbone's :func:`input_stats`) and pads to a
+multiple of 32, so box coordinates are tile pixels in and out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import yaml
+from torch import nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from geoscreen.errors import ConfigError, InputError
+from geoscreen.fileio import atomic_write
+from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
+from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE
+from geoscreen.vision.weights import load_state_dict, sha256_file
+
+ARCHITECTURES = ("faster_rcnn", "retinanet", "fcos")
+ASPECT_RATIOS = (0.5, 1.0, 2.0)
+OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+MIN_OBJECT_PX = 4.0
+# Containers whose children are a trunk's successive stages (default: the body itself).
+_STAGE_CONTAINERS = {"efficientnet_lite0": "net._blocks"}
+_PROBE_PX = 128
+
+
+def object_size_px(object_size_m: float, resolution_m: float) -> float:
+    """Typical object width in pixels at ``resolution_m`` metres per pixel."""
+    if not (object_size_m > 0 and resolution_m > 0):
+        raise ConfigError(
+            f"object size ({object_size_m} m) and pixel size ({resolution_m} m) must be positive"
+        )
+    return object_size_m / resolution_m
+
+
+def pyramid_strides(size_px: float) -> tuple[int, int, int]:
+    """Feature-pyramid strides for objects ``size_px`` wide (see the module docstring)."""
+    return (4, 8, 16) if size_px < 32 else (8, 16, 32)
+
+
+def anchor_sizes(size_px: float, architecture: str) -> tuple[tuple[float, ...], ...]:
+    """Anchor sizes (pixels) per pyramid level for objects ``size_px`` wide."""
+    strides = pyramid_strides(size_px)
+    if architecture == "fcos":
+        return tuple((float(s),) for s in strides)
+    bases = [size_px * 2.0 ** (level - 1) for level in range(len(strides))]
+    if architecture == "faster_rcnn":
+        return (*((b,) for b in bases), (bases[-1] * 2,))
+    if architecture == "retinanet":
+        return tuple(tuple(b * k for k in OCTAVE_SCALES) for b in bases)
+    raise ConfigError(f"unknown detector {architecture!r}", fix=f"Use one of {ARCHITECTURES}.")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to rebuild a detector (recorded in its model card)."""
+
+    architecture: str
+    backbone: BackboneSpec
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    object_size_m: float
+    resolution_m: float
+    tile_size: int
+    max_detections: int = 300
+    nms_iou: float = 0.4
+    score_threshold: float = 0.05
+    fpn_channels: int = 128
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown detector {self.architecture!r}", fix=f"Use one of {ARCHITECTURES}."
+            )
+        size = self.object_size_px
+        if size < MIN_OBJECT_PX:
+            raise ConfigError(
+                f"objects of {self.object_size_m:g} m are {size:.1f} px at "
+                f"{self.resolution_m:g} m per pixel: too small to detect",
+                fix=f"Use imagery with pixels of at most {self.object_size_m / MIN_OBJECT_PX:g} m.",
+            )
+        if size > self.tile_size:
+            raise ConfigError(
+                f"objects of {self.object_size_m:g} m ({size:.0f} px) do not fit in "
+                f"{self.tile_size} px tiles",
+                fix=f"Use tiles of at least {2 * math.ceil(size)} px (tiling.tile_size).",
+            )
+
+    @property
+    def object_size_px(self) -> float:
+        return object_size_px(self.object_size_m, self.resolution_m)
+
+    @property
+    def strides(self) -> tuple[int, int, int]:
+        return pyramid_strides(self.object_size_px)
+
+    @property
+    def anchor_sizes(self) -> tuple[tuple[float, ...], ...]:
+        return anchor_sizes(self.object_size_px, self.architecture)
+
+    def to_card(self) -> dict[str, Any]:
+        """Plain values for a model card (sizes derived, for people, included)."""
+        out = asdict(self)
+        out.pop("backbone")
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["object_size_px"] = round(self.object_size_px, 3)
+        out["strides"] = list(self.strides)
+        out["anchor_sizes"] = [[round(a, 2) for a in level] for level in self.anchor_sizes]
+        return out
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> DetectorConfig:
+        d, b = card["detector"], card["backbone"]
+        roles = b.get("band_roles")
+        spec = BackboneSpec(
+            name=b["name"],
+            in_channels=int(b["in_channels"]),
+            band_roles=tuple(roles) if roles else None,
+        )
+        return cls(
+            architecture=d["architecture"],
+            backbone=spec,
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            object_size_m=float(d["object_size_m"]),
+            resolution_m=float(d["resolution_m"]),
+            tile_size=int(d["tile_size"]),
+            max_detections=int(d["max_detections"]),
+            nms_iou=float(d["nms_iou"]),
+            score_threshold=float(d["score_threshold"]),
+            fpn_channels=int(d["fpn_channels"]),
+        )
+
+
+class FeaturePyramid(nn.Module):
+    """Multi-level features of ``Backbone.body`` under an FPN (torchvision's detector backbone).
+
+    Returns an ``OrderedDict`` of ``out_channels``-wide maps ``"0"``, ``"1"``, ``"2"`` at
+    ``strides`` (plus ``"pool"`` with ``extra_pool``). Levels are read with forward
+    hooks registered for the duration of one call, so the module copies and pickles
+    like any other.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        in_channels: int,
+        strides: Sequence[int],
+        out_channels: int,
+        extra_pool: bool = False,
+    ) -> None:
+        super().__init__()
+        self.body = backbone.body
+        self.strides = tuple(strides)
+        self.out_channels = out_channels
+        taps = _find_taps(backbone, in_channels, self.strides)
+        self.tap_paths = tuple(path for path, _ in taps)
+        self.fpn = FeaturePyramidNetwork(
+            [channels for _, channels in taps],
+            out_channels,
+            extra_blocks=LastLevelMaxPool() if extra_pool else None,
+        )
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        handles = [
+            self.body.get_submodule(path).register_forward_hook(partial(_capture, captured, path))
+            for path in self.tap_paths
+            if path
+        ]
+        try:
+            top = self.body(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        levels = OrderedDict(
+            (str(i), top if not path else captured[path]) for i, path in enumerate(self.tap_paths)
+        )
+        out: OrderedDict[str, torch.Tensor] = self.fpn(levels)
+        return out
+
+
+def _capture(
+    store: dict[str, torch.Tensor], key: str, _module: nn.Module, _inputs: Any, output: Any
+) -> None:
+    store[key] = output
+
+
+def _find_taps(
+    backbone: Backbone, in_channels: int, strides: Sequence[int]
+) -> list[tuple[str, int]]:
+    """(module path, channels) of the last trunk stage at each stride; "" = the trunk output."""
+    body = backbone.body
+    container_path = _STAGE_CONTAINERS.get(backbone.name, "")
+    container = body.get_submodule(container_path) if container_path else body
+    shapes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str, _m: nn.Module, _i: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and out.ndim == 4:
+            shapes[name] = (int(out.shape[1]), _PROBE_PX // int(out.shape[2]))
+
+    handles = [
+        child.register_forward_hook(partial(record, name))
+        for name, child in container.named_children()
+    ]
+    was_training = body.training
+    try:
+        body.eval()
+        with torch.no_grad():
+            top = body(torch.zeros(1, in_channels, _PROBE_PX, _PROBE_PX))
+    finally:
+        body.train(was_training)
+        for handle in handles:
+            handle.remove()
+    top_stride = _PROBE_PX // int(top.shape[2])
+    taps: list[tuple[str, int]] = []
+    for stride in strides:
+        if stride == top_stride:
+            taps.append(("", int(top.shape[1])))
+            continue
+        names = [n for n, (_, s) in shapes.items() if s == stride]
+        if not names:
+            raise ConfigError(f"backbone {backbone.name!r} has no stage at stride {stride}")
+        path = f"{container_path}.{names[-1]}" if container_path else names[-1]
+        taps.append((path, shapes[names[-1]][0]))
+    return taps
+
+
+class _TileTransform(GeneralizedRCNNTransform):
+    """Normalise and pad to a multiple of 32; never resize (tiles are at model resolution)."""
+
+    def resize(
+        self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        return image, target
+
+
+class Detector(nn.Module):
+    """A torchvision detector on a :class:`FeaturePyramid`, for one object class.
+
+    ``forward(images)`` in eval mode gives, per tile, ``{"boxes": (N, 4), "scores": (N,)}``
+    (tile pixels, best first); in train mode ``forward(images, boxes)`` gives the
+    loss dict. ``images`` is a ``(B, C, H, W)`` batch or a list of ``(C, H, W)`` tiles
+    in [0, 1]; ``boxes`` a list of ``(N_i, 4)`` tensors (``N_i`` may be 0).
+    """
+
+    def __init__(self, config: DetectorConfig, net: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.net = net
+        # torchvision's RetinaNet/FCOS count classes without background, Faster R-CNN with.
+        self.label = 1 if config.architecture == "faster_rcnn" else 0
+
+    @property
+    def pyramid(self) -> FeaturePyramid:
+        """The backbone and its feature pyramid."""
+        return cast(FeaturePyramid, self.net.backbone)
+
+    def forward(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor] | None = None,
+    ) -> Any:
+        tiles = list(images)
+        if boxes is None:
+            if self.training:
+                raise ValueError("training needs target boxes (empty tensors for empty tiles)")
+            results = self.net(tiles)
+            return [{"boxes": r["boxes"], "scores": r["scores"]} for r in results]
+        targets = [
+            {
+                "boxes": b.to(torch.float32).reshape(-1, 4),
+                "labels": torch.full((len(b),), self.label, dtype=torch.int64, device=b.device),
+            }
+            for b in boxes
+        ]
+        return self.net(tiles, targets)
+
+
+def build_detector(config: DetectorConfig) -> Detector:
+    """Build the detector ``config`` describes (backbone weights loaded as its spec says)."""
+    spec = config.backbone
+    backbone = build_backbone(spec)
+    frcnn = config.architecture == "faster_rcnn"
+    pyramid = FeaturePyramid(
+        backbone, spec.in_channels, config.strides, config.fpn_channels, extra_pool=frcnn
+    )
+    sizes = config.anchor_sizes
+    ratios = ((1.0,),) if config.architecture == "fcos" else (ASPECT_RATIOS,)
+    anchors = AnchorGenerator(sizes, ratios * len(sizes))
+    common: dict[str, Any] = {
+        "min_size": config.tile_size,
+        "max_size": config.tile_size,
+        "image_mean": list(config.mean),
+        "image_std": list(config.std),
+    }
+    channels, n_anchors = config.fpn_channels, anchors.num_anchors_per_location()[0]
+    net: nn.Module
+    if frcnn:
+        net = FasterRCNN(
+            pyramid,
+            num_classes=None,
+            rpn_anchor_generator=anchors,
+            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2),
+            box_head=TwoMLPHead(channels * 7 * 7, 256),
+            box_predictor=FastRCNNPredictor(256, 2),
+            rpn_pre_nms_top_n_test=1000,
+            rpn_post_nms_top_n_test=max(500, config.max_detections),
+            rpn_pre_nms_top_n_train=1000,
+            rpn_post_nms_top_n_train=1000,
+            box_batch_size_per_image=256,
+            box_score_thresh=config.score_threshold,
+            box_nms_thresh=config.nms_iou,
+            box_detections_per_img=config.max_detections,
+            **common,
+        )
+    elif config.architecture == "retinanet":
+        norm = partial(nn.GroupNorm, math.gcd(32, channels))
+        net = RetinaNet(
+            pyramid,
+            num_classes=1,
+            anchor_generator=anchors,
+            head=RetinaNetHead(channels, n_anchors, 1, norm_layer=norm),
+            score_thresh=config.score_threshold,
+            nms_thresh=config.nms_iou,
+            detections_per_img=config.max_detections,
+            **common,
+        )
+    else:
+        net = FCOS(
+            pyramid,
+            num_classes=1,
+            anchor_generator=anchors,
+            head=FCOSHead(channels, n_anchors, 1),
+            score_thresh=config.score_threshold,
+            nms_thresh=config.nms_iou,
+            detections_per_img=config.max_detections,
+            **common,
+        )
+    net.transform = _TileTransform(**common)
+    return Detector(config, net)
+
+
+# -- model directories -------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoadedDetector:
+    """A detector loaded from a model directory, with its card and hash."""
+
+    model: Detector
+    card: dict[str, Any]
+    sha256: str
+    path: Path
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+
+def save_detector(model: Detector, card: dict[str, Any], out_dir: str | Path, markdown: str) -> str:
+    """Write ``model.pt``, ``model.yaml`` and ``MODEL_CARD.md`` atomically; returns the hash.
+
+    The same layout as a classifier's model directory; ``markdown`` may hold the
+    placeholder ``{model_sha256}``.
+    """
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
+    digest = sha256_file(folder / WEIGHTS_FILE)
+    text = yaml.safe_dump({**card, "model_sha256": digest}, sort_keys=False, allow_unicode=True)
+    atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    page = markdown.replace("{model_sha256}", digest)
+    atomic_write(folder / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return digest
+
+
+def load_detector(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
+    """Load a model directory written by :func:`save_detector`, checking the recorded hash."""
+    path = Path(model_dir)
+    card_path, weights_path = path / CARD_FILE, path / WEIGHTS_FILE
+    if not card_path.is_file() or not weights_path.is_file():
+        raise InputError(
+            "not a geoscreen model directory (needs model.yaml and model.pt)",
+            where=str(path),
+            fix="Point --model at the folder written by 'geoscreen train'.",
+        )
+    card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
+    if not isinstance(card, dict) or card.get("task") != "detect" or "detector" not in card:
+        raise InputError(
+            "model.yaml is not the card of a detection model",
+            where=str(card_path),
+            fix="Use a model trained for a 'task: detect' profile with 'geoscreen train'.",
+        )
+    state = load_state_dict(weights_path, card.get("model_sha256"))
+    model = build_detector(DetectorConfig.from_card(card))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(
+            "model.pt does not match the detector in model.yaml",
+            where=str(path),
+            fix="Retrain the model.",
+        ) from exc
+    model.eval().to(device)
+    return LoadedDetector(model, card, sha256_file(weights_path), path)
