@@ -125,6 +125,8 @@ def make_engine(url: URL) -> Engine:
         pool_size=8,
         max_overflow=32,
         pool_pre_ping=True,
+        # psycopg's pipelined executemany beats very long multi-row INSERTs (query parsing).
+        use_insertmanyvalues=False,
     )
 
 

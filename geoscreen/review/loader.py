@@ -57,6 +57,7 @@ _KNOWN = {
     "first_seen",
     "last_seen",
 }
+_TEXT = ("profile_version", "model_sha256", "scene_id", "evidence_path")
 _LATEST = (
     "geom_wkb",
     "minx",
@@ -233,13 +234,14 @@ def _load_chunk(
             }
             for r in fresh
         ]
-        returned = conn.execute(
-            insert(candidates).returning(
-                candidates.c.id, candidates.c.site_id, sort_by_parameter_order=True
-            ),
-            values,
+        conn.execute(insert(candidates), values)
+        fresh_keys = [r["site_id"] for r in fresh]
+        created = conn.execute(
+            select(candidates.c.site_id, candidates.c.id).where(
+                candidates.c.profile == profile, candidates.c.site_id.in_(fresh_keys)
+            )
         )
-        ids.update({r.site_id: r.id for r in returned})
+        ids.update({r.site_id: r.id for r in created})
     newer = [r for r in rows if r["site_id"] in existing and _is_newer(r, existing[r["site_id"]])]
     if newer:
         stmt = (
@@ -345,7 +347,6 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
         raise InputError(f"row {int(bad[0])} has no geometry ({len(bad)} rows)", where=where)
     wkb = shapely.to_wkb(geoms, output_dimension=2)
     bounds = shapely.bounds(geoms)
-    points = shapely.point_on_surface(geoms)
     if "site_id" in frame:
         site_ids = [str(s) for s in frame["site_id"]]
     else:
@@ -367,35 +368,38 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
     times["first_seen"] = [
         f or s for f, s in zip(times["first_seen"], times["last_seen"], strict=True)
     ]
+    points = shapely.point_on_surface(geoms)
+    columns: dict[str, list[Any]] = {
+        "site_id": site_ids,
+        "geom_wkb": list(wkb),
+        **{k: bounds[:, i].tolist() for i, k in enumerate(("minx", "miny", "maxx", "maxy"))},
+        "lon": shapely.get_x(points).tolist(),
+        "lat": shapely.get_y(points).tolist(),
+        "score": scores.astype(float).tolist(),
+        "score_mean": _column(frame, "score_mean", float),
+        "area_m2": _column(frame, "area_m2", float),
+        "tile_count": _column(frame, "tile_count", int),
+        **{k: _column(frame, k, str) for k in _TEXT},
+        **times,
+    }
     extra_cols = [c for c in frame.columns if c not in _KNOWN]
-    out = []
-    records = frame.drop(columns=frame.geometry.name).to_dict("records")
-    for i, rec in enumerate(records):
-        out.append(
-            {
-                "site_id": site_ids[i],
-                "geom_wkb": wkb[i],
-                "minx": bounds[i, 0],
-                "miny": bounds[i, 1],
-                "maxx": bounds[i, 2],
-                "maxy": bounds[i, 3],
-                "lon": shapely.get_x(points[i]),
-                "lat": shapely.get_y(points[i]),
-                "score": float(scores.iat[i]),
-                "score_mean": _num(rec.get("score_mean")),
-                "area_m2": _num(rec.get("area_m2")),
-                "tile_count": _int(rec.get("tile_count")),
-                "profile_version": _text(rec.get("profile_version")),
-                "model_sha256": _text(rec.get("model_sha256")),
-                "scene_id": _text(rec.get("scene_id")),
-                "evidence_path": _text(rec.get("evidence_path")),
-                **{name: times[name][i] for name in _TIMES},
-                "extra": json.dumps({c: _jsonable(rec[c]) for c in extra_cols}, default=str)
-                if extra_cols
-                else None,
-            }
-        )
-    return out
+    if extra_cols:
+        records = pd.DataFrame(frame[extra_cols]).to_dict("records")
+        columns["extra"] = [
+            json.dumps({c: _jsonable(v) for c, v in r.items()}, default=str) for r in records
+        ]
+    else:
+        columns["extra"] = [None] * len(frame)
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _column(frame: gpd.GeoDataFrame, name: str, kind: type) -> list[Any]:
+    """A column as Python values of ``kind``, missing values as ``None``."""
+    if name not in frame:
+        return [None] * len(frame)
+    missing = frame[name].isna().tolist()
+    return [None if m else kind(v) for v, m in zip(frame[name].tolist(), missing, strict=True)]
 
 
 def _times(frame: gpd.GeoDataFrame, name: str, where: str) -> list[dt.datetime | None]:
@@ -447,15 +451,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
-
-
-def _num(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None or pd.isna(value) else int(value)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
