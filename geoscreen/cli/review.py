@@ -12,17 +12,17 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.review import audit as audit_log
-from geoscreen.review.db import DEFAULT_DB, ENV_DB
-from geoscreen.review.records import ROLES, STATUSES, Candidate
-from geoscreen.review.spatial import BBox
-from geoscreen.review.store import ORDERS, CandidateFilter, open_store
+from geoscreen.review.records import DEFAULT_DB, ENV_DB, ORDERS, ROLES, STATUSES
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy and alembic: imported when a command runs
+    from geoscreen.review.records import Candidate
+    from geoscreen.review.store import CandidateFilter, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +67,9 @@ def make_filter(
     until: str | None,
 ) -> CandidateFilter:
     """A :class:`CandidateFilter` from command-line options."""
+    from geoscreen.review.spatial import BBox
+    from geoscreen.review.store import CandidateFilter
+
     return CandidateFilter(
         statuses=statuses,
         profile=profile,
@@ -100,6 +103,13 @@ def filter_options(func: F) -> F:
     ):
         func = option(func)
     return func
+
+
+def open_store(db: str, *, create: bool = False) -> Store:
+    """Open the store named by ``--db`` (imports the database layer on first use)."""
+    from geoscreen.review.store import open_store as open_
+
+    return open_(db, create=create)
 
 
 # -- review ------------------------------------------------------------------------------
@@ -470,8 +480,10 @@ def audit() -> None:
 @json_option
 def verify(db: str, as_json: bool) -> None:
     """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
+    from geoscreen.review.audit import verify as verify_chain
+
     with open_store(db) as store:
-        report = audit_log.verify(store)
+        report = verify_chain(store)
     if as_json:
         _echo_json(report.to_dict())
     elif report.ok:

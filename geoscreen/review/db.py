@@ -19,10 +19,9 @@ from sqlalchemy.exc import ArgumentError
 
 from geoscreen.errors import ConfigError
 from geoscreen.review.errors import StoreError
+from geoscreen.review.records import DEFAULT_DB, ENV_DB
 from geoscreen.review.schema import STORE_KIND
 
-DEFAULT_DB = "geoscreen.sqlite"
-ENV_DB = "GEOSCREEN_DB"
 SQLITE_BUSY_TIMEOUT_S = 60.0
 PG_CONNECT_TIMEOUT_S = 5
 READ_OPTION = "geoscreen_read"

@@ -1,4 +1,5 @@
-"""Plain records read from the store: candidates, review events, users, audit entries."""
+"""Plain records read from the store (candidates, review events, users) and the names
+shared by the store and the CLI (statuses, roles, orders, default location)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from shapely.geometry.base import BaseGeometry
 
 STATUSES = ("new", "in_review", "confirmed", "rejected", "needs_imagery", "escalated")
 ROLES = ("viewer", "analyst", "supervisor", "admin")
+ORDERS = ("score", "newest", "id")
+DEFAULT_DB = "geoscreen.sqlite"
+ENV_DB = "GEOSCREEN_DB"
 
 
 def iso(value: dt.datetime | None) -> str | None:

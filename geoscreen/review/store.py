@@ -17,9 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import shapely
 from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
 from sqlalchemy.engine import URL
@@ -28,14 +27,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
 from geoscreen.review.errors import NotFoundError, StoreError
-from geoscreen.review.records import STATUSES, Candidate, ReviewEvent
+from geoscreen.review.records import ORDERS, STATUSES, Candidate, ReviewEvent
 from geoscreen.review.schema import STORE_KIND, candidates, review_events, store_info
 from geoscreen.review.spatial import BBox, filter_bbox
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 # Tables that PostGIS itself puts in a database: such a database still counts as empty.
 _POSTGIS_TABLES = {"spatial_ref_sys"}
 _PG_OPEN_LOCK = 748_213_901  # advisory lock: one process migrates a new database at a time
-ORDERS = ("score", "newest", "id")
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,16 @@ class Store:
 
     def frame(self, where: CandidateFilter | None = None) -> gpd.GeoDataFrame:
         """Candidates as a GeoDataFrame (EPSG:4326), e.g. for maps and exports."""
+        import geopandas as gpd
+        import pandas as pd
+
         found = self.candidates(where)
         rows = [c.to_dict(geometry=False) for c in found]
         geometry = shapely.from_wkb([c.geom_wkb for c in found]) if found else []
         frame = gpd.GeoDataFrame(rows, geometry=list(geometry), crs="EPSG:4326")
         for name in ("acquired", "first_seen", "last_seen", "created_at", "status_changed_at"):
             if name in frame:
-                frame[name] = gpd.pd.to_datetime(frame[name], utc=True, format="ISO8601")
+                frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
         return frame
 
     def _select(self, where: CandidateFilter, order: str | None) -> Select[Any]:
