@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from geoscreen.errors import InputError
 from geoscreen.review import audit
@@ -150,6 +151,30 @@ def load_sites(
         )
     run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
     rows = _rows(frame, source)
+    for attempt in range(3):
+        try:
+            result = _load_run(store, source, digest, profile, run_id, rows, actor, progress)
+            break
+        except IntegrityError:
+            # PostgreSQL: a concurrent load committed the same run or new sites first.
+            # Retry: the run is then found complete, or those sites exist now.
+            if attempt == 2:
+                raise
+    return LoadResult(**{**asdict(result), "seconds": time.perf_counter() - started})
+
+
+def _load_run(
+    store: Store,
+    source: Path,
+    digest: str,
+    profile: str,
+    run_id: str,
+    rows: list[dict[str, Any]],
+    actor: str,
+    progress: Progress | None,
+) -> LoadResult:
+    """One transaction: the run, its candidates, detections and scenes, then the marker."""
+    started = time.perf_counter()
     with store.write() as conn:
         done = conn.execute(select(runs.c.id).where(runs.c.run_id == run_id)).first()
         if done is not None:
@@ -200,7 +225,7 @@ def load_sites(
             profile_version=first.get("profile_version"),
             model_sha256=first.get("model_sha256"),
         )
-    return LoadResult(**{**asdict(result), "seconds": time.perf_counter() - started})
+    return result
 
 
 def _load_chunk(

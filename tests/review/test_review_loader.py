@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,4 +183,27 @@ def test_sigkill_during_load_then_rerun(
         assert conn.execute(select(func.count()).select_from(review_events)).scalar_one() == 3
     assert [e.to_dict() for e in store.history(3) + store.history(4)] == events_before
     assert store.candidate(3).status == "confirmed"
+    assert audit.verify(store).ok
+
+
+def test_concurrent_loads_of_overlapping_runs(store: Store, sites: Callable[..., Path]) -> None:
+    """Two runs sharing new sites, each loaded twice at once: no duplicates, no errors."""
+    paths = [sites(300, run_id="run-a", seed=1), sites(300, run_id="run-b", seed=2)]
+    results = []
+    errors: list[BaseException] = []
+
+    def work(path: Path) -> None:
+        try:
+            results.append(load_sites(store, path, actor="test"))
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in paths * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.already_loaded for r in results) == [False, False, True, True]
+    assert _count(store, candidates) == 300 and _count(store, detections) == 600
     assert audit.verify(store).ok
