@@ -4,7 +4,8 @@ Candidate pairs come from a shapely ``STRtree`` (no pairwise loops): by IoU of
 the outlines, or by distance between centroids. One-to-one assignment is the
 Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) on each connected
 group of candidate pairs; it first maximises the number of matched pairs, then
-their total similarity.
+their total similarity. A group larger than :data:`MAX_DENSE` (rows x columns,
+e.g. long chains of touching sites) is matched greedily instead, with a warning.
 
 Across runs (:func:`update_sites`): a new site matched to an existing one of the
 same profile adds a detection to it (its id stays); an unmatched one becomes a
@@ -20,6 +21,7 @@ pixel-space sites.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,9 +37,13 @@ from geoscreen.errors import ConfigError
 from geoscreen.sites.coverage import latest_gap
 from geoscreen.sites.site import normalise
 
+log = logging.getLogger(__name__)
+
 EARTH_RADIUS_M = 6_371_008.8
 METRES_PER_DEGREE = 111_320.0
 Method = Literal["iou", "distance"]
+# Largest candidate group (rows x columns) solved exactly; larger ones are matched greedily.
+MAX_DENSE = 4_000_000
 # Columns that describe the latest detection of a site (taken from the newer one).
 DETECTION_COLUMNS = (
     "score_max", "score_mean", "tile_count", "area_m2", "scene_id", "acquired",
@@ -83,9 +89,9 @@ def candidate_pairs(
 ) -> Pairs:
     """Every pair of geometries that ``rule`` accepts, with its similarity.
 
-    IoU pairs: similarity is the IoU. Distance pairs: ``1 - d / (max_distance + 1)``
-    style, decreasing with distance. ``geographic``: coordinates are lon/lat degrees
-    and distances are measured in metres.
+    IoU pairs: the similarity is the IoU. Distance pairs: ``1 - d / (max_distance + 1)``,
+    in (0, 1] and decreasing with distance. ``geographic``: coordinates are lon/lat
+    degrees and distances are measured in metres.
     """
     left = np.asarray(left, dtype=object)
     right = np.asarray(right, dtype=object)
@@ -164,6 +170,11 @@ def assign_one_to_one(pairs: Pairs, n_left: int, n_right: int) -> Pairs:
     for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1) if order.size else []:
         rows, row_of = np.unique(left[members], return_inverse=True)
         cols, col_of = np.unique(right[members], return_inverse=True)
+        if rows.size * cols.size > MAX_DENSE:
+            log.warning("a group of %d x %d candidate matches is matched greedily "
+                        "(too large for an exact assignment)", rows.size, cols.size)  # fmt: skip
+            chosen.append(_greedy(members, left, right, sim))
+            continue
         # Each pair scores more than any number of extra similarity: count first.
         weight = np.zeros((rows.size, cols.size))
         weight[row_of, col_of] = (min(rows.size, cols.size) + 1) + sim[members]
@@ -174,6 +185,22 @@ def assign_one_to_one(pairs: Pairs, n_left: int, n_right: int) -> Pairs:
         chosen.append(picked[picked >= 0])
     keep = np.sort(np.concatenate(chosen))
     return Pairs(left[keep], right[keep], sim[keep])
+
+
+def _greedy(
+    members: np.ndarray, left: np.ndarray, right: np.ndarray, sim: np.ndarray
+) -> np.ndarray:
+    """Most similar pairs first, each side used once (for groups too large to solve exactly)."""
+    order = members[np.lexsort((members, -sim[members]))]
+    used_l: set[int] = set()
+    used_r: set[int] = set()
+    keep = []
+    for k, i, j in zip(order.tolist(), left[order].tolist(), right[order].tolist(), strict=True):
+        if i not in used_l and j not in used_r:
+            used_l.add(i)
+            used_r.add(j)
+            keep.append(k)
+    return np.asarray(keep, dtype=np.int64)
 
 
 @dataclass(frozen=True)

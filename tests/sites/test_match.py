@@ -198,3 +198,16 @@ def test_pixel_and_georeferenced_sites_do_not_mix(
     )
     with pytest.raises(ConfigError, match="pixel-space"):
         update_sites(geo, pixel)
+
+
+def test_groups_too_large_for_an_exact_assignment_are_matched_greedily(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import geoscreen.sites.match as match
+
+    pairs = Pairs(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0.9, 0.5, 0.6]))
+    monkeypatch.setattr(match, "MAX_DENSE", 1)
+    chosen = assign_one_to_one(pairs, 2, 2)
+    # Greedy takes the most similar pair first, then nothing else fits.
+    assert list(zip(chosen.left.tolist(), chosen.right.tolist(), strict=True)) == [(0, 0)]
+    assert "greedily" in caplog.text
