@@ -1,7 +1,7 @@
 """``geoscreen demo``: the whole workflow on the bundled real samples, offline.
 
-At this stage the demo opens the samples, describes them and tiles them; later
-stages add screening, review and the web view to :func:`run_demo`.
+:func:`run_demo` describes and tiles the samples (step 1);
+:func:`geoscreen.demo.run_full_demo` runs the rest of the loop.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def run_demo(
         raise InputError("demo output path is a file", where=str(out), fix="Give a folder.")
     out.mkdir(parents=True, exist_ok=True)
     echo("geoscreen demo: bundled real samples (NEON aerial RGB, Rocky Mountain NP), offline.")
+    echo("[1/6] describing and tiling the samples")
     found = []
     plans = (
         ("neon_osbs", None, "NEON OSBS_029: 0.1 m aerial RGB, UTM 17N"),
@@ -72,7 +73,30 @@ def run_demo(
 @cli.command()
 @click.option("--out", "out_dir", default="./demo-output", show_default=True, metavar="DIR",
               help="Folder for the demo's outputs.")  # fmt: skip
-@click.option("--no-serve", is_flag=True, help="Do not start the review web view afterwards.")
-def demo(out_dir: str, no_serve: bool) -> None:
-    """Run the workflow on the bundled real samples (no network needed)."""
+@click.option("--no-serve", is_flag=True, help="Stop after the map; do not start the server.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def demo(out_dir: str, no_serve: bool, port: int) -> None:
+    """Run the whole loop on the bundled real samples (no network needed)."""
+    from geoscreen.demo import run_full_demo
+
     run_demo(out_dir, progress=True)
+    result = run_full_demo(out_dir, click.echo)
+    if no_serve:
+        click.echo(f"\nDone. Open {result.map_html} in a browser, or review with:\n"
+                   f"  geoscreen serve --db {result.db}")  # fmt: skip
+        return
+    serve_review(result.db, port)
+
+
+def serve_review(db: Path, port: int) -> None:
+    """Start the review server on 127.0.0.1 (Ctrl-C stops it)."""
+    try:
+        from geoscreen.web.app import serve
+    except ImportError:
+        click.echo(f"\nThe review server is not available; review with: geoscreen review list "
+                   f"--db {db}")  # fmt: skip
+        return
+    click.echo(
+        f"\nReview server: http://127.0.0.1:{port}/  (log in as the demo user; Ctrl-C stops)"
+    )
+    serve(str(db), host="127.0.0.1", port=port)

@@ -370,14 +370,33 @@ def test_interrupted_tile_leaves_no_file(osbs_path: Path, tmp_path: Path) -> Non
 
 
 # -- demo -------------------------------------------------------------------------------------
-def test_demo_tiles_the_real_samples(run: Run, tmp_path: Path) -> None:
+def test_demo_runs_the_whole_loop(run: Run, tmp_path: Path) -> None:
+    """geoscreen demo --no-serve: tile, train, scan into SQLite, map, demo user (issue 7)."""
     out = tmp_path / "demo"
     code, stdout, _ = run("demo", "--out", out, "--no-serve")
-    assert code == 0
+    assert code == 0, stdout
     assert "NEON OSBS_029" in stdout and "Rocky Mountain NP" in stdout
     assert "16 of 16 tiles" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["neon_osbs_tiles.parquet",
-                                                     "rmnp_rgb_tiles.parquet"]  # fmt: skip
+    names = {p.name for p in out.iterdir()}
+    assert {"neon_osbs_tiles.parquet", "rmnp_rgb_tiles.parquet", "map.html",
+            "geoscreen.sqlite", "model", "imagery", "runs"} <= names  # fmt: skip
+    assert (out / "model" / "MODEL_CARD.md").is_file()
+    assert "4 screened" in stdout and "one-time password: " in stdout
+    password = stdout.split("one-time password: ")[1].split()[0]
+    from geoscreen.review.store import open_store
+    from geoscreen.review.users import authenticate
+
+    store = open_store(out / "geoscreen.sqlite")
+    try:
+        assert store.count() > 0
+        user = authenticate(store, "demo", password)
+        assert user is not None and user.role == "supervisor"
+    finally:
+        store.close()
+    page = (out / "map.html").read_text(encoding="utf-8")
+    assert "matches profile tree_crowns_neon" in page and "<script src=\"http" not in page
+    code, stdout, _ = run("demo", "--out", out, "--no-serve")  # again: reuses, skips
+    assert code == 0 and "reusing the trained model" in stdout and "4 already screened" in stdout
 
 
 def test_run_demo_reports_counts(tmp_path: Path) -> None:
