@@ -18,6 +18,7 @@ from geoscreen.batch.scan import (
     SceneOutcome,
     ScenePlan,
     _profile,
+    check_plan,
     completed_runs,
     failure,
     finish_scene,
@@ -85,7 +86,7 @@ def run_scan(
     plans: list[tuple[ScenePlan, float]] = []
     for ref in refs:
         t0 = time.perf_counter()
-        planned = plan_scene(ref, settings, set())
+        planned = plan_scene(ref, settings)
         if isinstance(planned, SceneOutcome):
             report(planned)
         else:
@@ -95,6 +96,8 @@ def run_scan(
     for plan, t0 in plans:
         if plan.run_id in done:
             report(SceneOutcome(plan.ref.uri, "skipped", plan.scene.id, plan.run_id))
+        elif (unfit := check_plan(plan, settings)) is not None:
+            report(unfit)
         else:
             todo.append((plan, t0))
     window = max(1, 2 * executor.workers)

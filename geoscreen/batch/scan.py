@@ -134,19 +134,22 @@ def completed_runs(store: Store, run_ids: list[str]) -> set[str]:
     return found
 
 
-def plan_scene(ref: SceneRef, settings: ScanSettings, done: set[str]) -> ScenePlan | SceneOutcome:
-    """Open the scene and split its grid into chunks, or say why it is skipped or failed."""
+@lru_cache(maxsize=2)
+def _model_sha256(model_dir: str) -> str:
+    """The model hash without loading the model (the incremental check stays cheap)."""
+    from geoscreen.vision.classifier import WEIGHTS_FILE
+    from geoscreen.vision.weights import sha256_file
+
+    return sha256_file(Path(model_dir) / WEIGHTS_FILE)
+
+
+def plan_scene(ref: SceneRef, settings: ScanSettings) -> ScenePlan | SceneOutcome:
+    """Open the scene, derive its run id and split its grid into chunks (or say why not)."""
     started = time.perf_counter()
     profile = _profile(settings.profile_path)
     try:
         scene = open_scene(ref.uri, sensor=profile.imagery.sensor)
-        loaded = _model(settings.model_dir, settings.device)
-        run_id = run_id_for(profile, loaded.sha256, scene.id)
-        if run_id in done:
-            return SceneOutcome(ref.uri, "skipped", scene.id, run_id)
-        from geoscreen.vision.infer import check_model_fits
-
-        check_model_fits(loaded, profile, scene)
+        run_id = run_id_for(profile, _model_sha256(settings.model_dir), scene.id)
     except GeoscreenError as exc:
         return SceneOutcome(
             ref.uri, "failed", error=exc.message, seconds=time.perf_counter() - started
@@ -156,6 +159,19 @@ def plan_scene(ref: SceneRef, settings: ScanSettings, done: set[str]) -> ScenePl
     size = max(1, settings.chunk_tiles)
     chunks = tuple(flat[i : i + size] for i in range(0, flat.size, size))
     return ScenePlan(ref, scene, run_id, chunks)
+
+
+def check_plan(plan: ScenePlan, settings: ScanSettings) -> SceneOutcome | None:
+    """A failure if the model or profile does not fit the scene, else None."""
+    from geoscreen.vision.infer import check_model_fits
+
+    try:
+        check_model_fits(
+            _model(settings.model_dir, settings.device), _profile(settings.profile_path), plan.scene
+        )
+    except GeoscreenError as exc:
+        return SceneOutcome(plan.ref.uri, "failed", plan.scene.id, plan.run_id, error=exc.message)
+    return None
 
 
 def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkScores:
