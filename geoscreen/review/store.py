@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import shapely
 from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
@@ -67,6 +67,23 @@ class CandidateFilter:
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
         }
+
+
+class MapCandidate(NamedTuple):
+    """What a map needs to draw a candidate."""
+
+    id: int
+    profile: str
+    status: str
+    version: int
+    score: float | None
+    lon: float
+    lat: float
+    minx: float
+    miny: float
+    maxx: float
+    maxy: float
+    geom_wkb: bytes | None = None
 
 
 class Store:
@@ -156,10 +173,20 @@ class Store:
         statuses: Sequence[str] = (),
         profile: str | None = None,
         limit: int = 5000,
-    ) -> list[Candidate]:
-        """Candidates overlapping a map viewport, best score first (at most ``limit``)."""
+        geometry: bool = False,
+    ) -> list[MapCandidate]:
+        """Candidates overlapping a map viewport, best score first (at most ``limit``).
+
+        Returns light rows for drawing (no dates or paths); with ``geometry`` the outline
+        WKB too. Load one candidate in full with :meth:`candidate`.
+        """
         where = CandidateFilter(statuses=tuple(statuses), profile=profile, bbox=box)
-        return self.candidates(where, limit=limit)
+        columns = [candidates.c[name] for name in MapCandidate._fields if name != "geom_wkb"]
+        if geometry:
+            columns.append(candidates.c.geom_wkb)
+        query = self._select(where, "score").with_only_columns(*columns).limit(limit)
+        with self.read() as conn:
+            return [MapCandidate(*row) for row in conn.execute(query)]
 
     def count(self, where: CandidateFilter | None = None) -> int:
         """How many candidates match."""

@@ -149,6 +149,9 @@ def test_bbox_query_matches_brute_force(store: Store, sites: Callable[..., Path]
         assert {c.id for c in found} == expected
         assert [c.score for c in found] == sorted((c.score for c in found), reverse=True)
     assert store.in_bbox(BBox(0, 0, 1, 1)) == []
+    drawn = store.in_bbox(BBox(10, 40, 12, 42), statuses=["new"], geometry=True, limit=3)
+    assert [d.geom_wkb for d in drawn] == [store.candidate(d.id).geom_wkb for d in drawn]
+    assert store.in_bbox(BBox(10, 40, 12, 42), statuses=["confirmed"]) == []
     assert len(store.in_bbox(BBox(10, 40, 12, 42), limit=7)) == 7
 
 
