@@ -1,0 +1,57 @@
+"""What the review server's routes share: the store, the indexes, sessions, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.templating import Jinja2Templates
+
+from geoscreen.review.records import Candidate
+from geoscreen.review.store import Store
+from geoscreen.web.auth import AuthSettings, LoginLimits, Session, SessionStore
+from geoscreen.web.index import CandidateIndex
+from geoscreen.web.tiles import TileSource
+
+
+@dataclass
+class ServerState:
+    """One per app (``app.state.geoscreen``)."""
+
+    store: Store
+    index: CandidateIndex
+    tiles: TileSource
+    sessions: SessionStore
+    limits: LoginLimits
+    auth: AuthSettings
+    templates: Jinja2Templates
+    evidence_root: Path | None = None
+
+    def evidence_file(self, found: Candidate) -> Path | None:
+        """The candidate's chip: absolute as the sites stage writes it, else under the root."""
+        if not found.evidence_path:
+            return None
+        path = Path(found.evidence_path)
+        if not path.is_absolute():
+            path = (self.evidence_root or Path.cwd()) / path
+        return path if path.suffix.lower() == ".png" and path.is_file() else None
+
+
+def server(request: Request) -> ServerState:
+    """Dependency: the app's shared state."""
+    state: ServerState = request.app.state.geoscreen
+    return state
+
+
+def session(request: Request) -> Session:
+    """Dependency: the session the guard found (every non-public route has one)."""
+    found = request.scope.get("state", {}).get("session")
+    if not isinstance(found, Session):
+        raise HTTPException(401, "not logged in")
+    return found
+
+
+State = Annotated[ServerState, Depends(server)]
+Who = Annotated[Session, Depends(session)]

@@ -1,0 +1,396 @@
+// The review page: candidates by viewport on the map, a queue, and a side panel to decide.
+// Keys: j/k next/previous, c confirm, r reject, n needs imagery, e escalate; in the reason
+// box Enter sends the pending decision and Escape leaves it. Talks only to this server.
+"use strict";
+
+(() => {
+  const config = JSON.parse(document.getElementById("config").textContent);
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const NEEDS_REASON = new Set(["confirmed", "rejected", "escalated"]);
+  const LABELS = {
+    new: "new", in_review: "in review", confirmed: "confirmed", rejected: "rejected",
+    needs_imagery: "needs imagery", escalated: "escalated",
+  };
+  const PAGE = 200;
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    queue: [], total: 0, pos: -1, order: "score", statuses: [], current: null,
+    pending: null, viewRequest: null, rendered: false, imageryMap: null, imageryLayers: [],
+  };
+
+  // -- talking to the server ------------------------------------------------------------
+  async function api(path, options = {}) {
+    const init = { credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (options.signal) init.signal = options.signal;
+    if (options.method && options.method !== "GET") {
+      init.method = options.method;
+      init.headers["X-CSRF-Token"] = csrf;
+      if (options.body !== undefined) {
+        init.headers["Content-Type"] = "application/json";
+        init.body = JSON.stringify(options.body);
+      }
+    }
+    const reply = await fetch(path, init);
+    if (reply.status === 401) {
+      window.location.assign("/login");
+      throw new Error("logged out");
+    }
+    const data = await reply.json().catch(() => ({}));
+    return { ok: reply.ok, status: reply.status, data };
+  }
+
+  function say(text, kind = "") {
+    const box = $("message");
+    box.textContent = text;
+    box.className = "message " + kind;
+  }
+
+  function errorText(data) {
+    return data.error ? data.error + (data.fix ? " " + data.fix : "") : "The request failed.";
+  }
+
+  // -- the map --------------------------------------------------------------------------
+  const map = L.map("map", { preferCanvas: true, minZoom: 1, maxZoom: 22, worldCopyJump: true });
+  const renderer = L.canvas({ padding: 0.3 });
+  const marks = L.layerGroup().addTo(map);
+  const selection = L.layerGroup().addTo(map);
+  L.control.scale().addTo(map);
+
+  function colour(status) {
+    return config.colours[status] || "#000000";
+  }
+
+  function clamp(v, lo, hi) {
+    return Math.min(hi, Math.max(lo, v));
+  }
+
+  async function loadView() {
+    if (state.viewRequest) state.viewRequest.abort();
+    const request = new AbortController();
+    state.viewRequest = request;
+    const b = map.getBounds();
+    const bbox = [
+      clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90),
+      clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -90, 90),
+    ].map((v) => v.toFixed(6)).join(",");
+    const params = new URLSearchParams({ bbox, zoom: String(map.getZoom()) });
+    state.statuses.forEach((s) => params.append("status", s));
+    let reply;
+    try {
+      reply = await api("/api/candidates?" + params, { signal: request.signal });
+    } catch (err) {
+      return;
+    }
+    if (!reply.ok || state.viewRequest !== request) return;
+    draw(reply.data);
+  }
+
+  function draw(view) {
+    marks.clearLayers();
+    const current = state.current ? state.current.candidate.id : null;
+    if (view.kind === "points") {
+      for (const [id, lon, lat, score, status] of view.points) {
+        const mark = L.circleMarker([lat, lon], {
+          renderer, radius: id === current ? 9 : 6, color: colour(status), weight: 2,
+          fillOpacity: 0.55,
+        });
+        mark.bindTooltip(`#${id} · score ${score === null ? "?" : score} · ${LABELS[status]}`);
+        mark.on("click", () => openCandidate(id, { pan: false }));
+        marks.addLayer(mark);
+      }
+    } else {
+      const first = view.columns.indexOf(config.statuses[0]);
+      for (const row of view.clusters) {
+        const [lon, lat, count] = row;
+        const counts = row.slice(first);
+        const top = config.statuses[counts.indexOf(Math.max(...counts))];
+        const size = Math.round(24 + 8 * Math.log10(count));
+        const icon = L.divIcon({
+          className: "cluster",
+          html: `<span style="background:${colour(top)}">${count}</span>`,
+          iconSize: [size, size],
+        });
+        const mark = L.marker([lat, lon], { icon, keyboard: false, title: `${count} candidates` });
+        mark.on("click", () => map.setView([lat, lon], Math.min(map.getZoom() + 2, 22)));
+        marks.addLayer(mark);
+      }
+    }
+    $("counts").textContent = `${view.total} in view` + (view.kind === "clusters" ? " (grouped)" : "");
+    document.body.dataset.viewKind = view.kind;
+    document.body.dataset.viewTotal = String(view.total);
+    if (!state.rendered) {
+      state.rendered = true;
+      performance.mark("geoscreen-first-render");
+      document.body.dataset.map = "rendered";
+    }
+  }
+
+  let viewTimer = null;
+  map.on("moveend", () => {
+    clearTimeout(viewTimer);
+    viewTimer = setTimeout(loadView, 120);
+  });
+
+  // -- the queue ------------------------------------------------------------------------
+  async function loadQueue(offset = 0) {
+    const params = new URLSearchParams({ order: state.order, limit: String(PAGE), offset: String(offset) });
+    state.statuses.forEach((s) => params.append("status", s));
+    const reply = await api("/api/queue?" + params);
+    if (!reply.ok) {
+      say(errorText(reply.data), "error");
+      return;
+    }
+    state.queue = offset === 0 ? reply.data.items : state.queue.concat(reply.data.items);
+    state.total = reply.data.total;
+    showQueueLine();
+  }
+
+  function showQueueLine() {
+    const where = state.pos >= 0 ? `${state.pos + 1} of ${state.total}` : `${state.total} candidates`;
+    $("queue-line").textContent = `Queue (${$("order").selectedOptions[0].textContent}): ${where}`;
+  }
+
+  async function step(delta) {
+    let pos = state.pos + delta;
+    if (pos < 0) pos = 0;
+    if (pos >= state.queue.length && state.queue.length < state.total) await loadQueue(state.queue.length);
+    if (pos >= state.queue.length) {
+      say("End of the queue.");
+      return;
+    }
+    state.pos = pos;
+    await openCandidate(state.queue[pos].id, { pan: true });
+  }
+
+  // -- one candidate --------------------------------------------------------------------
+  async function openCandidate(id, { pan }) {
+    const reply = await api(`/api/candidates/${id}`);
+    if (!reply.ok) {
+      say(errorText(reply.data), "error");
+      return;
+    }
+    const inQueue = state.queue.findIndex((item) => item.id === id);
+    if (inQueue >= 0) state.pos = inQueue;
+    $("conflict").hidden = true;
+    say("");
+    show(reply.data, { pan, fresh: true });
+    history.replaceState(null, "", `#candidate=${id}`);
+  }
+
+  function fact(list, name, value) {
+    if (value === null || value === undefined || value === "") return;
+    const dt = document.createElement("dt");
+    dt.textContent = name;
+    const dd = document.createElement("dd");
+    dd.textContent = String(value);
+    list.append(dt, dd);
+  }
+
+  function show(data, { pan, fresh }) {
+    state.current = data;
+    const c = data.candidate;
+    $("empty").hidden = true;
+    $("detail").hidden = false;
+    $("title").textContent = `#${c.id} ${c.match}` + (c.profile_version ? ` v${c.profile_version}` : "");
+    const facts = $("facts");
+    facts.replaceChildren();
+    fact(facts, "status", LABELS[c.status]);
+    fact(facts, "score", c.score === null ? "?" : `${c.score.toFixed(3)} (threshold ${data.threshold})`);
+    fact(facts, "version", c.version);
+    fact(facts, "site", c.site_id);
+    fact(facts, "scene", c.scene_id);
+    fact(facts, "acquired", c.acquired);
+    fact(facts, "first seen", c.first_seen);
+    fact(facts, "last seen", c.last_seen);
+    fact(facts, "area m²", c.area_m2 === null ? null : Math.round(c.area_m2));
+    fact(facts, "model", c.model_sha256 ? c.model_sha256.slice(0, 12) : null);
+    fact(facts, "changed by", c.status_changed_by);
+    $("detail").dataset.status = c.status;
+    $("detail").dataset.version = String(c.version);
+    const list = $("history");
+    list.replaceChildren();
+    for (const event of data.history) {
+      const item = document.createElement("li");
+      item.textContent = event.text_line;
+      list.append(item);
+    }
+    $("decide").hidden = !config.canReview;
+    $("read-only").hidden = config.canReview;
+    document.querySelector('button[data-status="escalated"]').disabled = !config.canEscalate;
+    if (fresh) {
+      showChip(data);
+      showImagery(data);
+    }
+    selection.clearLayers();
+    const outline = L.geoJSON(c.geometry, { style: { color: "#ffd400", weight: 3, fill: false } });
+    selection.addLayer(outline);
+    if (pan) map.setView([c.lat, c.lon], Math.max(map.getZoom(), 15));
+    const item = state.queue[state.pos];
+    if (item && item.id === c.id) item.status = c.status;
+    showQueueLine();
+  }
+
+  function showChip(data) {
+    const chip = $("chip");
+    chip.hidden = !data.evidence;
+    $("no-chip").hidden = Boolean(data.evidence);
+    if (data.evidence) chip.src = data.evidence;
+    else chip.removeAttribute("src");
+  }
+
+  function showImagery(data) {
+    const box = $("imagery");
+    const imagery = data.imagery;
+    box.hidden = !imagery;
+    $("no-imagery").hidden = Boolean(imagery);
+    if (!imagery) return;
+    if (!state.imageryMap) {
+      state.imageryMap = L.map(box, { attributionControl: false, zoomSnap: 1 });
+    }
+    const small = state.imageryMap;
+    small.invalidateSize();
+    state.imageryLayers.forEach((layer) => small.removeLayer(layer));
+    const [w, s, e, n] = imagery.window;
+    const bounds = L.latLngBounds([s, w], [n, e]);
+    const tiles = L.tileLayer(imagery.tiles, {
+      minZoom: imagery.minzoom, maxZoom: imagery.maxzoom + 2, maxNativeZoom: imagery.maxzoom,
+      bounds, noWrap: true,
+    });
+    const outline = L.geoJSON(data.candidate.geometry, {
+      style: { color: "#ffd400", weight: 2, fill: false },
+    });
+    state.imageryLayers = [tiles.addTo(small), outline.addTo(small)];
+    small.setMinZoom(imagery.minzoom);
+    small.setMaxZoom(imagery.maxzoom + 2);
+    small.setMaxBounds(bounds.pad(0.2));
+    small.fitBounds(outline.getBounds().pad(1.5), { maxZoom: imagery.maxzoom });
+  }
+
+  // -- decisions ------------------------------------------------------------------------
+  async function decide(status) {
+    if (!state.current) {
+      say("Open a candidate first (j).");
+      return;
+    }
+    if (!config.canReview) {
+      say("Viewers can look but cannot change a status.", "error");
+      return;
+    }
+    const reasonBox = $("reason");
+    const reason = reasonBox.value.trim();
+    if (NEEDS_REASON.has(status) && !reason) {
+      state.pending = status;
+      reasonBox.focus();
+      say(`Type the reason to mark it "${LABELS[status]}", then press Enter.`);
+      return;
+    }
+    const c = state.current.candidate;
+    const reply = await api(`/api/candidates/${c.id}/status`, {
+      method: "POST",
+      body: { status, reason: reason || null, expected_version: c.version },
+    });
+    state.pending = null;
+    if (reply.status === 409) {
+      showConflict(reply.data);
+      return;
+    }
+    if (!reply.ok) {
+      say(errorText(reply.data), "error");
+      return;
+    }
+    reasonBox.value = "";
+    reasonBox.blur();
+    show(reply.data, { pan: false, fresh: false });
+    say(`Saved: ${LABELS[reply.data.candidate.status]}.`, "ok");
+    loadView();
+  }
+
+  function showConflict(data) {
+    const now = data.current ? data.current.candidate : null;
+    const box = $("conflict");
+    box.hidden = false;
+    box.textContent = now
+      ? `Someone else changed this candidate: it is now "${LABELS[now.status]}" (version ${now.version}` +
+        (now.status_changed_by ? `, by ${now.status_changed_by}` : "") +
+        "). Your decision was not saved and your reason is still in the box: look again and decide."
+      : errorText(data);
+    if (data.current) show(data.current, { pan: false, fresh: false });
+    say("");
+    loadView();
+  }
+
+  async function addNote() {
+    const text = $("reason").value.trim();
+    if (!state.current || !text) {
+      say("Type the note in the box first.");
+      return;
+    }
+    const reply = await api(`/api/candidates/${state.current.candidate.id}/notes`, {
+      method: "POST", body: { text },
+    });
+    if (!reply.ok) {
+      say(errorText(reply.data), "error");
+      return;
+    }
+    $("reason").value = "";
+    show(reply.data, { pan: false, fresh: false });
+    say("Note added.", "ok");
+  }
+
+  // -- keys and buttons -----------------------------------------------------------------
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target === $("reason")) {
+      if (event.key === "Enter" && !event.shiftKey) {
+        event.preventDefault();
+        if (state.pending) decide(state.pending);
+        else say("Press a decision button (or leave the box with Escape and press c, r, n or e).");
+      } else if (event.key === "Escape") {
+        state.pending = null;
+        target.blur();
+      }
+      return;
+    }
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName)) return;
+    const action = config.keys[event.key];
+    if (!action) return;
+    event.preventDefault();
+    if (action === "next") step(1);
+    else if (action === "previous") step(-1);
+    else decide(action);
+  });
+  document.querySelectorAll("button[data-status]").forEach((button) => {
+    button.addEventListener("click", () => decide(button.dataset.status));
+  });
+  $("add-note").addEventListener("click", addNote);
+  $("next").addEventListener("click", () => step(1));
+  $("prev").addEventListener("click", () => step(-1));
+  $("order").addEventListener("change", async (event) => {
+    state.order = event.target.value;
+    state.pos = -1;
+    await loadQueue();
+  });
+  $("filter").addEventListener("change", async (event) => {
+    state.statuses = event.target.value ? event.target.value.split(",") : [];
+    state.pos = -1;
+    loadView();
+    await loadQueue();
+  });
+  $("logout").addEventListener("click", async () => {
+    await api("/api/logout", { method: "POST" }).catch(() => null);
+    window.location.assign("/login");
+  });
+
+  // -- start ----------------------------------------------------------------------------
+  async function start() {
+    const reply = await api("/api/summary");
+    const bounds = reply.ok ? reply.data.bounds : null;
+    if (bounds) map.fitBounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]], { padding: [20, 20] });
+    else map.setView([0, 0], 2);
+    await loadQueue();
+    const match = /candidate=(\d+)/.exec(window.location.hash);
+    if (match) await openCandidate(Number(match[1]), { pan: true });
+  }
+  start();
+})();

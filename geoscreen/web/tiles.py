@@ -1,0 +1,171 @@
+"""Imagery tiles around a candidate, read from its scene with rio-tiler.
+
+The store records each candidate's ``scene_id`` (a content id, see
+:func:`geoscreen.imagery.scene.open_scene`), not where the scene file is. The server
+is given the scene files or folders (``geoscreen serve --scenes``) and indexes them by
+id; a ``scene_id`` that is itself the path of a local file is used as it is. Remote
+URIs are never opened (offline by default).
+
+Tiles are Web Mercator XYZ tiles rendered by rio-tiler, only near the site (its box
+grown by ``margin_m``, at least twice the site's size) and only from a few zoom levels
+below the scene's native resolution to one above it: the server shows imagery around
+candidates, not whole scenes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from morecantile import Tile
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
+
+from geoscreen.errors import GeoscreenError, InputError
+from geoscreen.imagery.scene import open_scene
+from geoscreen.review.errors import NotFoundError
+from geoscreen.review.records import Candidate
+from geoscreen.web.mapping import _rgb_bands
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+ZOOM_LEVELS_BELOW = 4
+METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How a scene's tiles are drawn: which bands, and the stretch (``None``: 8-bit as is)."""
+
+    uri: str
+    indexes: tuple[int, ...]
+    stretch: tuple[float, float] | None
+    minzoom: int
+    maxzoom: int
+
+
+class SceneIndex:
+    """Scene files by scene id."""
+
+    def __init__(self, uris: Mapping[str, str] | None = None) -> None:
+        self._uris = dict(uris or {})
+
+    def __len__(self) -> int:
+        return len(self._uris)
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | os.PathLike[str]]) -> SceneIndex:
+        """Index raster files, and the rasters found (recursively) in folders."""
+        uris: dict[str, str] = {}
+        for given in paths:
+            path = Path(given)
+            if path.is_dir():
+                rasters = (p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES)
+                for found in sorted(rasters):
+                    try:
+                        uris.setdefault(open_scene(found).id, str(found.resolve()))
+                    except GeoscreenError as exc:
+                        log.warning("skipping %s: %s", found, exc.message)
+            elif path.is_file():
+                uris.setdefault(open_scene(path).id, str(path.resolve()))
+            else:
+                raise InputError("scene file or folder not found", where=str(path))
+        return cls(uris)
+
+    def uri(self, scene_id: str | None) -> str | None:
+        """Where the scene is: indexed, or a local file named by the id itself."""
+        if not scene_id:
+            return None
+        if scene_id in self._uris:
+            return self._uris[scene_id]
+        if "://" not in scene_id and not scene_id.startswith("/vsi") and os.path.isfile(scene_id):
+            return scene_id
+        return None
+
+
+class TileSource:
+    """Renders PNG tiles near candidates from their scenes."""
+
+    def __init__(self, scenes: SceneIndex, *, margin_m: float = 150.0) -> None:
+        self.scenes = scenes
+        self.margin_m = margin_m
+        self._styles: dict[str, SceneStyle | None] = {}
+        self._lock = threading.Lock()
+
+    def style(self, candidate: Candidate) -> SceneStyle | None:
+        """How the candidate's scene is drawn, or ``None`` when there is no usable scene."""
+        uri = self.scenes.uri(candidate.scene_id)
+        if uri is None:
+            return None
+        with self._lock:
+            if uri not in self._styles:
+                self._styles[uri] = _describe(uri)
+            return self._styles[uri]
+
+    def window(self, candidate: Candidate) -> tuple[float, float, float, float]:
+        """The lon/lat box around the site that tiles may show."""
+        width_m = (candidate.maxx - candidate.minx) * METRES_PER_DEGREE * _cos(candidate.lat)
+        height_m = (candidate.maxy - candidate.miny) * METRES_PER_DEGREE
+        margin = max(self.margin_m, 2 * max(width_m, height_m))
+        dy = margin / METRES_PER_DEGREE
+        dx = dy / _cos(candidate.lat)
+        return (candidate.minx - dx, candidate.miny - dy, candidate.maxx + dx, candidate.maxy + dy)
+
+    def tile(self, candidate: Candidate, z: int, x: int, y: int) -> bytes:
+        """One PNG tile; :class:`NotFoundError` outside the site's window, zooms or scene."""
+        style = self.style(candidate)
+        if style is None:
+            raise NotFoundError(f"no imagery for candidate {candidate.id}")
+        if not style.minzoom <= z <= style.maxzoom or not 0 <= x < 2**z or not 0 <= y < 2**z:
+            raise NotFoundError(f"zoom {z} is not served (zooms {style.minzoom}-{style.maxzoom})")
+        with Reader(style.uri) as reader:
+            west, south, east, north = reader.tms.bounds(Tile(x, y, z))
+            minx, miny, maxx, maxy = self.window(candidate)
+            if east < minx or west > maxx or north < miny or south > maxy:
+                raise NotFoundError("tile is not near the site")
+            try:
+                image = reader.tile(x, y, z, indexes=style.indexes)
+            except TileOutsideBounds as exc:
+                raise NotFoundError("tile is outside the scene") from exc
+        if style.stretch is not None:
+            image = image.rescale(in_range=[style.stretch] * image.count)
+        return image.render(img_format="PNG")
+
+
+def _cos(lat: float) -> float:
+    return max(math.cos(math.radians(lat)), 0.01)
+
+
+def _describe(uri: str) -> SceneStyle | None:
+    """Bands and stretch of a scene (``None`` for scenes without a CRS)."""
+    try:
+        scene = open_scene(uri)
+    except GeoscreenError as exc:
+        log.warning("imagery unavailable: %s", exc.message)
+        return None
+    if scene.crs is None:
+        return None
+    indexes = tuple(scene.band_indexes(_rgb_bands(scene)))
+    with Reader(uri) as reader:
+        stretch = None
+        if any(dtype != "uint8" for dtype in scene.dtypes):
+            preview = reader.preview(indexes=indexes, max_size=512).array
+            valid = preview.compressed()
+            if valid.size:
+                lo, hi = np.percentile(valid, (2, 98))
+                stretch = (float(lo), float(max(hi, lo + 1e-6)))
+        native = int(reader.maxzoom)
+        return SceneStyle(
+            uri=uri,
+            indexes=indexes,
+            stretch=stretch,
+            minzoom=max(int(reader.minzoom), native - ZOOM_LEVELS_BELOW, 0),
+            maxzoom=native + 1,
+        )
