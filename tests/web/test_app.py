@@ -1,0 +1,304 @@
+"""The review server's routes, one by one, on a seeded SQLite store."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import morecantile
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from geoscreen.review import audit
+from geoscreen.review.loader import load_sites
+from geoscreen.review.store import Store
+from geoscreen.review.testing import make_sites
+from geoscreen.review.workflow import set_status
+from geoscreen.web.app import create_app
+from geoscreen.web.guard import CSP
+from geoscreen.web.index import CandidateIndex
+from geoscreen.web.testing import IMAGERY_PROFILE, Seeded, log_in
+
+Login = Callable[[str], tuple[TestClient, str]]
+WORLD = "-180,-90,180,90"
+
+
+def _store(app: FastAPI) -> Store:
+    store: Store = app.state.geoscreen.store
+    return store
+
+
+def _decide(
+    client: TestClient, csrf: str, cid: int, status: str, version: int, reason: str | None = None
+) -> dict[str, Any]:
+    reply = client.post(
+        f"/api/candidates/{cid}/status",
+        json={"status": status, "reason": reason, "expected_version": version},
+        headers={"X-CSRF-Token": csrf},
+    )
+    return {"code": reply.status_code, **reply.json()}
+
+
+def _imagery_candidate(client: TestClient) -> dict[str, Any]:
+    item = client.get("/api/queue", params={"profile": IMAGERY_PROFILE}).json()["items"][0]
+    detail: dict[str, Any] = client.get(f"/api/candidates/{item['id']}").json()
+    return detail
+
+
+# -- reading --------------------------------------------------------------------------------
+def test_summary(login: Login) -> None:
+    client, _ = login("vic")
+    summary = client.get("/api/summary").json()
+    assert summary["total"] == 203
+    assert summary["by_status"]["new"] == 203 and summary["by_status"]["confirmed"] == 0
+    assert set(summary["profiles"]) == {"brick_kilns_s2", IMAGERY_PROFILE}
+    west, south, east, north = summary["bounds"]
+    assert west < -81 and east > 70 and 20 <= south < north <= 30
+
+
+def test_viewport_points_match_a_brute_force_count(login: Login, app: FastAPI) -> None:
+    client, _ = login("vic")
+    frame = _store(app).frame()
+    lon = np.array([c.x for c in frame.geometry.representative_point()])
+    box = (72.0, 22.0, 76.0, 27.0)
+    reply = client.get("/api/candidates", params={"bbox": ",".join(map(str, box)), "zoom": 7})
+    view = reply.json()
+    assert reply.headers["cache-control"] == "no-store"
+    expected = frame[
+        (frame["lon"] >= box[0]) & (frame["lon"] <= box[2])
+        & (frame["lat"] >= box[1]) & (frame["lat"] <= box[3])
+    ]  # fmt: skip
+    assert view["kind"] == "points" and view["total"] == len(expected) > 10
+    assert sorted(p[0] for p in view["points"]) == sorted(expected["id"])
+    first = view["points"][0]
+    row = frame.set_index("id").loc[first[0]]
+    assert first[1:] == [round(row["lon"], 6), round(row["lat"], 6), row["score"], "new"]
+    assert lon.size == 203
+
+
+def test_viewport_clusters_when_crowded(login: Login) -> None:
+    client, _ = login("vic")
+    view = client.get("/api/candidates", params={"bbox": WORLD, "zoom": 3, "max_points": 50})
+    found = view.json()
+    assert found["kind"] == "clusters" and found["total"] == 203
+    columns = found["columns"]
+    counts = [row[columns.index("count")] for row in found["clusters"]]
+    assert sum(counts) == 203
+    news = [row[columns.index("new")] for row in found["clusters"]]
+    assert news == counts  # all new
+    florida = [r for r in found["clusters"] if r[0] < -80]
+    assert len(florida) == 1 and florida[0][columns.index("count")] == 3
+    assert found["cell_deg"] == pytest.approx(360 / 2**3 / 4)
+
+
+def test_viewport_filters_and_bad_boxes(login: Login) -> None:
+    client, csrf = login("ann")
+    only = client.get(
+        "/api/candidates", params={"bbox": WORLD, "profile": IMAGERY_PROFILE}
+    ).json()
+    assert only["total"] == 3
+    cid = only["points"][0][0]
+    _decide(client, csrf, cid, "rejected", 1, "a shadow")
+    rejected = client.get("/api/candidates", params={"bbox": WORLD, "status": "rejected"}).json()
+    assert [p[0] for p in rejected["points"]] == [cid] and rejected["points"][0][4] == "rejected"
+    for bad in ("1,2,3", "a,b,c,d", "10,0,0,10", "nan,0,1,1", ""):
+        reply = client.get("/api/candidates", params={"bbox": bad})
+        assert reply.status_code == 422, bad
+        assert "error" in reply.json() or "detail" in reply.json()
+    assert client.get("/api/candidates", params={"bbox": WORLD, "zoom": 99}).status_code == 422
+    assert client.get("/api/candidates", params={"bbox": WORLD, "status": "x"}).status_code == 422
+
+
+def test_queue_orders(login: Login, app: FastAPI) -> None:
+    client, _ = login("vic")
+    frame = _store(app).frame()
+    by_score = client.get("/api/queue", params={"limit": 500}).json()
+    assert by_score["total"] == 203
+    ids = [i["id"] for i in by_score["items"]]
+    expected = frame.sort_values(["score", "id"], ascending=[False, True])["id"].tolist()
+    assert ids == expected
+    page = client.get("/api/queue", params={"limit": 10, "offset": 20}).json()
+    assert [i["id"] for i in page["items"]] == expected[20:30]
+    uncertain = client.get("/api/queue", params={"order": "uncertainty", "limit": 5}).json()
+    gaps = [abs(i["score"] - i["threshold"]) for i in uncertain["items"]]
+    assert gaps == sorted(gaps) and gaps[0] == pytest.approx((frame["score"] - 0.5).abs().min())
+    newest = client.get("/api/queue", params={"order": "newest", "limit": 500}).json()["items"]
+    assert [i["id"] for i in newest[:3]] == [1, 2, 3]  # one acquisition date: by id
+    assert {i["profile"] for i in newest[-3:]} == {IMAGERY_PROFILE}  # no date: last
+    assert client.get("/api/queue", params={"order": "random"}).status_code == 422
+
+
+def test_uncertainty_uses_profile_thresholds(seeded: Seeded) -> None:
+    app = create_app(seeded.db, thresholds={"brick_kilns_s2": 0.9})
+    client = TestClient(app)
+    log_in(client, "vic", seeded.password)
+    items = client.get(
+        "/api/queue", params={"order": "uncertainty", "profile": "brick_kilns_s2"}
+    ).json()["items"]
+    assert items[0]["threshold"] == 0.9
+    gaps = [abs(i["score"] - 0.9) for i in items]
+    assert gaps == sorted(gaps)
+    assert client.get("/api/summary").json()["profiles"]["brick_kilns_s2"] == 0.9
+    app.state.geoscreen.store.close()
+
+
+def test_candidate_detail(login: Login) -> None:
+    client, _ = login("vic")
+    detail = client.get("/api/candidates/1").json()
+    candidate = detail["candidate"]
+    assert candidate["id"] == 1 and candidate["match"] == "matches profile brick_kilns_s2"
+    assert candidate["geometry"]["type"] == "Polygon"
+    assert detail["history"] == [] and detail["threshold"] == 0.5
+    assert detail["evidence"] == "/api/candidates/1/evidence"
+    assert detail["imagery"] is None  # its scene was not given to the server
+    assert client.get("/api/candidates/150").json()["evidence"] is None  # no chip file
+    missing = client.get("/api/candidates/99999")
+    assert missing.status_code == 404 and missing.json()["error"] == "no candidate with id 99999"
+    assert client.get("/api/candidates/0").status_code == 422
+    assert client.get("/api/candidates/abc").status_code == 422
+
+
+# -- deciding -------------------------------------------------------------------------------
+def test_decision_goes_through_the_workflow_and_audit_log(login: Login, app: FastAPI) -> None:
+    client, csrf = login("ann")
+    done = _decide(client, csrf, 5, "confirmed", 1, "kiln rows and stacks")
+    assert done["code"] == 200
+    assert done["candidate"]["status"] == "confirmed" and done["candidate"]["version"] == 3
+    lines = [h["text_line"][20:] for h in done["history"]]
+    assert lines == ["ann: new -> in_review", "ann: in_review -> confirmed (kiln rows and stacks)"]
+    entries = [e for e in audit.entries(_store(app), entity="candidate", entity_id=5)]
+    assert [(e.action, e.actor) for e in entries] == [("status", "ann"), ("status", "ann")]
+    assert audit.verify(_store(app)).ok
+    summary = client.get("/api/summary").json()
+    assert summary["by_status"]["confirmed"] == 1  # the index saw it at once
+    view = client.get("/api/candidates", params={"bbox": WORLD, "status": "confirmed"}).json()
+    assert [p[0] for p in view["points"]] == [5]
+
+
+def test_stale_version_is_a_conflict_and_writes_nothing(login: Login, app: FastAPI) -> None:
+    ann, ann_csrf = login("ann")
+    bob, bob_csrf = login("bob")
+    assert _decide(bob, bob_csrf, 7, "rejected", 1, "a field")["code"] == 200
+    before = len(list(audit.entries(_store(app))))
+    clash = _decide(ann, ann_csrf, 7, "confirmed", 1, "kiln")
+    assert clash["code"] == 409
+    assert "conflict" in clash["error"] and "nothing was written" in clash["error"]
+    assert clash["current"]["candidate"]["status"] == "rejected"
+    assert clash["current"]["candidate"]["status_changed_by"] == "bob"
+    assert len(list(audit.entries(_store(app)))) == before
+    assert ann.get("/api/candidates/7").json()["candidate"]["status"] == "rejected"
+
+
+def test_refused_decisions(login: Login) -> None:
+    client, csrf = login("ann")
+    no_reason = _decide(client, csrf, 8, "confirmed", 1)
+    assert no_reason["code"] == 422 and "reason" in no_reason["error"]
+    assert client.get("/api/candidates/8").json()["candidate"]["version"] == 1  # rolled back
+    assert _decide(client, csrf, 8, "escalated", 1, "share")["code"] == 422  # not confirmed yet
+    assert _decide(client, csrf, 99999, "rejected", 1, "x")["code"] == 404
+    reply = client.post(
+        "/api/candidates/8/status",
+        json={"status": "confirmed", "reason": "x", "expected_version": 1, "extra": 1},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert reply.status_code == 422
+
+
+def test_escalation_needs_a_second_supervisor(login: Login) -> None:
+    sue, sue_csrf = login("sue")
+    sam, sam_csrf = login("sam")
+    ann, ann_csrf = login("ann")
+    assert _decide(sue, sue_csrf, 9, "confirmed", 1, "kilns")["code"] == 200
+    own = _decide(sue, sue_csrf, 9, "escalated", 3, "share it")
+    assert own["code"] == 422 and "second reviewer" in own["error"]
+    assert _decide(ann, ann_csrf, 9, "escalated", 3, "share it")["code"] == 403
+    done = _decide(sam, sam_csrf, 9, "escalated", 3, "share with partner")
+    assert done["code"] == 200 and done["candidate"]["status"] == "escalated"
+
+
+def test_notes(login: Login) -> None:
+    client, csrf = login("ann")
+    reply = client.post("/api/candidates/3/notes", json={"text": "two kilns?"},
+                        headers={"X-CSRF-Token": csrf})  # fmt: skip
+    assert reply.status_code == 200
+    assert reply.json()["history"][-1]["text_line"].endswith("ann: note: two kilns?")
+    assert reply.json()["candidate"]["version"] == 1
+    empty = client.post("/api/candidates/3/notes", json={"text": ""},
+                        headers={"X-CSRF-Token": csrf})  # fmt: skip
+    assert empty.status_code == 422
+
+
+def test_index_catches_up_with_changes_made_elsewhere(app: FastAPI, seeded: Seeded) -> None:
+    store = _store(app)
+    index: CandidateIndex = app.state.geoscreen.index
+    set_status(store, 11, "rejected", user="bob", reason="a quarry", claim=True)
+    index.sync(force=True)
+    assert index.summary()["by_status"]["rejected"] == 1
+    more = make_sites(seeded.folder / "more.parquet", 5, run_id="run-2", first_site=5000)
+    load_sites(store, more, actor="test")
+    index.sync(force=True)
+    assert index.summary()["total"] == 208
+
+
+# -- evidence and imagery -------------------------------------------------------------------
+def test_evidence_chip_is_served_and_audited(login: Login, app: FastAPI) -> None:
+    client, _ = login("vic")
+    reply = client.get("/api/candidates/2/evidence")
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(reply.content)).size == (48, 48)
+    assert reply.headers["cache-control"] == "no-store"
+    client.get("/api/candidates/2/evidence")
+    views = [e for e in audit.entries(_store(app), entity_id=2) if e.action == "view"]
+    seen = [(v.actor, v.to_dict()["after"]) for v in views]
+    assert seen == [("vic", {"what": "evidence chip"})] * 2
+    assert client.get("/api/candidates/150/evidence").status_code == 404
+
+
+def test_imagery_tiles_near_the_site(login: Login, app: FastAPI) -> None:
+    client, _ = login("vic")
+    detail = _imagery_candidate(client)
+    imagery, candidate = detail["imagery"], detail["candidate"]
+    assert imagery["maxzoom"] >= 20 and imagery["minzoom"] < imagery["maxzoom"]
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tile = tms.tile(candidate["lon"], candidate["lat"], imagery["maxzoom"] - 1)
+    url = f"/api/candidates/{candidate['id']}/tiles/{tile.z}/{tile.x}/{tile.y}.png"
+    reply = client.get(url)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(reply.content)).convert("RGBA"))
+    assert image.shape == (256, 256, 4)
+    assert image[..., 3].max() == 255 and image[..., :3].std() > 5  # real imagery, not blank
+    client.get(url)
+    views = [e for e in audit.entries(_store(app), entity_id=candidate["id"]) if e.action == "view"]
+    assert [v.to_dict()["after"] for v in views] == [{"what": "imagery"}]  # once per session
+    far = f"/api/candidates/{candidate['id']}/tiles/{tile.z}/{tile.x + 40}/{tile.y}.png"
+    assert client.get(far).status_code == 404
+    low = tms.tile(candidate["lon"], candidate["lat"], imagery["minzoom"] - 1)
+    assert client.get(f"/api/candidates/{candidate['id']}/tiles/{low.z}/{low.x}/{low.y}.png"
+                      ).status_code == 404  # fmt: skip
+    assert client.get("/api/candidates/1/tiles/10/1/1.png").status_code == 404  # no scene
+
+
+# -- pages ----------------------------------------------------------------------------------
+def test_review_page_is_local_and_locked_down(login: Login) -> None:
+    client, csrf = login("ann")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CSP
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    html = page.text
+    assert csrf in html
+    assert "trafficking" not in html.lower()
+    for url in ("/static/vendor/leaflet/leaflet.js", "/static/app/review.js",
+                "/static/vendor/leaflet/leaflet.css", "/static/app/review.css"):  # fmt: skip
+        assert f'"{url}"' in html
+        assert client.get(url).status_code == 200
+    assert "http:" not in html and "https:" not in html and '="//' not in html
+    schema = client.get("/api/openapi.json").json()
+    assert "/api/candidates/{candidate_id}/status" in schema["paths"]
+    assert client.get("/docs").status_code == 404  # no interactive docs (they use a CDN)
+    assert client.get("/openapi.json").status_code == 404
