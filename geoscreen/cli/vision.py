@@ -57,6 +57,25 @@ def train(
     from geoscreen.vision.train import TrainOptions, train_classifier
 
     prof = load_profile(profile)
+    if prof.model.task == "detect":  # an object detector (--mode does not apply)
+        from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
+
+        limit = {"max_epochs": max_epochs} if max_epochs is not None else {}
+        card = train_detector(
+            prof,
+            labels,
+            imagery,
+            out,
+            DetectTrainOptions(device=device, seed=seed, **limit),
+            progress=lambda msg: click.echo(msg, err=True),
+        )
+        m = card["metrics"]
+        click.echo(
+            f"detector written to {out} (validation AP@0.5 "
+            f"{m['val_average_precision@0.5']:.3f}, AP@0.4 "
+            f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
+        )
+        return
     options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed}
     if max_epochs is not None:
         options["max_epochs"] = max_epochs
@@ -107,6 +126,17 @@ def screen(
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 
     prof = load_profile(profile)
+    if prof.model.task == "detect":  # one site per object: <out>/<scene id>/sites.parquet
+        from geoscreen.vision.detect_infer import DetectOptions, screen_detection
+
+        opts_d = DetectOptions(
+            batch_size=batch_size, device=device, num_workers=workers, progress=True
+        )
+        meta_d, results_d = screen_detection(
+            prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo
+        )
+        _summary(Path(out), "screen", meta_d, results_d)
+        return
     loaded = load_model(model_dir)
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
     for scene in opened:

@@ -1,0 +1,454 @@
+"""Detection over large scenes: overlapping tiles, boxes in scene coordinates, one site per object.
+
+Tiles of the profile's grid (overlapping by ``tiling.overlap``) are read by a
+DataLoader (:class:`~geoscreen.imagery.dataset.TileDataset`) while the detector
+runs. Each tile's boxes are shifted to scene pixels and clipped to the scene.
+
+Cross-tile duplicates: an object in the overlap of two tiles is found twice, and
+an object cut by a tile border is found whole in one tile and in part in the
+other (or in part in both). A box is *cut* on a side when that side lies within
+``edge_px`` of its tile's edge and that edge is inside the scene. Two detections are
+the same object when
+
+- their IoU reaches ``merge_iou`` (the profile's ``nms_iou``), or
+- they come from different tiles, at least one is cut, and their intersection
+  covers at least ``merge_ios`` of the smaller box (a part inside the whole), or
+- they come from different tiles and abut where both are cut (within
+  ``2 * edge_px``: the two halves of an object on a border of tiles that do not
+  overlap), overlapping along that border by at least ``merge_ios`` of the shorter.
+
+Groups form greedily in descending score (the highest-scoring detection absorbs
+its neighbours, as NMS does). A group keeps the box of its best detection; when
+that one is cut, the box of its best uncut member, and without one the union of
+its parts (which rebuilds an object larger than the overlap). Scores:
+``score_max`` (the best), ``score_mean`` (over the group), ``tile_count``
+(distinct tiles that saw the object). Candidate pairs come from a shapely
+STRtree, so the cost grows with the number of detections, not its square.
+
+Output: one site per object, with the columns of :mod:`geoscreen.sites.site`,
+geometry in EPSG:4326 (pixel coordinates for images without georeference).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import torch
+from shapely.geometry.base import BaseGeometry
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from geoscreen.imagery.aoi import load_aoi
+from geoscreen.imagery.dataset import TileDataset, collate
+from geoscreen.imagery.preprocess import ScenePreprocessor
+from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.profiles import Profile
+from geoscreen.sites.extract import site_ids
+from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
+from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
+from geoscreen.vision.classifier import LoadedModel
+from geoscreen.vision.detect_train import scene_resolution_m
+from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
+from geoscreen.vision.infer import check_model_fits
+from geoscreen.vision.runtime import pick_device, tune_malloc
+
+log = logging.getLogger(__name__)
+
+SITES_FILE = "sites.parquet"
+SITES_GPKG = "sites.gpkg"
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How to run detection (what to detect comes from the profile and model)."""
+
+    batch_size: int = 8
+    device: str = "auto"
+    num_workers: int = 1
+    drop_empty: bool = True
+    progress: bool = False
+    merge_iou: float | None = None
+    merge_ios: float = 0.5
+    edge_px: float = 2.0
+    pixel_size_m: float | None = None
+
+
+@dataclass
+class RawDetections:
+    """Per-tile detections in scene pixels, before cross-tile merging."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    tile: np.ndarray
+    sides: np.ndarray
+    tiles: int = 0
+
+    @classmethod
+    def empty(cls, tiles: int = 0) -> RawDetections:
+        z = np.zeros(0)
+        return cls(np.zeros((0, 4)), z, z.astype(np.int64), np.zeros((0, 4), bool), tiles)
+
+    @property
+    def cut(self) -> np.ndarray:
+        """Whether each box is cut on any side."""
+        return np.asarray(self.sides.any(axis=1), dtype=bool)
+
+
+@dataclass
+class Objects:
+    """One row per object after cross-tile merging (boxes in scene pixels)."""
+
+    boxes: np.ndarray
+    score_max: np.ndarray
+    score_mean: np.ndarray
+    tile_count: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.score_max)
+
+
+def check_detector_fits(loaded: LoadedDetector, profile: Profile, scene: Scene) -> None:
+    """Refuse a model/scene that does not fit the profile (as for classifiers); warn when
+    the scene's pixel size differs from the one the anchors were set for."""
+    check_model_fits(cast(LoadedModel, loaded), profile, scene)  # reads .card and .path only
+    trained = float(loaded.card["detector"]["resolution_m"])
+    res = scene.resolution_m
+    if res is not None and abs(math.sqrt(res[0] * res[1]) / trained - 1) > 0.1:
+        log.warning(
+            "%s has %.3g m pixels but the detector's anchors were set for %.3g m; "
+            "objects will look %.2gx their trained size",
+            scene.uri, math.sqrt(res[0] * res[1]), trained, trained / math.sqrt(res[0] * res[1]),
+        )  # fmt: skip
+
+
+def cut_sides(
+    boxes: np.ndarray, col_off: float, row_off: float, size: int, scene: Scene, edge_px: float
+) -> np.ndarray:
+    """(N, 4) flags: box side (left, top, right, bottom) on an edge of its tile inside the scene."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.column_stack(
+        [
+            (col_off > 0) & (b[:, 0] - col_off <= edge_px),
+            (row_off > 0) & (b[:, 1] - row_off <= edge_px),
+            (col_off + size < scene.width) & (col_off + size - b[:, 2] <= edge_px),
+            (row_off + size < scene.height) & (row_off + size - b[:, 3] <= edge_px),
+        ]
+    ).astype(bool)
+
+
+@torch.inference_mode()
+def detect_grid(
+    model: Detector,
+    grid: TileGrid,
+    preprocessor: ScenePreprocessor,
+    opts: DetectOptions,
+    device: torch.device,
+) -> RawDetections:
+    """Run the detector over every tile of ``grid``; boxes in scene pixels, clipped to it."""
+    n = len(grid)
+    if n == 0:
+        return RawDetections.empty()
+    model.eval().to(device)
+    loader = DataLoader(
+        TileDataset(grid, preprocessor),
+        collate_fn=collate,
+        batch_size=opts.batch_size,
+        shuffle=False,
+        num_workers=opts.num_workers,
+        prefetch_factor=4 if opts.num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
+    )
+    scene, size, stride = grid.scene, grid.tile_size, grid.stride
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    with tqdm(total=n, desc="detecting", unit="tile", disable=not opts.progress) as bar:
+        for batch in loader:
+            results = model(batch["image"].to(device, non_blocking=True))
+            for k, result in enumerate(results):
+                boxes = result["boxes"].float().cpu().numpy().astype(np.float64)
+                if len(boxes) == 0:
+                    continue
+                col_off = float(batch["col"][k]) * stride
+                row_off = float(batch["row"][k]) * stride
+                boxes = boxes + np.array([col_off, row_off, col_off, row_off])
+                sides = cut_sides(boxes, col_off, row_off, size, scene, opts.edge_px)
+                boxes[:, 0::2] = boxes[:, 0::2].clip(0, scene.width)
+                boxes[:, 1::2] = boxes[:, 1::2].clip(0, scene.height)
+                ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                scores = result["scores"].float().cpu().numpy().astype(np.float64)
+                tile = np.full(int(ok.sum()), int(batch["index"][k]), dtype=np.int64)
+                parts.append((boxes[ok], scores[ok], tile, sides[ok]))
+            bar.update(len(results))
+    if not parts:
+        return RawDetections.empty(n)
+    boxes, scores, tiles, sides = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return RawDetections(boxes, scores, tiles, sides, n)
+
+
+def merge_across_tiles(
+    raw: RawDetections, merge_iou: float, merge_ios: float = 0.5, edge_px: float = 2.0
+) -> Objects:
+    """Cross-tile duplicate suppression and box merging (see the module docstring)."""
+    n = len(raw.scores)
+    if n == 0:
+        z = np.zeros(0)
+        return Objects(np.zeros((0, 4)), z, z.copy(), np.zeros(0, np.int64))
+    b, sides, cut = raw.boxes, raw.sides, raw.cut
+    geoms = shapely.box(*b.T)
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="dwithin", distance=2 * edge_px)
+    pair = i < j
+    i, j = i[pair], j[pair]
+    iw = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+    ih = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area[i] + area[j] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    smaller = np.minimum(area[i], area[j])
+    ios = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+    other_tile = raw.tile[i] != raw.tile[j]
+    part_of = other_tile & (cut[i] | cut[j]) & (ios >= merge_ios)
+    pieces = part_of | (other_tile & _abut(b, sides, i, j, merge_ios, edge_px))
+    same = (iou >= merge_iou) | pieces
+    neighbours = _adjacency(i[same], j[same], n)
+    # Pieces of one object chain together (an object on a tile corner is in four parts).
+    chained = _adjacency(i[pieces & cut[i] & cut[j]], j[pieces & cut[i] & cut[j]], n)
+    leader = np.full(n, -1, dtype=np.int64)
+    for k in np.argsort(-raw.scores, kind="stable").tolist():
+        if leader[k] >= 0:
+            continue
+        leader[k] = k
+        members = neighbours(k)
+        members = members[leader[members] < 0]
+        leader[members] = k
+        queue = [int(m) for m in members if cut[m]] + ([k] if cut[k] else [])
+        while queue:
+            more = chained(queue.pop())
+            more = more[leader[more] < 0]
+            leader[more] = k
+            queue += more.tolist()
+    heads, group = np.unique(leader, return_inverse=True)
+    boxes = _group_boxes(b, raw.scores, raw.cut, heads, group)
+    counts = np.bincount(group, minlength=len(heads))
+    score_mean = np.bincount(group, weights=raw.scores, minlength=len(heads)) / counts
+    tile_pairs = np.unique(np.column_stack([group, raw.tile]), axis=0)
+    tile_count = np.bincount(tile_pairs[:, 0], minlength=len(heads))
+    rank = np.argsort(-raw.scores[heads], kind="stable")
+    return Objects(
+        boxes[rank], raw.scores[heads][rank], score_mean[rank], tile_count[rank].astype(np.int64)
+    )
+
+
+def _adjacency(i: np.ndarray, j: np.ndarray, n: int) -> Callable[[int], np.ndarray]:
+    """Neighbours of each of ``n`` nodes for the undirected edges (i, j), in CSR form."""
+    src, dst = np.r_[i, j], np.r_[j, i]
+    order = np.argsort(src, kind="stable")
+    dst = dst[order]
+    starts = np.searchsorted(src[order], np.arange(n + 1))
+    return lambda k: dst[starts[k] : starts[k + 1]]
+
+
+def _abut(
+    b: np.ndarray, sides: np.ndarray, i: np.ndarray, j: np.ndarray, ratio: float, edge_px: float
+) -> np.ndarray:
+    """Pairs cut on facing sides that meet (within ``2 * edge_px``) and overlap along the
+    border by at least ``ratio`` of the shorter side."""
+    gap = 2 * edge_px
+    h_overlap = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
+    w_overlap = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
+    h_short = np.minimum(b[i, 3] - b[i, 1], b[j, 3] - b[j, 1])
+    w_short = np.minimum(b[i, 2] - b[i, 0], b[j, 2] - b[j, 0])
+    left, top, right, bottom = 0, 1, 2, 3
+    across_x = (sides[i, right] & sides[j, left] & (np.abs(b[i, 2] - b[j, 0]) <= gap)) | (
+        sides[j, right] & sides[i, left] & (np.abs(b[j, 2] - b[i, 0]) <= gap)
+    )
+    across_y = (sides[i, bottom] & sides[j, top] & (np.abs(b[i, 3] - b[j, 1]) <= gap)) | (
+        sides[j, bottom] & sides[i, top] & (np.abs(b[j, 3] - b[i, 1]) <= gap)
+    )
+    return np.asarray(
+        (across_x & (h_overlap >= ratio * h_short)) | (across_y & (w_overlap >= ratio * w_short)),
+        dtype=bool,
+    )
+
+
+def _group_boxes(
+    b: np.ndarray, scores: np.ndarray, cut: np.ndarray, heads: np.ndarray, group: np.ndarray
+) -> np.ndarray:
+    """Each group's box: its best detection's, unless that one is cut; then the best uncut
+    member's, and without one the union of the (cut) parts."""
+    n = len(heads)
+    boxes = b[heads].copy()
+    cut_head = cut[heads]
+    if not cut_head.any():
+        return boxes
+    whole = np.flatnonzero(~cut)
+    best_whole = np.full(n, -1, dtype=np.int64)
+    ranked = whole[np.lexsort((-scores[whole], group[whole]))]  # by group, best first
+    first = np.r_[True, group[ranked][1:] != group[ranked][:-1]] if ranked.size else ranked
+    best_whole[group[ranked[first]]] = ranked[first]
+    parts = np.flatnonzero(cut)
+    union = np.column_stack(
+        [np.full(n, np.inf), np.full(n, np.inf), np.full(n, -np.inf), np.full(n, -np.inf)]
+    )
+    for k, reduce in enumerate((np.minimum, np.minimum, np.maximum, np.maximum)):
+        reduce.at(union[:, k], group[parts], b[parts, k])
+    use_whole = cut_head & (best_whole >= 0)
+    use_union = cut_head & (best_whole < 0)
+    boxes[use_whole] = b[best_whole[use_whole]]
+    boxes[use_union] = union[use_union]
+    return boxes
+
+
+def detect_scene(
+    loaded: LoadedDetector,
+    profile: Profile,
+    scene: Scene,
+    opts: DetectOptions | None = None,
+    aoi: BaseGeometry | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Objects:
+    """Detect objects over every (valid, in-AOI) tile of ``scene``, merged across tiles."""
+    opts = opts or DetectOptions()
+    check_detector_fits(loaded, profile, scene)
+    device = pick_device(opts.device)
+    if device.type == "cpu":
+        tune_malloc()
+    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
+    if aoi is not None:
+        grid = grid.within(aoi)
+    if opts.drop_empty:
+        grid = grid.drop_empty(progress=opts.progress)
+    preprocessor = ScenePreprocessor.build(profile.preprocess, scene)
+    raw = detect_grid(loaded.model, grid, preprocessor, opts, device)
+    merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
+    objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
+    objects.meta = {**(meta or {}), "tiles": raw.tiles, "raw_detections": len(raw.scores)}
+    return objects
+
+
+def objects_to_sites(
+    objects: Objects,
+    scene: Scene,
+    profile: Profile,
+    *,
+    run_id: str | None = None,
+    model_sha256: str | None = None,
+    pixel_size_m: float | None = None,
+    seen_at: datetime | None = None,
+) -> gpd.GeoDataFrame:
+    """A site table (:mod:`geoscreen.sites.site`), one row per object, best first."""
+    crs = STORAGE_CRS if scene.georeferenced else None
+    if len(objects) == 0:
+        return empty_sites(crs)
+    run = run_id or str(objects.meta.get("run_id") or uuid.uuid4().hex[:12])
+    geoms = boxes_to_map(objects.boxes, scene)
+    if scene.georeferenced:
+        area, unit = area_m2(geoms), "m2"
+    else:
+        size = pixel_size_m
+        if size is None and profile.imagery.resolution_m is not None:
+            size = scene_resolution_m(profile, scene)
+        area = box_areas_m2(objects.boxes, (size, size) if size else (1.0, 1.0))
+        unit = "m2" if size else "px2"
+    when = scene.acquired
+    seen = when or seen_at or datetime.now(UTC)
+    frame = gpd.GeoDataFrame(
+        {
+            "site_id": site_ids(profile.name, scene.id, run, boxes_to_polygons(objects.boxes)),
+            "score_max": objects.score_max,
+            "score_mean": objects.score_mean,
+            "tile_count": objects.tile_count,
+            "area_m2": area,
+            "scene_id": scene.id,
+            "acquired": pd.Timestamp(when) if when else pd.NaT,
+            "profile": profile.name,
+            "profile_version": profile.version,
+            "model_sha256": model_sha256 or objects.meta.get("model_sha256"),
+            "run_id": run,
+            "evidence_path": None,
+            "first_seen": pd.Timestamp(seen),
+            "last_seen": pd.Timestamp(seen),
+            "new_since": pd.NaT,
+            "detections": 1,
+            "area_unit": unit,
+        },
+        geometry=geoms.values,
+        crs=crs,
+    )
+    return normalise(frame)
+
+
+def write_detection_sites(frame: gpd.GeoDataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``sites.parquet`` (GeoParquet) and ``sites.gpkg`` into ``out_dir``, atomically."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "sites": write_sites(frame, folder / SITES_FILE),
+        "gpkg": write_sites(frame, folder / SITES_GPKG),
+    }
+
+
+def screen_detection(
+    profile: Profile,
+    scene_paths: Sequence[str],
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    aoi: str | None = None,
+    opts: DetectOptions | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``geoscreen screen`` for a detection profile: sites per scene in ``out/<scene id>/``.
+
+    Every scene, AOI and the model are checked before anything is written. Returns the
+    run's metadata and one summary per scene (for ``screen.json``).
+    """
+    opts = opts or DetectOptions(progress=True)
+    loaded = load_detector(model_dir)
+    scenes = [open_scene(s, sensor=profile.imagery.sensor) for s in scene_paths]
+    for scene in scenes:
+        check_detector_fits(loaded, profile, scene)
+    areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in scenes]
+    run_id = uuid.uuid4().hex[:12]
+    meta = {
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "model_sha256": loaded.sha256,
+        "run_id": run_id,
+        "task": "detect",
+    }
+    results = []
+    for scene, area in zip(scenes, areas, strict=True):
+        objects = detect_scene(loaded, profile, scene, opts, aoi=area, meta=meta)
+        sites = objects_to_sites(
+            objects, scene, profile, run_id=run_id, model_sha256=loaded.sha256,
+            pixel_size_m=opts.pixel_size_m,
+        )  # fmt: skip
+        files = write_detection_sites(sites, Path(out) / scene.id)
+        shown = int((sites["score_max"] >= profile.threshold).sum())
+        echo(
+            f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
+            f"({shown} scoring >= {profile.threshold:g}) -> {files['sites']}"
+        )
+        results.append(
+            {
+                "scene": scene.uri,
+                "scene_id": scene.id,
+                "tiles": objects.meta["tiles"],
+                "objects": len(sites),
+                "files": {k: str(v) for k, v in files.items()},
+            }
+        )
+    return meta, results

@@ -1,0 +1,230 @@
+"""Tiled detection: cross-tile duplicate suppression and box merging, scene coordinates, sites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.windows import Window
+
+from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.samples import sample_path
+from geoscreen.sites.site import SITE_COLUMNS, read_sites
+from geoscreen.vision.boxes import boxes_from_map
+from geoscreen.vision.detect_infer import (
+    SITES_FILE,
+    SITES_GPKG,
+    DetectOptions,
+    RawDetections,
+    cut_sides,
+    detect_scene,
+    merge_across_tiles,
+    objects_to_sites,
+    write_detection_sites,
+)
+from geoscreen.vision.detect_train import detector_config
+from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector, save_detector
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def profile() -> Profile:
+    return load_profile(CONFIGS / "tree_crowns_detect_neon.yaml")
+
+
+@pytest.fixture(scope="module")
+def osbs() -> Scene:
+    return open_scene(sample_path("neon_osbs"), sensor="rgb")
+
+
+def ideal_detections(grid: TileGrid, objects: np.ndarray, edge_px: float = 2.0) -> RawDetections:
+    """What a perfect detector reports: each object's visible part in every tile it touches."""
+    boxes, scores, tiles, cuts = [], [], [], []
+    size = grid.tile_size
+    for index, tile in enumerate(grid):
+        c0, r0 = tile.window.col_off, tile.window.row_off
+        for k, (x0, y0, x1, y1) in enumerate(objects):
+            part = np.array(
+                [max(x0, c0), max(y0, r0), min(x1, c0 + size), min(y1, r0 + size)], dtype=float
+            )
+            part[0::2] = part[0::2].clip(0, grid.scene.width)
+            part[1::2] = part[1::2].clip(0, grid.scene.height)
+            if part[2] - part[0] <= 0 or part[3] - part[1] <= 0:
+                continue
+            boxes.append(part)
+            scores.append(0.5 + 0.4 * ((index * 7 + k * 3) % 10) / 10)  # varied, any order
+            tiles.append(index)
+            cuts.append(cut_sides(part[None], c0, r0, size, grid.scene, edge_px)[0])
+    if not boxes:
+        return RawDetections.empty(len(grid))
+    return RawDetections(
+        np.array(boxes), np.array(scores), np.array(tiles), np.array(cuts), len(grid)
+    )
+
+
+def test_an_object_split_by_a_tile_border_is_reported_once(osbs: Scene) -> None:
+    grid = TileGrid(osbs, 128, 32)  # tiles start at 0, 96, 192, 288
+    whole_in_one = np.array([[80.0, 20.0, 120.0, 60.0]])  # whole in tile col 0, cut in col 1
+    raw = ideal_detections(grid, whole_in_one)
+    assert len(raw.scores) == 2 and raw.cut.sum() == 1
+    objects = merge_across_tiles(raw, merge_iou=0.4)
+    assert len(objects) == 1
+    np.testing.assert_allclose(objects.boxes, whole_in_one)
+    assert objects.tile_count.tolist() == [2]
+    assert objects.score_max[0] == raw.scores.max()
+    assert objects.score_mean[0] == pytest.approx(raw.scores.mean())
+    # Wider than the overlap: no tile sees it whole; the parts are put back together.
+    wide = np.array([[70.0, 100.0, 150.0, 140.0]])
+    raw = ideal_detections(grid, wide)
+    assert raw.cut.all() and len(raw.scores) == 4  # two columns x two rows of tiles
+    objects = merge_across_tiles(raw, merge_iou=0.4)
+    assert len(objects) == 1
+    np.testing.assert_allclose(objects.boxes, wide)
+    assert objects.tile_count.tolist() == [4]
+
+
+def test_neighbouring_objects_stay_apart(osbs: Scene) -> None:
+    grid = TileGrid(osbs, 128, 32)
+    # Two crowns side by side across the tile border, touching: two objects.
+    pair = np.array([[70.0, 20.0, 100.0, 50.0], [100.0, 20.0, 130.0, 50.0]])
+    objects = merge_across_tiles(ideal_detections(grid, pair), merge_iou=0.4)
+    assert len(objects) == 2
+    np.testing.assert_allclose(objects.boxes[np.argsort(objects.boxes[:, 0])], pair)
+    # Overlapping detections of two objects inside one tile are the model's NMS's business:
+    # the cross-tile rule leaves them alone.
+    raw = RawDetections(
+        np.array([[10.0, 10.0, 40.0, 40.0], [25.0, 10.0, 55.0, 40.0]]),
+        np.array([0.9, 0.8]),
+        np.array([0, 0]),
+        np.zeros((2, 4), dtype=bool),
+        1,
+    )
+    assert len(merge_across_tiles(raw, merge_iou=0.4)) == 2
+    assert len(merge_across_tiles(raw, merge_iou=0.3)) == 1  # IoU 1/3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(96, 400),
+    st.integers(96, 400),
+    st.sampled_from([(64, 0), (64, 16), (96, 32), (128, 48), (100, 0)]),
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(4, 60), st.integers(4, 60)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 10_000),
+)
+def test_ideal_detections_merge_to_exactly_the_objects(
+    osbs: Scene,
+    width: int,
+    height: int,
+    tiling: tuple[int, int],
+    shapes: list[tuple[int, int, int, int]],
+    seed: int,
+) -> None:
+    """Objects anywhere (in separate 100 px cells), any grid: each reported once, exactly."""
+    from dataclasses import replace
+
+    scene = replace(osbs, width=width, height=height)
+    grid = TileGrid(scene, *tiling)
+    rng = np.random.default_rng(seed)
+    cells = {
+        (cx, cy) for cx, cy, _, _ in shapes if (cx + 1) * 100 <= width and (cy + 1) * 100 <= height
+    }
+    objects = []
+    for cx, cy in sorted(cells):
+        w, h = next((w, h) for x, y, w, h in shapes if (x, y) == (cx, cy))
+        x0 = cx * 100 + rng.uniform(1, 99 - w)
+        y0 = cy * 100 + rng.uniform(1, 99 - h)
+        objects.append([x0, y0, x0 + w, y0 + h])
+    truth = np.array(objects).reshape(-1, 4)
+    merged = merge_across_tiles(ideal_detections(grid, truth), merge_iou=0.4)
+    assert len(merged) == len(truth)
+    order = np.lexsort((merged.boxes[:, 1], merged.boxes[:, 0]))
+    expected = truth[np.lexsort((truth[:, 1], truth[:, 0]))]
+    np.testing.assert_allclose(merged.boxes[order], expected, atol=1e-9)
+
+
+def test_no_detections() -> None:
+    objects = merge_across_tiles(RawDetections.empty(5), merge_iou=0.4)
+    assert len(objects) == 0 and objects.boxes.shape == (0, 4)
+
+
+def yell_crop(path: Path, width: int = 300, height: int = 260) -> Path:
+    """A pixel-space PNG cut from the real YELL crop (few tiles, fast)."""
+    with rasterio.open(sample_path("neon_yell")) as src:
+        data = src.read(window=Window(400, 300, width, height))
+    with rasterio.open(
+        path, "w", driver="PNG", width=width, height=height, count=data.shape[0], dtype="uint8"
+    ) as dst:
+        dst.write(data)
+    return path
+
+
+# -- end to end with an untrained detector (mechanics, not quality) -------------------------
+@pytest.fixture(scope="module")
+def untrained(
+    tmp_path_factory: pytest.TempPathFactory, profile: Profile, osbs: Scene
+) -> LoadedDetector:
+    """ImageNet backbone, random heads, every score kept: boxes everywhere."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    config = replace(detector_config(profile, osbs, 0.1), score_threshold=0.0, max_detections=20)
+    model = build_detector(config)
+    folder = tmp_path_factory.mktemp("untrained")
+    minimal = {
+        "profile": {"name": profile.name, "version": profile.version},
+        "task": "detect",
+        "detector": config.to_card(),
+        "backbone": {"name": "efficientnet_lite0", "in_channels": 3,
+                     "band_roles": ["red", "green", "blue"]},
+        "preprocess": profile.preprocess.model_dump(mode="json"),
+        "tiling": profile.tiling.model_dump(mode="json"),
+    }  # fmt: skip
+    save_detector(model, minimal, folder, "# untrained\n")
+    return load_detector(folder)
+
+
+@pytest.mark.slow
+def test_detect_scene_writes_sites_in_lonlat_and_pixels(
+    untrained: LoadedDetector, profile: Profile, osbs: Scene, tmp_path: Path
+) -> None:
+    opts = DetectOptions(device="cpu", num_workers=0, batch_size=4)
+    objects = detect_scene(untrained, profile, osbs, opts, meta={"run_id": "r1"})
+    assert objects.meta["tiles"] == 4  # 400 px in 256 px tiles overlapping by 64
+    assert 0 < len(objects) <= objects.meta["raw_detections"] <= 4 * 20
+    assert (objects.boxes[:, :2] >= 0).all() and (objects.boxes[:, 2] <= osbs.width).all()
+    assert (np.diff(objects.score_max) <= 0).all()  # best first
+    sites = objects_to_sites(objects, osbs, profile, model_sha256=untrained.sha256)
+    assert tuple(sites.columns[: len(SITE_COLUMNS)]) == SITE_COLUMNS
+    assert sites.crs.to_epsg() == 4326
+    assert sites["run_id"].eq("r1").all() and sites["model_sha256"].eq(untrained.sha256).all()
+    assert sites["site_id"].is_unique
+    assert sites.geometry.within(osbs.footprint.buffer(1e-7)).all()
+    np.testing.assert_allclose(boxes_from_map(sites.geometry, osbs), objects.boxes, atol=1e-3)
+    area_px = (objects.boxes[:, 2] - objects.boxes[:, 0]) * (
+        objects.boxes[:, 3] - objects.boxes[:, 1]
+    )
+    np.testing.assert_allclose(sites["area_m2"], area_px * 0.01, rtol=1e-3)
+    written = write_detection_sites(sites, tmp_path)
+    assert written["sites"].name == SITES_FILE and written["gpkg"].name == SITES_GPKG
+    for path in written.values():
+        again = read_sites(path)
+        assert len(again) == len(sites) and again.crs.to_epsg() == 4326
+
+    yell = open_scene(yell_crop(tmp_path / "yell_crop.png"), sensor="rgb")
+    objects = detect_scene(untrained, profile, yell, opts)
+    sites = objects_to_sites(objects, yell, profile)
+    assert sites.crs is None  # pixel space
+    np.testing.assert_allclose(sites.total_bounds[2:] <= [yell.width, yell.height], True)
+    assert (sites["area_unit"] == "m2").all()  # nominal 0.1 m from the profile
