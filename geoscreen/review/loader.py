@@ -476,3 +476,28 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and np.isnan(value):
         return None
     return value
+
+
+def screened_scenes(
+    store: Store, *, profile: str, profile_version: str | None, model_sha256: str | None
+) -> set[str]:
+    """Scene ids with a complete run of this profile version and model (for incremental scans)."""
+    query = (
+        select(scenes.c.scene_id)
+        .join(run_scenes, run_scenes.c.scene_pk == scenes.c.id)
+        .join(runs, runs.c.id == run_scenes.c.run_pk)
+        .where(
+            runs.c.profile == profile,
+            runs.c.profile_version.is_(None)
+            if profile_version is None
+            else runs.c.profile_version == profile_version,
+            runs.c.model_sha256.is_(None)
+            if model_sha256 is None
+            else runs.c.model_sha256 == model_sha256,
+            runs.c.completed_at.is_not(None),
+            run_scenes.c.status == "done",
+        )
+        .distinct()
+    )
+    with store.read() as conn:
+        return set(conn.execute(query).scalars())

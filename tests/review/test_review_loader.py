@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from geoscreen.errors import InputError
 from geoscreen.review import audit
-from geoscreen.review.loader import load_sites
+from geoscreen.review.loader import load_sites, screened_scenes
 from geoscreen.review.schema import candidates, detections, review_events, run_scenes, runs
 from geoscreen.review.store import Store
 from geoscreen.review.workflow import add_note, set_status
@@ -44,6 +44,12 @@ def test_load_is_idempotent(store: Store, sites: Callable[..., Path]) -> None:
     with store.read() as conn:
         scenes = conn.execute(select(run_scenes.c.site_count)).scalars().all()
     assert sorted(scenes) == [16, 17, 17]
+    screened = screened_scenes(
+        store, profile="brick_kilns_s2", profile_version="0.1.0", model_sha256="ab" * 32
+    )
+    assert screened == {"S2_0", "S2_1", "S2_2"}
+    assert not screened_scenes(store, profile="brick_kilns_s2", profile_version="0.2.0",
+                               model_sha256="ab" * 32)  # fmt: skip
     c = store.candidates(order="id")[0]
     assert (c.status, c.version, c.score_mean is not None, c.tile_count is not None) == (
         "new",
