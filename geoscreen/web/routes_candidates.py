@@ -24,6 +24,8 @@ router = APIRouter(prefix="/api")
 CandidateId = Annotated[int, Path(ge=1, le=2**62, description="Candidate id.")]
 Statuses = Annotated[list[Status], Query(max_length=len(STATUSES))]
 Profile = Annotated[str | None, Query(min_length=1, max_length=64)]
+_NUMBER = r"-?[0-9]{1,3}(\.[0-9]{1,12})?"
+BBOX_PATTERN = f"^{_NUMBER}(,{_NUMBER}){{3}}$"
 ERRORS: dict[int | str, dict[str, Any]] = {404: {}, 422: {}}
 
 
@@ -61,7 +63,7 @@ def summary(state: State) -> dict[str, Any]:
 @router.get("/candidates", responses=ERRORS)
 def in_view(
     state: State,
-    bbox: Annotated[str, Query(max_length=200, description="minlon,minlat,maxlon,maxlat")],
+    bbox: Annotated[str, Query(pattern=BBOX_PATTERN, description="minlon,minlat,maxlon,maxlat")],
     zoom: Annotated[int, Query(ge=0, le=24)] = 0,
     status: Statuses = [],  # noqa: B006 (FastAPI copies defaults)
     profile: Profile = None,

@@ -88,9 +88,12 @@ def osbs_sites(path: Path, evidence: Path, count: int = 3) -> Path:
 
 
 def seed(
-    folder: str | Path, n: int = 200, *, chips: int = 50, imagery_sites: int = 3
+    folder: str | Path, n: int = 200, *, chips: int | None = None, imagery_sites: int = 3
 ) -> Seeded:
-    """A SQLite store in ``folder`` with ``n`` + ``imagery_sites`` candidates and users."""
+    """A SQLite store in ``folder`` with ``n`` + ``imagery_sites`` candidates and users.
+
+    The first ``chips`` synthetic sites (default: all) get an evidence chip file.
+    """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     evidence = root / "evidence"
@@ -101,7 +104,7 @@ def seed(
             add_user(store, name, role, password=PASSWORD, actor="seed")
         if n:
             sites = make_sites(root / "sites.parquet", n)
-            for i in range(min(chips, n)):
+            for i in range(n if chips is None else min(chips, n)):
                 chip(evidence / f"site-{i:07d}.png", i)
             load_sites(store, sites, actor="seed")
         if imagery_sites:

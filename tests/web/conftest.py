@@ -18,8 +18,8 @@ from geoscreen.web.testing import Seeded, log_in, seed
 
 @pytest.fixture(scope="session")
 def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
-    """One seeded store per test process: 200 synthetic sites + 3 in the OSBS image."""
-    return seed(tmp_path_factory.mktemp("seeded"), 200)
+    """One seeded store per test process: 200 synthetic sites (50 chips) + 3 in OSBS."""
+    return seed(tmp_path_factory.mktemp("seeded"), 200, chips=50)
 
 
 @pytest.fixture

@@ -222,6 +222,7 @@
       showImagery(data);
     }
     selection.clearLayers();
+    if (data.imagery) selection.addLayer(imageryLayer(data.imagery));
     const outline = L.geoJSON(c.geometry, { style: { color: "#ffd400", weight: 3, fill: false } });
     selection.addLayer(outline);
     if (pan) map.setView([c.lat, c.lon], Math.max(map.getZoom(), 15));
@@ -238,6 +239,14 @@
     else chip.removeAttribute("src");
   }
 
+  function imageryLayer(imagery) {
+    const [w, s, e, n] = imagery.window;
+    return L.tileLayer(imagery.tiles, {
+      minZoom: imagery.minzoom, maxZoom: imagery.maxzoom + 2, maxNativeZoom: imagery.maxzoom,
+      bounds: L.latLngBounds([s, w], [n, e]), noWrap: true,
+    });
+  }
+
   function showImagery(data) {
     const box = $("imagery");
     const imagery = data.imagery;
@@ -252,10 +261,7 @@
     state.imageryLayers.forEach((layer) => small.removeLayer(layer));
     const [w, s, e, n] = imagery.window;
     const bounds = L.latLngBounds([s, w], [n, e]);
-    const tiles = L.tileLayer(imagery.tiles, {
-      minZoom: imagery.minzoom, maxZoom: imagery.maxzoom + 2, maxNativeZoom: imagery.maxzoom,
-      bounds, noWrap: true,
-    });
+    const tiles = imageryLayer(imagery);
     const outline = L.geoJSON(data.candidate.geometry, {
       style: { color: "#ffd400", weight: 2, fill: false },
     });
