@@ -8,6 +8,7 @@ from geoscreen.cli import (  # noqa: F401  (they register commands)
     review,
     sites,
     vision,
+    web,
 )
 from geoscreen.cli.app import cli, main
 

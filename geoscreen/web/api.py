@@ -63,9 +63,7 @@ class ErrorBody(BaseModel):
     current: dict[str, Any] | None = None
 
 
-def error_response(
-    status: int, message: str, fix: str | None = None, **extra: Any
-) -> JSONResponse:
+def error_response(status: int, message: str, fix: str | None = None, **extra: Any) -> JSONResponse:
     """A JSON error that is never cached."""
     return JSONResponse({"error": message, "fix": fix, **extra}, status, headers=NO_STORE)
 

@@ -167,9 +167,7 @@ class CandidateIndex:
                 changed = sorted({int(e.entity_id) for e in entries})
             if not reload:
                 rows = conn.execute(
-                    select(candidates.c.id, candidates.c.status).where(
-                        candidates.c.id.in_(changed)
-                    )
+                    select(candidates.c.id, candidates.c.status).where(candidates.c.id.in_(changed))
                 ).all()
                 for row in rows:
                     self.set_status(row.id, row.status)
@@ -323,9 +321,7 @@ def _clusters(
         np.round(np.bincount(local, lon, size)[used] / n, 6),
         np.round(np.bincount(local, lat, size)[used] / n, 6),
         n,
-        np.round(
-            np.bincount(local[valid], score[valid], size)[used] / np.maximum(scored, 1), 4
-        ),
+        np.round(np.bincount(local[valid], score[valid], size)[used] / np.maximum(scored, 1), 4),
     ]
     status = snap.status[rows]
     for code in range(len(STATUSES)):

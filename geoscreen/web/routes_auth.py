@@ -43,9 +43,7 @@ def login_page(request: Request, state: State) -> Response:
 
 
 @router.post("/api/login", responses={401: {}, 403: {}, 429: {}})
-def login(
-    body: LoginRequest, request: Request, state: State
-) -> JSONResponse:
+def login(body: LoginRequest, request: Request, state: State) -> JSONResponse:
     """Start a session (rate limited per client address and per user name)."""
     ip = request.client.host if request.client else "unknown"
     wait = state.limits.retry_after(ip, body.username)
@@ -76,9 +74,7 @@ def login(
 
 
 @router.post("/api/logout")
-def logout(
-    request: Request, state: State, who: Who
-) -> JSONResponse:
+def logout(request: Request, state: State, who: Who) -> JSONResponse:
     """End this session."""
     state.sessions.drop(request.cookies.get(SESSION_COOKIE))
     audit.log(state.store, actor=who.user, action="logout", entity="user", entity_id=who.user)

@@ -18,9 +18,7 @@ KEYS = {"j": "next", "k": "previous", "c": "confirmed", "r": "rejected", "n": "n
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def review_page(
-    request: Request, state: State, who: Who
-) -> Response:
+def review_page(request: Request, state: State, who: Who) -> Response:
     """The map, the queue and the side panel."""
     config = {
         "user": who.user,

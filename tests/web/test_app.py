@@ -97,9 +97,7 @@ def test_viewport_clusters_when_crowded(login: Login) -> None:
 
 def test_viewport_filters_and_bad_boxes(login: Login) -> None:
     client, csrf = login("ann")
-    only = client.get(
-        "/api/candidates", params={"bbox": WORLD, "profile": IMAGERY_PROFILE}
-    ).json()
+    only = client.get("/api/candidates", params={"bbox": WORLD, "profile": IMAGERY_PROFILE}).json()
     assert only["total"] == 3
     cid = only["points"][0][0]
     _decide(client, csrf, cid, "rejected", 1, "a shadow")
