@@ -25,9 +25,8 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import insert
 
 from geoscreen.errors import ConfigError
-from geoscreen.fileio import atomic_write
+from geoscreen.fileio import atomic_write, sha256_file
 from geoscreen.review import audit
-from geoscreen.review.loader import file_sha256
 from geoscreen.review.redaction import RedactionConfig, count_grid, count_regions, donut_mask
 from geoscreen.review.schema import exports
 from geoscreen.review.store import CandidateFilter, Store
@@ -144,7 +143,7 @@ def export_candidates(
 
     def write(tmp: str) -> None:
         _write(layer, tmp, fmt)
-        digest = file_sha256(tmp)
+        digest = sha256_file(tmp)
         params = {
             "format": fmt,
             "redaction": config.describe(),

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from geoscreen.errors import InputError
+from geoscreen.fileio import sha256_file
 from geoscreen.review import audit
 from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
 from geoscreen.review.store import Store
@@ -141,7 +142,7 @@ def load_sites(
     started = time.perf_counter()
     source = Path(path)
     frame = read_sites(source)
-    digest = file_sha256(source)
+    digest = sha256_file(source)
     profile = _single(frame, "profile", profile, source)
     if profile is None:
         raise InputError(
@@ -453,15 +454,6 @@ def _single(frame: gpd.GeoDataFrame, column: str, given: str | None, source: Pat
             f"--{column.replace('_', '-')} {given!r} but the file says {value!r}", where=str(source)
         )
     return given or value
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (read in 1 MiB blocks; vision.weights has one but imports torch)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:

