@@ -23,7 +23,8 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
-from geoscreen.vision.train import TrainOptions, train_classifier
+from geoscreen.vision.split import blocked_split
+from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 from geoscreen.vision.weights import sha256_file
 
 PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
@@ -167,3 +168,28 @@ def test_labels_elsewhere(
     with pytest.raises(InputError):
         train_classifier(profile, [yell_labels_path], [osbs_path], tmp_path / "m", TrainOptions())
     assert not (tmp_path / "m").exists()
+
+
+def test_finetune_runs_and_keeps_best_epoch(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """Fine-tuning (the GPU mode) on the CPU for two epochs: flips, jitter, early stopping."""
+    opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
+    card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path, opts)
+    training = card["training"]
+    assert training["mode"] == "finetune" and training["epochs_run"] in (1, 2)
+    assert 1 <= training["best_epoch"] <= training["epochs_run"]
+    assert 0.0 <= card["metrics"]["val_average_precision"] <= 1.0
+    # The card's validation AP is that of the saved (restored best-epoch) weights.
+    loaded = load_model(tmp_path)
+    data = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
+    split = blocked_split(
+        data.chips, data.groups, block_px=3 * 64, val_fraction=opts.val_fraction, seed=opts.seed
+    )
+    assert int(split.val.size) == card["split"]["val_chips"]
+    dataset = data.dataset()
+    images = torch.stack([dataset[int(i)]["image"] for i in split.val])
+    with torch.inference_mode():
+        scores = torch.sigmoid(loaded.model(images)).numpy()
+    ap = average_precision(scores, data.labels[split.val].astype(bool))
+    assert ap == pytest.approx(card["metrics"]["val_average_precision"], abs=1e-5)
