@@ -5,7 +5,9 @@ The review page asks for the candidates in its viewport many times a second; wit
 SQL for every pan. The server instead keeps one small array per field (id, lon, lat,
 score, status, profile, last seen; about 40 bytes a candidate) and answers viewport
 and queue requests with numpy: points when few enough are in view, else counts on a
-grid aligned to the map's zoom level (clusters).
+grid aligned to the map's zoom level (clusters, :mod:`geoscreen.web.clusters`). The
+arrays are sorted by longitude, so a viewport starts from a binary search; wide views
+(many candidates) come from per-zoom cell tables kept until the next status change.
 
 It stays in step with the store through the audit log, which every change passes
 through: at most every ``check_every_s`` a request reads the audit head; status changes
@@ -16,64 +18,81 @@ update it at once.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import select
 
 from geoscreen.review.records import STATUSES
 from geoscreen.review.schema import audit_head, audit_log, candidates
 from geoscreen.review.spatial import BBox
 from geoscreen.review.store import Store
+from geoscreen.web.clusters import COLUMNS, CellTable, cell_size
 
 QUEUE_ORDERS = ("score", "uncertainty", "newest")
 DEFAULT_THRESHOLD = 0.5
-CELLS_PER_TILE = 4  # a cluster cell is a quarter of a 256-pixel map tile: 64 px
-MAX_CELLS = 20_000
 MAX_PENDING_ENTRIES = 5_000
+WIDE_VIEW = 20_000  # candidates in a viewport's longitude band above which cell tables answer
+CACHED_TABLES = 32
 # Audit actions that never change what the index holds; "status" is applied per candidate.
 _NO_CHANGE = frozenset(
     {"note", "view", "export", "login", "logout", "user_add", "user_enable", "user_disable",
      "user_password"}
 )  # fmt: skip
-CLUSTER_COLUMNS = ("lon", "lat", "count", "mean_score", *STATUSES)
 _CODES = {s: i for i, s in enumerate(STATUSES)}
+_LOAD_SQL = "SELECT id, lon, lat, score, status, profile, last_seen FROM candidates ORDER BY id"
 
 
 class Snapshot:
-    """The arrays, sorted by id; ``status`` is updated in place."""
+    """The arrays, sorted by longitude; ``status`` is updated in place (``version`` counts)."""
 
-    def __init__(self, rows: Sequence[Any], seq: int) -> None:
+    def __init__(self, rows: Sequence[Sequence[Any]], seq: int) -> None:
+        """From rows of (id, lon, lat, score, status, profile, last_seen) sorted by id."""
         self.seq = seq
-        n = len(rows)
-        self.ids = np.fromiter((r.id for r in rows), np.int64, n)
-        self.lon = np.fromiter((r.lon for r in rows), np.float64, n)
-        self.lat = np.fromiter((r.lat for r in rows), np.float64, n)
-        self.score = np.fromiter(
-            (np.nan if r.score is None else r.score for r in rows), np.float64, n
-        )
-        self.status = np.fromiter((_CODES[r.status] for r in rows), np.int8, n)
-        self.profiles = tuple(sorted({r.profile for r in rows}))
-        codes = {p: i for i, p in enumerate(self.profiles)}
-        self.profile = np.fromiter((codes[r.profile] for r in rows), np.int16, n)
-        self.last_seen = np.fromiter(
-            (np.nan if r.last_seen is None else r.last_seen.timestamp() for r in rows),
-            np.float64,
-            n,
-        )
+        self.version = 0
+        self._versions = itertools.count(1)
+        ids, lon, lat, score, status, profile, seen = (
+            list(column) for column in zip(*rows, strict=True)
+        ) if rows else ([], [], [], [], [], [], [])  # fmt: skip
+        by_id = np.array(ids, dtype=np.int64)
+        order = np.argsort(np.array(lon, dtype=np.float64), kind="stable")
+        self._sorted_ids = by_id
+        self._row_of = np.empty_like(order)
+        self._row_of[order] = np.arange(order.size)
+        self.ids = by_id[order]
+        self.lon = np.array(lon, dtype=np.float64)[order]
+        self.lat = np.array(lat, dtype=np.float64)[order]
+        self.score = np.array(score, dtype=np.float64)[order]  # None becomes NaN
+        self.status = np.array([_CODES[s] for s in status], dtype=np.int8)[order]
+        codes, names = pd.factorize(pd.Series(profile, dtype=object), sort=True)
+        self.profiles: tuple[str, ...] = tuple(str(p) for p in names)
+        self.profile = codes.astype(np.int16)[order]
+        # naive UTC as stored (text on SQLite, datetimes on PostgreSQL); None becomes NaN
+        when = pd.to_datetime(pd.Series(seen, dtype=object), utc=True, format="ISO8601")
+        self.last_seen = (when - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()[order]
 
     def __len__(self) -> int:
         return int(self.ids.size)
 
     def position(self, candidate_id: int) -> int | None:
         """Row of a candidate id, if indexed."""
-        pos = int(np.searchsorted(self.ids, candidate_id))
-        return pos if pos < self.ids.size and self.ids[pos] == candidate_id else None
+        pos = int(np.searchsorted(self._sorted_ids, candidate_id))
+        if pos < self._sorted_ids.size and self._sorted_ids[pos] == candidate_id:
+            return int(self._row_of[pos])
+        return None
+
+    def set_status(self, row: int, code: int) -> None:
+        """Change one status in place."""
+        self.status[row] = code
+        self.version = next(self._versions)
 
 
 @dataclass(frozen=True)
@@ -102,11 +121,15 @@ class CandidateIndex:
         thresholds: Mapping[str, float] | None = None,
         *,
         check_every_s: float = 1.0,
+        wide_view: int = WIDE_VIEW,
     ) -> None:
         self.store = store
         self.thresholds = dict(thresholds or {})
         self.check_every_s = check_every_s
+        self.wide_view = wide_view
         self._sync_lock = threading.Lock()
+        self._tables: OrderedDict[tuple[Any, ...], tuple[Snapshot, int, CellTable]] = OrderedDict()
+        self._tables_lock = threading.Lock()
         self._checked = time.monotonic()
         self.snapshot = self._load()
 
@@ -116,24 +139,20 @@ class CandidateIndex:
 
     # -- keeping in step -------------------------------------------------------------------
     def _load(self) -> Snapshot:
-        query = select(
-            candidates.c.id,
-            candidates.c.lon,
-            candidates.c.lat,
-            candidates.c.score,
-            candidates.c.status,
-            candidates.c.profile,
-            candidates.c.last_seen,
-        ).order_by(candidates.c.id)
+        # Plain driver rows: SQLAlchemy's per-row datetime handling would double the time.
         with self.store.read() as conn:
             seq = int(conn.execute(select(audit_head.c.seq)).scalar_one())
-            rows = conn.execute(query).all()
+            rows = conn.exec_driver_sql(_LOAD_SQL).fetchall()
         return Snapshot(rows, seq)
 
     def reload(self) -> None:
         """Read every candidate again."""
         with self._sync_lock:
             self.snapshot = self._load()
+
+    def due(self) -> bool:
+        """Whether :meth:`sync` would look at the store now."""
+        return time.monotonic() - self._checked >= self.check_every_s
 
     def sync(self, *, force: bool = False) -> None:
         """Catch up with changes made elsewhere (at most every ``check_every_s``)."""
@@ -179,8 +198,8 @@ class CandidateIndex:
         """Record a status change made through the server."""
         snap = self.snapshot
         pos = snap.position(candidate_id)
-        if pos is not None:
-            snap.status[pos] = _CODES[status]
+        if pos is not None and snap.status[pos] != _CODES[status]:
+            snap.set_status(pos, _CODES[status])
 
     # -- queries ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -197,15 +216,17 @@ class CandidateIndex:
             "bounds": None if bounds is None else [float(b) for b in bounds],
         }
 
-    def _select(self, statuses: Sequence[str], profile: str | None) -> np.ndarray | None:
-        """Boolean mask of the status/profile filter (``None``: everything)."""
+    def _select(
+        self, statuses: Sequence[str], profile: str | None, rows: slice = slice(None)
+    ) -> np.ndarray | None:
+        """Boolean mask of the status/profile filter over ``rows`` (``None``: all of them)."""
         snap = self.snapshot
         mask = None
         if statuses:
-            mask = np.isin(snap.status, [_CODES[s] for s in statuses])
+            mask = np.isin(snap.status[rows], [_CODES[s] for s in statuses])
         if profile is not None:
             code = snap.profiles.index(profile) if profile in snap.profiles else -1
-            chosen = snap.profile == code
+            chosen = snap.profile[rows] == code
             mask = chosen if mask is None else mask & chosen
         return mask
 
@@ -218,37 +239,66 @@ class CandidateIndex:
         profile: str | None = None,
         max_points: int = 2000,
     ) -> dict[str, Any]:
-        """Candidates in a viewport: ``points`` if at most ``max_points``, else ``clusters``."""
+        """Candidates in a viewport: ``points`` if at most ``max_points``, else ``clusters``.
+
+        Clusters from a cell table cover whole cells touching the viewport.
+        """
         snap = self.snapshot
-        inside = (snap.lon >= box.minx) & (snap.lon <= box.maxx)
-        inside &= (snap.lat >= box.miny) & (snap.lat <= box.maxy)
-        chosen = self._select(statuses, profile)
+        lo = int(np.searchsorted(snap.lon, box.minx, side="left"))
+        hi = int(np.searchsorted(snap.lon, box.maxx, side="right"))
+        if hi - lo > self.wide_view:
+            table = self._table(snap, zoom, tuple(statuses), profile)
+            total, clusters = table.within(box)
+            if total > max_points:
+                return _clusters(total, table.cell, clusters)
+        band = slice(lo, hi)
+        inside = (snap.lat[band] >= box.miny) & (snap.lat[band] <= box.maxy)
+        chosen = self._select(statuses, profile, band)
         if chosen is not None:
             inside &= chosen
-        rows = np.flatnonzero(inside)
-        if rows.size <= max_points:
-            points = np.column_stack(
-                [
-                    snap.ids[rows],
-                    np.round(snap.lon[rows], 6),
-                    np.round(snap.lat[rows], 6),
-                    np.round(snap.score[rows], 4),
-                    snap.status[rows],
-                ]
-            ).tolist()
-            for p in points:
-                p[0], p[4] = int(p[0]), STATUSES[int(p[4])]
-                if math.isnan(p[3]):
-                    p[3] = None
-            return {"kind": "points", "total": int(rows.size), "points": points}
-        cell, clusters = _clusters(snap, rows, box, zoom)
-        return {
-            "kind": "clusters",
-            "total": int(rows.size),
-            "cell_deg": cell,
-            "columns": list(CLUSTER_COLUMNS),
-            "clusters": clusters,
-        }
+        rows = lo + np.flatnonzero(inside)
+        if rows.size > max_points:
+            cell = cell_size(zoom, box)
+            table = CellTable.build(
+                snap.lon[rows], snap.lat[rows], snap.score[rows], snap.status[rows], cell
+            )
+            return _clusters(int(rows.size), cell, table.within()[1])
+        points = np.column_stack(
+            [
+                snap.ids[rows],
+                np.round(snap.lon[rows], 6),
+                np.round(snap.lat[rows], 6),
+                np.round(snap.score[rows], 4),
+                snap.status[rows],
+            ]
+        ).tolist()
+        for p in points:
+            p[0], p[4] = int(p[0]), STATUSES[int(p[4])]
+            if math.isnan(p[3]):
+                p[3] = None
+        return {"kind": "points", "total": int(rows.size), "points": points}
+
+    def _table(
+        self, snap: Snapshot, zoom: int, statuses: tuple[str, ...], profile: str | None
+    ) -> CellTable:
+        """The cell table of every (chosen) candidate at a zoom, rebuilt after changes."""
+        key = (zoom, statuses, profile)
+        with self._tables_lock:
+            cached = self._tables.get(key)
+            if cached is not None and cached[0] is snap and cached[1] == snap.version:
+                self._tables.move_to_end(key)
+                return cached[2]
+        version = snap.version
+        chosen = self._select(statuses, profile)
+        rows = slice(None) if chosen is None else np.flatnonzero(chosen)
+        table = CellTable.build(
+            snap.lon[rows], snap.lat[rows], snap.score[rows], snap.status[rows], cell_size(zoom)
+        )
+        with self._tables_lock:
+            self._tables[key] = (snap, version, table)
+            while len(self._tables) > CACHED_TABLES:
+                self._tables.popitem(last=False)
+        return table
 
     def queue(
         self,
@@ -295,40 +345,11 @@ class CandidateIndex:
         return total, items
 
 
-def _clusters(
-    snap: Snapshot, rows: np.ndarray, box: BBox, zoom: int
-) -> tuple[float, list[list[float]]]:
-    """Counts per grid cell (aligned to the zoom level's tiles, so pans keep clusters)."""
-    cell = 360.0 / (2 ** max(zoom, 0)) / CELLS_PER_TILE
-    nx = math.floor(box.maxx / cell) - math.floor(box.minx / cell) + 1
-    ny = math.floor(box.maxy / cell) - math.floor(box.miny / cell) + 1
-    if nx * ny > MAX_CELLS:  # a viewport far wider than the zoom level says
-        cell *= math.ceil(math.sqrt(nx * ny / MAX_CELLS))
-        nx = math.floor(box.maxx / cell) - math.floor(box.minx / cell) + 1
-        ny = math.floor(box.maxy / cell) - math.floor(box.miny / cell) + 1
-    lon, lat = snap.lon[rows], snap.lat[rows]
-    gx = np.floor(lon / cell).astype(np.int64) - math.floor(box.minx / cell)
-    gy = np.floor(lat / cell).astype(np.int64) - math.floor(box.miny / cell)
-    local = np.clip(gx, 0, nx - 1) * ny + np.clip(gy, 0, ny - 1)
-    size = nx * ny
-    count = np.bincount(local, minlength=size)
-    used = np.flatnonzero(count)
-    n = count[used].astype(np.float64)
-    score = snap.score[rows]
-    valid = ~np.isnan(score)
-    scored = np.bincount(local[valid], minlength=size)[used]
-    columns = [
-        np.round(np.bincount(local, lon, size)[used] / n, 6),
-        np.round(np.bincount(local, lat, size)[used] / n, 6),
-        n,
-        np.round(np.bincount(local[valid], score[valid], size)[used] / np.maximum(scored, 1), 4),
-    ]
-    status = snap.status[rows]
-    for code in range(len(STATUSES)):
-        columns.append(np.bincount(local[status == code], minlength=size)[used].astype(float))
-    table = np.column_stack(columns).tolist()
-    for row in table:
-        for i in range(2, len(row)):
-            if i != 3:
-                row[i] = int(row[i])
-    return cell, table
+def _clusters(total: int, cell: float, rows: list[list[float]]) -> dict[str, Any]:
+    return {
+        "kind": "clusters",
+        "total": total,
+        "cell_deg": cell,
+        "columns": list(COLUMNS),
+        "clusters": rows,
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from geoscreen.review.errors import AccessError, ConflictError
@@ -61,7 +62,7 @@ def summary(state: State) -> dict[str, Any]:
 
 
 @router.get("/candidates", responses=ERRORS)
-def in_view(
+async def in_view(
     state: State,
     bbox: Annotated[str, Query(pattern=BBOX_PATTERN, description="minlon,minlat,maxlon,maxlat")],
     zoom: Annotated[int, Query(ge=0, le=24)] = 0,
@@ -69,9 +70,14 @@ def in_view(
     profile: Profile = None,
     max_points: Annotated[int, Query(ge=1, le=5000)] = 2000,
 ) -> JSONResponse:
-    """Candidates in a map viewport: points, or grid clusters when there are too many."""
+    """Candidates in a map viewport: points, or grid clusters when there are too many.
+
+    Answered on the event loop (a few milliseconds of numpy, no thread hand-off); only
+    catching up with the store goes to a worker thread.
+    """
     box = BBox.parse(bbox)
-    state.index.sync()
+    if state.index.due():
+        await run_in_threadpool(state.index.sync)
     found = state.index.view(
         box, zoom=zoom, statuses=tuple(status), profile=profile, max_points=max_points
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from geoscreen.review import audit
 from geoscreen.review.loader import load_sites
+from geoscreen.review.spatial import BBox
 from geoscreen.review.store import Store
 from geoscreen.review.testing import make_sites
 from geoscreen.review.workflow import set_status
@@ -93,6 +95,35 @@ def test_viewport_clusters_when_crowded(login: Login) -> None:
     florida = [r for r in found["clusters"] if r[0] < -80]
     assert len(florida) == 1 and florida[0][columns.index("count")] == 3
     assert found["cell_deg"] == pytest.approx(360 / 2**3 / 4)
+
+
+def test_wide_views_come_from_cell_tables(app: FastAPI) -> None:
+    store = _store(app)
+    index = CandidateIndex(store, wide_view=0)  # every view from the per-zoom tables
+    frame = store.frame()
+    box = BBox(60, 10, 90, 35)
+    view = index.view(box, zoom=5, max_points=10)
+    assert view["kind"] == "clusters"
+    cell = view["cell_deg"]
+    cells = {
+        (math.floor(x / cell), math.floor(y / cell))
+        for x, y in zip(frame["lon"], frame["lat"], strict=True)
+    }
+    assert len(view["clusters"]) == len(cells) - 1  # all but the Florida cell
+    assert view["total"] == 200
+    first = max(view["clusters"], key=lambda row: row[2])
+    mine = frame[
+        (frame["lon"] // cell == first[0] // cell) & (frame["lat"] // cell == first[1] // cell)
+    ]
+    assert first[2] == len(mine) and first[0] == pytest.approx(mine["lon"].mean(), abs=1e-6)
+    assert first[3] == pytest.approx(mine["score"].mean(), abs=1e-4)
+    cid = int(mine["id"].iloc[0])
+    set_status(store, cid, "rejected", user="bob", reason="a field", claim=True)
+    index.sync(force=True)
+    again = max(index.view(box, zoom=5, max_points=10)["clusters"], key=lambda row: row[2])
+    columns = view["columns"]
+    assert again[columns.index("rejected")] == 1 and again[columns.index("new")] == first[2] - 1
+    assert index.view(box, zoom=5, statuses=("rejected",))["points"][0][0] == cid
 
 
 def test_viewport_filters_and_bad_boxes(login: Login) -> None:

@@ -24,7 +24,7 @@ from geoscreen.web.app import create_app
 from geoscreen.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, AuthSettings
 from geoscreen.web.testing import Seeded, log_in
 
-EXAMPLES = 20
+EXAMPLES = 15
 
 
 def _has_inputs(operation: dict[str, Any]) -> bool:
