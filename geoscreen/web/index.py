@@ -3,7 +3,7 @@
 The review page asks for the candidates in its viewport many times a second; with
 100,000+ candidates a zoomed-out viewport would mean aggregating the whole table in
 SQL for every pan. The server instead keeps one small array per field (id, lon, lat,
-score, status, profile, last seen; about 40 bytes a candidate) and answers viewport
+score, status, profile, last seen; about 60 bytes a candidate) and answers viewport
 and queue requests with numpy: points when few enough are in view, else counts on a
 grid aligned to the map's zoom level (clusters, :mod:`geoscreen.web.clusters`). The
 arrays are sorted by longitude, so a viewport starts from a binary search; wide views
@@ -179,20 +179,19 @@ class CandidateIndex:
                 .order_by(audit_log.c.seq)
                 .limit(MAX_PENDING_ENTRIES + 1)
             ).all()
-            if len(entries) > MAX_PENDING_ENTRIES or any(e.action != "status" for e in entries):
-                reload = True
-            else:
-                reload = False
-                changed = sorted({int(e.entity_id) for e in entries})
+            reload = len(entries) > MAX_PENDING_ENTRIES or any(
+                e.action != "status" for e in entries
+            )
             if not reload:
-                rows = conn.execute(
-                    select(candidates.c.id, candidates.c.status).where(candidates.c.id.in_(changed))
-                ).all()
-                for row in rows:
-                    self.set_status(row.id, row.status)
-                snap.seq = seq
-        if reload:
+                changed = sorted({int(e.entity_id) for e in entries})
+                query = select(candidates.c.id, candidates.c.status)
+                rows = conn.execute(query.where(candidates.c.id.in_(changed))).all()
+        if reload:  # e.g. a run was loaded: new candidates, new scores and outlines
             self.snapshot = self._load()
+            return
+        for row in rows:
+            self.set_status(row.id, row.status)
+        snap.seq = seq
 
     def set_status(self, candidate_id: int, status: str) -> None:
         """Record a status change made through the server."""
