@@ -225,7 +225,12 @@
     if (data.imagery) selection.addLayer(imageryLayer(data.imagery));
     const outline = L.geoJSON(c.geometry, { style: { color: "#ffd400", weight: 3, fill: false } });
     selection.addLayer(outline);
-    if (pan) map.setView([c.lat, c.lon], Math.max(map.getZoom(), 15));
+    if (pan) {
+      // close enough to see the site; with imagery, close enough for its tiles to show
+      let zoom = Math.max(map.getZoom(), 15);
+      if (data.imagery) zoom = Math.min(Math.max(zoom, data.imagery.minzoom), data.imagery.maxzoom);
+      map.setView([c.lat, c.lon], zoom);
+    }
     const item = state.queue[state.pos];
     if (item && item.id === c.id) item.status = c.status;
     showQueueLine();
