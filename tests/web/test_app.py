@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import morecantile
@@ -17,13 +18,14 @@ from PIL import Image
 from geoscreen.review import audit
 from geoscreen.review.loader import load_sites
 from geoscreen.review.spatial import BBox
-from geoscreen.review.store import Store
-from geoscreen.review.testing import make_sites
+from geoscreen.review.store import Store, open_store
+from geoscreen.review.testing import PG_ENV, make_sites, pg_base_url, pg_schema
+from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
 from geoscreen.web.guard import CSP
 from geoscreen.web.index import CandidateIndex
-from geoscreen.web.testing import IMAGERY_PROFILE, Seeded, log_in
+from geoscreen.web.testing import IMAGERY_PROFILE, PASSWORD, Seeded, log_in
 
 Login = Callable[[str], tuple[TestClient, str]]
 WORLD = "-180,-90,180,90"
@@ -331,3 +333,34 @@ def test_review_page_is_local_and_locked_down(login: Login) -> None:
     assert "/api/candidates/{candidate_id}/status" in schema["paths"]
     assert client.get("/docs").status_code == 404  # no interactive docs (they use a CDN)
     assert client.get("/openapi.json").status_code == 404
+
+
+# -- PostgreSQL + PostGIS -------------------------------------------------------------------
+@pytest.mark.skipif(pg_base_url() is None, reason=f"needs {PG_ENV} (.ci/run starts PostGIS)")
+def test_review_server_on_postgis(tmp_path: Path) -> None:
+    base = pg_base_url()
+    assert base is not None
+    with pg_schema(base) as url:
+        store = open_store(url, create=True)
+        try:
+            add_user(store, "ann", "analyst", password=PASSWORD, actor="test")
+            load_sites(store, make_sites(tmp_path / "sites.parquet", 40), actor="test")
+            app = create_app(store)
+            client = TestClient(app)
+            csrf = log_in(client, "ann", PASSWORD)
+            assert client.get("/api/summary").json()["total"] == 40
+            view = client.get("/api/candidates", params={"bbox": WORLD}).json()
+            assert view["kind"] == "points" and view["total"] == 40
+            newest = client.get("/api/queue", params={"order": "newest"}).json()["items"]
+            assert len(newest) == 40
+            done = _decide(client, csrf, newest[0]["id"], "rejected", 1, "a quarry")
+            assert done["code"] == 200 and done["candidate"]["status"] == "rejected"
+            clash = _decide(client, csrf, newest[0]["id"], "confirmed", 1, "kiln")
+            assert clash["code"] == 409
+            set_status(store, newest[1]["id"], "needs_imagery", user="ann", claim=True)
+            app.state.geoscreen.index.sync(force=True)
+            by_status = client.get("/api/summary").json()["by_status"]
+            assert by_status["rejected"] == 1 and by_status["needs_imagery"] == 1
+            assert audit.verify(store).ok
+        finally:
+            store.close()
