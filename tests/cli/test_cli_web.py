@@ -19,6 +19,7 @@ import geoscreen.cli.web as cli_web
 from geoscreen.cli import main
 from geoscreen.review.store import open_store
 from geoscreen.review.workflow import set_status
+from geoscreen.web.server import is_loopback
 from geoscreen.web.testing import seed
 
 
@@ -149,3 +150,10 @@ def test_serve_listens_on_loopback(store_path: Path, tmp_path: Path) -> None:
         server.terminate()
         stdout, _ = server.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}/ (Ctrl-C stops)" in stdout
+
+
+def test_only_loopback_counts_as_local() -> None:
+    for host in ("127.0.0.1", "127.3.4.5", "::1", "localhost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.20", "review.example.org"):
+        assert not is_loopback(host), host
