@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from geoscreen.sites.match import MatchRule
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.boxes import clip_boxes, dihedral_boxes
+from geoscreen.vision.detect_card import detection_card, render_detection_card
 from geoscreen.vision.detector import Detector, DetectorConfig, build_detector, save_detector
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
@@ -94,6 +94,7 @@ class DetectionData:
 
     chips: list[Chip] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
+    object_ids: list[np.ndarray] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     datasets: list[ChipDataset] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
@@ -104,6 +105,11 @@ class DetectionData:
     def labels(self) -> np.ndarray:
         """1 for chips holding at least one object, else 0."""
         return np.array([c.label for c in self.chips], dtype=np.int64)
+
+    def objects_in(self, indexes: Sequence[int] | np.ndarray) -> int:
+        """Distinct labelled objects (whole or in part) in the chips ``indexes``."""
+        ids = [self.object_ids[int(i)] for i in indexes]
+        return int(np.unique(np.concatenate(ids)).size) if ids else 0
 
     def image(self, i: int) -> torch.Tensor:
         """Preprocessed image (C, S, S) of chip ``i``."""
@@ -191,6 +197,7 @@ def collect_detection_chips(
     rng = np.random.default_rng(opts.seed)
     stride = max(1, round(size * (1 - opts.chip_overlap)))
     problems: list[str] = []
+    next_id = 0  # objects are numbered across scenes
     for scene_path in imagery:
         scene = open_scene(scene_path, sensor=profile.imagery.sensor)
         for warning in check_scene(profile, scene):
@@ -198,13 +205,15 @@ def collect_detection_chips(
         boxes = _scene_boxes(scene, labels, data, problems)
         if boxes is None:
             continue
-        chips, chip_boxes = [], []
+        chips, chip_boxes, chip_ids = [], [], []
         for row in chip_offsets(scene.height, size, stride):
             for col in chip_offsets(scene.width, size, stride):
-                inside, _ = clip_boxes(boxes, col, row, size, size, min_visible=opts.min_visible)
+                inside, keep = clip_boxes(boxes, col, row, size, size, min_visible=opts.min_visible)
                 label = int(len(inside) > 0)
                 chips.append(Chip(row, col, size, label, "objects" if label else "empty"))
                 chip_boxes.append(inside.astype(np.float32))
+                chip_ids.append(np.flatnonzero(keep) + next_id)
+        next_id += len(boxes)
         empty = [i for i, c in enumerate(chips) if not c.label]
         n_pos = len(chips) - len(empty)
         n_neg = min(len(empty), round(opts.negatives_per_positive * n_pos))
@@ -213,6 +222,7 @@ def collect_detection_chips(
         data.offsets.append(len(data.chips))
         data.chips += [chips[i] for i in kept]
         data.boxes += [chip_boxes[i] for i in kept]
+        data.object_ids += [chip_ids[i] for i in kept]
         data.groups += [scene.id] * len(kept)
         preprocessor = ScenePreprocessor.build(profile.preprocess, scene)
         data.datasets.append(ChipDataset(scene, [chips[i] for i in kept], preprocessor))
@@ -375,7 +385,10 @@ def fit_detector(
         total, steps = 0.0, 0
         for start in range(0, len(order), opts.batch_size):
             chosen = [train_idx[j] for j in order[start : start + opts.batch_size]]
-            images = [cache.setdefault(i, data.image(i)) for i in chosen]
+            for i in chosen:
+                if i not in cache:
+                    cache[i] = data.image(i)
+            images = [cache[i] for i in chosen]
             boxes = [torch.from_numpy(data.boxes[i]) for i in chosen]
             batch, moved = _augment(images, boxes, generator)
             losses = model(batch.to(device), [b.to(device) for b in moved])
@@ -411,7 +424,7 @@ def train_detector(
     opts = opts or DetectTrainOptions()
     say = progress or (lambda _msg: None)
     torch.manual_seed(opts.seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     device = pick_device(opts.device)
     size = opts.chip_size or profile.tiling.tile_size
     data = collect_detection_chips(profile, labels, imagery, opts, size)
@@ -423,9 +436,9 @@ def train_detector(
         seed=opts.seed,
     )
     _check_split(split, data.labels, ", ".join(str(p) for p in labels))
-    n_objects = sum(len(data.boxes[i]) for i in split.train)
-    say(f"{len(data.chips)} chips ({int(data.labels.sum())} with objects, {n_objects} "
-        f"objects in training chips); {split.describe()}")  # fmt: skip
+    say(f"{len(data.chips)} chips ({int(data.labels.sum())} with objects; "
+        f"{data.objects_in(split.train)} objects in training chips, "
+        f"{data.objects_in(split.val)} in validation chips); {split.describe()}")  # fmt: skip
     resolution = scene_resolution_m(profile, data.scenes[0], opts.resolution_m)
     config = detector_config(profile, data.scenes[0], resolution)
     model = build_detector(config).to(device)
@@ -438,135 +451,9 @@ def train_detector(
         for key, value in detection_metrics(predictions, truth, iou, profile.threshold).items():
             metrics[f"val_{key}@{iou:g}"] = value
     seconds = time.perf_counter() - started
+    history["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads
     say(f"validation AP@0.5 {metrics['val_average_precision@0.5']:.3f}, "
         f"AP@0.4 {metrics['val_average_precision@0.4']:.3f} in {seconds:.0f} s")  # fmt: skip
     card = detection_card(profile, config, data, split, metrics, history, opts, device, seconds)
     card["model_sha256"] = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
     return card
-
-
-def detection_card(
-    profile: Profile,
-    config: DetectorConfig,
-    data: DetectionData,
-    split: SplitResult,
-    metrics: dict[str, float],
-    history: dict[str, Any],
-    opts: DetectTrainOptions,
-    device: torch.device,
-    seconds: float,
-) -> dict[str, Any]:
-    """The machine-readable model card of a detector."""
-    spec = config.backbone
-    labels = data.labels
-    n_train = int(sum(len(data.boxes[i]) for i in split.train))
-    return {
-        "profile": {
-            "name": profile.name,
-            "version": profile.version,
-            "fingerprint": profile.fingerprint(),
-            "description": profile.description,
-        },
-        "task": "detect",
-        "output_meaning": f"boxes of objects matching screening profile '{profile.name}', "
-        "each with a score",
-        "detector": config.to_card(),
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-            "weights": spec.weights,
-            "weights_sha256": spec.weights_sha256,
-        },
-        "input_stats": {"mean": list(config.mean), "std": list(config.std)},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"),
-        "threshold": profile.threshold,
-        "data": {
-            "labels": data.label_records,
-            "scenes": [{"uri": s.uri, "id": s.id} for s in data.scenes],
-        },
-        "split": {
-            "method": "spatially blocked",
-            "description": split.describe(),
-            "train_chips": int(split.train.size),
-            "val_chips": int(split.val.size),
-            "train_chips_with_objects": int(labels[split.train].sum()),
-            "val_chips_with_objects": int(labels[split.val].sum()),
-            "train_objects": n_train,
-            "val_objects": int(sum(len(data.boxes[i]) for i in split.val)),
-            "seed": opts.seed,
-        },
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "training": {
-            "device": str(device),
-            "seconds": round(seconds, 2),
-            "options": opts.model_dump(mode="json"),
-            **history,
-            "torch": str(torch.__version__),
-            "python": platform.python_version(),
-        },
-        "limits": [
-            "Validation metrics come from held-out blocks of the training scenes; performance on "
-            "other places, sensors, seasons or resolutions is unknown until measured there.",
-            f"Trained on {n_train} labelled objects: small data, wide uncertainty. Published "
-            "detectors of this kind learn from tens of thousands.",
-            f"Anchors fit objects of about {config.object_size_m:g} m at "
-            f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
-            "Boxes are candidates for human review; a detection is not a finding.",
-        ],
-    }
-
-
-def render_detection_card(card: dict[str, Any]) -> str:
-    """A readable model card (``MODEL_CARD.md``) from the machine-readable one."""
-    d, split, training = card["detector"], card.get("split", {}), card.get("training", {})
-    lines = [
-        f"# Model card: {card['profile']['name']} v{card['profile']['version']} (detector)",
-        "",
-        "Output: boxes of objects that **match the screening profile**, each with a score. "
-        "They are candidates for human reviewers, not findings about any place or person.",
-        "",
-        "## Model",
-        f"- {d['architecture']} on a feature pyramid (strides {d['strides']}) over "
-        f"`{card['backbone']['name']}`, {card['backbone']['in_channels']} input channels, "
-        f"pretrained weights: `{card['backbone'].get('weights') or 'none'}`",
-        f"- object size {d['object_size_m']:g} m = {d['object_size_px']:g} px at "
-        f"{d['resolution_m']:g} m per pixel; anchor sizes (px) per level: {d['anchor_sizes']}",
-        f"- tiles {d['tile_size']} px; at most {d['max_detections']} detections per tile; "
-        f"NMS IoU {d['nms_iou']:g}; scores below {d['score_threshold']:g} dropped",
-        f"- decision threshold (precision/recall below): {card.get('threshold')}",
-        f"- device {training.get('device')}; training time {training.get('seconds', 0):.1f} s; "
-        f"epochs {training.get('epochs_run')} (best {training.get('best_epoch')})",
-        f"- profile fingerprint `{card['profile'].get('fingerprint', '?')}`",
-        "- model sha256: `{model_sha256}`",
-        "",
-        "## Data",
-    ]
-    for item in card.get("data", {}).get("labels", []):
-        lines.append(f"- labels `{item['path']}` ({item['objects']} objects) "
-                     f"sha256 `{item['sha256']}`")  # fmt: skip
-    for item in card.get("data", {}).get("scenes", []):
-        lines.append(f"- scene `{item['uri']}` id `{item['id']}`")
-    lines += [
-        "",
-        "## Validation split",
-        f"- {split.get('method', '?')}: {split.get('description', '')}",
-        f"- chips: train {split.get('train_chips')} ({split.get('train_objects')} objects), "
-        f"validation {split.get('val_chips')} ({split.get('val_objects')} objects)",
-        "",
-        "## Metrics on the held-out blocks",
-        "",
-        "Object-level: AP with greedy matching in score order (recall over all objects); "
-        "precision/recall/F1 of one-to-one matches at the decision threshold.",
-        "",
-    ]
-    for key, value in card.get("metrics", {}).items():
-        lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
-    for title, rows in (("Evaluations", card.get("evaluations", [])),):
-        if rows:
-            lines += ["", f"## {title}", ""]
-            lines += [f"- {row}" for row in rows]
-    lines += ["", "## Known limits"]
-    lines += [f"- {text}" for text in card.get("limits", [])]
-    return "\n".join(lines) + "\n"

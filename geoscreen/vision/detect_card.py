@@ -1,0 +1,183 @@
+"""Model cards of detectors: the machine-readable card, its Markdown page, later evaluations.
+
+A detector's model directory has the layout of a classifier's
+(:mod:`geoscreen.vision.classifier`): ``model.pt``, ``model.yaml`` (this card) and
+``MODEL_CARD.md``. :func:`record_evaluation` adds results on other imagery to both
+files without touching the weights.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+
+from geoscreen.fileio import atomic_write
+from geoscreen.profiles import Profile
+from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN
+from geoscreen.vision.detector import DetectorConfig
+from geoscreen.vision.split import SplitResult
+
+if TYPE_CHECKING:
+    from geoscreen.vision.detect_train import DetectionData, DetectTrainOptions
+
+
+def detection_card(
+    profile: Profile,
+    config: DetectorConfig,
+    data: DetectionData,
+    split: SplitResult,
+    metrics: dict[str, float],
+    history: dict[str, Any],
+    opts: DetectTrainOptions,
+    device: torch.device,
+    seconds: float,
+) -> dict[str, Any]:
+    """The machine-readable model card of a detector."""
+    spec = config.backbone
+    labels = data.labels
+    n_train = data.objects_in(split.train)
+    return {
+        "profile": {
+            "name": profile.name,
+            "version": profile.version,
+            "fingerprint": profile.fingerprint(),
+            "description": profile.description,
+        },
+        "task": "detect",
+        "output_meaning": f"boxes of objects matching screening profile '{profile.name}', "
+        "each with a score",
+        "detector": config.to_card(),
+        "backbone": {
+            "name": spec.name,
+            "in_channels": spec.in_channels,
+            "band_roles": list(spec.band_roles or []),
+            "weights": spec.weights,
+            "weights_sha256": spec.weights_sha256,
+        },
+        "input_stats": {"mean": list(config.mean), "std": list(config.std)},
+        "preprocess": profile.preprocess.model_dump(mode="json"),
+        "tiling": profile.tiling.model_dump(mode="json"),
+        "threshold": profile.threshold,
+        "data": {
+            "labels": data.label_records,
+            "scenes": [{"uri": s.uri, "id": s.id} for s in data.scenes],
+        },
+        "split": {
+            "method": "spatially blocked",
+            "description": split.describe(),
+            "train_chips": int(split.train.size),
+            "val_chips": int(split.val.size),
+            "train_chips_with_objects": int(labels[split.train].sum()),
+            "val_chips_with_objects": int(labels[split.val].sum()),
+            "train_objects": n_train,
+            "val_objects": data.objects_in(split.val),
+            "seed": opts.seed,
+        },
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "training": {
+            "device": str(device),
+            "seconds": round(seconds, 2),
+            "options": opts.model_dump(mode="json"),
+            **history,
+            "torch": str(torch.__version__),
+            "python": platform.python_version(),
+        },
+        "limits": [
+            "Validation metrics come from held-out blocks of the training scenes; performance on "
+            "other places, sensors, seasons or resolutions is unknown until measured there.",
+            f"Trained on {n_train} labelled objects: small data, wide uncertainty. Published "
+            "detectors of this kind learn from tens of thousands.",
+            f"Anchors fit objects of about {config.object_size_m:g} m at "
+            f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
+            "Boxes are candidates for human review; a detection is not a finding.",
+        ],
+    }
+
+
+def render_detection_card(card: dict[str, Any]) -> str:
+    """A readable model card (``MODEL_CARD.md``) from the machine-readable one."""
+    d, split, training = card["detector"], card.get("split", {}), card.get("training", {})
+    lines = [
+        f"# Model card: {card['profile']['name']} v{card['profile']['version']} (detector)",
+        "",
+        "Output: boxes of objects that **match the screening profile**, each with a score. "
+        "They are candidates for human reviewers, not findings about any place or person.",
+        "",
+        "## Model",
+        f"- {d['architecture']} on a feature pyramid (strides {d['strides']}) over "
+        f"`{card['backbone']['name']}`, {card['backbone']['in_channels']} input channels, "
+        f"pretrained weights: `{card['backbone'].get('weights') or 'none'}`",
+        f"- object size {d['object_size_m']:g} m = {d['object_size_px']:g} px at "
+        f"{d['resolution_m']:g} m per pixel; anchor sizes (px) per level: {d['anchor_sizes']}",
+        f"- tiles {d['tile_size']} px; at most {d['max_detections']} detections per tile; "
+        f"NMS IoU {d['nms_iou']:g}; scores below {d['score_threshold']:g} dropped",
+        f"- decision threshold (precision/recall below): {card.get('threshold')}",
+        f"- device {training.get('device')}; training time {training.get('seconds', 0):.1f} s "
+        f"(CPU time {training.get('cpu_seconds', '?')} s); "
+        f"epochs {training.get('epochs_run')} (best {training.get('best_epoch')})",
+        f"- profile fingerprint `{card['profile'].get('fingerprint', '?')}`",
+        "- model sha256: `{model_sha256}`",
+        "",
+        "## Data",
+    ]
+    for item in card.get("data", {}).get("labels", []):
+        lines.append(f"- labels `{item['path']}` ({item['objects']} objects) "
+                     f"sha256 `{item['sha256']}`")  # fmt: skip
+    for item in card.get("data", {}).get("scenes", []):
+        lines.append(f"- scene `{item['uri']}` id `{item['id']}`")
+    lines += [
+        "",
+        "## Validation split",
+        f"- {split.get('method', '?')}: {split.get('description', '')}",
+        f"- chips: train {split.get('train_chips')} ({split.get('train_objects')} objects), "
+        f"validation {split.get('val_chips')} ({split.get('val_objects')} objects)",
+        "",
+        "## Metrics on the held-out blocks",
+        "",
+        "Object-level, on the validation chips (an object cut by two overlapping chips counts "
+        "in each): AP with greedy matching in score order (recall over all objects); "
+        "precision/recall/F1 of one-to-one matches at the decision threshold.",
+        "",
+    ]
+    for key, value in card.get("metrics", {}).items():
+        lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
+    evaluations = card.get("evaluations", [])
+    if evaluations:
+        lines += [
+            "",
+            "## Evaluations on other imagery",
+            "",
+            "| imagery | objects | IoU | threshold | precision | recall | F1 | AP |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['imagery']} | {e['objects']} | {e['iou']:g} | {e['threshold']:g} | "
+            f"{e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | "
+            f"{e['average_precision']:.3f} |"
+            for e in evaluations
+        ]
+    lines += ["", "## Known limits"]
+    lines += [f"- {text}" for text in card.get("limits", [])]
+    return "\n".join(lines) + "\n"
+
+
+def record_evaluation(model_dir: str | Path, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Add evaluations on other imagery to a model's card (``model.yaml`` and ``MODEL_CARD.md``).
+
+    Each entry: ``imagery``, ``objects``, ``iou``, ``threshold``, ``precision``, ``recall``,
+    ``f1``, ``average_precision`` (and anything else worth keeping). The weights, and so
+    the model hash, do not change.
+    """
+    folder = Path(model_dir)
+    card = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
+    card["evaluations"] = [*card.get("evaluations", []), *(dict(e) for e in entries)]
+    text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+    atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    page = render_detection_card(card).replace("{model_sha256}", str(card.get("model_sha256")))
+    atomic_write(folder / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return dict(card)

