@@ -85,18 +85,16 @@ def demo(out_dir: str, no_serve: bool, port: int) -> None:
         click.echo(f"\nDone. Open {result.map_html} in a browser, or review with:\n"
                    f"  geoscreen serve --db {result.db}")  # fmt: skip
         return
-    serve_review(result.db, port)
+    serve_review(result.db, port, result.out_dir)
 
 
-def serve_review(db: Path, port: int) -> None:
-    """Start the review server on 127.0.0.1 (Ctrl-C stops it)."""
-    try:
-        from geoscreen.web.app import serve
-    except ImportError:
-        click.echo(f"\nThe review server is not available; review with: geoscreen review list "
-                   f"--db {db}")  # fmt: skip
-        return
+def serve_review(db: Path, port: int, out_dir: Path) -> None:
+    """Start the review server on 127.0.0.1 with the demo's imagery (Ctrl-C stops it)."""
+    from geoscreen.demo import profile_path
+    from geoscreen.web.app import serve
+
     click.echo(
         f"\nReview server: http://127.0.0.1:{port}/  (log in as the demo user; Ctrl-C stops)"
     )
-    serve(str(db), host="127.0.0.1", port=port)
+    serve(str(db), host="127.0.0.1", port=port, scenes=[out_dir / "imagery"],
+          profiles=[profile_path()], evidence_root=out_dir)  # fmt: skip

@@ -293,7 +293,7 @@ def quicklook(scene: Scene, max_size: int = 1024, bands: Sequence[str] | None = 
     if scene.crs is None:
         raise ConfigError("a quicklook needs a georeferenced scene", where=scene.uri)
     merc = scene.reproject("EPSG:3857")
-    names = list(bands) if bands else _rgb_bands(scene)
+    names = list(bands) if bands else rgb_bands(scene)
     indexes = merc.band_indexes(names)
     scale = max(merc.width, merc.height) / max_size
     out_h, out_w = (
@@ -318,7 +318,8 @@ def quicklook(scene: Scene, max_size: int = 1024, bands: Sequence[str] | None = 
     return Quicklook(Path(scene.uri).name, buffer.getvalue(), ((south, west), (north, east)))
 
 
-def _rgb_bands(scene: Scene) -> list[str]:
+def rgb_bands(scene: Scene) -> list[str]:
+    """red, green, blue when the scene has them, else its first band."""
     rgb = ["red", "green", "blue"]
     try:
         scene.band_indexes(rgb)

@@ -31,7 +31,7 @@ from geoscreen.errors import GeoscreenError, InputError
 from geoscreen.imagery.scene import open_scene
 from geoscreen.review.errors import NotFoundError
 from geoscreen.review.records import Candidate
-from geoscreen.web.mapping import _rgb_bands
+from geoscreen.web.mapping import rgb_bands
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def _describe(uri: str) -> SceneStyle | None:
         return None
     if scene.crs is None:
         return None
-    indexes = tuple(scene.band_indexes(_rgb_bands(scene)))
+    indexes = tuple(scene.band_indexes(rgb_bands(scene)))
     with Reader(uri) as reader:
         stretch = None
         if any(dtype != "uint8" for dtype in scene.dtypes):
