@@ -1,6 +1,7 @@
 """Training an object detector for a ``task: detect`` profile from box or polygon labels.
 
-Each scene is cut into square chips on a regular grid (overlapping by
+Each scene is cut into square chips (half a tile unless objects are too large:
+:func:`chip_size_for`) on a regular grid (overlapping by
 ``chip_overlap``, shifted inside the scene at its edges). A chip's targets are the
 labelled objects' boxes (polygons give their bounding boxes) clipped to it;
 remnants with less than ``min_visible`` of their area inside, or thinner than 2 px,
@@ -76,7 +77,7 @@ class DetectTrainOptions(BaseModel):
     lr: float = Field(default=5e-4, gt=0.0, description="heads and feature pyramid")
     backbone_lr_factor: float = Field(default=0.2, ge=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
-    chip_size: int | None = Field(default=None, ge=32, description="default: the tile size")
+    chip_size: int | None = Field(default=None, ge=32, description="default: see chip_size_for")
     chip_overlap: float = Field(default=0.5, ge=0.0, lt=1.0, description="fraction of a chip")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
     block_chips: int = Field(default=1, ge=1, description="validation block side, in chips")
@@ -175,6 +176,13 @@ def object_boxes(label_set: LabelSet) -> np.ndarray:
             fix="Outline each object (box or polygon), or train a tile classifier instead.",
         )
     return positives.boxes_px()
+
+
+def chip_size_for(config: DetectorConfig) -> int:
+    """Default training chip: half a tile (more, cheaper steps and finer validation blocks;
+    the detector is fully convolutional), unless that is under twice the object size."""
+    half = config.tile_size // 2
+    return half if half >= 2 * config.object_size_px else config.tile_size
 
 
 def chip_offsets(length: int, size: int, stride: int) -> list[int]:
@@ -426,7 +434,11 @@ def train_detector(
     torch.manual_seed(opts.seed)
     started, cpu_started = time.perf_counter(), time.process_time()
     device = pick_device(opts.device)
-    size = opts.chip_size or profile.tiling.tile_size
+    if not imagery:
+        raise InputError("no imagery given", fix="Give at least one scene (--imagery).")
+    first = open_scene(imagery[0], sensor=profile.imagery.sensor)
+    config = detector_config(profile, first, scene_resolution_m(profile, first, opts.resolution_m))
+    size = opts.chip_size or chip_size_for(config)
     data = collect_detection_chips(profile, labels, imagery, opts, size)
     split = blocked_split(
         data.chips,
@@ -439,8 +451,6 @@ def train_detector(
     say(f"{len(data.chips)} chips ({int(data.labels.sum())} with objects; "
         f"{data.objects_in(split.train)} objects in training chips, "
         f"{data.objects_in(split.val)} in validation chips); {split.describe()}")  # fmt: skip
-    resolution = scene_resolution_m(profile, data.scenes[0], opts.resolution_m)
-    config = detector_config(profile, data.scenes[0], resolution)
     model = build_detector(config).to(device)
     history = fit_detector(model, data, split, device, opts, profile.threshold, say)
     val_images = [data.image(i) for i in split.val.tolist()]
@@ -452,6 +462,7 @@ def train_detector(
             metrics[f"val_{key}@{iou:g}"] = value
     seconds = time.perf_counter() - started
     history["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads
+    history["chip_px"] = size
     say(f"validation AP@0.5 {metrics['val_average_precision@0.5']:.3f}, "
         f"AP@0.4 {metrics['val_average_precision@0.4']:.3f} in {seconds:.0f} s")  # fmt: skip
     card = detection_card(profile, config, data, split, metrics, history, opts, device, seconds)

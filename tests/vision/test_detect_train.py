@@ -239,3 +239,20 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     err = capsys.readouterr().err
     assert code == 2 and "not the card of a detection model" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_train_dispatches_to_the_detector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model"
+    code = main(["train", str(PROFILE), "--labels", str(sample_path("neon_osbs_labels")),
+                 "--imagery", str(sample_path("neon_osbs")), "--out", str(out),
+                 "--max-epochs", "1", "--device", "cpu"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "detector written to" in captured.out and "AP@0.4" in captured.out
+    card = yaml.safe_load((out / "model.yaml").read_text(encoding="utf-8"))
+    assert card["task"] == "detect" and card["training"]["epochs_run"] == 1
+    assert card["tiling"]["tile_size"] == 256 and card["training"]["chip_px"] == 128
+    assert load_detector(out).sha256 == card["model_sha256"]
