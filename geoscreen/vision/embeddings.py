@@ -77,8 +77,7 @@ def embed_examples(
             vectors.append(torch.nn.functional.normalize(views.float().mean(dim=0), dim=1).cpu())
     if not vectors:
         raise InputError(
-            "no example falls inside the given imagery"
-            + (f" ({problems[0]})" if problems else ""),
+            "no example falls inside the given imagery" + (f" ({problems[0]})" if problems else ""),
             where=str(example_file),
             fix="Give examples located in one of the --imagery scenes (same place, any CRS).",
         )
