@@ -21,8 +21,9 @@ import yaml
 from torch import nn
 
 from geoscreen.errors import ConfigError, InputError
+from geoscreen.fileio import sha256_file
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
-from geoscreen.vision.weights import load_state_dict, sha256_file
+from geoscreen.vision.weights import load_state_dict
 
 WEIGHTS_FILE = "model.pt"
 CARD_FILE = "model.yaml"

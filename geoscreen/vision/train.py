@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import at_threshold, average_precision
+from geoscreen.fileio import sha256_file
 from geoscreen.imagery.chips import Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
@@ -43,7 +44,6 @@ from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, save_model
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
-from geoscreen.vision.weights import sha256_file
 
 log = logging.getLogger(__name__)
 

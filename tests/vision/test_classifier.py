@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from geoscreen.errors import ConfigError, InputError
+from geoscreen.fileio import sha256_file
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.classifier import (
     CARD_FILE,
@@ -22,7 +23,6 @@ from geoscreen.vision.classifier import (
     save_model,
     spec_from_card,
 )
-from geoscreen.vision.weights import sha256_file
 
 
 def make_model(name: str = "mobilenet_v3_small", seed: int = 0) -> TileClassifier:

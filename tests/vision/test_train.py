@@ -18,6 +18,7 @@ import yaml
 from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import average_precision
 from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
@@ -25,7 +26,6 @@ from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, 
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
-from geoscreen.vision.weights import sha256_file
 
 PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
 
