@@ -40,7 +40,7 @@ def _counts(db: Path) -> dict[str, int]:
 def _sites(db: Path) -> list[tuple[str, float]]:
     store = open_store(db)
     try:
-        return sorted((c.site_id, round(float(c.score or 0), 5)) for c in store.candidates())
+        return sorted((c.site_id, float(c.score or 0)) for c in store.candidates())
     finally:
         store.close()
 
@@ -93,8 +93,10 @@ def test_dask_gives_the_same_sites_as_local(tree_model: Path, scene_folder: Path
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(local)) == 0
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(dask),
                  "--workers", "2", "--chunk-tiles", "5") == 0  # fmt: skip
-    assert _sites(local) == _sites(dask)
-    assert _sites(local)
+    # Same sites; scores equal up to float rounding (one thread and other batches on Dask).
+    here, there = _sites(local), _sites(dask)
+    assert here and [s for s, _ in here] == [s for s, _ in there]
+    assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(here, there, strict=True))
 
 
 def test_stac_catalog_source(tree_model: Path, scene_folder: Path, tmp_path: Path) -> None:

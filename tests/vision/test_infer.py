@@ -105,7 +105,8 @@ def test_deterministic_and_workers_agree(
     )
     assert np.array_equal(first.grid.rows, with_worker.grid.rows)
     assert np.array_equal(first.grid.cols, with_worker.grid.cols)
-    np.testing.assert_allclose(first.scores, with_worker.scores, atol=1e-6)
+    # Another batch size changes float summation order: equal to float32 rounding, not bitwise.
+    np.testing.assert_allclose(first.scores, with_worker.scores, atol=1e-5)
     assert np.array_equal(first.valid_fraction, with_worker.valid_fraction)
 
 
