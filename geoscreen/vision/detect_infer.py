@@ -13,9 +13,11 @@ the same object when
 - their IoU reaches ``merge_iou`` (the profile's ``nms_iou``), or
 - they come from different tiles, at least one is cut, and their intersection
   covers at least ``merge_ios`` of the smaller box (a part inside the whole), or
-- they come from different tiles and abut where both are cut (within
-  ``2 * edge_px``: the two halves of an object on a border of tiles that do not
-  overlap), overlapping along that border by at least ``merge_ios`` of the shorter.
+- they come from different tiles, are cut on facing sides (the first on its right,
+  the second, starting further right, on its left; or bottom and top), meet or
+  overlap (within ``2 * edge_px``), and overlap along that border by at least
+  ``merge_ios`` of the shorter side: two partial views of one object larger than
+  the tile overlap (or halves on a border of tiles that do not overlap).
 
 Groups form greedily in descending score (the highest-scoring detection absorbs
 its neighbours, as NMS does). A group keeps the box of its best detection; when
@@ -223,8 +225,9 @@ def merge_across_tiles(
     pieces = part_of | (other_tile & _abut(b, sides, i, j, merge_ios, edge_px))
     same = (iou >= merge_iou) | pieces
     neighbours = _adjacency(i[same], j[same], n)
-    # Pieces of one object chain together (an object on a tile corner is in four parts).
-    chained = _adjacency(i[pieces & cut[i] & cut[j]], j[pieces & cut[i] & cut[j]], n)
+    # Pieces of one object chain together (an object on a tile corner is in four parts,
+    # one whole in the middle tile holds the parts seen by the tiles on either side).
+    chained = _adjacency(i[pieces], j[pieces], n)
     leader = np.full(n, -1, dtype=np.int64)
     for k in np.argsort(-raw.scores, kind="stable").tolist():
         if leader[k] >= 0:
@@ -233,7 +236,7 @@ def merge_across_tiles(
         members = neighbours(k)
         members = members[leader[members] < 0]
         leader[members] = k
-        queue = [int(m) for m in members if cut[m]] + ([k] if cut[k] else [])
+        queue = [k, *members.tolist()]
         while queue:
             more = chained(queue.pop())
             more = more[leader[more] < 0]
@@ -263,20 +266,24 @@ def _adjacency(i: np.ndarray, j: np.ndarray, n: int) -> Callable[[int], np.ndarr
 def _abut(
     b: np.ndarray, sides: np.ndarray, i: np.ndarray, j: np.ndarray, ratio: float, edge_px: float
 ) -> np.ndarray:
-    """Pairs cut on facing sides that meet (within ``2 * edge_px``) and overlap along the
-    border by at least ``ratio`` of the shorter side."""
+    """Pairs cut on facing sides (one on its right, the other, further right, on its left;
+    or bottom/top) that meet or overlap (within ``2 * edge_px``), overlapping along the
+    border by at least ``ratio`` of the shorter side: the two views of one object."""
     gap = 2 * edge_px
     h_overlap = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
     w_overlap = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
     h_short = np.minimum(b[i, 3] - b[i, 1], b[j, 3] - b[j, 1])
     w_short = np.minimum(b[i, 2] - b[i, 0], b[j, 2] - b[j, 0])
-    left, top, right, bottom = 0, 1, 2, 3
-    across_x = (sides[i, right] & sides[j, left] & (np.abs(b[i, 2] - b[j, 0]) <= gap)) | (
-        sides[j, right] & sides[i, left] & (np.abs(b[j, 2] - b[i, 0]) <= gap)
-    )
-    across_y = (sides[i, bottom] & sides[j, top] & (np.abs(b[i, 3] - b[j, 1]) <= gap)) | (
-        sides[j, bottom] & sides[i, top] & (np.abs(b[j, 3] - b[i, 1]) <= gap)
-    )
+
+    def facing(a: np.ndarray, c: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        # a is cut on its high side, c on its low side, c starts after a and meets a.
+        return np.asarray(
+            sides[a, hi] & sides[c, lo] & (b[a, lo] < b[c, lo]) & (b[a, hi] >= b[c, lo] - gap),
+            dtype=bool,
+        )
+
+    across_x = facing(i, j, 0, 2) | facing(j, i, 0, 2)
+    across_y = facing(i, j, 1, 3) | facing(j, i, 1, 3)
     return np.asarray(
         (across_x & (h_overlap >= ratio * h_short)) | (across_y & (w_overlap >= ratio * w_short)),
         dtype=bool,

@@ -111,7 +111,7 @@ def test_neighbouring_objects_stay_apart(osbs: Scene) -> None:
     assert len(merge_across_tiles(raw, merge_iou=0.3)) == 1  # IoU 1/3
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(96, 400),
     st.integers(96, 400),
