@@ -163,8 +163,12 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
         opts = DetectTrainOptions(device="cpu", chip_size=CHIPS[train_name], max_epochs=epochs,
                                   patience=args.patience, seed=args.seed)  # fmt: skip
         started = time.perf_counter()
-        card = train_detector(profile, [labels], [image], model_dir, opts, progress=print)
-        train_s = time.perf_counter() - started
+        if args.reuse and (model_dir / "model.yaml").is_file():
+            card = load_detector(model_dir).card
+            train_s = float(card["training"]["seconds"])
+        else:
+            card = train_detector(profile, [labels], [image], model_dir, opts, progress=print)
+            train_s = time.perf_counter() - started
         loaded = load_detector(model_dir)
         test_image, test_labels = (sample_path(n) for n in NEON[test_name])
         scene = open_scene(test_image, sensor=profile.imagery.sensor)
@@ -186,12 +190,13 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
                 "f1": float(m["f1"]), "average_precision": float(m["average_precision"]),
                 "ap_95ci": ev.intervals.get("average_precision"),
                 "train_seconds": round(train_s, 1), "detect_seconds": round(detect_s, 1),
+                "train_cpu_seconds": card["training"].get("cpu_seconds"),
                 "epochs_run": card["training"]["epochs_run"],
                 "best_epoch": card["training"]["best_epoch"],
                 "val_ap@0.5": card["metrics"]["val_average_precision@0.5"],
             }  # fmt: skip
             entries.append(entry)
-        record_evaluation(model_dir, entries)
+        record_evaluation(model_dir, entries, replace=True)
         rows += entries
     print_table(
         ["train -> test", "IoU", "P", "R", "F1", "AP", "AP 95% CI", "train s", "epochs"],
@@ -215,6 +220,7 @@ def main() -> None:
     parser.add_argument("--epochs-yell", type=int, default=15, help="max epochs, YELL")
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"python {platform.python_version()}, torch {torch.__version__}, "

@@ -166,16 +166,19 @@ def render_detection_card(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_evaluation(model_dir: str | Path, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def record_evaluation(
+    model_dir: str | Path, entries: Sequence[dict[str, Any]], *, replace: bool = False
+) -> dict[str, Any]:
     """Add evaluations on other imagery to a model's card (``model.yaml`` and ``MODEL_CARD.md``).
 
     Each entry: ``imagery``, ``objects``, ``iou``, ``threshold``, ``precision``, ``recall``,
-    ``f1``, ``average_precision`` (and anything else worth keeping). The weights, and so
-    the model hash, do not change.
+    ``f1``, ``average_precision`` (and anything else worth keeping); ``replace`` drops
+    earlier ones. The weights, and so the model hash, do not change.
     """
     folder = Path(model_dir)
     card = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
-    card["evaluations"] = [*card.get("evaluations", []), *(dict(e) for e in entries)]
+    earlier = [] if replace else card.get("evaluations", [])
+    card["evaluations"] = [*earlier, *(dict(e) for e in entries)]
     text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     page = render_detection_card(card).replace("{model_sha256}", str(card.get("model_sha256")))
