@@ -144,8 +144,10 @@ def render_detection_card(card: dict[str, Any]) -> str:
         "precision/recall/F1 of one-to-one matches at the decision threshold.",
         "",
     ]
+    counts = ("val_tp@", "val_fp@", "val_fn@", "val_objects@", "val_detections@")
     for key, value in card.get("metrics", {}).items():
-        lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
+        shown = f"{int(value)}" if key.startswith(counts) else f"{value:.3f}"
+        lines.append(f"- {key}: {shown}")
     evaluations = card.get("evaluations", [])
     if evaluations:
         lines += [
