@@ -12,7 +12,8 @@ dtype_range normalisation), reports tiles per second of
       path as screening (``model_for_inference``: eval, channels_last; then
       ``score_and_embed`` under ``torch.inference_mode``),
   (e) end-to-end ``screen_scene`` (grid, empty-tile check, reading, preprocessing,
-      model), num_workers 0 and 1,
+      model), num_workers 0 (one reading thread: the CPU default) and 1 (a reading
+      process),
 
 and e/m, with the CPU time per tile of each (worker processes included; much less
 sensitive to other load on a shared machine than wall time). Then the peak RSS
@@ -59,7 +60,7 @@ BATCH = 32
 BACKBONES = ("resnet18", "mobilenet_v3_small")
 TARGETS = {"resnet18": 0.9, "mobilenet_v3_small": 0.7}
 MODEL_ONLY = "(m) model only"
-E2E_0 = "(e) screen_scene, 0 workers"
+E2E_0 = "(e) screen_scene, 0 workers (thread)"
 E2E_1 = "(e) screen_scene, 1 worker"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +254,9 @@ def main() -> None:
     parser.add_argument("--rss-backbone", default="mobilenet_v3_small", choices=BACKBONES)
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, one per core)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="cache for generated scenes")
     parser.add_argument(
         "--quick", action="store_true", help="4,096^2 throughput, 1 round unless --rounds"
@@ -269,6 +273,8 @@ def main() -> None:
     if args.quick:
         args.size = 4_096
     args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workdir = args.workdir or Path(tempfile.gettempdir()) / "geoscreen-bench"
     workdir.mkdir(parents=True, exist_ok=True)
     if not args.skip_throughput:

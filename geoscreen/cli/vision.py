@@ -103,10 +103,10 @@ def train(
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option(
     "--workers",
-    default=1,
-    show_default=True,
+    default=None,
     type=click.IntRange(0),
-    help="Tile-reading processes running alongside the model.",
+    help="Tile-reading processes running alongside the model "
+    "[default: 0 on CPU (one reading thread), 1 on a GPU].",
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
@@ -117,7 +117,7 @@ def screen(
     out: str,
     aoi: str | None,
     batch_size: int,
-    workers: int,
+    workers: int | None,
     device: str,
     embeddings: bool,
 ) -> None:
@@ -130,7 +130,10 @@ def screen(
         from geoscreen.vision.detect_infer import DetectOptions, screen_detection
 
         opts_d = DetectOptions(
-            batch_size=batch_size, device=device, num_workers=workers, progress=True
+            batch_size=batch_size,
+            device=device,
+            num_workers=1 if workers is None else workers,
+            progress=True,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo

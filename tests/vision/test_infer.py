@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,7 +22,13 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import make_sentinel2_like, make_synthetic_scene
 from geoscreen.vision.classifier import LoadedModel, load_model
-from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+from geoscreen.vision.infer import (
+    ScreenOptions,
+    auto_workers,
+    check_model_fits,
+    read_ahead,
+    screen_scene,
+)
 from geoscreen.vision.scoremap import EMBEDDINGS_FILE, RASTER_FILE, TILES_FILE, ScoreMap
 from geoscreen.vision.train import TrainOptions, train_classifier
 
@@ -108,6 +117,32 @@ def test_deterministic_and_workers_agree(
     # Another batch size changes float summation order: equal to float32 rounding, not bitwise.
     np.testing.assert_allclose(first.scores, with_worker.scores, atol=1e-5)
     assert np.array_equal(first.valid_fraction, with_worker.valid_fraction)
+    # The default on CPU reads in one thread (num_workers 0).
+    assert auto_workers(torch.device("cpu")) == 0 and auto_workers(torch.device("cuda")) == 1
+    default = screen_scene(loaded.model, profile, scene, ScreenOptions(device="cpu"))
+    assert np.array_equal(first.scores, default.scores)
+
+
+def test_read_ahead_order_errors_and_close() -> None:
+    assert list(read_ahead(iter(range(100)), depth=3)) == list(range(100))
+    threads: set[int] = set()
+
+    def produce() -> Iterator[int]:
+        for i in range(3):
+            threads.add(threading.get_ident())
+            yield i
+        raise InputError("unreadable block", where="scene.tif")
+
+    got = []
+    with pytest.raises(InputError, match="unreadable block"):
+        for item in read_ahead(produce()):
+            got.append(item)
+    assert got == [0, 1, 2] and threading.get_ident() not in threads
+    # Closing early stops the reader thread, even over an endless source.
+    endless = read_ahead(itertools.count(), depth=2)
+    assert [next(endless) for _ in range(5)] == [0, 1, 2, 3, 4]
+    endless.close()
+    assert not [t for t in threading.enumerate() if t.name == "geoscreen-read-ahead"]
 
 
 def test_written_files_on_real_scene(
