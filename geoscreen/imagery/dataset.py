@@ -35,6 +35,7 @@ from geoscreen.imagery.tiling import TileGrid
 
 Sample = dict[str, Any]
 
+
 class SceneWindowReader:
     """Reads preprocessed, zero-padded windows of one scene via a per-process handle."""
 
@@ -143,29 +144,39 @@ class _Batch(list[Sample]):
         self.stacked = stacked
 
 
-def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, channels_last: bool = False) -> torch.Tensor:
     """An uninitialised tensor; in shared memory inside a DataLoader worker.
 
     Shared memory is how a worker hands a batch back without a copy (as
-    ``default_collate`` does).
+    ``default_collate`` does). ``channels_last`` (4-D shapes): N x C x H x W indexed,
+    stored N x H x W x C, the layout the model runs in.
     """
+    stored = (shape[0], *shape[2:], shape[1]) if channels_last else shape
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = math.prod(shape)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
-    return torch.empty(0, dtype=dtype).new(storage).view(shape)
+        tensor = torch.empty(stored, dtype=dtype)
+    else:
+        numel = math.prod(stored)
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+        tensor = torch.empty(0, dtype=dtype).new(storage).view(stored)
+    return tensor.permute(0, 3, 1, 2) if channels_last else tensor
 
 
 class TileDataset(Dataset[Sample]):
     """The tiles of a :class:`TileGrid`, preprocessed, each ``tile_size`` square.
 
     Item ``i``: ``image`` (C x T x T float32), ``mask`` (T x T bool, valid pixels),
-    ``index`` (i), ``row`` and ``col`` (grid position).
+    ``index`` (i), ``row`` and ``col`` (grid position). With ``channels_last``
+    (the default) batches are stored pixel-interleaved, ``torch.channels_last``, so
+    the model needs no layout copy (on CPU that copy cost about a tenth of
+    mobilenet_v3_small's time per tile).
     """
 
-    def __init__(self, grid: TileGrid, preprocessor: ScenePreprocessor) -> None:
+    def __init__(
+        self, grid: TileGrid, preprocessor: ScenePreprocessor, channels_last: bool = True
+    ) -> None:
         self.grid = grid
         self.reader = SceneWindowReader(grid.scene, preprocessor)
+        self.channels_last = channels_last
 
     def __len__(self) -> int:
         return len(self.grid)
@@ -180,7 +191,7 @@ class TileDataset(Dataset[Sample]):
         returns the stacked tensors without copying them again.
         """
         size, channels, n = self.grid.tile_size, self.reader.preprocessor.out_channels, len(indices)
-        images = _empty((n, channels, size, size), torch.float32)
+        images = _empty((n, channels, size, size), torch.float32, self.channels_last)
         masks = _empty((n, size, size), torch.bool)
         image_np, mask_np = images.numpy(), masks.numpy()
         tiles = [self.grid[int(i)] for i in indices]
