@@ -12,8 +12,8 @@ dtype_range normalisation), reports tiles per second of
       path as screening (``model_for_inference``: eval, channels_last; then
       ``score_and_embed`` under ``torch.inference_mode``),
   (e) end-to-end ``screen_scene`` (grid, empty-tile check, reading, preprocessing,
-      model), num_workers 0 (one reading thread: the CPU default) and 1 (a reading
-      process),
+      model), num_workers 0 (one reading thread, reading between model batches:
+      the CPU default) and 1 (a reading process, reading ahead),
 
 and e/m, with the CPU time per tile of each (worker processes included; much less
 sensitive to other load on a shared machine than wall time). Then the peak RSS

@@ -1,7 +1,8 @@
 """Screening: score every tile of a scene with a trained classifier.
 
-A DataLoader reads and preprocesses tiles in worker processes (or, with
-``num_workers=0``, one reader thread) while the model computes; inference runs
+A DataLoader reads and preprocesses tiles in worker processes while the model
+computes (or, with ``num_workers=0``, the CPU default, in one reader thread between
+model batches: :func:`read_in_thread`); inference runs
 under ``torch.inference_mode`` in channels_last layout, with bf16 autocast on
 CUDA. Results are deterministic for the same inputs.
 """
@@ -9,9 +10,9 @@ CUDA. Results are deterministic for the same inputs.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+from collections import deque
 from collections.abc import Generator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _END = object()
+READER_THREAD = "geoscreen-reader"
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,11 @@ def check_model_fits(loaded: LoadedModel, profile: Profile, scene: Scene) -> Non
 def auto_workers(device: torch.device) -> int:
     """Tile-reading processes when not given: none on CPU, one on a GPU.
 
-    On CPU the model keeps every core busy; one reader thread (``num_workers=0``)
-    overlaps it with less overhead than a worker process, which adds a fork, a
-    shared-memory copy per batch and one more busy process than there are cores
-    (2-core machine, 256 px tiles: 0.96 vs 0.84 of model-only speed for resnet18,
-    0.69 vs 0.46 for mobilenet_v3_small; see benchmarks/screen.py).
+    On CPU the model keeps every core busy; one reader thread (``num_workers=0``,
+    reading between batches, see :func:`read_in_thread`) costs less than a worker
+    process, which adds a fork, a shared-memory copy per batch and one more busy
+    process than there are cores (2 cores, 256 px tiles, mobilenet_v3_small: about
+    0.8 vs 0.5 of model-only speed; resnet18 about 1.0 vs 0.96; benchmarks/screen.py).
     """
     return 0 if device.type == "cpu" else 1
 
@@ -168,7 +170,8 @@ def score_grid(
         stack.callback(dataset.close)
         batches: Iterable[dict[str, Any]] = loader
         if workers == 0:  # closed first: the reader thread stops before the handle
-            batches = stack.enter_context(closing(read_ahead(loader)))
+            ahead = 0 if device.type == "cpu" else 2
+            batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
         for batch in batches:
             index = batch["index"].numpy()
             image = batch["image"].to(device, non_blocking=True)
@@ -186,47 +189,33 @@ def score_grid(
     return ScoreMap(grid, scores, valid, embeddings, dict(meta or {}))
 
 
-def read_ahead(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
-    """``items``, produced by one background thread up to ``depth`` ahead.
+def read_in_thread(items: Iterable[T], ahead: int = 0) -> Generator[T, None, None]:
+    """``items``, each produced by one background thread, up to ``ahead`` in advance.
 
-    Screening with ``num_workers=0`` reads tiles this way: reading (GDAL and NumPy
-    release the GIL) overlaps the model, and the reader thread's allocations, GDAL's
-    long-lived block cache among them, stay in that thread's own malloc arena. In the
-    model's heap they fragment it between the model's large transient buffers, and
-    peak memory grew with scene size. Only that one thread reads, so the dataset's
-    raster handle is never used concurrently. Closing the generator stops the thread.
+    Screening with ``num_workers=0`` reads tiles this way. With ``ahead=0`` (CPU) the
+    thread reads a batch when it is asked for, while the model waits, then the model
+    runs while the thread waits: each phase has every core. Reading ahead instead
+    (overlapping the model) oversubscribes the cores the model's threads run on, and
+    they stall on each other's barriers: on 2 cores, mobilenet_v3_small screened at
+    0.68-0.74 of model-only speed read ahead, 0.77-0.81 in phases (resnet18 0.97-1.02
+    either way; ``benchmarks/screen.py``). A GPU computes asynchronously, so there the
+    thread reads ahead. Either way only that one thread reads (the dataset's raster
+    handle is never used concurrently), and its allocations, GDAL's long-lived block
+    cache among them, stay in its own malloc arena: in the model's heap they fragment it
+    between the model's large transient buffers, and peak memory grew with scene size.
+    Closing the generator waits for a read in progress and stops.
     """
-    channel: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(entry: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                channel.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
+    source = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD) as pool:
+        pending: deque[Future[Any]] = deque()
         try:
-            for item in items:
-                if not put((True, item)):
+            while True:
+                while len(pending) <= ahead:
+                    pending.append(pool.submit(next, source, _END))
+                item = pending.popleft().result()
+                if item is _END:
                     return
-            put((True, _END))
-        except BaseException as exc:  # handed to the consumer, raised there
-            put((False, exc))
-
-    thread = threading.Thread(target=produce, name="geoscreen-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = channel.get()
-            if not ok:
-                raise item
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+                yield item
+        finally:
+            for future in pending:
+                future.cancel()

@@ -23,10 +23,11 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import make_sentinel2_like, make_synthetic_scene
 from geoscreen.vision.classifier import LoadedModel, load_model
 from geoscreen.vision.infer import (
+    READER_THREAD,
     ScreenOptions,
     auto_workers,
     check_model_fits,
-    read_ahead,
+    read_in_thread,
     screen_scene,
 )
 from geoscreen.vision.scoremap import EMBEDDINGS_FILE, RASTER_FILE, TILES_FILE, ScoreMap
@@ -123,8 +124,9 @@ def test_deterministic_and_workers_agree(
     assert np.array_equal(first.scores, default.scores)
 
 
-def test_read_ahead_order_errors_and_close() -> None:
-    assert list(read_ahead(iter(range(100)), depth=3)) == list(range(100))
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_read_in_thread_order_errors_and_close(ahead: int) -> None:
+    assert list(read_in_thread(iter(range(100)), ahead)) == list(range(100))
     threads: set[int] = set()
 
     def produce() -> Iterator[int]:
@@ -135,14 +137,17 @@ def test_read_ahead_order_errors_and_close() -> None:
 
     got = []
     with pytest.raises(InputError, match="unreadable block"):
-        for item in read_ahead(produce()):
+        for item in read_in_thread(produce(), ahead):
             got.append(item)
-    assert got == [0, 1, 2] and threading.get_ident() not in threads
+    assert got == [0, 1, 2] and len(threads) == 1 and threading.get_ident() not in threads
     # Closing early stops the reader thread, even over an endless source.
-    endless = read_ahead(itertools.count(), depth=2)
+    pulled: list[int] = []
+    endless = read_in_thread((pulled.append(i) or i for i in itertools.count()), ahead)
     assert [next(endless) for _ in range(5)] == [0, 1, 2, 3, 4]
     endless.close()
-    assert not [t for t in threading.enumerate() if t.name == "geoscreen-read-ahead"]
+    assert not [t for t in threading.enumerate() if t.name.startswith(READER_THREAD)]
+    # Phased reading (the CPU default) reads only what was asked for; ahead=k, up to k more.
+    assert len(pulled) == 5 if ahead == 0 else 5 <= len(pulled) <= 5 + ahead
 
 
 def test_written_files_on_real_scene(
