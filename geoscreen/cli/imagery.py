@@ -224,18 +224,35 @@ def _split(value: str | None) -> list[str] | None:
 
 @cli.command()
 @click.argument("scene", metavar="SCENE")
-@click.option("--out", "out", required=True, metavar="FILE",
-              help="Output tile grid: .parquet (GeoParquet) or .gpkg (GeoPackage).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    metavar="FILE",
+    help="Output tile grid: .parquet (GeoParquet) or .gpkg (GeoPackage).",
+)
 @click.option("--tile-size", default=256, show_default=True, help="Tile size in pixels.")
 @click.option("--overlap", default=0, show_default=True, help="Overlap between tiles in pixels.")
-@click.option("--aoi", metavar="FILE", default=None,
-              help="Keep only tiles touching the polygons of this vector file (any CRS).")
-@click.option("--bands", metavar="A,B,C", default=None,
-              help="Bands to use (names, common names or band1, band2...); default all.")
+@click.option(
+    "--aoi",
+    metavar="FILE",
+    default=None,
+    help="Keep only tiles touching the polygons of this vector file (any CRS).",
+)
+@click.option(
+    "--bands",
+    metavar="A,B,C",
+    default=None,
+    help="Bands to use (names, common names or band1, band2...); default all.",
+)
 @click.option("--sensor", metavar="PRESET", default=None, help=_PRESET_HELP)
 @click.option("--crs", metavar="EPSG", default=None, help="Reproject (lazily) to this CRS.")
-@click.option("--resolution", type=float, default=None,
-              help="Target pixel size in CRS units (alone: same CRS, new resolution).")
+@click.option(
+    "--resolution",
+    type=float,
+    default=None,
+    help="Target pixel size in CRS units (alone: same CRS, new resolution).",
+)
 @click.option("--keep-empty", is_flag=True, help="Keep tiles holding no valid pixel.")
 def tile(
     scene: str, out: str, tile_size: int, overlap: int, aoi: str | None, bands: str | None,

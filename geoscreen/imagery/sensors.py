@@ -115,9 +115,7 @@ def get_preset(name: str) -> SensorPreset:
         return PRESETS[name]
     except KeyError:
         known = ", ".join(sorted(PRESETS))
-        raise ConfigError(
-            f"unknown sensor preset {name!r}", fix=f"Use one of: {known}."
-        ) from None
+        raise ConfigError(f"unknown sensor preset {name!r}", fix=f"Use one of: {known}.") from None
 
 
 def detect_preset(

@@ -245,10 +245,19 @@ BAD_TILE_INPUTS = {
     "truncated tiff": (_truncated, [], "truncated or corrupt"),
     "garbage after header": (_garbage_after_header, [], "cannot open as a raster"),
     "corrupt block read at tile time": (_corrupt_inner_block, [], "pixel data cannot be read"),
-    "zero-band vrt": (_vrt('<VRTDataset rasterXSize="8" rasterYSize="8"></VRTDataset>'), [],
-                      "cannot open as a raster"),
-    "zero-size vrt": (_vrt('<VRTDataset rasterXSize="0" rasterYSize="0"><VRTRasterBand '
-                           'dataType="Byte" band="1"/></VRTDataset>'), [], "cannot open"),
+    "zero-band vrt": (
+        _vrt('<VRTDataset rasterXSize="8" rasterYSize="8"></VRTDataset>'),
+        [],
+        "cannot open as a raster",
+    ),
+    "zero-size vrt": (
+        _vrt(
+            '<VRTDataset rasterXSize="0" rasterYSize="0"><VRTRasterBand '
+            'dataType="Byte" band="1"/></VRTDataset>'
+        ),
+        [],
+        "cannot open",
+    ),
     "complex64": (_complex, [], "unsupported pixel type complex64"),
     "png with --crs": (_sample("neon_yell"), ["--crs", "EPSG:32612"], "has no CRS"),
     "png with --resolution": (_sample("neon_yell"), ["--resolution", "2"], "has no CRS"),
@@ -256,8 +265,11 @@ BAD_TILE_INPUTS = {
     "aoi misses scene": (_sample("neon_osbs"), ["--aoi", _BOUNDARY], "does not overlap"),
     "aoi file missing": (_sample("neon_osbs"), ["--aoi", "nope.geojson"], "AOI file not found"),
     "band the scene lacks": (_sample("neon_osbs"), ["--bands", "red,nir"], "band 'nir'"),
-    "band the sensor lacks": (lambda tmp, _: make_sentinel2_like(tmp / "s2.tif", 32, 32),
-                              ["--bands", "red,thermal"], "band 'thermal' is not in this scene"),
+    "band the sensor lacks": (
+        lambda tmp, _: make_sentinel2_like(tmp / "s2.tif", 32, 32),
+        ["--bands", "red,thermal"],
+        "band 'thermal' is not in this scene",
+    ),
     "sensor mismatch": (_sample("neon_osbs"), ["--sensor", "landsat89_l2"], "expects 7 bands"),
     "unknown sensor": (_sample("neon_osbs"), ["--sensor", "spot"], "unknown sensor preset"),
     "bad crs": (_sample("neon_osbs"), ["--crs", "EPSG:nope"], "not a coordinate reference"),
@@ -394,7 +406,7 @@ def test_demo_runs_the_whole_loop(run: Run, tmp_path: Path) -> None:
     finally:
         store.close()
     page = (out / "map.html").read_text(encoding="utf-8")
-    assert "matches profile tree_crowns_neon" in page and "<script src=\"http" not in page
+    assert "matches profile tree_crowns_neon" in page and '<script src="http' not in page
     code, stdout, _ = run("demo", "--out", out, "--no-serve")  # again: reuses, skips
     assert code == 0 and "reusing the trained model" in stdout and "4 already screened" in stdout
 

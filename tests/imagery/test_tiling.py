@@ -233,9 +233,7 @@ def test_drop_empty_on_real_reprojected_scene(rmnp_path: Path) -> None:
     assert 0 < len(kept) < len(grid)  # the rotated corners hold no data
 
 
-def test_drop_empty_shows_progress(
-    rgb_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_drop_empty_shows_progress(rgb_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     TileGrid(open_scene(rgb_path), 32).drop_empty(progress=True)
     assert "checking tiles for data" in capsys.readouterr().err
 
