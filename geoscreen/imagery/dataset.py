@@ -1,12 +1,14 @@
 """Torch datasets over one scene: grid tiles for screening, labelled chips for training.
 
-Both read windows through one raster handle per process, opened lazily on the
-first item (so DataLoader workers, forked or spawned, each open their own; the
-pickled dataset holds no handle). Every read runs inside the bounded GDAL
+Both read windows through one raster handle per process (per reading thread for a
+:class:`TileDataset` with ``read_threads`` > 1), opened lazily on the first item (so
+DataLoader workers, forked or spawned, each open their own; the pickled dataset
+holds no handle). Every read runs inside the bounded GDAL
 environment of :data:`geoscreen.imagery.scene.GDAL_ENV`. Windows reaching past
 the scene edge are read clipped and zero-padded, with the padding marked invalid.
 
-A dataset is not thread-safe: use DataLoader workers (processes), not threads.
+A dataset is not thread-safe: one thread at a time may call it (DataLoader workers
+are processes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
@@ -31,7 +34,7 @@ from geoscreen.imagery.chips import Chip, chip_window
 from geoscreen.imagery.masks import read_valid_mask
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import GDAL_ENV, Scene, open_dataset, read_errors
-from geoscreen.imagery.tiling import TileGrid
+from geoscreen.imagery.tiling import Tile, TileGrid
 
 Sample = dict[str, Any]
 
@@ -169,14 +172,31 @@ class TileDataset(Dataset[Sample]):
     (the default) batches are stored pixel-interleaved, ``torch.channels_last``, so
     the model needs no layout copy (on CPU that copy cost about a tenth of
     mobilenet_v3_small's time per tile).
+
+    ``read_threads`` > 1 reads each batch in that many threads, each through its own
+    raster handle; a thread always gets the same columns of the file's blocks, so no
+    block is decompressed twice. Reading is then parallel (GDAL releases the GIL)
+    but the dataset must still be used by one thread at a time.
     """
 
     def __init__(
-        self, grid: TileGrid, preprocessor: ScenePreprocessor, channels_last: bool = True
+        self,
+        grid: TileGrid,
+        preprocessor: ScenePreprocessor,
+        channels_last: bool = True,
+        read_threads: int = 1,
     ) -> None:
+        if read_threads < 1:
+            raise ValueError(f"read_threads must be >= 1, got {read_threads}")
         self.grid = grid
-        self.reader = SceneWindowReader(grid.scene, preprocessor)
+        self.readers = [SceneWindowReader(grid.scene, preprocessor) for _ in range(read_threads)]
         self.channels_last = channels_last
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None
+
+    @property
+    def reader(self) -> SceneWindowReader:
+        """The first (or only) reader."""
+        return self.readers[0]
 
     def __len__(self) -> int:
         return len(self.grid)
@@ -195,9 +215,17 @@ class TileDataset(Dataset[Sample]):
         masks = _empty((n, size, size), torch.bool)
         image_np, mask_np = images.numpy(), masks.numpy()
         tiles = [self.grid[int(i)] for i in indices]
-        with self.reader.session() as src:
-            for k, tile in enumerate(tiles):
-                self.reader.read_into(src, tile.window, image_np[k], mask_np[k])
+
+        def read(reader: SceneWindowReader, slots: list[int]) -> None:
+            with reader.session() as src:
+                for k in slots:
+                    reader.read_into(src, tiles[k].window, image_np[k], mask_np[k])
+
+        groups = self._by_reader(tiles)
+        if len(groups) == 1:
+            read(*groups[0])
+        else:
+            list(self._executor().map(lambda group: read(*group), groups))
         stacked = {
             "image": images,
             "mask": masks,
@@ -211,9 +239,37 @@ class TileDataset(Dataset[Sample]):
         ]
         return _Batch(samples, stacked)
 
+    def _by_reader(self, tiles: list[Tile]) -> list[tuple[SceneWindowReader, list[int]]]:
+        """Batch slots per reader: by the block column each tile starts in."""
+        count = len(self.readers)
+        if count == 1:
+            return [(self.reader, list(range(len(tiles))))]
+        block_width = max(1, self.grid.scene.block_shape[1])
+        slots: list[list[int]] = [[] for _ in range(count)]
+        for k, tile in enumerate(tiles):
+            slots[int(tile.window.col_off) // block_width % count].append(k)
+        return [(self.readers[r], ks) for r, ks in enumerate(slots) if ks]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """This process's reading threads, started on first use."""
+        pool = self._pool
+        if pool is None or pool[0] != os.getpid():
+            executor = ThreadPoolExecutor(len(self.readers), thread_name_prefix="geoscreen-tiles")
+            pool = self._pool = (os.getpid(), executor)
+        return pool[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pool"] = None
+        return state
+
     def close(self) -> None:
-        """Close this process's raster handle."""
-        self.reader.close()
+        """Stop this process's reading threads and close its raster handles."""
+        pool, self._pool = self._pool, None
+        if pool is not None and pool[0] == os.getpid():
+            pool[1].shutdown()
+        for reader in self.readers:
+            reader.close()
 
 
 class ChipDataset(Dataset[Sample]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from geoscreen.imagery.dataset import ChipDataset, TileDataset, collate, worker_
 from geoscreen.imagery.preprocess import PreprocessConfig, ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.tiling import TileGrid
+from geoscreen.samples import make_synthetic_scene
 
 DTYPE_RANGE = PreprocessConfig.model_validate({"normalization": {"method": "dtype_range"}})
 
@@ -137,6 +139,34 @@ def test_dataloader_workers_give_identical_batches(osbs_path: Path) -> None:
         for key in a:
             assert a[key].dtype == b[key].dtype == c[key].dtype
             assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key])
+
+
+def test_read_threads_and_layouts_give_identical_batches(tmp_path: Path) -> None:
+    # 64 px blocks, 48 px tiles: tiles straddle block columns; the edge tiles are padded.
+    path = make_synthetic_scene(tmp_path / "blocks.tif", 300, 200, blocksize=64, seed=3)
+    scene = open_scene(path)
+    pre = ScenePreprocessor.build(DTYPE_RANGE, scene)
+    grid = TileGrid(scene, 48)
+    one = TileDataset(grid, pre, channels_last=False)
+    three = TileDataset(grid, pre, read_threads=3)
+    everything = list(range(len(grid)))
+    a, b = collate(one.__getitems__(everything)), collate(three.__getitems__(everything))
+    assert a["image"].is_contiguous()
+    assert b["image"].is_contiguous(memory_format=torch.channels_last)
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    # Each thread reads its own block columns through its own handle.
+    assert all(reader._handle is not None for reader in three.readers)
+    threads = {t.name for t in threading.enumerate() if t.name.startswith("geoscreen-tiles")}
+    assert 1 <= len(threads) <= 3
+    copy = pickle.loads(pickle.dumps(three))  # a DataLoader worker gets no threads, no handles
+    assert copy._pool is None and all(r._handle is None for r in copy.readers)
+    assert torch.equal(collate(copy.__getitems__(everything))["image"], a["image"])
+    for dataset in (one, three, copy):
+        dataset.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("geoscreen-tiles")]
+    with pytest.raises(ValueError, match="read_threads"):
+        TileDataset(grid, pre, read_threads=0)
 
 
 def test_collate_matches_default_collate(osbs_path: Path) -> None:
