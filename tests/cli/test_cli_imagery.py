@@ -19,27 +19,14 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoscreen.cli.app import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
+from geoscreen.cli.app import EXIT_INTERRUPTED, EXIT_USER_ERROR
 from geoscreen.cli.demo import run_demo
 from geoscreen.imagery.aoi import load_aoi
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.samples import make_sentinel2_like, sample_path
 
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Call ``geoscreen`` in-process: (exit code, stdout, stderr)."""
-
-    def call(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
+Run = Callable[..., tuple[int, str, str]]  # the ``run`` fixture (conftest.py)
 
 
 def _console_script() -> list[str]:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pytest
 import shapely
 import yaml
 
-from geoscreen.cli.app import EXIT_USER_ERROR, main
+from geoscreen.cli.app import EXIT_USER_ERROR
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.samples import make_synthetic_scene, sample_path
@@ -20,20 +19,7 @@ from geoscreen.sites.coverage import coverage_path, read_coverage
 from geoscreen.sites.site import read_sites
 from geoscreen.vision.scoremap import ScoreMap
 
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Call ``geoscreen`` in-process: (exit code, stdout, stderr)."""
-
-    def call(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
+Run = Callable[..., tuple[int, str, str]]  # the ``run`` fixture (conftest.py)
 
 
 def _one_line_error(code: int, err: str) -> str:
