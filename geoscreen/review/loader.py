@@ -4,7 +4,9 @@ A sites file (GeoParquet, GeoPackage, GeoJSON...) needs a geometry and a score
 (``score`` or ``score_max``); the sites stage also writes ``site_id``, ``run_id``,
 ``profile``, ``profile_version``, ``model_sha256``, ``scene_id``, ``acquired``,
 ``first_seen``, ``last_seen``, ``evidence_path``, ``score_mean``, ``tile_count``,
-``area_m2``; other columns are kept as JSON with each detection.
+``area_m2``, ``scene_uri`` (where the scene file is); other columns are kept as JSON
+with each detection. Evidence paths and scene uris are stored portably (see
+:meth:`geoscreen.review.store.Store.portable_path`).
 
 Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there is no
 ``site_id``); a run is its ``run_id`` (a hash of profile and file content when there is
@@ -22,6 +24,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +57,13 @@ _KNOWN = {
     "profile_version",
     "model_sha256",
     "scene_id",
+    "scene_uri",
     "acquired",
     "evidence_path",
     "first_seen",
     "last_seen",
 }
-_TEXT = ("profile_version", "model_sha256", "scene_id", "evidence_path")
+_TEXT = ("profile_version", "model_sha256", "scene_id", "scene_uri", "evidence_path")
 _LATEST = (
     "geom_wkb",
     "minx",
@@ -152,6 +156,10 @@ def load_sites(
         )
     run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
     rows = _rows(frame, source)
+    portable = cache(store.portable_path)  # one scene uri for many rows
+    for r in rows:
+        r["evidence_path"] = store.portable_path(r["evidence_path"])
+        r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
             result = _load_run(store, source, digest, profile, run_id, rows, actor, progress)
@@ -323,10 +331,13 @@ def _record_scenes(
 ) -> None:
     counts: dict[str, int] = {}
     acquired: dict[str, dt.datetime | None] = {}
+    uris: dict[str, str] = {}
     for r in rows:
         if r["scene_id"]:
             counts[r["scene_id"]] = counts.get(r["scene_id"], 0) + 1
             acquired.setdefault(r["scene_id"], r["acquired"])
+            if r["scene_uri"]:
+                uris.setdefault(r["scene_id"], r["scene_uri"])
     if not counts:
         return
     known = dict(
@@ -334,11 +345,17 @@ def _record_scenes(
             select(scenes.c.scene_id, scenes.c.id).where(scenes.c.scene_id.in_(list(counts)))
         ).all()
     )
+    for s, pk in known.items():  # the latest load that knows the file says where it is
+        if s in uris:
+            conn.execute(update(scenes).where(scenes.c.id == pk).values(uri=uris[s]))
     missing = [s for s in counts if s not in known]
     if missing:
         conn.execute(
             insert(scenes),
-            [{"scene_id": s, "acquired": acquired[s], "first_loaded_at": now} for s in missing],
+            [
+                {"scene_id": s, "acquired": acquired[s], "first_loaded_at": now, "uri": uris.get(s)}
+                for s in missing
+            ],
         )
         known.update(
             conn.execute(

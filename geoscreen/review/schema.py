@@ -85,6 +85,8 @@ scenes = Table(
     Column("scene_id", String(256), nullable=False, unique=True),
     Column("acquired", UTCDateTime),
     Column("first_loaded_at", UTCDateTime, nullable=False),
+    # Where the scene file is (set by the latest load that knew it): see Store.portable_path.
+    Column("uri", Text),
 )
 
 runs = Table(

@@ -7,6 +7,11 @@ geoscreen store. Opening runs the alembic migrations up to the newest revision.
 
 Writes go through :meth:`Store.write` (one transaction; on SQLite ``BEGIN IMMEDIATE``,
 so writers queue instead of failing) and reads through :meth:`Store.read`.
+
+File paths (evidence chips, scene files) are stored portably: on SQLite a path under
+the store's folder is stored relative to that folder, so the folder can move as a
+whole; any other path is stored absolute. PostgreSQL stores have no folder: their
+paths stay absolute. Relative paths are found again with :meth:`Store.locate`.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
 from geoscreen.review.errors import NotFoundError, StoreError
 from geoscreen.review.records import ORDERS, STATUSES, Candidate, ReviewEvent
-from geoscreen.review.schema import STORE_KIND, candidates, review_events, store_info
+from geoscreen.review.schema import STORE_KIND, candidates, review_events, scenes, store_info
 from geoscreen.review.spatial import BBox, filter_bbox
 
 if TYPE_CHECKING:
     import geopandas as gpd
+
+_REMOTE_PREFIXES = ("/vsi",)
 
 # Tables that PostGIS itself puts in a database: such a database still counts as empty.
 _POSTGIS_TABLES = {"spatial_ref_sys"}
@@ -97,6 +104,49 @@ class Store:
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self.engine.dialect.name
+
+    @property
+    def folder(self) -> Path | None:
+        """The SQLite file's folder, which stored relative paths start from (else ``None``)."""
+        return Path(str(self.url.database)).parent if self.dialect == "sqlite" else None
+
+    def portable_path(self, value: str | None) -> str | None:
+        """A file path as it is stored: relative to :attr:`folder` when under it.
+
+        A relative path that names a file here (the working directory) is made absolute
+        first; remote URIs and other relative paths are kept as they are.
+        """
+        if not value or is_remote(value):
+            return value or None
+        path = Path(value)
+        if not path.is_absolute():
+            if not path.exists():
+                return value
+            path = path.resolve()
+        return relative_to(str(path), self.folder) if self.folder is not None else str(path)
+
+    def locate(self, value: str | None, roots: Sequence[Path | None] = ()) -> Path | None:
+        """The existing local file a stored path names, or ``None``.
+
+        A relative path is tried under each of ``roots``, then :attr:`folder`, then the
+        working directory.
+        """
+        if not value or is_remote(value):
+            return None
+        path = Path(value)
+        if path.is_absolute():
+            return path if path.is_file() else None
+        for root in (*roots, self.folder, Path.cwd()):
+            if root is not None and (root / path).is_file():
+                return root / path
+        return None
+
+    def scene_uri(self, scene_id: str) -> str | None:
+        """Where a scene's file was when it was last loaded, as stored (see :meth:`locate`)."""
+        with self.read() as conn:
+            query = select(scenes.c.uri).where(scenes.c.scene_id == scene_id)
+            found: str | None = conn.execute(query).scalar()
+            return found
 
     @property
     def display(self) -> str:
@@ -286,6 +336,23 @@ def _check_database(conn: Connection, where: str, *, create: bool) -> None:
         where=where,
         fix="Use an empty database or schema for the store.",
     )
+
+
+def is_remote(value: str) -> bool:
+    """Whether a path is a URI or GDAL virtual path rather than a local file."""
+    return "://" in value or value.startswith(_REMOTE_PREFIXES)
+
+
+def relative_to(value: str, folder: Path) -> str:
+    """``value`` relative to ``folder`` (POSIX separators) when it is an absolute path under
+    it, else unchanged."""
+    path = Path(os.path.abspath(value)) if os.path.isabs(value) else None
+    if path is None:
+        return value
+    for base in {folder, folder.resolve()}:
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,6 +30,9 @@ new_since          datetime    set when an earlier acquisition covering the plac
                                no detection: the latest such acquisition (UTC)
 detections         int         how many times runs have detected the site
 area_unit          str         ``m2``, or ``px2`` for pixel-space sites without a pixel size
+scene_uri          str         where the scene of the latest detection was read from (path
+                               or URI; empty if unknown); the review server shows its
+                               imagery from there
 =================  ==========  ========================================================
 
 "Latest detection" means the one with the latest ``last_seen``; a site matched in an
@@ -61,12 +64,12 @@ DATETIME_COLUMNS = ("acquired", "first_seen", "last_seen", "new_since")
 SITE_COLUMNS: tuple[str, ...] = (
     "site_id", "score_max", "score_mean", "tile_count", "area_m2", "scene_id", "acquired",
     "profile", "profile_version", "model_sha256", "run_id", "evidence_path", "first_seen",
-    "last_seen", "new_since", "detections", "area_unit",
+    "last_seen", "new_since", "detections", "area_unit", "scene_uri",
 )  # fmt: skip
 _FLOATS = ("score_max", "score_mean", "area_m2")
 _INTS = ("tile_count", "detections")
 _STRINGS = ("site_id", "scene_id", "profile", "profile_version", "model_sha256", "run_id",
-            "evidence_path", "area_unit")  # fmt: skip
+            "evidence_path", "area_unit", "scene_uri")  # fmt: skip
 _REQUIRED = ("site_id", "score_max", "profile")
 
 
@@ -92,6 +95,7 @@ class Site:
     new_since: datetime | None
     detections: int
     area_unit: str = "m2"
+    scene_uri: str | None = None
 
 
 def empty_sites(crs: Any = STORAGE_CRS) -> gpd.GeoDataFrame:
