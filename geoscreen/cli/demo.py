@@ -85,16 +85,16 @@ def demo(out_dir: str, no_serve: bool, port: int) -> None:
         click.echo(f"\nDone. Open {result.map_html} in a browser, or review with:\n"
                    f"  geoscreen serve --db {result.db}")  # fmt: skip
         return
-    serve_review(result.db, port, result.out_dir)
+    serve_review(result.db, port)
 
 
-def serve_review(db: Path, port: int, out_dir: Path) -> None:
-    """Start the review server on 127.0.0.1 with the demo's imagery (Ctrl-C stops it)."""
+def serve_review(db: Path, port: int) -> None:
+    """Start the review server on 127.0.0.1 (Ctrl-C stops it); the store knows where the
+    demo's imagery and evidence are (next to it in the demo's folder)."""
     from geoscreen.demo import profile_path
     from geoscreen.web.app import serve
 
     click.echo(
         f"\nReview server: http://127.0.0.1:{port}/  (log in as the demo user; Ctrl-C stops)"
     )
-    serve(str(db), host="127.0.0.1", port=port, scenes=[out_dir / "imagery"],
-          profiles=[profile_path()], evidence_root=out_dir)  # fmt: skip
+    serve(str(db), host="127.0.0.1", port=port, profiles=[profile_path()])

@@ -21,12 +21,14 @@ MAP_WARN_AT = CLUSTER_THRESHOLD
               help="Address to listen on; anything but loopback exposes the server.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--scenes", multiple=True, type=click.Path(exists=True), metavar="PATH",
-              help="Scene file or folder for imagery tiles (repeatable).")  # fmt: skip
+              help="Scene file or folder for imagery tiles (repeatable); needed only for "
+                   "scenes the store does not know or that moved.")  # fmt: skip
 @click.option("--profile", "profiles", multiple=True,
               type=click.Path(exists=True, dir_okay=False), metavar="YAML",
               help="Profile file: its threshold orders the queue by uncertainty.")  # fmt: skip
 @click.option("--evidence-root", type=click.Path(exists=True, file_okay=False), metavar="DIR",
-              help="Folder that relative evidence paths start from (default: here).")  # fmt: skip
+              help="Folder that relative evidence paths start from (default: the store's "
+                   "folder, then here).")  # fmt: skip
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Mark cookies Secure (default: when the request came over https).")  # fmt: skip
 def serve(

@@ -54,15 +54,19 @@ def create_app(
 ) -> FastAPI:
     """The review app for a store (a path, URL or open :class:`Store`).
 
-    ``scenes``: scene files or folders for imagery tiles; ``profiles``: profile files
-    whose thresholds order the queue by uncertainty (``thresholds`` overrides them;
-    unknown profiles use 0.5); ``evidence_root``: where relative evidence paths are.
+    ``scenes``: scene files or folders for imagery tiles, before the scene files the
+    store knows (for files that moved); ``profiles``: profile files whose thresholds
+    order the queue by uncertainty (``thresholds`` overrides them; unknown profiles use
+    0.5); ``evidence_root``: where relative evidence paths are looked for first (then
+    the store's folder, then here).
     """
     store = store_url if isinstance(store_url, Store) else open_store(store_url)
     owns_store = not isinstance(store_url, Store)
     limits = {**profile_thresholds(profiles), **(thresholds or {})}
     settings = auth or AuthSettings()
-    scene_index = scenes if isinstance(scenes, SceneIndex) else SceneIndex.from_paths(scenes)
+    scene_index = (
+        scenes if isinstance(scenes, SceneIndex) else SceneIndex.from_paths(scenes, store=store)
+    )
     state = ServerState(
         store=store,
         index=CandidateIndex(store, limits),

@@ -30,13 +30,10 @@ class ServerState:
     evidence_root: Path | None = None
 
     def evidence_file(self, found: Candidate) -> Path | None:
-        """The candidate's chip: absolute as the sites stage writes it, else under the root."""
-        if not found.evidence_path:
-            return None
-        path = Path(found.evidence_path)
-        if not path.is_absolute():
-            path = (self.evidence_root or Path.cwd()) / path
-        return path if path.suffix.lower() == ".png" and path.is_file() else None
+        """The candidate's chip (PNG) if it is on this server: a relative path is looked
+        for under ``evidence_root``, then the store's folder, then here."""
+        path = self.store.locate(found.evidence_path, (self.evidence_root,))
+        return path if path is not None and path.suffix.lower() == ".png" else None
 
 
 def server(request: Request) -> ServerState:

@@ -1,10 +1,12 @@
 """Imagery tiles around a candidate, read from its scene with rio-tiler.
 
-The store records each candidate's ``scene_id`` (a content id, see
-:func:`geoscreen.imagery.scene.open_scene`), not where the scene file is. The server
-is given the scene files or folders (``geoscreen serve --scenes``) and indexes them by
-id; a ``scene_id`` that is itself the path of a local file is used as it is. Remote
-URIs are never opened (offline by default).
+A candidate's scene is found by its ``scene_id`` (a content id, see
+:func:`geoscreen.imagery.scene.open_scene`), first among the scene files or folders
+the server was given (``geoscreen serve --scenes``, indexed by id: for files that
+moved), then where the store says the scene file was loaded from (``scenes.uri``, see
+:meth:`geoscreen.review.store.Store.locate`); a ``scene_id`` that is itself the path
+of a local file is used as it is. Remote URIs are never opened (offline by default).
+A scene file that is gone gives "imagery not available" (404), never an error page.
 
 Tiles are Web Mercator XYZ tiles rendered by rio-tiler, only near the site (its box
 grown by ``margin_m``, at least twice the site's size) and only from a few zoom levels
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from morecantile import Tile
+from rasterio.errors import RasterioError
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import Reader
 
@@ -31,6 +34,7 @@ from geoscreen.errors import GeoscreenError, InputError
 from geoscreen.imagery.scene import open_scene
 from geoscreen.review.errors import NotFoundError
 from geoscreen.review.records import Candidate
+from geoscreen.review.store import Store, is_remote
 from geoscreen.web.mapping import rgb_bands
 
 log = logging.getLogger(__name__)
@@ -52,16 +56,21 @@ class SceneStyle:
 
 
 class SceneIndex:
-    """Scene files by scene id."""
+    """Scene files by scene id: those given, then those the store knows."""
 
-    def __init__(self, uris: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, uris: Mapping[str, str] | None = None, *, store: Store | None = None
+    ) -> None:
         self._uris = dict(uris or {})
+        self.store = store
 
     def __len__(self) -> int:
         return len(self._uris)
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | os.PathLike[str]]) -> SceneIndex:
+    def from_paths(
+        cls, paths: Iterable[str | os.PathLike[str]], *, store: Store | None = None
+    ) -> SceneIndex:
         """Index raster files, and the rasters found (recursively) in folders."""
         uris: dict[str, str] = {}
         for given in paths:
@@ -77,15 +86,20 @@ class SceneIndex:
                 uris.setdefault(open_scene(path).id, str(path.resolve()))
             else:
                 raise InputError("scene file or folder not found", where=str(path))
-        return cls(uris)
+        return cls(uris, store=store)
 
     def uri(self, scene_id: str | None) -> str | None:
-        """Where the scene is: indexed, or a local file named by the id itself."""
+        """Where the scene's file is now: indexed, stored, or named by the id itself."""
         if not scene_id:
             return None
-        if scene_id in self._uris:
-            return self._uris[scene_id]
-        if "://" not in scene_id and not scene_id.startswith("/vsi") and os.path.isfile(scene_id):
+        given = self._uris.get(scene_id)
+        if given is not None and os.path.isfile(given):
+            return given
+        if self.store is not None:
+            stored = self.store.locate(self.store.scene_uri(scene_id))
+            if stored is not None:
+                return str(stored)
+        if not is_remote(scene_id) and os.path.isfile(scene_id):
             return scene_id
         return None
 
@@ -122,21 +136,33 @@ class TileSource:
         """One PNG tile; :class:`NotFoundError` outside the site's window, zooms or scene."""
         style = self.style(candidate)
         if style is None:
-            raise NotFoundError(f"no imagery for candidate {candidate.id}")
+            raise NotFoundError(_UNAVAILABLE.format(candidate.id))
         if not style.minzoom <= z <= style.maxzoom or not 0 <= x < 2**z or not 0 <= y < 2**z:
             raise NotFoundError(f"zoom {z} is not served (zooms {style.minzoom}-{style.maxzoom})")
-        with Reader(style.uri) as reader:
-            west, south, east, north = reader.tms.bounds(Tile(x, y, z))
-            minx, miny, maxx, maxy = self.window(candidate)
-            if east < minx or west > maxx or north < miny or south > maxy:
-                raise NotFoundError("tile is not near the site")
-            try:
-                image = reader.tile(x, y, z, indexes=style.indexes)
-            except TileOutsideBounds as exc:
-                raise NotFoundError("tile is outside the scene") from exc
+        try:
+            with Reader(style.uri) as reader:
+                west, south, east, north = reader.tms.bounds(Tile(x, y, z))
+                minx, miny, maxx, maxy = self.window(candidate)
+                if east < minx or west > maxx or north < miny or south > maxy:
+                    raise NotFoundError("tile is not near the site")
+                try:
+                    image = reader.tile(x, y, z, indexes=style.indexes)
+                except TileOutsideBounds as exc:
+                    raise NotFoundError("tile is outside the scene") from exc
+        except (RasterioError, OSError) as exc:  # the file went away or broke since
+            log.warning("imagery unavailable: %s: %s", style.uri, exc)
+            with self._lock:
+                self._styles.pop(style.uri, None)
+            raise NotFoundError(_UNAVAILABLE.format(candidate.id)) from exc
         if style.stretch is not None:
             image = image.rescale(in_range=[style.stretch] * image.count)
         return image.render(img_format="PNG")
+
+
+_UNAVAILABLE = (
+    "imagery not available for candidate {}: its scene file is not on this server "
+    "(give it with 'geoscreen serve --scenes')"
+)
 
 
 def _cos(lat: float) -> float:
@@ -152,10 +178,17 @@ def _describe(uri: str) -> SceneStyle | None:
         return None
     if scene.crs is None:
         return None
-    indexes = tuple(scene.band_indexes(rgb_bands(scene)))
+    try:
+        return _style(uri, tuple(scene.band_indexes(rgb_bands(scene))), scene.dtypes)
+    except (RasterioError, OSError) as exc:
+        log.warning("imagery unavailable: %s: %s", uri, exc)
+        return None
+
+
+def _style(uri: str, indexes: tuple[int, ...], dtypes: Iterable[str]) -> SceneStyle:
     with Reader(uri) as reader:
         stretch = None
-        if any(dtype != "uint8" for dtype in scene.dtypes):
+        if any(dtype != "uint8" for dtype in dtypes):
             preview = reader.preview(indexes=indexes, max_size=512).array
             valid = preview.compressed()
             if valid.size:
