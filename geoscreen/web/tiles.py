@@ -136,7 +136,7 @@ class TileSource:
         """One PNG tile; :class:`NotFoundError` outside the site's window, zooms or scene."""
         style = self.style(candidate)
         if style is None:
-            raise NotFoundError(_UNAVAILABLE.format(candidate.id))
+            raise _unavailable(candidate)
         if not style.minzoom <= z <= style.maxzoom or not 0 <= x < 2**z or not 0 <= y < 2**z:
             raise NotFoundError(f"zoom {z} is not served (zooms {style.minzoom}-{style.maxzoom})")
         try:
@@ -153,16 +153,17 @@ class TileSource:
             log.warning("imagery unavailable: %s: %s", style.uri, exc)
             with self._lock:
                 self._styles.pop(style.uri, None)
-            raise NotFoundError(_UNAVAILABLE.format(candidate.id)) from exc
+            raise _unavailable(candidate) from exc
         if style.stretch is not None:
             image = image.rescale(in_range=[style.stretch] * image.count)
         return image.render(img_format="PNG")
 
 
-_UNAVAILABLE = (
-    "imagery not available for candidate {}: its scene file is not on this server "
-    "(give it with 'geoscreen serve --scenes')"
-)
+def _unavailable(candidate: Candidate) -> NotFoundError:
+    return NotFoundError(
+        f"imagery not available for candidate {candidate.id}: its scene file is not on this server",
+        fix="Give the scene file or its folder with 'geoscreen serve --scenes'.",
+    )
 
 
 def _cos(lat: float) -> float:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from geoscreen.cli.app import main
-from geoscreen.review.schema import candidates, detections, runs
+from geoscreen.review.schema import candidates, detections, runs, scenes
 from geoscreen.review.store import open_store
 
 PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
@@ -51,6 +51,9 @@ def test_second_scan_skips_everything(tree_model: Path, scene_folder: Path, tmp_
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
     first = _counts(db)
     assert first["runs"] == 4 and first["candidates"] > 0
+    with open_store(db) as store, store.read() as conn:  # where the scenes are, for imagery
+        uris = set(conn.execute(select(scenes.c.uri)).scalars())
+    assert uris == {f"incoming/quadrant{i}.tif" for i in range(4)}  # relative to the store
     capsys.readouterr()
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db),
                  "--json-log") == 0  # fmt: skip
