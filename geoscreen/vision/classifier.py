@@ -1,33 +1,31 @@
 """Tile classifier: input normalisation -> backbone -> one logit ("matches the profile").
 
-A trained classifier is saved as a *model directory*::
-
-    model.pt        state dict (weights of the whole network)
-    model.yaml      machine-readable model card (profile, data, split, metrics, limits)
-    MODEL_CARD.md   the same card for people
-
+A trained classifier is saved as a *model directory* (:mod:`geoscreen.vision.modeldir`):
+``model.pt`` (weights), ``model.yaml`` (machine-readable model card) and ``MODEL_CARD.md``.
 The model hash (sha256 of ``model.pt``) identifies a model in screening runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
-from geoscreen.errors import ConfigError, InputError
-from geoscreen.fileio import sha256_file
+from geoscreen.errors import InputError
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
-from geoscreen.vision.weights import load_state_dict
-
-WEIGHTS_FILE = "model.pt"
-CARD_FILE = "model.yaml"
-CARD_MARKDOWN = "MODEL_CARD.md"
+from geoscreen.vision.cards import data_lines, limits_lines, split_lines
+from geoscreen.vision.modeldir import CARD_FILE as CARD_FILE  # the layout's names, re-exported
+from geoscreen.vision.modeldir import CARD_MARKDOWN as CARD_MARKDOWN
+from geoscreen.vision.modeldir import WEIGHTS_FILE as WEIGHTS_FILE
+from geoscreen.vision.modeldir import (
+    LoadedModelDir,
+    read_model_dir,
+    restore_weights,
+    save_model_dir,
+)
 
 
 class InputNorm(nn.Module):
@@ -72,18 +70,8 @@ class TileClassifier(nn.Module):
         return torch.sigmoid(self.head(feats).squeeze(1)), feats
 
 
-@dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(LoadedModelDir[TileClassifier]):
     """A classifier loaded from a model directory, with its card and hash."""
-
-    model: TileClassifier
-    card: dict[str, Any]
-    sha256: str
-    path: Path
-
-    @property
-    def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
 
 
 def spec_from_card(card: dict[str, Any]) -> BackboneSpec:
@@ -99,59 +87,26 @@ def spec_from_card(card: dict[str, Any]) -> BackboneSpec:
 
 def save_model(model: TileClassifier, card: dict[str, Any], out_dir: Path) -> str:
     """Write weights and card (YAML + Markdown) to ``out_dir``; returns the model hash."""
-    from geoscreen.fileio import atomic_write
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
-    digest = sha256_file(out_dir / WEIGHTS_FILE)
-    card = {**card, "model_sha256": digest}
-    text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
-    atomic_write(out_dir / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    markdown = render_card_markdown(card)
-    atomic_write(
-        out_dir / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8")
-    )
-    return digest
+    return save_model_dir(model, card, out_dir, render_card_markdown)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model directory written by :func:`save_model`, checking the recorded hash."""
     path = Path(model_dir)
-    card_path, weights_path = path / CARD_FILE, path / WEIGHTS_FILE
-    if not card_path.is_file() or not weights_path.is_file():
-        raise InputError(
-            "not a geoscreen model directory (needs model.yaml and model.pt)",
-            where=str(path),
-            fix="Point --model at the folder written by 'geoscreen train'.",
-        )
     not_a_card = InputError(
         "model.yaml is not a geoscreen model card",
-        where=str(card_path),
+        where=str(path / CARD_FILE),
         fix="Retrain with 'geoscreen train' or restore the original file.",
     )
-    try:
-        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise not_a_card from None
-    if not isinstance(card, dict) or "backbone" not in card or "input_stats" not in card:
-        raise not_a_card
-    state = load_state_dict(weights_path, card.get("model_sha256"))
+    card, state = read_model_dir(path, lambda c: "backbone" in c and "input_stats" in c, not_a_card)
     try:
         spec = spec_from_card(card)
         mean, std = list(card["input_stats"]["mean"]), list(card["input_stats"]["std"])
     except (KeyError, TypeError, ValueError):
         raise not_a_card from None
     model = TileClassifier(build_backbone(spec), mean, std)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(
-            "model.pt does not match the architecture in model.yaml",
-            where=str(path),
-            fix="Retrain the model.",
-        ) from exc
-    model.eval().to(device)
-    return LoadedModel(model, card, sha256_file(weights_path), path)
+    digest = restore_weights(model, state, path, "architecture", device)
+    return LoadedModel(model, card, digest, path)
 
 
 def render_card_markdown(card: dict[str, Any]) -> str:
@@ -173,18 +128,11 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         f"time: {card.get('training', {}).get('seconds', 0):.1f} s",
         f"- decision threshold: {card.get('threshold')}",
         f"- model sha256: `{card.get('model_sha256', '?')}`",
-        "",
-        "## Data",
+        *data_lines(card),
+        *split_lines(card),
     ]
-    for item in card.get("data", {}).get("labels", []):
-        lines.append(f"- labels `{item['path']}` sha256 `{item['sha256']}`")
-    for item in card.get("data", {}).get("scenes", []):
-        lines.append(f"- scene `{item['uri']}` id `{item['id']}`")
     split = card.get("split", {})
     lines += [
-        "",
-        "## Validation split",
-        f"- {split.get('method', '?')}: {split.get('description', '')}",
         f"- chips: train {split.get('train_chips')} ({split.get('train_positives')} positive), "
         f"validation {split.get('val_chips')} ({split.get('val_positives')} positive)",
         "",
@@ -192,6 +140,5 @@ def render_card_markdown(card: dict[str, Any]) -> str:
     ]
     for key, value in metrics.items():
         lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
-    lines += ["", "## Known limits"]
-    lines += [f"- {text}" for text in card.get("limits", [])]
+    lines += limits_lines(card)
     return "\n".join(lines) + "\n"

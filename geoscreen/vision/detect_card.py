@@ -1,14 +1,14 @@
 """Model cards of detectors: the machine-readable card, its Markdown page, later evaluations.
 
 A detector's model directory has the layout of a classifier's
-(:mod:`geoscreen.vision.classifier`): ``model.pt``, ``model.yaml`` (this card) and
-``MODEL_CARD.md``. :func:`record_evaluation` adds results on other imagery to both
-files without touching the weights.
+(:mod:`geoscreen.vision.modeldir`): ``model.pt``, ``model.yaml`` (this card) and
+``MODEL_CARD.md``; the sections both cards share come from :mod:`geoscreen.vision.cards`.
+:func:`record_evaluation` adds results on other imagery to both files without touching
+the weights.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from geoscreen.fileio import atomic_write
 from geoscreen.profiles import Profile
-from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN
+from geoscreen.vision.cards import (
+    HELD_OUT_LIMIT,
+    data_lines,
+    limits_lines,
+    model_card,
+    split_lines,
+    split_record,
+    training_record,
+)
 from geoscreen.vision.detector import DetectorConfig
+from geoscreen.vision.modeldir import CARD_FILE, write_card
 from geoscreen.vision.split import SplitResult
 
 if TYPE_CHECKING:
@@ -38,65 +46,36 @@ def detection_card(
     seconds: float,
 ) -> dict[str, Any]:
     """The machine-readable model card of a detector."""
-    spec = config.backbone
     labels = data.labels
     n_train = data.objects_in(split.train)
-    return {
-        "profile": {
-            "name": profile.name,
-            "version": profile.version,
-            "fingerprint": profile.fingerprint(),
-            "description": profile.description,
-        },
-        "task": "detect",
-        "output_meaning": f"boxes of objects matching screening profile '{profile.name}', "
+    return model_card(
+        profile,
+        task="detect",
+        output_meaning=f"boxes of objects matching screening profile '{profile.name}', "
         "each with a score",
-        "detector": config.to_card(),
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-            "weights": spec.weights,
-            "weights_sha256": spec.weights_sha256,
-        },
-        "input_stats": {"mean": list(config.mean), "std": list(config.std)},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"),
-        "threshold": profile.threshold,
-        "data": {
-            "labels": data.label_records,
-            "scenes": [{"uri": s.uri, "id": s.id} for s in data.scenes],
-        },
-        "split": {
-            "method": "spatially blocked",
-            "description": split.describe(),
-            "train_chips": int(split.train.size),
-            "val_chips": int(split.val.size),
-            "train_chips_with_objects": int(labels[split.train].sum()),
-            "val_chips_with_objects": int(labels[split.val].sum()),
-            "train_objects": n_train,
-            "val_objects": data.objects_in(split.val),
-            "seed": opts.seed,
-        },
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "training": {
-            "device": str(device),
-            "seconds": round(seconds, 2),
-            "options": opts.model_dump(mode="json"),
-            **history,
-            "torch": str(torch.__version__),
-            "python": platform.python_version(),
-        },
-        "limits": [
-            "Validation metrics come from held-out blocks of the training scenes; performance on "
-            "other places, sensors, seasons or resolutions is unknown until measured there.",
+        model={"detector": config.to_card()},
+        spec=config.backbone,
+        stats=(config.mean, config.std),
+        data=data,
+        split=split_record(
+            split,
+            opts.seed,
+            train_chips_with_objects=int(labels[split.train].sum()),
+            val_chips_with_objects=int(labels[split.val].sum()),
+            train_objects=n_train,
+            val_objects=data.objects_in(split.val),
+        ),
+        metrics=metrics,
+        training=training_record(opts, device, seconds, history),
+        limits=[
+            HELD_OUT_LIMIT,
             f"Trained on {n_train} labelled objects: small data, wide uncertainty. Published "
             "detectors of this kind learn from tens of thousands.",
             f"Anchors fit objects of about {config.object_size_m:g} m at "
             f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
             "Boxes are candidates for human review; a detection is not a finding.",
         ],
-    }
+    )
 
 
 def render_detection_card(card: dict[str, Any]) -> str:
@@ -122,18 +101,8 @@ def render_detection_card(card: dict[str, Any]) -> str:
         f"epochs {training.get('epochs_run')} (best {training.get('best_epoch')})",
         f"- profile fingerprint `{card['profile'].get('fingerprint', '?')}`",
         "- model sha256: `{model_sha256}`",
-        "",
-        "## Data",
-    ]
-    for item in card.get("data", {}).get("labels", []):
-        lines.append(f"- labels `{item['path']}` ({item['objects']} objects) "
-                     f"sha256 `{item['sha256']}`")  # fmt: skip
-    for item in card.get("data", {}).get("scenes", []):
-        lines.append(f"- scene `{item['uri']}` id `{item['id']}`")
-    lines += [
-        "",
-        "## Validation split",
-        f"- {split.get('method', '?')}: {split.get('description', '')}",
+        *data_lines(card),
+        *split_lines(card),
         f"- chips: train {split.get('train_chips')} ({split.get('train_objects')} objects), "
         f"validation {split.get('val_chips')} ({split.get('val_objects')} objects)",
         "",
@@ -163,8 +132,7 @@ def render_detection_card(card: dict[str, Any]) -> str:
             f"{e['average_precision']:.3f} |"
             for e in evaluations
         ]
-    lines += ["", "## Known limits"]
-    lines += [f"- {text}" for text in card.get("limits", [])]
+    lines += limits_lines(card)
     return "\n".join(lines) + "\n"
 
 
@@ -181,8 +149,6 @@ def record_evaluation(
     card = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
     earlier = [] if replace else card.get("evaluations", [])
     card["evaluations"] = [*earlier, *(dict(e) for e in entries)]
-    text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
-    atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     page = render_detection_card(card).replace("{model_sha256}", str(card.get("model_sha256")))
-    atomic_write(folder / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    write_card(folder, card, page)
     return dict(card)

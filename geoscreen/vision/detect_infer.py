@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -60,7 +60,6 @@ from geoscreen.profiles import Profile
 from geoscreen.sites.extract import site_ids
 from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
-from geoscreen.vision.classifier import LoadedModel
 from geoscreen.vision.detect_train import scene_resolution_m
 from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
 from geoscreen.vision.infer import check_model_fits
@@ -125,7 +124,7 @@ class Objects:
 def check_detector_fits(loaded: LoadedDetector, profile: Profile, scene: Scene) -> None:
     """Refuse a model/scene that does not fit the profile (as for classifiers); warn when
     the scene's pixel size differs from the one the anchors were set for."""
-    check_model_fits(cast(LoadedModel, loaded), profile, scene)  # reads .card and .path only
+    check_model_fits(loaded, profile, scene)
     trained = float(loaded.card["detector"]["resolution_m"])
     res = scene.resolution_m
     if res is not None and abs(math.sqrt(res[0] * res[1]) / trained - 1) > 0.1:

@@ -52,12 +52,12 @@ from geoscreen.sites.match import MatchRule
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.boxes import clip_boxes, dihedral_boxes
+from geoscreen.vision.cards import label_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card
 from geoscreen.vision.detector import Detector, DetectorConfig, build_detector, save_detector
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
 from geoscreen.vision.train import EarlyStopping, _check_split, backbone_spec
-from geoscreen.vision.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -261,15 +261,7 @@ def _scene_boxes(
         if len(boxes) == 0:
             continue
         found.append(boxes)
-        data.label_records.append(
-            {
-                "path": str(label_path),
-                "sha256": sha256_file(Path(label_path)),
-                "scene_id": scene.id,
-                "objects": len(boxes),
-                "report": label_set.report.summary(),
-            }
-        )
+        data.label_records.append(label_record(label_path, scene, label_set, objects=len(boxes)))
     return np.concatenate(found) if found else None
 
 

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import yaml
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -53,10 +52,14 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.fileio import atomic_write
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
-from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE
-from geoscreen.vision.weights import load_state_dict, sha256_file
+from geoscreen.vision.modeldir import (
+    CARD_FILE,
+    LoadedModelDir,
+    read_model_dir,
+    restore_weights,
+    save_model_dir,
+)
 
 ARCHITECTURES = ("faster_rcnn", "retinanet", "fcos")
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -385,18 +388,8 @@ def build_detector(config: DetectorConfig) -> Detector:
 
 
 # -- model directories -------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadedDetector:
+class LoadedDetector(LoadedModelDir[Detector]):
     """A detector loaded from a model directory, with its card and hash."""
-
-    model: Detector
-    card: dict[str, Any]
-    sha256: str
-    path: Path
-
-    @property
-    def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
 
 
 def save_detector(model: Detector, card: dict[str, Any], out_dir: str | Path, markdown: str) -> str:
@@ -405,43 +398,22 @@ def save_detector(model: Detector, card: dict[str, Any], out_dir: str | Path, ma
     The same layout as a classifier's model directory; ``markdown`` may hold the
     placeholder ``{model_sha256}``.
     """
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    text = yaml.safe_dump({**card, "model_sha256": digest}, sort_keys=False, allow_unicode=True)
-    atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    page = markdown.replace("{model_sha256}", digest)
-    atomic_write(folder / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    return digest
+    return save_model_dir(
+        model, card, out_dir, lambda full: markdown.replace("{model_sha256}", full["model_sha256"])
+    )
 
 
 def load_detector(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
     """Load a model directory written by :func:`save_detector`, checking the recorded hash."""
     path = Path(model_dir)
-    card_path, weights_path = path / CARD_FILE, path / WEIGHTS_FILE
-    if not card_path.is_file() or not weights_path.is_file():
-        raise InputError(
-            "not a geoscreen model directory (needs model.yaml and model.pt)",
-            where=str(path),
-            fix="Point --model at the folder written by 'geoscreen train'.",
-        )
-    card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
-    if not isinstance(card, dict) or card.get("task") != "detect" or "detector" not in card:
-        raise InputError(
-            "model.yaml is not the card of a detection model",
-            where=str(card_path),
-            fix="Use a model trained for a 'task: detect' profile with 'geoscreen train'.",
-        )
-    state = load_state_dict(weights_path, card.get("model_sha256"))
+    not_a_detector = InputError(
+        "model.yaml is not the card of a detection model",
+        where=str(path / CARD_FILE),
+        fix="Use a model trained for a 'task: detect' profile with 'geoscreen train'.",
+    )
+    card, state = read_model_dir(
+        path, lambda c: c.get("task") == "detect" and "detector" in c, not_a_detector
+    )
     model = build_detector(DetectorConfig.from_card(card))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(
-            "model.pt does not match the detector in model.yaml",
-            where=str(path),
-            fix="Retrain the model.",
-        ) from exc
-    model.eval().to(device)
-    return LoadedDetector(model, card, sha256_file(weights_path), path)
+    digest = restore_weights(model, state, path, "detector", device)
+    return LoadedDetector(model, card, digest, path)

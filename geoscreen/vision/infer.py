@@ -29,7 +29,8 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.vision.classifier import LoadedModel, TileClassifier
+from geoscreen.vision.classifier import TileClassifier
+from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import pick_device, tune_malloc
 from geoscreen.vision.scoremap import ScoreMap
 from geoscreen.vision.train import band_roles
@@ -53,7 +54,7 @@ class ScreenOptions:
     progress: bool = False
 
 
-def check_model_fits(loaded: LoadedModel, profile: Profile, scene: Scene) -> None:
+def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
     """Refuse a model trained for another profile, preprocessing, tile size or band layout,
     and a scene that does not fit the profile (:func:`~geoscreen.profiles.check_scene`).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import at_threshold, average_precision
-from geoscreen.fileio import sha256_file
 from geoscreen.imagery.chips import Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
@@ -41,6 +39,13 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter, random_dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
+from geoscreen.vision.cards import (
+    HELD_OUT_LIMIT,
+    label_record,
+    model_card,
+    split_record,
+    training_record,
+)
 from geoscreen.vision.classifier import TileClassifier, save_model
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
@@ -133,14 +138,13 @@ def collect_chips(
             pos += [(float(c), float(r)) for c, r in label_set.positives().centres()]
             neg += [(float(c), float(r)) for c, r in label_set.negatives().centres()]
             data.label_records.append(
-                {
-                    "path": str(label_path),
-                    "sha256": sha256_file(Path(label_path)),
-                    "scene_id": scene.id,
-                    "positives": len(label_set.positives()),
-                    "negatives": len(label_set.negatives()),
-                    "report": label_set.report.summary(),
-                }
+                label_record(
+                    label_path,
+                    scene,
+                    label_set,
+                    positives=len(label_set.positives()),
+                    negatives=len(label_set.negatives()),
+                )
             )
         if not pos:
             continue
@@ -385,54 +389,25 @@ def _card(
     seconds: float,
 ) -> dict[str, Any]:
     labels = data.labels
-    return {
-        "profile": {
-            "name": profile.name,
-            "version": profile.version,
-            "fingerprint": profile.fingerprint(),
-            "description": profile.description,
-        },
-        "task": "classify",
-        "output_meaning": f"score that a tile matches screening profile '{profile.name}'",
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-            "weights": spec.weights,
-            "weights_sha256": spec.weights_sha256,
-        },
-        "input_stats": {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"),
-        "threshold": profile.threshold,
-        "data": {
-            "labels": data.label_records,
-            "scenes": [{"uri": s.uri, "id": s.id} for s in data.scenes],
-        },
-        "split": {
-            "method": "spatially blocked",
-            "description": split.describe(),
-            "train_chips": int(split.train.size),
-            "val_chips": int(split.val.size),
-            "train_positives": int(labels[split.train].sum()),
-            "val_positives": int(labels[split.val].sum()),
-            "seed": opts.seed,
-        },
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "training": {
-            "mode": opts.mode,
-            "device": str(device),
-            "seconds": round(seconds, 2),
-            "options": opts.model_dump(mode="json"),
-            **history,
-            "torch": str(torch.__version__),
-            "python": platform.python_version(),
-        },
-        "limits": [
-            "Validation metrics come from held-out blocks of the training scenes; performance on "
-            "other places, sensors, seasons or resolutions is unknown until measured there.",
+    return model_card(
+        profile,
+        task="classify",
+        output_meaning=f"score that a tile matches screening profile '{profile.name}'",
+        spec=spec,
+        stats=stats,
+        data=data,
+        split=split_record(
+            split,
+            opts.seed,
+            train_positives=int(labels[split.train].sum()),
+            val_positives=int(labels[split.val].sum()),
+        ),
+        metrics=metrics,
+        training=training_record(opts, device, seconds, history, mode=opts.mode),
+        limits=[
+            HELD_OUT_LIMIT,
             f"Trained on {len(labels)} chips ({int(labels.sum())} positive): small data, wide "
             "uncertainty.",
             "Scores rank tiles for human review; a high score is not a finding.",
         ],
-    }
+    )

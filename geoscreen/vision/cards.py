@@ -1,0 +1,162 @@
+"""What the model cards of classifiers and detectors have in common.
+
+A card (``model.yaml``, see :mod:`geoscreen.vision.modeldir`) records the profile, the
+backbone and its input statistics, the preprocessing and tiling, the labelled data
+with their hashes, the validation split, the metrics, how training ran and the
+model's known limits. :func:`model_card` lays these out in one order for both tasks
+(the classifier's card: :mod:`geoscreen.vision.train`; the detector's:
+:mod:`geoscreen.vision.detect_card`); the ``*_lines`` functions give the sections of
+the Markdown page (``MODEL_CARD.md``) the two share.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from pydantic import BaseModel
+
+from geoscreen.fileio import sha256_file
+from geoscreen.imagery.scene import Scene
+from geoscreen.labels import LabelSet
+from geoscreen.profiles import Profile
+from geoscreen.vision.backbones import BackboneSpec
+from geoscreen.vision.split import SplitResult
+
+HELD_OUT_LIMIT = (
+    "Validation metrics come from held-out blocks of the training scenes; performance on "
+    "other places, sensors, seasons or resolutions is unknown until measured there."
+)
+
+
+class Provenance(Protocol):
+    """Where training data came from: one record per label file used, and the scenes."""
+
+    @property
+    def label_records(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def scenes(self) -> list[Scene]: ...
+
+
+def label_record(
+    path: str | Path, scene: Scene, label_set: LabelSet, **counts: int
+) -> dict[str, Any]:
+    """The card's entry for one label file read onto ``scene``: path, hash, counts, report."""
+    return {
+        "path": str(path),
+        "sha256": sha256_file(Path(path)),
+        "scene_id": scene.id,
+        **counts,
+        "report": label_set.report.summary(),
+    }
+
+
+def split_record(split: SplitResult, seed: int, **counts: int) -> dict[str, Any]:
+    """The card's ``split`` section; ``counts`` are the task's own (positives, objects)."""
+    return {
+        "method": "spatially blocked",
+        "description": split.describe(),
+        "train_chips": int(split.train.size),
+        "val_chips": int(split.val.size),
+        **counts,
+        "seed": seed,
+    }
+
+
+def training_record(
+    opts: BaseModel,
+    device: torch.device,
+    seconds: float,
+    history: Mapping[str, Any],
+    **first: Any,
+) -> dict[str, Any]:
+    """The card's ``training`` section: ``first`` entries, then device, time, options,
+    ``history`` and the versions of torch and Python."""
+    return {
+        **first,
+        "device": str(device),
+        "seconds": round(seconds, 2),
+        "options": opts.model_dump(mode="json"),
+        **history,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def model_card(
+    profile: Profile,
+    *,
+    task: str,
+    output_meaning: str,
+    spec: BackboneSpec,
+    stats: tuple[Sequence[float], Sequence[float]],
+    data: Provenance,
+    split: dict[str, Any],
+    metrics: Mapping[str, float],
+    training: dict[str, Any],
+    limits: Sequence[str],
+    model: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The machine-readable card; ``model`` holds sections of the task's own (the
+    detector's configuration), placed before the backbone."""
+    return {
+        "profile": {
+            "name": profile.name,
+            "version": profile.version,
+            "fingerprint": profile.fingerprint(),
+            "description": profile.description,
+        },
+        "task": task,
+        "output_meaning": output_meaning,
+        **(model or {}),
+        "backbone": {
+            "name": spec.name,
+            "in_channels": spec.in_channels,
+            "band_roles": list(spec.band_roles or []),
+            "weights": spec.weights,
+            "weights_sha256": spec.weights_sha256,
+        },
+        "input_stats": {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]},
+        "preprocess": profile.preprocess.model_dump(mode="json"),
+        "tiling": profile.tiling.model_dump(mode="json"),
+        "threshold": profile.threshold,
+        "data": {
+            "labels": data.label_records,
+            "scenes": [{"uri": s.uri, "id": s.id} for s in data.scenes],
+        },
+        "split": split,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "training": training,
+        "limits": list(limits),
+    }
+
+
+# -- the Markdown page ---------------------------------------------------------------------
+def data_lines(card: Mapping[str, Any]) -> list[str]:
+    """``## Data``: each label file with its hash (and object count), each scene."""
+    data = card.get("data", {})
+    lines = ["", "## Data"]
+    for item in data.get("labels", []):
+        objects = f" ({item['objects']} objects)" if "objects" in item else ""
+        lines.append(f"- labels `{item['path']}`{objects} sha256 `{item['sha256']}`")
+    lines += [f"- scene `{item['uri']}` id `{item['id']}`" for item in data.get("scenes", [])]
+    return lines
+
+
+def split_lines(card: Mapping[str, Any]) -> list[str]:
+    """``## Validation split`` and its method (the counts per task follow)."""
+    split = card.get("split", {})
+    return [
+        "",
+        "## Validation split",
+        f"- {split.get('method', '?')}: {split.get('description', '')}",
+    ]
+
+
+def limits_lines(card: Mapping[str, Any]) -> list[str]:
+    """``## Known limits``."""
+    return ["", "## Known limits", *(f"- {text}" for text in card.get("limits", []))]
