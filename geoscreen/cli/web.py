@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from sqlalchemy import select
 
@@ -99,6 +101,11 @@ def map_(
         if len(frame):
             lines = history_lines(store, set(frame["id"]))
             frame["history"] = [lines.get(int(i), []) for i in frame["id"]]
+            roots = (Path(evidence_root),) if evidence_root else ()
+            chips = [store.locate(p, roots) for p in frame["evidence_path"]]  # stored portably
+            frame["evidence_path"] = [
+                str(c) if c else p for c, p in zip(chips, frame["evidence_path"], strict=True)
+            ]
     if len(frame) > MAP_WARN_AT:
         click.echo(
             f"geoscreen: warning: {len(frame)} candidates: the map file is large and draws "

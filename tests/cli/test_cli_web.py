@@ -72,6 +72,19 @@ def test_map_writes_an_offline_file(
     assert "trafficking" not in page.lower()
 
 
+def test_map_finds_chips_next_to_the_store(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Evidence paths are stored relative to the store's folder: found from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "map", "--db", str(store_path), "--out", "map.html")
+    assert code == 0, err
+    page = (tmp_path / "map.html").read_text()
+    assert "evidence chip</a>" not in page  # every chip (33) found and embedded, none a link
+    assert page.count("data:image/png;base64,") >= 33
+
+
 def test_map_filters_and_opt_in_basemap(
     store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
