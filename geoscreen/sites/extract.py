@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -132,8 +133,6 @@ def extract_sites(
     else:
         area = shapely.area(outlines) * (rules.pixel_size_m or 1.0) ** 2
     keep = area >= rules.min_area
-    when = acquired or scene.acquired
-    seen = when or seen_at or datetime.now(UTC)
     frame = gpd.GeoDataFrame(
         {
             "site_id": site_ids(profile.name, scene.id, run, outlines[keep]),
@@ -141,24 +140,54 @@ def extract_sites(
             "score_mean": score_mean[keep],
             "tile_count": counts[keep],
             "area_m2": area[keep],
-            "scene_id": scene.id,
-            "acquired": pd.Timestamp(when) if when else pd.NaT,
-            "profile": profile.name,
-            "profile_version": str(meta.get("profile_version") or profile.version),
-            "model_sha256": meta.get("model_sha256"),
-            "run_id": run,
-            "evidence_path": None,
-            "first_seen": pd.Timestamp(seen),
-            "last_seen": pd.Timestamp(seen),
-            "new_since": pd.NaT,
-            "detections": 1,
             "area_unit": rules.area_unit,
+            **run_columns(
+                scene,
+                profile,
+                profile_version=str(meta.get("profile_version") or profile.version),
+                model_sha256=meta.get("model_sha256"),
+                run_id=run,
+                acquired=acquired or scene.acquired,
+                seen_at=seen_at,
+            ),
         },
         geometry=geoms.values[keep],
         crs=crs,
     )
     frame = frame.sort_values("score_max", ascending=False, kind="stable").reset_index(drop=True)
     return normalise(frame)
+
+
+def run_columns(
+    scene: Scene,
+    profile: Profile,
+    *,
+    profile_version: str,
+    model_sha256: str | None,
+    run_id: str,
+    acquired: datetime | None,
+    seen_at: datetime | None,
+) -> dict[str, Any]:
+    """The site-table columns shared by every new site one run finds on ``scene``.
+
+    Scene, acquisition time, profile, model and run; ``first_seen`` and ``last_seen``
+    are the acquisition time, else ``seen_at``, else now; no evidence yet, not new
+    since an earlier run, one detection.
+    """
+    seen = acquired or seen_at or datetime.now(UTC)
+    return {
+        "scene_id": scene.id,
+        "acquired": pd.Timestamp(acquired) if acquired else pd.NaT,
+        "profile": profile.name,
+        "profile_version": profile_version,
+        "model_sha256": model_sha256,
+        "run_id": run_id,
+        "evidence_path": None,
+        "first_seen": pd.Timestamp(seen),
+        "last_seen": pd.Timestamp(seen),
+        "new_since": pd.NaT,
+        "detections": 1,
+    }
 
 
 def tile_components(

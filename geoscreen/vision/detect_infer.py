@@ -38,13 +38,12 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import shapely
 import torch
 from shapely.geometry.base import BaseGeometry
@@ -57,7 +56,7 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
-from geoscreen.sites.extract import site_ids
+from geoscreen.sites.extract import run_columns, site_ids
 from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_train import scene_resolution_m
@@ -368,8 +367,6 @@ def objects_to_sites(
             size = scene_resolution_m(profile, scene)
         area = box_areas_m2(objects.boxes, (size, size) if size else (1.0, 1.0))
         unit = "m2" if size else "px2"
-    when = scene.acquired
-    seen = when or seen_at or datetime.now(UTC)
     frame = gpd.GeoDataFrame(
         {
             "site_id": site_ids(profile.name, scene.id, run, boxes_to_polygons(objects.boxes)),
@@ -377,18 +374,16 @@ def objects_to_sites(
             "score_mean": objects.score_mean,
             "tile_count": objects.tile_count,
             "area_m2": area,
-            "scene_id": scene.id,
-            "acquired": pd.Timestamp(when) if when else pd.NaT,
-            "profile": profile.name,
-            "profile_version": profile.version,
-            "model_sha256": model_sha256 or objects.meta.get("model_sha256"),
-            "run_id": run,
-            "evidence_path": None,
-            "first_seen": pd.Timestamp(seen),
-            "last_seen": pd.Timestamp(seen),
-            "new_since": pd.NaT,
-            "detections": 1,
             "area_unit": unit,
+            **run_columns(
+                scene,
+                profile,
+                profile_version=profile.version,
+                model_sha256=model_sha256 or objects.meta.get("model_sha256"),
+                run_id=run,
+                acquired=scene.acquired,
+                seen_at=seen_at,
+            ),
         },
         geometry=geoms.values,
         crs=crs,
