@@ -137,6 +137,14 @@ def export_candidates(
     found = store.frame(where)
     if area is not None and len(found):
         found = found[found.intersects(area)]
+    if config.level == "internal" and len(found):
+        # Stored paths may be relative to the store's folder: write ones usable from anywhere.
+        found = found.assign(
+            evidence_path=[
+                str(store.locate(p) or p) if isinstance(p, str) and p else p
+                for p in found["evidence_path"]
+            ]
+        )
     rng = np.random.default_rng(seed if seed is not None else secrets.randbits(128))
     layer = _redact(found, config, rng, regions)
     recorded: dict[str, Any] = {}

@@ -47,7 +47,7 @@ MAX_DENSE = 4_000_000
 # Columns that describe the latest detection of a site (taken from the newer one).
 DETECTION_COLUMNS = (
     "score_max", "score_mean", "tile_count", "area_m2", "scene_id", "acquired",
-    "profile_version", "model_sha256", "run_id", "evidence_path", "area_unit",
+    "profile_version", "model_sha256", "run_id", "evidence_path", "area_unit", "scene_uri",
 )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from alembic import command
 from sqlalchemy import Connection, Insert, insert, inspect, select
 
 from geoscreen.review import audit, db, migrate
+from geoscreen.review.export import export_candidates
 from geoscreen.review.loader import load_sites
 from geoscreen.review.schema import candidates, detections, runs, scenes
 from geoscreen.review.store import Store, open_store, relative_to
@@ -143,3 +144,14 @@ def test_relative_to() -> None:
     assert relative_to("/data/work/../other/a.png", folder) == "/data/work/../other/a.png"
     assert relative_to("/data/workshop/a.png", folder) == "/data/workshop/a.png"
     assert relative_to("runs/a.png", folder) == "runs/a.png"
+
+
+def test_internal_export_writes_evidence_paths_usable_from_anywhere(
+    store: Store, tmp_path: Path
+) -> None:
+    chip = _file(tmp_path / "out" / "chip.png")
+    load_sites(store, _sites(tmp_path / "a.parquet", "A", None, str(chip)), actor="t")
+    out = tmp_path / "exports" / "all.parquet"
+    out.parent.mkdir()
+    export_candidates(store, out, user="ann")
+    assert gpd.read_parquet(out)["evidence_path"].tolist() == [str(chip)]
