@@ -225,7 +225,6 @@ def finish_scene(
     scoremap = ScoreMap(grid, scores.astype(np.float32), valid.astype(np.float32), None, meta)
     work = Path(settings.work_dir)
     sites = extract_sites(scoremap, profile, run_id=plan.run_id)
-    sites["scene_uri"] = plan.scene.uri  # the review server shows imagery from there
     sites = write_evidence(sites, plan.scene, work / "evidence") if len(sites) else sites
     coverage_file = work / COVERAGE_FILE
     history = read_coverage(coverage_file) if coverage_file.exists() else None

@@ -170,13 +170,14 @@ def run_columns(
 ) -> dict[str, Any]:
     """The site-table columns shared by every new site one run finds on ``scene``.
 
-    Scene, acquisition time, profile, model and run; ``first_seen`` and ``last_seen``
+    Scene (id and file), acquisition time, profile, model and run; ``first_seen`` and ``last_seen``
     are the acquisition time, else ``seen_at``, else now; no evidence yet, not new
     since an earlier run, one detection.
     """
     seen = acquired or seen_at or datetime.now(UTC)
     return {
         "scene_id": scene.id,
+        "scene_uri": scene.uri,  # where the review server finds the imagery
         "acquired": pd.Timestamp(acquired) if acquired else pd.NaT,
         "profile": profile.name,
         "profile_version": profile_version,

@@ -164,6 +164,7 @@ def test_times_and_provenance(
     assert site["run_id"] == "r1" and site["model_sha256"] == "ab" * 32
     assert site["acquired"] == when and site["first_seen"] == when and site["last_seen"] == when
     assert site["scene_id"] == utm_scene.id
+    assert site["scene_uri"] == utm_scene.uri  # the review server finds the imagery there
     other = make_scores(utm_scene, 32, 0, [(1, 1)], meta={"profile": "another"})
     with pytest.raises(ConfigError, match="another"):
         extract_sites(other, make_profile())
