@@ -106,7 +106,7 @@ def train(
     default=None,
     type=click.IntRange(0),
     help="Tile-reading processes running alongside the model "
-    "[default: 0 on CPU (one reading thread), 1 on a GPU].",
+    "[default: 0 on CPU (batches read in threads between model batches), 1 on a GPU].",
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
@@ -123,7 +123,7 @@ def screen(
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
     from geoscreen.vision.classifier import load_model
-    from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+    from geoscreen.vision.infer import ScreenOptions, check_model_fits, new_run, screen_scene
 
     prof = load_profile(profile)
     if prof.model.task == "detect":  # one site per object: <out>/<scene id>/sites.parquet
@@ -151,13 +151,7 @@ def screen(
         embeddings=embeddings,
         progress=True,
     )
-    run_id = uuid.uuid4().hex[:12]
-    meta = {
-        "profile": prof.name,
-        "profile_version": prof.version,
-        "model_sha256": loaded.sha256,
-        "run_id": run_id,
-    }
+    meta = new_run(prof, loaded.sha256)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
     results = []

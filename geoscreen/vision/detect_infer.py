@@ -61,8 +61,7 @@ from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, w
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_train import scene_resolution_m
 from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
-from geoscreen.vision.infer import check_model_fits
-from geoscreen.vision.runtime import pick_device, tune_malloc
+from geoscreen.vision.infer import check_model_fits, new_run, prepare_scene
 
 log = logging.getLogger(__name__)
 
@@ -327,15 +326,9 @@ def detect_scene(
     """Detect objects over every (valid, in-AOI) tile of ``scene``, merged across tiles."""
     opts = opts or DetectOptions()
     check_detector_fits(loaded, profile, scene)
-    device = pick_device(opts.device)
-    if device.type == "cpu":
-        tune_malloc()
-    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
-    if aoi is not None:
-        grid = grid.within(aoi)
-    if opts.drop_empty:
-        grid = grid.drop_empty(progress=opts.progress)
-    preprocessor = ScenePreprocessor.build(profile.preprocess, scene)
+    device, grid, preprocessor = prepare_scene(
+        profile, scene, opts.device, aoi, drop_empty=opts.drop_empty, progress=opts.progress
+    )
     raw = detect_grid(loaded.model, grid, preprocessor, opts, device)
     merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
     objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
@@ -422,14 +415,8 @@ def screen_detection(
     for scene in scenes:
         check_detector_fits(loaded, profile, scene)
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in scenes]
-    run_id = uuid.uuid4().hex[:12]
-    meta = {
-        "profile": profile.name,
-        "profile_version": profile.version,
-        "model_sha256": loaded.sha256,
-        "run_id": run_id,
-        "task": "detect",
-    }
+    meta = new_run(profile, loaded.sha256, task="detect")
+    run_id = meta["run_id"]
     results = []
     for scene, area in zip(scenes, areas, strict=True):
         objects = detect_scene(loaded, profile, scene, opts, aoi=area, meta=meta)

@@ -10,6 +10,7 @@ CUDA. Results are deterministic for the same inputs.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import deque
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -133,16 +134,43 @@ def screen_scene(
     opts = opts or ScreenOptions()
     for warning in check_scene(profile, scene):
         log.warning(warning)
-    device = pick_device(opts.device)
-    if device.type == "cpu":
+    device, grid, preprocessor = prepare_scene(
+        profile, scene, opts.device, aoi, drop_empty=opts.drop_empty, progress=opts.progress
+    )
+    return score_grid(model, grid, preprocessor, opts, device, meta)
+
+
+def new_run(profile: Profile, model_sha256: str, **extra: Any) -> dict[str, Any]:
+    """Metadata of a new screening run: profile, its version, model hash, a fresh run id."""
+    return {
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "model_sha256": model_sha256,
+        "run_id": uuid.uuid4().hex[:12],
+        **extra,
+    }
+
+
+def prepare_scene(
+    profile: Profile,
+    scene: Scene,
+    device: str,
+    aoi: BaseGeometry | None = None,
+    *,
+    drop_empty: bool = True,
+    progress: bool = False,
+) -> tuple[torch.device, TileGrid, ScenePreprocessor]:
+    """What running a model over ``scene`` needs: the device (glibc malloc tuned on CPU),
+    the profile's tile grid (within ``aoi``, without empty tiles) and the preprocessor."""
+    picked = pick_device(device)
+    if picked.type == "cpu":
         tune_malloc()
     grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
     if aoi is not None:
         grid = grid.within(aoi)
-    if opts.drop_empty:
-        grid = grid.drop_empty(progress=opts.progress)
-    preprocessor = ScenePreprocessor.build(profile.preprocess, scene)
-    return score_grid(model, grid, preprocessor, opts, device, meta)
+    if drop_empty:
+        grid = grid.drop_empty(progress=progress)
+    return picked, grid, ScenePreprocessor.build(profile.preprocess, scene)
 
 
 @torch.inference_mode()
