@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from geoscreen.batch.executors import Executor
+from geoscreen.batch.idcache import CACHE_FILE as ID_CACHE_FILE
+from geoscreen.batch.idcache import SceneIdCache
 from geoscreen.batch.scan import (
     ChunkScores,
     ScanSettings,
@@ -84,13 +87,14 @@ def run_scan(
             listener(outcome)
 
     plans: list[tuple[ScenePlan, float]] = []
-    for ref in refs:
-        t0 = time.perf_counter()
-        planned = plan_scene(ref, settings)
-        if isinstance(planned, SceneOutcome):
-            report(planned)
-        else:
-            plans.append((planned, t0))
+    with SceneIdCache(Path(settings.work_dir) / ID_CACHE_FILE) as ids:
+        for ref in refs:
+            t0 = time.perf_counter()
+            planned = plan_scene(ref, settings, ids)
+            if isinstance(planned, SceneOutcome):
+                report(planned)
+            else:
+                plans.append((planned, t0))
     done = completed_runs(store, [p.run_id for p, _ in plans])
     todo = []
     for plan, t0 in plans:

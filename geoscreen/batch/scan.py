@@ -30,6 +30,7 @@ import geopandas as gpd
 import numpy as np
 from sqlalchemy import select
 
+from geoscreen.batch.idcache import SceneIdCache
 from geoscreen.batch.sources import SceneRef
 from geoscreen.errors import GeoscreenError
 from geoscreen.imagery.scene import Scene, open_scene
@@ -143,12 +144,20 @@ def _model_sha256(model_dir: str) -> str:
     return sha256_file(Path(model_dir) / WEIGHTS_FILE)
 
 
-def plan_scene(ref: SceneRef, settings: ScanSettings) -> ScenePlan | SceneOutcome:
-    """Open the scene, derive its run id and split its grid into chunks (or say why not)."""
+def plan_scene(
+    ref: SceneRef, settings: ScanSettings, ids: SceneIdCache | None = None
+) -> ScenePlan | SceneOutcome:
+    """Open the scene, derive its run id and split its grid into chunks (or say why not).
+
+    ``ids`` remembers the content ids of unchanged files between scans.
+    """
     started = time.perf_counter()
     profile = _profile(settings.profile_path)
     try:
-        scene = open_scene(ref.uri, sensor=profile.imagery.sensor)
+        known = ids.get(ref.uri) if ids is not None else None
+        scene = open_scene(ref.uri, sensor=profile.imagery.sensor, scene_id=known)
+        if ids is not None and known is None:
+            ids.put(ref.uri, scene.id)
         run_id = run_id_for(profile, _model_sha256(settings.model_dir), scene.id)
     except GeoscreenError as exc:
         return SceneOutcome(

@@ -333,11 +333,16 @@ def _short(exc: BaseException) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def open_scene(path: str | os.PathLike[str], sensor: str | None = None) -> Scene:
+def open_scene(
+    path: str | os.PathLike[str], sensor: str | None = None, *, scene_id: str | None = None
+) -> Scene:
     """Open any GDAL raster (local path or GDAL virtual path) as a :class:`Scene`.
 
     ``sensor`` forces a band preset (see :mod:`geoscreen.imagery.sensors`);
-    otherwise it is detected from what the file says, or left unset.
+    otherwise it is detected from what the file says, or left unset. ``scene_id``:
+    the content id when it is already known for this very file (e.g. from
+    :class:`geoscreen.batch.idcache.SceneIdCache`); the sample blocks that give it
+    are then not read.
     """
     uri = os.fspath(path)
     if not _is_virtual(uri):
@@ -352,10 +357,12 @@ def open_scene(path: str | os.PathLike[str], sensor: str | None = None) -> Scene
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with open_dataset(uri) as ds:
-            return _describe(uri, ds, sensor)
+            return _describe(uri, ds, sensor, scene_id)
 
 
-def _describe(uri: str, ds: DatasetReader, sensor: str | None) -> Scene:
+def _describe(
+    uri: str, ds: DatasetReader, sensor: str | None, scene_id: str | None = None
+) -> Scene:
     if ds.count == 0:
         raise InputError("raster has no bands", where=uri,
                          fix="Use a file with at least one image band.")  # fmt: skip
@@ -405,7 +412,7 @@ def _describe(uri: str, ds: DatasetReader, sensor: str | None) -> Scene:
         nodata = float("nan")
     return Scene(
         uri=uri,
-        id=_content_id(uri, ds),
+        id=scene_id or _content_id(uri, ds),
         width=ds.width,
         height=ds.height,
         count=count,
@@ -469,6 +476,10 @@ def parse_datetime(value: str) -> datetime | None:
     if parsed is None:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# Names how _content_id computes ids: change it whenever the computation changes.
+CONTENT_ID_SCHEME = "sha256-header-3x3-64px"
 
 
 def _content_id(uri: str, ds: DatasetReader, samples: int = 3, size: int = 64) -> str:
