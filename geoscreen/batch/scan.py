@@ -189,10 +189,13 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkSco
 
     from geoscreen.imagery.preprocess import ScenePreprocessor
     from geoscreen.vision.infer import ScreenOptions, score_grid
-    from geoscreen.vision.runtime import pick_device
+    from geoscreen.vision.runtime import pick_device, tune_malloc
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    device = pick_device(settings.device)
+    if device.type == "cpu":  # also undoes the low MALLOC_TRIM_THRESHOLD_ Dask's nanny sets
+        tune_malloc()
     profile = _profile(settings.profile_path)
     loaded = _model(settings.model_dir, settings.device)
     grid = TileGrid(
@@ -200,7 +203,7 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkSco
     ).drop_empty()
     preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
     opts = ScreenOptions(batch_size=settings.batch_size, device=settings.device, num_workers=0)
-    scored = score_grid(loaded.model, grid, preprocessor, opts, pick_device(settings.device))
+    scored = score_grid(loaded.model, grid, preprocessor, opts, device)
     return ChunkScores(grid.flat_indexes(), scored.scores, scored.valid_fraction)
 
 
