@@ -7,11 +7,20 @@ one core per worker) and keeps its loaded model between tasks.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol
 
 from geoscreen.errors import ConfigError
+
+
+class Completions(Protocol):
+    """Futures in the order they complete; more may be added while iterating."""
+
+    def add(self, future: Any) -> None: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Executor(Protocol):
@@ -21,7 +30,7 @@ class Executor(Protocol):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
-    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]: ...
+    def as_completed(self, futures: Iterable[Any]) -> Completions: ...
 
     def close(self) -> None: ...
 
@@ -39,11 +48,25 @@ class LocalExecutor:
             future.set_exception(exc)
         return future
 
-    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
-        yield from futures
+    def as_completed(self, futures: Iterable[Any]) -> Completions:
+        return _InOrder(futures)
 
     def close(self) -> None:
         return None
+
+
+class _InOrder:
+    """Local futures are done when submitted: they complete in submission order."""
+
+    def __init__(self, futures: Iterable[Any]) -> None:
+        self._queue = deque(futures)
+
+    def add(self, future: Any) -> None:
+        self._queue.append(future)
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._queue:
+            yield self._queue.popleft()
 
 
 class DaskExecutor:
@@ -79,10 +102,11 @@ class DaskExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.client.submit(fn, *args, pure=False)
 
-    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+    def as_completed(self, futures: Iterable[Any]) -> Completions:
         from distributed import as_completed
 
-        yield from as_completed(list(futures))
+        completions: Completions = as_completed(list(futures))
+        return completions
 
     def close(self) -> None:
         self.client.close()

@@ -7,6 +7,7 @@ only writer to the store.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,30 +105,47 @@ def run_scan(
             report(unfit)
         else:
             todo.append((plan, t0))
-    window = max(1, 2 * executor.workers)
-    for start in range(0, len(todo), window):
-        _run_window(todo[start : start + window], settings, store, executor, actor, report)
+    _run_scenes(todo, settings, store, executor, actor, report)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run_window(
-    batch: list[tuple[ScenePlan, float]],
+def _run_scenes(
+    todo: list[tuple[ScenePlan, float]],
     settings: ScanSettings,
     store: Store,
     executor: Executor,
     actor: str,
     report: Listener,
 ) -> None:
+    """Score every scene's chunks on ``executor``, finish each scene when its last chunk is in.
+
+    At most ``2 x workers`` scenes are in flight; when one scene's chunks are all scored,
+    the next scene's chunks are handed out *before* this process finishes the scene
+    (sites, evidence, store), so the workers never wait for the single writer.
+    """
+    waiting = deque(range(len(todo)))
     owner: dict[Any, int] = {}
-    for k, (plan, _) in enumerate(batch):
-        for index in range(len(plan.chunks)):
-            owner[executor.submit(score_chunk, plan, index, settings)] = k
-    results: dict[int, list[ChunkScores]] = {k: [] for k in range(len(batch))}
-    pending = {k: len(plan.chunks) for k, (plan, _) in enumerate(batch)}
+    pending: dict[int, int] = {}
+    results: dict[int, list[ChunkScores]] = {}
     errors: dict[int, BaseException] = {}
-    for future in executor.as_completed(list(owner)):
-        k = owner[future]
+
+    def start_next() -> list[Any]:
+        if not waiting:
+            return []
+        k = waiting.popleft()
+        plan = todo[k][0]
+        pending[k], results[k] = len(plan.chunks), []
+        futures = [executor.submit(score_chunk, plan, i, settings) for i in range(len(plan.chunks))]
+        owner.update(dict.fromkeys(futures, k))
+        return futures
+
+    window = max(1, 2 * executor.workers)
+    completions = executor.as_completed(
+        [future for _ in range(min(window, len(todo))) for future in start_next()]
+    )
+    for future in completions:
+        k = owner.pop(future)
         pending[k] -= 1
         try:
             results[k].append(future.result())
@@ -135,11 +153,14 @@ def _run_window(
             errors.setdefault(k, exc)
         if pending[k]:
             continue
-        plan, t0 = batch[k]
+        for more in start_next():
+            completions.add(more)
+        plan, t0 = todo[k]
+        chunks = results.pop(k)
         if k in errors:
-            report(failure(plan.ref, errors[k], t0))
+            report(failure(plan.ref, errors.pop(k), t0))
             continue
         try:
-            report(finish_scene(plan, results.pop(k), settings, store, actor, t0))
+            report(finish_scene(plan, chunks, settings, store, actor, t0))
         except Exception as exc:
             report(failure(plan.ref, exc, t0))
