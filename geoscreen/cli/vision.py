@@ -132,7 +132,7 @@ def screen(
         opts_d = DetectOptions(
             batch_size=batch_size,
             device=device,
-            num_workers=1 if workers is None else workers,
+            num_workers=workers,
             progress=True,
         )
         meta_d, results_d = screen_detection(

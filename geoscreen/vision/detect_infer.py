@@ -61,7 +61,7 @@ from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, w
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_train import scene_resolution_m
 from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
-from geoscreen.vision.infer import check_model_fits, new_run, prepare_scene
+from geoscreen.vision.infer import auto_workers, check_model_fits, new_run, prepare_scene
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class DetectOptions:
 
     batch_size: int = 8
     device: str = "auto"
-    num_workers: int = 1
+    num_workers: int | None = None  # None: auto_workers(device), 0 on CPU, 1 on a GPU
     drop_empty: bool = True
     progress: bool = False
     merge_iou: float | None = None
@@ -161,13 +161,14 @@ def detect_grid(
     if n == 0:
         return RawDetections.empty()
     model.eval().to(device)
+    workers = opts.num_workers if opts.num_workers is not None else auto_workers(device)
     loader = DataLoader(
         TileDataset(grid, preprocessor),
         collate_fn=collate,
         batch_size=opts.batch_size,
         shuffle=False,
-        num_workers=opts.num_workers,
-        prefetch_factor=4 if opts.num_workers > 0 else None,
+        num_workers=workers,
+        prefetch_factor=4 if workers > 0 else None,
         pin_memory=device.type == "cuda",
     )
     scene, size, stride = grid.scene, grid.tile_size, grid.stride
@@ -205,10 +206,7 @@ def merge_across_tiles(
         z = np.zeros(0)
         return Objects(np.zeros((0, 4)), z, z.copy(), np.zeros(0, np.int64))
     b, sides, cut = raw.boxes, raw.sides, raw.cut
-    geoms = shapely.box(*b.T)
-    i, j = shapely.STRtree(geoms).query(geoms, predicate="dwithin", distance=2 * edge_px)
-    pair = i < j
-    i, j = i[pair], j[pair]
+    i, j = _near_pairs(b, 2 * edge_px)
     iw = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
     ih = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
     inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
@@ -249,6 +247,23 @@ def merge_across_tiles(
     return Objects(
         boxes[rank], raw.scores[heads][rank], score_mean[rank], tile_count[rank].astype(np.int64)
     )
+
+
+def _near_pairs(b: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs i < j of boxes (x0, y0, x1, y1) no further apart than ``distance``.
+
+    What ``STRtree.query(predicate="dwithin")`` gives for boxes with area, about 10x
+    faster: the tree only finds the boxes meeting each box grown by ``distance``; the
+    exact gap is computed in numpy.
+    """
+    grown = shapely.box(*(b + np.array([-distance, -distance, distance, distance])).T)
+    i, j = shapely.STRtree(shapely.box(*b.T)).query(grown)
+    keep = i < j
+    i, j = i[keep], j[keep]
+    dx = np.clip(np.maximum(b[i, 0], b[j, 0]) - np.minimum(b[i, 2], b[j, 2]), 0, None)
+    dy = np.clip(np.maximum(b[i, 1], b[j, 1]) - np.minimum(b[i, 3], b[j, 3]), 0, None)
+    keep = dx * dx + dy * dy <= distance * distance
+    return i[keep], j[keep]
 
 
 def _adjacency(i: np.ndarray, j: np.ndarray, n: int) -> Callable[[int], np.ndarray]:

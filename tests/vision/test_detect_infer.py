@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import shapely
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from geoscreen.vision.detect_infer import (
     SITES_GPKG,
     DetectOptions,
     RawDetections,
+    _near_pairs,
     cut_sides,
     detect_scene,
     merge_across_tiles,
@@ -228,3 +230,17 @@ def test_detect_scene_writes_sites_in_lonlat_and_pixels(
     assert sites.crs is None  # pixel space
     np.testing.assert_allclose(sites.total_bounds[2:] <= [yell.width, yell.height], True)
     assert (sites["area_unit"] == "m2").all()  # nominal 0.1 m from the profile
+
+
+@pytest.mark.parametrize("distance", [0.0, 2.5, 4.0])
+def test_near_pairs_are_the_dwithin_pairs(distance: float) -> None:
+    rng = np.random.default_rng(int(distance * 10))
+    x0, y0 = rng.integers(0, 300, (2, 2000)).astype(float)  # integers: many touching boxes
+    w, h = rng.integers(1, 30, (2, 2000)).astype(float)  # boxes with area, as detections have
+    b = np.column_stack([x0, y0, x0 + w, y0 + h])
+    b[:500] += rng.uniform(0, 1, (500, 1))  # and some off the integer grid
+    geoms = shapely.box(*b.T)
+    i, j = shapely.STRtree(geoms).query(geoms, predicate="dwithin", distance=distance)
+    expected = {(a, c) for a, c in zip(i.tolist(), j.tolist(), strict=True) if a < c}
+    got_i, got_j = _near_pairs(b, distance)
+    assert set(zip(got_i.tolist(), got_j.tolist(), strict=True)) == expected
