@@ -100,8 +100,9 @@ def auto_workers(device: torch.device) -> int:
     On CPU the model keeps every core busy; one reader thread (``num_workers=0``,
     reading between batches, see :func:`read_in_thread`) costs less than a worker
     process, which adds a fork, a shared-memory copy per batch and one more busy
-    process than there are cores (2 cores, 256 px tiles, mobilenet_v3_small: about
-    0.8 vs 0.5 of model-only speed; resnet18 about 1.0 vs 0.96; benchmarks/screen.py).
+    process than there are cores (2 cores, 256 px tiles, mobilenet_v3_small: 0.72-0.77
+    vs about 0.5 of model-only speed; resnet18 0.94-0.97 vs 0.90-0.96;
+    benchmarks/screen.py).
     """
     return 0 if device.type == "cpu" else 1
 
