@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -32,6 +33,17 @@ def rate(count_items: Callable[[], int]) -> tuple[int, float]:
     items = count_items()
     elapsed = time.perf_counter() - start
     return items, items / elapsed if elapsed > 0 else float("inf")
+
+
+def run_threads(target: Callable[[int], None], count: int) -> float:
+    """Run ``target(0) .. target(count - 1)`` in as many threads at once; wall seconds."""
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

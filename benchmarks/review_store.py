@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table
+from _common import print_table, run_threads
 
 from geoscreen.review.errors import ConflictError, TransitionError
 from geoscreen.review.loader import load_sites
@@ -114,13 +114,7 @@ def writers(store: Store, threads: int, seconds: float, hot: int) -> dict[str, A
                 if outcome == "ok":
                     accepted[cid] = accepted.get(cid, 0) + 1
 
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    started = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_threads(work, threads)
     lost = sum(1 for cid, n in accepted.items() if store.candidate(cid).version != 1 + n)
     return {**counts, "lost_updates": lost, "changes_per_s": counts["ok"] / elapsed,
             "first_errors": errors[:3]}  # fmt: skip

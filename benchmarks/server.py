@@ -44,7 +44,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table
+from _common import print_table, run_threads
 from review_store import REGION, fill
 
 from geoscreen.review.store import open_store
@@ -186,13 +186,7 @@ def bbox_load(base: str, clients: int, requests: int, pid: int) -> dict[str, Any
                 results[zoom].append(elapsed)
                 kinds[kind] = kinds.get(kind, 0) + 1
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - began
+    wall = run_threads(work, clients)
     cpu = cpu_s(pid) - cpu_before
     for http in sessions:
         http.close()
@@ -235,11 +229,7 @@ def review_actions(base: str, reviewers: int, actions: int) -> dict[str, float]:
                 else:
                     failures.append(status)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(reviewers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(work, reviewers)
     for http in sessions:
         http.close()
     return {**percentiles(times), "failed": len(failures)}
