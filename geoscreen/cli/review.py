@@ -377,7 +377,9 @@ def history(candidate_id: int, db: str, as_json: bool) -> None:
     help="Only candidates inside these polygons (any vector file).",
 )
 @filter_options
-@click.option("--seed", type=int, default=None, help="partner: seed (default: random).")
+@click.option("--seed", type=int, default=None,
+              help="partner: seed of the row order (default: random); each candidate's "
+                   "displaced point is fixed by the store's secret.")  # fmt: skip
 @click.option("--user", required=True, metavar="NAME", help="Who exports (recorded).")
 @click.option(
     "--out",
