@@ -546,12 +546,18 @@ def check_scene(profile: Profile, scene: Scene) -> list[str]:
             low * (1 - RESOLUTION_TOLERANCE) <= r <= high * (1 + RESOLUTION_TOLERANCE)
             for r in resolution
         ):
+            finer = max(resolution) < low
             raise ConfigError(
                 f"pixel size {resolution[0]:.3g} x {resolution[1]:.3g} m is outside profile "
                 f"{profile.name}'s range {low:g}-{high:g} m",
                 where=scene.uri,
-                fix="Resample the scene into that range (--crs/--resolution) or use a profile "
-                "made for this imagery.",
+                fix=(
+                    f"Resample it first (e.g. gdalwarp -tr {low:g} {low:g} -r average IN OUT, "
+                    "in a metre-based CRS) or use a profile made for this imagery."
+                    if finer
+                    else "Use imagery in that range, or a profile made for this pixel size "
+                    "(upsampling adds no detail)."
+                ),
             )
     elif resolution is None:
         notes.append("the scene has no georeference; it is screened in pixel space")

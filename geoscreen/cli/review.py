@@ -274,18 +274,25 @@ def set_(
     as_json: bool,
 ) -> None:
     """Change a candidate's status (new, in_review, confirmed, rejected, needs_imagery,
-    escalated)."""
+    escalated).
+
+    A decision on a new candidate first takes it into review (as the review page does);
+    both steps are recorded.
+    """
     from geoscreen.review.workflow import check_status, set_status
 
     check_status(status)
     with open_store(db) as store:
+        before = store.candidate(candidate_id).status
         found = set_status(
-            store, candidate_id, status, user=user, reason=reason, expected_version=expected_version
-        )
+            store, candidate_id, status, user=user, reason=reason,
+            expected_version=expected_version, claim=True,
+        )  # fmt: skip
     if as_json:
         _echo_json(found.to_dict(geometry=False))
     else:
-        click.echo(f"candidate {found.id}: {found.status} (version {found.version})")
+        steps = f"{before} -> in_review -> " if before == "new" and status != "in_review" else ""
+        click.echo(f"candidate {found.id}: {steps}{found.status} (version {found.version})")
 
 
 @review.command("note")
