@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Route, sync_playwright
@@ -175,3 +176,17 @@ def test_demo_map_opens_with_no_script_error(
     _check_view(opened, store_db)
     assert _imagery_drawn(opened.page) == 1
     opened.page.screenshot(path=str(ARTIFACTS / "demo_map.png"))
+
+
+def test_evaluation_map_opens_with_no_script_error(tmp_path: Path, open_file: Opener) -> None:
+    """``geoscreen evaluate``'s map.html: the same offline page rules."""
+    image, labels = sample_path("neon_osbs"), sample_path("neon_osbs_labels")
+    boxes = pd.read_csv(labels).head(20).assign(score=0.9)
+    boxes.to_csv(tmp_path / "pred.csv", index=False)
+    code = main(["evaluate", "--predicted", str(tmp_path / "pred.csv"), "--image", str(image),
+                 "--truth", str(labels), "--bootstrap", "0", "--out", str(tmp_path / "eval")])  # fmt: skip
+    assert code == 0
+    opened = open_file(tmp_path / "eval" / "map.html")
+    zoom = opened.page.evaluate(f"{opened.map_var}.getZoom()")
+    assert zoom >= 15  # on the 40 m scene, not the world
+    assert opened.page.locator("path.leaflet-interactive").count() >= 20
