@@ -184,7 +184,8 @@ def test_evaluation_map_opens_with_no_script_error(tmp_path: Path, open_file: Op
     boxes = pd.read_csv(labels).head(20).assign(score=0.9)
     boxes.to_csv(tmp_path / "pred.csv", index=False)
     code = main(["evaluate", "--predicted", str(tmp_path / "pred.csv"), "--image", str(image),
-                 "--truth", str(labels), "--bootstrap", "0", "--out", str(tmp_path / "eval")])  # fmt: skip
+                 "--truth", str(labels), "--bootstrap", "0",
+                 "--out", str(tmp_path / "eval")])  # fmt: skip
     assert code == 0
     opened = open_file(tmp_path / "eval" / "map.html")
     zoom = opened.page.evaluate(f"{opened.map_var}.getZoom()")
