@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 from sqlalchemy import select
 
 from geoscreen.cli.app import cli
 from geoscreen.cli.review import db_option
 from geoscreen.errors import GeoscreenError
-from geoscreen.imagery.scene import open_scene
 from geoscreen.review.records import STATUSES, ReviewEvent
 from geoscreen.review.schema import review_events, users
 from geoscreen.review.store import CandidateFilter, Store, open_store
@@ -23,8 +23,12 @@ from geoscreen.web.mapping import (
     quicklook,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 MAP_WARN_AT = CLUSTER_THRESHOLD
 QUICKLOOK_PX = 768  # longest side of a scene overlay: small file, enough to recognise places
+MAX_QUICKLOOKS = 24  # scenes drawn in one file (those with most candidates); ~0.5 MB each
 
 
 @cli.command()
@@ -144,11 +148,22 @@ def map_(
 
 def scene_looks(store: Store, frame: pd.DataFrame, given: tuple[str, ...]) -> list[Quicklook]:
     """Quicklooks of the scenes the candidates were found in (given files first, then the
-    store's); scenes not found here are named in a warning, not an error."""
+    store's), at most :data:`MAX_QUICKLOOKS`, those with most candidates first; scenes not
+    found here are named in a warning, not an error."""
+    from geoscreen.imagery.scene import open_scene
     from geoscreen.web.tiles import SceneIndex
 
     index = SceneIndex.from_paths(given, store=store)
-    wanted = sorted({str(s) for s in frame.get("scene_id", []) if s and str(s) != "nan"})
+    counts = Counter(str(s) for s in frame.get("scene_id", []) if s and str(s) != "nan")
+    wanted = sorted(counts, key=lambda s: (-counts[s], s))
+    if len(wanted) > MAX_QUICKLOOKS:
+        click.echo(
+            f"geoscreen: warning: drawing the imagery of {MAX_QUICKLOOKS} of {len(wanted)} "
+            "scenes (those with most candidates) to keep the file small; 'geoscreen serve' "
+            "shows imagery everywhere",
+            err=True,
+        )
+        wanted = wanted[:MAX_QUICKLOOKS]
     looks: list[Quicklook] = []
     missing: list[str] = []
     for scene_id in wanted:

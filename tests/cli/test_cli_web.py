@@ -186,3 +186,16 @@ def test_only_loopback_counts_as_local() -> None:
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "192.168.1.20", "review.example.org"):
         assert not is_loopback(host), host
+
+
+def test_map_draws_the_scenes_with_most_candidates_first(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A file with imagery of every scene of a large scan would be huge: the busiest first."""
+    monkeypatch.setattr(cli_web, "MAX_QUICKLOOKS", 1)
+    out = tmp_path / "map.html"
+    code, _, err = run(capsys, "map", "--db", str(store_path), "--out", str(out))
+    assert code == 0
+    assert "drawing the imagery of 1 of 4 scenes (those with most candidates)" in err
+    assert "1 scene(s) not found here" in err  # the busiest synthetic scene, not OSBS (3 sites)
