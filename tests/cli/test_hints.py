@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,3 +135,37 @@ def test_every_hint_names_real_commands_and_options() -> None:
 def test_the_checker_catches_hints_that_point_nowhere(text: str, problem: str | None) -> None:
     wrong, _ = _problems(text)
     assert wrong == ([problem] if problem else [])
+
+
+README = PACKAGE.parent / "README.md"
+
+
+def _readme_commands() -> list[tuple[int, list[str]]]:
+    """The ``geoscreen ...`` lines of the README's shell blocks, as argument lists."""
+    found: list[tuple[int, list[str]]] = []
+    shell = False
+    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith("```"):
+            shell = line.strip() in ("```bash", "```sh", "```shell")
+            continue
+        if shell and line.startswith("geoscreen "):
+            text = re.sub(r"\[[^\]]*\]", "", line.split("  #")[0])  # optional parts, comments
+            found.append((number, shlex.split(text)[1:]))
+    return found
+
+
+def test_readme_commands_and_options_exist() -> None:
+    commands = _readme_commands()
+    assert len(commands) >= 20
+    wrong: list[str] = []
+    for number, args in commands:
+        words = [a for a in args if re.fullmatch(r"[a-z][a-z0-9_-]*", a)]
+        found = _resolve(words[:3])
+        if found is None or isinstance(found[1], click.Group):
+            wrong.append(f"README.md:{number}: no command in {' '.join(args[:3])!r}")
+            continue
+        options = _options(found[1])
+        for arg in args:
+            if arg.startswith("--") and arg.split("=")[0] not in options:
+                wrong.append(f"README.md:{number}: 'geoscreen {' '.join(found[0])}' has no {arg}")
+    assert wrong == []
