@@ -22,7 +22,7 @@ from pathlib import Path
 WAL_HEADER = 32
 FRAME_HEADER = 24
 MAGIC = {0x377F0682: "<", 0x377F0683: ">"}  # checksum byte order
-MAX_CHECKED_BYTES = 256 << 20  # beyond this only salts are compared (checksums are slow)
+MAX_CHECKED_BYTES = 32 << 20  # beyond this only salts are compared (checksums: ~0.1 s per MB)
 
 
 @dataclass(frozen=True)
