@@ -301,7 +301,10 @@ class Profile(_Config):
                 raise ValueError(
                     f"preprocess.bands {extra} are not among imagery.bands {self.imagery.bands}"
                 )
-        if self.imagery.bands and self.preprocess.indices:
+        by_number = sensor is None and all(_numbered(b) for b in self.imagery.bands or [])
+        if self.imagery.bands and self.preprocess.indices and not by_number:
+            # Bands by number name no colour: the scene's preset does, checked when it is
+            # opened (screening, or 'geoscreen profile validate FILE --image SCENE').
             have_common = {_common_name(b, sensor) for b in self.imagery.bands}
             for index in self.preprocess.indices:
                 missing = [c for c in INDEX_BANDS[index] if c not in have_common]
@@ -406,10 +409,21 @@ def _common_name(band: str, sensor: str | None) -> str:
     """The sensor-independent name of a band (itself when there is no preset)."""
     if sensor is not None:
         preset = PRESETS[sensor]
-        for name in preset.bands:
+        for name in _preset_bands(sensor):
             if name.lower() == band.lower():
                 return preset.common_names.get(name, name).lower()
     return band.lower()
+
+
+def _preset_bands(sensor: str) -> list[str]:
+    """Every band of a preset's layouts (its variants' extra bands too)."""
+    preset = PRESETS[sensor]
+    return list(dict.fromkeys(b for layout in preset.layouts() for b in layout))
+
+
+def _numbered(band: str) -> bool:
+    """A band given by position (``band5``), which only a scene can name."""
+    return re.fullmatch(r"band[0-9]+", band.strip().lower()) is not None
 
 
 def _band_key(band: str, sensor: str | None) -> str | None:
@@ -417,7 +431,7 @@ def _band_key(band: str, sensor: str | None) -> str | None:
     if sensor is None:
         return band.lower()
     preset = PRESETS[sensor]
-    for name in preset.bands:
+    for name in _preset_bands(sensor):
         if band.lower() in (name.lower(), preset.common_names.get(name, "").lower()):
             return name.lower()
     return None
@@ -546,12 +560,18 @@ def check_scene(profile: Profile, scene: Scene) -> list[str]:
             low * (1 - RESOLUTION_TOLERANCE) <= r <= high * (1 + RESOLUTION_TOLERANCE)
             for r in resolution
         ):
+            finer = max(resolution) < low
             raise ConfigError(
                 f"pixel size {resolution[0]:.3g} x {resolution[1]:.3g} m is outside profile "
                 f"{profile.name}'s range {low:g}-{high:g} m",
                 where=scene.uri,
-                fix="Resample the scene into that range (--crs/--resolution) or use a profile "
-                "made for this imagery.",
+                fix=(
+                    f"Resample it first (e.g. gdalwarp -tr {low:g} {low:g} -r average IN OUT, "
+                    "in a metre-based CRS) or use a profile made for this imagery."
+                    if finer
+                    else "Use imagery in that range, or a profile made for this pixel size "
+                    "(upsampling adds no detail)."
+                ),
             )
     elif resolution is None:
         notes.append("the scene has no georeference; it is screened in pixel space")

@@ -41,6 +41,7 @@ def test_evaluate_model_notebook_runs(tmp_path: Path, monkeypatch: pytest.Monkey
         for out in cell.outputs
     )
     assert "IoU >= 0.4" in text and "centre distance <= 30 px" in text
+    assert "another tool (CSV boxes), centre distance <= 30 px" in text
     for name in ("report_iou", "report_distance"):
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics["truth"] == 279 and metrics["predicted"] > 0

@@ -290,8 +290,9 @@ def test_check_scene_missing_bands(osbs_path: Path) -> None:
 
 def test_check_scene_resolution_outside_range(osbs_path: Path, rgb_path: Path) -> None:
     structures = load_profile(CONFIGS / "new_structures_rgb.yaml")
-    with pytest.raises(ConfigError, match=r"pixel size 0.1 x 0.1 m is outside .* 0.3-1 m"):
+    with pytest.raises(ConfigError, match=r"pixel size 0.1 x 0.1 m is outside .* 0.3-1 m") as err:
         check_scene(structures, open_scene(osbs_path))
+    assert "gdalwarp -tr 0.3 0.3" in str(err.value.fix) and "--crs" not in str(err.value.fix)
     # a 10 m RGB scene resampled to 0.5 m fits
     fine = open_scene(rgb_path).reproject("EPSG:32633", resolution=0.5)
     assert check_scene(structures, fine) == []

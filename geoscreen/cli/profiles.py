@@ -19,10 +19,29 @@ def profile() -> None:
 
 @profile.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def validate(file: Path) -> None:
-    """Check a profile file; prints 'ok: NAME VERSION' or the problems (exit 2)."""
+@click.option("--image", "images", multiple=True, metavar="SCENE",
+              help="Also check that this scene fits: sensor, bands, indices, pixel size "
+                   "(repeatable).")  # fmt: skip
+def validate(file: Path, images: tuple[str, ...]) -> None:
+    """Check a profile file; prints 'ok: NAME VERSION' or the problems (exit 2).
+
+    With --image, the profile is also checked against the file in hand, as screening
+    would: the bands and the inputs of every index must resolve on it.
+    """
+    from geoscreen.imagery.preprocess import ScenePreprocessor
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import check_scene
+
     loaded = load_profile(file)
-    click.echo(f"ok: {loaded.name} {loaded.version}")
+    fits: list[str] = []
+    for image in images:
+        scene = open_scene(image, sensor=loaded.imagery.sensor)
+        for note in check_scene(loaded, scene):
+            click.echo(f"geoscreen: warning: {Path(image).name}: {note}", err=True)
+        built = ScenePreprocessor.build(loaded.preprocess, scene)
+        fits.append(f"{Path(image).name} ({', '.join(built.channel_names)})")
+    suffix = f"; fits {'; '.join(fits)}" if fits else ""
+    click.echo(f"ok: {loaded.name} {loaded.version}{suffix}")
 
 
 @profile.command()

@@ -274,18 +274,25 @@ def set_(
     as_json: bool,
 ) -> None:
     """Change a candidate's status (new, in_review, confirmed, rejected, needs_imagery,
-    escalated)."""
+    escalated).
+
+    A decision on a new candidate first takes it into review (as the review page does);
+    both steps are recorded.
+    """
     from geoscreen.review.workflow import check_status, set_status
 
     check_status(status)
     with open_store(db) as store:
+        before = store.candidate(candidate_id).status
         found = set_status(
-            store, candidate_id, status, user=user, reason=reason, expected_version=expected_version
-        )
+            store, candidate_id, status, user=user, reason=reason,
+            expected_version=expected_version, claim=True,
+        )  # fmt: skip
     if as_json:
         _echo_json(found.to_dict(geometry=False))
     else:
-        click.echo(f"candidate {found.id}: {found.status} (version {found.version})")
+        steps = f"{before} -> in_review -> " if before == "new" and status != "in_review" else ""
+        click.echo(f"candidate {found.id}: {steps}{found.status} (version {found.version})")
 
 
 @review.command("note")
@@ -377,7 +384,9 @@ def history(candidate_id: int, db: str, as_json: bool) -> None:
     help="Only candidates inside these polygons (any vector file).",
 )
 @filter_options
-@click.option("--seed", type=int, default=None, help="partner: seed (default: random).")
+@click.option("--seed", type=int, default=None,
+              help="partner: seed of the row order (default: random); each candidate's "
+                   "displaced point is fixed by the store's secret.")  # fmt: skip
 @click.option("--user", required=True, metavar="NAME", help="Who exports (recorded).")
 @click.option(
     "--out",
@@ -469,6 +478,49 @@ def _read_regions(path: Path) -> Any:
     return frame[polygons]
 
 
+@review.command("backup")
+@click.argument("paths", nargs=-1, metavar="[DB] OUT")
+@db_option
+@json_option
+def backup(paths: tuple[str, ...], db: str, as_json: bool) -> None:
+    """Copy a SQLite store to a new file OUT, safely while it is in use (PostgreSQL: pg_dump).
+
+    Unlike copying the file, the backup includes changes still in the store's -wal
+    file, and the copy is checked (integrity and audit chain) before it appears.
+    """
+    from geoscreen.review.backup import PG_DUMP_HINT, backup_store
+    from geoscreen.review.db import display_url, resolve_url
+
+    if len(paths) not in (1, 2):
+        raise ConfigError(
+            f"review backup takes OUT (or DB OUT), got {len(paths)} paths",
+            fix="Use 'geoscreen review backup [--db STORE] OUT.sqlite'.",
+        )
+    given = click.get_current_context().get_parameter_source("db")
+    if len(paths) == 2 and given == click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError("the store is given twice (--db and DB)", fix="Give only one of them.")
+    source = paths[0] if len(paths) == 2 else db
+    url = resolve_url(source)
+    if url.get_backend_name() != "sqlite":
+        raise ConfigError(
+            "geoscreen backs up SQLite stores only", where=display_url(url), fix=PG_DUMP_HINT
+        )
+    with open_store(source) as store:
+        result = backup_store(store, paths[-1])
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        chain = "audit chain ok" if result.audit_ok else "AUDIT CHAIN BROKEN"
+        click.echo(
+            f"{result.path}: {result.candidates} candidates, {result.audit_entries} audit "
+            f"entries ({chain}), {result.bytes} bytes, sha256 {result.sha256}"
+        )
+        for problem in result.audit_problems:
+            click.echo(f"audit: {problem}", err=True)
+    if not result.audit_ok:  # the copy is exact; the store it copies fails 'audit verify'
+        raise click.exceptions.Exit(1)
+
+
 # -- audit -------------------------------------------------------------------------------
 @cli.group()
 def audit() -> None:
@@ -481,11 +533,15 @@ def audit() -> None:
 def verify(db: str, as_json: bool) -> None:
     """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
     from geoscreen.review.audit import verify as verify_chain
+    from geoscreen.review.walcheck import unread_wal_warning
 
+    unread = unread_wal_warning(db)  # before opening: closing the store rewrites its WAL
     with open_store(db) as store:
         report = verify_chain(store)
+    if unread and not as_json:
+        click.echo(f"geoscreen: warning: {unread}", err=True)
     if as_json:
-        _echo_json(report.to_dict())
+        _echo_json({**report.to_dict(), "warnings": [unread] if unread else []})
     elif report.ok:
         click.echo(f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}")
     else:

@@ -166,13 +166,19 @@ def _date(text: str | None) -> datetime | None:
 
 
 @cli.command("evaluate")
-@click.option("--predicted", required=True, help="Site file (GeoParquet/GPKG) to evaluate.")
+@click.option("--predicted", required=True,
+              help="Predictions: a site file, any vector file with a score column, or a CSV "
+                   "of pixel boxes (DeepForest) with --image.")  # fmt: skip
+@click.option("--score-column", default=None, metavar="NAME",
+              help="The predictions' score column [default: score; score_max for site "
+                   "files].")  # fmt: skip
 @click.option(
     "--truth", required=True, help="Labelled objects (vector file, or CSV/VOC + --image)."
 )
 @click.option("--iou", type=float, default=None, help="Match at IoU >= this [default: 0.4].")
 @click.option("--distance", type=float, default=None, help="Match centres within this (m; px).")
-@click.option("--image", default=None, help="The image pixel-coordinate truth refers to.")
+@click.option("--image", default=None,
+              help="The image pixel coordinates (truth, CSV boxes) refer to.")  # fmt: skip
 @click.option("--score-threshold", type=float, default=None, help="Only sites scoring this much.")
 @click.option("--group-by", default=None, help="Column for the per-group breakdown.")
 @click.option("--regions", default=None, help="Polygons for a per-region breakdown.")
@@ -182,6 +188,7 @@ def _date(text: str | None) -> datetime | None:
 @click.option("--out", "out", required=True, help="Folder for metrics.json, plots, report.html.")
 def evaluate(
     predicted: str,
+    score_column: str | None,
     truth: str,
     iou: float | None,
     distance: float | None,
@@ -196,9 +203,9 @@ def evaluate(
 ) -> None:
     """Match predicted sites to ground truth one-to-one; write metrics, plots and a report."""
     from geoscreen.evaluate.metrics import Criterion, evaluate_sites
+    from geoscreen.evaluate.predictions import load_predictions
     from geoscreen.evaluate.report import write_report
     from geoscreen.evaluate.truth import load_truth
-    from geoscreen.sites.site import read_sites
 
     if iou is not None and distance is not None:
         raise ConfigError("give --iou or --distance, not both")
@@ -206,16 +213,25 @@ def evaluate(
         raise ConfigError(f"--iou must be in (0, 1], got {iou}")
     if distance is not None and distance < 0:
         raise ConfigError(f"--distance must be at least 0, got {distance}")
+    if score_column is not None and not score_column.strip():
+        raise ConfigError("--score-column is empty", fix="Name the predictions' score column.")
     criterion = Criterion(iou=0.4 if iou is None else iou, distance=distance)
-    pred = read_sites(predicted)
     scene = open_scene(image) if image else None
+    pred = load_predictions(predicted, score_column=score_column, scene=scene)
     objects = load_truth(truth, scene)
     areas = _regions(regions) if regions else None
     ev = evaluate_sites(
-        pred, objects, criterion, score_threshold=score_threshold, group_column=group_by,
-        regions=areas, region_column=region_column, n_boot=bootstrap, seed=seed,
+        pred.frame, objects, criterion, score_column=pred.score_column,
+        score_threshold=score_threshold, group_column=group_by, regions=areas,
+        region_column=region_column, n_boot=bootstrap, seed=seed,
     )  # fmt: skip
-    extra = {"inputs": {"predicted": predicted, "truth": truth, "image": image}}
+    extra = {"inputs": {"predicted": predicted, "truth": truth, "image": image,
+                        "predictions": pred.describe()}}  # fmt: skip
+    if pred.other_image:
+        click.echo(
+            f"geoscreen: note: {pred.other_image} predictions for other images left out",
+            err=True,
+        )
     paths = write_report(ev, out, title=f"Evaluation of {Path(predicted).name}", extra=extra)
     m = ev.metrics
     click.echo(

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import select
 
 from geoscreen.cli.app import cli
 from geoscreen.cli.review import db_option
+from geoscreen.errors import GeoscreenError
 from geoscreen.review.records import STATUSES, ReviewEvent
 from geoscreen.review.schema import review_events, users
 from geoscreen.review.store import CandidateFilter, Store, open_store
-from geoscreen.web.mapping import CLUSTER_THRESHOLD, build_map
+from geoscreen.web.mapping import (
+    CLUSTER_THRESHOLD,
+    Quicklook,
+    basemap_source,
+    build_map,
+    quicklook,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAP_WARN_AT = CLUSTER_THRESHOLD
+QUICKLOOK_PX = 768  # longest side of a scene overlay: small file, enough to recognise places
+MAX_QUICKLOOKS = 24  # scenes drawn in one file (those with most candidates); ~0.5 MB each
 
 
 @cli.command()
@@ -87,6 +101,11 @@ def serve(
               help="A remote basemap (off by default: then nothing remote is loaded).")  # fmt: skip
 @click.option("--evidence-root", type=click.Path(exists=True, file_okay=False), metavar="DIR",
               help="Folder that relative evidence paths start from.")  # fmt: skip
+@click.option("--scenes", multiple=True, type=click.Path(exists=True), metavar="PATH",
+              help="Scene file or folder to draw under the candidates (repeatable); needed "
+                   "only for scenes the store does not know or that moved.")  # fmt: skip
+@click.option("--imagery/--no-imagery", default=True, show_default=True,
+              help="Draw the candidates' scenes as small overlays under them.")  # fmt: skip
 def map_(
     db: str,
     out: str,
@@ -94,10 +113,17 @@ def map_(
     profile: str | None,
     basemap: str | None,
     evidence_root: str | None,
+    scenes: tuple[str, ...],
+    imagery: bool,
 ) -> None:
-    """Write a static map of candidates by review status (offline unless --basemap)."""
+    """Write a static map of candidates over their imagery (offline unless --basemap)."""
+    if basemap:
+        basemap_source(basemap)  # refused before anything is read
+    looks: list[Quicklook] = []
     with open_store(db) as store:
         frame = store.frame(CandidateFilter(statuses=statuses, profile=profile))
+        if imagery:
+            looks = scene_looks(store, frame, scenes)
         if len(frame):
             lines = history_lines(store, set(frame["id"]))
             frame["history"] = [lines.get(int(i), []) for i in frame["id"]]
@@ -112,11 +138,50 @@ def map_(
             "them as clustered points; 'geoscreen serve' browses any number smoothly",
             err=True,
         )
-    built = build_map(frame, basemap=basemap, cluster_threshold=MAP_WARN_AT,
+    built = build_map(frame, quicklooks=looks, basemap=basemap, cluster_threshold=MAP_WARN_AT,
                       evidence_base=evidence_root)  # fmt: skip
     path = built.save(out)
     remote = " (with a remote basemap)" if basemap else ""
-    click.echo(f"map of {len(frame)} candidates written to {path}{remote}")
+    shown = f" over {len(looks)} scene(s)" if looks else ""
+    click.echo(f"map of {len(frame)} candidates{shown} written to {path}{remote}")
+
+
+def scene_looks(store: Store, frame: pd.DataFrame, given: tuple[str, ...]) -> list[Quicklook]:
+    """Quicklooks of the scenes the candidates were found in (given files first, then the
+    store's), at most :data:`MAX_QUICKLOOKS`, those with most candidates first; scenes not
+    found here are named in a warning, not an error."""
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.web.tiles import SceneIndex
+
+    index = SceneIndex.from_paths(given, store=store)
+    counts = Counter(str(s) for s in frame.get("scene_id", []) if s and str(s) != "nan")
+    wanted = sorted(counts, key=lambda s: (-counts[s], s))
+    if len(wanted) > MAX_QUICKLOOKS:
+        click.echo(
+            f"geoscreen: warning: drawing the imagery of {MAX_QUICKLOOKS} of {len(wanted)} "
+            "scenes (those with most candidates) to keep the file small; 'geoscreen serve' "
+            "shows imagery everywhere",
+            err=True,
+        )
+        wanted = wanted[:MAX_QUICKLOOKS]
+    looks: list[Quicklook] = []
+    missing: list[str] = []
+    for scene_id in wanted:
+        uri = index.uri(scene_id)
+        if uri is None:
+            missing.append(scene_id)
+            continue
+        try:
+            looks.append(quicklook(open_scene(uri), max_size=QUICKLOOK_PX))
+        except GeoscreenError as exc:
+            click.echo(f"geoscreen: warning: no imagery from {uri}: {exc.message}", err=True)
+    if missing:
+        click.echo(
+            f"geoscreen: warning: imagery of {len(missing)} scene(s) not found here "
+            f"(e.g. {missing[0][:40]}); pass their files with --scenes",
+            err=True,
+        )
+    return looks
 
 
 def history_lines(store: Store, ids: set[int]) -> dict[int, list[str]]:

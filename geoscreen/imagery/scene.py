@@ -30,7 +30,13 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box, mapping, shape
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.imagery.sensors import SensorPreset, default_band_names, detect_preset, get_preset
+from geoscreen.imagery.sensors import (
+    SensorPreset,
+    default_band_names,
+    detect_preset,
+    get_preset,
+    presets_for,
+)
 
 SUPPORTED_DTYPES = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"}
@@ -389,10 +395,13 @@ def _describe(
         layout = preset.layout_for(data_count) or preset.layout_for(count)
         if layout is None:
             sizes = " or ".join(str(len(lay)) for lay in preset.layouts())
+            fits = presets_for(data_count)
             raise ConfigError(
                 f"sensor preset {sensor!r} expects {sizes} bands but the file has {count}",
                 where=uri,
-                fix="Pick the preset that matches the file, or select bands by number.",
+                fix=(f"Presets for {data_count}-band files: {', '.join(fits)}. " if fits else "")
+                + "Use the one for the file's sensor (--sensor, or imagery.sensor and bands in "
+                "a profile trained on that sensor; 'geoscreen info FILE' shows what it holds).",
             )
     else:
         preset = detect_preset(

@@ -49,6 +49,24 @@ _LANDSAT_COMMON = {
     "SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red",
     "SR_B5": "nir", "SR_B6": "swir16", "SR_B7": "swir22",
 }  # fmt: skip
+# Landsat 8/9 OLI/TIRS Level-1: digital numbers, band numbers as USGS names the files.
+_OLI_L1_COMMON = {
+    "B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir", "B6": "swir16",
+    "B7": "swir22", "B8": "pan", "B9": "cirrus", "B10": "lwir11", "B11": "lwir12",
+}  # fmt: skip
+_OLI_L1 = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+# Landsat 4-5 TM and 7 ETM+: band 4 is near-infrared (on OLI it is red), band 6 thermal.
+_TM_L1_COMMON = {
+    "B1": "blue", "B2": "green", "B3": "red", "B4": "nir", "B5": "swir16", "B6": "lwir",
+    "B7": "swir22",
+}  # fmt: skip
+_TM_L1 = ("B1", "B2", "B3", "B4", "B5", "B7")
+_TM_L2_COMMON = {
+    "SR_B1": "blue", "SR_B2": "green", "SR_B3": "red", "SR_B4": "nir", "SR_B5": "swir16",
+    "SR_B7": "swir22",
+}  # fmt: skip
+_TM_L2 = ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7")
+_C2_L2_SCALE = 2.75e-5  # Collection 2 surface reflectance: DN * 2.75e-5 - 0.2
 
 PRESETS: dict[str, SensorPreset] = {
     p.name: p
@@ -69,7 +87,52 @@ PRESETS: dict[str, SensorPreset] = {
             bands=("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"),
             common_names=_LANDSAT_COMMON,
             nominal_resolution_m=30.0,
-            reflectance_scale=2.75e-5,
+            reflectance_scale=_C2_L2_SCALE,
+        ),
+        SensorPreset(
+            name="landsat89_l1",
+            description="Landsat 8/9 OLI/TIRS Collection 2 Level-1 digital numbers, uint16, "
+            "30 m: bands 1-7 stacked (variants: with cirrus B9; with B9 and thermal B10, B11)",
+            bands=_OLI_L1,
+            variants=((*_OLI_L1, "B9"), (*_OLI_L1, "B9", "B10", "B11")),
+            common_names=_OLI_L1_COMMON,
+            nominal_resolution_m=30.0,
+        ),
+        SensorPreset(
+            name="landsat7_etm_l2",
+            description="Landsat 7 ETM+ Collection 2 Level-2 surface reflectance, uint16, 30 m "
+            "(bands 1-5 and 7)",
+            bands=_TM_L2,
+            common_names=_TM_L2_COMMON,
+            nominal_resolution_m=30.0,
+            reflectance_scale=_C2_L2_SCALE,
+        ),
+        SensorPreset(
+            name="landsat7_etm_l1",
+            description="Landsat 7 ETM+ Collection 2 Level-1 digital numbers, uint8, 30 m: "
+            "bands 1-5 and 7 (variant: with thermal B6 in band order)",
+            bands=_TM_L1,
+            variants=(("B1", "B2", "B3", "B4", "B5", "B6", "B7"),),
+            common_names=_TM_L1_COMMON,
+            nominal_resolution_m=30.0,
+        ),
+        SensorPreset(
+            name="landsat45_tm_l2",
+            description="Landsat 4-5 TM Collection 2 Level-2 surface reflectance, uint16, 30 m "
+            "(bands 1-5 and 7)",
+            bands=_TM_L2,
+            common_names=_TM_L2_COMMON,
+            nominal_resolution_m=30.0,
+            reflectance_scale=_C2_L2_SCALE,
+        ),
+        SensorPreset(
+            name="landsat45_tm_l1",
+            description="Landsat 4-5 TM Collection 2 Level-1 digital numbers, uint8, 30 m: "
+            "bands 1-5 and 7 (variant: with thermal B6 in band order)",
+            bands=_TM_L1,
+            variants=(("B1", "B2", "B3", "B4", "B5", "B6", "B7"),),
+            common_names=_TM_L1_COMMON,
+            nominal_resolution_m=30.0,
         ),
         SensorPreset(
             name="planetscope_4b",
@@ -95,18 +158,24 @@ PRESETS: dict[str, SensorPreset] = {
     )
 }
 
-# Tag values that name a product; matched case-insensitively against tag values.
-_TAG_HINTS: tuple[tuple[str, str], ...] = (
-    ("sentinel-2", "sentinel2_l2a"),
-    ("sentinel2", "sentinel2_l2a"),
-    ("s2msi2a", "sentinel2_l2a"),
-    ("landsat_8", "landsat89_l2"),
-    ("landsat_9", "landsat89_l2"),
-    ("landsat 8", "landsat89_l2"),
-    ("landsat 9", "landsat89_l2"),
-    ("planetscope", "planetscope_4b"),
-    ("naip", "naip_rgbn"),
+# Tag values that name a product, matched case-insensitively against tag values, and the
+# presets they may mean (Level-2 first: without a level tag, surface reflectance is assumed).
+_L89 = ("landsat89_l2", "landsat89_l1")
+_L7 = ("landsat7_etm_l2", "landsat7_etm_l1")
+_L45 = ("landsat45_tm_l2", "landsat45_tm_l1")
+_TAG_HINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("sentinel-2", ("sentinel2_l2a",)),
+    ("sentinel2", ("sentinel2_l2a",)),
+    ("s2msi2a", ("sentinel2_l2a",)),
+    *((f"landsat{sep}{n}", _L89) for n in "89" for sep in "_ "),
+    *((f"landsat{sep}7", _L7) for sep in "_ "),
+    *((f"landsat{sep}{n}", _L45) for n in "45" for sep in "_ "),
+    ("planetscope", ("planetscope_4b",)),
+    ("naip", ("naip_rgbn",)),
 )
+# Landsat PROCESSING_LEVEL values (and product ids: LC09_L1TP_..., LT05_L2SP_...).
+_LEVEL_HINTS = (("l1tp", "_l1"), ("l1gt", "_l1"), ("l1gs", "_l1"), ("l2sp", "_l2"),
+                ("l2sr", "_l2"))  # fmt: skip
 
 
 def get_preset(name: str) -> SensorPreset:
@@ -127,23 +196,60 @@ def detect_preset(
     """Guess the preset from what the file says: band descriptions, then tags, then colours.
 
     Returns None when the file says nothing conclusive; nothing is guessed from
-    band count alone.
+    band count alone. Band names shared by products whose bands mean different
+    things (``B1``..``B7`` of Landsat 8/9 OLI and of Landsat 4-7 TM/ETM+, where
+    ``B4`` is red or near-infrared) need a tag naming the mission.
     """
-    names = [d.strip() for d in descriptions if d]
+    names = [d.strip().upper() for d in descriptions if d]
+    by_names: list[SensorPreset] = []
     if len(names) == count:
         for preset in PRESETS.values():
             layout = preset.layout_for(count)
-            if layout and [n.upper() for n in names] == [b.upper() for b in layout]:
-                return preset
-    blob = " ".join(str(v) for v in tags.values()).lower()
-    for hint, preset_name in _TAG_HINTS:
-        preset = PRESETS[preset_name]
-        if hint in blob and preset.layout_for(count):
-            return preset
+            if layout and names == [b.upper() for b in layout]:
+                by_names.append(preset)
+    if by_names:
+        tagged = _from_tags(count, tags, among=by_names)
+        if tagged is not None:
+            return tagged
+        meanings = {_meaning(p, count) for p in by_names}
+        return by_names[0] if len(meanings) == 1 else None
+    tagged = _from_tags(count, tags)
+    if tagged is not None:
+        return tagged
     colours = [c.lower() for c in colorinterp]
     if count == 3 and colours == ["red", "green", "blue"]:
         return PRESETS["rgb"]
     return None
+
+
+def _from_tags(
+    count: int, tags: Mapping[str, str], among: Sequence[SensorPreset] | None = None
+) -> SensorPreset | None:
+    """The preset the file's tags name (mission, and processing level for Landsat),
+    only from ``among`` when given (the presets the band names fit)."""
+    blob = " ".join(str(v) for v in tags.values()).lower()
+    level = next((suffix for hint, suffix in _LEVEL_HINTS if hint in blob), None)
+    for hint, preset_names in _TAG_HINTS:
+        if hint not in blob:
+            continue
+        for name in preset_names:
+            if level is not None and name.startswith("landsat") and not name.endswith(level):
+                continue
+            if among is not None and PRESETS[name] not in among:
+                continue
+            if PRESETS[name].layout_for(count):
+                return PRESETS[name]
+    return None
+
+
+def _meaning(preset: SensorPreset, count: int) -> tuple[str, ...]:
+    layout = preset.layout_for(count) or ()
+    return tuple(preset.common_names.get(b, b) for b in layout)
+
+
+def presets_for(count: int) -> list[str]:
+    """Names of the presets with a layout of ``count`` bands (for hints)."""
+    return sorted(name for name, preset in PRESETS.items() if preset.layout_for(count))
 
 
 def default_band_names(count: int, colorinterp: Sequence[str]) -> tuple[str, ...]:

@@ -3,7 +3,11 @@
 Who may export what: ``internal`` (exact outlines, review fields) needs an analyst;
 ``partner`` (displaced points, see :mod:`geoscreen.review.redaction`) and ``public``
 (counts only) need a supervisor, and a partner export holds only ``escalated``
-candidates (escalating is the decision to share). Every export is written
+candidates (escalating is the decision to share). A partner export moves each
+candidate to the same displaced point every time (the draws come from a secret kept
+in the store's ``store_info``, which no export contains), so several exports average
+to no better than one. Public counts leave rejected candidates out: a reviewer
+decided they do not match. Every export is written
 atomically and recorded, with its sha256 and redaction, in the ``exports`` table and
 the audit log, in the same step that publishes the file.
 """
@@ -22,13 +26,16 @@ import pandas as pd
 import pyogrio
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from geoscreen.errors import ConfigError
 from geoscreen.fileio import atomic_write, sha256_file
 from geoscreen.review import audit
-from geoscreen.review.redaction import RedactionConfig, count_grid, count_regions, donut_mask
-from geoscreen.review.schema import exports
+from geoscreen.review.records import STATUSES
+from geoscreen.review.redaction import RedactionConfig, count_grid, count_regions, stable_donut
+from geoscreen.review.schema import exports, store_info
 from geoscreen.review.store import CandidateFilter, Store
 from geoscreen.review.users import require_user
 
@@ -68,6 +75,8 @@ INTERNAL_COLUMNS = (
 )
 PARTNER_COLUMNS = ("id", "profile", "profile_version", "status", "score", "last_seen", "match")
 ROLE_FOR = {"internal": "analyst", "partner": "supervisor", "public": "supervisor"}
+GEOMASK_SECRET = "geomask_secret"  # store_info key; never written to any export
+NOT_COUNTED = ("rejected",)  # public counts: reviewers decided these do not match
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,9 @@ def export_candidates(
 ) -> ExportResult:
     """Write the candidates matching ``where`` (and touching ``area``, EPSG:4326) to ``out``.
 
-    ``regions`` (polygons) replace the grid of a public export; ``seed`` makes a partner
-    export's displacements reproducible (default: a fresh random seed per export).
+    ``regions`` (polygons) replace the grid of a public export; ``seed`` fixes the row
+    order of a partner export (default: random). A partner export's points do not
+    depend on it: they are fixed per candidate and ring by the store's secret.
     """
     target = Path(out)
     fmt = infer_format(target, format)
@@ -132,6 +142,15 @@ def export_candidates(
                 fix="Escalate candidates first (a second supervisor decides).",
             )
         where = CandidateFilter(**{**where.__dict__, "statuses": ("escalated",)})
+    if config.level == "public":
+        asked = where.statuses or None
+        if asked and set(asked) <= set(NOT_COUNTED):
+            raise ConfigError(
+                "public counts never include rejected candidates",
+                fix="Leave out --status rejected (reviewers decided those do not match).",
+            )
+        kept = tuple(s for s in (asked or STATUSES) if s not in NOT_COUNTED)
+        where = CandidateFilter(**{**where.__dict__, "statuses": kept})
     with store.read() as conn:
         require_user(conn, user, ROLE_FOR[config.level], f"make {config.level} exports")
     found = store.frame(where)
@@ -146,7 +165,8 @@ def export_candidates(
             ]
         )
     rng = np.random.default_rng(seed if seed is not None else secrets.randbits(128))
-    layer = _redact(found, config, rng, regions)
+    secret = geomask_secret(store) if config.level == "partner" and len(found) else b""
+    layer = _redact(found, config, rng, regions, secret)
     recorded: dict[str, Any] = {}
 
     def write(tmp: str) -> None:
@@ -206,23 +226,28 @@ def _redact(
     config: RedactionConfig,
     rng: np.random.Generator,
     regions: gpd.GeoDataFrame | None,
+    secret: bytes,
 ) -> gpd.GeoDataFrame:
     if config.level == "internal":
         return found[[*INTERNAL_COLUMNS, "geometry"]] if len(found) else _empty(INTERNAL_COLUMNS)
     if config.level == "partner":
         if not len(found):
             return _empty((*PARTNER_COLUMNS, "location"))
-        lon, lat, _ = donut_mask(
+        lon, lat, _ = stable_donut(
             found["lon"].to_numpy(),
             found["lat"].to_numpy(),
+            [str(int(i)) for i in found["id"]],
+            secret=secret,
             min_m=config.min_m,
             max_m=config.max_m,
-            rng=rng,
         )
         out = pd.DataFrame(found[list(PARTNER_COLUMNS)]).copy()
         out["score"] = out["score"].round(3)
         out["last_seen"] = out["last_seen"].dt.strftime("%Y-%m-%d")
-        out["location"] = f"moved {config.min_m:g}-{config.max_m:g} m in a random direction"
+        out["location"] = (
+            f"moved {config.min_m:g}-{config.max_m:g} m in a random direction "
+            "(the same point in every export)"
+        )
         # Shuffle the rows so their order does not leak the score ranking or the ids' order.
         order = rng.permutation(len(out))
         return gpd.GeoDataFrame(
@@ -239,8 +264,27 @@ def _redact(
     else:
         counted = count_grid(points, grid_m=config.grid_m, min_count=config.min_count)
     counted["match"] = f"places matching profile {profiles}" if profiles else ""
-    counted["note"] = f"counts under {config.min_count} are not shown"
+    counted["note"] = (
+        f"counts under {config.min_count} are not shown; rejected candidates are not counted"
+    )
     return counted
+
+
+def geomask_secret(store: Store) -> bytes:
+    """The store's geomask secret, made on first use (32 random bytes in ``store_info``).
+
+    Two first exports racing both insert "if absent" and read back the one that won.
+    """
+    query = select(store_info.c.value).where(store_info.c.key == GEOMASK_SECRET)
+    with store.read() as conn:
+        found = conn.execute(query).scalar()
+    if found is None:
+        make = sqlite_insert if store.dialect == "sqlite" else pg_insert
+        row = {"key": GEOMASK_SECRET, "value": secrets.token_hex(32)}
+        with store.write() as conn:
+            conn.execute(make(store_info).values(**row).on_conflict_do_nothing())
+            found = conn.execute(query).scalar_one()
+    return bytes.fromhex(str(found))
 
 
 def _empty(columns: tuple[str, ...]) -> gpd.GeoDataFrame:

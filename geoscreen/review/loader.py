@@ -121,9 +121,11 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
         minx, miny, maxx, maxy = frame.total_bounds if len(frame) else (0, 0, 0, 0)
         if min(minx, miny) < -180 or maxx > 180 or max(abs(miny), abs(maxy)) > 90:
             raise InputError(
-                "sites have no CRS and are not in degrees",
+                "sites have no CRS and are not in degrees: pixel coordinates of an image "
+                "without georeference cannot be stored (the store keeps places on Earth)",
                 where=str(source),
-                fix="Write the file with its CRS.",
+                fix="Extract sites from a georeferenced scene; if the file has a CRS that was "
+                "lost, write it again with that CRS.",
             )
         frame = frame.set_crs("EPSG:4326")
     elif not frame.crs.equals("EPSG:4326"):

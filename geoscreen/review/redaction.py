@@ -4,7 +4,11 @@
 * ``partner``: donut geomasking. Each site becomes one point moved from its
   representative point in a random direction by a random distance between ``min_m``
   and ``max_m`` metres along the ellipsoid (WGS 84 geodesic), uniform over the ring's
-  area, never closer than ``min_m``. The generator is seeded once per export.
+  area, never closer than ``min_m``. The direction and distance are drawn from an
+  HMAC of the candidate and the ring under a secret kept in the store
+  (:func:`stable_donut`): every export of a candidate with the same ring shows the
+  same point, so averaging many exports gets no closer than one. Fresh draws per
+  export (:func:`donut_mask`) would average back towards the true place.
 * ``public``: only counts, per square cell of ``grid_m`` metres in an equal-area grid
   (EPSG:6933) or per given polygon; a cell or polygon with fewer than ``min_count``
   sites shows no count.
@@ -12,6 +16,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Sequence
 from typing import Literal
 
 import geopandas as gpd
@@ -55,11 +62,56 @@ class RedactionConfig(BaseModel):
 def donut_mask(
     lon: np.ndarray, lat: np.ndarray, *, min_m: float, max_m: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Displaced ``(lon, lat)`` and the distance moved (metres) for each point."""
+    """Displaced ``(lon, lat)`` and the distance moved (metres) for each point (fresh draws)."""
     n = len(lon)
-    azimuth = rng.uniform(0.0, 360.0, n)
+    return _displace(lon, lat, rng.random(n), rng.random(n), min_m=min_m, max_m=max_m)
+
+
+def stable_donut(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    keys: Sequence[str],
+    *,
+    secret: bytes,
+    min_m: float,
+    max_m: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`donut_mask`, but each point's draws come from ``HMAC(secret, key, ring)``.
+
+    The same key and ring always give the same point; without the secret the draws
+    cannot be told from random ones. The ring is part of the message: were only the
+    distance rescaled, two exports with different rings would put two points on one
+    ray from the true place and give it away.
+    """
+    if not secret:
+        raise ValueError("a geomask secret must not be empty")
+    draws = np.array(
+        [_unit_pair(secret, f"geomask:v1:{key}:{min_m!r}:{max_m!r}") for key in keys],
+        dtype=np.float64,
+    ).reshape(len(keys), 2)
+    return _displace(lon, lat, draws[:, 0], draws[:, 1], min_m=min_m, max_m=max_m)
+
+
+def _unit_pair(secret: bytes, message: str) -> tuple[float, float]:
+    """Two independent numbers in [0, 1) from one HMAC-SHA256 (53 bits each)."""
+    digest = hmac.new(secret, message.encode("utf-8"), hashlib.sha256).digest()
+    first, second = (int.from_bytes(digest[i : i + 8], "big") >> 11 for i in (0, 8))
+    return first / 2.0**53, second / 2.0**53
+
+
+def _displace(
+    lon: np.ndarray,
+    lat: np.ndarray,
+    direction: np.ndarray,
+    radius: np.ndarray,
+    *,
+    min_m: float,
+    max_m: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move each point by ``direction`` (share of a turn) and ``radius`` (share of the ring)."""
+    azimuth = np.asarray(direction, float) * 360.0
     # Uniform over the ring's area: r^2 uniform between min^2 and max^2.
-    distance = np.sqrt(rng.uniform(min_m**2, max_m**2, n))
+    distance = np.sqrt(min_m**2 + np.asarray(radius, float) * (max_m**2 - min_m**2))
     distance = np.clip(distance, min_m, max_m)
     new_lon, new_lat, _ = _GEOD.fwd(
         np.asarray(lon, float), np.asarray(lat, float), azimuth, distance

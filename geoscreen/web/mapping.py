@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import folium
 import numpy as np
-from branca.element import Figure
+from branca.element import Figure, MacroElement
 from folium import plugins
+from folium.template import Template
 
 from geoscreen.errors import ConfigError
 from geoscreen.fileio import atomic_write
@@ -51,6 +53,8 @@ BASEMAPS = {
     ),
 }
 CLUSTER_THRESHOLD = 5000
+MAX_ZOOM = 22  # aerial imagery at 0.1 m needs zoom 21; Leaflet's default stops at 18
+FIT_MAX_ZOOM = 20  # opening on one small candidate still shows its surroundings
 EMBED_EVIDENCE_LIMIT = 200
 EvidenceMode = Literal["auto", "embed", "link", "none"]
 
@@ -90,6 +94,31 @@ class ScreeningMap:
         return f'<iframe srcdoc="{doc}" style="width:100%;height:600px;border:none"></iframe>'
 
 
+class LeafletPopup(MacroElement):
+    """A popup bound with plain Leaflet.
+
+    folium's ``Popup`` builds its content with jQuery (``$(...)``), which the offline
+    page does not carry; Leaflet takes an HTML string directly. The string is a JSON
+    literal with ``<`` and ``>`` escaped, so the content cannot end the script element.
+    """
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        {{ this._parent.get_name() }}.bindPopup({{ this.literal }},
+            {"maxWidth": {{ this.max_width }}});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, content: str, max_width: int = 320) -> None:
+        super().__init__()
+        self._name = "LeafletPopup"
+        self.content = content
+        self.literal = json.dumps(content).replace("<", "\\u003c").replace(">", "\\u003e")
+        self.max_width = int(max_width)
+
+
 def _offline(element: Any, js: list[tuple[str, str]], css: list[tuple[str, str]]) -> Any:
     element.default_js = js
     element.default_css = css
@@ -98,17 +127,25 @@ def _offline(element: Any, js: list[tuple[str, str]], css: list[tuple[str, str]]
 
 def base_map(basemap: str | None = None, location: tuple[float, float] = (0.0, 0.0)) -> folium.Map:
     """An empty map with local Leaflet and, only if asked for, a remote basemap."""
-    fmap = folium.Map(location=list(location), zoom_start=3, tiles=None, control_scale=True)
+    fmap = folium.Map(
+        location=list(location), zoom_start=3, max_zoom=MAX_ZOOM, tiles=None, control_scale=True
+    )
     _offline(fmap, assets.LEAFLET_JS, assets.LEAFLET_CSS)
     if basemap:
-        url, attribution = BASEMAPS.get(basemap, (basemap, basemap))
-        if "{z}" not in url or "{x}" not in url or "{y}" not in url:
-            raise ConfigError(
-                f"unknown basemap {basemap!r}",
-                fix=f"Use {', '.join(BASEMAPS)} or an XYZ template with {{z}}/{{x}}/{{y}}.",
-            )
+        url, attribution = basemap_source(basemap)
         folium.TileLayer(tiles=url, attr=attribution, name="basemap (remote)").add_to(fmap)
     return fmap
+
+
+def basemap_source(basemap: str) -> tuple[str, str]:
+    """The XYZ template and attribution of a named basemap or template; refuses others."""
+    url, attribution = BASEMAPS.get(basemap, (basemap, basemap))
+    if "{z}" not in url or "{x}" not in url or "{y}" not in url:
+        raise ConfigError(
+            f"unknown basemap {basemap!r}",
+            fix=f"Use {', '.join(BASEMAPS)} or an XYZ template with {{z}}/{{x}}/{{y}}.",
+        )
+    return url, attribution
 
 
 def build_map(
@@ -124,6 +161,9 @@ def build_map(
 ) -> ScreeningMap:
     """Candidates by status and profile, scene footprints, a score heat layer, quicklooks.
 
+    The view opens on the candidates (on the imagery when there are none); the
+    quicklooks lie under them, one layer each, switched in the layer control.
+
     ``candidates`` is a GeoDataFrame in any CRS (reprojected to EPSG:4326) with a
     geometry and, where known: ``status``, ``score``/``score_max``, ``profile``,
     ``profile_version``, ``model_sha256``, ``first_seen``/``last_seen``/``acquired``,
@@ -133,7 +173,7 @@ def build_map(
     notes: list[str] = []
     fmap = base_map(basemap)
     frame = _prepare(candidates)
-    bounds: list[list[float]] = []
+    bounds: list[list[float]] = []  # of the imagery; the candidates' win when there are any
     for look in quicklooks:
         folium.raster_layers.ImageOverlay(
             image="data:image/png;base64," + base64.b64encode(look.png).decode("ascii"),
@@ -167,11 +207,12 @@ def build_map(
         if heat:
             _heat(fmap, frame)
         b = frame.total_bounds
-        bounds += [[b[1], b[0]], [b[3], b[2]]]
+        bounds = [[b[1], b[0]], [b[3], b[2]]]
         _legend(fmap, sorted(set(frame["status"])))
     if bounds:
         arr = np.array(bounds)
-        fmap.fit_bounds([arr.min(axis=0).tolist(), arr.max(axis=0).tolist()])
+        corners = [arr.min(axis=0).tolist(), arr.max(axis=0).tolist()]
+        fmap.fit_bounds(corners, padding=(24, 24), max_zoom=FIT_MAX_ZOOM)
     folium.LayerControl(collapsed=False).add_to(fmap)
     for note in notes:
         log.warning(note)
@@ -236,7 +277,7 @@ def _polygons(fmap: folium.Map, frame: gpd.GeoDataFrame, popups: list[str]) -> N
             row.geometry.__geo_interface__,
             style_function=lambda _f, c=colour: {"color": c, "weight": 2, "fillOpacity": 0.25},
         )
-        folium.Popup(popup, max_width=320).add_to(shape)
+        LeafletPopup(popup).add_to(shape)
         shape.add_to(groups[key])
 
 
@@ -273,7 +314,7 @@ def _legend(fmap: folium.Map, statuses: list[str]) -> None:
         for s in statuses
     )
     box = (
-        '<div style="position:fixed;bottom:24px;left:12px;z-index:1000;background:white;'
+        '<div style="position:fixed;bottom:64px;left:12px;z-index:1000;background:white;'
         'padding:8px;border:1px solid #999;font:12px sans-serif">'
         f"<b>review status</b><br><i>candidates match a profile; people decide</i>{rows}</div>"
     )

@@ -94,6 +94,21 @@ def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "vic                      viewer      disabled" in run(capsys, "users", "list")[1]
 
 
+def test_readme_decision_on_a_new_candidate(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's 'review set 12 confirmed' works on a new candidate, in two recorded steps."""
+    code, out, err = run(capsys, "review", "set", "12", "confirmed", "--reason",
+                         "kiln chimney and clamp visible", "--user", "ann")  # fmt: skip
+    assert (code, out) == (0, "candidate 12: new -> in_review -> confirmed (version 3)\n"), err
+    history = run(capsys, "review", "history", "12")[1].splitlines()
+    assert [h.split(" ", 2)[2] for h in history] == [
+        "ann: new -> in_review",
+        "ann: in_review -> confirmed (kiln chimney and clamp visible)",
+    ]
+    code, _, err = run(capsys, "review", "set", "11", "confirmed", "--user", "ann")
+    assert code == 2 and "reason" in err  # still needs its reason; nothing changed
+    assert json.loads(run(capsys, "review", "show", "11", "--json")[1])["status"] == "new"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -59,7 +59,7 @@ def test_evaluate_bad_input(tmp_path: Path, run: Run) -> None:
     yell_labels = sample_path("neon_yell_labels")
     line = _one_line_error(*run("evaluate", "--predicted", tmp_path / "none.parquet", "--truth",
                                 yell_labels, "--out", tmp_path / "x")[::2])  # fmt: skip
-    assert "site file not found" in line
+    assert "predictions file not found" in line
     line = _one_line_error(*run("evaluate", "--predicted", tmp_path / "none.parquet", "--truth",
                                 yell_labels, "--iou", "0.5", "--distance", "3", "--out",
                                 tmp_path / "x")[::2])  # fmt: skip

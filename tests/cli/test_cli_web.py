@@ -19,6 +19,7 @@ import geoscreen.cli.web as cli_web
 from geoscreen.cli import main
 from geoscreen.review.store import open_store
 from geoscreen.review.workflow import set_status
+from geoscreen.samples import sample_path
 from geoscreen.web.server import is_loopback
 from geoscreen.web.testing import seed
 
@@ -61,7 +62,8 @@ def test_map_writes_an_offline_file(
     store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "map.html"
-    code, stdout, err = run(capsys, "map", "--db", str(store_path), "--out", str(out))
+    code, stdout, err = run(capsys, "map", "--db", str(store_path), "--out", str(out),
+                            "--no-imagery")  # fmt: skip
     assert code == 0, err
     assert stdout.strip() == f"map of 33 candidates written to {out}"
     assert err == ""
@@ -81,8 +83,22 @@ def test_map_finds_chips_next_to_the_store(
     code, _, err = run(capsys, "map", "--db", str(store_path), "--out", "map.html")
     assert code == 0, err
     page = (tmp_path / "map.html").read_text()
-    assert "evidence chip</a>" not in page  # every chip (33) found and embedded, none a link
+    assert "evidence chip" not in page  # every chip (33) found and embedded, none a link
     assert page.count("data:image/png;base64,") >= 33
+
+
+def test_map_names_scenes_it_cannot_draw(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Synthetic sites name scenes that exist nowhere; the OSBS scene is found when given."""
+    out = tmp_path / "map.html"
+    code, stdout, err = run(capsys, "map", "--db", str(store_path), "--out", str(out))
+    assert code == 0 and stdout.startswith("map of 33 candidates written")
+    assert "imagery of 4 scene(s) not found here" in err and "--scenes" in err
+    given = ["--scenes", str(sample_path("neon_osbs"))]
+    code, stdout, err = run(capsys, "map", "--db", str(store_path), "--out", str(out), *given)
+    assert code == 0 and "over 1 scene(s)" in stdout and "3 scene(s) not found" in err
+    assert "imagery: OSBS_029.tif" in out.read_text()
 
 
 def test_map_filters_and_opt_in_basemap(
@@ -170,3 +186,16 @@ def test_only_loopback_counts_as_local() -> None:
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "192.168.1.20", "review.example.org"):
         assert not is_loopback(host), host
+
+
+def test_map_draws_the_scenes_with_most_candidates_first(
+    store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A file with imagery of every scene of a large scan would be huge: the busiest first."""
+    monkeypatch.setattr(cli_web, "MAX_QUICKLOOKS", 1)
+    out = tmp_path / "map.html"
+    code, _, err = run(capsys, "map", "--db", str(store_path), "--out", str(out))
+    assert code == 0
+    assert "drawing the imagery of 1 of 4 scenes (those with most candidates)" in err
+    assert "1 scene(s) not found here" in err  # the busiest synthetic scene, not OSBS (3 sites)

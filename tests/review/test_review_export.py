@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from geoscreen.errors import ConfigError
 from geoscreen.review import audit
 from geoscreen.review.errors import AccessError
-from geoscreen.review.export import FORMATS, export_candidates
+from geoscreen.review.export import FORMATS, export_candidates, geomask_secret
 from geoscreen.review.loader import load_sites
 from geoscreen.review.redaction import (
     RedactionConfig,
@@ -27,6 +27,7 @@ from geoscreen.review.redaction import (
     count_regions,
     donut_mask,
     geodesic_distance,
+    stable_donut,
 )
 from geoscreen.review.store import CandidateFilter, Store
 from geoscreen.review.workflow import set_status
@@ -128,9 +129,93 @@ def test_partner_rules(reviewed: Store, out_dir: Path) -> None:
         )
     a = export_candidates(reviewed, out_dir / "a.geojson", user="sue", redaction=PARTNER, seed=7)
     b = export_candidates(reviewed, out_dir / "b.geojson", user="sue", redaction=PARTNER, seed=7)
-    c = export_candidates(reviewed, out_dir / "c.geojson", user="sue", redaction=PARTNER)
-    assert a.sha256 == b.sha256 != c.sha256
+    export_candidates(reviewed, out_dir / "c.geojson", user="sue", redaction=PARTNER)
+    assert a.sha256 == b.sha256  # same row order, same points
     assert sorted(p.name for p in out_dir.iterdir()) == ["a.geojson", "b.geojson", "c.geojson"]
+    assert _points(out_dir / "a.geojson") == _points(out_dir / "c.geojson")
+
+
+def _points(path: Path) -> dict[int, tuple[float, float]]:
+    """Displaced point by candidate id."""
+    frame = gpd.read_file(path)
+    return {int(i): (p.x, p.y) for i, p in zip(frame["id"], frame.geometry, strict=True)}
+
+
+def test_partner_geomask_is_stable_so_averaging_gains_nothing(
+    reviewed: Store, out_dir: Path
+) -> None:
+    """Thirty exports: each candidate shows one point; their mean is as far out as any."""
+    exact = reviewed.frame(CandidateFilter(statuses=("escalated",))).set_index("id")
+    runs = [
+        _points(
+            Path(
+                export_candidates(
+                    reviewed, out_dir / f"p{i}.geojson", user="sue", redaction=PARTNER
+                ).path
+            )
+        )
+        for i in range(30)
+    ]
+    for cid, row in exact.iterrows():
+        shown = np.array([run[int(cid)] for run in runs])
+        assert np.ptp(shown, axis=0).max() == 0.0  # the very same point every time
+        mean = shown.mean(axis=0)
+        (from_truth,) = geodesic_distance(
+            np.array([row["lon"]]), np.array([row["lat"]]), mean[:1], mean[1:]
+        )
+        assert 300 - 1e-6 <= from_truth <= 900 + 1e-6
+    # fresh draws per export, as before, would have averaged back towards the truth
+    rng = np.random.default_rng(0)
+    lon0, lat0 = np.full(30, 77.0), np.full(30, 28.5)
+    lons, lats, _ = donut_mask(lon0, lat0, min_m=300, max_m=900, rng=rng)
+    (naive,) = geodesic_distance(lon0[:1], lat0[:1], lons.mean(keepdims=True),
+                                 lats.mean(keepdims=True))  # fmt: skip
+    assert naive < 300
+
+
+def test_geomask_secret_stays_in_the_store(reviewed: Store, out_dir: Path, store: Store) -> None:
+    """The points come from the store's secret (not the ids alone); no export holds it."""
+    secret = geomask_secret(reviewed)
+    assert len(secret) == 32 and geomask_secret(reviewed) == secret
+    exact = reviewed.frame(CandidateFilter(statuses=("escalated",))).sort_values("id")
+    keys = [str(i) for i in exact["id"]]
+    lon, lat = exact["lon"].to_numpy(), exact["lat"].to_numpy()
+    mine = stable_donut(lon, lat, keys, secret=secret, min_m=300, max_m=900)
+    other = stable_donut(lon, lat, keys, secret=b"another store", min_m=300, max_m=900)
+    assert not np.allclose(mine[0], other[0])
+    wider = stable_donut(lon, lat, keys, secret=secret, min_m=300, max_m=2000)
+    bearing = np.degrees(np.arctan2(mine[0] - lon, mine[1] - lat))
+    wider_bearing = np.degrees(np.arctan2(wider[0] - lon, wider[1] - lat))
+    assert not np.allclose(bearing, wider_bearing, atol=1.0)  # not one ray from the truth
+    export_candidates(reviewed, out_dir / "p.gpkg", user="sue", redaction=PARTNER)
+    export_candidates(reviewed, out_dir / "all.geojson", user="ann")
+    export_candidates(reviewed, out_dir / "pub.csv", user="sue", redaction=PUBLIC)
+    for path in out_dir.iterdir():
+        data = path.read_bytes()
+        assert secret.hex().encode() not in data and secret not in data
+    logged = json.dumps([e.to_dict() for e in audit.entries(reviewed)])
+    assert secret.hex() not in logged
+
+
+def test_public_counts_leave_rejected_out(reviewed: Store, out_dir: Path) -> None:
+    everywhere = gpd.GeoDataFrame(geometry=[shapely.box(70, 20, 80, 35)], crs="EPSG:4326")
+    export_candidates(reviewed, out_dir / "before.csv", user="sue", redaction=PUBLIC,
+                      regions=everywhere)  # fmt: skip
+    assert pd.read_csv(out_dir / "before.csv")["count"].tolist() == [60]
+    for cid in (10, 11, 12):
+        set_status(reviewed, cid, "rejected", user="ann", reason="a quarry", claim=True)
+    result = export_candidates(reviewed, out_dir / "after.csv", user="sue", redaction=PUBLIC,
+                               regions=everywhere)  # fmt: skip
+    table = pd.read_csv(out_dir / "after.csv")
+    assert table["count"].tolist() == [57] and result.candidates == 57
+    grid = export_candidates(reviewed, out_dir / "grid.geojson", user="sue", redaction=PUBLIC)
+    notes = set(gpd.read_file(grid.path)["note"])
+    assert notes and all("rejected candidates are not counted" in n for n in notes)
+    with pytest.raises(ConfigError, match="never include rejected"):
+        export_candidates(reviewed, out_dir / "r.csv", user="sue", redaction=PUBLIC,
+                          where=CandidateFilter(statuses=("rejected",)))  # fmt: skip
+    entry = list(audit.entries(reviewed, entity="export"))[-1].to_dict()
+    assert "rejected" not in entry["after"]["filters"]["statuses"]
 
 
 def test_public_grid_suppresses_small_counts(reviewed: Store, out_dir: Path) -> None:

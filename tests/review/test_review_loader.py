@@ -136,6 +136,19 @@ def test_bad_sites_files(
     assert _count(store, runs) == 0 and _count(store, candidates) == 0
 
 
+def test_pixel_space_sites_are_refused_with_the_reason(store: Store, tmp_path: Path) -> None:
+    """Sites from an image without georeference: pixel coordinates, not places on Earth."""
+    frame = gpd.GeoDataFrame(
+        {"site_id": ["a"], "score_max": [0.9], "profile": ["tree_crowns_neon"]},
+        geometry=[shapely.box(400, 300, 460, 350)],
+    )
+    frame.to_parquet(tmp_path / "px.parquet")
+    with pytest.raises(InputError, match=r"pixel coordinates .* cannot be stored") as err:
+        load_sites(store, tmp_path / "px.parquet", actor="test")
+    assert "georeferenced scene" in str(err.value.fix)
+    assert _count(store, runs) == 0 and _count(store, candidates) == 0
+
+
 def test_missing_file_and_profile_mismatch(
     store: Store, sites: Callable[..., Path], tmp_path: Path
 ) -> None:
