@@ -229,6 +229,13 @@ class ReviewPolicy(_Config):
 
     escalation_requires_second_reviewer: bool = True
     reason_required: bool = True
+    retain_evidence_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_500,
+        description="Days evidence chips are kept after the store receives them "
+        "('geoscreen review purge' deletes older ones); none: kept until purged by hand.",
+    )
 
 
 class Profile(_Config):

@@ -5,6 +5,7 @@ from geoscreen.cli import (  # noqa: F401  (they register commands)
     demo,
     imagery,
     profiles,
+    retention,
     review,
     sites,
     vision,

@@ -1,0 +1,77 @@
+"""``geoscreen review purge``: delete evidence chips past their profile's retention period.
+
+See :mod:`geoscreen.review.retention` for what goes, what stays and how it is audited.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoscreen.cli.review import _echo_json, db_option, json_option, open_store, review
+from geoscreen.errors import ConfigError
+
+
+def _limits(files: tuple[Path, ...]) -> dict[str, int | None]:
+    """Each profile's ``review.retain_evidence_days``, by profile name."""
+    from geoscreen.profiles import load_profile
+
+    limits: dict[str, int | None] = {}
+    for path in files:
+        found = load_profile(path, check_files=False)
+        days = found.review.retain_evidence_days
+        if found.name in limits and limits[found.name] != days:
+            raise ConfigError(
+                f"two profiles named {found.name!r} with different retention periods "
+                f"({limits[found.name]} and {days} days)",
+                where=str(path),
+                fix="Give each profile once (--profile FILE).",
+            )
+        limits[found.name] = days
+    return limits
+
+
+@review.command("purge")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A profile whose review.retain_evidence_days applies to its candidates (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
+@click.option("--user", default=None, metavar="NAME", help="Who purges (default: OS account).")
+@db_option
+@json_option
+def purge(
+    profiles: tuple[Path, ...], dry_run: bool, user: str | None, db: str, as_json: bool
+) -> None:
+    """Delete evidence chips of rejected candidates and of candidates whose chips are older
+    than their profile's review.retain_evidence_days; hashes and audit entries stay."""
+    from geoscreen.review.retention import purge as purge_
+    from geoscreen.review.users import local_actor
+
+    limits = _limits(profiles)
+    with open_store(db) as store:
+        if user is not None:
+            from geoscreen.review.users import require_user
+
+            with store.read() as conn:
+                require_user(conn, user, "supervisor", "purge evidence")
+        result = purge_(store, limits, actor=user or local_actor(), dry_run=dry_run)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    if dry_run:
+        for item in result.items:
+            click.echo(f"{item.candidate_id:>7}  {item.reason:<22} {item.file}")
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {result.files} evidence chips ({result.bytes / 1e6:.1f} MB) of "
+        f"{result.candidates} candidates ({result.rejected_candidates} rejected, "
+        f"{result.expired_candidates} past their retention period)"
+        + (f"; kept {result.kept_shared} still in use" if result.kept_shared else "")
+        + ("" if dry_run else f"; audit entry {result.audit_seq}")
+    )

@@ -1,0 +1,119 @@
+"""``geoscreen review purge`` end to end: dry run, purge, JSON, and bad input (exit 2,
+one line, nothing changed)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from geoscreen.cli import main
+from geoscreen.review.testing import make_sites
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _profile(folder: Path, days: object) -> Path:
+    text = (CONFIGS / "brick_kilns_s2.yaml").read_text(encoding="utf-8")
+    assert "  reason_required: true\n" in text
+    text = text.replace(
+        "  reason_required: true\n", f"  reason_required: true\n  retain_evidence_days: {days}\n"
+    )
+    path = folder / f"kilns_{days}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _state(db: Path, folder: Path) -> tuple[int, list[str]]:
+    with sqlite3.connect(db) as conn:
+        seq = conn.execute("SELECT seq FROM audit_head").fetchone()[0]
+    return seq, sorted(p.name for p in (folder / "evidence").iterdir())
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A store with 5 candidates whose chips exist; candidate 1 rejected, run loaded 40 days
+    ago (the load time is set back in the file)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "review.sqlite"
+    monkeypatch.setenv("GEOSCREEN_DB", str(path))
+    (tmp_path / "evidence").mkdir()
+    for i in range(5):
+        (tmp_path / "evidence" / f"site-{i:07d}.png").write_bytes(bytes([i]) * 100)
+    for name, role in [("ann", "analyst"), ("sue", "supervisor")]:
+        assert run(capsys, "users", "add", name, "--role", role)[0] == 0
+    assert run(capsys, "review", "load", str(make_sites(tmp_path / "s.parquet", 5)))[0] == 0
+    code, _, err = run(capsys, "review", "set", "1", "rejected", "--user", "ann", "--reason", "no")
+    assert code == 0, err
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE runs SET completed_at = datetime('now', '-40 days')")
+    return path
+
+
+def test_purge_rejected_then_expired(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _state(db, tmp_path)
+    code, out, _ = run(capsys, "review", "purge", "--dry-run")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].split()[:2] == ["1", "rejected"] and lines[0].endswith("site-0000000.png")
+    assert lines[1].startswith("would delete 1 evidence chips (0.0 MB) of 1 candidates (1 rejected")
+    assert _state(db, tmp_path) == before
+
+    code, out, _ = run(capsys, "review", "purge", "--user", "sue")
+    assert code == 0 and out.startswith("deleted 1 evidence chips")
+    assert _state(db, tmp_path) == (before[0] + 2, before[1][1:])
+
+    thirty = _profile(tmp_path, 30)
+    code, out, _ = run(capsys, "review", "purge", "--profile", str(thirty), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["dry_run"] is False
+    assert (result["files"], result["expired_candidates"], result["limits"]) == (
+        4, 4, {"brick_kilns_s2": 30},
+    )  # fmt: skip
+    assert sorted(i["candidate_id"] for i in result["items"]) == [2, 3, 4, 5]
+    assert _state(db, tmp_path) == (before[0] + 2 + 5, [])
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 0, out
+    shown = json.loads(run(capsys, "review", "show", "3", "--json")[1])
+    assert shown["evidence_path"] and shown["status"] == "new"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--profile", "missing.yaml"], "missing.yaml"),
+        (["--profile", "{zero}"], "retain_evidence_days"),
+        (["--profile", "{text}"], "retain_evidence_days"),
+        (["--profile", "{thirty}", "--profile", "{ten}"], "two profiles named 'brick_kilns_s2'"),
+        (["--user", "nobody"], "nobody"),
+        (["--user", "ann"], "needs supervisor"),
+    ],
+)
+def test_bad_input_changes_nothing(
+    db: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    files = {
+        "zero": _profile(tmp_path, 0),
+        "text": _profile(tmp_path, "soon"),
+        "thirty": _profile(tmp_path, 30),
+        "ten": _profile(tmp_path, 10),
+    }
+    before = _state(db, tmp_path)
+    code, out, err = run(capsys, "review", "purge", *[a.format(**files) for a in args])
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert _state(db, tmp_path) == before
