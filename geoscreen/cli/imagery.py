@@ -254,9 +254,11 @@ def _split(value: str | None) -> list[str] | None:
     help="Target pixel size in CRS units (alone: same CRS, new resolution).",
 )
 @click.option("--keep-empty", is_flag=True, help="Keep tiles holding no valid pixel.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 def tile(
     scene: str, out: str, tile_size: int, overlap: int, aoi: str | None, bands: str | None,
     sensor: str | None, crs: str | None, resolution: float | None, keep_empty: bool,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Cut SCENE into a grid of tiles and write it as GeoParquet or GeoPackage."""
     output_format(out)  # fail before any work
@@ -270,7 +272,30 @@ def tile(
     write_grid(grid, out)
     if not len(grid):
         click.echo("geoscreen: warning: no tile holds valid pixels; the file is empty.", err=True)
+    if as_json:
+        click.echo(json.dumps(tile_record(grid, out, names), indent=2))
+        return
     click.echo(tile_summary(grid, out, names))
+
+
+def tile_record(grid: TileGrid, out: str, bands: list[str] | None = None) -> dict[str, Any]:
+    """What :func:`tile_summary` says, for machines (``tile --json``)."""
+    scene = grid.scene
+    return {
+        "out": out,
+        "tiles": len(grid),
+        "grid_tiles": grid.n_rows * grid.n_cols,
+        "rows": grid.n_rows,
+        "cols": grid.n_cols,
+        "tile_size": grid.tile_size,
+        "overlap": grid.overlap,
+        "scene": scene.uri,
+        "scene_id": scene.id,
+        "crs": _crs_text(scene),
+        "resolution": [float(r) for r in scene.resolution],
+        "units": _units(scene),
+        "bands": bands,
+    }
 
 
 def tile_summary(grid: TileGrid, out: str, bands: list[str] | None = None) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
+import numpy as np
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import ConfigError, InputError
@@ -16,6 +18,8 @@ from geoscreen.imagery.scene import Scene, open_scene, parse_datetime
 
 if TYPE_CHECKING:
     import geopandas as gpd
+
+CHIP_BATCH = 256  # evidence chips written per call (the scene is opened once per batch)
 
 
 @cli.group()
@@ -46,6 +50,7 @@ def sites() -> None:
 @click.option("--match-distance", type=float, default=None, help="Match by centroid distance (m).")
 @click.option("--evidence/--no-evidence", default=True, show_default=True)
 @click.option("--max-chip", type=int, default=512, show_default=True, help="Chip side limit (px).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 def extract(
     scores: str,
     profile_path: str,
@@ -59,6 +64,7 @@ def extract(
     match_distance: float | None,
     evidence: bool,
     max_chip: int,
+    as_json: bool,
 ) -> None:
     """Turn the score maps in SCORES (a 'geoscreen screen' output folder) into sites."""
     from geoscreen.profiles import load_profile
@@ -85,6 +91,7 @@ def extract(
     coverage = read_coverage(cov_file) if cov_file and cov_file.exists() else None
     evidence_dir = out_path.with_name(f"{out_path.stem}_evidence")
     this_run: list[str] = []
+    per_scene: list[dict[str, Any]] = []
     folders = _score_folders(Path(scores), image, prof.imagery.sensor)
     if not folders:
         raise InputError("the screening output lists no scenes", where=scores,
@@ -101,24 +108,58 @@ def extract(
         if evidence:
             chosen = table["site_id"].isin(update.reseen + update.added) & (table["run_id"] == run)
             if chosen.any():
-                chips = write_evidence(table[chosen], scene, evidence_dir, max_px=max_chip)
-                table.loc[chosen, "evidence_path"] = chips["evidence_path"].to_numpy()
+                chips = _write_chips(table[chosen], scene, evidence_dir, max_chip, write_evidence)
+                table.loc[chosen, "evidence_path"] = chips
         this_run += update.reseen + update.added
         row = coverage_of(scoremap, run_id=run, profile=prof.name, acquired=when or scene.acquired)
         coverage = _append(coverage, row)
+        per_scene.append({
+            "scene": scene.uri, "scene_id": scene.id, "run_id": run, "sites": len(found),
+            "new": len(update.added), "seen_before": len(update.reseen),
+        })  # fmt: skip
         click.echo(
             f"{scene.uri}: {len(found)} sites ({len(update.added)} new, "
-            f"{len(update.reseen)} seen before)"
+            f"{len(update.reseen)} seen before)",
+            err=as_json,
         )
     assert table is not None
     mine = table[table["site_id"].isin(this_run)]
     write_sites(mine, out_path)
-    click.echo(f"{len(mine)} sites -> {out_path}")
+    click.echo(f"{len(mine)} sites -> {out_path}", err=as_json)
     if hist_path is not None:
         write_sites(table, hist_path)
         if coverage is not None and cov_file is not None:
             write_coverage(coverage, cov_file)
-        click.echo(f"history: {len(table)} sites -> {hist_path}")
+        click.echo(f"history: {len(table)} sites -> {hist_path}", err=as_json)
+    if as_json:
+        n_chips = int(mine["evidence_path"].notna().sum()) if "evidence_path" in mine else 0
+        click.echo(json.dumps({
+            "out": str(out_path), "profile": prof.name, "profile_version": prof.version,
+            "sites": len(mine), "new": sum(s["new"] for s in per_scene),
+            "seen_before": sum(s["seen_before"] for s in per_scene), "scenes": per_scene,
+            "evidence_dir": str(evidence_dir) if evidence and n_chips else None,
+            "evidence_chips": n_chips, "history": None if hist_path is None else str(hist_path),
+            "history_sites": None if hist_path is None else len(table),
+        }, indent=2))  # fmt: skip
+
+
+def _write_chips(
+    chosen: gpd.GeoDataFrame,
+    scene: Scene,
+    folder: Path,
+    max_chip: int,
+    write: Callable[..., gpd.GeoDataFrame],
+) -> np.ndarray:
+    """Evidence paths of ``chosen`` (chips written in batches; a bar on stderr after 2 s)."""
+    from tqdm import tqdm
+
+    paths = []
+    with tqdm(total=len(chosen), desc="evidence chips", unit="chip", delay=2, leave=False) as bar:
+        for start in range(0, len(chosen), CHIP_BATCH):
+            part = write(chosen.iloc[start : start + CHIP_BATCH], scene, folder, max_px=max_chip)
+            paths.append(part["evidence_path"].to_numpy())
+            bar.update(len(part))
+    return np.concatenate(paths)
 
 
 def _append(coverage: gpd.GeoDataFrame | None, row: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -186,6 +227,7 @@ def _date(text: str | None) -> datetime | None:
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", required=True, help="Folder for metrics.json, plots, report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
 def evaluate(
     predicted: str,
     score_column: str | None,
@@ -200,11 +242,13 @@ def evaluate(
     bootstrap: int,
     seed: int,
     out: str,
+    as_json: bool,
 ) -> None:
     """Match predicted sites to ground truth one-to-one; write metrics, plots and a report."""
+    steps = Steps("evaluate", ["loading", "matching", "writing the report"])
     from geoscreen.evaluate.metrics import Criterion, evaluate_sites
     from geoscreen.evaluate.predictions import load_predictions
-    from geoscreen.evaluate.report import write_report
+    from geoscreen.evaluate.report import json_safe, write_report
     from geoscreen.evaluate.truth import load_truth
 
     if iou is not None and distance is not None:
@@ -220,6 +264,7 @@ def evaluate(
     pred = load_predictions(predicted, score_column=score_column, scene=scene)
     objects = load_truth(truth, scene)
     areas = _regions(regions) if regions else None
+    steps.next()
     ev = evaluate_sites(
         pred.frame, objects, criterion, score_column=pred.score_column,
         score_threshold=score_threshold, group_column=group_by, regions=areas,
@@ -232,13 +277,44 @@ def evaluate(
             f"geoscreen: note: {pred.other_image} predictions for other images left out",
             err=True,
         )
+    steps.next()
     paths = write_report(ev, out, title=f"Evaluation of {Path(predicted).name}", extra=extra)
     m = ev.metrics
+    steps.close()
+    if as_json:
+        summary = {k: v for k, v in ev.to_dict().items() if k != "pr_curve"}
+        files = {k: str(v) for k, v in paths.items()}
+        click.echo(json.dumps(json_safe({**summary, **extra, "files": files}), indent=2))
+        return
     click.echo(
         f"{ev.criterion}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
         f"F1 {m['f1']:.3f}, AP {m['average_precision']:.3f} "
         f"({m['tp']} TP, {m['fp']} FP, {m['fn']} FN) -> {paths['report']}"
     )
+
+
+class Steps:
+    """A bar of named steps on stderr for a command that works silently for seconds: shown
+    only on a terminal and once the command has run 2 s; cleared when the command ends."""
+
+    def __init__(self, command: str, names: list[str]) -> None:
+        from tqdm import tqdm
+
+        self._command, self._names, self._at = command, names, 0
+        self._bar = tqdm(total=len(names), desc=f"{command}: {names[0]}", unit="step",
+                         delay=2, leave=False, disable=None)  # fmt: skip
+        click.get_current_context().call_on_close(self._bar.close)
+
+    def next(self) -> None:
+        """The current step is done."""
+        self._at += 1
+        if self._at < len(self._names):
+            self._bar.set_description_str(f"{self._command}: {self._names[self._at]}")
+        self._bar.update()
+
+    def close(self) -> None:
+        """Clear the bar (before the command's own output)."""
+        self._bar.close()
 
 
 def _regions(path: str) -> gpd.GeoDataFrame:
