@@ -60,7 +60,17 @@ def purge(
 
             with store.read() as conn:
                 require_user(conn, user, "supervisor", "purge evidence")
-        result = purge_(store, limits, actor=user or local_actor(), dry_run=dry_run)
+        from tqdm import tqdm
+
+        with tqdm(desc="purging", unit="candidate", delay=2, leave=False) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = purge_(
+                store, limits, actor=user or local_actor(), dry_run=dry_run, progress=progress
+            )
     if as_json:
         _echo_json(result.to_dict())
         return

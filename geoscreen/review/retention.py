@@ -10,9 +10,9 @@ candidate or detection still within its period refers to is kept.
 What stays: candidates, detections (with the paths they had), review history and the
 audit log. For every candidate whose chips go, an audit entry records each file's path,
 size and SHA-256 (so a copy held elsewhere can still be matched); the purge ends with
-one entry with the counts. The entries are committed before any file is deleted: a
-crash in between leaves files that the next purge deletes (and records again), never a
-deletion without a record.
+one entry with the counts. Entries are committed (a few hundred candidates per
+transaction) before their files are deleted: a crash in between leaves files that the
+next purge deletes (and records again), never a deletion without a record.
 
 Imagery caches: the store keeps none. The review page renders imagery from the scene
 files on request; the scene files are the analyst's own and are never deleted here.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ from geoscreen.review.schema import candidates, detections, runs
 from geoscreen.review.store import Store
 
 REJECTED = "rejected"
+CHUNK = 200  # candidates recorded (and their files deleted) per transaction
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,13 @@ def purge(
     actor: str,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    progress: Progress | None = None,
 ) -> PurgeResult:
-    """Delete the chips :func:`plan` finds, after recording them in the audit log."""
+    """Delete the chips :func:`plan` finds, after recording them in the audit log.
+
+    Candidates are recorded and their files deleted in transactions of
+    :data:`CHUNK` candidates, so the review server's writers never wait long.
+    """
     result = plan(store, limits, now=now)
     result.dry_run = dry_run
     if dry_run:
@@ -191,23 +198,32 @@ def purge(
     by_candidate: dict[int, list[PurgeItem]] = {}
     for item in result.items:
         by_candidate.setdefault(item.candidate_id, []).append(item)
+    groups = list(by_candidate.values())
+    for start in range(0, len(groups), CHUNK):
+        chunk = groups[start : start + CHUNK]
+        with store.write() as conn:
+            for items in chunk:
+                audit.append(
+                    conn,
+                    actor=actor,
+                    action="evidence_purge",
+                    entity="candidate",
+                    entity_id=items[0].candidate_id,
+                    after={
+                        "reason": items[0].reason,
+                        "files": [
+                            {"path": i.path, "bytes": i.bytes, "sha256": digests[Path(i.file)]}
+                            for i in items
+                        ],
+                    },
+                    profile=items[0].profile,
+                )
+        for items in chunk:  # recorded and committed: now the files go
+            for item in items:
+                Path(item.file).unlink(missing_ok=True)
+        if progress is not None:
+            progress(min(start + CHUNK, len(groups)), len(groups))
     with store.write() as conn:
-        for cid, items in by_candidate.items():
-            audit.append(
-                conn,
-                actor=actor,
-                action="evidence_purge",
-                entity="candidate",
-                entity_id=cid,
-                after={
-                    "reason": items[0].reason,
-                    "files": [
-                        {"path": i.path, "bytes": i.bytes, "sha256": digests[Path(i.file)]}
-                        for i in items
-                    ],
-                },
-                profile=items[0].profile,
-            )
         summary = audit.append(
             conn,
             actor=actor,
@@ -224,8 +240,6 @@ def purge(
             },
         )
     result.audit_seq = summary.seq
-    for f in files:
-        f.unlink(missing_ok=True)
     return result
 
 

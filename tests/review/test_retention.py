@@ -100,8 +100,11 @@ def test_rejected_chips_go_and_records_stay(
     assert list(audit.entries(store, since_seq=new[1].seq))[-1].action == "purge"
 
 
-def test_retention_period_per_profile(loaded: tuple[Store, dict[str, str]], tmp_path: Path) -> None:
-    store, _ = loaded
+def test_retention_period_per_profile(
+    loaded: tuple[Store, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, digests = loaded
+    monkeypatch.setattr("geoscreen.review.retention.CHUNK", 4)  # two transactions
     _age(store, "run-1", 20)
     assert plan(store, {PROFILE: 30}).files == 0  # within the period
     assert plan(store, {"other_profile": 10}).files == 0  # another profile's limit
@@ -109,9 +112,17 @@ def test_retention_period_per_profile(loaded: tuple[Store, dict[str, str]], tmp_
     due = plan(store, {PROFILE: 10})
     assert (due.files, due.candidates, due.expired_candidates) == (6, 6, 6)
     assert {i.reason for i in due.items} == {"older than 10 days"}
-    done = purge(store, {PROFILE: 10}, actor="sue")
+    seq = audit.verify(store).head_seq
+    calls: list[tuple[int, int]] = []
+    done = purge(store, {PROFILE: 10}, actor="sue", progress=lambda *a: calls.append(a))
     assert done.files == 6 and not list((tmp_path / "evidence").iterdir())
+    assert calls == [(4, 6), (6, 6)]
     assert store.count() == 6
+    new = list(audit.entries(store, since_seq=seq))
+    assert [e.action for e in new] == ["evidence_purge"] * 6 + ["purge"]
+    recorded = {e.entity_id: e.to_dict()["after"]["files"][0]["sha256"] for e in new[:-1]}
+    assert sorted(recorded.values()) == sorted(digests.values())
+    assert audit.verify(store).ok
 
 
 def test_chip_still_used_by_a_recent_run_is_kept(
