@@ -41,12 +41,24 @@ def _limits(files: tuple[Path, ...]) -> dict[str, int | None]:
     metavar="FILE",
     help="A profile whose review.retain_evidence_days applies to its candidates (repeatable).",
 )
+@click.option(
+    "--evidence-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Where relative evidence paths are looked for first (as for 'geoscreen serve').",
+)
 @click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
 @click.option("--user", default=None, metavar="NAME", help="Who purges (default: OS account).")
 @db_option
 @json_option
 def purge(
-    profiles: tuple[Path, ...], dry_run: bool, user: str | None, db: str, as_json: bool
+    profiles: tuple[Path, ...],
+    evidence_root: Path | None,
+    dry_run: bool,
+    user: str | None,
+    db: str,
+    as_json: bool,
 ) -> None:
     """Delete evidence chips of rejected candidates and of candidates whose chips are older
     than their profile's review.retain_evidence_days; hashes and audit entries stay."""
@@ -69,8 +81,9 @@ def purge(
                 bar.update(done - bar.n)
 
             result = purge_(
-                store, limits, actor=user or local_actor(), dry_run=dry_run, progress=progress
-            )
+                store, limits, actor=user or local_actor(), dry_run=dry_run,
+                roots=(evidence_root.resolve(),) if evidence_root else (), progress=progress,
+            )  # fmt: skip
     if as_json:
         _echo_json(result.to_dict())
         return

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,10 @@ def plan(
     limits: Mapping[str, int | None],
     *,
     now: dt.datetime | None = None,
+    roots: Sequence[Path] = (),
 ) -> PurgeResult:
-    """Which chips would go (nothing is changed)."""
+    """Which chips would go (nothing is changed). Relative paths are looked for under
+    ``roots`` first (as the server's ``--evidence-root``), then as :meth:`Store.locate` does."""
     days = check_limits(limits)
     now = now or dt.datetime.now(dt.UTC)
     refs: dict[Path, list[_Ref]] = {}
@@ -135,7 +137,7 @@ def plan(
     located: dict[str, Path | None] = {}
     for cid, profile, status, path, when in rows:
         if path not in located:
-            found = store.locate(path)
+            found = store.locate(path, tuple(roots))
             located[path] = found.resolve() if found is not None else None
         target = located[path]
         if target is None:  # gone already (purged before, moved) or remote
@@ -175,6 +177,7 @@ def purge(
     actor: str,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    roots: Sequence[Path] = (),
     progress: Progress | None = None,
 ) -> PurgeResult:
     """Delete the chips :func:`plan` finds, after recording them in the audit log.
@@ -182,7 +185,7 @@ def purge(
     Candidates are recorded and their files deleted in transactions of
     :data:`CHUNK` candidates, so the review server's writers never wait long.
     """
-    result = plan(store, limits, now=now)
+    result = plan(store, limits, now=now, roots=roots)
     result.dry_run = dry_run
     if dry_run:
         return result

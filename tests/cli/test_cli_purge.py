@@ -117,3 +117,28 @@ def test_bad_input_changes_nothing(
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert _state(db, tmp_path) == before
+
+
+def test_evidence_root_as_for_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Chips stored as relative paths that only the server's --evidence-root finds."""
+    work, chips = tmp_path / "work", tmp_path / "chips"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    db = tmp_path / "store" / "review.sqlite"
+    db.parent.mkdir()
+    monkeypatch.setenv("GEOSCREEN_DB", str(db))
+    assert run(capsys, "review", "load", str(make_sites(tmp_path / "s.parquet", 3)))[0] == 0
+    (chips / "evidence").mkdir(parents=True)
+    for i in range(3):
+        (chips / "evidence" / f"site-{i:07d}.png").write_bytes(b"png")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET completed_at = datetime('now', '-40 days')")
+    ten = _profile(tmp_path, 10)
+    code, out, _ = run(capsys, "review", "purge", "--profile", str(ten), "--json")
+    assert code == 0 and json.loads(out)["files"] == 0  # not found: nothing to delete
+    code, out, _ = run(capsys, "review", "purge", "--profile", str(ten), "--json",
+                       "--evidence-root", str(chips))  # fmt: skip
+    assert code == 0 and json.loads(out)["files"] == 3
+    assert list((chips / "evidence").iterdir()) == []
