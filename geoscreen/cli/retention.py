@@ -96,5 +96,6 @@ def purge(
         f"{result.candidates} candidates ({result.rejected_candidates} rejected, "
         f"{result.expired_candidates} past their retention period)"
         + (f"; kept {result.kept_shared} still in use" if result.kept_shared else "")
+        + (f"; left {result.not_chips} files that are not PNG chips" if result.not_chips else "")
         + ("" if dry_run else f"; audit entry {result.audit_seq}")
     )

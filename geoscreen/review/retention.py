@@ -2,7 +2,8 @@
 
 Chips are imagery that may show people, so they are not kept longer than needed. A
 chip goes when its candidate is rejected, or when the store has held it longer than
-the candidate's profile allows (``review.retain_evidence_days``; none: kept). A chip's
+the candidate's profile allows (``review.retain_evidence_days``; none: kept). Only PNG
+files are chips: an evidence path naming any other file is counted, never deleted. A chip's
 age counts from the load of the run that brought it, not from the acquisition: imagery
 from an archive loaded today still gets the whole period to be reviewed. A file that a
 candidate or detection still within its period refers to is kept.
@@ -36,6 +37,7 @@ from geoscreen.review.schema import candidates, detections, runs
 from geoscreen.review.store import Store
 
 REJECTED = "rejected"
+CHIP_SUFFIX = ".png"  # chips are PNGs (sites/evidence.py); the server serves only these
 CHUNK = 200  # candidates recorded (and their files deleted) per transaction
 Progress = Callable[[int, int], None]
 
@@ -68,6 +70,7 @@ class PurgeResult:
     rejected_candidates: int = 0
     expired_candidates: int = 0
     kept_shared: int = 0  # files due for one reference but still used by another
+    not_chips: int = 0  # evidence paths naming files that are not PNG chips: never deleted
     items: list[PurgeItem] = field(default_factory=list)
     audit_seq: int | None = None
 
@@ -135,6 +138,7 @@ def plan(
     with store.read() as conn:
         rows = [*conn.execute(from_detections), *conn.execute(from_candidates)]
     located: dict[str, Path | None] = {}
+    not_chips: set[Path] = set()
     for cid, profile, status, path, when in rows:
         if path not in located:
             found = store.locate(path, tuple(roots))
@@ -142,11 +146,14 @@ def plan(
         target = located[path]
         if target is None:  # gone already (purged before, moved) or remote
             continue
+        if target.suffix.lower() != CHIP_SUFFIX:  # not a chip (as the server sees it)
+            not_chips.add(target)
+            continue
         refs.setdefault(target, []).append(
             _Ref(cid, profile, _reason(status, profile, when, days, now))
         )
         stored.setdefault(target, path)
-    result = PurgeResult(dry_run=True, limits=days)
+    result = PurgeResult(dry_run=True, limits=days, not_chips=len(not_chips))
     purged: dict[int, str] = {}
     for target, found_refs in sorted(refs.items()):
         if any(r.reason is None for r in found_refs):
@@ -240,6 +247,7 @@ def purge(
                 "files": result.files,
                 "bytes": result.bytes,
                 "kept_shared": result.kept_shared,
+                "not_chips": result.not_chips,
             },
         )
     result.audit_seq = summary.seq

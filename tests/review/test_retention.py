@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 from sqlalchemy import update
 
@@ -138,6 +139,27 @@ def test_chip_still_used_by_a_recent_run_is_kept(
         f"site-{i:07d}.png" for i in range(3, 6)
     ]
     assert due.kept_shared == 3
+
+
+def test_only_png_chips_are_deleted(
+    store: Store, sites: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sites file from elsewhere may name any file as evidence: only PNGs go."""
+    monkeypatch.chdir(tmp_path)
+    _chips(tmp_path, 0, 2)
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(b"not a chip")
+    path = sites(2)
+    frame = gpd.read_parquet(path)
+    frame.loc[1, "evidence_path"] = str(scene)
+    frame.to_parquet(path)
+    load_sites(store, path, actor="test")
+    for c in store.candidates():
+        set_status(store, c.id, "rejected", user="ann", reason="not kilns", claim=True)
+    done = purge(store, {}, actor="sue")
+    assert (done.files, done.not_chips) == (1, 1)
+    assert scene.read_bytes() == b"not a chip"
+    assert not (tmp_path / "evidence" / "site-0000000.png").exists()
 
 
 def test_bad_limit_changes_nothing(loaded: tuple[Store, dict[str, str]], tmp_path: Path) -> None:
