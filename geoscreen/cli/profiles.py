@@ -92,6 +92,13 @@ def summary(p: Profile) -> str:
         f"review:      second reviewer to escalate: "
         f"{_yes(p.review.escalation_requires_second_reviewer)}; "
         f"reason required: {_yes(p.review.reason_required)}",
+        "evidence:    chips kept "
+        + (
+            f"{p.review.retain_evidence_days} days"
+            if p.review.retain_evidence_days
+            else "with no limit (no review.retain_evidence_days)"
+        )
+        + "; rejected ones until the next 'geoscreen review purge'",
         f"fingerprint: {p.fingerprint()}",
         f"file:        {p.source_path}",
         f"A score means only 'matches profile {p.name}'; people decide what a place is.",

@@ -142,3 +142,14 @@ def test_evidence_root_as_for_the_server(
                        "--evidence-root", str(chips))  # fmt: skip
     assert code == 0 and json.loads(out)["files"] == 3
     assert list((chips / "evidence").iterdir()) == []
+
+
+def test_profile_show_says_how_long_chips_are_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "profile", "show", str(_profile(tmp_path, 180)))
+    assert code == 0 and "evidence:    chips kept 180 days; rejected ones until" in out
+    code, out, _ = run(capsys, "profile", "show", str(CONFIGS / "brick_kilns_s2.yaml"))
+    assert code == 0 and "chips kept with no limit (no review.retain_evidence_days)" in out
+    code, out, _ = run(capsys, "profile", "show", str(_profile(tmp_path, 180)), "--json")
+    assert json.loads(out)["profile"]["review"]["retain_evidence_days"] == 180
