@@ -84,7 +84,9 @@ def summary(p: Profile) -> str:
         f"model:       {model.task}, backbone {model.backbone}, "
         f"{p.input_channels or 'all'} input channels",
         f"weights:     {weights_text}",
-        f"threshold:   {p.threshold:g}",
+        f"threshold:   {p.threshold:g} (in force when screening; a trained model's card "
+        "suggests others)",
+        f"labels:      {_label_rule(p)}",
         f"sites:       min area {p.sites.min_area_m2:g} m2, "
         f"merge within {p.sites.merge_distance_m:g} m",
         f"aoi:         {p.resolve_path(p.aoi) if p.aoi else 'none'}; "
@@ -97,6 +99,13 @@ def summary(p: Profile) -> str:
         f"A score means only 'matches profile {p.name}'; people decide what a place is.",
     ]
     return "\n".join(lines)
+
+
+def _label_rule(p: Profile) -> str:
+    if p.labels is None:
+        return "positive/negative (or 1/0, or a single class name) in the label files"
+    negatives = ",".join(p.labels.negative_classes or []) or "every other class"
+    return f"positive classes {','.join(p.labels.positive_classes)}; negatives {negatives}"
 
 
 def _join(items: list[str] | None) -> str:

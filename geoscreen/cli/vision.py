@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
 from geoscreen.imagery.aoi import load_aoi
 from geoscreen.imagery.scene import open_scene
@@ -34,9 +35,28 @@ log = logging.getLogger(__name__)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder.")
 @click.option(
     "--mode",
-    type=click.Choice(["linear_probe", "finetune"]),
-    default="linear_probe",
+    type=click.Choice(["auto", "spectral", "linear_probe", "combined", "finetune"]),
+    default="auto",
     show_default=True,
+    help="auto compares the spectral-context, deep-feature and combined learners on "
+    "spatially blocked folds and keeps the best; the others train one of them "
+    "(finetune: the whole CNN, for a GPU).",
+)
+@click.option(
+    "--positive",
+    "positive",
+    multiple=True,
+    help="Class name counted as positive (repeatable); default: the profile's "
+    "labels.positive_classes.",
+)
+@click.option(
+    "--negative",
+    "negative",
+    multiple=True,
+    help="Class name counted as negative (repeatable); default: every other class.",
+)
+@click.option(
+    "--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="Blocked CV folds."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -52,6 +72,9 @@ def train(
     device: str,
     seed: int,
     max_epochs: int | None,
+    positive: tuple[str, ...],
+    negative: tuple[str, ...],
+    folds: int,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
     from geoscreen.vision.train import TrainOptions, train_classifier
@@ -76,7 +99,17 @@ def train(
             f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
         )
         return
-    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed}
+    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed, "folds": folds}
+    if positive:
+        options["positive_classes"] = list(positive)
+    if negative:
+        options["negative_classes"] = list(negative)
+    if set(map(str.casefold, positive)) & set(map(str.casefold, negative)):
+        raise InputError(
+            "a class cannot be both --positive and --negative",
+            where="--positive/--negative",
+            fix="Name each class once.",
+        )
     if max_epochs is not None:
         options["max_epochs"] = max_epochs
     card = train_classifier(
@@ -88,9 +121,13 @@ def train(
         progress=lambda msg: click.echo(msg, err=True),
     )
     metrics = card["metrics"]
+    chosen = card.get("selection", {}).get("chosen", mode)
+    kind = "cross-validated" if "selection" in card else "validation"
     click.echo(
-        f"model written to {out} (validation AP {metrics['val_average_precision']:.3f}, "
-        f"positive rate {metrics['val_positive_rate']:.3f}; see {out}/MODEL_CARD.md)"
+        f"model written to {out}: learner {chosen}, {kind} AP "
+        f"{metrics['val_average_precision']:.3f}, positive rate "
+        f"{metrics['val_positive_rate']:.3f}; threshold in force {prof.threshold:g} "
+        f"(profile); see {out}/MODEL_CARD.md"
     )
 
 
@@ -144,6 +181,7 @@ def screen(
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
     for scene in opened:
         check_model_fits(loaded, prof, scene)
+    click.echo(threshold_note(prof.threshold, loaded.card), err=True)
     opts = ScreenOptions(
         batch_size=batch_size,
         device=device,
@@ -161,6 +199,13 @@ def screen(
         )
         results.append(_write(scores, Path(out), scene.uri))
     _summary(Path(out), "screen", meta, results)
+
+
+def threshold_note(threshold: float, card: dict[str, Any]) -> str:
+    """Which threshold makes sites, and what the model card suggests."""
+    best = card.get("thresholds", {}).get("suggested", {}).get("best_f1")
+    hint = f"; the model card suggests {best['threshold']:g} for best F1" if best else ""
+    return f"threshold in force: {threshold:g} (profile {card['profile']['name']}){hint}"
 
 
 @cli.command()

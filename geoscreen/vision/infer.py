@@ -30,7 +30,7 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.vision.classifier import TileClassifier
+from geoscreen.vision.classifier import TileModel, model_channels
 from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import pick_device, tune_malloc
 from geoscreen.vision.scoremap import ScoreMap
@@ -85,10 +85,10 @@ def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene
         )
     check_scene(profile, scene)
     roles = band_roles(profile, scene)
-    if int(card["backbone"]["in_channels"]) != len(roles):
+    channels = model_channels(card)
+    if channels != len(roles):
         raise ConfigError(
-            f"the model takes {card['backbone']['in_channels']} channels but this scene gives "
-            f"{len(roles)}",
+            f"the model takes {channels} channels but this scene gives {len(roles)}",
             where=scene.uri,
             fix="Screen imagery with the bands the profile names.",
         )
@@ -118,13 +118,13 @@ def read_threads(device: torch.device, workers: int) -> int:
     return min(torch.get_num_threads(), 8) if workers == 0 and device.type == "cpu" else 1
 
 
-def model_for_inference(model: TileClassifier, device: torch.device) -> TileClassifier:
+def model_for_inference(model: TileModel, device: torch.device) -> TileModel:
     """Eval mode on ``device``, channels_last (faster convolutions on CPU and GPU)."""
     return model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def screen_scene(
-    model: TileClassifier,
+    model: TileModel,
     profile: Profile,
     scene: Scene,
     opts: ScreenOptions | None = None,
@@ -176,7 +176,7 @@ def prepare_scene(
 
 @torch.inference_mode()
 def score_grid(
-    model: TileClassifier,
+    model: TileModel,
     grid: TileGrid,
     preprocessor: ScenePreprocessor,
     opts: ScreenOptions,
