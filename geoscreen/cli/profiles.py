@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.profiles import Profile, load_profile
+
+if TYPE_CHECKING:  # pydantic and the imagery stack load when a command runs
+    from geoscreen.profiles import Profile
 
 
 @cli.group()
@@ -21,6 +24,8 @@ def profile() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def validate(file: Path) -> None:
     """Check a profile file; prints 'ok: NAME VERSION' or the problems (exit 2)."""
+    from geoscreen.profiles import load_profile
+
     loaded = load_profile(file)
     click.echo(f"ok: {loaded.name} {loaded.version}")
 
@@ -30,6 +35,8 @@ def validate(file: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def show(file: Path, as_json: bool) -> None:
     """Summarise a profile for people reviewing it."""
+    from geoscreen.profiles import load_profile
+
     loaded = load_profile(file)
     if as_json:
         payload = {

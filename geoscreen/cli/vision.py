@@ -7,16 +7,15 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geoscreen.cli.app import cli
 from geoscreen.fileio import atomic_write
-from geoscreen.imagery.aoi import load_aoi
-from geoscreen.imagery.scene import open_scene
-from geoscreen.profiles import load_profile
-from geoscreen.vision.scoremap import ScoreMap
+
+if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
+    from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,7 @@ def train(
     max_epochs: int | None,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
 
     prof = load_profile(profile)
@@ -122,6 +122,9 @@ def screen(
     embeddings: bool,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
+    from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, new_run, screen_scene
 
@@ -192,7 +195,8 @@ def similar(
     device: str,
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
-    from geoscreen.profiles import check_scene
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import check_scene, load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene

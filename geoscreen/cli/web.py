@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from geoscreen.cli.app import cli
 from geoscreen.cli.review import db_option
-from geoscreen.review.records import STATUSES, ReviewEvent
-from geoscreen.review.schema import review_events, users
-from geoscreen.review.store import CandidateFilter, Store, open_store
-from geoscreen.web.mapping import CLUSTER_THRESHOLD, build_map
+from geoscreen.review.records import STATUSES
 
-MAP_WARN_AT = CLUSTER_THRESHOLD
+if TYPE_CHECKING:  # SQLAlchemy, folium and FastAPI load when a command runs
+    from geoscreen.review.store import Store
+
+MAP_WARN_AT: int | None = None
+"""Candidates above which ``map`` warns and clusters; None: the map's own threshold."""
 
 
 @cli.command()
@@ -43,6 +44,7 @@ def serve(
     secure_cookies: bool | None,
 ) -> None:
     """Serve the review page and API (log in with users from the store)."""
+    from geoscreen.review.store import open_store
     from geoscreen.web.app import create_app
     from geoscreen.web.auth import AuthSettings
     from geoscreen.web.server import is_loopback
@@ -96,6 +98,10 @@ def map_(
     evidence_root: str | None,
 ) -> None:
     """Write a static map of candidates by review status (offline unless --basemap)."""
+    from geoscreen.review.store import CandidateFilter, open_store
+    from geoscreen.web.mapping import CLUSTER_THRESHOLD, build_map
+
+    warn_at = CLUSTER_THRESHOLD if MAP_WARN_AT is None else MAP_WARN_AT
     with open_store(db) as store:
         frame = store.frame(CandidateFilter(statuses=statuses, profile=profile))
         if len(frame):
@@ -106,13 +112,13 @@ def map_(
             frame["evidence_path"] = [
                 str(c) if c else p for c, p in zip(chips, frame["evidence_path"], strict=True)
             ]
-    if len(frame) > MAP_WARN_AT:
+    if len(frame) > warn_at:
         click.echo(
             f"geoscreen: warning: {len(frame)} candidates: the map file is large and draws "
             "them as clustered points; 'geoscreen serve' browses any number smoothly",
             err=True,
         )
-    built = build_map(frame, basemap=basemap, cluster_threshold=MAP_WARN_AT,
+    built = build_map(frame, basemap=basemap, cluster_threshold=warn_at,
                       evidence_base=evidence_root)  # fmt: skip
     path = built.save(out)
     remote = " (with a remote basemap)" if basemap else ""
@@ -121,6 +127,11 @@ def map_(
 
 def history_lines(store: Store, ids: set[int]) -> dict[int, list[str]]:
     """Review events as one line each, by candidate (one query)."""
+    from sqlalchemy import select
+
+    from geoscreen.review.records import ReviewEvent
+    from geoscreen.review.schema import review_events
+
     lines: dict[int, list[str]] = {}
     with store.read() as conn:
         rows = conn.execute(select(review_events).order_by(review_events.c.id))
@@ -132,6 +143,10 @@ def history_lines(store: Store, ids: set[int]) -> dict[int, list[str]]:
 
 
 def _has_login(store: Store) -> bool:
+    from sqlalchemy import select
+
+    from geoscreen.review.schema import users
+
     with store.read() as conn:
         query = select(users.c.id).where(users.c.password_hash.is_not(None), users.c.active)
         return conn.execute(query.limit(1)).first() is not None
