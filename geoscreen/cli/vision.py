@@ -19,6 +19,21 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
 
 log = logging.getLogger(__name__)
 
+# geoscreen.vision.runtime.PRECISIONS, spelled out so that --help does not import torch.
+PRECISION_CHOICES = ("fp32", "bf16", "auto")
+
+
+def precision_option(func: Any) -> Any:
+    """The shared ``--precision`` option (screen, scan, watch)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Model arithmetic: bf16 is faster on a GPU or a CPU with AMX/AVX512-BF16; auto "
+        "uses it there and fp32 elsewhere (emulated bf16 is slower).",
+    )(func)
+
 
 @cli.command()
 @click.argument("profile", type=click.Path(dir_okay=False))
@@ -110,6 +125,7 @@ def train(
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
+@precision_option
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -120,6 +136,7 @@ def screen(
     workers: int | None,
     device: str,
     embeddings: bool,
+    precision: str,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
     from geoscreen.imagery.aoi import load_aoi
@@ -137,6 +154,7 @@ def screen(
             device=device,
             num_workers=workers,
             progress=True,
+            precision=precision,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo
@@ -153,6 +171,7 @@ def screen(
         num_workers=workers,
         embeddings=embeddings,
         progress=True,
+        precision=precision,
     )
     meta = new_run(prof, loaded.sha256)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
