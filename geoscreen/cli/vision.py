@@ -30,8 +30,8 @@ def precision_option(func: Any) -> Any:
         type=click.Choice(PRECISION_CHOICES),
         default="auto",
         show_default=True,
-        help="Model arithmetic: bf16 is faster on a GPU or a CPU with AMX/AVX512-BF16; auto "
-        "uses it there and fp32 elsewhere (emulated bf16 is slower).",
+        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
+        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
     )(func)
 
 

@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "auto")
-PRECISION_HELP = (
-    "fp32, bf16, or auto: bf16 on a GPU or a CPU with AMX/AVX512-BF16, else fp32 "
-    "(bf16 without that hardware is slower)."
-)
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 _M_TRIM_THRESHOLD = -1
