@@ -63,6 +63,7 @@ class ScanSettings:
     chunk_tiles: int = 2048
     threads: int | None = None
     device: str = "cpu"
+    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,12 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkSco
         plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
     ).drop_empty()
     preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
-    opts = ScreenOptions(batch_size=settings.batch_size, device=settings.device, num_workers=0)
+    opts = ScreenOptions(
+        batch_size=settings.batch_size,
+        device=settings.device,
+        num_workers=0,
+        precision=settings.precision,
+    )
     scored = score_grid(loaded.model, grid, preprocessor, opts, device)
     return ChunkScores(grid.flat_indexes(), scored.scores, scored.valid_fraction)
 

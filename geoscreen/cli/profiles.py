@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.profiles import Profile, load_profile
+
+if TYPE_CHECKING:  # pydantic and the imagery stack load when a command runs
+    from geoscreen.profiles import Profile
 
 
 @cli.group()
@@ -30,7 +33,7 @@ def validate(file: Path, images: tuple[str, ...]) -> None:
     """
     from geoscreen.imagery.preprocess import ScenePreprocessor
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import check_scene
+    from geoscreen.profiles import check_scene, load_profile
 
     loaded = load_profile(file)
     fits: list[str] = []
@@ -49,6 +52,8 @@ def validate(file: Path, images: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def show(file: Path, as_json: bool) -> None:
     """Summarise a profile for people reviewing it."""
+    from geoscreen.profiles import load_profile
+
     loaded = load_profile(file)
     if as_json:
         payload = {

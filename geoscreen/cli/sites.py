@@ -12,10 +12,11 @@ import click
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.imagery.scene import Scene, open_scene, parse_datetime
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rasterio and geopandas load when a command runs
     import geopandas as gpd
+
+    from geoscreen.imagery.scene import Scene
 
 
 @cli.group()
@@ -139,6 +140,8 @@ def _score_folders(
     scores: Path, image: str | None, sensor: str | None
 ) -> list[tuple[Path, Scene, str | None]]:
     """(score folder, scene, run id) for a screen output folder or a single scene folder."""
+    from geoscreen.imagery.scene import open_scene
+
     summary = scores / "screen.json"
     if image is not None:
         return [(scores, open_scene(image, sensor=sensor), None)]
@@ -157,6 +160,8 @@ def _score_folders(
 
 
 def _date(text: str | None) -> datetime | None:
+    from geoscreen.imagery.scene import parse_datetime
+
     if text is None:
         return None
     parsed = parse_datetime(text)
@@ -206,6 +211,7 @@ def evaluate(
     from geoscreen.evaluate.predictions import load_predictions
     from geoscreen.evaluate.report import write_report
     from geoscreen.evaluate.truth import load_truth
+    from geoscreen.imagery.scene import open_scene
 
     if iou is not None and distance is not None:
         raise ConfigError("give --iou or --distance, not both")

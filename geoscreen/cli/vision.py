@@ -7,19 +7,33 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
-from geoscreen.imagery.aoi import load_aoi
-from geoscreen.imagery.scene import open_scene
-from geoscreen.profiles import load_profile
-from geoscreen.vision.scoremap import ScoreMap
+
+if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
+    from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
+
+# geoscreen.vision.runtime.PRECISIONS, spelled out so that --help does not import torch.
+PRECISION_CHOICES = ("fp32", "bf16", "auto")
+
+
+def precision_option(func: Any) -> Any:
+    """The shared ``--precision`` option (screen, scan, watch)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
+        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
+    )(func)
 
 
 @cli.command()
@@ -77,6 +91,7 @@ def train(
     folds: int,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
 
     prof = load_profile(profile)
@@ -147,6 +162,7 @@ def train(
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
+@precision_option
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -157,8 +173,12 @@ def screen(
     workers: int | None,
     device: str,
     embeddings: bool,
+    precision: str,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
+    from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, new_run, screen_scene
 
@@ -171,6 +191,7 @@ def screen(
             device=device,
             num_workers=workers,
             progress=True,
+            precision=precision,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo
@@ -188,6 +209,7 @@ def screen(
         num_workers=workers,
         embeddings=embeddings,
         progress=True,
+        precision=precision,
     )
     meta = new_run(prof, loaded.sha256)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
@@ -237,7 +259,8 @@ def similar(
     device: str,
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
-    from geoscreen.profiles import check_scene
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import check_scene, load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
