@@ -33,9 +33,12 @@ Estimator = Literal["lr", "gbm"]
 # Inverse L2 strength per feature set (scikit-learn's C, on standardised features):
 # strong for the 1,000+ deep features, mild for the few dozen spectral ones.
 LR_C: dict[str, float] = {"pixel": 1.0, "spectral": 0.5, "deep": 0.01, "combined": 0.01}
+# 100 rounds at 0.1 over 63 bins: as good as 200 at 0.05 over 255 on the real cases and
+# 3x faster (2,200 chips x 494 features: 26 s against 75 s on a busy core).
 GBM_PARAMS: dict[str, Any] = {
-    "max_iter": 200,
-    "learning_rate": 0.05,
+    "max_iter": 100,
+    "learning_rate": 0.1,
+    "max_bins": 63,
     "max_leaf_nodes": 15,
     "min_samples_leaf": 10,
     "l2_regularization": 1.0,

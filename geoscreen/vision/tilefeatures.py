@@ -6,15 +6,16 @@ on ImageNet photographs sees neither NIR nor SWIR, and a 16 px Landsat tile is f
 below its receptive field; a gradient-boosted tree on these statistics learns from a
 few hundred labels what an analyst would compute by hand.
 
-For every channel the model sees (bands, then indices), and for each channel relative
-to the pixel's brightness (:func:`relative_channels`), :class:`SpectralContext`
+For every channel the model sees (bands, then indices), :class:`SpectralContext`
 computes, on a batch of preprocessed tiles:
 
 - mean and standard deviation in square windows centred on the tile (1, 3 and 7 px,
-  a quarter and a half of the tile) and over the whole tile;
+  half the tile) and over the whole tile;
 - the 10th, 50th and 90th percentiles over the tile;
 - mean and standard deviation of the gradient magnitude (central differences, a
-  simple texture measure) over the tile and over its central half.
+  simple texture measure) over the tile and over its central half;
+- with ``relative``, the mean of each channel relative to the pixel's brightness
+  (:func:`relative_channels`) in the same windows.
 
 Every statistic is computed for the whole batch with tensor operations (no per-tile
 Python), so screening with it is bound by reading, not featurising. The windows are
@@ -32,15 +33,14 @@ PERCENTILES = (0.1, 0.5, 0.9)
 
 
 def context_windows(tile_size: int) -> tuple[int, ...]:
-    """Centred window sides (px) for a tile: 1, 3, 7, a quarter, a half, then the whole tile."""
-    sides = {1, 3, 7, tile_size // 4, tile_size // 2}
-    return (*sorted(s for s in sides if 1 <= s < tile_size), tile_size)
+    """Centred window sides (px): 1, 3 and 7 (the label's pixel and its neighbourhood),
+    half the tile, then the whole tile (only those smaller than the tile, each distinct)."""
+    sides = {1, 3, 7} | ({tile_size // 2} if tile_size // 2 > 10 else set())
+    return (*sorted(s for s in sides if s < tile_size), tile_size)
 
 
 def feature_names(channels: Sequence[str], tile_size: int, relative: bool = False) -> list[str]:
     """Names of the features, in the order :class:`SpectralContext` returns them."""
-    if relative:
-        channels = [*channels, *(f"{c}/brightness" for c in channels)]
     names: list[str] = []
     for side in context_windows(tile_size):
         where = "tile" if side == tile_size else f"w{side}"
@@ -50,12 +50,17 @@ def feature_names(channels: Sequence[str], tile_size: int, relative: bool = Fals
     for where in ("tile", "centre"):
         names += [f"{c}:grad_mean_{where}" for c in channels]
         names += [f"{c}:grad_std_{where}" for c in channels]
+    if relative:
+        for side in context_windows(tile_size):
+            where = "tile" if side == tile_size else f"w{side}"
+            names += [f"{c}/brightness:mean_{where}" for c in channels]
     return names
 
 
-def n_features(channels: int, tile_size: int) -> int:
+def n_features(channels: int, tile_size: int, relative: bool = False) -> int:
     """How many features a tile of ``channels`` x ``tile_size``² gives."""
-    return channels * (2 * len(context_windows(tile_size)) + len(PERCENTILES) + 4)
+    windows = len(context_windows(tile_size))
+    return channels * (2 * windows + len(PERCENTILES) + 4 + (windows if relative else 0))
 
 
 def relative_channels(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +94,7 @@ class SpectralContext(nn.Module):
 
     @property
     def out_features(self) -> int:
-        return n_features(self.channels * (2 if self.relative else 1), self.tile_size)
+        return n_features(self.channels, self.tile_size, self.relative)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -98,9 +103,6 @@ class SpectralContext(nn.Module):
             raise ValueError(
                 f"expected tiles of {self.channels} x {self.tile_size}², got {c} x {h} x {w}"
             )
-        if self.relative:
-            x = torch.cat([x, relative_channels(x)], dim=1)
-            c *= 2
         parts: list[torch.Tensor] = []
         for side in self.windows:
             window = _centre(x, side)
@@ -110,6 +112,9 @@ class SpectralContext(nn.Module):
         grad = _gradient_magnitude(x)
         for region in (grad, _centre(grad, _half(grad.shape[-1]))):
             parts += [region.mean(dim=(2, 3)), _std(region)]
+        if self.relative:
+            ratios = relative_channels(x)
+            parts += [_centre(ratios, side).mean(dim=(2, 3)) for side in self.windows]
         return torch.cat(parts, dim=1)
 
 

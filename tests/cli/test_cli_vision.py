@@ -86,9 +86,11 @@ def test_train(trained: tuple[Path, tuple[int, str, str]]) -> None:
     model, (code, out, err) = trained
     assert code == 0, err
     assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "model.pt", "model.yaml"]
-    assert out.startswith(f"model written to {model} (validation AP ")
+    assert out.startswith(f"model written to {model}: learner ")
+    assert "cross-validated AP" in out and "threshold in force 0.5 (profile)" in out
     assert "MODEL_CARD.md" in out and out.count("\n") == 1
-    assert "305 chips (61 positive)" in err and "blocks of 192 px held out" in err
+    assert "chips (61 positive)" in err and "spatially blocked folds over" in err
+    assert "pixel_lr" in err and "<- chosen" in err
 
 
 def test_screen(

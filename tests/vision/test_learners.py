@@ -75,19 +75,21 @@ def test_folds_refuse_too_few_positives() -> None:
 
 
 def test_spectral_features_names_shapes_and_views() -> None:
-    extractor = SpectralContext(4, 32)
+    extractor = SpectralContext(4, 32, relative=True)
     x = torch.rand(5, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     features = extractor(x)
-    assert features.shape == (5, n_features(4, 32))
-    assert len(feature_names(["b", "g", "r", "n"], 32)) == features.shape[1]
-    # A constant tile: means equal the value, spreads and gradients are zero.
+    assert features.shape == (5, n_features(4, 32, relative=True)) == (5, extractor.out_features)
+    assert len(feature_names(["b", "g", "r", "n"], 32, relative=True)) == features.shape[1]
+    # A constant tile: means equal the value, spreads and gradients are zero, and each
+    # band over the brightness is 0.25 / (0.25 + 0.01).
     flat = extractor(torch.full((1, 4, 32, 32), 0.25))
-    names = feature_names(["b", "g", "r", "n"], 32)
+    names = feature_names(["b", "g", "r", "n"], 32, relative=True)
     for name, value in zip(names, flat[0].tolist(), strict=True):
         expected = 0.25 if ("mean_" in name and "grad" not in name) or ":p" in name else 0.0
+        expected = 0.25 / 0.26 if "/brightness" in name else expected
         assert value == pytest.approx(expected, abs=1e-6), name
     # Centred windows on an odd-sized view: the same features under every flip/rotation.
-    odd = SpectralContext(2, 31)
+    odd = SpectralContext(2, 31, relative=True)
     y = torch.rand(3, 2, 31, 31, generator=torch.Generator().manual_seed(1))
     base = odd(y)
     for k in range(8):
