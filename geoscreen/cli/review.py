@@ -477,13 +477,22 @@ def audit() -> None:
 
 @audit.command("verify")
 @db_option
+@click.option("--anchor", "anchors", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="An anchor from 'audit anchor': the log must still hold "
+                                   "and extend that head (repeatable).")  # fmt: skip
 @json_option
-def verify(db: str, as_json: bool) -> None:
-    """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
-    from geoscreen.review.audit import verify as verify_chain
+def verify(db: str, anchors: tuple[str, ...], as_json: bool) -> None:
+    """Recompute the hash chain and check it against the store and anchors.
 
+    Exit 1 if an entry was edited, deleted or forged, the log was erased, cut back or
+    rewritten past an anchor, or the store holds changes the log does not account for.
+    """
+    from geoscreen.review.audit import verify as verify_chain
+    from geoscreen.review.audit_check import read_anchor
+
+    anchored = [read_anchor(path) for path in anchors]  # bad files refused before any work
     with open_store(db) as store:
-        report = verify_chain(store)
+        report = verify_chain(store, anchored)
     if as_json:
         _echo_json(report.to_dict())
     elif report.ok:
@@ -500,6 +509,29 @@ def verify(db: str, as_json: bool) -> None:
         )
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@audit.command("anchor")
+@db_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the anchor (JSON); keep copies off this machine.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def anchor(db: str, out: str, overwrite: bool) -> None:
+    """Write the log's head (sequence number, hash, time) for safekeeping elsewhere.
+
+    Later, 'audit verify --anchor FILE' proves that the log still holds that head and
+    only grew after it: cutting the log back or rewriting it shows.
+    """
+    from geoscreen.review.audit import anchor as head_anchor
+    from geoscreen.review.audit_check import write_anchor
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise ConfigError("file exists", where=out, fix="Give a new --out or add --overwrite.")
+    with open_store(db) as store:
+        made = head_anchor(store)
+    write_anchor(made, target)
+    click.echo(f"anchor: entry {made.seq} {made.hash} ({made.at}) written to {out}")
 
 
 # -- users -------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ number and hash; appending moves it by exactly one entry. Triggers on both datab
 refuse UPDATE and DELETE on ``audit_log`` (and anything but "next entry" on the head),
 so a change needs someone who bypasses the store; :func:`verify` then finds it: an
 edited entry no longer matches its hash, a deleted one leaves a gap or a broken link,
-and deleting the newest entries leaves the head pointing past the end.
+and deleting the newest entries leaves the head pointing past the end. What the chain
+cannot show (a log erased and restarted, rows changed without an entry, a log cut back
+or rewritten as a whole) is checked against the other tables and against anchors kept
+outside the store (:mod:`geoscreen.review.audit_check`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,20 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
 
+from geoscreen.review.audit_check import Anchor, Audited, check_anchor, cross_check, make_anchor
 from geoscreen.review.schema import GENESIS_HASH, audit_head, audit_log
 from geoscreen.review.store import Store
 
 MAX_PROBLEMS = 50
+CHECKED_TABLES = ("audit_log", "audit_head", "users", "runs", "exports", "review_events",
+                  "candidates")  # fmt: skip
 _HASHED = (
     "seq",
     "at",
@@ -200,32 +207,69 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def verify(store: Store) -> VerifyReport:
-    """Recompute the chain from the first entry and compare it with the head."""
+def verify(store: Store, anchors: Sequence[Anchor] = ()) -> VerifyReport:
+    """Recompute the chain, compare it with the head, the store's tables and ``anchors``.
+
+    A missing (dropped) audit table is a problem like any other, not an error.
+    """
     report = VerifyReport()
+    audited = Audited()
+    wanted = {a.seq for a in anchors}
+    try:
+        with store.read() as conn:
+            present = set(inspect(conn).get_table_names())
+            for name in CHECKED_TABLES:
+                if name not in present:
+                    report.add(f"table {name} is missing (dropped)")
+            if not report.ok:
+                return report
+            last_seq = _verify_chain(conn, report, audited, wanted)
+            cross_check(conn, audited, report.add)
+    except DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0][:200] if exc.orig else type(exc).__name__
+        report.add(f"the audit log or a table it accounts for cannot be read: {reason}")
+        return report
+    for anchored in anchors:
+        check_anchor(anchored, audited, last_seq, report.add)
+    return report
+
+
+def _verify_chain(
+    conn: Connection, report: VerifyReport, audited: Audited, wanted: set[int]
+) -> int:
+    """Check links, hashes and the head; returns the last sequence number in the log."""
     prev_hash, expected_seq = GENESIS_HASH, 1
-    with store.read() as conn:
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).all()
-        rows = conn.execute(
-            select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000)
-        )
-        for row in rows:
-            entry = dict(row._mapping)
-            report.entries += 1
-            if entry["seq"] != expected_seq:
-                report.add(f"entries {expected_seq}..{entry['seq'] - 1} are missing (deleted)")
-            if entry["prev_hash"] != prev_hash:
-                report.add(f"entry {entry['seq']}: does not link to the entry before it")
-            if entry_hash(entry["prev_hash"], entry) != entry["hash"]:
-                report.add(f"entry {entry['seq']}: content does not match its hash (edited)")
-            prev_hash, expected_seq = entry["hash"], entry["seq"] + 1
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).all()
+    rows = conn.execute(
+        select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000)
+    )
+    for row in rows:
+        entry = dict(row._mapping)
+        report.entries += 1
+        if entry["seq"] != expected_seq:
+            report.add(f"entries {expected_seq}..{entry['seq'] - 1} are missing (deleted)")
+        if entry["prev_hash"] != prev_hash:
+            report.add(f"entry {entry['seq']}: does not link to the entry before it")
+        if entry_hash(entry["prev_hash"], entry) != entry["hash"]:
+            report.add(f"entry {entry['seq']}: content does not match its hash (edited)")
+        audited.add(entry)
+        if entry["seq"] in wanted:
+            audited.hashes[entry["seq"]] = entry["hash"]
+        prev_hash, expected_seq = entry["hash"], entry["seq"] + 1
     if len(head) != 1:
         report.add(f"the audit head has {len(head)} rows instead of 1")
-        return report
+        return expected_seq - 1
     report.head_seq, report.head_hash = head[0].seq, head[0].hash
     if head[0].seq != expected_seq - 1 or head[0].hash != prev_hash:
         report.add(
             f"the log ends at entry {expected_seq - 1} but the head says {head[0].seq}: "
             "entries were deleted or the head was changed"
         )
-    return report
+    return expected_seq - 1
+
+
+def anchor(store: Store) -> Anchor:
+    """The current head as an anchor (see :mod:`geoscreen.review.audit_check`)."""
+    with store.read() as conn:
+        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+    return make_anchor(int(head.seq), str(head.hash), store.display)
