@@ -489,14 +489,22 @@ def verify(db: str, anchors: tuple[str, ...], as_json: bool) -> None:
     """
     from geoscreen.review.audit import verify as verify_chain
     from geoscreen.review.audit_check import read_anchor
+    from geoscreen.review.audit_key import ENV_KEY_FILE, env_key
 
     anchored = [read_anchor(path) for path in anchors]  # bad files refused before any work
+    key = env_key()
     with open_store(db) as store:
-        report = verify_chain(store, anchored)
+        report = verify_chain(store, anchored, key)
     if as_json:
         _echo_json(report.to_dict())
     elif report.ok:
-        click.echo(f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}")
+        keyed = ""
+        if report.keyed_from is not None:
+            checked = "checked" if report.macs_checked else f"NOT checked (set ${ENV_KEY_FILE})"
+            keyed = f"; MACs from entry {report.keyed_from} {checked}"
+        click.echo(
+            f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}{keyed}"
+        )
     else:
         for problem in report.problems:
             click.echo(f"audit: {problem}", err=True)
@@ -509,6 +517,23 @@ def verify(db: str, anchors: tuple[str, ...], as_json: bool) -> None:
         )
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@audit.command("keygen")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The key file to create (owner-only permissions); keep it outside the "
+                   "store's folder and its backups.")  # fmt: skip
+def keygen(out: str) -> None:
+    """Make a secret key that signs new audit entries (HMAC).
+
+    Set GEOSCREEN_AUDIT_KEY_FILE=FILE for every process that writes the store and for
+    'audit verify'. Entries forged by someone with the store but not the key then fail
+    verification; someone with both can still sign anything.
+    """
+    from geoscreen.review.audit_key import ENV_KEY_FILE, make_key
+
+    path = make_key(out)
+    click.echo(f"audit key written to {path}; set {ENV_KEY_FILE}={path.resolve()}")
 
 
 @audit.command("anchor")

@@ -47,13 +47,15 @@ def serve(
     trusted_proxies: tuple[str, ...],
 ) -> None:
     """Serve the review page and API (log in with users from the store)."""
+    from geoscreen.review.audit_key import env_key
     from geoscreen.web.app import create_app
     from geoscreen.web.auth import AuthSettings
     from geoscreen.web.limits import parse_networks
     from geoscreen.web.server import is_loopback
     from geoscreen.web.server import serve as run
 
-    parse_networks(trusted_proxies)  # refuse a bad address before opening anything
+    parse_networks(trusted_proxies)  # refuse bad settings before opening anything
+    env_key()
     store = open_store(db)
     if not _has_login(store):
         click.echo(

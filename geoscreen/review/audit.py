@@ -21,10 +21,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, inspect, select, update
+from sqlalchemy import Connection, func, insert, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 
 from geoscreen.review.audit_check import Anchor, Audited, check_anchor, cross_check, make_anchor
+from geoscreen.review.audit_key import entry_mac, env_key, mac_matches
 from geoscreen.review.schema import GENESIS_HASH, audit_head, audit_log
 from geoscreen.review.store import Store
 
@@ -87,6 +88,7 @@ class AuditEntry:
     model_sha256: str | None
     prev_hash: str
     hash: str
+    mac: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``before``/``after`` decoded."""
@@ -127,11 +129,13 @@ def append(
         "model_sha256": model_sha256,
     }
     digest = entry_hash(head.hash, fields)
-    conn.execute(insert(audit_log).values(**fields, prev_hash=head.hash, hash=digest))
+    key = env_key()
+    mac = entry_mac(key, digest) if key is not None else None
+    conn.execute(insert(audit_log).values(**fields, prev_hash=head.hash, hash=digest, mac=mac))
     conn.execute(
         update(audit_head).where(audit_head.c.id == 1).values(seq=fields["seq"], hash=digest)
     )
-    return AuditEntry(**fields, prev_hash=head.hash, hash=digest)
+    return AuditEntry(**fields, prev_hash=head.hash, hash=digest, mac=mac)
 
 
 def log(store: Store, **entry: Any) -> AuditEntry:
@@ -187,6 +191,8 @@ class VerifyReport:
     entries: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
+    keyed_from: int | None = None  # the first entry with a MAC
+    macs_checked: bool = False
     problems: list[str] = field(default_factory=list)
     more_problems: int = 0
 
@@ -207,12 +213,13 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def verify(store: Store, anchors: Sequence[Anchor] = ()) -> VerifyReport:
+def verify(store: Store, anchors: Sequence[Anchor] = (), key: bytes | None = None) -> VerifyReport:
     """Recompute the chain, compare it with the head, the store's tables and ``anchors``.
 
-    A missing (dropped) audit table is a problem like any other, not an error.
+    With ``key``, every entry's MAC is checked, and once one entry has a MAC every
+    later one must. A missing (dropped) audit table is a problem, not an error.
     """
-    report = VerifyReport()
+    report = VerifyReport(macs_checked=key is not None)
     audited = Audited()
     wanted = {a.seq for a in anchors}
     try:
@@ -223,7 +230,7 @@ def verify(store: Store, anchors: Sequence[Anchor] = ()) -> VerifyReport:
                     report.add(f"table {name} is missing (dropped)")
             if not report.ok:
                 return report
-            last_seq = _verify_chain(conn, report, audited, wanted)
+            last_seq = _verify_chain(conn, report, audited, wanted, key)
             cross_check(conn, audited, report.add)
     except DBAPIError as exc:
         reason = str(exc.orig).splitlines()[0][:200] if exc.orig else type(exc).__name__
@@ -231,13 +238,20 @@ def verify(store: Store, anchors: Sequence[Anchor] = ()) -> VerifyReport:
         return report
     for anchored in anchors:
         check_anchor(anchored, audited, last_seq, report.add)
+        if anchored.keyed_from is not None and (
+            report.keyed_from is None or report.keyed_from > anchored.keyed_from
+        ):
+            report.add(
+                f"anchor of entry {anchored.seq} ({anchored.at}): entries were keyed from "
+                f"entry {anchored.keyed_from} on, but their MACs were removed"
+            )
     return report
 
 
 def _verify_chain(
-    conn: Connection, report: VerifyReport, audited: Audited, wanted: set[int]
+    conn: Connection, report: VerifyReport, audited: Audited, wanted: set[int], key: bytes | None
 ) -> int:
-    """Check links, hashes and the head; returns the last sequence number in the log."""
+    """Check links, hashes, MACs and the head; returns the last sequence number in the log."""
     prev_hash, expected_seq = GENESIS_HASH, 1
     head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).all()
     rows = conn.execute(
@@ -252,6 +266,7 @@ def _verify_chain(
             report.add(f"entry {entry['seq']}: does not link to the entry before it")
         if entry_hash(entry["prev_hash"], entry) != entry["hash"]:
             report.add(f"entry {entry['seq']}: content does not match its hash (edited)")
+        _check_mac(entry, report, key)
         audited.add(entry)
         if entry["seq"] in wanted:
             audited.hashes[entry["seq"]] = entry["hash"]
@@ -268,8 +283,23 @@ def _verify_chain(
     return expected_seq - 1
 
 
+def _check_mac(entry: Mapping[str, Any], report: VerifyReport, key: bytes | None) -> None:
+    seq, mac = entry["seq"], entry.get("mac")
+    if mac is not None and report.keyed_from is None:
+        report.keyed_from = seq
+    if key is None:
+        return
+    if mac is None:
+        if report.keyed_from is not None:
+            report.add(f"entry {seq}: no MAC after keyed entries (added without the key)")
+    elif not mac_matches(key, entry["hash"], mac):
+        report.add(f"entry {seq}: MAC does not match (forged, or keyed with another key)")
+
+
 def anchor(store: Store) -> Anchor:
     """The current head as an anchor (see :mod:`geoscreen.review.audit_check`)."""
     with store.read() as conn:
         head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-    return make_anchor(int(head.seq), str(head.hash), store.display)
+        keyed = conn.execute(select(func.min(audit_log.c.seq)).where(audit_log.c.mac.is_not(None)))
+        keyed_from = keyed.scalar()
+    return make_anchor(int(head.seq), str(head.hash), store.display, keyed_from)

@@ -13,8 +13,9 @@ So ``audit verify`` also checks that
 
 Anchors (:func:`make_anchor`, kept outside the store) catch what no check inside the
 file can: a log cut back to an earlier head, or rewritten from some entry on with
-recomputed hashes. An anchor is the head (sequence number and hash) at a time; a later
-log must still hold that entry with that hash.
+recomputed hashes. An anchor is the head (sequence number and hash) at a time, and
+the first entry keyed with a MAC; a later log must still hold that entry with that
+hash, and its MACs from that entry on.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class Anchor:
     hash: str
     at: str
     store: str
+    keyed_from: int | None = None  # the first entry with a MAC, if any
     format: str = ANCHOR_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,9 +126,10 @@ class Anchor:
         return asdict(self)
 
 
-def make_anchor(seq: int, digest: str, store: str) -> Anchor:
+def make_anchor(seq: int, digest: str, store: str, keyed_from: int | None = None) -> Anchor:
     """An anchor for the head ``seq``/``digest`` now."""
-    return Anchor(seq, digest, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), store)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return Anchor(seq, digest, now, store, keyed_from)
 
 
 def write_anchor(anchor: Anchor, path: str | Path) -> Path:
@@ -150,10 +153,14 @@ def read_anchor(path: str | Path) -> Anchor:
         and data.get("format") == ANCHOR_FORMAT
         and isinstance(data.get("seq"), int)
         and isinstance(data.get("hash"), str)
+        and isinstance(data.get("keyed_from"), int | None)
     )
     if not ok:
         raise InputError("not an audit anchor", where=str(source), fix=fix)
-    return Anchor(data["seq"], data["hash"], str(data.get("at")), str(data.get("store")))
+    return Anchor(
+        data["seq"], data["hash"], str(data.get("at")), str(data.get("store")),
+        data.get("keyed_from"),
+    )  # fmt: skip
 
 
 def check_anchor(

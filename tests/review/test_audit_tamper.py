@@ -7,6 +7,7 @@ recomputed hashes are caught with an anchor kept outside the store.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from geoscreen.cli.app import main
+from geoscreen.errors import ConfigError
 from geoscreen.review import audit
 from geoscreen.review.audit_check import read_anchor, write_anchor
+from geoscreen.review.audit_key import ENV_KEY_FILE, entry_mac, load_key, make_key
 from geoscreen.review.loader import load_sites
 from geoscreen.review.schema import GENESIS_HASH
 from geoscreen.review.store import Store
@@ -23,15 +26,15 @@ from geoscreen.review.workflow import add_note, set_status
 
 _DROP = {
     "sqlite": [
-        "DROP TRIGGER audit_log_no_update",
-        "DROP TRIGGER audit_log_no_delete",
-        "DROP TRIGGER audit_log_follows_head",
-        "DROP TRIGGER audit_head_next",
+        "DROP TRIGGER IF EXISTS audit_log_no_update",
+        "DROP TRIGGER IF EXISTS audit_log_no_delete",
+        "DROP TRIGGER IF EXISTS audit_log_follows_head",
+        "DROP TRIGGER IF EXISTS audit_head_next",
     ],
     "postgresql": [
-        "DROP TRIGGER audit_log_no_change ON audit_log",
-        "DROP TRIGGER audit_log_follows_head ON audit_log",
-        "DROP TRIGGER audit_head_next ON audit_head",
+        "DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log",
+        "DROP TRIGGER IF EXISTS audit_log_follows_head ON audit_log",
+        "DROP TRIGGER IF EXISTS audit_head_next ON audit_head",
     ],
 }
 
@@ -158,3 +161,108 @@ def test_anchor_and_verify_from_the_cli(
     assert main(["audit", "verify", "--db", db_url]) == 0
     assert main(["audit", "verify", "--db", db_url, "--anchor", str(out)]) == 1
     assert "cut back" in capsys.readouterr().err
+
+
+# -- entries keyed with a secret outside the store ---------------------------------------------
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "keys").mkdir()
+    path = make_key(tmp_path / "keys" / "audit.key")
+    monkeypatch.setenv(ENV_KEY_FILE, str(path))
+    return path
+
+
+def _forge_next(store: Store, mac: str | None = None) -> int:
+    """Append an entry with a correct hash, as someone with the store but not the key would."""
+    last = list(audit.entries(store))[-1]
+    fields = {**last.__dict__, "seq": last.seq + 1, "actor": "sue", "action": "login",
+              "entity": "user", "entity_id": "sue", "before": None, "after": None,
+              "profile": None, "profile_version": None, "model_sha256": None}  # fmt: skip
+    digest = audit.entry_hash(last.hash, fields)
+    value = "NULL" if mac is None else f"'{mac}'"
+    _raw(store,
+         "INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, prev_hash, hash, mac) "
+         f"VALUES ({fields['seq']}, '{fields['at']}', 'sue', 'login', 'user', 'sue', "
+         f"'{last.hash}', '{digest}', {value})",
+         f"UPDATE audit_head SET seq = {fields['seq']}, hash = '{digest}'")  # fmt: skip
+    return int(fields["seq"])
+
+
+def test_keyed_entries_verify_with_the_key_only(
+    key_file: Path, store: Store, sites: Callable[..., Path]
+) -> None:
+    load_sites(store, sites(3), actor="test")
+    set_status(store, 1, "in_review", user="ann")
+    entries = list(audit.entries(store))
+    assert all(e.mac == entry_mac(load_key(key_file), e.hash) for e in entries)
+    report = audit.verify(store, key=load_key(key_file))
+    assert report.ok and report.macs_checked and report.keyed_from == 1
+    other = bytes(32)
+    assert audit.verify(store, key=other).problems[0] == (
+        "entry 1: MAC does not match (forged, or keyed with another key)"
+    )
+
+
+def test_a_forged_entry_with_a_correct_hash_fails_with_the_key(
+    key_file: Path, store: Store, sites: Callable[..., Path]
+) -> None:
+    load_sites(store, sites(3), actor="test")
+    key = load_key(key_file)
+    seq = _forge_next(store)
+    assert audit.verify(store).ok  # without the key the chain alone cannot tell
+    assert audit.verify(store, key=key).problems == [
+        f"entry {seq}: no MAC after keyed entries (added without the key)"
+    ]
+    seq = _forge_next(store, mac="ab" * 32)
+    assert f"entry {seq}: MAC does not match (forged, or keyed with another key)" in (
+        audit.verify(store, key=key).problems
+    )
+
+
+def test_entries_before_the_key_stay_valid(
+    store: Store, sites: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_sites(store, sites(3), actor="test")  # no key yet: an existing store
+    unkeyed = len(list(audit.entries(store)))
+    key = make_key(tmp_path / "audit.key")
+    monkeypatch.setenv(ENV_KEY_FILE, str(key))
+    set_status(store, 1, "in_review", user="ann")
+    report = audit.verify(store, key=load_key(key))
+    assert report.ok and report.keyed_from == unkeyed + 1
+
+
+def test_an_anchor_catches_removed_macs(key_file: Path, store: Store,
+                                         sites: Callable[..., Path]) -> None:  # fmt: skip
+    load_sites(store, sites(3), actor="test")
+    anchored = audit.anchor(store)
+    assert anchored.keyed_from == 1
+    _raw(store, "UPDATE audit_log SET mac = NULL")  # then forged entries need no MAC
+    _forge_next(store)
+    assert audit.verify(store, key=load_key(key_file)).ok  # nothing keyed is left to compare
+    assert audit.verify(store, [anchored]).problems == [
+        f"anchor of entry {anchored.seq} ({anchored.at}): entries were keyed from entry 1 on, "
+        "but their MACs were removed"
+    ]
+
+
+def test_key_files_are_private_and_checked(
+    tmp_path: Path, db_url: str, store: Store, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "k.key"
+    assert main(["audit", "keygen", "--out", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert main(["audit", "keygen", "--out", str(out)]) == 2  # never replaces a key
+    out.chmod(0o644)
+    with pytest.raises(ConfigError, match="can be read by others"):
+        load_key(out)
+    monkeypatch.setenv(ENV_KEY_FILE, str(out))
+    capsys.readouterr()
+    store.close()
+    assert main(["audit", "verify", "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert "chmod 600" in err and "Traceback" not in err
+    out.chmod(0o600)
+    assert main(["audit", "verify", "--db", db_url]) == 0
