@@ -409,11 +409,13 @@ def export(
     """Export candidates; every export is recorded in the audit log with its sha256."""
     from pydantic import ValidationError
 
+    from geoscreen.fileio import check_output_file
     from geoscreen.imagery.aoi import load_aoi
     from geoscreen.review.export import export_candidates, infer_format
     from geoscreen.review.redaction import RedactionConfig
 
     infer_format(out, fmt)
+    check_output_file(out)
     try:
         config = RedactionConfig(
             level=redaction,

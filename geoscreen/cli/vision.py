@@ -54,8 +54,10 @@ def train(
     max_epochs: int | None,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.fileio import check_output_dir
     from geoscreen.vision.train import TrainOptions, train_classifier
 
+    check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
     if prof.model.task == "detect":  # an object detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
