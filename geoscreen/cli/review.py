@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.identity import confirm_identity, identity_options
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.review.records import DEFAULT_DB, ENV_DB, ORDERS, ROLES, STATUSES
 
@@ -255,6 +256,7 @@ def _day(value: dt.datetime | None) -> str:
     help="Why (needed to confirm, reject, escalate, reopen).",
 )
 @click.option("--user", required=True, metavar="NAME", help="Who decides.")
+@identity_options
 @click.option(
     "--expected-version",
     type=int,
@@ -269,19 +271,23 @@ def set_(
     status: str,
     reason: str | None,
     user: str,
+    password_stdin: bool,
+    override: bool,
     expected_version: int | None,
     db: str,
     as_json: bool,
 ) -> None:
     """Change a candidate's status (new, in_review, confirmed, rejected, needs_imagery,
-    escalated)."""
+    escalated); needs NAME's password or --as-admin-of-this-file."""
     from geoscreen.review.workflow import check_status, set_status
 
     check_status(status)
     with open_store(db) as store:
-        found = set_status(
-            store, candidate_id, status, user=user, reason=reason, expected_version=expected_version
-        )
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="review set")  # fmt: skip
+        with acting:
+            found = set_status(store, candidate_id, status, user=user, reason=reason,
+                               expected_version=expected_version)  # fmt: skip
     if as_json:
         _echo_json(found.to_dict(geometry=False))
     else:
@@ -292,13 +298,19 @@ def set_(
 @click.argument("candidate_id", metavar="ID", type=int)
 @click.argument("text", metavar="TEXT")
 @click.option("--user", required=True, metavar="NAME", help="Who writes the note.")
+@identity_options
 @db_option
-def note(candidate_id: int, text: str, user: str, db: str) -> None:
-    """Add a note to a candidate."""
+def note(
+    candidate_id: int, text: str, user: str, password_stdin: bool, override: bool, db: str
+) -> None:
+    """Add a note to a candidate (needs NAME's password or --as-admin-of-this-file)."""
     from geoscreen.review.workflow import add_note
 
     with open_store(db) as store:
-        event = add_note(store, candidate_id, text, user=user)
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="review note")  # fmt: skip
+        with acting:
+            event = add_note(store, candidate_id, text, user=user)
     click.echo(f"candidate {candidate_id}: note {event.id} added")
 
 
@@ -379,6 +391,7 @@ def history(candidate_id: int, db: str, as_json: bool) -> None:
 @filter_options
 @click.option("--seed", type=int, default=None, help="partner: seed (default: random).")
 @click.option("--user", required=True, metavar="NAME", help="Who exports (recorded).")
+@identity_options
 @click.option(
     "--out",
     required=True,
@@ -403,10 +416,15 @@ def export(
     until: str | None,
     seed: int | None,
     user: str,
+    password_stdin: bool,
+    override: bool,
     out: Path,
     as_json: bool,
 ) -> None:
-    """Export candidates; every export is recorded in the audit log with its sha256."""
+    """Export candidates; every export is recorded in the audit log with its sha256.
+
+    Needs NAME's password or --as-admin-of-this-file.
+    """
     from pydantic import ValidationError
 
     from geoscreen.fileio import check_output_file
@@ -434,17 +452,20 @@ def export(
     area_shape = load_aoi(area, "EPSG:4326") if area else None
     region_frame = _read_regions(regions) if regions else None
     with open_store(db) as store:
-        result = export_candidates(
-            store,
-            out,
-            user=user,
-            redaction=config,
-            where=where,
-            format=fmt,
-            area=area_shape,
-            regions=region_frame,
-            seed=seed,
-        )
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="export")  # fmt: skip
+        with acting:
+            result = export_candidates(
+                store,
+                out,
+                user=user,
+                redaction=config,
+                where=where,
+                format=fmt,
+                area=area_shape,
+                regions=region_frame,
+                seed=seed,
+            )
     if as_json:
         _echo_json(result.to_dict())
     else:

@@ -18,6 +18,8 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,6 +100,20 @@ class AuditEntry:
         return out
 
 
+_LOCAL_OVERRIDE: ContextVar[str | None] = ContextVar("geoscreen_audit_override", default=None)
+
+
+@contextmanager
+def local_override(who: str) -> Iterator[None]:
+    """Mark every entry appended inside as made on the store file's authority by ``who``
+    (an operating-system account), not by a user who proved who they are."""
+    token = _LOCAL_OVERRIDE.set(who)
+    try:
+        yield
+    finally:
+        _LOCAL_OVERRIDE.reset(token)
+
+
 def append(
     conn: Connection,
     *,
@@ -115,6 +131,9 @@ def append(
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).one()
+    overridden_by = _LOCAL_OVERRIDE.get()
+    if overridden_by is not None:
+        after = {**(after or {}), "local_override": overridden_by}
     fields: dict[str, Any] = {
         "seq": head.seq + 1,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
