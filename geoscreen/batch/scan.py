@@ -16,7 +16,8 @@ A scan killed at any point leaves no partial run: the next scan redoes the
 unfinished scenes and, with the same deterministic run ids, duplicates nothing.
 Evidence chips and the scene's coverage row are written before the run is loaded
 (which marks it complete), so a complete run always has its coverage; a row left by
-an attempt killed before loading is replaced when the scene is redone.
+an attempt killed before loading is replaced when the scene is redone, and a complete
+run whose row is missing is screened again (loading it again changes nothing).
 """
 
 from __future__ import annotations
@@ -136,6 +137,19 @@ def completed_runs(store: Store, run_ids: list[str]) -> set[str]:
             )
             found.update(r.run_id for r in conn.execute(query))
     return found
+
+
+def uncovered_runs(plans: list[ScenePlan], settings: ScanSettings) -> set[str]:
+    """Run ids of georeferenced scenes missing from the coverage file (lost by a crash in
+    an older version between loading the run and writing coverage): screened again.
+
+    Without a coverage file (a new work folder) nothing is redone.
+    """
+    located = {p.run_id for p in plans if p.scene.crs is not None}
+    path = Path(settings.work_dir) / COVERAGE_FILE
+    if not located or not path.exists():
+        return set()
+    return located - set(read_coverage(path)["run_id"].astype(str))
 
 
 @lru_cache(maxsize=2)

@@ -184,3 +184,20 @@ def test_kill_around_the_run_load_keeps_coverage(tree_model: Path, scene_folder:
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
     assert _counts(db) == _counts(reference)
     assert _coverage(db) == _coverage(reference)  # one row per scene, none lost or doubled
+
+
+def test_a_complete_run_without_coverage_is_screened_again(
+    tree_model: Path, scene_folder: Path, tmp_path: Path
+) -> None:
+    from geoscreen.batch.scan import COVERAGE_FILE
+    from geoscreen.sites.coverage import read_coverage, write_coverage
+
+    db = tmp_path / "g.sqlite"
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
+    full, counts = _coverage(db), _counts(db)
+    path = tmp_path / "g-runs" / COVERAGE_FILE
+    frame = read_coverage(path)
+    write_coverage(frame.iloc[1:].reset_index(drop=True), path)  # as an older version lost it
+    assert len(_coverage(db)) == 3
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
+    assert _coverage(db) == full and _counts(db) == counts  # restored; nothing duplicated
