@@ -5,7 +5,8 @@ log is *complete*: someone with write access to the file can drop the triggers,
 delete every entry and reset the head, or edit ``candidates.status`` without any entry.
 So ``audit verify`` also checks that
 
-* every user, completed run and export in the store has its audit entry;
+* every user, completed run and export in the store has its audit entry, and each
+  user's role, active flag and having a password are what the log says;
 * every status change and note in ``review_events`` is audited, in the same order, by
   the same person, with the same text; and
 * each candidate's current status and version are what its audited history says
@@ -42,7 +43,7 @@ ANCHOR_FORMAT = "geoscreen-audit-anchor/1"
 class Audited:
     """What the audit log says happened, gathered while the chain is verified."""
 
-    users: set[str] = field(default_factory=set)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # role, active, password
     runs: set[str] = field(default_factory=set)
     exports: set[str] = field(default_factory=set)
     events: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
@@ -53,7 +54,14 @@ class Audited:
         """Take note of one entry (its fields as stored)."""
         action, entity_id = entry["action"], entry["entity_id"]
         if action == "user_add":
-            self.users.add(str(entity_id))
+            after = _json(entry["after"])
+            self.users[str(entity_id)] = {
+                "role": after.get("role"), "active": True, "password": bool(after.get("password"))
+            }  # fmt: skip
+        elif action in ("user_enable", "user_disable") and str(entity_id) in self.users:
+            self.users[str(entity_id)]["active"] = action == "user_enable"
+        elif action == "user_password" and str(entity_id) in self.users:
+            self.users[str(entity_id)]["password"] = True
         elif action == "load_run":
             self.runs.add(str(entity_id))
         elif action == "export":
@@ -79,9 +87,16 @@ def _json(text: str | None) -> dict[str, Any]:
 
 def cross_check(conn: Connection, audited: Audited, add: Callable[[str], None]) -> None:
     """Report store rows that the audit log does not account for."""
-    for (name,) in conn.execute(select(users.c.name).order_by(users.c.name)):
-        if name not in audited.users:
+    people = select(users.c.name, users.c.role, users.c.active, users.c.password_hash)
+    for name, role, active, hashed in conn.execute(people.order_by(users.c.name)):
+        known = audited.users.get(name)
+        if known is None:
             add(f"user {name} has no audit entry (entries deleted, or the user added directly)")
+            continue
+        now = {"role": role, "active": bool(active), "password": hashed is not None}
+        changed = sorted(k for k in now if now[k] != known[k])
+        if changed:
+            add(f"user {name}: {', '.join(changed)} changed without an audit entry")
     done = select(runs.c.run_id).where(runs.c.completed_at.is_not(None)).order_by(runs.c.id)
     for (run_id,) in conn.execute(done):
         if run_id not in audited.runs:
@@ -90,15 +105,15 @@ def cross_check(conn: Connection, audited: Audited, add: Callable[[str], None]) 
         if str(export_id) not in audited.exports:
             add(f"export {export_id} has no audit entry (entries deleted, or added directly)")
     stored: dict[int, list[Event]] = defaultdict(list)
-    query = select(review_events).order_by(review_events.c.id)
-    for row in conn.execute(query.execution_options(yield_per=5000)):
+    events = select(review_events).order_by(review_events.c.id)
+    for row in conn.execute(events.execution_options(yield_per=5000)):
         status = row.to_status if row.kind == "status" else None
         stored[row.candidate_id].append((row.kind, status, row.user_name, row.text))
     for cid in sorted(set(stored) | set(audited.events)):
         if stored.get(cid, []) != audited.events.get(cid, []):
             add(f"candidate {cid}: its review events differ from the audited history")
-    query = select(candidates.c.id, candidates.c.status, candidates.c.version)
-    for cid, status, version in conn.execute(query.execution_options(yield_per=5000)):
+    states = select(candidates.c.id, candidates.c.status, candidates.c.version)
+    for cid, status, version in conn.execute(states.execution_options(yield_per=5000)):
         expected = audited.status.get(cid, ("new", 1))
         if (status, version) != expected:
             add(

@@ -98,6 +98,10 @@ def test_a_dropped_log_is_tampered_and_the_cli_says_so(
          "candidate 2: its review events differ from the audited history"),
         ("DELETE FROM review_events WHERE to_status = 'in_review'",
          "candidate 1: its review events differ from the audited history"),
+        ("UPDATE users SET role = 'supervisor' WHERE name = 'vic'",
+         "user vic: role changed without an audit entry"),
+        ("UPDATE users SET active = false WHERE name = 'bob'",
+         "user bob: active changed without an audit entry"),
         ("INSERT INTO users (name, role, active, created_at) "
          "VALUES ('mallory', 'supervisor', true, '2026-01-01')",
          "user mallory has no audit entry (entries deleted, or the user added directly)"),
