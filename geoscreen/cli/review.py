@@ -599,12 +599,12 @@ def users() -> None:
 @db_option
 def users_add(name: str, role: str, password_stdin: bool, db: str) -> None:
     """Add a user (creates the store if there is none)."""
-    from geoscreen.review.users import add_user, check_role
+    from geoscreen.review.users import add_user, check_new_user
 
-    check_role(role)
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    check_new_user(name, role, password)  # before a store is created
     with open_store(db, create=True) as store:
         user = add_user(store, name, role, password=password)
     click.echo(f"user {user.name} added ({user.role}{', with password' if password else ''})")

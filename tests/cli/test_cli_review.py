@@ -259,3 +259,23 @@ def test_the_local_override_is_on_record(db: Path, capsys: pytest.CaptureFixture
         assert audit.verify(store).ok
     assert (last.actor, last.action) == ("ann", "note")
     assert last.to_dict()["after"] == {"note": "seen", "local_override": local_actor()}
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["users", "add", "bad name!", "--role", "analyst"], "", "bad user name"),
+        (["users", "add", "kim", "--role", "boss"], "", "unknown role 'boss'"),
+        (["users", "add", "kim", "--role", "analyst", "--password-stdin"], "short\n",
+         "password too short"),
+    ],
+)  # fmt: skip
+def test_refused_users_add_creates_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    args: list[str], stdin: str, message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code, _, err = run(capsys, *args, "--db", str(tmp_path / "new.sqlite"))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
