@@ -62,6 +62,7 @@ def extract(
     max_chip: int,
 ) -> None:
     """Turn the score maps in SCORES (a 'geoscreen screen' output folder) into sites."""
+    from geoscreen.fileio import check_output_file
     from geoscreen.profiles import load_profile
     from geoscreen.sites.coverage import coverage_of, coverage_path, read_coverage, write_coverage
     from geoscreen.sites.evidence import write_evidence
@@ -80,6 +81,7 @@ def extract(
     if out_path.suffix.lower() not in (".parquet", ".geoparquet", ".gpkg"):
         raise InputError("the output must be .parquet or .gpkg", where=out,
                          fix="Name it e.g. sites.parquet.")  # fmt: skip
+    check_output_file(out_path)
     hist_path = Path(history) if history else None
     table = read_sites(hist_path) if hist_path and hist_path.exists() else None
     cov_file = coverage_path(hist_path) if hist_path else None
@@ -211,8 +213,10 @@ def evaluate(
     from geoscreen.evaluate.predictions import load_predictions
     from geoscreen.evaluate.report import write_report
     from geoscreen.evaluate.truth import load_truth
+    from geoscreen.fileio import check_output_dir
     from geoscreen.imagery.scene import open_scene
 
+    check_output_dir(out)
     if iou is not None and distance is not None:
         raise ConfigError("give --iou or --distance, not both")
     if iou is not None and not 0 < iou <= 1:

@@ -91,9 +91,11 @@ def train(
     folds: int,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
 
+    check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
     if prof.model.task == "detect":  # an object detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector

@@ -40,6 +40,9 @@ MAX_QUICKLOOKS = 24  # scenes drawn in one file (those with most candidates); ~0
                    "folder, then here).")  # fmt: skip
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Mark cookies Secure (default: when the request came over https).")  # fmt: skip
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="Address or network of a reverse proxy whose X-Forwarded-For header is "
+                   "believed (repeatable); without it the header is ignored.")  # fmt: skip
 def serve(
     db: str,
     host: str,
@@ -48,14 +51,19 @@ def serve(
     profiles: tuple[str, ...],
     evidence_root: str | None,
     secure_cookies: bool | None,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Serve the review page and API (log in with users from the store)."""
+    from geoscreen.review.audit_key import env_key
     from geoscreen.review.store import open_store
     from geoscreen.web.app import create_app
     from geoscreen.web.auth import AuthSettings
+    from geoscreen.web.limits import parse_networks
     from geoscreen.web.server import is_loopback
     from geoscreen.web.server import serve as run
 
+    parse_networks(trusted_proxies)  # refuse bad settings before opening anything
+    env_key()
     store = open_store(db)
     if not _has_login(store):
         click.echo(
@@ -74,7 +82,7 @@ def serve(
         scenes=scenes,
         profiles=profiles,
         evidence_root=evidence_root,
-        auth=AuthSettings(secure_cookies=secure_cookies),
+        auth=AuthSettings(secure_cookies=secure_cookies, trusted_proxies=trusted_proxies),
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"review server for {store.display}: http://{shown}:{port}/ (Ctrl-C stops)")
