@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from geoscreen.errors import InputError
 
@@ -31,6 +33,50 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _probe(folder: Path, option: str) -> None:
+    """Create and remove a temporary folder in ``folder``: the only sure test of writing."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".geoscreen-probe-", dir=folder))
+    except OSError as exc:
+        raise InputError(
+            f"cannot write here ({exc.strerror or type(exc).__name__})",
+            where=str(folder),
+            fix=f"Choose a {option} in a folder you can write to.",
+        ) from None
+
+
+def check_output_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written.
+
+    Nothing is created: a missing folder is checked by writing to its nearest existing
+    parent, and made later by the command itself.
+    """
+    target = Path(os.path.abspath(path))
+    if target.exists() and not target.is_dir():
+        raise InputError("is a file, not a folder", where=str(path),
+                         fix=f"Give a new or existing folder as {option}.")  # fmt: skip
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{existing} is a file, so no folder can be made inside it",
+                         where=str(path), fix=f"Choose another {option}.")  # fmt: skip
+    _probe(existing, option)
+    return Path(path)
+
+
+def check_output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Refuse, before any work, an output file that is a folder or cannot be written."""
+    target = Path(os.path.abspath(path))
+    if target.is_dir():
+        raise InputError("is a folder", where=str(path), fix=f"Give a file name as {option}.")
+    if not target.parent.is_dir():
+        raise InputError("output folder does not exist", where=str(target.parent),
+                         fix=f"Create it first or choose another {option}.")  # fmt: skip
+    _probe(target.parent, option)
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -217,6 +217,24 @@ class DetectionSettings(_Config):
     )
 
 
+class LabelSettings(_Config):
+    """Which classes of multi-class label files count as positive or negative."""
+
+    positive_classes: list[str] = Field(min_length=1, description="Classes that match.")
+    negative_classes: list[str] | None = Field(
+        default=None, description="Classes that do not match; unset: every other class."
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> LabelSettings:
+        both = {c.casefold() for c in self.positive_classes} & {
+            c.casefold() for c in self.negative_classes or []
+        }
+        if both:
+            raise ValueError(f"class(es) {', '.join(sorted(both))} are both positive and negative")
+        return self
+
+
 class SiteSettings(_Config):
     """How matching tiles become candidate sites."""
 
@@ -252,6 +270,7 @@ class Profile(_Config):
     model: ModelSpec
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     detection: DetectionSettings | None = None
+    labels: LabelSettings | None = None
     sites: SiteSettings = Field(default_factory=SiteSettings)
     aoi: str | None = None
     exclusions: list[str] = Field(default_factory=list)

@@ -29,6 +29,7 @@ from geoscreen.batch.scan import (
     plan_scene,
     record_failure,
     score_chunk,
+    uncovered_runs,
 )
 from geoscreen.batch.sources import SceneRef
 from geoscreen.review.store import Store
@@ -97,6 +98,7 @@ def run_scan(
             else:
                 plans.append((planned, t0))
     done = completed_runs(store, [p.run_id for p, _ in plans])
+    done -= uncovered_runs([p for p, _ in plans], settings)  # coverage lost: redo
     todo = []
     for plan, t0 in plans:
         if plan.run_id in done:

@@ -14,6 +14,10 @@ Per scene the work is split in three:
 
 A scan killed at any point leaves no partial run: the next scan redoes the
 unfinished scenes and, with the same deterministic run ids, duplicates nothing.
+Evidence chips and the scene's coverage row are written before the run is loaded
+(which marks it complete), so a complete run always has its coverage; a row left by
+an attempt killed before loading is replaced when the scene is redone, and a complete
+run whose row is missing is screened again (loading it again changes nothing).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class ScanSettings:
     chunk_tiles: int = 2048
     threads: int | None = None
     device: str = "cpu"
+    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,19 @@ def completed_runs(store: Store, run_ids: list[str]) -> set[str]:
     return found
 
 
+def uncovered_runs(plans: list[ScenePlan], settings: ScanSettings) -> set[str]:
+    """Run ids of georeferenced scenes missing from the coverage file (lost by a crash in
+    an older version between loading the run and writing coverage): screened again.
+
+    Without a coverage file (a new work folder) nothing is redone.
+    """
+    located = {p.run_id for p in plans if p.scene.crs is not None}
+    path = Path(settings.work_dir) / COVERAGE_FILE
+    if not located or not path.exists():
+        return set()
+    return located - set(read_coverage(path)["run_id"].astype(str))
+
+
 @lru_cache(maxsize=2)
 def _model_sha256(model_dir: str) -> str:
     """The model hash without loading the model (the incremental check stays cheap)."""
@@ -202,7 +220,12 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkSco
         plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
     ).drop_empty()
     preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
-    opts = ScreenOptions(batch_size=settings.batch_size, device=settings.device, num_workers=0)
+    opts = ScreenOptions(
+        batch_size=settings.batch_size,
+        device=settings.device,
+        num_workers=0,
+        precision=settings.precision,
+    )
     scored = score_grid(loaded.model, grid, preprocessor, opts, device)
     return ChunkScores(grid.flat_indexes(), scored.scores, scored.valid_fraction)
 
@@ -240,17 +263,19 @@ def finish_scene(
     sites = write_evidence(sites, plan.scene, work / "evidence") if len(sites) else sites
     coverage_file = work / COVERAGE_FILE
     history = read_coverage(coverage_file) if coverage_file.exists() else None
+    if history is not None:  # a row of this run is from an attempt killed before loading
+        history = history[history["run_id"] != plan.run_id].reset_index(drop=True)
     sites, reseen = match_to_store(sites, store, profile, history)
     sites_path = work / "runs" / f"{plan.scene.id}-{loaded.sha256[:12]}.parquet"
     sites_path.parent.mkdir(parents=True, exist_ok=True)
     write_sites(sites, sites_path)
-    result = load_sites(store, sites_path, profile=profile.name, run_id=plan.run_id, actor=actor)
-    covered = coverage_of(
-        scoremap, run_id=plan.run_id, profile=profile.name, acquired=plan.scene.acquired
-    )
-    if plan.scene.crs is not None:
+    if plan.scene.crs is not None:  # before the run is complete: a kill now redoes the scene
+        covered = coverage_of(
+            scoremap, run_id=plan.run_id, profile=profile.name, acquired=plan.scene.acquired
+        )
         frames = [f for f in (history, covered) if f is not None and len(f)]
         write_coverage(gpd.pd.concat(frames, ignore_index=True), coverage_file)
+    result = load_sites(store, sites_path, profile=profile.name, run_id=plan.run_id, actor=actor)
     return SceneOutcome(
         plan.ref.uri,
         "screened",

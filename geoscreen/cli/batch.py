@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.vision import precision_option
 from geoscreen.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def scan_options(fn: click.decorators.FC) -> click.decorators.FC:
             click.option("--asset", default=None, help="STAC asset key holding the image."),
             click.option("--json-log", is_flag=True, help="One JSON line per scene on stdout."),
             click.option("--user", default=None, help="Who runs the scan (audit log)."),
+            precision_option,
         ]
     ):
         fn = option(fn)
@@ -83,6 +85,7 @@ def _run(
     asset: str | None,
     json_log: bool,
     user: str | None,
+    precision: str = "auto",
     quiet: bool = False,
 ) -> int:
     from tqdm import tqdm
@@ -108,6 +111,7 @@ def _run(
         batch_size=batch_size,
         chunk_tiles=chunk_tiles,
         threads=1 if (workers or cluster) else None,
+        precision=precision,
     )
     bar = tqdm(total=len(refs), desc="scenes", unit="scene", disable=json_log or quiet)
 

@@ -15,8 +15,6 @@ import click
 from geoscreen.cli.app import cli
 from geoscreen.cli.imagery import build_grid, tile_summary, write_grid
 from geoscreen.errors import InputError
-from geoscreen.imagery.scene import open_scene
-from geoscreen.samples import sample_path
 
 DEMO_TILE_SIZE = 128
 
@@ -40,6 +38,9 @@ def run_demo(
     echo: Callable[[str], None] = click.echo,
 ) -> list[DemoScene]:
     """Open and tile the bundled samples, write their tile grids to ``out_dir``, report."""
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.samples import sample_path
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("demo output path is a file", where=str(out), fix="Give a folder.")

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import shapely
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.fileio import atomic_write
-from geoscreen.imagery.aoi import load_aoi
-from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.sensors import PRESETS, get_preset
-from geoscreen.imagery.tiling import TileGrid
+
+if TYPE_CHECKING:  # rasterio, shapely and geopandas load when a command runs
+    from geoscreen.imagery.scene import Scene
+    from geoscreen.imagery.tiling import TileGrid
 
 _PRESET_HELP = f"Sensor band preset, overriding detection ({', '.join(sorted(PRESETS))})."
 _MASK_TEXT = {
@@ -30,6 +30,8 @@ _FORMATS = {".parquet": "parquet", ".geoparquet": "parquet", ".gpkg": "gpkg"}
 # -- info -------------------------------------------------------------------------------
 def scene_summary(scene: Scene) -> dict[str, Any]:
     """Everything ``geoscreen info`` reports about a scene, JSON-ready."""
+    import shapely
+
     footprint = scene.footprint
     nodata: float | str | None = scene.nodata
     if isinstance(nodata, float) and math.isnan(nodata):
@@ -140,6 +142,8 @@ def _warn_pixel_space(scene: Scene) -> None:
 @click.option("--sensor", metavar="PRESET", default=None, help=_PRESET_HELP)
 def info(scene: str, as_json: bool, sensor: str | None) -> None:
     """Describe a raster: grid, CRS, bands, validity, sensor, footprint, layout."""
+    from geoscreen.imagery.scene import open_scene
+
     opened = open_scene(scene, sensor=sensor)
     summary = scene_summary(opened)
     if as_json:
@@ -184,6 +188,9 @@ def build_grid(
     ``resolution`` without ``crs`` keeps the scene's CRS. ``bands`` are checked against
     the scene; a tile is kept when those bands hold at least one valid pixel.
     """
+    from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.tiling import TileGrid
+
     if crs is not None or resolution is not None:
         # A scene without a CRS makes reproject() explain that it needs one.
         scene = scene.reproject(crs or scene.crs or "", resolution)
@@ -261,6 +268,8 @@ def tile(
     as_json: bool,
 ) -> None:  # fmt: skip
     """Cut SCENE into a grid of tiles and write it as GeoParquet or GeoPackage."""
+    from geoscreen.imagery.scene import open_scene
+
     output_format(out)  # fail before any work
     opened = open_scene(scene, sensor=sensor)
     names = _split(bands)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.profiles import Profile, load_profile
+
+if TYPE_CHECKING:  # pydantic and the imagery stack load when a command runs
+    from geoscreen.profiles import Profile
 
 
 @cli.group()
@@ -30,7 +33,7 @@ def validate(file: Path, images: tuple[str, ...]) -> None:
     """
     from geoscreen.imagery.preprocess import ScenePreprocessor
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import check_scene
+    from geoscreen.profiles import check_scene, load_profile
 
     loaded = load_profile(file)
     fits: list[str] = []
@@ -49,6 +52,8 @@ def validate(file: Path, images: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def show(file: Path, as_json: bool) -> None:
     """Summarise a profile for people reviewing it."""
+    from geoscreen.profiles import load_profile
+
     loaded = load_profile(file)
     if as_json:
         payload = {
@@ -84,7 +89,9 @@ def summary(p: Profile) -> str:
         f"model:       {model.task}, backbone {model.backbone}, "
         f"{p.input_channels or 'all'} input channels",
         f"weights:     {weights_text}",
-        f"threshold:   {p.threshold:g}",
+        f"threshold:   {p.threshold:g} (in force when screening; a trained model's card "
+        "suggests others)",
+        f"labels:      {_label_rule(p)}",
         f"sites:       min area {p.sites.min_area_m2:g} m2, "
         f"merge within {p.sites.merge_distance_m:g} m",
         f"aoi:         {p.resolve_path(p.aoi) if p.aoi else 'none'}; "
@@ -104,6 +111,13 @@ def summary(p: Profile) -> str:
         f"A score means only 'matches profile {p.name}'; people decide what a place is.",
     ]
     return "\n".join(lines)
+
+
+def _label_rule(p: Profile) -> str:
+    if p.labels is None:
+        return "positive/negative (or 1/0, or a single class name) in the label files"
+    negatives = ",".join(p.labels.negative_classes or []) or "every other class"
+    return f"positive classes {','.join(p.labels.positive_classes)}; negatives {negatives}"
 
 
 def _join(items: list[str] | None) -> str:

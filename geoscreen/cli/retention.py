@@ -5,10 +5,12 @@ See :mod:`geoscreen.review.retention` for what goes, what stays and how it is au
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import click
 
+from geoscreen.cli.identity import OVERRIDE, confirm_identity, identity_options
 from geoscreen.cli.review import _echo_json, db_option, json_option, open_store, review
 from geoscreen.errors import ConfigError
 
@@ -49,7 +51,14 @@ def _limits(files: tuple[Path, ...]) -> dict[str, int | None]:
     help="Where relative evidence paths are looked for first (as for 'geoscreen serve').",
 )
 @click.option("--dry-run", is_flag=True, help="List what would go; change nothing.")
-@click.option("--user", default=None, metavar="NAME", help="Who purges (default: OS account).")
+@click.option(
+    "--user",
+    default=None,
+    metavar="NAME",
+    help="Who purges: a supervisor, with their password or --as-admin-of-this-file "
+    "(default: the OS account).",
+)
+@identity_options
 @db_option
 @json_option
 def purge(
@@ -57,6 +66,8 @@ def purge(
     evidence_root: Path | None,
     dry_run: bool,
     user: str | None,
+    password_stdin: bool,
+    override: bool,
     db: str,
     as_json: bool,
 ) -> None:
@@ -66,15 +77,23 @@ def purge(
     from geoscreen.review.users import local_actor
 
     limits = _limits(profiles)
+    if user is None and (password_stdin or override):
+        raise ConfigError(
+            f"--password-stdin and {OVERRIDE} go with --user NAME",
+            fix="Name the supervisor who purges, or leave both out to act as the OS account.",
+        )
     with open_store(db) as store:
+        acting: AbstractContextManager[None] = nullcontext()
         if user is not None:
             from geoscreen.review.users import require_user
 
             with store.read() as conn:
                 require_user(conn, user, "supervisor", "purge evidence")
+            acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                      override=override, command="review purge")  # fmt: skip
         from tqdm import tqdm
 
-        with tqdm(desc="purging", unit="candidate", delay=2, leave=False) as bar:
+        with acting, tqdm(desc="purging", unit="candidate", delay=2, leave=False) as bar:
 
             def progress(done: int, total: int) -> None:
                 bar.total = total

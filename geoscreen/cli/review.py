@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.identity import confirm_identity, identity_options
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.review.records import DEFAULT_DB, ENV_DB, ORDERS, ROLES, STATUSES
 
@@ -255,6 +256,7 @@ def _day(value: dt.datetime | None) -> str:
     help="Why (needed to confirm, reject, escalate, reopen).",
 )
 @click.option("--user", required=True, metavar="NAME", help="Who decides.")
+@identity_options
 @click.option(
     "--expected-version",
     type=int,
@@ -269,12 +271,14 @@ def set_(
     status: str,
     reason: str | None,
     user: str,
+    password_stdin: bool,
+    override: bool,
     expected_version: int | None,
     db: str,
     as_json: bool,
 ) -> None:
     """Change a candidate's status (new, in_review, confirmed, rejected, needs_imagery,
-    escalated).
+    escalated); needs NAME's password or --as-admin-of-this-file.
 
     A decision on a new candidate first takes it into review (as the review page does);
     both steps are recorded.
@@ -284,10 +288,13 @@ def set_(
     check_status(status)
     with open_store(db) as store:
         before = store.candidate(candidate_id).status
-        found = set_status(
-            store, candidate_id, status, user=user, reason=reason,
-            expected_version=expected_version, claim=True,
-        )  # fmt: skip
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="review set")  # fmt: skip
+        with acting:
+            found = set_status(
+                store, candidate_id, status, user=user, reason=reason,
+                expected_version=expected_version, claim=True,
+            )  # fmt: skip
     if as_json:
         _echo_json(found.to_dict(geometry=False))
     else:
@@ -299,13 +306,19 @@ def set_(
 @click.argument("candidate_id", metavar="ID", type=int)
 @click.argument("text", metavar="TEXT")
 @click.option("--user", required=True, metavar="NAME", help="Who writes the note.")
+@identity_options
 @db_option
-def note(candidate_id: int, text: str, user: str, db: str) -> None:
-    """Add a note to a candidate."""
+def note(
+    candidate_id: int, text: str, user: str, password_stdin: bool, override: bool, db: str
+) -> None:
+    """Add a note to a candidate (needs NAME's password or --as-admin-of-this-file)."""
     from geoscreen.review.workflow import add_note
 
     with open_store(db) as store:
-        event = add_note(store, candidate_id, text, user=user)
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="review note")  # fmt: skip
+        with acting:
+            event = add_note(store, candidate_id, text, user=user)
     click.echo(f"candidate {candidate_id}: note {event.id} added")
 
 
@@ -388,6 +401,7 @@ def history(candidate_id: int, db: str, as_json: bool) -> None:
               help="partner: seed of the row order (default: random); each candidate's "
                    "displaced point is fixed by the store's secret.")  # fmt: skip
 @click.option("--user", required=True, metavar="NAME", help="Who exports (recorded).")
+@identity_options
 @click.option(
     "--out",
     required=True,
@@ -412,17 +426,24 @@ def export(
     until: str | None,
     seed: int | None,
     user: str,
+    password_stdin: bool,
+    override: bool,
     out: Path,
     as_json: bool,
 ) -> None:
-    """Export candidates; every export is recorded in the audit log with its sha256."""
+    """Export candidates; every export is recorded in the audit log with its sha256.
+
+    Needs NAME's password or --as-admin-of-this-file.
+    """
     from pydantic import ValidationError
 
+    from geoscreen.fileio import check_output_file
     from geoscreen.imagery.aoi import load_aoi
     from geoscreen.review.export import export_candidates, infer_format
     from geoscreen.review.redaction import RedactionConfig
 
     infer_format(out, fmt)
+    check_output_file(out)
     try:
         config = RedactionConfig(
             level=redaction,
@@ -441,17 +462,20 @@ def export(
     area_shape = load_aoi(area, "EPSG:4326") if area else None
     region_frame = _read_regions(regions) if regions else None
     with open_store(db) as store:
-        result = export_candidates(
-            store,
-            out,
-            user=user,
-            redaction=config,
-            where=where,
-            format=fmt,
-            area=area_shape,
-            regions=region_frame,
-            seed=seed,
-        )
+        acting = confirm_identity(store, user, password_stdin=password_stdin,
+                                  override=override, command="export")  # fmt: skip
+        with acting:
+            result = export_candidates(
+                store,
+                out,
+                user=user,
+                redaction=config,
+                where=where,
+                format=fmt,
+                area=area_shape,
+                regions=region_frame,
+                seed=seed,
+            )
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -529,21 +553,39 @@ def audit() -> None:
 
 @audit.command("verify")
 @db_option
+@click.option("--anchor", "anchors", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="An anchor from 'audit anchor': the log must still hold "
+                                   "and extend that head (repeatable).")  # fmt: skip
 @json_option
-def verify(db: str, as_json: bool) -> None:
-    """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
+def verify(db: str, anchors: tuple[str, ...], as_json: bool) -> None:
+    """Recompute the hash chain and check it against the store and anchors.
+
+    Exit 1 if an entry was edited, deleted or forged, the log was erased, cut back or
+    rewritten past an anchor, or the store holds changes the log does not account for.
+    Warns when the store's -wal file holds entries SQLite cannot read.
+    """
     from geoscreen.review.audit import verify as verify_chain
+    from geoscreen.review.audit_check import read_anchor
+    from geoscreen.review.audit_key import ENV_KEY_FILE, env_key
     from geoscreen.review.walcheck import unread_wal_warning
 
+    anchored = [read_anchor(path) for path in anchors]  # bad files refused before any work
+    key = env_key()
     unread = unread_wal_warning(db)  # before opening: closing the store rewrites its WAL
     with open_store(db) as store:
-        report = verify_chain(store)
+        report = verify_chain(store, anchored, key)
     if unread and not as_json:
         click.echo(f"geoscreen: warning: {unread}", err=True)
     if as_json:
         _echo_json({**report.to_dict(), "warnings": [unread] if unread else []})
     elif report.ok:
-        click.echo(f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}")
+        keyed = ""
+        if report.keyed_from is not None:
+            checked = "checked" if report.macs_checked else f"NOT checked (set ${ENV_KEY_FILE})"
+            keyed = f"; MACs from entry {report.keyed_from} {checked}"
+        click.echo(
+            f"ok: {report.entries} entries, head {report.head_seq} {report.head_hash}{keyed}"
+        )
     else:
         for problem in report.problems:
             click.echo(f"audit: {problem}", err=True)
@@ -556,6 +598,46 @@ def verify(db: str, as_json: bool) -> None:
         )
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+@audit.command("keygen")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The key file to create (owner-only permissions); keep it outside the "
+                   "store's folder and its backups.")  # fmt: skip
+def keygen(out: str) -> None:
+    """Make a secret key that signs new audit entries (HMAC).
+
+    Set GEOSCREEN_AUDIT_KEY_FILE=FILE for every process that writes the store and for
+    'audit verify'. Entries forged by someone with the store but not the key then fail
+    verification; someone with both can still sign anything.
+    """
+    from geoscreen.review.audit_key import ENV_KEY_FILE, make_key
+
+    path = make_key(out)
+    click.echo(f"audit key written to {path}; set {ENV_KEY_FILE}={path.resolve()}")
+
+
+@audit.command("anchor")
+@db_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where to write the anchor (JSON); keep copies off this machine.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def anchor(db: str, out: str, overwrite: bool) -> None:
+    """Write the log's head (sequence number, hash, time) for safekeeping elsewhere.
+
+    Later, 'audit verify --anchor FILE' proves that the log still holds that head and
+    only grew after it: cutting the log back or rewriting it shows.
+    """
+    from geoscreen.review.audit import anchor as head_anchor
+    from geoscreen.review.audit_check import write_anchor
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise ConfigError("file exists", where=out, fix="Give a new --out or add --overwrite.")
+    with open_store(db) as store:
+        made = head_anchor(store)
+    write_anchor(made, target)
+    click.echo(f"anchor: entry {made.seq} {made.hash} ({made.at}) written to {out}")
 
 
 # -- users -------------------------------------------------------------------------------
@@ -575,12 +657,12 @@ def users() -> None:
 @db_option
 def users_add(name: str, role: str, password_stdin: bool, db: str) -> None:
     """Add a user (creates the store if there is none)."""
-    from geoscreen.review.users import add_user, check_role
+    from geoscreen.review.users import add_user, check_new_user
 
-    check_role(role)
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    check_new_user(name, role, password)  # before a store is created
     with open_store(db, create=True) as store:
         user = add_user(store, name, role, password=password)
     click.echo(f"user {user.name} added ({user.role}{', with password' if password else ''})")

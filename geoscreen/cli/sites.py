@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from geoscreen.cli.app import cli
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.imagery.scene import Scene, open_scene, parse_datetime
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rasterio and geopandas load when a command runs
     import geopandas as gpd
+    import numpy as np
+
+    from geoscreen.imagery.scene import Scene
 
 CHIP_BATCH = 256  # evidence chips written per call (the scene is opened once per batch)
 
@@ -67,6 +68,7 @@ def extract(
     as_json: bool,
 ) -> None:
     """Turn the score maps in SCORES (a 'geoscreen screen' output folder) into sites."""
+    from geoscreen.fileio import check_output_file
     from geoscreen.profiles import load_profile
     from geoscreen.sites.coverage import coverage_of, coverage_path, read_coverage, write_coverage
     from geoscreen.sites.evidence import write_evidence
@@ -85,6 +87,7 @@ def extract(
     if out_path.suffix.lower() not in (".parquet", ".geoparquet", ".gpkg"):
         raise InputError("the output must be .parquet or .gpkg", where=out,
                          fix="Name it e.g. sites.parquet.")  # fmt: skip
+    check_output_file(out_path)
     hist_path = Path(history) if history else None
     table = read_sites(hist_path) if hist_path and hist_path.exists() else None
     cov_file = coverage_path(hist_path) if hist_path else None
@@ -151,6 +154,7 @@ def _write_chips(
     write: Callable[..., gpd.GeoDataFrame],
 ) -> np.ndarray:
     """Evidence paths of ``chosen`` (chips written in batches; a bar on stderr after 2 s)."""
+    import numpy as np
     from tqdm import tqdm
 
     paths = []
@@ -180,6 +184,8 @@ def _score_folders(
     scores: Path, image: str | None, sensor: str | None
 ) -> list[tuple[Path, Scene, str | None]]:
     """(score folder, scene, run id) for a screen output folder or a single scene folder."""
+    from geoscreen.imagery.scene import open_scene
+
     summary = scores / "screen.json"
     if image is not None:
         return [(scores, open_scene(image, sensor=sensor), None)]
@@ -198,6 +204,8 @@ def _score_folders(
 
 
 def _date(text: str | None) -> datetime | None:
+    from geoscreen.imagery.scene import parse_datetime
+
     if text is None:
         return None
     parsed = parse_datetime(text)
@@ -250,7 +258,10 @@ def evaluate(
     from geoscreen.evaluate.predictions import load_predictions
     from geoscreen.evaluate.report import json_safe, write_report
     from geoscreen.evaluate.truth import load_truth
+    from geoscreen.fileio import check_output_dir
+    from geoscreen.imagery.scene import open_scene
 
+    check_output_dir(out)
     if iou is not None and distance is not None:
         raise ConfigError("give --iou or --distance, not both")
     if iou is not None and not 0 < iou <= 1:

@@ -7,18 +7,33 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
-from geoscreen.imagery.aoi import load_aoi
-from geoscreen.imagery.scene import open_scene
-from geoscreen.profiles import load_profile
-from geoscreen.vision.scoremap import ScoreMap
+
+if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
+    from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
+
+# geoscreen.vision.runtime.PRECISIONS, spelled out so that --help does not import torch.
+PRECISION_CHOICES = ("fp32", "bf16", "auto")
+
+
+def precision_option(func: Any) -> Any:
+    """The shared ``--precision`` option (screen, scan, watch)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
+        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
+    )(func)
 
 
 @cli.command()
@@ -34,9 +49,28 @@ log = logging.getLogger(__name__)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder.")
 @click.option(
     "--mode",
-    type=click.Choice(["linear_probe", "finetune"]),
-    default="linear_probe",
+    type=click.Choice(["auto", "spectral", "linear_probe", "combined", "finetune"]),
+    default="auto",
     show_default=True,
+    help="auto compares the spectral-context, deep-feature and combined learners on "
+    "spatially blocked folds and keeps the best; the others train one of them "
+    "(finetune: the whole CNN, for a GPU).",
+)
+@click.option(
+    "--positive",
+    "positive",
+    multiple=True,
+    help="Class name counted as positive (repeatable); default: the profile's "
+    "labels.positive_classes.",
+)
+@click.option(
+    "--negative",
+    "negative",
+    multiple=True,
+    help="Class name counted as negative (repeatable); default: every other class.",
+)
+@click.option(
+    "--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="Blocked CV folds."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -52,10 +86,16 @@ def train(
     device: str,
     seed: int,
     max_epochs: int | None,
+    positive: tuple[str, ...],
+    negative: tuple[str, ...],
+    folds: int,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    from geoscreen.fileio import check_output_dir
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
 
+    check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
     if prof.model.task == "detect":  # an object detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
@@ -76,7 +116,17 @@ def train(
             f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
         )
         return
-    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed}
+    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed, "folds": folds}
+    if positive:
+        options["positive_classes"] = list(positive)
+    if negative:
+        options["negative_classes"] = list(negative)
+    if set(map(str.casefold, positive)) & set(map(str.casefold, negative)):
+        raise InputError(
+            "a class cannot be both --positive and --negative",
+            where="--positive/--negative",
+            fix="Name each class once.",
+        )
     if max_epochs is not None:
         options["max_epochs"] = max_epochs
     card = train_classifier(
@@ -88,9 +138,13 @@ def train(
         progress=lambda msg: click.echo(msg, err=True),
     )
     metrics = card["metrics"]
+    chosen = card.get("selection", {}).get("chosen", mode)
+    kind = "cross-validated" if "selection" in card else "validation"
     click.echo(
-        f"model written to {out} (validation AP {metrics['val_average_precision']:.3f}, "
-        f"positive rate {metrics['val_positive_rate']:.3f}; see {out}/MODEL_CARD.md)"
+        f"model written to {out}: learner {chosen}, {kind} AP "
+        f"{metrics['val_average_precision']:.3f}, positive rate "
+        f"{metrics['val_positive_rate']:.3f}; threshold in force {prof.threshold:g} "
+        f"(profile); see {out}/MODEL_CARD.md"
     )
 
 
@@ -110,6 +164,7 @@ def train(
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
+@precision_option
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -120,8 +175,12 @@ def screen(
     workers: int | None,
     device: str,
     embeddings: bool,
+    precision: str,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
+    from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, new_run, screen_scene
 
@@ -134,6 +193,7 @@ def screen(
             device=device,
             num_workers=workers,
             progress=True,
+            precision=precision,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo
@@ -144,12 +204,14 @@ def screen(
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
     for scene in opened:
         check_model_fits(loaded, prof, scene)
+    click.echo(threshold_note(prof.threshold, loaded.card), err=True)
     opts = ScreenOptions(
         batch_size=batch_size,
         device=device,
         num_workers=workers,
         embeddings=embeddings,
         progress=True,
+        precision=precision,
     )
     meta = new_run(prof, loaded.sha256)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
@@ -161,6 +223,13 @@ def screen(
         )
         results.append(_write(scores, Path(out), scene.uri))
     _summary(Path(out), "screen", meta, results)
+
+
+def threshold_note(threshold: float, card: dict[str, Any]) -> str:
+    """Which threshold makes sites, and what the model card suggests."""
+    best = card.get("thresholds", {}).get("suggested", {}).get("best_f1")
+    hint = f"; the model card suggests {best['threshold']:g} for best F1" if best else ""
+    return f"threshold in force: {threshold:g} (profile {card['profile']['name']}){hint}"
 
 
 @cli.command()
@@ -192,7 +261,8 @@ def similar(
     device: str,
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
-    from geoscreen.profiles import check_scene
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import check_scene, load_profile
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene

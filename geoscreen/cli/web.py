@@ -7,26 +7,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import select
 
 from geoscreen.cli.app import cli
 from geoscreen.cli.review import db_option
-from geoscreen.errors import GeoscreenError
-from geoscreen.review.records import STATUSES, ReviewEvent
-from geoscreen.review.schema import review_events, users
-from geoscreen.review.store import CandidateFilter, Store, open_store
-from geoscreen.web.mapping import (
-    CLUSTER_THRESHOLD,
-    Quicklook,
-    basemap_source,
-    build_map,
-    quicklook,
-)
+from geoscreen.review.records import STATUSES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy, folium and FastAPI load when a command runs
     import pandas as pd
 
-MAP_WARN_AT = CLUSTER_THRESHOLD
+    from geoscreen.review.store import Store
+    from geoscreen.web.mapping import Quicklook
+
+MAP_WARN_AT: int | None = None
+"""Candidates above which ``map`` warns and clusters; None: the map's own threshold."""
 QUICKLOOK_PX = 768  # longest side of a scene overlay: small file, enough to recognise places
 MAX_QUICKLOOKS = 24  # scenes drawn in one file (those with most candidates); ~0.5 MB each
 
@@ -47,6 +40,9 @@ MAX_QUICKLOOKS = 24  # scenes drawn in one file (those with most candidates); ~0
                    "folder, then here).")  # fmt: skip
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Mark cookies Secure (default: when the request came over https).")  # fmt: skip
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="Address or network of a reverse proxy whose X-Forwarded-For header is "
+                   "believed (repeatable); without it the header is ignored.")  # fmt: skip
 def serve(
     db: str,
     host: str,
@@ -55,13 +51,19 @@ def serve(
     profiles: tuple[str, ...],
     evidence_root: str | None,
     secure_cookies: bool | None,
+    trusted_proxies: tuple[str, ...],
 ) -> None:
     """Serve the review page and API (log in with users from the store)."""
+    from geoscreen.review.audit_key import env_key
+    from geoscreen.review.store import open_store
     from geoscreen.web.app import create_app
     from geoscreen.web.auth import AuthSettings
+    from geoscreen.web.limits import parse_networks
     from geoscreen.web.server import is_loopback
     from geoscreen.web.server import serve as run
 
+    parse_networks(trusted_proxies)  # refuse bad settings before opening anything
+    env_key()
     store = open_store(db)
     if not _has_login(store):
         click.echo(
@@ -80,7 +82,7 @@ def serve(
         scenes=scenes,
         profiles=profiles,
         evidence_root=evidence_root,
-        auth=AuthSettings(secure_cookies=secure_cookies),
+        auth=AuthSettings(secure_cookies=secure_cookies, trusted_proxies=trusted_proxies),
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"review server for {store.display}: http://{shown}:{port}/ (Ctrl-C stops)")
@@ -117,8 +119,12 @@ def map_(
     imagery: bool,
 ) -> None:
     """Write a static map of candidates over their imagery (offline unless --basemap)."""
+    from geoscreen.review.store import CandidateFilter, open_store
+    from geoscreen.web.mapping import CLUSTER_THRESHOLD, basemap_source, build_map
+
     if basemap:
         basemap_source(basemap)  # refused before anything is read
+    warn_at = CLUSTER_THRESHOLD if MAP_WARN_AT is None else MAP_WARN_AT
     looks: list[Quicklook] = []
     with open_store(db) as store:
         frame = store.frame(CandidateFilter(statuses=statuses, profile=profile))
@@ -132,13 +138,13 @@ def map_(
             frame["evidence_path"] = [
                 str(c) if c else p for c, p in zip(chips, frame["evidence_path"], strict=True)
             ]
-    if len(frame) > MAP_WARN_AT:
+    if len(frame) > warn_at:
         click.echo(
             f"geoscreen: warning: {len(frame)} candidates: the map file is large and draws "
             "them as clustered points; 'geoscreen serve' browses any number smoothly",
             err=True,
         )
-    built = build_map(frame, quicklooks=looks, basemap=basemap, cluster_threshold=MAP_WARN_AT,
+    built = build_map(frame, quicklooks=looks, basemap=basemap, cluster_threshold=warn_at,
                       evidence_base=evidence_root)  # fmt: skip
     path = built.save(out)
     remote = " (with a remote basemap)" if basemap else ""
@@ -150,7 +156,9 @@ def scene_looks(store: Store, frame: pd.DataFrame, given: tuple[str, ...]) -> li
     """Quicklooks of the scenes the candidates were found in (given files first, then the
     store's), at most :data:`MAX_QUICKLOOKS`, those with most candidates first; scenes not
     found here are named in a warning, not an error."""
+    from geoscreen.errors import GeoscreenError
     from geoscreen.imagery.scene import open_scene
+    from geoscreen.web.mapping import quicklook
     from geoscreen.web.tiles import SceneIndex
 
     index = SceneIndex.from_paths(given, store=store)
@@ -186,6 +194,11 @@ def scene_looks(store: Store, frame: pd.DataFrame, given: tuple[str, ...]) -> li
 
 def history_lines(store: Store, ids: set[int]) -> dict[int, list[str]]:
     """Review events as one line each, by candidate (one query)."""
+    from sqlalchemy import select
+
+    from geoscreen.review.records import ReviewEvent
+    from geoscreen.review.schema import review_events
+
     lines: dict[int, list[str]] = {}
     with store.read() as conn:
         rows = conn.execute(select(review_events).order_by(review_events.c.id))
@@ -197,6 +210,10 @@ def history_lines(store: Store, ids: set[int]) -> dict[int, list[str]]:
 
 
 def _has_login(store: Store) -> bool:
+    from sqlalchemy import select
+
+    from geoscreen.review.schema import users
+
     with store.read() as conn:
         query = select(users.c.id).where(users.c.password_hash.is_not(None), users.c.active)
         return conn.execute(query.limit(1)).first() is not None

@@ -6,7 +6,10 @@ number and hash; appending moves it by exactly one entry. Triggers on both datab
 refuse UPDATE and DELETE on ``audit_log`` (and anything but "next entry" on the head),
 so a change needs someone who bypasses the store; :func:`verify` then finds it: an
 edited entry no longer matches its hash, a deleted one leaves a gap or a broken link,
-and deleting the newest entries leaves the head pointing past the end.
+and deleting the newest entries leaves the head pointing past the end. What the chain
+cannot show (a log erased and restarted, rows changed without an entry, a log cut back
+or rewritten as a whole) is checked against the other tables and against anchors kept
+outside the store (:mod:`geoscreen.review.audit_check`).
 """
 
 from __future__ import annotations
@@ -14,16 +17,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
 
+from geoscreen.review.audit_check import Anchor, Audited, check_anchor, cross_check, make_anchor
+from geoscreen.review.audit_key import entry_mac, env_key, mac_matches
 from geoscreen.review.schema import GENESIS_HASH, audit_head, audit_log
 from geoscreen.review.store import Store
 
 MAX_PROBLEMS = 50
+CHECKED_TABLES = ("audit_log", "audit_head", "users", "runs", "exports", "review_events",
+                  "candidates")  # fmt: skip
 _HASHED = (
     "seq",
     "at",
@@ -80,6 +90,7 @@ class AuditEntry:
     model_sha256: str | None
     prev_hash: str
     hash: str
+    mac: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``before``/``after`` decoded."""
@@ -87,6 +98,20 @@ class AuditEntry:
         for key in ("before", "after"):
             out[key] = json.loads(out[key]) if out[key] is not None else None
         return out
+
+
+_LOCAL_OVERRIDE: ContextVar[str | None] = ContextVar("geoscreen_audit_override", default=None)
+
+
+@contextmanager
+def local_override(who: str) -> Iterator[None]:
+    """Mark every entry appended inside as made on the store file's authority by ``who``
+    (an operating-system account), not by a user who proved who they are."""
+    token = _LOCAL_OVERRIDE.set(who)
+    try:
+        yield
+    finally:
+        _LOCAL_OVERRIDE.reset(token)
 
 
 def append(
@@ -106,6 +131,9 @@ def append(
     head = conn.execute(
         select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
     ).one()
+    overridden_by = _LOCAL_OVERRIDE.get()
+    if overridden_by is not None:
+        after = {**(after or {}), "local_override": overridden_by}
     fields: dict[str, Any] = {
         "seq": head.seq + 1,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
@@ -120,11 +148,13 @@ def append(
         "model_sha256": model_sha256,
     }
     digest = entry_hash(head.hash, fields)
-    conn.execute(insert(audit_log).values(**fields, prev_hash=head.hash, hash=digest))
+    key = env_key()
+    mac = entry_mac(key, digest) if key is not None else None
+    conn.execute(insert(audit_log).values(**fields, prev_hash=head.hash, hash=digest, mac=mac))
     conn.execute(
         update(audit_head).where(audit_head.c.id == 1).values(seq=fields["seq"], hash=digest)
     )
-    return AuditEntry(**fields, prev_hash=head.hash, hash=digest)
+    return AuditEntry(**fields, prev_hash=head.hash, hash=digest, mac=mac)
 
 
 def log(store: Store, **entry: Any) -> AuditEntry:
@@ -180,6 +210,8 @@ class VerifyReport:
     entries: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS_HASH
+    keyed_from: int | None = None  # the first entry with a MAC
+    macs_checked: bool = False
     problems: list[str] = field(default_factory=list)
     more_problems: int = 0
 
@@ -200,32 +232,93 @@ class VerifyReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def verify(store: Store) -> VerifyReport:
-    """Recompute the chain from the first entry and compare it with the head."""
-    report = VerifyReport()
+def verify(store: Store, anchors: Sequence[Anchor] = (), key: bytes | None = None) -> VerifyReport:
+    """Recompute the chain, compare it with the head, the store's tables and ``anchors``.
+
+    With ``key``, every entry's MAC is checked, and once one entry has a MAC every
+    later one must. A missing (dropped) audit table is a problem, not an error.
+    """
+    report = VerifyReport(macs_checked=key is not None)
+    audited = Audited()
+    wanted = {a.seq for a in anchors}
+    try:
+        with store.read() as conn:
+            present = set(inspect(conn).get_table_names())
+            for name in CHECKED_TABLES:
+                if name not in present:
+                    report.add(f"table {name} is missing (dropped)")
+            if not report.ok:
+                return report
+            last_seq = _verify_chain(conn, report, audited, wanted, key)
+            cross_check(conn, audited, report.add)
+    except DBAPIError as exc:
+        reason = str(exc.orig).splitlines()[0][:200] if exc.orig else type(exc).__name__
+        report.add(f"the audit log or a table it accounts for cannot be read: {reason}")
+        return report
+    for anchored in anchors:
+        check_anchor(anchored, audited, last_seq, report.add)
+        if anchored.keyed_from is not None and (
+            report.keyed_from is None or report.keyed_from > anchored.keyed_from
+        ):
+            report.add(
+                f"anchor of entry {anchored.seq} ({anchored.at}): entries were keyed from "
+                f"entry {anchored.keyed_from} on, but their MACs were removed"
+            )
+    return report
+
+
+def _verify_chain(
+    conn: Connection, report: VerifyReport, audited: Audited, wanted: set[int], key: bytes | None
+) -> int:
+    """Check links, hashes, MACs and the head; returns the last sequence number in the log."""
     prev_hash, expected_seq = GENESIS_HASH, 1
-    with store.read() as conn:
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).all()
-        rows = conn.execute(
-            select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000)
-        )
-        for row in rows:
-            entry = dict(row._mapping)
-            report.entries += 1
-            if entry["seq"] != expected_seq:
-                report.add(f"entries {expected_seq}..{entry['seq'] - 1} are missing (deleted)")
-            if entry["prev_hash"] != prev_hash:
-                report.add(f"entry {entry['seq']}: does not link to the entry before it")
-            if entry_hash(entry["prev_hash"], entry) != entry["hash"]:
-                report.add(f"entry {entry['seq']}: content does not match its hash (edited)")
-            prev_hash, expected_seq = entry["hash"], entry["seq"] + 1
+    head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).all()
+    rows = conn.execute(
+        select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=5000)
+    )
+    for row in rows:
+        entry = dict(row._mapping)
+        report.entries += 1
+        if entry["seq"] != expected_seq:
+            report.add(f"entries {expected_seq}..{entry['seq'] - 1} are missing (deleted)")
+        if entry["prev_hash"] != prev_hash:
+            report.add(f"entry {entry['seq']}: does not link to the entry before it")
+        if entry_hash(entry["prev_hash"], entry) != entry["hash"]:
+            report.add(f"entry {entry['seq']}: content does not match its hash (edited)")
+        _check_mac(entry, report, key)
+        audited.add(entry)
+        if entry["seq"] in wanted:
+            audited.hashes[entry["seq"]] = entry["hash"]
+        prev_hash, expected_seq = entry["hash"], entry["seq"] + 1
     if len(head) != 1:
         report.add(f"the audit head has {len(head)} rows instead of 1")
-        return report
+        return expected_seq - 1
     report.head_seq, report.head_hash = head[0].seq, head[0].hash
     if head[0].seq != expected_seq - 1 or head[0].hash != prev_hash:
         report.add(
             f"the log ends at entry {expected_seq - 1} but the head says {head[0].seq}: "
             "entries were deleted or the head was changed"
         )
-    return report
+    return expected_seq - 1
+
+
+def _check_mac(entry: Mapping[str, Any], report: VerifyReport, key: bytes | None) -> None:
+    seq, mac = entry["seq"], entry.get("mac")
+    if mac is not None and report.keyed_from is None:
+        report.keyed_from = seq
+    if key is None:
+        return
+    if mac is None:
+        if report.keyed_from is not None:
+            report.add(f"entry {seq}: no MAC after keyed entries (added without the key)")
+    elif not mac_matches(key, entry["hash"], mac):
+        report.add(f"entry {seq}: MAC does not match (forged, or keyed with another key)")
+
+
+def anchor(store: Store) -> Anchor:
+    """The current head as an anchor (see :mod:`geoscreen.review.audit_check`)."""
+    with store.read() as conn:
+        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+        keyed = conn.execute(select(func.min(audit_log.c.seq)).where(audit_log.c.mac.is_not(None)))
+        keyed_from = keyed.scalar()
+    return make_anchor(int(head.seq), str(head.hash), store.display, keyed_from)

@@ -220,6 +220,8 @@ audit_log = Table(
     Column("model_sha256", String(64)),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
+    # HMAC of ``hash`` with a key kept outside the store (NULL when none was configured).
+    Column("mac", String(64)),
 )
 
 # One row (id 1): the last entry of the chain. Appending updates it, which serialises

@@ -45,16 +45,26 @@ def check_role(role: str) -> str:
     return role
 
 
-def add_user(
-    store: Store, name: str, role: str, *, password: str | None = None, actor: str | None = None
-) -> User:
-    """Create a user; the password (if any) is stored only as an argon2 hash."""
+def check_new_user(name: str, role: str, password: str | None = None) -> None:
+    """Refuse a bad name, role or password before anything is created."""
     check_role(role)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigError(
             f"bad user name {name!r}",
             fix="Use 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit.",
         )
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise ConfigError(
+            "password too short",
+            fix=f"Use at least {MIN_PASSWORD_LENGTH} characters (a few words make a good one).",
+        )
+
+
+def add_user(
+    store: Store, name: str, role: str, *, password: str | None = None, actor: str | None = None
+) -> User:
+    """Create a user; the password (if any) is stored only as an argon2 hash."""
+    check_new_user(name, role, password)
     hashed = None if password is None else _hash(password)
     now = dt.datetime.now(dt.UTC)
     with store.write() as conn:

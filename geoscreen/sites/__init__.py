@@ -5,12 +5,34 @@
 - :mod:`geoscreen.sites.evidence`: PNG evidence chips with the site outline
 - :mod:`geoscreen.sites.match`: matching sites across runs (and the shared matching helpers)
 - :mod:`geoscreen.sites.coverage`: which places earlier runs looked at (for ``new_since``)
+
+The names below load on first use (geopandas is slow to import).
 """
 
-from geoscreen.sites.coverage import coverage_of, read_coverage, write_coverage
-from geoscreen.sites.extract import extract_sites
-from geoscreen.sites.match import MatchRule, SiteUpdate, update_sites
-from geoscreen.sites.site import SITE_COLUMNS, Site, read_sites, write_sites
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geoscreen.sites.coverage import coverage_of, read_coverage, write_coverage
+    from geoscreen.sites.extract import extract_sites
+    from geoscreen.sites.match import MatchRule, SiteUpdate, update_sites
+    from geoscreen.sites.site import SITE_COLUMNS, Site, read_sites, write_sites
+
+_WHERE = {
+    "coverage_of": "coverage",
+    "read_coverage": "coverage",
+    "write_coverage": "coverage",
+    "extract_sites": "extract",
+    "MatchRule": "match",
+    "SiteUpdate": "match",
+    "update_sites": "match",
+    "SITE_COLUMNS": "site",
+    "Site": "site",
+    "read_sites": "site",
+    "write_sites": "site",
+}
 
 __all__ = [
     "SITE_COLUMNS",
@@ -25,3 +47,15 @@ __all__ = [
     "write_coverage",
     "write_sites",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

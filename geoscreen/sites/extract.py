@@ -284,11 +284,24 @@ def load_scoremap(folder: str | Path, scene: Scene, profile: Profile) -> ScoreMa
         raise InputError(
             f"no {TILES_FILE} here", where=str(folder), fix="Give a folder written by 'screen'."
         )
-    tiles = pd.read_parquet(path, columns=None)
+    again = "Screen the scene again with 'geoscreen screen'."
+    try:
+        tiles = pd.read_parquet(path, columns=None)
+    except (OSError, ValueError) as exc:  # not Parquet, truncated, unreadable
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read the scores ({reason})", where=str(path),
+                         fix=again) from None  # fmt: skip
     missing = [c for c in ("row", "col", "score", "valid_fraction") if c not in tiles]
     if missing:
         raise InputError(f"{TILES_FILE} lacks column(s) {', '.join(missing)}", where=str(path),
-                         fix="Screen the scene again with 'geoscreen screen'.")  # fmt: skip
+                         fix=again)  # fmt: skip
+    types = pd.api.types
+    numeric = all(types.is_integer_dtype(tiles[c]) for c in ("row", "col")) and all(
+        types.is_numeric_dtype(tiles[c]) for c in ("score", "valid_fraction")
+    )
+    if not numeric or (len(tiles) and (tiles["row"].min() < 0 or tiles["col"].min() < 0)):
+        raise InputError(f"{TILES_FILE} holds non-numeric or negative rows, columns or scores",
+                         where=str(path), fix=again)  # fmt: skip
     if "scene_id" in tiles and len(tiles) and str(tiles["scene_id"].iloc[0]) != scene.id:
         raise InputError(
             f"these scores are for scene {tiles['scene_id'].iloc[0]}, not {scene.id}",

@@ -92,7 +92,7 @@ def model_card(
     *,
     task: str,
     output_meaning: str,
-    spec: BackboneSpec,
+    spec: BackboneSpec | None,
     stats: tuple[Sequence[float], Sequence[float]],
     data: Provenance,
     split: dict[str, Any],
@@ -102,7 +102,17 @@ def model_card(
     model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable card; ``model`` holds sections of the task's own (the
-    detector's configuration), placed before the backbone."""
+    detector's configuration, the classifier's learner), placed before the backbone.
+    ``spec`` is None for a model that uses no backbone (a spectral-context learner)."""
+    backbone = None
+    if spec is not None:
+        backbone = {
+            "name": spec.name,
+            "in_channels": spec.in_channels,
+            "band_roles": list(spec.band_roles or []),
+            "weights": spec.weights,
+            "weights_sha256": spec.weights_sha256,
+        }
     return {
         "profile": {
             "name": profile.name,
@@ -113,13 +123,7 @@ def model_card(
         "task": task,
         "output_meaning": output_meaning,
         **(model or {}),
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-            "weights": spec.weights,
-            "weights_sha256": spec.weights_sha256,
-        },
+        "backbone": backbone,
         "input_stats": {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]},
         "preprocess": profile.preprocess.model_dump(mode="json"),
         "tiling": profile.tiling.model_dump(mode="json"),
@@ -160,3 +164,43 @@ def split_lines(card: Mapping[str, Any]) -> list[str]:
 def limits_lines(card: Mapping[str, Any]) -> list[str]:
     """``## Known limits``."""
     return ["", "## Known limits", *(f"- {text}" for text in card.get("limits", []))]
+
+
+def selection_lines(card: Mapping[str, Any]) -> list[str]:
+    """The learner comparison, baselines and suggested thresholds of a selection card."""
+    sel, thresholds = card["selection"], card.get("thresholds", {})
+    lines = [
+        "",
+        "## Learners compared on the same spatially blocked folds",
+        f"Metric: {sel['metric']}; 95% intervals resample whole blocks. Positive rate "
+        f"(the AP of ranking at random): {sel['positive_rate']:.3f}.",
+        "",
+        "| learner | AP | 95% interval | ROC AUC | seconds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in sel["learners"].items():
+        label = f"**{name}** (chosen)" if name == sel["chosen"] else name
+        if row.get("baseline"):
+            label += " (per-pixel baseline)"
+        lines.append(
+            f"| {label} | {row['ap']:.3f} | {row['ap_low']:.3f}-{row['ap_high']:.3f} | "
+            f"{row['roc_auc']:.3f} | {row['seconds']:.1f} |"
+        )
+    verdict = "beats" if sel["beats_pixel_baseline"] else "does NOT clearly beat"
+    lines += ["", f"The chosen learner {verdict} the per-pixel baseline."]
+    if thresholds:
+        lines += [
+            "",
+            "## Thresholds",
+            f"In force: {thresholds['in_force']} (from the {thresholds['source']}). "
+            "Suggested, from calibrated out-of-fold scores:",
+            "",
+            "| aim | threshold | precision | recall | F1 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for aim, row in thresholds.get("suggested", {}).items():
+            lines.append(
+                f"| {aim.replace('_', ' ')} | {row['threshold']:.3f} | {row['precision']:.3f} | "
+                f"{row['recall']:.3f} | {row['f1']:.3f} |"
+            )
+    return lines

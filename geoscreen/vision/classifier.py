@@ -16,7 +16,7 @@ from torch import nn
 
 from geoscreen.errors import InputError
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
-from geoscreen.vision.cards import data_lines, limits_lines, split_lines
+from geoscreen.vision.cards import data_lines, limits_lines, selection_lines, split_lines
 from geoscreen.vision.modeldir import CARD_FILE as CARD_FILE  # the layout's names, re-exported
 from geoscreen.vision.modeldir import CARD_MARKDOWN as CARD_MARKDOWN
 from geoscreen.vision.modeldir import WEIGHTS_FILE as WEIGHTS_FILE
@@ -48,7 +48,23 @@ class InputNorm(nn.Module):
         return torch.addcmul(-self.mean * scale, x, scale)
 
 
-class TileClassifier(nn.Module):
+class TileModel(nn.Module):
+    """What screening needs of a tile model: logits, scores with embeddings, embeddings.
+
+    Implemented by :class:`TileClassifier` (a CNN with a linear head) and by the
+    feature scorers of :mod:`geoscreen.vision.scorer`.
+    """
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings (B, F) used for similarity search."""
+        raise NotImplementedError
+
+    def score_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores in [0, 1] (B,) and embeddings (B, F) from one pass."""
+        raise NotImplementedError
+
+
+class TileClassifier(TileModel):
     """Binary tile classifier; ``forward`` returns logits of shape (B,)."""
 
     def __init__(self, backbone: Backbone, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -70,8 +86,10 @@ class TileClassifier(nn.Module):
         return torch.sigmoid(self.head(feats).squeeze(1)), feats
 
 
-class LoadedModel(LoadedModelDir[TileClassifier]):
-    """A classifier loaded from a model directory, with its card and hash."""
+class LoadedModel(LoadedModelDir[TileModel]):
+    """A tile model loaded from a model directory, with its card and hash: a
+    :class:`TileClassifier` (fine-tuned CNN) or a feature scorer
+    (:mod:`geoscreen.vision.scorer`); both screen through ``score_and_embed``."""
 
 
 def spec_from_card(card: dict[str, Any]) -> BackboneSpec:
@@ -83,6 +101,14 @@ def spec_from_card(card: dict[str, Any]) -> BackboneSpec:
         in_channels=int(b["in_channels"]),
         band_roles=tuple(roles) if roles is not None else None,
     )
+
+
+def model_channels(card: dict[str, Any]) -> int:
+    """How many input channels (bands, then indices) the model a card describes takes."""
+    learner = card.get("learner")
+    if isinstance(learner, dict):
+        return int(learner["channels"])
+    return int(card["backbone"]["in_channels"])
 
 
 def save_model(model: TileClassifier, card: dict[str, Any], out_dir: Path) -> str:
@@ -99,12 +125,18 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
         fix="Retrain with 'geoscreen train' or restore the original file.",
     )
     card, state = read_model_dir(path, lambda c: "backbone" in c and "input_stats" in c, not_a_card)
+    model: TileModel
     try:
-        spec = spec_from_card(card)
-        mean, std = list(card["input_stats"]["mean"]), list(card["input_stats"]["std"])
+        if isinstance(card.get("learner"), dict):
+            from geoscreen.vision.scorer import scorer_from_card
+
+            model = scorer_from_card(card, state)
+        else:
+            spec = spec_from_card(card)
+            mean, std = list(card["input_stats"]["mean"]), list(card["input_stats"]["std"])
+            model = TileClassifier(build_backbone(spec), mean, std)
     except (KeyError, TypeError, ValueError):
         raise not_a_card from None
-    model = TileClassifier(build_backbone(spec), mean, std)
     digest = restore_weights(model, state, path, "architecture", device)
     return LoadedModel(model, card, digest, path)
 
@@ -121,8 +153,7 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Model",
         f"- profile fingerprint: `{card.get('profile', {}).get('fingerprint', '?')}`",
-        f"- backbone: `{card['backbone']['name']}`, {card['backbone']['in_channels']} input "
-        f"channels, pretrained weights: `{card['backbone'].get('weights') or 'none'}`",
+        *_model_lines(card),
         f"- training mode: {card.get('training', {}).get('mode')}; "
         f"device: {card.get('training', {}).get('device')}; "
         f"time: {card.get('training', {}).get('seconds', 0):.1f} s",
@@ -132,13 +163,35 @@ def render_card_markdown(card: dict[str, Any]) -> str:
         *split_lines(card),
     ]
     split = card.get("split", {})
-    lines += [
-        f"- chips: train {split.get('train_chips')} ({split.get('train_positives')} positive), "
-        f"validation {split.get('val_chips')} ({split.get('val_positives')} positive)",
-        "",
-        "## Metrics on the held-out block",
-    ]
+    if "selection" in card:
+        lines += selection_lines(card)
+        heading = "## Metrics of the chosen learner, out of fold"
+    else:
+        lines += [
+            f"- chips: train {split.get('train_chips')} ({split.get('train_positives')} "
+            f"positive), validation {split.get('val_chips')} ({split.get('val_positives')} "
+            "positive)",
+        ]
+        heading = "## Metrics on the held-out block"
+    lines += ["", heading]
     for key, value in metrics.items():
         lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
     lines += limits_lines(card)
     return "\n".join(lines) + "\n"
+
+
+def _model_lines(card: dict[str, Any]) -> list[str]:
+    backbone, learner = card.get("backbone"), card.get("learner")
+    lines = []
+    if isinstance(learner, dict):
+        lines.append(
+            f"- learner: `{learner['name']}` ({learner['features']} features, "
+            f"{learner['estimator']}), {learner['channels']} input channels, scores "
+            "calibrated (Platt scaling on out-of-fold scores)"
+        )
+    if backbone:
+        lines.append(
+            f"- backbone: `{backbone['name']}`, {backbone['in_channels']} input "
+            f"channels, pretrained weights: `{backbone.get('weights') or 'none'}`"
+        )
+    return lines

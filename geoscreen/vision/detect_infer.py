@@ -62,6 +62,7 @@ from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_train import scene_resolution_m
 from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
 from geoscreen.vision.infer import auto_workers, check_model_fits, new_run, prepare_scene
+from geoscreen.vision.runtime import autocast
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class DetectOptions:
     merge_ios: float = 0.5
     edge_px: float = 2.0
     pixel_size_m: float | None = None
+    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
 
 
 @dataclass
@@ -173,7 +175,10 @@ def detect_grid(
     )
     scene, size, stride = grid.scene, grid.tile_size, grid.stride
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    with tqdm(total=n, desc="detecting", unit="tile", disable=not opts.progress) as bar:
+    with (
+        tqdm(total=n, desc="detecting", unit="tile", disable=not opts.progress) as bar,
+        autocast(opts.precision, device, auto_on_gpu=False),
+    ):
         for batch in loader:
             results = model(batch["image"].to(device, non_blocking=True))
             for k, result in enumerate(results):

@@ -24,7 +24,7 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import build_backbone, input_stats
-from geoscreen.vision.classifier import TileClassifier
+from geoscreen.vision.classifier import TileClassifier, TileModel
 from geoscreen.vision.train import backbone_spec
 
 
@@ -52,7 +52,7 @@ def example_chips(profile: Profile, scene: Scene, example_file: str | Path) -> l
 
 @torch.inference_mode()
 def embed_examples(
-    model: TileClassifier, profile: Profile, scenes: Sequence[Scene], example_file: str | Path
+    model: TileModel, profile: Profile, scenes: Sequence[Scene], example_file: str | Path
 ) -> np.ndarray:
     """Unit-norm embeddings (K, F) of the examples, each averaged over 8 orientations.
 

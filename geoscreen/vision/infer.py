@@ -3,8 +3,10 @@
 A DataLoader reads and preprocesses tiles in worker processes while the model
 computes (or, with ``num_workers=0``, the CPU default, in one reader thread between
 model batches: :func:`read_in_thread`); inference runs
-under ``torch.inference_mode`` in channels_last layout, with bf16 autocast on
-CUDA. Results are deterministic for the same inputs.
+under ``torch.inference_mode`` in channels_last layout, in the precision
+``ScreenOptions.precision`` picks (:mod:`geoscreen.vision.runtime`: bf16 autocast on
+CUDA and on CPUs with bf16 hardware by default). Results are deterministic for the same
+inputs.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.vision.classifier import TileClassifier
+from geoscreen.vision.classifier import TileModel, model_channels
 from geoscreen.vision.modeldir import LoadedModelDir
-from geoscreen.vision.runtime import pick_device, tune_malloc
+from geoscreen.vision.runtime import autocast, pick_device, tune_malloc
 from geoscreen.vision.scoremap import ScoreMap
 from geoscreen.vision.train import band_roles
 
@@ -53,6 +55,7 @@ class ScreenOptions:
     embeddings: bool = False
     drop_empty: bool = True
     progress: bool = False
+    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
 
 
 def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
@@ -85,10 +88,10 @@ def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene
         )
     check_scene(profile, scene)
     roles = band_roles(profile, scene)
-    if int(card["backbone"]["in_channels"]) != len(roles):
+    channels = model_channels(card)
+    if channels != len(roles):
         raise ConfigError(
-            f"the model takes {card['backbone']['in_channels']} channels but this scene gives "
-            f"{len(roles)}",
+            f"the model takes {channels} channels but this scene gives {len(roles)}",
             where=scene.uri,
             fix="Screen imagery with the bands the profile names.",
         )
@@ -118,13 +121,13 @@ def read_threads(device: torch.device, workers: int) -> int:
     return min(torch.get_num_threads(), 8) if workers == 0 and device.type == "cpu" else 1
 
 
-def model_for_inference(model: TileClassifier, device: torch.device) -> TileClassifier:
+def model_for_inference(model: TileModel, device: torch.device) -> TileModel:
     """Eval mode on ``device``, channels_last (faster convolutions on CPU and GPU)."""
     return model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def screen_scene(
-    model: TileClassifier,
+    model: TileModel,
     profile: Profile,
     scene: Scene,
     opts: ScreenOptions | None = None,
@@ -176,7 +179,7 @@ def prepare_scene(
 
 @torch.inference_mode()
 def score_grid(
-    model: TileClassifier,
+    model: TileModel,
     grid: TileGrid,
     preprocessor: ScenePreprocessor,
     opts: ScreenOptions,
@@ -203,7 +206,6 @@ def score_grid(
         prefetch_factor=4 if workers > 0 else None,
         pin_memory=device.type == "cuda",
     )
-    use_amp = device.type == "cuda"
     with (
         ExitStack() as stack,
         tqdm(total=n, desc="screening", unit="tile", disable=not opts.progress) as bar,
@@ -213,12 +215,12 @@ def score_grid(
         if workers == 0:  # closed first: the reader thread stops before the handle
             ahead = 0 if device.type == "cpu" else 2
             batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
+        stack.enter_context(autocast(opts.precision, device))  # once: weights cast once
         for batch in batches:
             index = batch["index"].numpy()
             image = batch["image"].to(device, non_blocking=True)
             image = image.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                prob, feats = net.score_and_embed(image)
+            prob, feats = net.score_and_embed(image)
             scores[index] = prob.float().cpu().numpy()
             mask = batch["mask"].numpy().reshape(len(index), -1)
             valid[index] = np.count_nonzero(mask, axis=1) / mask.shape[1]  # 15x torch's mean

@@ -19,7 +19,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import at_threshold, average_precision
-from geoscreen.imagery.chips import Chip, sample_chips
+from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import load_labels
+from geoscreen.labels import LabelSet, load_labels
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter, random_dihedral
+from geoscreen.vision.augment import jitter, random_dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import (
     HELD_OUT_LIMIT,
@@ -58,7 +58,7 @@ class TrainOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["linear_probe", "finetune"] = "linear_probe"
+    mode: Literal["auto", "spectral", "linear_probe", "combined", "finetune"] = "auto"
     device: str = "auto"
     seed: int = 0
     max_epochs: int = Field(default=300, ge=1)
@@ -66,9 +66,15 @@ class TrainOptions(BaseModel):
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=0.0, ge=0.0, description="0 picks the mode's default")
     weight_decay: float = 1e-4
-    probe_c: float = Field(default=0.01, gt=0.0, description="linear probe inverse L2 strength")
-    val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
-    block_tiles: int = Field(default=3, ge=1, description="validation block side, in tiles")
+    folds: int = Field(default=5, ge=2, le=20, description="blocked cross-validation folds")
+    val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0, description="finetune hold-out")
+    block_tiles: int = Field(default=3, ge=2, description="validation block side, in tiles")
+    positive_classes: list[str] | None = Field(
+        default=None, description="class names counted as positive (else the profile's)"
+    )
+    negative_classes: list[str] | None = Field(
+        default=None, description="class names counted as negative (else every other class)"
+    )
     background_per_positive: float = Field(default=4.0, ge=0.0)
     min_background_distance_tiles: float = Field(default=0.3, ge=0.0)
     num_workers: int = Field(default=0, ge=0)
@@ -84,6 +90,7 @@ class TrainingData:
     offsets: list[int] = field(default_factory=list)
     scenes: list[Scene] = field(default_factory=list)
     label_records: list[dict[str, Any]] = field(default_factory=list)
+    background_dropped: int = 0
 
     def dataset(self) -> torch.utils.data.ConcatDataset[Any]:
         return torch.utils.data.ConcatDataset(self.datasets)
@@ -124,6 +131,10 @@ def collect_chips(
     """Open scenes, read labels onto each, and cut chips (positives, negatives, background)."""
     data = TrainingData()
     size = profile.tiling.tile_size
+    rules = profile.labels
+    positive_classes = opts.positive_classes or (rules.positive_classes if rules else None)
+    negative_classes = opts.negative_classes or (rules.negative_classes if rules else None)
+    seen: set[str] = set()
     for scene_path in imagery:
         scene = open_scene(scene_path, sensor=profile.imagery.sensor)
         for warning in check_scene(profile, scene):
@@ -132,20 +143,22 @@ def collect_chips(
         pos: list[tuple[float, float]] = []
         neg: list[tuple[float, float]] = []
         for label_path in labels:
-            label_set = load_labels(label_path, scene)
+            label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+            seen.update(label_set.frame["label"].astype(str))
+            label_set = _narrow_negatives(label_set, negative_classes)
             if len(label_set.positives()) + len(label_set.negatives()) == 0:
                 continue
             pos += [(float(c), float(r)) for c, r in label_set.positives().centres()]
             neg += [(float(c), float(r)) for c, r in label_set.negatives().centres()]
-            data.label_records.append(
-                label_record(
-                    label_path,
-                    scene,
-                    label_set,
-                    positives=len(label_set.positives()),
-                    negatives=len(label_set.negatives()),
-                )
+            record = label_record(
+                label_path,
+                scene,
+                label_set,
+                positives=len(label_set.positives()),
+                negatives=len(label_set.negatives()),
             )
+            record["classes"] = _class_counts(label_set)
+            data.label_records.append(record)
         if not pos:
             continue
         chips = sample_chips(
@@ -158,11 +171,14 @@ def collect_chips(
             seed=opts.seed,
             allow_fewer=True,
         )
+        chips, hidden = _without_hidden_positives(chips, pos)
+        data.background_dropped += hidden
         data.offsets.append(len(data.chips))
         data.chips += chips
         data.groups += [scene.id] * len(chips)
         data.datasets.append(ChipDataset(scene, chips, preprocessor))
         data.scenes.append(scene)
+    _check_classes(seen, positive_classes, negative_classes, labels)
     if not data.chips:
         raise InputError(
             "no labelled positive example falls inside any of the given scenes",
@@ -171,6 +187,78 @@ def collect_chips(
             "or that CSV image_path names match the image files.",
         )
     return data
+
+
+def _without_hidden_positives(
+    chips: list[Chip], positives: Sequence[tuple[float, float]]
+) -> tuple[list[Chip], int]:
+    """Background chips that hold a positive label anywhere are not negatives: drop them.
+
+    Background is drawn away from positive centres, but a chip is larger than that
+    distance, and in dense scenes (a forest canopy) many would show a labelled object
+    off-centre while counting as "does not match"; screening scores whole tiles.
+    """
+    if not positives:
+        return chips, 0
+    xy = np.asarray(positives, dtype=np.float64)
+    kept = []
+    for chip in chips:
+        if chip.source == BACKGROUND:
+            inside = (
+                (xy[:, 0] >= chip.col_off)
+                & (xy[:, 0] < chip.col_off + chip.size)
+                & (xy[:, 1] >= chip.row_off)
+                & (xy[:, 1] < chip.row_off + chip.size)
+            )
+            if inside.any():
+                continue
+        kept.append(chip)
+    return kept, len(chips) - len(kept)
+
+
+def _class_counts(label_set: LabelSet) -> dict[str, dict[str, Any]]:
+    """Per class in the file: how many rows, and whether they counted as positive,
+    negative or were not used."""
+    frame = label_set.frame
+    used = frame.groupby(frame["label"].astype(str))["positive"].agg(["size", "any"])
+    out: dict[str, dict[str, Any]] = {}
+    for name, count in sorted(label_set.report.classes.items()):
+        if name in used.index:
+            role = "positive" if bool(used.loc[name, "any"]) else "negative"
+        else:
+            role = "not used"
+        out[name] = {"rows": int(count), "role": role}
+    return out
+
+
+def _narrow_negatives(label_set: LabelSet, negative_classes: Sequence[str] | None) -> LabelSet:
+    """Only the named classes as negatives (positives kept); every other row is unused."""
+    if not negative_classes:
+        return label_set
+    wanted = {c.strip().casefold() for c in negative_classes}
+    frame = label_set.frame
+    keep = frame["positive"] | frame["label"].astype(str).str.casefold().isin(wanted)
+    return replace(label_set, frame=frame[keep].copy())
+
+
+def _check_classes(
+    seen: set[str],
+    positive_classes: Sequence[str] | None,
+    negative_classes: Sequence[str] | None,
+    labels: Sequence[str | Path],
+) -> None:
+    """Refuse a named class that no label file holds, listing the classes found."""
+    found = {c.casefold() for c in seen}
+    named = [*(positive_classes or []), *(negative_classes or [])]
+    missing = [c for c in named if c.strip().casefold() not in found]
+    if missing:
+        raise InputError(
+            f"class(es) {', '.join(missing)} do not occur in the labels; classes found: "
+            f"{', '.join(sorted(seen)) or 'none'}",
+            where=", ".join(str(p) for p in labels),
+            fix="Name classes as the label files spell them (--positive / --negative, or "
+            "labels.positive_classes in the profile).",
+        )
 
 
 def _check_split(split: SplitResult, labels: np.ndarray, where: str) -> None:
@@ -216,47 +304,6 @@ class EarlyStopping:
 
 def _batches(dataset: Any, batch_size: int, num_workers: int) -> DataLoader[Any]:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-
-
-@torch.no_grad()
-def _features(
-    model: TileClassifier, loader: DataLoader[Any], device: torch.device, views: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone features of every chip under each dihedral view; labels repeated to match."""
-    feats, labels = [], []
-    for batch in loader:
-        image = batch["image"].to(device)
-        for k in views:
-            feats.append(model.features(dihedral(image, k)).float().cpu())
-            labels.append(batch["label"])
-    return torch.cat(feats), torch.cat(labels).float()
-
-
-def _train_head(head: nn.Linear, train: tuple[torch.Tensor, torch.Tensor], c: float) -> None:
-    """Class-balanced, L2-regularised logistic regression on frozen features, to convergence.
-
-    The problem is convex, so it is solved exactly (L-BFGS) rather than stopped
-    early: with a few dozen labels, validation AP is too noisy to pick an epoch.
-    ``c`` is the inverse regularisation strength, as scikit-learn's ``C``.
-    """
-    x, y = train
-    n, n_pos = len(y), float(y.sum().item())
-    weights = torch.where(y > 0, n / (2 * max(n_pos, 1.0)), n / (2 * max(n - n_pos, 1.0)))
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    optim = torch.optim.LBFGS(
-        head.parameters(), lr=1.0, max_iter=500, tolerance_grad=1e-7, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        optim.zero_grad()
-        logits = head(x).squeeze(1)
-        loss = nn.functional.binary_cross_entropy_with_logits(logits, y, weight=weights)
-        loss = loss + head.weight.pow(2).sum() / (2 * c * n)
-        loss.backward()
-        return loss
-
-    optim.step(closure)
 
 
 def _finetune(
@@ -331,6 +378,22 @@ def train_classifier(
     started = time.perf_counter()
     device = pick_device(opts.device)
     data = collect_chips(profile, labels, imagery, opts)
+    for record in data.label_records:
+        say(f"labels {record['path']}: {record['report']}")
+    if data.background_dropped:
+        say(
+            f"{data.background_dropped} random background chips left out: each held a "
+            "positive label off its centre"
+        )
+    if profile.model.weights is None and opts.mode == "finetune":
+        say(
+            f"warning: profile {profile.name} names no pretrained weights (model.weights: "
+            "null): fine-tuning starts from a randomly initialised backbone"
+        )
+    if opts.mode != "finetune":
+        from geoscreen.vision.select_train import train_by_selection
+
+        return train_by_selection(profile, data, out_dir, opts, say, started)
     split = blocked_split(
         data.chips,
         data.groups,
@@ -345,23 +408,13 @@ def train_classifier(
     model = TileClassifier(build_backbone(spec), mean, std).to(device).eval()
     dataset = data.dataset()
     val_loader = _batches(Subset(dataset, split.val.tolist()), opts.batch_size, opts.num_workers)
-    if opts.mode == "linear_probe":
-        train_loader = _batches(
-            Subset(dataset, split.train.tolist()), opts.batch_size, opts.num_workers
-        )
-        say("computing backbone features (8 flips/rotations per training chip)")
-        train_feats = _features(model, train_loader, device, views=range(DIHEDRAL))
-        model.head.cpu()
-        _train_head(model.head, train_feats, opts.probe_c)
-        model.head.to(device)
-        history: dict[str, Any] = {"solver": "L-BFGS logistic regression", "C": opts.probe_c}
-    else:
-        history = _finetune(model, data, split, device, opts)
+    history = _finetune(model, data, split, device, opts)
     scores, truth = _predict(model.eval(), val_loader, device)
     seconds = time.perf_counter() - started
     metrics = {
         "val_average_precision": average_precision(scores, truth),
         "val_positive_rate": float(truth.mean()) if truth.size else float("nan"),
+        "val_pixel_baseline_average_precision": _pixel_baseline_ap(data, split, opts.seed),
         **{
             f"val_{k}": v
             for k, v in at_threshold(scores, truth, profile.threshold).as_dict().items()
@@ -369,11 +422,29 @@ def train_classifier(
     }
     say(
         f"validation AP {metrics['val_average_precision']:.3f} "
-        f"(positive rate {metrics['val_positive_rate']:.3f}) in {seconds:.0f} s"
+        f"(positive rate {metrics['val_positive_rate']:.3f}, per-pixel baseline AP "
+        f"{metrics['val_pixel_baseline_average_precision']:.3f}) in {seconds:.0f} s"
     )
     card = _card(profile, spec, (mean, std), data, split, metrics, history, opts, device, seconds)
     save_model(model.cpu(), card, Path(out_dir))
     return card
+
+
+def _pixel_baseline_ap(data: TrainingData, split: SplitResult, seed: int) -> float:
+    """AP on the validation chips of a logistic regression on the label pixel's values."""
+    from geoscreen.vision.learners import PIXEL_BASELINE, fit
+
+    centres = []
+    for chip_set in DataLoader(data.dataset(), batch_size=64, shuffle=False):
+        image = chip_set["image"]
+        h, w = image.shape[-2:]
+        centres.append(image[:, :, (h - 1) // 2, (w - 1) // 2].double())
+    pixels = torch.cat(centres).numpy()
+    y = data.labels
+    if y[split.train].min() == y[split.train].max():
+        return float("nan")
+    fitted = fit(PIXEL_BASELINE, pixels[split.train], y[split.train], seed)
+    return average_precision(fitted.raw(pixels[split.val]), y[split.val].astype(bool))
 
 
 def _card(

@@ -2,15 +2,19 @@
 
 Errors are ``{"error": message, "fix": how to fix or null}`` with a status code per
 kind: unknown candidate 404, missing role 403, stale version 409 (with the candidate
-as it is now), refused transition or bad value 422, store unavailable 503.
+as it is now), refused transition or bad value 422, store unavailable 503. A request
+that does not match the schema (422) names the fields and what is wrong with them,
+never the values sent (they may be passwords).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -61,6 +65,7 @@ class ErrorBody(BaseModel):
     error: str
     fix: str | None = None
     current: dict[str, Any] | None = None
+    problems: list[dict[str, str]] | None = None
 
 
 def error_response(status: int, message: str, fix: str | None = None, **extra: Any) -> JSONResponse:
@@ -87,6 +92,29 @@ def _geoscreen_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(code, exc.what, exc.fix)
 
 
+def field_problem(error: Mapping[str, Any]) -> dict[str, str]:
+    """Where a validation error is and its kind, without the value or any key sent."""
+    kind = str(error.get("type", "invalid"))
+    loc = [str(p) for p in error.get("loc", ()) if isinstance(p, str)]
+    if kind == "extra_forbidden":  # the last name is the client's own key
+        loc = [*loc[:-1], "(unknown field)"]
+    elif kind.startswith("json_"):
+        loc = loc[:1]
+    return {"field": ".".join(loc) or "request", "problem": kind}
+
+
+def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [field_problem(e) for e in exc.errors()]
+    fields = sorted({p["field"] for p in problems})
+    return error_response(
+        422, "invalid request: " + ", ".join(fields),
+        "Check these fields against the API schema (/api/openapi.json).",
+        problems=problems,
+    )  # fmt: skip
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map geoscreen errors to JSON error responses."""
+    """Map geoscreen errors and schema mismatches to JSON error responses."""
     app.add_exception_handler(GeoscreenError, _geoscreen_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -9,8 +9,13 @@
   (double submit: the page reads it from a readable cookie); the login form does the
   same with a pre-login token. Requests whose ``Origin`` or ``Sec-Fetch-Site`` says they
   come from another site are refused as well.
-* Logins are rate limited per client address (all attempts) and per user name (failed
-  attempts), in memory, with a bounded number of keys.
+* Logins are rate limited per client address (all attempts, oversized bodies included)
+  and slowed per user name *and* address: after ``free_failures`` failed attempts each
+  further one must wait twice as long as the last (``backoff_s``, 2x, ... up to
+  ``max_backoff_s``). Attempts during the wait are refused without checking the
+  password; the right password always works once the wait has passed, and someone
+  guessing from another address never delays the real user. In memory, with a
+  bounded number of keys; failures are forgotten ``forget_s`` after the last one.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ Clock = Callable[[], float]
 class AuthSettings:
     """Session lifetime, cookie and login-limit settings.
 
-    ``secure_cookies``: ``None`` sets ``Secure`` when the request came over https.
+    ``secure_cookies``: ``None`` sets ``Secure`` when the request came over https;
+    ``trusted_proxies``: addresses or networks whose ``X-Forwarded-For`` is believed;
+    ``max_body_bytes``: the largest request body read.
     """
 
     secure_cookies: bool | None = None
@@ -47,9 +54,14 @@ class AuthSettings:
     recheck_s: float = 10.0
     max_sessions: int = 10_000
     ip_attempts: int = 30
-    user_failures: int = 5
     window_s: float = 300.0
+    free_failures: int = 3
+    backoff_s: float = 1.0
+    max_backoff_s: float = 900.0
+    forget_s: float = 24 * 3600.0
     max_limited_keys: int = 10_000
+    trusted_proxies: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -201,26 +213,86 @@ class RateLimiter:
             hits.popleft()
 
 
+class Backoff:
+    """Exponential back-off per key: after ``free`` failures, wait ``base_s`` * 2**(n - free)."""
+
+    def __init__(self, settings: AuthSettings, clock: Clock = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def delay(self, failures: int) -> float:
+        """How long to wait after ``failures`` failures in a row."""
+        over = failures - self.settings.free_failures
+        if over < 0:
+            return 0.0
+        return min(self.settings.backoff_s * 2.0 ** min(over, 64), self.settings.max_backoff_s)
+
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0 when it may now)."""
+        now = self.clock()
+        with self._lock:
+            failures, last = self._live(key, now)
+        if not failures:
+            return 0.0
+        wait = last + self.delay(failures) - now
+        return max(wait, 0.001) if wait > 0 else 0.0
+
+    def failed(self, key: str) -> None:
+        """Count one failure for ``key``."""
+        now = self.clock()
+        with self._lock:
+            failures, _ = self._live(key, now)
+            self._failures.pop(key, None)
+            self._failures[key] = (failures + 1, now)  # most recently failed last
+            while len(self._failures) > self.settings.max_limited_keys:
+                self._failures.popitem(last=False)
+
+    def reset(self, key: str) -> None:
+        """Forget ``key`` (after a successful login)."""
+        with self._lock:
+            self._failures.pop(key, None)
+
+    def _live(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self._failures.get(key, (0, now))
+        if failures and now - last > self.settings.forget_s:
+            del self._failures[key]
+            return 0, now
+        return failures, last
+
+
 class LoginLimits:
-    """The two login limiters: per client address and per user name."""
+    """The login limits: all attempts per client address, back-off per name and address."""
 
     def __init__(self, settings: AuthSettings, clock: Clock = time.monotonic) -> None:
         keys = settings.max_limited_keys
         self.by_ip = RateLimiter(settings.ip_attempts, settings.window_s, keys, clock)
-        self.by_user = RateLimiter(settings.user_failures, settings.window_s, keys, clock)
+        self.backoff = Backoff(settings, clock)
+
+    @staticmethod
+    def _key(ip: str, user: str) -> str:
+        return f"{user.casefold()}\0{ip}"
+
+    def address_wait(self, ip: str) -> float:
+        """Seconds before this address may try any login."""
+        return self.by_ip.retry_after(ip)
 
     def retry_after(self, ip: str, user: str) -> float:
         """Seconds to wait before this address may try this user name."""
-        return max(self.by_ip.retry_after(ip), self.by_user.retry_after(user.casefold()))
+        return max(self.by_ip.retry_after(ip), self.backoff.retry_after(self._key(ip, user)))
 
     def attempt(self, ip: str) -> None:
         """Count an attempt from an address."""
         self.by_ip.hit(ip)
 
-    def failed(self, user: str) -> None:
-        """Count a failed attempt for a user name."""
-        self.by_user.hit(user.casefold())
+    def failed(self, ip: str, user: str) -> None:
+        """Count a failed attempt for a user name from an address."""
+        self.backoff.failed(self._key(ip, user))
 
-    def succeeded(self, user: str) -> None:
-        """Clear a user name's failures."""
-        self.by_user.reset(user.casefold())
+    def succeeded(self, ip: str, user: str) -> None:
+        """Clear the failures of a user name from an address."""
+        self.backoff.reset(self._key(ip, user))

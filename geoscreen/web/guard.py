@@ -3,7 +3,9 @@
 An ASGI middleware, so it also covers routes added later and requests whose body or
 parameters are malformed (they are refused as logged out before they are parsed).
 Only the login page, the login call and the static files (the vendored libraries and
-the app's own scripts and styles: no data) are open. Pages answer a missing session
+the app's own scripts and styles: no data) are open. Before any route parses a body,
+the body is read here, bounded and checked (:mod:`geoscreen.web.limits`); the client
+address follows ``X-Forwarded-For`` only from configured proxies. Pages answer a missing session
 with a redirect to the login page, the API with 401. It also sets the security
 headers: a content security policy that allows nothing but this server, no caching of
 anything but static files, no framing, no referrer.
@@ -32,13 +34,24 @@ from geoscreen.web.auth import (
     Session,
     tokens_match,
 )
+from geoscreen.web.limits import (
+    BodyRefused,
+    ClientGone,
+    Receive,
+    check_text,
+    declared_length,
+    parse_networks,
+    read_body,
+    replay,
+    resolve_client,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from geoscreen.web.state import ServerState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -67,6 +80,7 @@ class Guard:
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
+        self.proxies = parse_networks(state.auth.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,7 +99,15 @@ class Guard:
             await send(message)
 
         if not static:
+            ip = resolve_client(scope, self.proxies)
             refusal = await self._check(Request(scope))
+            if refusal is None and scope["method"] in UNSAFE_METHODS:
+                try:
+                    receive = await self._body(scope, receive, ip)
+                except ClientGone:
+                    return
+                except BodyRefused as exc:
+                    refusal = error_response(exc.status, exc.message, exc.fix)
             if refusal is not None:
                 await refusal(scope, receive, send_with_headers)
                 return
@@ -100,6 +122,11 @@ class Guard:
             given = request.headers.get(CSRF_HEADER)
             if unsafe and not tokens_match(given, request.cookies.get(LOGIN_CSRF_COOKIE)):
                 return error_response(403, "missing or wrong CSRF token", "Reload the login page.")
+            wait = self.state.limits.address_wait(request.client.host if request.client else "")
+            if unsafe and wait > 0:  # before the body is read
+                refused = error_response(429, "too many login attempts", "Wait and try again.")
+                refused.headers["Retry-After"] = str(int(wait) + 1)
+                return refused
             return None
         session = self.state.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is not None and not await self._still_allowed(session):
@@ -113,6 +140,21 @@ class Guard:
             return error_response(403, "missing or wrong CSRF token", "Reload the page.")
         request.scope.setdefault("state", {})["session"] = session
         return None
+
+    async def _body(self, scope: Scope, receive: Receive, ip: str) -> Receive:
+        """Read and check the body (bounded); login bodies refused here count as attempts."""
+        limit = self.state.auth.max_body_bytes
+        try:
+            length = declared_length(scope.get("headers", ()))
+            if length is not None and length > limit:
+                raise too_large(limit)
+            body = await read_body(receive, limit)
+            check_text(body)
+        except BodyRefused:
+            if (scope["method"], scope["path"]) in PUBLIC:
+                self.state.limits.attempt(ip)
+            raise
+        return replay(body, receive)
 
     async def _still_allowed(self, session: Session) -> bool:
         """Re-read the user every ``recheck_s``: disabled users lose their sessions."""

@@ -44,7 +44,7 @@ def login_page(request: Request, state: State) -> Response:
 
 @router.post("/api/login", responses={401: {}, 403: {}, 429: {}})
 def login(body: LoginRequest, request: Request, state: State) -> JSONResponse:
-    """Start a session (rate limited per client address and per user name)."""
+    """Start a session (rate limited per client address, slowed per user name and address)."""
     ip = request.client.host if request.client else "unknown"
     wait = state.limits.retry_after(ip, body.username)
     if wait > 0:
@@ -54,9 +54,9 @@ def login(body: LoginRequest, request: Request, state: State) -> JSONResponse:
     state.limits.attempt(ip)
     user = authenticate(state.store, body.username, body.password)
     if user is None:
-        state.limits.failed(body.username)
+        state.limits.failed(ip, body.username)
         return error_response(401, "wrong user name or password")
-    state.limits.succeeded(body.username)
+    state.limits.succeeded(ip, body.username)
     token, _ = state.sessions.create(user)
     audit.log(state.store, actor=user.name, action="login", entity="user", entity_id=user.name)
     reply = JSONResponse({"user": user.name, "role": user.role}, headers=NO_STORE)

@@ -36,8 +36,7 @@ def _config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Confi
         host=host,
         port=port,
         log_level=log_level,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        proxy_headers=False,  # the app's guard follows X-Forwarded-For from trusted proxies only
         server_header=False,
         access_log=False,  # request lines carry viewports: where analysts look stays private
         workers=1,  # sessions live in this process

@@ -137,3 +137,67 @@ def test_sigkill_then_resume_duplicates_nothing(tree_model: Path, scene_folder: 
     assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
     assert _counts(db) == _counts(reference)
     assert _sites(db) == _sites(reference)
+
+
+# A scan process that SIGKILLs itself at the second scene's load: just before it (its
+# coverage row is written, the run not yet complete) or just after (the run complete).
+_KILLER = """
+import os, signal, sys
+import geoscreen.batch.scan as scan
+from geoscreen.cli.app import main
+real, calls = scan.load_sites, []
+def load_then_die(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2 and sys.argv[1] == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = real(*args, **kwargs)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+scan.load_sites = load_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _coverage(db: Path) -> list[tuple[str, int, str]]:
+    from geoscreen.batch.scan import COVERAGE_FILE
+    from geoscreen.sites.coverage import read_coverage
+
+    frame = read_coverage(db.with_name(f"{db.stem}-runs") / COVERAGE_FILE)
+    return sorted(
+        (str(r), int(t), g.normalize().wkt)
+        for r, t, g in zip(frame["run_id"], frame["tiles"], frame.geometry, strict=True)
+    )
+
+
+@pytest.mark.parametrize("point", ["before", "after"])
+def test_kill_around_the_run_load_keeps_coverage(tree_model: Path, scene_folder: Path,
+                                                 tmp_path: Path, point: str) -> None:  # fmt: skip
+    reference = tmp_path / "ref.sqlite"
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(reference)) == 0
+    db = tmp_path / "g.sqlite"
+    args = ["scan", str(PROFILE), str(scene_folder), "--model", str(tree_model), "--db", str(db)]
+    killed = subprocess.run([sys.executable, "-c", _KILLER, point, *args], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert _counts(db)["runs"] == (1 if point == "before" else 2)
+    assert len(_coverage(db)) == 2  # the killed scene's row is there in both cases
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
+    assert _counts(db) == _counts(reference)
+    assert _coverage(db) == _coverage(reference)  # one row per scene, none lost or doubled
+
+
+def test_a_complete_run_without_coverage_is_screened_again(
+    tree_model: Path, scene_folder: Path, tmp_path: Path
+) -> None:
+    from geoscreen.batch.scan import COVERAGE_FILE
+    from geoscreen.sites.coverage import read_coverage, write_coverage
+
+    db = tmp_path / "g.sqlite"
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
+    full, counts = _coverage(db), _counts(db)
+    path = tmp_path / "g-runs" / COVERAGE_FILE
+    frame = read_coverage(path)
+    write_coverage(frame.iloc[1:].reset_index(drop=True), path)  # as an older version lost it
+    assert len(_coverage(db)) == 3
+    assert _scan(str(scene_folder), "--model", str(tree_model), "--db", str(db)) == 0
+    assert _coverage(db) == full and _counts(db) == counts  # restored; nothing duplicated

@@ -3,6 +3,7 @@ one line, nothing changed)."""
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -13,6 +14,7 @@ from geoscreen.cli import main
 from geoscreen.review.testing import make_sites
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+AS_ADMIN = "--as-admin-of-this-file"
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -51,7 +53,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     for name, role in [("ann", "analyst"), ("sue", "supervisor")]:
         assert run(capsys, "users", "add", name, "--role", role)[0] == 0
     assert run(capsys, "review", "load", str(make_sites(tmp_path / "s.parquet", 5)))[0] == 0
-    code, _, err = run(capsys, "review", "set", "1", "rejected", "--user", "ann", "--reason", "no")
+    code, _, err = run(capsys, "review", "set", "1", "rejected", "--user", "ann", "--reason", "no",
+                       AS_ADMIN)  # fmt: skip
     assert code == 0, err
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE runs SET completed_at = datetime('now', '-40 days')")
@@ -69,9 +72,15 @@ def test_purge_rejected_then_expired(
     assert lines[1].startswith("would delete 1 evidence chips (0.0 MB) of 1 candidates (1 rejected")
     assert _state(db, tmp_path) == before
 
-    code, out, _ = run(capsys, "review", "purge", "--user", "sue")
+    code, out, _ = run(capsys, "review", "purge", "--user", "sue", AS_ADMIN)
     assert code == 0 and out.startswith("deleted 1 evidence chips")
     assert _state(db, tmp_path) == (before[0] + 2, before[1][1:])
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT actor, action, after FROM audit_log ORDER BY seq DESC LIMIT 2"
+        ).fetchall()
+    assert [(a, b) for a, b, _ in rows] == [("sue", "purge"), ("sue", "evidence_purge")]
+    assert all(json.loads(after)["local_override"].startswith("local:") for *_, after in rows)
 
     thirty = _profile(tmp_path, 30)
     code, out, _ = run(capsys, "review", "purge", "--profile", str(thirty), "--json")
@@ -95,8 +104,10 @@ def test_purge_rejected_then_expired(
         (["--profile", "{zero}"], "retain_evidence_days"),
         (["--profile", "{text}"], "retain_evidence_days"),
         (["--profile", "{thirty}", "--profile", "{ten}"], "two profiles named 'brick_kilns_s2'"),
-        (["--user", "nobody"], "nobody"),
-        (["--user", "ann"], "needs supervisor"),
+        (["--user", "nobody", AS_ADMIN], "nobody"),
+        (["--user", "ann", AS_ADMIN], "needs supervisor"),
+        (["--user", "sue"], "must give a password"),
+        ([AS_ADMIN], "go with --user NAME"),
     ],
 )
 def test_bad_input_changes_nothing(
@@ -153,3 +164,23 @@ def test_profile_show_says_how_long_chips_are_kept(
     assert code == 0 and "chips kept with no limit (no review.retain_evidence_days)" in out
     code, out, _ = run(capsys, "profile", "show", str(_profile(tmp_path, 180)), "--json")
     assert json.loads(out)["profile"]["review"]["retain_evidence_days"] == 180
+
+
+def test_purge_as_a_supervisor_with_password(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
+    assert run(capsys, "users", "add", "pat", "--role", "supervisor", "--password-stdin")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("wrong password here\n"))
+    code, _, err = run(capsys, "review", "purge", "--user", "pat", "--password-stdin")
+    assert code == 2 and "wrong user name or password" in err
+    assert len(list((tmp_path / "evidence").iterdir())) == 5
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
+    code, out, err = run(capsys, "review", "purge", "--user", "pat", "--password-stdin", "--json")
+    assert code == 0, err
+    assert json.loads(out)["files"] == 1
+    with sqlite3.connect(db) as conn:
+        actor, after = conn.execute(
+            "SELECT actor, after FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert actor == "pat" and "local_override" not in json.loads(after)

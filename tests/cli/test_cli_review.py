@@ -13,6 +13,8 @@ import pytest
 from geoscreen.cli import main
 from geoscreen.review.testing import make_sites, pg_base_url, pg_schema
 
+AS_ADMIN = "--as-admin-of-this-file"  # acting without the user's password (audited)
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
@@ -50,17 +52,27 @@ def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     listed = json.loads(run(capsys, "review", "list", "--json", "--limit", "0")[1])
     assert listed["total"] == 12 and len(listed["candidates"]) == 12
     top = listed["candidates"][0]["id"]
-    assert run(capsys, "review", "set", str(top), "in_review", "--user", "ann")[1] == (
+    assert run(capsys, "review", "set", str(top), "in_review", "--user", "ann", AS_ADMIN)[1] == (
         f"candidate {top}: in_review (version 2)\n"
     )
-    code, out, _ = run(capsys, "review", "set", str(top), "confirmed", "--user", "ann",
+    code, out, _ = run(capsys, "review", "set", str(top), "confirmed", "--user", "ann", AS_ADMIN,
                        "--reason", "rows of kilns", "--expected-version", "2")  # fmt: skip
     assert (code, out) == (0, f"candidate {top}: confirmed (version 3)\n")
     assert (
-        run(capsys, "review", "note", str(top), "ask partner for imagery", "--user", "ann")[0] == 0
+        run(
+            capsys,
+            "review",
+            "note",
+            str(top),
+            "ask partner for imagery",
+            "--user",
+            "ann",
+            AS_ADMIN,
+        )[0]
+        == 0
     )
     code, out, _ = run(capsys, "review", "set", str(top), "escalated", "--user", "sue",
-                       "--reason", "share")  # fmt: skip
+                       "--reason", "share", AS_ADMIN)  # fmt: skip
     assert code == 0
     code, out, _ = run(capsys, "review", "show", str(top))
     assert out.startswith(f"candidate {top}: matches profile brick_kilns_s2 v0.1.0 (site site-")
@@ -78,13 +90,13 @@ def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert shown["geometry"]["type"] == "Polygon"
     out_file = tmp_path / "partner.geojson"
     code, out, err = run(capsys, "export", "--redaction", "partner", "--min-m", "200", "--max-m",
-                         "800", "--user", "sam", "--out", str(out_file))  # fmt: skip
+                         "800", "--user", "sam", AS_ADMIN, "--out", str(out_file))  # fmt: skip
     assert code == 0, err
     digest = hashlib.sha256(out_file.read_bytes()).hexdigest()
     assert out.strip().endswith(f"sha256 {digest}") and "1 features (partner, geojson)" in out
     code, out, _ = run(capsys, "export", "--redaction", "public", "--grid-m", "200000",
-                       "--min-count", "2", "--user", "sue", "--out", str(tmp_path / "p.csv"),
-                       "--json")  # fmt: skip
+                       "--min-count", "2", "--user", "sue", AS_ADMIN, "--out",
+                       str(tmp_path / "p.csv"), "--json")  # fmt: skip
     assert json.loads(out)["redaction"] == "public"
     code, out, _ = run(capsys, "audit", "verify")
     assert code == 0 and out.startswith("ok: 11 entries, head 11 ")
@@ -113,19 +125,22 @@ def test_readme_decision_on_a_new_candidate(db: Path, capsys: pytest.CaptureFixt
     ("args", "message"),
     [
         (["review", "show", "99"], "no candidate with id 99"),
-        (["review", "set", "1", "done", "--user", "ann"], "unknown status 'done'"),
-        (["review", "set", "1", "in_review", "--user", "vic"], "has the role viewer"),
-        (["review", "set", "1", "in_review", "--user", "zed"], "no user named 'zed'"),
-        (["review", "set", "1", "in_review", "--user", "ann", "--expected-version", "5"],
+        (["review", "set", "1", "done", "--user", "ann", AS_ADMIN], "unknown status 'done'"),
+        (["review", "set", "1", "in_review", "--user", "vic", AS_ADMIN], "has the role viewer"),
+        (["review", "set", "1", "in_review", "--user", "zed", AS_ADMIN], "no user named 'zed'"),
+        (["review", "set", "1", "in_review", "--user", "ann", "--expected-version", "5", AS_ADMIN],
          "conflict: candidate 1 is at version 1"),
-        (["review", "note", "1", "  ", "--user", "ann"], "a note needs some text"),
+        (["review", "note", "1", "  ", "--user", "ann", AS_ADMIN], "a note needs some text"),
         (["review", "list", "--status", "open"], "unknown status 'open'"),
         (["review", "list", "--bbox", "1,2,3"], "not a bounding box"),
         (["export", "--user", "ann", "--out", "x.txt"], "cannot tell the format"),
-        (["export", "--user", "vic", "--out", "x.geojson"], "has the role viewer"),
+        (["export", "--user", "vic", AS_ADMIN, "--out", "x.geojson"], "has the role viewer"),
         (["export", "--user", "sue", "--out", "x.kml", "--redaction", "partner", "--min-m", "9",
           "--max-m", "5"], "max_m (5) must be above min_m (9)"),
         (["users", "add", "kim", "--role", "boss"], "unknown role 'boss'"),
+        (["review", "set", "1", "in_review", "--user", "ann"], "who must give a password"),
+        (["review", "note", "1", "hi", "--user", "ann"], "who must give a password"),
+        (["export", "--user", "sue", "--out", "x.geojson"], "who must give a password"),
     ],
 )  # fmt: skip
 def test_bad_input_one_line_exit_2_nothing_written(
@@ -142,8 +157,19 @@ def test_bad_input_one_line_exit_2_nothing_written(
 
 
 def test_reason_required(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run(capsys, "review", "set", "2", "in_review", "--user", "ann")
-    code, _, err = run(capsys, "review", "set", "2", "rejected", "--user", "ann", "--reason", " ")
+    run(capsys, "review", "set", "2", "in_review", "--user", "ann", AS_ADMIN)
+    code, _, err = run(
+        capsys,
+        "review",
+        "set",
+        "2",
+        "rejected",
+        "--user",
+        "ann",
+        "--reason",
+        " ",
+        AS_ADMIN,
+    )
     assert code == 2 and "give a reason. Use --reason TEXT" in err
 
 
@@ -208,3 +234,63 @@ def test_postgres_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         code, out, _ = run(capsys, "review", "list", "--db", url, "--json")
         assert code == 0 and json.loads(out)["total"] == 5
         assert run(capsys, "audit", "verify", "--db", url)[1].startswith("ok: 1 entries")
+
+
+def test_decisions_need_the_users_password(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from geoscreen.review import audit
+    from geoscreen.review.store import open_store
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
+    assert run(capsys, "users", "add", "lee", "--role", "supervisor", "--password-stdin")[0] == 0
+    before = _dump(db)
+    for name, password in [("lee", "not the secret"), ("ann", "a long enough secret")]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        code, _, err = run(capsys, "review", "set", "1", "in_review", "--user", name,
+                           "--password-stdin")  # fmt: skip
+        assert code == 2 and "wrong user name or password" in err and err.count("\n") == 1
+        assert _dump(db) == before  # ann has no password: only the override would do
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
+    code, out, err = run(capsys, "review", "set", "1", "in_review", "--user", "lee",
+                         "--password-stdin")  # fmt: skip
+    assert (code, out) == (0, "candidate 1: in_review (version 2)\n"), err
+    with open_store(db) as store:
+        last = list(audit.entries(store))[-1]
+    assert (last.actor, last.action) == ("lee", "status")
+    assert "local_override" not in last.to_dict()["after"]
+
+
+def test_the_local_override_is_on_record(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from geoscreen.review import audit
+    from geoscreen.review.store import open_store
+    from geoscreen.review.users import local_actor
+
+    code, _, err = run(capsys, "review", "note", "2", "seen", "--user", "ann",
+                       AS_ADMIN)  # fmt: skip
+    assert code == 0, err
+    with open_store(db) as store:
+        last = list(audit.entries(store))[-1]
+        assert audit.verify(store).ok
+    assert (last.actor, last.action) == ("ann", "note")
+    assert last.to_dict()["after"] == {"note": "seen", "local_override": local_actor()}
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["users", "add", "bad name!", "--role", "analyst"], "", "bad user name"),
+        (["users", "add", "kim", "--role", "boss"], "", "unknown role 'boss'"),
+        (["users", "add", "kim", "--role", "analyst", "--password-stdin"], "short\n",
+         "password too short"),
+    ],
+)  # fmt: skip
+def test_refused_users_add_creates_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    args: list[str], stdin: str, message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code, _, err = run(capsys, *args, "--db", str(tmp_path / "new.sqlite"))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

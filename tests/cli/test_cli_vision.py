@@ -86,9 +86,11 @@ def test_train(trained: tuple[Path, tuple[int, str, str]]) -> None:
     model, (code, out, err) = trained
     assert code == 0, err
     assert sorted(p.name for p in model.iterdir()) == ["MODEL_CARD.md", "model.pt", "model.yaml"]
-    assert out.startswith(f"model written to {model} (validation AP ")
+    assert out.startswith(f"model written to {model}: learner ")
+    assert "cross-validated AP" in out and "threshold in force 0.5 (profile)" in out
     assert "MODEL_CARD.md" in out and out.count("\n") == 1
-    assert "305 chips (61 positive)" in err and "blocks of 192 px held out" in err
+    assert "chips (61 positive)" in err and "spatially blocked folds over" in err
+    assert "pixel_lr" in err and "<- chosen" in err
 
 
 def test_screen(
@@ -233,6 +235,45 @@ def test_examples_outside_the_imagery(examples_path: Path, yell_path: Path, tmp_
     assert code == EXIT_USER_ERROR
     assert "no example falls inside the given imagery" in one_error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_screen_in_bf16_scores_like_fp32(
+    screened: tuple[Path, tuple[int, str, str]],
+    trained: tuple[Path, tuple[int, str, str]],
+    workdir: Path,
+    yell_path: Path,
+    yell_labels_path: Path,
+) -> None:
+    """--precision bf16 (emulated on a CPU without bf16 hardware, same arithmetic as AMX):
+    AP on YELL within 0.01 of fp32; a few tiles near the threshold change side (13 of
+    572, all within 0.08 of it, when this was written)."""
+    out = workdir / "screen_bf16"
+    code, _, err = call("screen", PROFILE, yell_path, "--model", trained[0], "--out", out,
+                        "--device", "cpu", "--precision", "bf16")  # fmt: skip
+    assert code == 0, err
+    yell = open_scene(yell_path, sensor="rgb")
+    fp32 = gpd.read_parquet(screened[0] / yell.id / "tiles.parquet")
+    bf16 = gpd.read_parquet(out / yell.id / "tiles.parquet")
+    assert fp32["tile_id"].tolist() == bf16["tile_id"].tolist()
+    a, b = fp32["score"].to_numpy(), bf16["score"].to_numpy()
+    assert np.abs(a - b).max() < 0.1
+    threshold = 0.5  # tree_crowns_neon.yaml
+    differ = (a >= threshold) != (b >= threshold)
+    assert differ.sum() <= 0.04 * len(a)
+    assert (np.abs(a[differ] - threshold) < 0.1).all()  # only tiles near the threshold
+    truth = tiles_containing(TileGrid(yell, 64, 16), load_labels(yell_labels_path, yell).centres())
+    assert abs(average_precision(a, truth) - average_precision(b, truth)) <= 0.01
+
+
+def test_bad_precision(osbs_path: Path, tmp_path: Path) -> None:
+    out, db = tmp_path / "o", tmp_path / "store.sqlite"
+    for args in (("screen", "--out", out), ("scan", "--work", out, "--db", db)):
+        code, _, err = call(args[0], PROFILE, osbs_path, "--model", tmp_path, *args[1:],
+                            "--precision", "fp16")  # fmt: skip
+        assert code == EXIT_USER_ERROR and "Traceback" not in err
+        assert "--precision" in err and "'fp16' is not one of" in err
+        assert not out.exists() and not db.exists()
 
 
 def test_bad_option_values(osbs_path: Path, osbs_labels_path: Path, tmp_path: Path) -> None:

@@ -97,7 +97,12 @@ def test_edit_is_detected(reviewed: Store) -> None:
          f"UPDATE audit_log SET after = '{forged}' WHERE seq = 9")  # fmt: skip
     report = audit.verify(reviewed)
     assert not report.ok
-    assert report.problems == ["entry 9: content does not match its hash (edited)"]
+    assert report.problems == [
+        "entry 9: content does not match its hash (edited)",
+        "candidate 1: its review events differ from the audited history",
+        "candidate 1: status confirmed (version 3) is not what the audit log says "
+        "(rejected, version 3): changed directly",
+    ]
 
 
 def test_edit_with_recomputed_hash_is_detected(reviewed: Store) -> None:
@@ -107,7 +112,10 @@ def test_edit_with_recomputed_hash_is_detected(reviewed: Store) -> None:
     _raw(reviewed, *_DROP[reviewed.dialect],
          f"UPDATE audit_log SET actor = 'mallory', hash = '{new_hash}' WHERE seq = 9")  # fmt: skip
     problems = audit.verify(reviewed).problems
-    assert problems == ["entry 10: does not link to the entry before it"]
+    assert problems == [
+        "entry 10: does not link to the entry before it",
+        "candidate 1: its review events differ from the audited history",  # mallory did not
+    ]
 
 
 def test_deleted_entry_is_detected(reviewed: Store) -> None:
@@ -121,7 +129,9 @@ def test_deleted_tail_is_detected(reviewed: Store) -> None:
     _raw(reviewed, *_DROP[reviewed.dialect], "DELETE FROM audit_log WHERE seq >= 10")
     problems = audit.verify(reviewed).problems
     assert problems == [
-        "the log ends at entry 9 but the head says 11: entries were deleted or the head was changed"
+        "the log ends at entry 9 but the head says 11: entries were deleted or the head was "
+        "changed",
+        "candidate 2: its review events differ from the audited history",  # its note
     ]
 
 

@@ -42,7 +42,7 @@ def trained(
     osbs_labels_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, dict[str, Any]]:
-    """The tree-crown linear probe, seed 0, trained on OSBS_029 (about 7 s on 2 CPU cores)."""
+    """The tree-crown profile, mode auto, seed 0, trained on OSBS_029."""
     out = tmp_path_factory.mktemp("tree_model")
     card = train_classifier(
         profile, [osbs_labels_path], [osbs_path], out, TrainOptions(seed=0, device="cpu")
@@ -94,10 +94,15 @@ def test_model_directory_and_card(
     assert saved["profile"]["version"] == profile.version
     assert saved["profile"]["fingerprint"] == profile.fingerprint()
     assert "tree_crowns_neon" in saved["output_meaning"]
-    assert saved["backbone"]["name"] == "efficientnet_lite0"
-    assert saved["backbone"]["band_roles"] == ["red", "green", "blue"]
-    assert saved["backbone"]["weights_sha256"] == profile.model.weights_sha256
     assert saved["tiling"] == {"tile_size": 64, "overlap": 16}
+    learner = saved["learner"]
+    assert learner["kind"] == "feature_scorer" and learner["channels"] == 3
+    assert learner["name"] == saved["selection"]["chosen"]
+    if learner["features"] in ("deep", "combined"):
+        assert saved["backbone"]["name"] == "efficientnet_lite0"
+        assert saved["backbone"]["weights_sha256"] == profile.model.weights_sha256
+    else:
+        assert saved["backbone"] is None and len(saved["features"]) > 30
 
     (labels,) = saved["data"]["labels"]
     assert labels["sha256"] == sha256_file(osbs_labels_path)
@@ -105,30 +110,42 @@ def test_model_directory_and_card(
     assert saved["data"]["scenes"][0]["uri"] == str(osbs_path)
 
     split = saved["split"]
-    assert split["method"] == "spatially blocked" and split["seed"] == 0
-    assert split["train_chips"] > 100 and split["val_chips"] > 30
-    assert 0 < split["val_positives"] < split["val_chips"]
-    assert split["train_positives"] > 0 and split["train_positives"] + split["val_positives"] <= 61
+    assert split["method"] == "spatially blocked k-fold" and split["folds"] >= 2
+    assert sum(split["test_chips_per_fold"]) == 305  # every chip tested once, none dropped
 
+    selection = saved["selection"]
+    learners = selection["learners"]
+    assert {"pixel_lr", "spectral_lr", "spectral_gbm", "deep_lr", "combined_lr"} <= set(learners)
+    assert learners["pixel_lr"]["baseline"] and not learners[learner["name"]]["baseline"]
+    best = max(v["ap"] for k, v in learners.items() if not v["baseline"])
+    assert learners[learner["name"]]["ap"] == best
+    for row in learners.values():
+        assert row["ap_low"] <= row["ap"] <= row["ap_high"]
     metrics = saved["metrics"]
-    assert metrics["val_positive_rate"] == pytest.approx(
-        split["val_positives"] / split["val_chips"]
-    )
-    assert metrics["val_average_precision"] > metrics["val_positive_rate"]
+    assert metrics["val_average_precision"] == pytest.approx(best, abs=1e-4)
+    assert metrics["val_positive_rate"] == pytest.approx(61 / 305)
     counts = sum(metrics[f"val_{k}"] for k in ("tp", "fp", "fn", "tn"))
-    assert counts == split["val_chips"] and metrics["val_threshold"] == profile.threshold
+    assert counts == 305 and metrics["val_threshold"] == profile.threshold
+    assert selection["beats_pixel_baseline"] == (best >= learners["pixel_lr"]["ap"] + 0.02)
+
+    thresholds = saved["thresholds"]
+    assert thresholds["in_force"] == profile.threshold and thresholds["source"] == "profile"
+    suggested = thresholds["suggested"]
+    assert {"recall_0.5", "recall_0.8", "recall_0.9", "best_f1"} <= set(suggested)
+    assert suggested["recall_0.9"]["threshold"] <= suggested["recall_0.5"]["threshold"]
+    assert suggested["recall_0.9"]["recall"] >= 0.9
 
     training = saved["training"]
-    assert training["mode"] == "linear_probe" and training["device"] == "cpu"
-    assert 0 < training["seconds"] < 600
+    assert training["mode"] == "auto" and training["device"] == "cpu"
+    assert 0 < training["seconds"] < 1200
     assert saved["limits"] and all(isinstance(t, str) for t in saved["limits"])
 
     text = (folder / CARD_MARKDOWN).read_text(encoding="utf-8")
     assert f"tree_crowns_neon v{profile.version}" in text
     assert "matches the screening profile" in text
     assert profile.fingerprint() in text and labels["sha256"] in text
-    assert f"train {split['train_chips']} ({split['train_positives']} positive)" in text
-    assert "val_average_precision" in text and "## Known limits" in text
+    assert "per-pixel baseline" in text and f"**{learner['name']}** (chosen)" in text
+    assert "## Thresholds" in text and "## Known limits" in text
     for word in ("traffick", "slave", "forced labour", "forced labor"):
         assert word not in text.lower() and word not in yaml.safe_dump(saved).lower()
 
@@ -140,21 +157,28 @@ def test_same_seed_same_model(
     osbs_labels_path: Path,
     tmp_path: Path,
 ) -> None:
+    """The card's numbers and the weights are reproducible with a fixed seed."""
     card = train_classifier(
         profile, [osbs_labels_path], [osbs_path], tmp_path, TrainOptions(seed=0, device="cpu")
     )
     first, second = load_model(trained[0]).model, load_model(tmp_path).model
-    assert torch.equal(first.head.weight, second.head.weight)
-    assert torch.equal(first.head.bias, second.head.bias)
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert card["split"] == trained[1]["split"] and card["metrics"] == trained[1]["metrics"]
-    assert first.head.weight.abs().sum() > 0  # the head was actually fitted
+    assert _untimed(card["selection"]["learners"]) == _untimed(trained[1]["selection"]["learners"])
+    assert card["thresholds"] == trained[1]["thresholds"]
+    assert load_model(tmp_path).sha256 == load_model(trained[0]).sha256
+
+
+def _untimed(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {m: v for m, v in r.items() if m != "seconds"} for k, r in rows.items()}
 
 
 def test_too_small_area_for_a_validation_block(
     profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
 ) -> None:
     """One 640 px block covers the 400 px scene: nothing can be held out, so refuse."""
-    with pytest.raises(InputError, match="too few to hold one out"):
+    with pytest.raises(InputError, match="one block"):
         train_classifier(
             profile, [osbs_labels_path], [osbs_path], tmp_path, TrainOptions(block_tiles=10)
         )

@@ -22,6 +22,7 @@ from geoscreen.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     AuthSettings,
+    LoginLimits,
     RateLimiter,
     SessionStore,
     tokens_match,
@@ -265,8 +266,10 @@ def test_wrong_passwords_are_refused_the_same_way(app: FastAPI, seeded: Seeded) 
     assert answers == {(401, '{"error":"wrong user name or password","fix":null}')}
 
 
-def test_login_is_rate_limited_per_user_and_per_address(seeded: Seeded) -> None:
-    app = create_app(seeded.db, auth=AuthSettings(user_failures=3, ip_attempts=5))
+def test_login_is_slowed_per_user_and_address_and_limited_per_address(seeded: Seeded) -> None:
+    settings = AuthSettings(free_failures=3, ip_attempts=6)
+    app = create_app(seeded.db, auth=settings)
+    app.state.geoscreen.limits = LoginLimits(settings, Clock())  # time stands still
     client = TestClient(app)
 
     def attempt(user: str, password: str) -> int:
@@ -281,12 +284,13 @@ def test_login_is_rate_limited_per_user_and_per_address(seeded: Seeded) -> None:
         return reply.status_code
 
     assert [attempt("ann", "wrong-password") for _ in range(4)] == [401, 401, 401, 429]
-    assert attempt("ann", seeded.password) == 429  # locked even with the right password
+    assert attempt("ann", seeded.password) == 429  # during the back-off, even the right one
     assert attempt("ANN", seeded.password) == 429  # names compare without case
-    assert attempt("bob", seeded.password) == 200  # other users are not locked out
-    # 4 attempts from this address were counted so far (refused ones are not): one more
+    assert attempt("bob", seeded.password) == 200  # other users are not slowed
+    # 4 attempts from this address were counted so far (refused ones are not): two more
     assert attempt("sue", "wrong-password") == 401
-    assert attempt("sue", seeded.password) == 429  # the address is now limited
+    assert attempt("sue", seeded.password) == 200
+    assert attempt("sam", seeded.password) == 429  # the address is now limited
     app.state.geoscreen.store.close()
 
 

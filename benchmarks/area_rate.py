@@ -1,0 +1,253 @@
+"""Screening area rate: km² per hour of 10 m imagery, fp32 vs bf16, per model.
+
+Usage::
+
+    python benchmarks/area_rate.py [--size 8192] [--models resnet18 efficientnet_lite0]
+        [--model-dir DIR --profile YAML] [--force-bf16] [--workdir DIR] [--threads N]
+
+On a synthetic 6-band uint16 scene at 10 m (``--size`` px square, at least 8,192 for
+the issue; cached in ``--workdir``), screens the whole scene end to end with
+``screen_scene`` (grid, empty-tile check, reading, preprocessing, model; 256 px tiles,
+no overlap, batch 32, the CPU defaults) and reports km²/h for each model in fp32 and,
+where the CPU computes bf16 in hardware (AMX or AVX512-BF16), in bf16, with the ratio
+bf16/fp32 from the same run. Without that hardware bf16 is emulated and slower, and
+``--precision auto`` picks fp32; ``--force-bf16`` measures it anyway. The model-only
+rate (random batches through the same inference path) is shown beside it.
+
+Models: untrained ``resnet18`` and ``efficientnet_lite0`` (random weights: speed does
+not depend on them), and any trained model folder with ``--model-dir`` and its
+``--profile`` (its own bands, tiles and preprocessing, on a scene with that many bands).
+A new learner plugs in through :data:`LEARNERS` or :func:`model_dir_screener`: all this
+script needs is a :data:`Screener`, a function that screens a scene in a precision and
+returns the number of tiles it scored.
+
+Issue target: >= 2 million km²/h for a resnet18-class model on 2 CPU cores. Prints
+numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import rasterio
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table
+
+from geoscreen.imagery.preprocess import NormalizationConfig, PreprocessConfig
+from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.profiles import ModelSpec, Profile, TilingConfig, load_profile
+from geoscreen.samples import make_synthetic_scene
+from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
+from geoscreen.vision.classifier import TileClassifier, load_model
+from geoscreen.vision.infer import ScreenOptions, model_for_inference, screen_scene
+from geoscreen.vision.runtime import autocast, cpu_has_fast_bf16, tune_malloc
+
+TILE = 256
+BATCH = 32
+BANDS = 6
+RESOLUTION_M = 10.0
+TARGET_KM2_H = 2_000_000
+CPU = torch.device("cpu")
+
+Screener = Callable[[Scene, str], int]
+"""Screen the whole ``scene`` at a precision (``fp32``/``bf16``); the tiles scored."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One measured run."""
+
+    tiles: int
+    seconds: float
+    km2: float
+
+    @property
+    def km2_per_h(self) -> float:
+        return self.km2 / self.seconds * 3600 if self.seconds > 0 else float("inf")
+
+
+def bench_profile(backbone: str) -> Profile:
+    """256 px tiles, no overlap, all bands, dtype_range inputs, untrained ``backbone``."""
+    return Profile(
+        name=f"area_{backbone}",
+        version="0.0.0",
+        description="Benchmark profile: random weights, measures speed only.",
+        tiling=TilingConfig(tile_size=TILE, overlap=0),
+        preprocess=PreprocessConfig(normalization=NormalizationConfig(method="dtype_range")),
+        model=ModelSpec(backbone=backbone),
+    )
+
+
+def bench_model(backbone: str, bands: int = BANDS) -> TileClassifier:
+    """``backbone`` with random weights and ``bands`` input channels."""
+    torch.manual_seed(0)
+    spec = BackboneSpec(backbone, bands, band_roles=(None,) * bands)
+    mean, std = input_stats(spec)
+    return TileClassifier(build_backbone(spec), mean, std).eval()
+
+
+def classifier_screener(model: TileClassifier, profile: Profile) -> Screener:
+    """A :data:`Screener` running ``model`` through ``screen_scene`` with CPU defaults."""
+
+    def run(scene: Scene, precision: str) -> int:
+        opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=0, precision=precision)
+        return len(screen_scene(model, profile, scene, opts).scores)
+
+    return run
+
+
+def model_dir_screener(model_dir: Path, profile_path: Path) -> Screener:
+    """A :data:`Screener` for a trained model folder and the profile it was trained for.
+
+    The hook for other learners: give them a function like this one (load once,
+    screen a scene end to end in a precision, return the tiles scored) and add it to
+    :data:`LEARNERS` or call :func:`measure` with it.
+    """
+    loaded = load_model(model_dir)
+    return classifier_screener(loaded.model, load_profile(profile_path))
+
+
+def untrained(backbone: str) -> Callable[[int], Screener]:
+    def make(bands: int) -> Screener:
+        return classifier_screener(bench_model(backbone, bands), bench_profile(backbone))
+
+    return make
+
+
+LEARNERS: dict[str, Callable[[int], Screener]] = {
+    "resnet18": untrained("resnet18"),
+    "efficientnet_lite0": untrained("efficientnet_lite0"),
+    # "spectral_context": lambda bands: <a Screener for the spectral-context learner>,
+}
+"""Learners measured by name: each takes the scene's band count, gives a Screener."""
+
+
+def measure(screener: Screener, scene: Scene, precision: str) -> Rate:
+    """Screen ``scene`` once with ``screener``: tiles, wall seconds, scene area in km²."""
+    start = time.perf_counter()
+    tiles = screener(scene, precision)
+    seconds = time.perf_counter() - start
+    xres, yres = scene.resolution
+    return Rate(tiles, seconds, scene.width * scene.height * abs(xres * yres) / 1e6)
+
+
+def model_only(backbone: str, bands: int, precision: str, n_tiles: int) -> Rate:
+    """Random batches through screening's CPU model path (no reading): the ceiling."""
+    tune_malloc()
+    net = model_for_inference(bench_model(backbone, bands), CPU)
+    batch = torch.rand(BATCH, bands, TILE, TILE).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(precision, CPU):
+        net.score_and_embed(batch[:4])  # warm-up
+        start, done = time.perf_counter(), 0
+        while done < n_tiles:
+            n = min(BATCH, n_tiles - done)
+            prob, _ = net.score_and_embed(batch[:n])
+            prob.float().numpy()
+            done += n
+        seconds = time.perf_counter() - start
+    return Rate(done, seconds, done * (TILE * RESOLUTION_M / 1000) ** 2)
+
+
+def scene_file(workdir: Path, size: int, bands: int) -> Path:
+    """The cached synthetic ``bands``-band uint16 10 m scene of ``size``² px."""
+    path = workdir / f"area_{size}_u16x{bands}_10m_deflate_b512.tif"
+    if path.exists():
+        try:
+            with rasterio.open(path) as src:
+                if (src.width, src.height, src.count) == (size, size, bands):
+                    return path
+        except rasterio.errors.RasterioIOError:
+            pass
+    print(f"writing {path} ...", flush=True)
+    tmp = path.with_suffix(".partial.tif")
+    make_synthetic_scene(
+        tmp, size, size, count=bands, dtype="uint16", crs="EPSG:32643",
+        resolution=RESOLUTION_M, origin=(300_000.0, 3_300_000.0), blocksize=512,
+        compress="deflate",
+    )  # fmt: skip
+    tmp.replace(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8_192, help="scene side in px (10 m)")
+    parser.add_argument("--models", nargs="*", default=["resnet18", "efficientnet_lite0"],
+                        choices=sorted(LEARNERS))  # fmt: skip
+    parser.add_argument("--model-dir", type=Path, default=None, help="a trained model folder")
+    parser.add_argument("--profile", type=Path, default=None, help="its profile (YAML)")
+    parser.add_argument("--bands", type=int, default=None, help="scene bands (default 6)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="measure bf16 also where the CPU only emulates it")  # fmt: skip
+    parser.add_argument("--model-only-tiles", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--workdir", type=Path, default=None, help="cache for the scene")
+    args = parser.parse_args()
+    if (args.model_dir is None) != (args.profile is None):
+        parser.error("--model-dir and --profile go together")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # The "bf16 is emulated here" warning once, in the summary, not once per run.
+    logging.getLogger("geoscreen.vision.runtime").setLevel(logging.ERROR)
+    workdir = args.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / "geoscreen-bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    bands = args.bands or BANDS
+    scene = open_scene(scene_file(workdir, args.size, bands))
+    warm = open_scene(scene_file(workdir, 512, bands))
+    fast = cpu_has_fast_bf16()
+    precisions = ["fp32", "bf16"] if fast or args.force_bf16 else ["fp32"]
+    screeners: dict[str, Screener] = {name: LEARNERS[name](bands) for name in args.models}
+    if args.model_dir is not None:
+        screeners[f"model {args.model_dir.name}"] = model_dir_screener(args.model_dir, args.profile)
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()}); bf16 hardware (AMX/AVX512-BF16): "
+        f"{'yes' if fast else 'no'}"
+    )
+    km2 = scene.width * scene.height * RESOLUTION_M**2 / 1e6
+    print(
+        f"scene {args.size:,}^2 px x {bands} bands uint16 at 10 m ({km2:,.0f} km²), "
+        f"{TILE} px tiles, batch {BATCH}, screen_scene end to end, one run each\n"
+    )
+    rows: list[list[object]] = []
+    ratios: list[str] = []
+    for name, screener in screeners.items():
+        measured: dict[str, Rate] = {}
+        for precision in precisions:
+            screener(warm, precision)  # warm-up: kernel selection, allocator, caches
+            measured[precision] = rate = measure(screener, scene, precision)
+            ceiling = ""
+            if name in ("resnet18", "efficientnet_lite0"):
+                alone = model_only(name, bands, precision, args.model_only_tiles)
+                ceiling = f"{alone.km2_per_h:,.0f}"
+            rows.append([name, precision, rate.tiles, f"{rate.seconds:.1f}",
+                         f"{rate.km2_per_h:,.0f}", ceiling])  # fmt: skip
+        if "bf16" in measured:
+            ratio = measured["bf16"].km2_per_h / measured["fp32"].km2_per_h
+            note = "" if fast else " (bf16 emulated: no bf16 hardware)"
+            ratios.append(f"{name}: bf16/fp32 {ratio:.2f}{note}")
+        else:
+            ratios.append(
+                f"{name}: bf16 not measured: this CPU has no AMX/AVX512-BF16, so bf16 is "
+                "emulated and --precision auto uses fp32 (--force-bf16 measures it anyway)"
+            )
+    print_table(["model", "precision", "tiles", "seconds", "km²/h", "model-only km²/h"], rows)
+    print()
+    for line in ratios:
+        print(line)
+    print(f"target: >= {TARGET_KM2_H:,} km²/h for a resnet18-class model on 2 CPU cores")
+
+
+if __name__ == "__main__":
+    main()

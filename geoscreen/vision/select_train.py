@@ -1,0 +1,366 @@
+"""Training by honest selection: several learners, one set of blocked folds, baselines.
+
+``geoscreen train`` (modes ``auto``, ``spectral``, ``linear_probe``, ``combined``):
+
+1. cut chips around every label (nothing is held back: see :mod:`geoscreen.vision.folds`);
+2. compute the features each candidate needs once per chip (deep features under the 8
+   flips/rotations, for training);
+3. score every candidate out of fold on the same spatially blocked folds, next to the
+   two baselines: the positive rate and a per-pixel logistic regression;
+4. choose the candidate with the best out-of-fold AP, calibrate its scores (Platt, on
+   the out-of-fold scores), refit it on all chips, and write the model directory with
+   a card that shows every candidate, the baselines, and suggested thresholds.
+
+A chosen model that does not beat the per-pixel baseline by a clear margin is
+reported as such, with what to try.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from geoscreen.evaluate.ranking import at_threshold
+from geoscreen.profiles import Profile
+from geoscreen.vision.augment import DIHEDRAL, dihedral
+from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
+from geoscreen.vision.cards import HELD_OUT_LIMIT, model_card, training_record
+from geoscreen.vision.folds import BlockedFolds, blocked_folds
+from geoscreen.vision.learners import (
+    CANDIDATES,
+    PIXEL_BASELINE,
+    Candidate,
+    CVResult,
+    Features,
+    Fitted,
+    cross_validate,
+    fit,
+    summarise,
+)
+from geoscreen.vision.modeldir import save_model_dir
+from geoscreen.vision.runtime import pick_device
+from geoscreen.vision.scorer import DeepFeatures, FeatureScorer, build_scorer, learner_record
+from geoscreen.vision.tabular import fit_platt
+from geoscreen.vision.tilefeatures import SpectralContext, feature_names
+from geoscreen.vision.train import TrainingData, TrainOptions, backbone_spec, band_roles
+
+log = logging.getLogger(__name__)
+
+# The chosen model should beat the per-pixel baseline's out-of-fold AP by this much.
+CLEAR_MARGIN = 0.02
+TARGET_RECALLS = (0.5, 0.8, 0.9)
+MODE_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "auto": ("spectral_lr", "spectral_gbm", "deep_lr", "combined_lr"),
+    "spectral": ("spectral_lr", "spectral_gbm"),
+    "linear_probe": ("deep_lr",),
+    "combined": ("combined_lr",),
+}
+
+
+def candidates_for(mode: str, profile: Profile, say: Callable[[str], None]) -> list[Candidate]:
+    """The baseline and the candidates a mode compares; no deep ones without weights."""
+    names = list(MODE_CANDIDATES[mode])
+    if profile.model.weights is None:
+        deep = [n for n in names if not n.startswith("spectral")]
+        if mode == "auto":
+            names = [n for n in names if n not in deep]
+            say(
+                f"warning: profile {profile.name} names no pretrained weights "
+                "(model.weights: null), so the deep-feature learners would use a randomly "
+                "initialised backbone; comparing the spectral-context learners only"
+            )
+        elif deep:
+            say(
+                f"warning: profile {profile.name} names no pretrained weights; the "
+                f"'{mode}' learner uses features of a randomly initialised backbone"
+            )
+    return [PIXEL_BASELINE, *(CANDIDATES[n] for n in names)]
+
+
+def deep_views(device: torch.device) -> tuple[int, ...]:
+    """Flips/rotations each chip's deep features are computed under, for training.
+
+    All 8 on a GPU; on a CPU the identity and a mirrored quarter turn: the backbone is
+    most of training's time there, and 8 views cost 4x as much for little gain when
+    the spectral learners, not the deep one, are chosen on the real cases.
+    """
+    return tuple(range(DIHEDRAL)) if device.type == "cuda" else (0, 5)
+
+
+@torch.inference_mode()
+def chip_features(
+    data: TrainingData,
+    spectral: SpectralContext,
+    deep: DeepFeatures | None,
+    device: torch.device,
+    batch_size: int,
+) -> Features:
+    """Spectral features of every chip; deep features under all 8 views when ``deep``."""
+    loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
+    spec_parts: list[torch.Tensor] = []
+    deep_parts: list[torch.Tensor] = []
+    views = deep_views(device) if deep is not None else ()
+    desc = "features" + (f" (backbone x {len(views)} views)" if deep is not None else "")
+    with tqdm(total=len(data.chips), desc=desc, unit="chip", leave=False) as bar:
+        for batch in loader:
+            image = batch["image"].to(device)
+            spec_parts.append(spectral(image).cpu())
+            if deep is not None:
+                deep_parts.append(
+                    torch.stack([deep(dihedral(image, k)).float().cpu() for k in views])
+                )
+            bar.update(len(image))
+    spec = torch.cat(spec_parts).numpy().astype(np.float64)
+    channels = spectral.channels
+    return Features(
+        spectral=spec,
+        pixel=spec[:, :channels],  # the 1 px centre window's means: the label's pixel
+        deep_views=torch.cat(deep_parts, dim=1).numpy().astype(np.float64) if deep_parts else None,
+    )
+
+
+def suggested_thresholds(probs: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Thresholds on calibrated out-of-fold scores: for target recalls and for best F1."""
+    order = np.sort(np.unique(probs))[::-1]
+    out: dict[str, dict[str, float]] = {}
+    best: dict[str, float] | None = None
+    rows = [at_threshold(probs, truth, float(t)) for t in order]
+    for target in TARGET_RECALLS:
+        hit = next((r for r in rows if r.recall >= target), None)
+        if hit is not None:
+            out[f"recall_{target:.1f}"] = _threshold_row(hit)
+    for r in rows:
+        if best is None or r.f1 > best["f1"]:
+            best = _threshold_row(r)
+    if best is not None:
+        out["best_f1"] = best
+    return out
+
+
+def _threshold_row(r: Any) -> dict[str, float]:
+    return {
+        "threshold": round(float(r.threshold), 4),
+        "precision": float(r.precision),
+        "recall": float(r.recall),
+        "f1": float(r.f1),
+    }
+
+
+@dataclass
+class Comparison:
+    """Every candidate scored out of fold on the same folds, and what refits need."""
+
+    folds: BlockedFolds
+    features: Features
+    y: np.ndarray
+    results: dict[str, CVResult]
+    table: dict[str, dict[str, float]]
+    spectral: SpectralContext
+    deep: DeepFeatures | None
+    spec: BackboneSpec
+    roles: tuple[str | None, ...]
+
+    @property
+    def chosen(self) -> CVResult:
+        """The non-baseline candidate with the best out-of-fold AP."""
+        return max(
+            (r for r in self.results.values() if not r.candidate.baseline),
+            key=lambda r: self.table[r.candidate.name]["ap"],
+        )
+
+    def refit(self, name: str, seed: int) -> tuple[FeatureScorer, Fitted]:
+        """Candidate ``name`` refitted on every chip, calibrated on its out-of-fold scores."""
+        result = self.results[name]
+        calibrator = fit_platt(result.oof, self.y)
+        rows = np.arange(self.y.size)
+        fitted = fit(
+            result.candidate, *self.features.training_rows(result.candidate, rows, self.y), seed
+        )
+        return build_scorer(fitted, calibrator, self.spectral, self.deep).cpu().eval(), fitted
+
+
+def compare_learners(
+    profile: Profile, data: TrainingData, opts: TrainOptions, say: Callable[[str], None]
+) -> Comparison:
+    """Build folds and features, then score the mode's candidates and the baseline."""
+    device = pick_device(opts.device)
+    where = ", ".join(str(r["path"]) for r in data.label_records)
+    folds = blocked_folds(
+        data.chips,
+        data.groups,
+        block_px=opts.block_tiles * profile.tiling.tile_size,
+        k=opts.folds,
+        seed=opts.seed,
+        where=where,
+    )
+    y = data.labels
+    say(f"{len(data.chips)} chips ({int(y.sum())} positive); {folds.describe()}")
+    candidates = candidates_for(opts.mode, profile, say)
+    roles = band_roles(profile, data.scenes[0])
+    # Band ratios need values on one non-negative scale (not mean/std standardised).
+    relative = len(roles) > 1 and profile.preprocess.normalization.method != "meanstd"
+    spectral = SpectralContext(len(roles), profile.tiling.tile_size, relative)
+    spec = backbone_spec(profile, data.scenes[0])
+    deep: DeepFeatures | None = None
+    if any(c.features in ("deep", "combined") for c in candidates):
+        mean, std = input_stats(spec)
+        deep = DeepFeatures(build_backbone(spec), mean, std).to(device).eval()
+    features = chip_features(data, spectral, deep, device, opts.batch_size)
+    say(f"comparing {', '.join(c.name for c in candidates)} on {folds.k} folds")
+    results = cross_validate(candidates, features, y, folds, opts.seed)
+    table = {
+        name: {**summarise(r.oof, y.astype(bool), folds.block, opts.seed), "seconds": r.seconds}
+        for name, r in results.items()
+    }
+    if deep is not None:
+        deep.cpu()
+    return Comparison(folds, features, y, results, table, spectral, deep, spec, roles)
+
+
+def train_by_selection(
+    profile: Profile,
+    data: TrainingData,
+    out_dir: str | Path,
+    opts: TrainOptions,
+    say: Callable[[str], None],
+    started: float,
+) -> dict[str, Any]:
+    """Compare the mode's learners on blocked folds, keep the best, write the model."""
+    comparison = compare_learners(profile, data, opts, say)
+    chosen = comparison.chosen
+    scorer, final = comparison.refit(chosen.candidate.name, opts.seed)
+    probs = scorer.calibrator(torch.as_tensor(chosen.oof)).numpy().astype(np.float64)
+    verdict = _verdict(comparison.table, chosen.candidate.name)
+    for line in _report(comparison.table, chosen.candidate.name):
+        say(line)
+    if verdict:
+        say(f"warning: {verdict}")
+    roles, tile = comparison.roles, profile.tiling.tile_size
+    card = _card(
+        profile,
+        data,
+        comparison,
+        probs,
+        scorer_record=learner_record(scorer, final, len(roles), tile),
+        spec=comparison.spec if scorer.deep is not None else None,
+        names=feature_names(
+            [r or f"channel{i}" for i, r in enumerate(roles)], tile, comparison.spectral.relative
+        ),
+        opts=opts,
+        device=pick_device(opts.device),
+        seconds=time.perf_counter() - started,
+        verdict=verdict,
+    )
+    from geoscreen.vision.classifier import render_card_markdown
+
+    save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
+    return card
+
+
+def _verdict(table: dict[str, dict[str, float]], chosen: str) -> str:
+    """Plain words when the chosen learner does not clearly beat the per-pixel baseline."""
+    gain = table[chosen]["ap"] - table[PIXEL_BASELINE.name]["ap"]
+    if gain >= CLEAR_MARGIN:
+        return ""
+    return (
+        f"the chosen learner ({chosen}, AP {table[chosen]['ap']:.3f}) does not beat the "
+        f"per-pixel baseline (AP {table[PIXEL_BASELINE.name]['ap']:.3f}) by a clear margin "
+        f"({CLEAR_MARGIN}); the model adds little over the band values alone. Try more "
+        "labels (especially negatives near positives), another tile size, or other bands "
+        "and indices."
+    )
+
+
+def _report(table: dict[str, dict[str, float]], chosen: str) -> list[str]:
+    rate = next(iter(table.values()))["positive_rate"]
+    lines = [f"  positive rate (baseline AP)      {rate:.3f}"]
+    for name, row in table.items():
+        mark = (
+            " <- chosen" if name == chosen else (" (baseline)" if name.startswith("pixel") else "")
+        )
+        lines.append(
+            f"  {name:<16} AP {row['ap']:.3f} [{row['ap_low']:.3f}, {row['ap_high']:.3f}] "
+            f"ROC AUC {row['roc_auc']:.3f}  {row['seconds']:.1f} s{mark}"
+        )
+    return lines
+
+
+def _card(
+    profile: Profile,
+    data: TrainingData,
+    comparison: Comparison,
+    probs: np.ndarray,
+    *,
+    scorer_record: dict[str, Any],
+    spec: Any,
+    names: Sequence[str],
+    opts: TrainOptions,
+    device: torch.device,
+    seconds: float,
+    verdict: str,
+) -> dict[str, Any]:
+    y = data.labels.astype(bool)
+    chosen, table, results = comparison.chosen, comparison.table, comparison.results
+    row = table[chosen.candidate.name]
+    at = at_threshold(probs, y, profile.threshold).as_dict()
+    metrics = {
+        "val_average_precision": row["ap"],
+        "val_average_precision_low": row["ap_low"],
+        "val_average_precision_high": row["ap_high"],
+        "val_roc_auc": row["roc_auc"],
+        "val_positive_rate": row["positive_rate"],
+        "val_brier": float(np.mean((probs - y) ** 2)),
+        **{f"val_{k}": v for k, v in at.items()},
+    }
+    mean, std = input_stats(spec) if spec is not None else ([], [])
+    limits = [
+        HELD_OUT_LIMIT,
+        f"Trained on {y.size} chips ({int(y.sum())} positive): small data, wide uncertainty.",
+        "Scores rank tiles for human review; a high score is not a finding.",
+    ]
+    if verdict:
+        limits.insert(0, verdict[0].upper() + verdict[1:])
+    card = model_card(
+        profile,
+        task="classify",
+        output_meaning=f"calibrated score that a tile matches screening profile '{profile.name}'",
+        spec=spec,
+        stats=(mean, std),
+        data=data,
+        split=comparison.folds.record(),
+        metrics=metrics,
+        training=training_record(
+            opts, device, seconds, {"chosen": chosen.candidate.name}, mode=opts.mode
+        ),
+        limits=limits,
+        model={"learner": scorer_record},
+    )
+    card["selection"] = {
+        "chosen": chosen.candidate.name,
+        "metric": "out-of-fold average precision (pooled over folds)",
+        "learners": {
+            name: {
+                "baseline": results[name].candidate.baseline,
+                **{k: round(float(v), 4) for k, v in r.items()},
+            }
+            for name, r in table.items()
+        },
+        "positive_rate": row["positive_rate"],
+        "beats_pixel_baseline": not verdict,
+    }
+    card["thresholds"] = {
+        "in_force": profile.threshold,
+        "source": "profile",
+        "suggested": suggested_thresholds(probs, y),
+    }
+    card["features"] = list(names) if scorer_record["features"] != "deep" else []
+    return card

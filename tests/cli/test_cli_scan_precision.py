@@ -1,0 +1,73 @@
+"""``geoscreen scan --precision``: the option reaches the workers that score the tiles."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geoscreen.imagery.scene import open_scene
+from geoscreen.profiles import load_profile
+from geoscreen.samples import make_synthetic_scene
+from geoscreen.vision.backbones import build_backbone, input_stats
+from geoscreen.vision.classifier import TileClassifier, save_model
+from geoscreen.vision.train import backbone_spec
+
+PROFILE = {
+    "name": "precision_probe", "version": "0.1.0",
+    "description": "Bright square blobs in generated RGB scenes (untrained model).",
+    "imagery": {"sensor": "rgb", "bands": ["red", "green", "blue"]},
+    "tiling": {"tile_size": 64, "overlap": 0},
+    "preprocess": {"normalization": {"method": "dtype_range"}},
+    "model": {"task": "classify", "backbone": "mobilenet_v3_small"},
+    "threshold": 0.5, "sites": {"min_area_m2": 0.0, "merge_distance_m": 0.0},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Two small generated scenes, the profile and an untrained model folder for it."""
+    work = tmp_path_factory.mktemp("scan_precision")
+    folder = work / "scenes"
+    folder.mkdir()
+    for i in range(2):
+        make_synthetic_scene(folder / f"scene{i}.tif", 192, 192, seed=i, structures=5,
+                             origin=(500_000.0 + i * 1920, 4_500_000.0))  # fmt: skip
+    profile_path = work / "profile.yaml"
+    profile_path.write_text(yaml.safe_dump(PROFILE), encoding="utf-8")
+    profile = load_profile(profile_path)
+    spec = backbone_spec(profile, open_scene(folder / "scene0.tif"))
+    mean, std = input_stats(spec)
+    card = {
+        "profile": {"name": profile.name, "version": profile.version},
+        "backbone": {"name": spec.name, "in_channels": spec.in_channels,
+                     "band_roles": list(spec.band_roles or [])},
+        "input_stats": {"mean": mean, "std": std},
+        "preprocess": profile.preprocess.model_dump(mode="json"),
+        "tiling": profile.tiling.model_dump(mode="json"), "threshold": 0.5,
+    }  # fmt: skip
+    model_dir = work / "model"
+    save_model(TileClassifier(build_backbone(spec), mean, std), card, model_dir)
+    return folder, profile_path, model_dir
+
+
+def test_scan_in_each_precision(
+    setup: tuple[Path, Path, Path],
+    tmp_path: Path,
+    run: Callable[..., tuple[int, str, str]],
+) -> None:
+    folder, profile, model = setup
+    summaries = {}
+    for precision in ("fp32", "bf16", "auto"):
+        code, out, err = run("scan", profile, folder, "--model", model, "--db",
+                             tmp_path / f"{precision}.sqlite", "--json-log",
+                             "--precision", precision)  # fmt: skip
+        assert code == 0, err
+        summaries[precision] = json.loads(out.strip().splitlines()[-1])
+    for summary in summaries.values():
+        assert summary["event"] == "summary"
+        assert (summary["scenes"], summary["screened"], summary["failed"]) == (2, 2, 0)
+        assert summary["tiles"] == summaries["fp32"]["tiles"] == 2 * 3 * 3

@@ -1,0 +1,103 @@
+"""``geoscreen train`` with multi-class labels on real Sentinel-2 imagery, and its refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import yaml
+
+from geoscreen.cli.app import EXIT_USER_ERROR
+from geoscreen.samples import sentinel2_water_forest
+
+PROFILE = Path(__file__).resolve().parents[2] / "configs" / "open_water_s2.yaml"
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def sample() -> tuple[Path, Path]:
+    s2 = sentinel2_water_forest()
+    return s2.image, s2.points
+
+
+def _error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("geoscreen: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_positive_class_from_the_command_line(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Water vs forest on real Sentinel-2 (13 bands): every class counted, baselines beaten."""
+    image, points = sample
+    out = tmp_path / "model"
+    code, stdout, err = run("train", PROFILE, "--labels", points, "--imagery", image,
+                            "--out", out, "--positive", "water", "--mode", "spectral",
+                            "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    (record,) = card["data"]["labels"]
+    assert record["classes"] == {
+        "forest": {"rows": 399, "role": "negative"},
+        "water": {"rows": 467, "role": "positive"},
+    }
+    learners = card["selection"]["learners"]
+    chosen = learners[card["selection"]["chosen"]]
+    assert chosen["ap"] > learners["pixel_lr"]["ap"] or learners["pixel_lr"]["ap"] > 0.99
+    assert chosen["ap"] > card["selection"]["positive_rate"] + 0.2
+    assert "spectral_gbm" in stdout or "spectral_lr" in stdout
+
+
+def test_negative_class_narrows_and_unknown_class_is_refused(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image, points = sample
+    frame = gpd.read_file(points)
+    frame.loc[frame.index[::7], "label"] = "reed"
+    labels = tmp_path / "three_classes.geojson"
+    frame.to_file(labels)
+    out = tmp_path / "model"
+    code, _, err = run("train", PROFILE, "--labels", labels, "--imagery", image, "--out", out,
+                       "--positive", "water", "--negative", "forest", "--mode", "spectral",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    classes = yaml.safe_load((out / "model.yaml").read_text())["data"]["labels"][0]["classes"]
+    assert classes["reed"]["role"] == "not used" and classes["forest"]["role"] == "negative"
+
+    missing = tmp_path / "missing"
+    code, _, err = run("train", PROFILE, "--labels", labels, "--imagery", image, "--out", missing,
+                       "--positive", "lake")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    line = _error_line(err)
+    assert "lake" in line and "classes found: forest, reed, water" in line
+    assert not missing.exists()
+
+
+def test_too_few_positives_and_one_block_are_refused(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image, points = sample
+    frame = gpd.read_file(points)
+    water = frame[frame["label"] == "water"]
+    few = tmp_path / "few.geojson"
+    gpd.GeoDataFrame(water.iloc[:3]).to_file(few)
+    out = tmp_path / "model"
+    code, _, err = run("train", PROFILE, "--labels", few, "--imagery", image, "--out", out)
+    assert code == EXIT_USER_ERROR
+    assert "at least 6 positive" in _error_line(err) and not out.exists()
+
+    # Positives from one polygon only: they all lie in one block.
+    one = tmp_path / "one_block.geojson"
+    first = water[water["polygon_id"] == water["polygon_id"].iloc[0]]
+    gpd.GeoDataFrame(first.iloc[:10]).to_file(one)
+    code, _, err = run("train", PROFILE, "--labels", one, "--imagery", image, "--out", out)
+    assert code == EXIT_USER_ERROR
+    assert "one block" in _error_line(err) and not out.exists()
+
+    code, _, err = run("train", PROFILE, "--labels", one, "--imagery", image, "--out", out,
+                       "--positive", "water", "--negative", "water")  # fmt: skip
+    assert code == EXIT_USER_ERROR and "both --positive and --negative" in _error_line(err)

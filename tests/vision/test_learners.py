@@ -1,0 +1,173 @@
+"""Blocked folds, spectral-context features, tabular heads and calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geoscreen.errors import InputError
+from geoscreen.imagery.chips import Chip
+from geoscreen.vision.augment import dihedral
+from geoscreen.vision.folds import blocked_folds
+from geoscreen.vision.learners import (
+    CANDIDATES,
+    Features,
+    block_bootstrap_ap,
+    cross_validate,
+    fit,
+    roc_auc,
+)
+from geoscreen.vision.tabular import LinearHead, TreeEnsembleHead, fit_platt
+from geoscreen.vision.tilefeatures import SpectralContext, feature_names, n_features
+
+
+def _chips(n: int, seed: int = 0, size: int = 16, extent: int = 400) -> list[Chip]:
+    rng = np.random.default_rng(seed)
+    chips = []
+    for i in range(n):
+        r, c = rng.integers(0, extent - size, 2)
+        chips.append(Chip(int(r), int(c), size, int(i % 4 == 0), "positive"))
+    return chips
+
+
+def _overlap(a: Chip, b: Chip) -> bool:
+    return (
+        a.row_off < b.row_off + b.size
+        and b.row_off < a.row_off + a.size
+        and a.col_off < b.col_off + b.size
+        and b.col_off < a.col_off + a.size
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_folds_are_disjoint_and_never_train_next_to_a_test_chip(seed: int) -> None:
+    chips = _chips(300, seed)
+    groups = ["a" if i % 3 else "b" for i in range(len(chips))]
+    folds = blocked_folds(chips, groups, block_px=48, k=5, seed=seed)
+    assert folds.k == 5
+    tested = np.concatenate([test for _, test in folds.splits])
+    assert np.array_equal(np.sort(tested), np.arange(len(chips)))  # each chip tested once
+    for f, (train, test) in enumerate(folds.splits):
+        assert not set(train) & set(test)
+        assert np.all(folds.fold[test] == f) and np.all(folds.fold[train] != f)
+        # No training chip shares a block with, or overlaps, a test chip of its scene.
+        assert not set(folds.block[train]) & set(folds.block[test])
+        for i in train:
+            for j in test:
+                if groups[i] == groups[j]:
+                    assert not _overlap(chips[i], chips[j])
+    positives = [int(sum(chips[i].label for i in test)) for _, test in folds.splits]
+    assert max(positives) - min(positives) <= max(3, 0.5 * np.mean(positives))
+
+
+def test_folds_refuse_positives_in_one_block() -> None:
+    chips = [Chip(5, 5, 16, 1, "positive") for _ in range(10)]
+    chips += [Chip(r, 300, 16, 0, "background") for r in range(0, 300, 20)]
+    with pytest.raises(InputError, match="one block"):
+        blocked_folds(chips, ["s"] * len(chips), block_px=48, where="labels.csv")
+
+
+def test_folds_refuse_too_few_positives() -> None:
+    chips = [Chip(r * 50, 0, 16, int(r < 3), "positive") for r in range(20)]
+    with pytest.raises(InputError, match="at least 6 positive"):
+        blocked_folds(chips, ["s"] * len(chips), block_px=48)
+
+
+def test_spectral_features_names_shapes_and_views() -> None:
+    extractor = SpectralContext(4, 32, relative=True)
+    x = torch.rand(5, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    features = extractor(x)
+    assert features.shape == (5, n_features(4, 32, relative=True)) == (5, extractor.out_features)
+    assert len(feature_names(["b", "g", "r", "n"], 32, relative=True)) == features.shape[1]
+    # A constant tile: means equal the value, spreads and gradients are zero, and each
+    # band over the brightness is 0.25 / (0.25 + 0.01).
+    flat = extractor(torch.full((1, 4, 32, 32), 0.25))
+    names = feature_names(["b", "g", "r", "n"], 32, relative=True)
+    for name, value in zip(names, flat[0].tolist(), strict=True):
+        expected = 0.25 if ("mean_" in name and "grad" not in name) or ":p" in name else 0.0
+        expected = 0.25 / 0.26 if "/brightness" in name else expected
+        assert value == pytest.approx(expected, abs=1e-6), name
+    # Centred windows on an odd-sized view: the same features under every flip/rotation.
+    odd = SpectralContext(2, 31, relative=True)
+    y = torch.rand(3, 2, 31, 31, generator=torch.Generator().manual_seed(1))
+    base = odd(y)
+    for k in range(8):
+        assert torch.allclose(odd(dihedral(y, k)), base, atol=1e-5)
+
+
+def test_tree_head_scores_exactly_as_scikit_learn() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12))
+    y = (x[:, 0] + x[:, 3] ** 2 + rng.normal(scale=0.5, size=400) > 1).astype(int)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(x, y)
+    head = TreeEnsembleHead.from_sklearn(model)
+    test = rng.normal(size=(200, 12))
+    ours = head(torch.as_tensor(test)).numpy()
+    np.testing.assert_allclose(ours, model.decision_function(test), atol=1e-5)
+    again = TreeEnsembleHead.from_state(head.state_dict(), "", head.depth)
+    again.load_state_dict(head.state_dict())
+    np.testing.assert_allclose(again(torch.as_tensor(test)).numpy(), ours)
+
+
+def test_linear_head_matches_fitted_logistic_regression() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(loc=3.0, scale=2.0, size=(300, 5))
+    y = (x[:, 1] > 3).astype(int)
+    fitted = fit(CANDIDATES["spectral_lr"], x, y, seed=0)
+    assert fitted.mean is not None and fitted.scale is not None
+    head = LinearHead.from_sklearn(fitted.mean, fitted.scale, fitted.estimator)
+    np.testing.assert_allclose(
+        head(torch.as_tensor(x)).numpy(), fitted.raw(x), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_platt_calibration_is_monotone_and_matches_rates() -> None:
+    rng = np.random.default_rng(2)
+    raw = rng.normal(size=4000)
+    truth = rng.random(4000) < 1 / (1 + np.exp(-(2 * raw - 1)))
+    calibrator = fit_platt(raw, truth)
+    grid = torch.linspace(-6, 6, 500)
+    probs = calibrator(grid).numpy()
+    assert np.all(np.diff(probs) > 0)  # strictly increasing: never reorders tiles
+    assert float(calibrator.a) == pytest.approx(2.0, rel=0.15)
+    calibrated = calibrator(torch.as_tensor(raw)).numpy()
+    for low, high in [(0.1, 0.3), (0.4, 0.6), (0.7, 0.9)]:
+        inside = (calibrated >= low) & (calibrated < high)
+        assert truth[inside].mean() == pytest.approx(calibrated[inside].mean(), abs=0.05)
+    # Scores that rank the wrong way give the flat positive rate, not a reversal.
+    flat = fit_platt(-raw, truth)
+    assert float(flat.a) == 0.0
+    assert float(flat(torch.zeros(1))[0]) == pytest.approx(truth.mean(), abs=1e-4)
+
+
+def test_cross_validation_scores_each_chip_out_of_fold() -> None:
+    """Out-of-fold scores come from models that never saw the chip's block: a learner
+    that memorises (features unique per chip, labels random) scores at chance."""
+    chips = _chips(240, seed=3)
+    rng = np.random.default_rng(3)
+    y = rng.random(len(chips)) < 0.3
+    chips = [
+        Chip(c.row_off, c.col_off, c.size, int(t), c.source) for c, t in zip(chips, y, strict=True)
+    ]
+    folds = blocked_folds(chips, ["s"] * len(chips), block_px=64, k=4, seed=0)
+    memorise = rng.normal(size=(len(chips), 30))
+    features = Features(spectral=memorise, pixel=memorise[:, :3])
+    results = cross_validate([CANDIDATES["spectral_gbm"]], features, y.astype(int), folds, seed=0)
+    oof = results["spectral_gbm"].oof
+    assert not np.isnan(oof).any()
+    assert roc_auc(oof, y) == pytest.approx(0.5, abs=0.12)
+
+
+def test_block_bootstrap_interval_brackets_the_ap() -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.random(500) < 0.3
+    scores = truth + rng.normal(scale=0.8, size=500)
+    blocks = rng.integers(0, 25, 500)
+    low, high = block_bootstrap_ap(scores, truth, blocks, seed=0)
+    from geoscreen.evaluate.ranking import average_precision
+
+    assert low < average_precision(scores, truth) < high
+    assert block_bootstrap_ap(scores, truth, blocks, seed=0) == (low, high)

@@ -1,0 +1,131 @@
+"""``--precision``: what auto picks on which hardware, and bf16 scores next to fp32 ones."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geoscreen.cli.vision import PRECISION_CHOICES
+from geoscreen.errors import ConfigError
+from geoscreen.imagery.scene import open_scene
+from geoscreen.profiles import load_profile
+from geoscreen.vision.embeddings import feature_model
+from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.runtime import (
+    BF16_CPU_FLAGS,
+    PRECISIONS,
+    autocast,
+    cpu_flags,
+    cpu_has_fast_bf16,
+    pick_precision,
+)
+
+PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")  # only named: nothing runs on it
+
+
+def test_cli_offers_exactly_the_runtime_precisions() -> None:
+    assert PRECISION_CHOICES == PRECISIONS
+
+
+@pytest.mark.parametrize(
+    ("name", "device", "fast", "expected"),
+    [
+        ("auto", CPU, False, "fp32"),
+        ("auto", CPU, True, "bf16"),
+        ("auto", CUDA, False, "bf16"),
+        ("fp32", CPU, True, "fp32"),
+        ("fp32", CUDA, True, "fp32"),
+        ("bf16", CPU, True, "bf16"),
+        ("bf16", CUDA, False, "bf16"),
+    ],
+)
+def test_pick_precision(name: str, device: torch.device, fast: bool, expected: str) -> None:
+    assert pick_precision(name, device, fast_bf16=fast) == expected
+
+
+def test_detection_keeps_fp32_on_a_gpu_unless_asked() -> None:
+    assert pick_precision("auto", CUDA, auto_on_gpu=False) == "fp32"
+    assert pick_precision("bf16", CUDA, auto_on_gpu=False) == "bf16"
+    assert pick_precision("auto", CPU, fast_bf16=True, auto_on_gpu=False) == "bf16"
+
+
+def test_bf16_without_hardware_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="geoscreen.vision.runtime"):
+        assert pick_precision("bf16", CPU, fast_bf16=False) == "bf16"
+    assert "slower than fp32" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoscreen.vision.runtime"):
+        pick_precision("bf16", CPU, fast_bf16=True)
+    assert caplog.text == ""
+
+
+def test_unknown_precision_is_a_user_error() -> None:
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'") as err:
+        pick_precision("fp16", CPU)
+    assert "fp32, bf16 or auto" in str(err.value.fix)
+
+
+def test_auto_on_this_cpu_follows_its_flags() -> None:
+    """auto is bf16 exactly where the CPU has bf16 hardware (fp32 on AVX2/AVX512 without it)."""
+    flags = cpu_flags()
+    if flags & BF16_CPU_FLAGS:
+        assert cpu_has_fast_bf16()
+    expected = "bf16" if cpu_has_fast_bf16() else "fp32"
+    assert pick_precision("auto", CPU) == expected
+    if not flags & BF16_CPU_FLAGS and not torch.cpu._is_amx_tile_supported():
+        assert pick_precision("auto", CPU) == "fp32"
+
+
+def test_cpu_flags_reads_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: x\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n\n"
+        "processor\t: 1\nflags\t\t: fpu\n",
+        encoding="utf-8",
+    )
+    assert cpu_flags(str(info)) == {"fpu", "avx2", "avx512f", "amx_bf16", "amx_tile"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_autocast_runs_convolutions_in_the_picked_precision() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3).eval()
+    x = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        with autocast("bf16", CPU):
+            assert conv(x).dtype == torch.bfloat16
+        with autocast("fp32", CPU):
+            assert conv(x).dtype == torch.float32
+
+
+def test_bf16_scores_and_embeddings_match_fp32_on_real_imagery(osbs_path: Path) -> None:
+    """The pretrained backbone on NEON OSBS_029: bf16 ranks tiles as fp32 does."""
+    profile = load_profile(PROFILE)
+    scene = open_scene(osbs_path, sensor=profile.imagery.sensor)
+    model = feature_model(profile, scene)
+    runs = {
+        p: screen_scene(
+            model,
+            profile,
+            scene,
+            ScreenOptions(device="cpu", num_workers=0, embeddings=True, precision=p),
+        )
+        for p in ("fp32", "bf16")
+    }
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert len(fp32.grid) == len(bf16.grid) > 20
+    np.testing.assert_array_equal(fp32.valid_fraction, bf16.valid_fraction)
+    assert np.abs(fp32.scores - bf16.scores).max() < 0.05
+    assert fp32.embeddings is not None and bf16.embeddings is not None
+    a = fp32.embeddings.astype(np.float64)
+    b = bf16.embeddings.astype(np.float64)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() > 0.98
+    # The tiles' order by score barely moves (Spearman rank correlation).
+    ra, rb = np.argsort(np.argsort(fp32.scores)), np.argsort(np.argsort(bf16.scores))
+    assert np.corrcoef(ra, rb)[0, 1] > 0.95
