@@ -12,7 +12,13 @@ Pure numpy and scikit-learn, so the review stage and the benchmarks share it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from geoscreen.review.records import Candidate
 
 ROUND = 20  # reviews per round: clusters of the first part of the queue
 
@@ -47,3 +53,35 @@ def diverse_order(
     chosen = set(first)
     rest = [int(i) for i in by_uncertainty if int(i) not in chosen]
     return np.array(first + rest, dtype=np.int64)
+
+
+MAX_CLUSTERED = 5000  # beyond this many, the least uncertain simply follow by uncertainty
+
+
+def diverse_candidates(
+    found: Sequence[Candidate], round_size: int = ROUND, seed: int = 0
+) -> list[Candidate]:
+    """Candidates in ``diverse`` order: spread over space and size, nearest the threshold first.
+
+    Every stored candidate passed its run's threshold, so the least sure are those with
+    the lowest score. The store holds no image embeddings, so "appearance" here is the
+    score and the site's size; position is the site's centre in local metres.
+    """
+    if not found:
+        return []
+    score = np.array([c.score if c.score is not None else np.inf for c in found])
+    by_uncertainty = np.argsort(score, kind="stable")
+    head, tail = by_uncertainty[:MAX_CLUSTERED], by_uncertainty[MAX_CLUSTERED:]
+    lat = np.array([found[i].lat for i in head])
+    lon = np.array([found[i].lon for i in head])
+    metres = 111_320.0
+    x = np.column_stack(
+        [
+            (lon - lon.mean()) * metres * np.cos(np.radians(lat.mean())),
+            (lat - lat.mean()) * metres,
+            np.nan_to_num(score[head], posinf=1.0),
+            np.log1p([found[i].area_m2 or 0.0 for i in head]),
+        ]
+    )
+    order = head[diverse_order(x, -np.nan_to_num(score[head], posinf=1.0), round_size, seed)]
+    return [found[int(i)] for i in (*order, *tail)]

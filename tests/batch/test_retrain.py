@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -161,6 +162,17 @@ def test_full_loop_files_then_store(scanned: Path, crowns: Path, tmp_path: Path)
         set_status(store, new[0].id, "in_review", user="bob")
         assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 1
         assert decisions_since(store, "tree_crowns_neon", 0) == before + 1
+    code, listed, _ = call("review", "list", "--db", db, "--profile", "tree_crowns_neon",
+                        "--order", "diverse")  # fmt: skip
+    assert code == 0
+    assert (
+        f"1 decisions on tree_crowns_neon since the model trained from the store at audit "
+        f"entry {trained['seq']}; retrain with: geoscreen train PROFILE.yaml --from-store {db}"
+    ) in listed
+    code, listed, _ = call("review", "list", "--db", db, "--profile", "tree_crowns_neon", "--json")
+    assert json.loads(listed)["since_model"] == {
+        "decisions": 1, "model_audit_seq": trained["seq"], "model_sha256": digest,
+    }  # fmt: skip
 
 
 def test_store_alone_warns_about_one_reviewer(scanned: Path, tmp_path: Path) -> None:

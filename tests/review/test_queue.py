@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
+from geoscreen.review.loader import load_sites
 from geoscreen.review.queue import diverse_order
+from geoscreen.review.store import Store
 
 
 def test_one_per_cluster_most_uncertain_first() -> None:
@@ -21,3 +26,19 @@ def test_one_per_cluster_most_uncertain_first() -> None:
 def test_small_queues() -> None:
     assert diverse_order(np.zeros((1, 4)), np.array([0.5])).tolist() == [0]
     assert diverse_order(np.zeros((0, 4)), np.zeros(0)).tolist() == []
+
+
+def test_store_diverse_order_reaches_every_area(store: Store, sites: Callable[..., Path]) -> None:
+    """A sure site far from forty others still gets a place in the first round of twenty."""
+    load_sites(store, sites(40, bounds=(70.0, 20.0, 70.5, 20.5)), actor="test")
+    far = sites(1, run_id="run-2", first_site=100, bounds=(79.0, 29.0, 79.5, 29.5), seed=4)
+    load_sites(store, far, actor="test")
+    by_score = store.candidates(order="score")
+    diverse = store.candidates(order="diverse")
+    assert sorted(c.id for c in diverse) == sorted(c.id for c in by_score)
+    assert diverse[0].score == min(c.score or 0 for c in by_score)  # least sure first
+    assert not any(c.lon > 75 for c in by_score[-20:])  # not among the 20 least sure...
+    assert any(c.lon > 75 for c in diverse[:20])  # ...yet reviewed in the first round
+    assert [c.id for c in store.candidates(order="diverse", limit=5, offset=3)] == [
+        c.id for c in diverse[3:8]
+    ]
