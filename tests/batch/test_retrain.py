@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import load_profile
 from geoscreen.review import audit
 from geoscreen.review.store import open_store
+from geoscreen.review.testing import PG_ENV, pg_base_url, pg_schema
 from geoscreen.review.trainlabels import decisions_since, last_training, write_review_labels
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
@@ -92,7 +94,7 @@ def copy_store(db: Path, name: str) -> Path:
     return target
 
 
-def decide(db: Path, decisions: list[tuple[str, str]]) -> list[int]:
+def decide(db: Path | str, decisions: list[tuple[str, str]]) -> list[int]:
     """Decide the candidates best score first: (status, user) each; returns their ids."""
     with open_store(db) as store:
         found = store.candidates(order="score")
@@ -129,8 +131,28 @@ def test_review_labels_file(scanned: Path, tmp_path: Path) -> None:
     assert got.audit_seq == head and len(got.scene_paths) >= 1 and not got.missing_scenes
 
 
-def test_full_loop_files_then_store(scanned: Path, crowns: Path, tmp_path: Path) -> None:
-    db = copy_store(scanned, "loop.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def loop_db(request: pytest.FixtureRequest, scanned: Path, tmp_path: Path) -> Iterator[str]:
+    """The scanned store: a SQLite copy, or the same scan into a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield str(copy_store(scanned, "loop.sqlite"))
+        return
+    base = pg_base_url()
+    if base is None:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}")
+    with pg_schema(base) as url:
+        work = scanned.parent
+        code, _, err = call("scan", PROFILE, work / "incoming", "--model", work / "m1",
+                            "--db", url, "--work", tmp_path / "work")  # fmt: skip
+        assert code == 0, err
+        with open_store(url) as store:
+            for name, role in (("ann", "analyst"), ("bob", "analyst")):
+                add_user(store, name, role, actor="test")
+        yield url
+
+
+def test_full_loop_files_then_store(loop_db: str, crowns: Path, tmp_path: Path) -> None:
+    db = loop_db
     decide(db, [("confirmed", "ann"), ("confirmed", "ann"), ("confirmed", "ann"),
                 ("rejected", "ann"), ("rejected", "bob")])  # fmt: skip
     out = tmp_path / "m2"
@@ -138,6 +160,7 @@ def test_full_loop_files_then_store(scanned: Path, crowns: Path, tmp_path: Path)
                              "--out", out, *FAST)  # fmt: skip
     assert code == 0, err
     assert "3 positive and 2 negative labels from 2 reviewer(s)" in err
+    assert "not where the store recorded it" not in err  # the four quadrants were found
     assert "warning: ann made 4 of 5 review labels" not in err  # 80% is not "most" enough
     assert f"model written to {out}" in stdout
     card = yaml.safe_load((out / "model.yaml").read_text())
@@ -167,7 +190,7 @@ def test_full_loop_files_then_store(scanned: Path, crowns: Path, tmp_path: Path)
     assert code == 0
     assert (
         f"1 decisions on tree_crowns_neon since the model trained from the store at audit "
-        f"entry {trained['seq']}; retrain with: geoscreen train PROFILE.yaml --from-store {db}"
+        f"entry {trained['seq']}; retrain with: geoscreen train PROFILE.yaml --from-store "
     ) in listed
     code, listed, _ = call("review", "list", "--db", db, "--profile", "tree_crowns_neon", "--json")
     assert json.loads(listed)["since_model"] == {
