@@ -20,9 +20,10 @@ import yaml
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.profiles import Profile
+from geoscreen.vision.folds import MIN_POSITIVES as FOLD_MIN_POSITIVES
 
-MIN_POSITIVES = 5
-MIN_NEGATIVES = 5
+MIN_POSITIVES = FOLD_MIN_POSITIVES  # what blocked cross-validation needs at the least
+MIN_NEGATIVES = FOLD_MIN_POSITIVES  # hard negatives: as many, or the model learns background
 DOMINANT_SHARE = 0.8  # warn when one reviewer made more than this share of the labels
 REVIEW_LABELS = "review store"
 

@@ -4,7 +4,8 @@ Analysts' decisions are labels: confirmed and escalated candidates are positives
 rejected ones negatives (the hard negatives the model scored high); ``new``,
 ``in_review`` and ``needs_imagery`` say nothing yet and are left out. The labels go to
 a GeoJSON file (EPSG:4326, a ``label`` column) that the training code reads like any
-other label file, so this stage never imports vision. Training from the store is
+other label file, so this stage never imports vision. Each candidate is a point inside
+its site: the training chip is centred there. Training from the store is
 recorded in the audit log (action :data:`TRAIN_ACTION`); "decisions since the current
 model" counts the status changes of the profile after that entry.
 """
@@ -111,7 +112,9 @@ def write_review_labels(
     for row in rows:
         positive = row.status in POSITIVE_STATUSES
         labels.append(positive_label if positive else negative_label)
-        geoms.append(shapely.from_wkb(row.geom_wkb))
+        # A point inside the site, not its outline: an outline touching the edge of its
+        # scene would also be read, clipped, onto the neighbouring scene.
+        geoms.append(shapely.point_on_surface(shapely.from_wkb(row.geom_wkb)))
         reviewers.append(row.status_changed_by or "unknown")
         ids.append(int(row.id))
         result.positives += positive

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import rasterio
 import yaml
 from rasterio.windows import Window
+from sqlalchemy import select
 
 from geoscreen.batch.retrain import train_from_store
 from geoscreen.cli.app import EXIT_USER_ERROR, main
@@ -22,6 +24,7 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import load_profile
 from geoscreen.review import audit
+from geoscreen.review.schema import detections
 from geoscreen.review.store import open_store
 from geoscreen.review.testing import PG_ENV, pg_base_url, pg_schema
 from geoscreen.review.trainlabels import decisions_since, last_training, write_review_labels
@@ -110,7 +113,7 @@ def test_too_few_reviewed_labels_are_refused(scanned: Path, tmp_path: Path) -> N
     decide(db, [("confirmed", "ann"), ("rejected", "bob")])
     code, _, err = call("train", PROFILE, "--from-store", db, "--out", tmp_path / "m", *FAST)
     assert code == EXIT_USER_ERROR and "Traceback" not in err
-    assert "1 positive (confirmed or escalated; need 5) and 1 negative (rejected; need 5)" in err
+    assert "1 positive (confirmed or escalated; need 6) and 1 negative (rejected; need 6)" in err
     assert not (tmp_path / "m").exists()
     code, _, err = call("train", PROFILE, "--out", tmp_path / "m", *FAST)
     assert code == EXIT_USER_ERROR and "--labels and --imagery, or --from-store" in err
@@ -151,7 +154,11 @@ def loop_db(request: pytest.FixtureRequest, scanned: Path, tmp_path: Path) -> It
         yield url
 
 
-def test_full_loop_files_then_store(loop_db: str, crowns: Path, tmp_path: Path) -> None:
+def test_full_loop_files_then_store(
+    loop_db: str, scanned: Path, crowns: Path, tmp_path: Path
+) -> None:
+    """Files -> scan -> review -> train from the store -> scan again: decisions kept,
+    re-seen candidates re-scored by the new model, the old score kept in the history."""
     db = loop_db
     decide(db, [("confirmed", "ann"), ("confirmed", "ann"), ("confirmed", "ann"),
                 ("rejected", "ann"), ("rejected", "bob")])  # fmt: skip
@@ -196,19 +203,36 @@ def test_full_loop_files_then_store(loop_db: str, crowns: Path, tmp_path: Path) 
     assert json.loads(listed)["since_model"] == {
         "decisions": 1, "model_audit_seq": trained["seq"], "model_sha256": digest,
     }  # fmt: skip
+    with open_store(db) as store:
+        before = {c.id: c for c in store.candidates(order="id")}
+    code, _, err = call("scan", PROFILE, scanned.parent / "incoming", "--model", out,
+                        "--db", db, "--work", tmp_path / "work")  # fmt: skip
+    assert code == 0, err
+    with open_store(db) as store:
+        after = {c.id: c for c in store.candidates(order="id")}
+        with store.read() as conn:
+            runs_of = Counter(conn.execute(select(detections.c.candidate_id)).scalars())
+    assert all((after[i].status, after[i].version) == (c.status, c.version)
+               for i, c in before.items())  # fmt: skip
+    rescored = [i for i in before if after[i].model_sha256 == digest]
+    assert rescored and all(runs_of[i] == 2 for i in rescored)  # old and new score kept
+    assert all(after[i].model_sha256 == before[i].model_sha256 for i in before
+               if i not in rescored)  # fmt: skip
 
 
-def test_store_alone_warns_about_one_reviewer(scanned: Path, tmp_path: Path) -> None:
+def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Path) -> None:
+    """(Six candidates in this scan: too few to train on reviews alone, see the refusal.)"""
     db = copy_store(scanned, "alone.sqlite")
     decide(db, [("confirmed", "ann"), ("confirmed", "ann"), ("rejected", "ann"),
                 ("rejected", "ann")])  # fmt: skip
     said: list[str] = []
-    card = train_from_store(load_profile(PROFILE), str(db), tmp_path / "m3",
+    card = train_from_store(load_profile(PROFILE), str(db), tmp_path / "m3", labels=[crowns],
                             opts=TrainOptions(mode="spectral", device="cpu", folds=3),
-                            progress=said.append, min_positives=2, min_negatives=2)  # fmt: skip
+                            progress=said.append)  # fmt: skip
     assert any(s.startswith("warning: ann made 4 of 4 review labels (100%)") for s in said)
-    assert card["provenance"]["from_files"] == {"files": [], "positives": 0, "negatives": 0}
-    assert card["provenance"]["from_reviews"]["positives_used"] >= 1
+    assert card["provenance"]["from_reviews"]["by_reviewer"] == {"ann": 4}
+    used = card["provenance"]["from_reviews"]
+    assert (used["positives_used"], used["negatives_used"]) == (2, 2)  # each on its own scene
 
 
 def test_detect_profiles_are_refused(scanned: Path, tmp_path: Path) -> None:
