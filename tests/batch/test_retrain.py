@@ -204,7 +204,7 @@ def test_full_loop_files_then_store(
         "decisions": 1, "model_audit_seq": trained["seq"], "model_sha256": digest,
     }  # fmt: skip
     with open_store(db) as store:
-        before = {c.id: c for c in store.candidates(order="id")}
+        kept = {c.id: c for c in store.candidates(order="id")}
     code, _, err = call("scan", PROFILE, scanned.parent / "incoming", "--model", out,
                         "--db", db, "--work", tmp_path / "work")  # fmt: skip
     assert code == 0, err
@@ -213,10 +213,10 @@ def test_full_loop_files_then_store(
         with store.read() as conn:
             runs_of = Counter(conn.execute(select(detections.c.candidate_id)).scalars())
     assert all((after[i].status, after[i].version) == (c.status, c.version)
-               for i, c in before.items())  # fmt: skip
-    rescored = [i for i in before if after[i].model_sha256 == digest]
+               for i, c in kept.items())  # fmt: skip
+    rescored = [i for i in kept if after[i].model_sha256 == digest]
     assert rescored and all(runs_of[i] == 2 for i in rescored)  # old and new score kept
-    assert all(after[i].model_sha256 == before[i].model_sha256 for i in before
+    assert all(after[i].model_sha256 == kept[i].model_sha256 for i in kept
                if i not in rescored)  # fmt: skip
 
 
