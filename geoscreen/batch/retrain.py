@@ -159,8 +159,10 @@ def _provenance(
     card: dict[str, Any], review_path: Path, reviews: dict[str, Any], store: str, who: str
 ) -> dict[str, Any]:
     """Labels from files versus reviews; the reviews by person and audit position."""
-    files = [r for r in card.get("data", {}).get("labels", []) if r["path"] != str(review_path)]
-    used = [r for r in card.get("data", {}).get("labels", []) if r["path"] == str(review_path)]
+    records = card.get("data", {}).get("labels", [])
+    chipped = {s["id"] for s in card.get("data", {}).get("scenes", [])}  # scenes that gave chips
+    files = [r for r in records if r["path"] != str(review_path)]
+    used = [r for r in records if r["path"] == str(review_path) and r["scene_id"] in chipped]
     return {
         "trained_by": who,
         "store": store,
@@ -193,7 +195,8 @@ def provenance_markdown(card: dict[str, Any]) -> str:
         f"escalated), {reviews['negatives']} negative (rejected), up to audit entry "
         f"{reviews['up_to_audit_seq']}; by reviewer: {people}",
         f"- used on the scenes: {reviews['positives_used']} positive, "
-        f"{reviews['negatives_used']} negative (a scene without any positive adds no chips)",
+        f"{reviews['negatives_used']} negative (a scene without any positive label gives no "
+        "chips, so its rejections are not used)",
         f"- trained by {prov['trained_by']}; recorded as audit entry {prov.get('audit_entry')}",
     ]
     return "\n".join(lines) + "\n"
