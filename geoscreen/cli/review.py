@@ -184,8 +184,10 @@ def list_(
     with open_store(db) as store:
         found = store.candidates(where, order=order, limit=limit or None)
         total = store.count(where)
+        retrain = _since_model(store, profile) if profile else None
     if as_json:
-        _echo_json({"total": total, "candidates": [c.to_dict(geometry=False) for c in found]})
+        payload = {"total": total, "candidates": [c.to_dict(geometry=False) for c in found]}
+        _echo_json({**payload, "since_model": retrain} if retrain else payload)
         return
     click.echo(
         f"{'ID':>7}  {'STATUS':<13} {'SCORE':>6} {'VER':>4}  {'LAST SEEN':<10}  PROFILE / SITE"
@@ -197,7 +199,30 @@ def list_(
             f"{c.id:>7}  {c.status:<13} {score:>6} {c.version:>4}  {seen:<10}  "
             f"{c.profile} / {c.site_id}"
         )
+    if retrain:
+        model = (
+            f"the model trained from the store at audit entry {retrain['model_audit_seq']}"
+            if retrain["model_audit_seq"]
+            else "the current model (none trained from this store yet)"
+        )
+        click.echo(
+            f"{retrain['decisions']} decisions on {profile} since {model}; retrain with: "
+            f"geoscreen train PROFILE.yaml --from-store {db} --out NEW_MODEL_DIR"
+        )
     click.echo(f"{len(found)} of {total} candidates (each only matches a profile; people decide)")
+
+
+def _since_model(store: Store, profile: str) -> dict[str, Any]:
+    """Decisions on ``profile`` after its newest training from the store (all, if none)."""
+    from geoscreen.review.trainlabels import decisions_since, last_training
+
+    trained = last_training(store, profile)
+    seq = int(trained["seq"]) if trained else 0
+    return {
+        "decisions": decisions_since(store, profile, seq),
+        "model_audit_seq": seq or None,
+        "model_sha256": trained["model_sha256"] if trained else None,
+    }
 
 
 @review.command("show")

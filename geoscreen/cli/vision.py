@@ -42,10 +42,17 @@ def precision_option(func: Any) -> Any:
     "--labels",
     "labels",
     multiple=True,
-    required=True,
     help="Labelled examples (GeoJSON/GPKG/SHP/CSV/Pascal VOC); repeatable.",
 )
-@click.option("--imagery", "imagery", multiple=True, required=True, help="Scene file; repeatable.")
+@click.option("--imagery", "imagery", multiple=True, help="Scene file; repeatable.")
+@click.option(
+    "--from-store",
+    "from_store",
+    default=None,
+    metavar="PATH|URL",
+    help="Also learn from the review store: confirmed/escalated candidates are positives, "
+    "rejected ones negatives; scenes from the paths the store recorded.",
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Model folder.")
 @click.option(
     "--mode",
@@ -89,6 +96,7 @@ def train(
     positive: tuple[str, ...],
     negative: tuple[str, ...],
     folds: int,
+    from_store: str | None = None,
 ) -> None:
     """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
     from geoscreen.fileio import check_output_dir
@@ -97,7 +105,13 @@ def train(
 
     check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
-    if prof.model.task == "detect":  # an object detector (--mode does not apply)
+    if from_store is None and not (labels and imagery):
+        raise InputError(
+            "training needs --labels and --imagery, or --from-store",
+            where="geoscreen train",
+            fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
+        )
+    if prof.model.task == "detect" and from_store is None:  # a detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
         limit = {"max_epochs": max_epochs} if max_epochs is not None else {}
@@ -129,14 +143,21 @@ def train(
         )
     if max_epochs is not None:
         options["max_epochs"] = max_epochs
-    card = train_classifier(
-        prof,
-        labels,
-        imagery,
-        out,
-        TrainOptions(**options),
-        progress=lambda msg: click.echo(msg, err=True),
-    )
+    if from_store is not None:
+        from geoscreen.batch.retrain import train_from_store
+
+        card = train_from_store(prof, from_store, out, labels=labels, imagery=imagery,
+                                opts=TrainOptions(**options),
+                                progress=lambda msg: click.echo(msg, err=True))  # fmt: skip
+    else:
+        card = train_classifier(
+            prof,
+            labels,
+            imagery,
+            out,
+            TrainOptions(**options),
+            progress=lambda msg: click.echo(msg, err=True),
+        )
     metrics = card["metrics"]
     chosen = card.get("selection", {}).get("chosen", mode)
     kind = "cross-validated" if "selection" in card else "validation"

@@ -12,7 +12,7 @@ from shapely.geometry.base import BaseGeometry
 
 STATUSES = ("new", "in_review", "confirmed", "rejected", "needs_imagery", "escalated")
 ROLES = ("viewer", "analyst", "supervisor", "admin")
-ORDERS = ("score", "newest", "id")
+ORDERS = ("score", "newest", "id", "diverse")
 DEFAULT_DB = "geoscreen.sqlite"
 ENV_DB = "GEOSCREEN_DB"
 

@@ -207,7 +207,13 @@ class Store:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Candidate]:
-        """Candidates matching ``where``, best score first (or ``newest``, or ``id``)."""
+        """Candidates matching ``where``, best score first (or ``newest``, ``id``, or
+        ``diverse``: see :func:`geoscreen.review.queue.diverse_candidates`)."""
+        if order == "diverse":
+            from geoscreen.review.queue import diverse_candidates
+
+            ranked = diverse_candidates(self.candidates(where, order="score"))
+            return ranked[offset : None if limit is None else offset + limit]
         query = self._select(where or CandidateFilter(), order)
         if limit is not None:
             query = query.limit(limit)
