@@ -8,6 +8,7 @@ similarity to any example.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def embed_examples(
     Examples need to lie in only one of ``scenes``: scenes they cannot be placed on
     (outside, or without a georeference) are skipped.
     """
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     vectors = []
     problems: list[str] = []
     for scene in scenes:

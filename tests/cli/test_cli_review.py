@@ -109,7 +109,7 @@ def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_readme_decision_on_a_new_candidate(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The README's 'review set 12 confirmed' works on a new candidate, in two recorded steps."""
     code, out, err = run(capsys, "review", "set", "12", "confirmed", "--reason",
-                         "kiln chimney and clamp visible", "--user", "ann")  # fmt: skip
+                         "kiln chimney and clamp visible", "--user", "ann", AS_ADMIN)  # fmt: skip
     assert (code, out) == (0, "candidate 12: new -> in_review -> confirmed (version 3)\n"), err
     history = run(capsys, "review", "history", "12")[1].splitlines()
     assert [h.split(" ", 2)[2] for h in history] == [

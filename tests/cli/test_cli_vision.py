@@ -23,6 +23,7 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.labels import load_labels
 from geoscreen.samples import make_sentinel2_like
+from geoscreen.vision.classifier import load_model
 
 PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
 Run = Callable[..., tuple[int, str, str]]
@@ -126,7 +127,8 @@ def test_screen(
         with rasterio.open(folder / "scores.tif") as ds:
             assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         emb = np.load(folder / "embeddings.npy")
-        assert emb.dtype == np.float16 and emb.shape == (len(frame), 1280)
+        width = load_model(trained[0]).model.features(torch.zeros(1, 3, 64, 64)).shape[1]
+        assert emb.dtype == np.float16 and emb.shape == (len(frame), width)
     # The CLI's YELL scores rank crown tiles as the library's do (AP above the positive rate).
     frame = gpd.read_parquet(out / yell.id / "tiles.parquet")
     grid = TileGrid(yell, 64, 16)

@@ -195,9 +195,10 @@ def test_written_files_on_real_scene(
             covering = (r0 <= y) & (y < r0 + 64) & (c0 <= x) & (x < c0 + 64)
             assert raster[i, j] == pytest.approx(scores.scores[covering].mean(), abs=1e-6)
 
-    # embeddings.npy: float16 backbone features, rows aligned with tiles.parquet.
+    # embeddings.npy: float16 model features, rows aligned with tiles.parquet.
     emb = np.load(files["embeddings"])
-    assert emb.dtype == np.float16 and emb.shape == (64, loaded.model.backbone.out_features)
+    width = loaded.model.features(torch.zeros(1, 3, 64, 64)).shape[1]
+    assert emb.dtype == np.float16 and emb.shape == (64, width)
     pre = ScenePreprocessor.build(profile.preprocess, scene)
     dataset = TileDataset(grid, pre)
     for i in (0, 17, 63):
