@@ -64,11 +64,14 @@ class FeatureScorer(TileModel):
         calibrator: PlattCalibrator,
         spectral: SpectralContext | None = None,
         deep: DeepFeatures | None = None,
+        head_columns: int | None = None,
     ) -> None:
         super().__init__()
         if spectral is None and deep is None:
             raise ValueError("a feature scorer needs spectral or deep features")
         self.spectral, self.deep = spectral, deep
+        # The per-pixel baseline scores the first columns only (the label pixel's values).
+        self.head_columns = head_columns
         self.head, self.calibrator = head, calibrator
 
     def head_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +82,8 @@ class FeatureScorer(TileModel):
         if self.spectral is not None:
             parts.append(self.spectral(x))
         joined = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if self.head_columns is not None:
+            joined = joined[:, : self.head_columns]
         return joined, parts[0]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +120,7 @@ def build_scorer(
         calibrator,
         spectral=spectral if uses in ("spectral", "combined", "pixel") else None,
         deep=deep if uses in ("deep", "combined") else None,
+        head_columns=spectral.channels if uses == "pixel" and spectral is not None else None,
     )
 
 
@@ -133,6 +139,7 @@ def learner_record(
         "tree_depth": head.depth if isinstance(head, TreeEnsembleHead) else None,
         "deep_min_size": scorer.deep.min_size if scorer.deep is not None else None,
         "relative_channels": bool(scorer.spectral is not None and scorer.spectral.relative),
+        "head_columns": scorer.head_columns,
         "calibration": "platt",
     }
 
@@ -153,4 +160,11 @@ def scorer_from_card(card: dict[str, Any], state: dict[str, torch.Tensor]) -> Fe
         head = TreeEnsembleHead.from_state(state, "head.", int(learner["tree_depth"]))
     else:
         head = LinearHead.from_state(state, "head.")
-    return FeatureScorer(head, PlattCalibrator(), spectral=spectral, deep=deep)
+    columns = learner.get("head_columns")
+    return FeatureScorer(
+        head,
+        PlattCalibrator(),
+        spectral=spectral,
+        deep=deep,
+        head_columns=int(columns) if columns is not None else None,
+    )
