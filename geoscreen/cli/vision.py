@@ -110,6 +110,12 @@ def train(
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
+@click.option(
+    "--tta/--no-tta",
+    default=False,
+    help="Detection profiles: also detect on the 8 flips/rotations of each tile and fuse "
+    "the boxes (8x slower).",
+)
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -120,6 +126,7 @@ def screen(
     workers: int | None,
     device: str,
     embeddings: bool,
+    tta: bool,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
     from geoscreen.vision.classifier import load_model
@@ -134,6 +141,7 @@ def screen(
             device=device,
             num_workers=workers,
             progress=True,
+            tta=tta,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo

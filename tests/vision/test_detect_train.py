@@ -19,14 +19,13 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import sample_path
-from geoscreen.vision.boxes import clip_boxes
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
 from geoscreen.vision.detect_train import (
     DetectTrainOptions,
-    chip_offsets,
-    collect_detection_chips,
+    best_threshold,
     detection_metrics,
+    load_detection_data,
     object_boxes,
     scene_resolution_m,
     train_detector,
@@ -42,47 +41,50 @@ def profile() -> Profile:
     return load_profile(PROFILE)
 
 
-def test_chip_offsets_cover_the_axis() -> None:
-    assert chip_offsets(400, 128, 64) == [0, 64, 128, 192, 256, 272]
-    assert chip_offsets(100, 128, 64) == [0]
-    assert chip_offsets(256, 128, 128) == [0, 128]
+def test_scenes_are_read_whole_with_every_object(profile: Profile) -> None:
+    data = load_detection_data(
+        profile, [sample_path("neon_osbs_labels"), sample_path("neon_yell_labels")],
+        [sample_path("neon_osbs"), sample_path("neon_yell")],
+    )  # fmt: skip
+    assert data.objects == 61 + 279 and [v.image.shape for v in data.views] == [
+        (3, 400, 400), (3, 1035, 1249)]  # fmt: skip
+    truth = object_boxes(load_labels(sample_path("neon_osbs_labels"), data.scenes[0]))
+    np.testing.assert_allclose(data.views[0].boxes, truth)
+    assert 0 <= float(data.views[0].image.min()) <= float(data.views[0].image.max()) <= 1
 
 
-def test_chips_carry_their_clipped_boxes(profile: Profile) -> None:
-    opts = DetectTrainOptions(negatives_per_positive=0.5)
-    data = collect_detection_chips(
-        profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], opts, 128
-    )
-    scene = data.scenes[0]
-    truth = object_boxes(load_labels(sample_path("neon_osbs_labels"), scene))
-    assert len(truth) == 61
-    assert len(data.chips) == len(data.boxes) == len(data.groups) == 36  # 6 x 6, all with crowns
-    seen = np.zeros(len(truth), dtype=bool)
-    for chip, boxes in zip(data.chips, data.boxes, strict=True):
-        assert chip.size == 128 and chip.label == int(len(boxes) > 0)
-        assert (boxes >= 0).all() and (boxes <= 128).all()
-        expected, keep = clip_boxes(truth, chip.col_off, chip.row_off, 128, 128, min_visible=0.4)
-        np.testing.assert_allclose(boxes, expected, rtol=1e-6)
-        seen |= keep
-    assert seen.all()  # every crown is in some chip
-    assert data.objects_in(range(len(data.chips))) == 61
-    assert all(len(i) == len(b) for i, b in zip(data.object_ids, data.boxes, strict=True))
-    image = data.image(35)
-    assert image.shape == (3, 128, 128) and 0 <= float(image.min()) <= float(image.max()) <= 1
+def test_held_out_strips_are_disjoint_from_training(profile: Profile) -> None:
+    """The validation strip is cut out of the training area: no pixel or box in both,
+    and every object is in one or the other (in part, if the strip border cuts it)."""
+    data = load_detection_data(profile, [sample_path("neon_yell_labels")],
+                               [sample_path("neon_yell")])  # fmt: skip
+    for seed in range(4):
+        (train,), (val,) = data.split(0.25, seed, 0.4)
+        _, h, w = data.views[0].image.shape
+        blanked = ~train.valid
+        assert int(blanked.sum()) == val.image.shape[1] * val.image.shape[2]
+        assert float(train.image[:, blanked].abs().sum()) == 0.0
+        rows, cols = np.nonzero(blanked.numpy())
+        c0, r0 = int(cols.min()), int(rows.min())
+        # Training boxes never reach into the strip; validation boxes lie inside it.
+        t = train.boxes
+        into = (np.minimum(t[:, 2], c0 + val.image.shape[2]) > np.maximum(t[:, 0], c0)) & (
+            np.minimum(t[:, 3], r0 + val.image.shape[1]) > np.maximum(t[:, 1], r0)
+        )
+        assert not into.any()
+        assert (val.boxes >= 0).all() and (val.boxes[:, 2] <= val.image.shape[2]).all()
+        assert len(train.boxes) + len(val.boxes) >= 279
+        assert len(train.boxes) > 150 and len(val.boxes) > 30
 
 
-def test_empty_chips_are_kept_as_negatives_in_proportion(profile: Profile) -> None:
-    image, labels = sample_path("neon_yell"), sample_path("neon_yell_labels")
-    counts = {}
-    for ratio in (0.0, 0.25, 10.0):
-        opts = DetectTrainOptions(negatives_per_positive=ratio, chip_overlap=0.0)
-        data = collect_detection_chips(profile, [labels], [image], opts, 96)
-        counts[ratio] = (int(data.labels.sum()), int((data.labels == 0).sum()))
-    positives = counts[0.0][0]
-    all_empty = counts[10.0][1]
-    assert counts[0.0][1] == 0 and all_empty > 0  # the crop has treeless 96 px chips
-    assert counts[0.25] == (positives, min(all_empty, round(0.25 * positives)))
-    assert positives + all_empty == 14 * 11  # 1249 x 1035 in 96 px chips, edge chips flush
+def test_thresholds_and_options_for_small_data() -> None:
+    opts = DetectTrainOptions()
+    assert opts.refit and opts.fit_anchors and opts.copy_paste > 0
+    truth = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)]
+    predictions = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], dtype=float),
+                    np.array([0.9, 0.6, 0.3]))]  # fmt: skip
+    threshold, f1 = best_threshold(predictions, truth, 0.4)
+    assert f1 == pytest.approx(1.0) and 0.3 < threshold <= 0.6
 
 
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
@@ -95,20 +97,12 @@ def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) 
     )
     points.to_file(tmp_path / "points.geojson")
     with pytest.raises(InputError, match="are points"):
-        collect_detection_chips(
-            profile, [tmp_path / "points.geojson"], [scene.uri], DetectTrainOptions(), 128
-        )
+        load_detection_data(profile, [tmp_path / "points.geojson"], [scene.uri])
 
 
 def test_labels_for_no_given_scene_are_refused(profile: Profile) -> None:
     with pytest.raises(InputError, match="no labelled object falls inside"):
-        collect_detection_chips(
-            profile,
-            [sample_path("neon_yell_labels")],
-            [sample_path("neon_osbs")],
-            DetectTrainOptions(),
-            128,
-        )
+        load_detection_data(profile, [sample_path("neon_yell_labels")], [sample_path("neon_osbs")])
 
 
 def test_resolution_of_scenes_with_and_without_georeference(profile: Profile) -> None:
