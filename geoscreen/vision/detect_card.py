@@ -76,15 +76,15 @@ def detection_card(
         training=training_record(opts, device, seconds, history),
         limits=[
             HELD_OUT_LIMIT,
-            f"Trained on {data.objects if refit else n_train} labelled objects: small data, wide uncertainty. Published "
-            "detectors of this kind learn from tens of thousands.",
+            f"Trained on {data.objects if refit else n_train} labelled objects: small data, "
+            "wide uncertainty. Published detectors of this kind learn from tens of thousands.",
             f"Anchors fit objects of about {config.object_size_m:g} m at "
             f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
             "Boxes are candidates for human review; a detection is not a finding.",
         ],
     )
     card["threshold"] = round(float(threshold), 4)
-    card["threshold_source"] = "held-out F1-optimal (IoU %g)" % opts.eval_iou
+    card["threshold_source"] = f"held-out F1-optimal (IoU {opts.eval_iou:g})"
     return card
 
 
@@ -119,9 +119,10 @@ def render_detection_card(card: dict[str, Any]) -> str:
         "",
         "## Metrics on the held-out strips",
         "",
-        "Object-level, on the held-out strips with the selection-phase model (the refitted "
-        "model has seen them, so these are its best honest estimate): AP with greedy matching in score order (recall over all objects); "
-        "precision/recall/F1 of one-to-one matches at the decision threshold.",
+        "Object-level, on the held-out strips, by the selection-phase model (the refitted "
+        "model also trained on them; these numbers estimate it): AP with greedy matching in "
+        "score order (recall over all objects); precision/recall/F1 of one-to-one matches "
+        "at the decision threshold.",
         "",
     ]
     counts = ("val_tp@", "val_fp@", "val_fn@", "val_objects@", "val_detections@")

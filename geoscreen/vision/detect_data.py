@@ -76,7 +76,9 @@ def training_view(image: torch.Tensor, boxes: np.ndarray, block: Rect | None,
     image = image.clone()
     image[:, r0:r1, c0:c1] = 0.0
     valid[r0:r1, c0:c1] = False
-    pieces = [(0, 0, c0, h), (c1, 0, w, h)] if r0 == 0 and r1 == h else [(0, 0, w, r0), (0, r1, w, h)]
+    pieces = (
+        [(0, 0, c0, h), (c1, 0, w, h)] if r0 == 0 and r1 == h else [(0, 0, w, r0), (0, r1, w, h)]
+    )
     kept = []
     for pc0, pr0, pc1, pr1 in pieces:
         if pc1 <= pc0 or pr1 <= pr0:
@@ -165,8 +167,11 @@ def sample_windows(views: list[SceneView], size: int, rng: np.random.Generator,
             row = _place(b[i, 1], b[i, 3], side, r0, r1, rng)
             windows.append(Window(v, col, row, side))
             centred += 1
-            seen |= (b[:, 0] >= col) & (b[:, 2] <= col + side) & (b[:, 1] >= row) & (
-                b[:, 3] <= row + side
+            seen |= (
+                (b[:, 0] >= col)
+                & (b[:, 2] <= col + side)
+                & (b[:, 1] >= row)
+                & (b[:, 3] <= row + side)
             )
             seen[i] = True
         for _ in range(math.ceil(random_chips * max(centred, 1))):
@@ -196,7 +201,9 @@ def read_window(view: SceneView, window: Window, size: int, min_visible: float =
     if s != size:
         image = F.interpolate(image[None], size=(size, size), mode="bilinear",
                               align_corners=False)[0]  # fmt: skip
-        valid = F.interpolate(valid[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0
+        valid = (
+            F.interpolate(valid[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0
+        )
         boxes = boxes * (size / s)
     return image, valid, boxes.astype(np.float32)
 
@@ -293,8 +300,8 @@ def augment_chip(image: torch.Tensor, valid: torch.Tensor, boxes: np.ndarray, po
                  ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Copy-paste, colour jitter, then one random symmetry; returns (image, boxes tensor)."""
     if settings.paste:
-        image, boxes = copy_paste(image, valid, boxes, pool, int(rng.integers(0, settings.paste + 1)),
-                                  rng, scale)  # fmt: skip
+        n = int(rng.integers(0, settings.paste + 1))
+        image, boxes = copy_paste(image, valid, boxes, pool, n, rng, scale)
     image = colour_jitter(image, valid, rng, settings.colour)
     box_t = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
     if settings.dihedral:

@@ -1,10 +1,11 @@
 """Training an object detector for a ``task: detect`` profile from box or polygon labels.
 
 Small data first: every labelled object is used. Scenes are read once into memory
-(:mod:`geoscreen.vision.detect_data`); each epoch draws fresh crops of ``chip_size``
-(default: the profile's tile size) so every object appears whole at least once,
-plus random crops (empty ones are negatives), with scale jitter, copy-paste of
-labelled objects, colour jitter and the dihedral flips/rotations.
+(:mod:`geoscreen.vision.detect_data`); each epoch draws at least ``chips_per_epoch``
+fresh crops of ``chip_size`` (default 256 px) on randomly shifted grids, so every
+object and every empty patch (a negative) is seen, with scale jitter, copy-paste of
+labelled objects, colour jitter and the dihedral flips/rotations. A few hundred
+objects cover a few megapixels: an epoch is defined by chips, not by passes.
 
 Two phases (``refit``):
 
@@ -82,6 +83,7 @@ from geoscreen.vision.train import backbone_spec
 log = logging.getLogger(__name__)
 
 _AREAL = ("Polygon", "MultiPolygon")
+DEFAULT_CHIP_PX = 256  # many cheap steps; the detector is fully convolutional
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
@@ -99,14 +101,14 @@ class DetectTrainOptions(BaseModel):
     backbone_lr_factor: float = Field(default=0.1, ge=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
     warmup_steps: int = Field(default=20, ge=0)
-    chip_size: int | None = Field(default=None, ge=32, description="default: the tile size")
+    chip_size: int | None = Field(default=None, ge=32, description="default: 256 px or the tile")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
     refit: bool = Field(default=True, description="retrain on all labels for the chosen epochs")
     min_visible: float = Field(default=0.4, gt=0.0, le=1.0)
     eval_iou: float = Field(default=0.4, gt=0.0, le=1.0)
     sampling: Literal["grid", "objects"] = "grid"
     random_chips: float = Field(default=0.25, ge=0.0, description="per object-centred chip")
-    chips_per_epoch: int = Field(default=12, ge=1, description="at least (small scenes repeat)")
+    chips_per_epoch: int = Field(default=64, ge=1, description="at least (the grid repeats)")
     scale_jitter: float = Field(default=1.25, ge=1.0, description="zoom in [1/x, x]")
     colour_jitter: float = Field(default=1.0, ge=0.0)
     copy_paste: int = Field(default=3, ge=0, description="most objects pasted per chip")
@@ -211,8 +213,6 @@ def object_boxes(label_set: LabelSet) -> np.ndarray:
     return positives.boxes_px()
 
 
-
-
 def _scene_boxes(
     scene: Scene, labels: Sequence[str | Path], data: DetectionData, problems: list[str]
 ) -> np.ndarray | None:
@@ -230,8 +230,6 @@ def _scene_boxes(
         found.append(boxes)
         data.label_records.append(label_record(label_path, scene, label_set, objects=len(boxes)))
     return np.concatenate(found) if found else None
-
-
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -278,7 +276,6 @@ def detection_metrics(
     }
 
 
-
 @torch.inference_mode()
 def predict_chips(
     model: Detector, images: Sequence[torch.Tensor], device: torch.device, batch_size: int
@@ -291,8 +288,6 @@ def predict_chips(
         for result in model(batch):
             out.append((result["boxes"].cpu().numpy(), result["scores"].cpu().numpy()))
     return out
-
-
 
 
 def load_detection_data(
@@ -492,7 +487,8 @@ def train_detector(
     first = open_scene(imagery[0], sensor=profile.imagery.sensor)
     resolution = scene_resolution_m(profile, first, opts.resolution_m)
     base_config = detector_config(profile, first, resolution)
-    opts = opts.model_copy(update={"chip_size": opts.chip_size or base_config.tile_size})
+    chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
+    opts = opts.model_copy(update={"chip_size": chip})
     data = load_detection_data(profile, labels, imagery)
     train_views, val_views = data.split(opts.val_fraction, opts.seed, opts.min_visible)
     n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in (train_views, val_views))

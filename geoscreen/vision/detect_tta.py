@@ -40,12 +40,18 @@ def weighted_box_fusion(
     of a turned tile gives the turned result.
     """
     views = max(len(boxes), 1)
-    b = np.concatenate([np.asarray(x, np.float64).reshape(-1, 4) for x in boxes] or [np.zeros((0, 4))])
+    b = np.concatenate(
+        [np.asarray(x, np.float64).reshape(-1, 4) for x in boxes] or [np.zeros((0, 4))]
+    )
     s = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in scores] or [np.zeros(0)])
     if len(s) == 0:
         return np.zeros((0, 4)), np.zeros(0)
-    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    iw = np.clip(
+        np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None
+    )
+    ih = np.clip(
+        np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None
+    )
     inter = iw * ih
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area[:, None] + area[None, :] - inter
@@ -53,9 +59,10 @@ def weighted_box_fusion(
     _, group = connected_components(csr_matrix(linked), directed=False)
     n = int(group.max()) + 1
     w = np.maximum(s, 1e-9)  # boxes scoring 0 still have a position
-    fused = np.column_stack(
-        [np.bincount(group, weights=b[:, k] * w, minlength=n) for k in range(4)]
-    ) / np.bincount(group, weights=w, minlength=n)[:, None]
+    fused = (
+        np.column_stack([np.bincount(group, weights=b[:, k] * w, minlength=n) for k in range(4)])
+        / np.bincount(group, weights=w, minlength=n)[:, None]
+    )
     out_scores = np.minimum(np.bincount(group, weights=s, minlength=n) / views, 1.0)
     rank = np.argsort(-out_scores, kind="stable")
     return fused[rank], out_scores[rank]
@@ -82,7 +89,11 @@ def predict_dihedral(
     out = []
     for n in range(images.shape[0]):
         boxes, scores = weighted_box_fusion(
-            [v[n]["boxes"].numpy() for v in per_view], [v[n]["scores"].numpy() for v in per_view], iou
+            [v[n]["boxes"].numpy() for v in per_view],
+            [v[n]["scores"].numpy() for v in per_view],
+            iou,
         )
-        out.append({"boxes": torch.from_numpy(boxes).float(), "scores": torch.from_numpy(scores).float()})
+        out.append(
+            {"boxes": torch.from_numpy(boxes).float(), "scores": torch.from_numpy(scores).float()}
+        )
     return out

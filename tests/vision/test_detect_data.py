@@ -66,8 +66,11 @@ def test_every_object_appears_whole_in_each_epoch(scale: tuple[float, float]) ->
         whole = np.zeros(len(view.boxes), bool)
         for w in windows:
             b = view.boxes
-            whole |= (b[:, 0] >= w.col) & (b[:, 2] <= w.col + w.side) & (b[:, 1] >= w.row) & (
-                b[:, 3] <= w.row + w.side
+            whole |= (
+                (b[:, 0] >= w.col)
+                & (b[:, 2] <= w.col + w.side)
+                & (b[:, 1] >= w.row)
+                & (b[:, 3] <= w.row + w.side)
             )
         assert whole.all()
         assert any(w.side != 128 for w in windows) == (scale != (1.0, 1.0))
@@ -155,9 +158,12 @@ def test_colour_jitter_keeps_range_and_blank_pixels() -> None:
     valid = torch.ones(160, 160, dtype=torch.bool)
     valid[:, :20] = False
     image = view.image * valid
-    out, _ = augment_chip(image, valid, view.boxes, PastePool([]),
-                          AugmentSettings(dihedral=False, colour=1.0), np.random.default_rng(0))  # fmt: skip
-    assert float(out.min()) >= 0 and float(out.max()) <= 1 and float(out[:, :, :20].abs().sum()) == 0
+    settings = AugmentSettings(dihedral=False, colour=1.0)
+    out, _ = augment_chip(image, valid, view.boxes, PastePool([]), settings,
+                          np.random.default_rng(0))  # fmt: skip
+    assert (
+        float(out.min()) >= 0 and float(out.max()) <= 1 and float(out[:, :, :20].abs().sum()) == 0
+    )
     assert not torch.equal(out, image)
 
 

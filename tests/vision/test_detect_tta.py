@@ -31,8 +31,8 @@ def test_fusion_of_agreeing_views_gives_the_boxes_back() -> None:
     np.testing.assert_allclose(fused, boxes, atol=1e-9)
     np.testing.assert_allclose(fused_scores, scores)
     # An object found in one view of eight keeps an eighth of its score.
-    lone, lone_scores = weighted_box_fusion([boxes[:1]] + [np.zeros((0, 4))] * 7,
-                                            [scores[:1]] + [np.zeros(0)] * 7)  # fmt: skip
+    _, lone_scores = weighted_box_fusion([boxes[:1]] + [np.zeros((0, 4))] * 7,
+                                         [scores[:1]] + [np.zeros(0)] * 7)  # fmt: skip
     np.testing.assert_allclose(lone_scores, [0.1])
     assert weighted_box_fusion([], [])[0].shape == (0, 4)
 
