@@ -115,6 +115,7 @@ class DetectTrainOptions(BaseModel):
     fit_anchors: bool = Field(default=True, description="anchors from the label sizes")
     freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
     channels_last: bool = True
+    tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
     resolution_m: float | None = Field(
         default=None, gt=0.0, description="pixel size of images without georeference"
     )
@@ -486,7 +487,7 @@ def train_detector(
         raise InputError("no imagery given", fix="Give at least one scene (--imagery).")
     first = open_scene(imagery[0], sensor=profile.imagery.sensor)
     resolution = scene_resolution_m(profile, first, opts.resolution_m)
-    base_config = detector_config(profile, first, resolution)
+    base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
     chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
     opts = opts.model_copy(update={"chip_size": chip})
     data = load_detection_data(profile, labels, imagery)

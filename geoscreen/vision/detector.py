@@ -139,6 +139,7 @@ class DetectorConfig:
     score_threshold: float = 0.05
     fpn_channels: int = 128
     anchor_px: tuple[float, ...] = ()
+    tile_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -204,6 +205,7 @@ class DetectorConfig:
             score_threshold=float(d["score_threshold"]),
             fpn_channels=int(d["fpn_channels"]),
             anchor_px=tuple(float(v) for v in d.get("anchor_px") or ()),
+            tile_norm=bool(d.get("tile_norm", False)),
         )
 
 
@@ -308,6 +310,18 @@ class _TileTransform(GeneralizedRCNNTransform):
         self, image: torch.Tensor, target: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         return image, target
+
+
+class _TileStandardise(_TileTransform):
+    """Each tile's bands standardised by the tile's own mean and spread instead of fixed
+    statistics: another site's light, season or camera shifts every band, and this takes
+    the shift out (``DetectorConfig.tile_norm``)."""
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        flat = image.flatten(1)
+        mean = flat.mean(dim=1)[:, None, None]
+        std = flat.std(dim=1).clamp(min=0.02)[:, None, None]
+        return (image - mean) / std
 
 
 class Detector(nn.Module):
@@ -441,7 +455,7 @@ def build_detector(config: DetectorConfig) -> Detector:
             detections_per_img=config.max_detections,
             **common,
         )
-    net.transform = _TileTransform(**common)
+    net.transform = (_TileStandardise if config.tile_norm else _TileTransform)(**common)
     return Detector(config, net)
 
 

@@ -139,7 +139,7 @@ def test_detection_metrics_by_hand() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> LoadedDetector:
     out = tmp_path_factory.mktemp("osbs_detector")
-    opts = DetectTrainOptions(device="cpu", max_epochs=3, patience=3, chips_per_epoch=8, seed=0)
+    opts = DetectTrainOptions(device="cpu", max_epochs=2, patience=2, chips_per_epoch=32, seed=0)
     train_detector(
         profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], out, opts
     )
@@ -160,9 +160,9 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert split["val_objects"] > 0 and split["train_objects"] > 0 and split["objects"] == 61
     assert split["refit_on_all"] and "61 labelled objects" in " ".join(card["limits"])
     training = card["training"]
-    assert training["epochs_run"] <= 3 and 1 <= training["best_epoch"] <= training["epochs_run"]
+    assert training["epochs_run"] == 2 and 1 <= training["best_epoch"] <= 2
     assert len(training["refit_epochs"]) == training["best_epoch"]
-    assert all(e["chips"] >= 8 for e in training["epochs"])
+    assert all(e["chips"] >= 32 for e in training["epochs"])
     # The threshold is the held-out F1-optimal one, recorded with where it came from.
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
     for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
@@ -189,7 +189,7 @@ def test_trained_on_osbs_finds_crowns_in_yell(
         hits = ev.predicted["ranked_hit"].to_numpy()
         rng = np.random.default_rng(0)
         null = [
-            object_average_precision(rng.permutation(ev.predicted["score"]), hits, 279)
+            object_average_precision(rng.permutation(np.array(ev.predicted["score"])), hits, 279)
             for _ in range(50)
         ]
         # Scores carry information: real AP beats every shuffled ranking of the same boxes.
