@@ -139,7 +139,7 @@ def test_detection_metrics_by_hand() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> LoadedDetector:
     out = tmp_path_factory.mktemp("osbs_detector")
-    opts = DetectTrainOptions(device="cpu", max_epochs=2, patience=2, chips_per_epoch=32, seed=0)
+    opts = DetectTrainOptions(device="cpu", max_epochs=3, patience=3, chips_per_epoch=48, seed=0)
     train_detector(
         profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], out, opts
     )
@@ -160,9 +160,9 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert split["val_objects"] > 0 and split["train_objects"] > 0 and split["objects"] == 61
     assert split["refit_on_all"] and "61 labelled objects" in " ".join(card["limits"])
     training = card["training"]
-    assert training["epochs_run"] == 2 and 1 <= training["best_epoch"] <= 2
+    assert training["epochs_run"] == 3 and 1 <= training["best_epoch"] <= 3
     assert len(training["refit_epochs"]) == training["best_epoch"]
-    assert all(e["chips"] >= 32 for e in training["epochs"])
+    assert all(e["chips"] >= 48 for e in training["epochs"])
     # The threshold is the held-out F1-optimal one, recorded with where it came from.
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
     for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
@@ -241,7 +241,8 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     report = tmp_path / "eval"
     code = main(["evaluate", "--predicted", str(sites_path), "--truth",
                  str(sample_path("neon_osbs_labels")), "--image", str(osbs), "--iou", "0.5",
-                 "--score-threshold", "0.3", "--bootstrap", "0", "--out", str(report)])  # fmt: skip
+                 "--score-threshold", str(trained.card["threshold"]), "--bootstrap", "0",
+                 "--out", str(report)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["truth"] == 61 and metrics["tp"] > 0
