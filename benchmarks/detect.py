@@ -65,6 +65,7 @@ from geoscreen.vision.runtime import tune_malloc
 PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_detect_neon.yaml"
 BATCH = 8
 NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
+METRICS = ("precision", "recall", "f1", "average_precision")
 ABLATION: dict[str, dict[str, Any]] = {
     "recipe (default)": {},
     "no copy-paste": {"copy_paste": 0},
@@ -203,7 +204,7 @@ def cross_site(profile: Profile, train_name: str, test_name: str, opts: DetectTr
             "s_per_epoch": round(statistics.median(e["seconds"] for e in epochs), 1),
             "epochs": f"{card['training']['best_epoch']}/{card['training']['epochs_run']}"
                       f"+{len(card['training'].get('refit_epochs', []))}",
-            "load_avg_1min": round((load_before + os.getloadavg()[0]) / 2, 1),
+            "load_avg_1min": round((load_before + os.getloadavg()[0]) / 2, 1),  # while run
             "val_f1@0.4": card["metrics"]["val_f1@0.4"],
         })  # fmt: skip
     record_evaluation(model_dir, entries, replace=True)
@@ -223,10 +224,10 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
     print_table(
         ["train -> test", "IoU", "thr", "P", "R", "F1", "AP", "AP 95% CI", "train s", "CPU s",
          "s/epoch", "epochs", "load"],
-        [[r["direction"], r["iou"], r["threshold"], r["precision"], r["recall"], r["f1"],
-          r["average_precision"], str([round(v, 3) for v in r["ap_95ci"] or []]),
-          r["train_seconds"], r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"],
-          r["load_avg_1min"]] for r in rows],
+        [[r["direction"], r["iou"], str(r["threshold"]), *(f"{r[k]:.3f}" for k in METRICS),
+          str([round(v, 3) for v in r["ap_95ci"] or []]), round(r["train_seconds"]),
+          r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"], r["load_avg_1min"]]
+         for r in rows],
     )  # fmt: skip
     result: dict[str, Any] = {"cross_site": rows}
     if args.combined:
@@ -250,9 +251,10 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
                                      DetectTrainOptions(**{**base, **change}),
                                      folder / train_name, args.reuse, 0)  # fmt: skip
                 f1[train_name] = entries[0]
-            table.append([name, f1["osbs"]["f1"], f1["osbs"]["average_precision"],
-                          f1["yell"]["f1"], f1["yell"]["average_precision"],
-                          f1["osbs"]["train_seconds"], f1["yell"]["train_seconds"]])  # fmt: skip
+            table.append([name, *(f"{f1[n][k]:.3f}" for n in ("osbs", "yell")
+                                  for k in ("f1", "average_precision")),
+                          round(f1["osbs"]["train_seconds"]),
+                          round(f1["yell"]["train_seconds"])])  # fmt: skip
         print("\nAblation (IoU 0.4, card thresholds):")
         print_table(["variant", "OSBS->YELL F1", "AP", "YELL->OSBS F1", "AP", "train s O",
                      "train s Y"], table)  # fmt: skip

@@ -29,7 +29,7 @@ def scene_with_squares(n: int = 12, side: int = 300, seed: int = 0) -> SceneView
     """A dark scene with ``n`` bright squares of 10-40 px, their boxes exact."""
     rng = np.random.default_rng(seed)
     image = torch.zeros(3, side, side)
-    boxes = []
+    boxes: list[np.ndarray] = []
     while len(boxes) < n:
         s = int(rng.integers(10, 41))
         x, y = (int(v) for v in rng.integers(0, side - s, 2))
