@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/detect.py [--size 2048] [--workdir DIR]          # speed
-    python benchmarks/detect.py --quality --out DIR [--epochs 40]       # cross-site quality
+    python benchmarks/detect.py --quality --out DIR [--ablation] [--combined]
 
 Speed (profile ``configs/tree_crowns_detect_neon.yaml``: RetinaNet on
 EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -49,20 +50,29 @@ from geoscreen.samples import make_synthetic_scene, sample_path
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
 from geoscreen.vision.detect_train import (
+    DEFAULT_CHIP_PX,
     DetectTrainOptions,
-    collect_detection_chips,
     detector_config,
-    fit_detector,
+    fitted_config,
+    load_detection_data,
+    new_model,
+    run_training,
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
 from geoscreen.vision.runtime import tune_malloc
-from geoscreen.vision.split import blocked_split
 
 PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_detect_neon.yaml"
 BATCH = 8
 NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
-CHIPS = {"osbs": 128, "yell": 256}
+METRICS = ("precision", "recall", "f1", "average_precision")
+ABLATION: dict[str, dict[str, Any]] = {
+    "recipe (default)": {},
+    "no copy-paste": {"copy_paste": 0},
+    "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
+    "one anchor size (object_size_m)": {"fit_anchors": False},
+    "no refit (selection model)": {"refit": False},
+}
 
 
 def untrained(profile: Profile, scene_path: Path) -> LoadedDetector:
@@ -134,79 +144,122 @@ def speed(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str
     epochs = {}
     for name in ("osbs", "yell"):
         epochs[name] = epoch_seconds(profile, name, args.train_epochs)
-    print("\nTraining seconds per epoch on the CPU (chips of the NEON scenes):")
+    print("\nTraining seconds per epoch on the CPU (default recipe, chips of the NEON scenes):")
     print_table(
-        ["scene", "chip px", "train chips", "s/epoch (median)"],
-        [[k, CHIPS[k], v["chips"], v["seconds"]] for k, v in epochs.items()],
+        ["scene", "chip px", "chips/epoch", "s/epoch (median)"],
+        [[k, DEFAULT_CHIP_PX, v["chips"], v["seconds"]] for k, v in epochs.items()],
     )
     return {"tiles": grid_tiles, "tiles_per_s": rates, "epochs": epochs}
 
 
 def epoch_seconds(profile: Profile, name: str, epochs: int) -> dict[str, Any]:
     image, labels = (sample_path(n) for n in NEON[name])
-    opts = DetectTrainOptions(device="cpu", chip_size=CHIPS[name], max_epochs=epochs,
-                              patience=epochs)  # fmt: skip
-    data = collect_detection_chips(profile, [labels], [image], opts, CHIPS[name])
-    split = blocked_split(data.chips, data.groups, block_px=CHIPS[name], val_fraction=0.25)
-    config = detector_config(profile, data.scenes[0], 0.1)
-    model = build_detector(config)
-    history = fit_detector(model, data, split, torch.device("cpu"), opts, 0.3, lambda _: None)
+    opts = DetectTrainOptions(device="cpu", chip_size=DEFAULT_CHIP_PX)
+    data = load_detection_data(profile, [labels], [image])
+    config = fitted_config(detector_config(profile, data.scenes[0], 0.1), data.views, 0.1, True)
+    model = new_model(config, opts, torch.device("cpu"))
+    history = run_training(model, data.views, opts, torch.device("cpu"), epochs)
     seconds = statistics.median(e["seconds"] for e in history["epochs"])
-    return {"chips": int(split.train.size), "seconds": seconds}
+    return {"chips": int(history["epochs"][0]["chips"]), "seconds": seconds}
+
+
+def cross_site(profile: Profile, train_name: str, test_name: str, opts: DetectTrainOptions,
+               model_dir: Path, reuse: bool, n_boot: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Train on one site (or reuse the model), detect and score on the other."""
+    image, labels = (sample_path(n) for n in NEON[train_name])
+    load_before = os.getloadavg()[0]
+    started, cpu = time.perf_counter(), time.process_time()
+    if reuse and (model_dir / "model.yaml").is_file():
+        card = load_detector(model_dir).card
+        train_s = float(card["training"]["seconds"])
+    else:
+        card = train_detector(profile, [labels], [image], model_dir, opts, progress=print)
+        train_s = time.perf_counter() - started
+    cpu_s = card["training"].get("cpu_seconds", time.process_time() - cpu)
+    loaded = load_detector(model_dir)
+    test_image, test_labels = (sample_path(n) for n in NEON[test_name])
+    scene = open_scene(test_image, sensor=profile.imagery.sensor)
+    started = time.perf_counter()
+    objects = detect_scene(loaded, profile, scene, DetectOptions(device="cpu", num_workers=0))
+    sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
+    detect_s = time.perf_counter() - started
+    truth = load_truth(test_labels, scene)
+    threshold = float(card["threshold"])
+    epochs = card["training"]["epochs"]
+    entries = []
+    for iou in (0.4, 0.5):
+        ev = evaluate_sites(sites, truth, Criterion(iou=iou), score_threshold=threshold,
+                            n_boot=n_boot, seed=0)  # fmt: skip
+        m = ev.metrics
+        entries.append({
+            "imagery": f"{Path(test_image).name} (trained on {Path(image).name})",
+            "direction": f"{train_name.upper()} -> {test_name.upper()}",
+            "objects": int(m["truth"]), "detections": int(m["predicted"]),
+            "iou": iou, "threshold": threshold,
+            "precision": float(m["precision"]), "recall": float(m["recall"]),
+            "f1": float(m["f1"]), "average_precision": float(m["average_precision"]),
+            "ap_95ci": ev.intervals.get("average_precision"),
+            "train_seconds": round(train_s, 1), "train_cpu_seconds": cpu_s,
+            "detect_seconds": round(detect_s, 1),
+            "s_per_epoch": round(statistics.median(e["seconds"] for e in epochs), 1),
+            "epochs": f"{card['training']['best_epoch']}/{card['training']['epochs_run']}"
+                      f"+{len(card['training'].get('refit_epochs', []))}",
+            "load_avg_1min": round((load_before + os.getloadavg()[0]) / 2, 1),  # while run
+            "val_f1@0.4": card["metrics"]["val_f1@0.4"],
+        })  # fmt: skip
+    record_evaluation(model_dir, entries, replace=True)
+    return entries
 
 
 def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
     out = Path(args.out)
+    base: dict[str, Any] = {"device": "cpu", "seed": args.seed}
+    if args.epochs:
+        base["max_epochs"] = args.epochs
     rows: list[dict[str, Any]] = []
     for train_name, test_name in (("osbs", "yell"), ("yell", "osbs")):
-        image, labels = (sample_path(n) for n in NEON[train_name])
-        model_dir = out / f"trained_on_{train_name}"
-        epochs = args.epochs if train_name == "osbs" else args.epochs_yell
-        opts = DetectTrainOptions(device="cpu", chip_size=CHIPS[train_name], max_epochs=epochs,
-                                  patience=args.patience, seed=args.seed)  # fmt: skip
-        started = time.perf_counter()
-        if args.reuse and (model_dir / "model.yaml").is_file():
-            card = load_detector(model_dir).card
-            train_s = float(card["training"]["seconds"])
-        else:
-            card = train_detector(profile, [labels], [image], model_dir, opts, progress=print)
-            train_s = time.perf_counter() - started
-        loaded = load_detector(model_dir)
-        test_image, test_labels = (sample_path(n) for n in NEON[test_name])
-        scene = open_scene(test_image, sensor=profile.imagery.sensor)
-        started = time.perf_counter()
-        objects = detect_scene(loaded, profile, scene, DetectOptions(device="cpu", num_workers=0))
-        sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
-        detect_s = time.perf_counter() - started
-        truth = load_truth(test_labels, scene)
-        entries = []
-        for iou in (0.4, 0.5):
-            ev = evaluate_sites(sites, truth, Criterion(iou=iou), score_threshold=profile.threshold,
-                                n_boot=1000, seed=0)  # fmt: skip
-            m = ev.metrics
-            entry = {
-                "imagery": f"{Path(test_image).name} (trained on {Path(image).name})",
-                "objects": int(m["truth"]), "detections": int(m["predicted"]),
-                "iou": iou, "threshold": profile.threshold,
-                "precision": float(m["precision"]), "recall": float(m["recall"]),
-                "f1": float(m["f1"]), "average_precision": float(m["average_precision"]),
-                "ap_95ci": ev.intervals.get("average_precision"),
-                "train_seconds": round(train_s, 1), "detect_seconds": round(detect_s, 1),
-                "train_cpu_seconds": card["training"].get("cpu_seconds"),
-                "epochs_run": card["training"]["epochs_run"],
-                "best_epoch": card["training"]["best_epoch"],
-                "val_ap@0.5": card["metrics"]["val_average_precision@0.5"],
-            }  # fmt: skip
-            entries.append(entry)
-        record_evaluation(model_dir, entries, replace=True)
-        rows += entries
+        opts = DetectTrainOptions(**base)
+        rows += cross_site(profile, train_name, test_name, opts,
+                           out / f"trained_on_{train_name}", args.reuse, 1000)  # fmt: skip
     print_table(
-        ["train -> test", "IoU", "P", "R", "F1", "AP", "AP 95% CI", "train s", "epochs"],
-        [[r["imagery"], r["iou"], r["precision"], r["recall"], r["f1"], r["average_precision"],
-          str([round(v, 3) for v in r["ap_95ci"] or []]), r["train_seconds"],
-          f"{r['best_epoch']}/{r['epochs_run']}"] for r in rows],
+        ["train -> test", "IoU", "thr", "P", "R", "F1", "AP", "AP 95% CI", "train s", "CPU s",
+         "s/epoch", "epochs", "load"],
+        [[r["direction"], r["iou"], str(r["threshold"]), *(f"{r[k]:.3f}" for k in METRICS),
+          str([round(v, 3) for v in r["ap_95ci"] or []]), round(r["train_seconds"]),
+          r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"], r["load_avg_1min"]]
+         for r in rows],
     )  # fmt: skip
-    (out / "quality.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    result: dict[str, Any] = {"cross_site": rows}
+    if args.combined:
+        card = train_detector(profile, [sample_path(NEON[n][1]) for n in NEON],
+                              [sample_path(NEON[n][0]) for n in NEON], out / "trained_on_both",
+                              DetectTrainOptions(**base), progress=print)  # fmt: skip
+        m = card["metrics"]
+        print("\nOSBS+YELL, held-out strips (selection model, card threshold "
+              f"{card['threshold']}):")  # fmt: skip
+        print_table(["IoU", "P", "R", "F1", "AP"], [[iou, m[f"val_precision@{iou}"],
+                    m[f"val_recall@{iou}"], m[f"val_f1@{iou}"],
+                    m[f"val_average_precision@{iou}"]] for iou in ("0.4", "0.5")])  # fmt: skip
+        result["combined"] = m
+    if args.ablation:
+        table = []
+        for name, change in ABLATION.items():
+            f1 = {}
+            for train_name, test_name in (("osbs", "yell"), ("yell", "osbs")):
+                folder = out / "ablation" / name.split(" (")[0].replace(" ", "_").replace("/", "_")
+                entries = cross_site(profile, train_name, test_name,
+                                     DetectTrainOptions(**{**base, **change}),
+                                     folder / train_name, args.reuse, 0)  # fmt: skip
+                f1[train_name] = entries[0]
+            table.append([name, *(f"{f1[n][k]:.3f}" for n in ("osbs", "yell")
+                                  for k in ("f1", "average_precision")),
+                          round(f1["osbs"]["train_seconds"]),
+                          round(f1["yell"]["train_seconds"])])  # fmt: skip
+        print("\nAblation (IoU 0.4, card thresholds):")
+        print_table(["variant", "OSBS->YELL F1", "AP", "YELL->OSBS F1", "AP", "train s O",
+                     "train s Y"], table)  # fmt: skip
+        result["ablation"] = table
+    (out / "quality.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return rows
 
 
@@ -218,9 +271,9 @@ def main() -> None:
     parser.add_argument("--train-epochs", type=int, default=2, help="epochs timed per scene")
     parser.add_argument("--quality", action="store_true", help="cross-site training run")
     parser.add_argument("--out", default="detect_quality", help="model folders (--quality)")
-    parser.add_argument("--epochs", type=int, default=40, help="max epochs, OSBS (--quality)")
-    parser.add_argument("--epochs-yell", type=int, default=15, help="max epochs, YELL")
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="max epochs (default: recipe)")
+    parser.add_argument("--combined", action="store_true", help="also OSBS+YELL, held-out strips")
+    parser.add_argument("--ablation", action="store_true", help="retrain without each step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
     args = parser.parse_args()

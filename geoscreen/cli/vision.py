@@ -186,6 +186,12 @@ def train(
 @click.option("--device", default="auto", show_default=True)
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
 @precision_option
+@click.option(
+    "--tta/--no-tta",
+    default=False,
+    help="Detection profiles: also detect on the 8 flips/rotations of each tile and fuse "
+    "the boxes (8x slower).",
+)
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -197,6 +203,7 @@ def screen(
     device: str,
     embeddings: bool,
     precision: str,
+    tta: bool,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model."""
     from geoscreen.imagery.aoi import load_aoi
@@ -215,6 +222,7 @@ def screen(
             num_workers=workers,
             progress=True,
             precision=precision,
+            tta=tta,
         )
         meta_d, results_d = screen_detection(
             prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo

@@ -23,12 +23,10 @@ from geoscreen.vision.cards import (
     limits_lines,
     model_card,
     split_lines,
-    split_record,
     training_record,
 )
 from geoscreen.vision.detector import DetectorConfig
 from geoscreen.vision.modeldir import CARD_FILE, write_card
-from geoscreen.vision.split import SplitResult
 
 if TYPE_CHECKING:
     from geoscreen.vision.detect_train import DetectionData, DetectTrainOptions
@@ -38,17 +36,23 @@ def detection_card(
     profile: Profile,
     config: DetectorConfig,
     data: DetectionData,
-    split: SplitResult,
+    objects: tuple[int, int],
     metrics: dict[str, float],
     history: dict[str, Any],
     opts: DetectTrainOptions,
     device: torch.device,
     seconds: float,
+    threshold: float,
 ) -> dict[str, Any]:
-    """The machine-readable model card of a detector."""
-    labels = data.labels
-    n_train = data.objects_in(split.train)
-    return model_card(
+    """The machine-readable model card of a detector.
+
+    ``objects``: (training, validation) objects of the selection phase; ``threshold``:
+    the held-out F1-optimal score threshold, which ``screen`` applies unless the profile
+    sets its own.
+    """
+    n_train, n_val = objects
+    refit = bool(opts.refit)
+    card = model_card(
         profile,
         task="detect",
         output_meaning=f"boxes of objects matching screening profile '{profile.name}', "
@@ -57,25 +61,31 @@ def detection_card(
         spec=config.backbone,
         stats=(config.mean, config.std),
         data=data,
-        split=split_record(
-            split,
-            opts.seed,
-            train_chips_with_objects=int(labels[split.train].sum()),
-            val_chips_with_objects=int(labels[split.val].sum()),
-            train_objects=n_train,
-            val_objects=data.objects_in(split.val),
-        ),
+        split={
+            "method": "spatially blocked",
+            "description": f"a strip of {opts.val_fraction:.0%} of each scene held out to "
+            "choose the epochs and the threshold"
+            + ("; the model was then refitted on every label" if refit else ""),
+            "train_objects": n_train,
+            "val_objects": n_val,
+            "objects": data.objects,
+            "refit_on_all": refit,
+            "seed": opts.seed,
+        },
         metrics=metrics,
         training=training_record(opts, device, seconds, history),
         limits=[
             HELD_OUT_LIMIT,
-            f"Trained on {n_train} labelled objects: small data, wide uncertainty. Published "
-            "detectors of this kind learn from tens of thousands.",
+            f"Trained on {data.objects if refit else n_train} labelled objects: small data, "
+            "wide uncertainty. Published detectors of this kind learn from tens of thousands.",
             f"Anchors fit objects of about {config.object_size_m:g} m at "
             f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
             "Boxes are candidates for human review; a detection is not a finding.",
         ],
     )
+    card["threshold"] = round(float(threshold), 4)
+    card["threshold_source"] = f"held-out F1-optimal (IoU {opts.eval_iou:g})"
+    return card
 
 
 def render_detection_card(card: dict[str, Any]) -> str:
@@ -95,7 +105,8 @@ def render_detection_card(card: dict[str, Any]) -> str:
         f"{d['resolution_m']:g} m per pixel; anchor sizes (px) per level: {d['anchor_sizes']}",
         f"- tiles {d['tile_size']} px; at most {d['max_detections']} detections per tile; "
         f"NMS IoU {d['nms_iou']:g}; scores below {d['score_threshold']:g} dropped",
-        f"- decision threshold (precision/recall below): {card.get('threshold')}",
+        f"- decision threshold (precision/recall below): {card.get('threshold')} "
+        f"({card.get('threshold_source', 'profile')}; a threshold set in the profile wins)",
         f"- device {training.get('device')}; training time {training.get('seconds', 0):.1f} s "
         f"(CPU time {training.get('cpu_seconds', '?')} s); "
         f"epochs {training.get('epochs_run')} (best {training.get('best_epoch')})",
@@ -103,14 +114,15 @@ def render_detection_card(card: dict[str, Any]) -> str:
         "- model sha256: `{model_sha256}`",
         *data_lines(card),
         *split_lines(card),
-        f"- chips: train {split.get('train_chips')} ({split.get('train_objects')} objects), "
-        f"validation {split.get('val_chips')} ({split.get('val_objects')} objects)",
+        f"- objects: selection {split.get('train_objects')} training, "
+        f"{split.get('val_objects')} held out; refit on all: {split.get('refit_on_all')}",
         "",
-        "## Metrics on the held-out blocks",
+        "## Metrics on the held-out strips",
         "",
-        "Object-level, on the validation chips (an object cut by two overlapping chips counts "
-        "in each): AP with greedy matching in score order (recall over all objects); "
-        "precision/recall/F1 of one-to-one matches at the decision threshold.",
+        "Object-level, on the held-out strips, by the selection-phase model (the refitted "
+        "model also trained on them; these numbers estimate it): AP with greedy matching in "
+        "score order (recall over all objects); precision/recall/F1 of one-to-one matches "
+        "at the decision threshold.",
         "",
     ]
     counts = ("val_tp@", "val_fp@", "val_fn@", "val_objects@", "val_detections@")

@@ -60,6 +60,7 @@ from geoscreen.sites.extract import run_columns, site_ids
 from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_train import scene_resolution_m
+from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import Detector, LoadedDetector, load_detector
 from geoscreen.vision.infer import auto_workers, check_model_fits, new_run, prepare_scene
 from geoscreen.vision.runtime import autocast
@@ -84,6 +85,8 @@ class DetectOptions:
     edge_px: float = 2.0
     pixel_size_m: float | None = None
     precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    tta: bool = False  # the 8 flips/rotations of each tile, fused (detect_tta)
+    tta_iou: float = 0.55
 
 
 @dataclass
@@ -119,6 +122,16 @@ class Objects:
 
     def __len__(self) -> int:
         return len(self.score_max)
+
+
+def decision_threshold(profile: Profile, card: dict[str, Any]) -> tuple[float, str]:
+    """The score threshold screening applies, and where it comes from: the profile's when
+    it sets ``threshold``, else the model card's (held-out F1-optimal), else the default."""
+    if "threshold" in profile.model_fields_set:
+        return float(profile.threshold), "profile"
+    if card.get("threshold_source") and card.get("threshold") is not None:
+        return float(card["threshold"]), "model card"
+    return float(profile.threshold), "profile default"
 
 
 def check_detector_fits(loaded: LoadedDetector, profile: Profile, scene: Scene) -> None:
@@ -180,7 +193,8 @@ def detect_grid(
         autocast(opts.precision, device, auto_on_gpu=False),
     ):
         for batch in loader:
-            results = model(batch["image"].to(device, non_blocking=True))
+            images = batch["image"].to(device, non_blocking=True)
+            results = predict_dihedral(model, images, opts.tta_iou) if opts.tta else model(images)
             for k, result in enumerate(results):
                 boxes = result["boxes"].float().cpu().numpy().astype(np.float64)
                 if len(boxes) == 0:
@@ -437,6 +451,7 @@ def screen_detection(
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in scenes]
     meta = new_run(profile, loaded.sha256, task="detect")
     run_id = meta["run_id"]
+    threshold, source = decision_threshold(profile, loaded.card)
     results = []
     for scene, area in zip(scenes, areas, strict=True):
         objects = detect_scene(loaded, profile, scene, opts, aoi=area, meta=meta)
@@ -445,10 +460,10 @@ def screen_detection(
             pixel_size_m=opts.pixel_size_m,
         )  # fmt: skip
         files = write_detection_sites(sites, Path(out) / scene.id)
-        shown = int((sites["score_max"] >= profile.threshold).sum())
+        shown = int((sites["score_max"] >= threshold).sum())
         echo(
             f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
-            f"({shown} scoring >= {profile.threshold:g}) -> {files['sites']}"
+            f"({shown} scoring >= {threshold:g}, threshold from the {source}) -> {files['sites']}"
         )
         results.append(
             {
@@ -456,6 +471,9 @@ def screen_detection(
                 "scene_id": scene.id,
                 "tiles": objects.meta["tiles"],
                 "objects": len(sites),
+                "threshold": threshold,
+                "threshold_source": source,
+                "objects_at_threshold": shown,
                 "files": {k: str(v) for k, v in files.items()},
             }
         )

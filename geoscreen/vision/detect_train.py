@@ -1,40 +1,45 @@
 """Training an object detector for a ``task: detect`` profile from box or polygon labels.
 
-Each scene is cut into square chips (half a tile unless objects are too large:
-:func:`chip_size_for`) on a regular grid (overlapping by
-``chip_overlap``, shifted inside the scene at its edges). A chip's targets are the
-labelled objects' boxes (polygons give their bounding boxes) clipped to it;
-remnants with less than ``min_visible`` of their area inside, or thinner than 2 px,
-are dropped. Chips without objects are negatives; ``negatives_per_positive`` of
-them per chip with objects are kept (seeded). Validation holds out whole
-spatial blocks (:func:`geoscreen.vision.split.blocked_split`); training chips
-overlapping a validation chip are dropped.
+Small data first: every labelled object is used. Scenes are read once into memory
+(:mod:`geoscreen.vision.detect_data`); each epoch draws at least ``chips_per_epoch``
+fresh crops of ``chip_size`` (default 256 px) on randomly shifted grids, so every
+object and every empty patch (a negative) is seen, with scale jitter, copy-paste of
+labelled objects, colour jitter and the dihedral flips/rotations. A few hundred
+objects cover a few megapixels: an epoch is defined by chips, not by passes.
 
-Training: AdamW, backbone at ``backbone_lr_factor`` of the head learning rate, its
-batch-norm statistics frozen (batches of a few chips are too small to estimate
-them), random flips/rotations that move the boxes with the image
-(:func:`geoscreen.vision.boxes.dihedral_boxes`) and brightness/contrast jitter.
-After each epoch the validation chips are scored: object-level average precision
-at IoU ``eval_iou`` (greedy matching in score order, recall over all validation
-objects; :mod:`geoscreen.evaluate.metrics`) picks the epoch whose weights are kept,
-and training stops after ``patience`` epochs without gain.
+Two phases (``refit``):
+
+1. *selection*: a strip of ``val_fraction`` of each scene is held out (cut out of the
+   training area, not worked around); after each epoch the strips are detected and
+   scored: AP at ``eval_iou`` picks the epoch, and the score threshold with the best
+   F1 at that epoch becomes the card's ``threshold`` (what ``screen`` applies unless
+   the profile sets one);
+2. *refit*: a fresh model trains on all labels for the chosen number of epochs.
+
+Anchors are fitted to the labels' size distribution
+(:func:`geoscreen.vision.detector.anchors_from_sizes`). Speed on a CPU: the stem and
+first ``freeze_blocks`` trunk stages are frozen (no backward pass at full resolution),
+batch-norm statistics are frozen, and the backbone learns at ``backbone_lr_factor``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import shapely
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from tqdm import tqdm
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.evaluate.metrics import (
@@ -42,26 +47,44 @@ from geoscreen.evaluate.metrics import (
     match_in_score_order,
     object_average_precision,
 )
-from geoscreen.imagery.chips import Chip
-from geoscreen.imagery.dataset import ChipDataset
+from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
 from geoscreen.sites.match import MatchRule
-from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import input_stats
-from geoscreen.vision.boxes import clip_boxes, dihedral_boxes
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card
-from geoscreen.vision.detector import Detector, DetectorConfig, build_detector, save_detector
+from geoscreen.vision.detect_data import (
+    AugmentSettings,
+    PastePool,
+    SceneView,
+    Window,
+    augment_chip,
+    grid_windows,
+    holdout_block,
+    read_window,
+    sample_windows,
+    training_view,
+    validation_view,
+)
+from geoscreen.vision.detector import (
+    Detector,
+    DetectorConfig,
+    anchors_from_sizes,
+    build_detector,
+    freeze_stages,
+    save_detector,
+)
 from geoscreen.vision.runtime import pick_device
-from geoscreen.vision.split import SplitResult, blocked_split
-from geoscreen.vision.train import EarlyStopping, _check_split, backbone_spec
+from geoscreen.vision.train import backbone_spec
 
 log = logging.getLogger(__name__)
 
 _AREAL = ("Polygon", "MultiPolygon")
+DEFAULT_CHIP_PX = 256  # many cheap steps; the detector is fully convolutional
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 class DetectTrainOptions(BaseModel):
@@ -71,51 +94,64 @@ class DetectTrainOptions(BaseModel):
 
     device: str = "auto"
     seed: int = 0
-    max_epochs: int = Field(default=40, ge=1)
-    patience: int = Field(default=8, ge=1)
+    max_epochs: int = Field(default=12, ge=1)
+    patience: int = Field(default=4, ge=1)
     batch_size: int = Field(default=4, ge=1)
-    lr: float = Field(default=5e-4, gt=0.0, description="heads and feature pyramid")
-    backbone_lr_factor: float = Field(default=0.2, ge=0.0, le=1.0)
+    lr: float = Field(default=1e-3, gt=0.0, description="heads and feature pyramid")
+    backbone_lr_factor: float = Field(default=0.1, ge=0.0, le=1.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
-    chip_size: int | None = Field(default=None, ge=32, description="default: see chip_size_for")
-    chip_overlap: float = Field(default=0.5, ge=0.0, lt=1.0, description="fraction of a chip")
+    warmup_steps: int = Field(default=20, ge=0)
+    chip_size: int | None = Field(default=None, ge=32, description="default: 256 px or the tile")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
-    block_chips: int = Field(default=1, ge=1, description="validation block side, in chips")
-    negatives_per_positive: float = Field(default=0.5, ge=0.0)
+    refit: bool = Field(default=True, description="retrain on all labels for the chosen epochs")
     min_visible: float = Field(default=0.4, gt=0.0, le=1.0)
-    eval_iou: float = Field(default=0.5, gt=0.0, le=1.0)
+    eval_iou: float = Field(default=0.4, gt=0.0, le=1.0)
+    sampling: Literal["grid", "objects"] = "grid"
+    random_chips: float = Field(default=0.25, ge=0.0, description="per object-centred chip")
+    chips_per_epoch: int = Field(default=64, ge=1, description="at least (the grid repeats)")
+    scale_jitter: float = Field(default=1.25, ge=1.0, description="zoom in [1/x, x]")
+    colour_jitter: float = Field(default=1.0, ge=0.0)
+    copy_paste: int = Field(default=3, ge=0, description="most objects pasted per chip")
+    fit_anchors: bool = Field(default=True, description="anchors from the label sizes")
+    freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
+    channels_last: bool = True
+    tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
     resolution_m: float | None = Field(
         default=None, gt=0.0, description="pixel size of images without georeference"
     )
 
+    def augment(self) -> AugmentSettings:
+        return AugmentSettings(
+            dihedral=True,
+            colour=self.colour_jitter,
+            paste=self.copy_paste,
+            scale_range=(1 / self.scale_jitter, self.scale_jitter),
+        )
+
 
 @dataclass
 class DetectionData:
-    """Training chips of every scene with their boxes (chip pixels) and provenance."""
+    """Labelled scenes in memory: views (whole scenes) with their provenance."""
 
-    chips: list[Chip] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)
-    object_ids: list[np.ndarray] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    datasets: list[ChipDataset] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
+    views: list[SceneView] = field(default_factory=list)
     scenes: list[Scene] = field(default_factory=list)
     label_records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def labels(self) -> np.ndarray:
-        """1 for chips holding at least one object, else 0."""
-        return np.array([c.label for c in self.chips], dtype=np.int64)
+    def objects(self) -> int:
+        return sum(len(v.boxes) for v in self.views)
 
-    def objects_in(self, indexes: Sequence[int] | np.ndarray) -> int:
-        """Distinct labelled objects (whole or in part) in the chips ``indexes``."""
-        ids = [self.object_ids[int(i)] for i in indexes]
-        return int(np.unique(np.concatenate(ids)).size) if ids else 0
-
-    def image(self, i: int) -> torch.Tensor:
-        """Preprocessed image (C, S, S) of chip ``i``."""
-        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
-        return self.datasets[k][i - self.offsets[k]]["image"]
+    def split(self, fraction: float, seed: int, min_visible: float
+              ) -> tuple[list[SceneView], list[SceneView]]:  # fmt: skip
+        """Training views (held-out strips cut out) and validation views (the strips)."""
+        rng = np.random.default_rng(seed)
+        train, val = [], []
+        for view in self.views:
+            _, h, w = view.image.shape
+            block = holdout_block(h, w, fraction, float(rng.integers(0, 4)) / 3)
+            train.append(training_view(view.image, view.boxes, block, min_visible, view.name))
+            val.append(validation_view(view.image, view.boxes, block, min_visible, view.name))
+        return train, val
 
 
 def scene_resolution_m(profile: Profile, scene: Scene, given: float | None = None) -> float:
@@ -176,74 +212,6 @@ def object_boxes(label_set: LabelSet) -> np.ndarray:
             fix="Outline each object (box or polygon), or train a tile classifier instead.",
         )
     return positives.boxes_px()
-
-
-def chip_size_for(config: DetectorConfig) -> int:
-    """Default training chip: half a tile (more, cheaper steps and finer validation blocks;
-    the detector is fully convolutional), unless that is under twice the object size."""
-    half = config.tile_size // 2
-    return half if half >= 2 * config.object_size_px else config.tile_size
-
-
-def chip_offsets(length: int, size: int, stride: int) -> list[int]:
-    """Chip starts along one axis: every ``stride``, the last one flush with the edge."""
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size, stride))
-    return [*starts, length - size]
-
-
-def collect_detection_chips(
-    profile: Profile,
-    labels: Sequence[str | Path],
-    imagery: Sequence[str | Path],
-    opts: DetectTrainOptions,
-    size: int,
-) -> DetectionData:
-    """Open scenes, place the labels, and cut chips with their boxes (module docstring)."""
-    data = DetectionData()
-    rng = np.random.default_rng(opts.seed)
-    stride = max(1, round(size * (1 - opts.chip_overlap)))
-    problems: list[str] = []
-    next_id = 0  # objects are numbered across scenes
-    for scene_path in imagery:
-        scene = open_scene(scene_path, sensor=profile.imagery.sensor)
-        for warning in check_scene(profile, scene):
-            log.warning(warning)
-        boxes = _scene_boxes(scene, labels, data, problems)
-        if boxes is None:
-            continue
-        chips, chip_boxes, chip_ids = [], [], []
-        for row in chip_offsets(scene.height, size, stride):
-            for col in chip_offsets(scene.width, size, stride):
-                inside, keep = clip_boxes(boxes, col, row, size, size, min_visible=opts.min_visible)
-                label = int(len(inside) > 0)
-                chips.append(Chip(row, col, size, label, "objects" if label else "empty"))
-                chip_boxes.append(inside.astype(np.float32))
-                chip_ids.append(np.flatnonzero(keep) + next_id)
-        next_id += len(boxes)
-        empty = [i for i, c in enumerate(chips) if not c.label]
-        n_pos = len(chips) - len(empty)
-        n_neg = min(len(empty), round(opts.negatives_per_positive * n_pos))
-        dropped = set(rng.permutation(empty)[n_neg:].tolist()) if empty else set()
-        kept = [i for i in range(len(chips)) if i not in dropped]
-        data.offsets.append(len(data.chips))
-        data.chips += [chips[i] for i in kept]
-        data.boxes += [chip_boxes[i] for i in kept]
-        data.object_ids += [chip_ids[i] for i in kept]
-        data.groups += [scene.id] * len(kept)
-        preprocessor = ScenePreprocessor.build(profile.preprocess, scene)
-        data.datasets.append(ChipDataset(scene, [chips[i] for i in kept], preprocessor))
-        data.scenes.append(scene)
-    if not data.chips:
-        raise InputError(
-            "no labelled object falls inside any of the given scenes"
-            + (f" ({'; '.join(problems[:3])})" if problems else ""),
-            where=", ".join(str(p) for p in labels),
-            fix="Check that the labels and imagery cover the same place (and CRS), "
-            "or that CSV image_path / VOC filename names match the image files.",
-        )
-    return data
 
 
 def _scene_boxes(
@@ -323,6 +291,59 @@ def predict_chips(
     return out
 
 
+def load_detection_data(
+    profile: Profile, labels: Sequence[str | Path], imagery: Sequence[str | Path]
+) -> DetectionData:
+    """Open scenes, place the labels, and read each labelled scene into memory."""
+    data = DetectionData()
+    problems: list[str] = []
+    for scene_path in imagery:
+        scene = open_scene(scene_path, sensor=profile.imagery.sensor)
+        for warning in check_scene(profile, scene):
+            log.warning(warning)
+        boxes = _scene_boxes(scene, labels, data, problems)
+        if boxes is None:
+            continue
+        reader = SceneWindowReader(scene, ScenePreprocessor.build(profile.preprocess, scene))
+        try:
+            from rasterio.windows import Window
+
+            image, valid = reader.read(Window(0, 0, scene.width, scene.height))
+        finally:
+            reader.close()
+        view = SceneView(image * valid, valid, boxes, (0, 0, scene.width, scene.height), scene.id)
+        data.views.append(view)
+        data.scenes.append(scene)
+    if not data.views:
+        raise InputError(
+            "no labelled object falls inside any of the given scenes"
+            + (f" ({'; '.join(problems[:3])})" if problems else ""),
+            where=", ".join(str(p) for p in labels),
+            fix="Check that the labels and imagery cover the same place (and CRS), "
+            "or that CSV image_path / VOC filename names match the image files.",
+        )
+    return data
+
+
+def best_threshold(
+    predictions: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray], iou: float
+) -> tuple[float, float]:
+    """(threshold, F1) with the best F1 over :data:`THRESHOLDS` (ties: the lower threshold)."""
+    best = (THRESHOLDS[0], -1.0)
+    for t in THRESHOLDS:
+        f1 = detection_metrics(predictions, truths, iou, t)["f1"]
+        if f1 > best[1] + 1e-9:
+            best = (t, f1)
+    return best[0], max(best[1], 0.0)
+
+
+@torch.inference_mode()
+def predict_views(model: Detector, views: Sequence[SceneView], device: torch.device
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Boxes and scores on each whole view (eval mode; the detector pads to 32)."""
+    return predict_chips(model, [v.image for v in views], device, 1)
+
+
 # -- training -----------------------------------------------------------------------------
 def _train_mode(model: Detector) -> None:
     """Train mode, with the backbone's batch-norm layers kept in eval mode (frozen stats)."""
@@ -334,82 +355,118 @@ def _train_mode(model: Detector) -> None:
 
 def _optimizer(model: Detector, opts: DetectTrainOptions) -> torch.optim.Optimizer:
     body = {id(p) for p in model.pyramid.body.parameters()}
-    backbone = [p for p in model.parameters() if id(p) in body]
-    rest = [p for p in model.parameters() if id(p) not in body]
-    groups: list[dict[str, Any]] = [{"params": rest, "lr": opts.lr}]
-    if opts.backbone_lr_factor > 0:
-        groups.append({"params": backbone, "lr": opts.lr * opts.backbone_lr_factor})
-    else:
-        for p in backbone:
+    if opts.backbone_lr_factor == 0:
+        for p in model.pyramid.body.parameters():
             p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    backbone = [p for p in trainable if id(p) in body]
+    rest = [p for p in trainable if id(p) not in body]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": opts.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": opts.lr * opts.backbone_lr_factor})
     return torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
 
 
-def _augment(
-    images: list[torch.Tensor], boxes: list[torch.Tensor], generator: torch.Generator
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One random flip/rotation per chip (boxes moved with it), then brightness/contrast."""
-    out_images, out_boxes = [], []
-    for image, box in zip(images, boxes, strict=True):
-        k = int(torch.randint(0, DIHEDRAL, (1,), generator=generator))
-        out_images.append(dihedral(image, k))
-        out_boxes.append(dihedral_boxes(box, k, image.shape[-2], image.shape[-1]))
-    batch = torch.stack(out_images)
-    mask = torch.ones(batch.shape[0], *batch.shape[-2:], dtype=torch.bool)
-    return jitter(batch, mask, generator), out_boxes
+def new_model(config: DetectorConfig, opts: DetectTrainOptions, device: torch.device) -> Detector:
+    """A fresh detector with the early stages frozen, in the memory layout chosen."""
+    model = build_detector(config)
+    freeze_stages(model, opts.freeze_blocks)
+    model = model.to(device)
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
-def fit_detector(
+def run_training(
     model: Detector,
-    data: DetectionData,
-    split: SplitResult,
-    device: torch.device,
+    views: list[SceneView],
     opts: DetectTrainOptions,
-    threshold: float,
-    say: Callable[[str], None],
+    device: torch.device,
+    epochs: int,
+    *,
+    val: list[SceneView] | None = None,
+    bar: tqdm[Any] | None = None,
 ) -> dict[str, Any]:
-    """Train with early stopping on validation AP; returns the history for the card."""
-    generator = torch.Generator().manual_seed(opts.seed)
+    """Train for ``epochs`` (or until ``patience`` epochs pass without a better validation
+    AP); with ``val``, keep the best epoch's weights and its F1-optimal threshold."""
+    rng = np.random.default_rng(opts.seed)
+    torch.manual_seed(opts.seed)
     optim = _optimizer(model, opts)
-    train_idx = split.train.tolist()
-    val_images = [data.image(i) for i in split.val.tolist()]
-    val_truth = [data.boxes[i] for i in split.val.tolist()]
-    cache: dict[int, torch.Tensor] = {}
-    stopper = EarlyStopping(model, opts.patience)
-    epochs: list[dict[str, float]] = []
-    epoch = 0
-    for epoch in range(1, opts.max_epochs + 1):
+    base = [g["lr"] for g in optim.param_groups]
+    pool = PastePool.from_views(views)
+    settings = opts.augment()
+    size = int(opts.chip_size or 0)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"ap": -1.0, "epoch": 0, "threshold": None, "f1": None}
+    state = None
+    step = 0
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         _train_mode(model)
-        order = torch.randperm(len(train_idx), generator=generator).tolist()
+        windows: list[Window] = []
+        while len(windows) < opts.chips_per_epoch:
+            if opts.sampling == "grid":
+                windows += grid_windows(views, size, rng, settings.scale_range)
+            else:
+                windows += sample_windows(views, size, rng, settings.scale_range, opts.random_chips)
         total, steps = 0.0, 0
-        for start in range(0, len(order), opts.batch_size):
-            chosen = [train_idx[j] for j in order[start : start + opts.batch_size]]
-            for i in chosen:
-                if i not in cache:
-                    cache[i] = data.image(i)
-            images = [cache[i] for i in chosen]
-            boxes = [torch.from_numpy(data.boxes[i]) for i in chosen]
-            batch, moved = _augment(images, boxes, generator)
-            losses = model(batch.to(device), [b.to(device) for b in moved])
+        for start in range(0, len(windows), opts.batch_size):
+            images, boxes = [], []
+            for w in windows[start : start + opts.batch_size]:
+                image, valid, chip_boxes = read_window(views[w.view], w, size, opts.min_visible)
+                image, box_t = augment_chip(image, valid, chip_boxes, pool, settings, rng,
+                                            scale=size / w.side)  # fmt: skip
+                images.append(image)
+                boxes.append(box_t)
+            batch = torch.stack(images).to(device)
+            if opts.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            step += 1
+            warm = min(1.0, step / opts.warmup_steps) if opts.warmup_steps else 1.0
+            for group, lr in zip(optim.param_groups, base, strict=True):
+                group["lr"] = lr * warm
+            losses = model(batch, [b.to(device) for b in boxes])
             loss = sum(losses.values())
             optim.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optim.step()
-            total, steps = total + loss.item(), steps + 1
-        predictions = predict_chips(model, val_images, device, opts.batch_size)
-        val = detection_metrics(predictions, val_truth, opts.eval_iou, threshold)
-        ap = val["average_precision"]
-        seconds = time.perf_counter() - started
-        epochs.append({"epoch": epoch, "loss": total / max(steps, 1), "val_ap": ap,
-                       "seconds": round(seconds, 2)})  # fmt: skip
-        say(f"epoch {epoch}: loss {total / max(steps, 1):.3f}, validation AP {ap:.3f} "
-            f"({seconds:.0f} s)")  # fmt: skip
-        if stopper.step(epoch, 0.0 if math.isnan(ap) else ap):
+            total, steps = total + float(loss.item()), steps + 1
+        record: dict[str, float] = {"epoch": epoch, "loss": round(total / max(steps, 1), 4),
+                                    "chips": len(windows)}  # fmt: skip
+        if val:
+            predictions = predict_views(model, val, device)
+            truths = [v.boxes for v in val]
+            ap = detection_metrics(predictions, truths, opts.eval_iou, 1.0)["average_precision"]
+            ap = 0.0 if math.isnan(ap) else ap
+            record["val_ap"] = round(ap, 4)
+            if ap > best["ap"] + 1e-6:
+                threshold, f1 = best_threshold(predictions, truths, opts.eval_iou)
+                best = {"ap": ap, "epoch": epoch, "threshold": threshold, "f1": f1}
+                state = copy.deepcopy(model.state_dict())
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        history.append(record)
+        if bar is not None:
+            bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}",
+                            val_ap=f"{record.get('val_ap', float('nan')):.3f}")  # fmt: skip
+            bar.update(1)
+        if val and epoch - best["epoch"] >= opts.patience:
             break
-    history = stopper.restore(epoch)
-    return {**history, "epochs": epochs}
+    if state is not None:
+        model.load_state_dict(state)
+    return {"epochs": history, "best": best}
+
+
+def fitted_config(config: DetectorConfig, views: Sequence[SceneView], resolution_m: float,
+                  fit: bool) -> DetectorConfig:  # fmt: skip
+    """``config`` with anchors (and the typical object size) from the labels' sizes."""
+    if not fit:
+        return config
+    boxes = np.concatenate([v.boxes for v in views])
+    sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    anchors = anchors_from_sizes(sizes.tolist())
+    median = float(np.median(sizes)) * resolution_m
+    return replace(config, anchor_px=anchors, object_size_m=round(median, 4))
 
 
 def train_detector(
@@ -420,43 +477,70 @@ def train_detector(
     opts: DetectTrainOptions | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, validate on held-out blocks, save the model directory; returns the card."""
+    """Select epochs and threshold on held-out strips, refit on all labels, save; returns
+    the card."""
     opts = opts or DetectTrainOptions()
     say = progress or (lambda _msg: None)
-    torch.manual_seed(opts.seed)
     started, cpu_started = time.perf_counter(), time.process_time()
     device = pick_device(opts.device)
     if not imagery:
         raise InputError("no imagery given", fix="Give at least one scene (--imagery).")
     first = open_scene(imagery[0], sensor=profile.imagery.sensor)
-    config = detector_config(profile, first, scene_resolution_m(profile, first, opts.resolution_m))
-    size = opts.chip_size or chip_size_for(config)
-    data = collect_detection_chips(profile, labels, imagery, opts, size)
-    split = blocked_split(
-        data.chips,
-        data.groups,
-        block_px=opts.block_chips * size,
-        val_fraction=opts.val_fraction,
-        seed=opts.seed,
-    )
-    _check_split(split, data.labels, ", ".join(str(p) for p in labels))
-    say(f"{len(data.chips)} chips ({int(data.labels.sum())} with objects; "
-        f"{data.objects_in(split.train)} objects in training chips, "
-        f"{data.objects_in(split.val)} in validation chips); {split.describe()}")  # fmt: skip
-    model = build_detector(config).to(device)
-    history = fit_detector(model, data, split, device, opts, profile.threshold, say)
-    val_images = [data.image(i) for i in split.val.tolist()]
-    predictions = predict_chips(model, val_images, device, opts.batch_size)
-    truth = [data.boxes[i] for i in split.val.tolist()]
+    resolution = scene_resolution_m(profile, first, opts.resolution_m)
+    base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
+    chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
+    opts = opts.model_copy(update={"chip_size": chip})
+    data = load_detection_data(profile, labels, imagery)
+    train_views, val_views = data.split(opts.val_fraction, opts.seed, opts.min_visible)
+    n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in (train_views, val_views))
+    if n_train == 0 or n_val == 0:
+        raise InputError(
+            f"{data.objects} labelled objects cannot be split into training ({n_train}) and "
+            f"validation ({n_val}) strips",
+            where=", ".join(str(p) for p in labels),
+            fix="Label more objects, spread over the scene.",
+        )
+    config = fitted_config(base_config, train_views, resolution, opts.fit_anchors)
+    say(f"{data.objects} objects in {len(data.views)} scenes; selection: {n_train} training, "
+        f"{n_val} in held-out strips ({opts.val_fraction:.0%} of each scene); "
+        f"anchors (px) {list(config.anchor_sizes)}")  # fmt: skip
+    show = progress is not None
+    with tqdm(total=opts.max_epochs, desc="selecting", unit="epoch", file=sys.stderr,
+              disable=not show) as bar:  # fmt: skip
+        model = new_model(config, opts, device)
+        selection = run_training(model, train_views, opts, device, opts.max_epochs,
+                                 val=val_views, bar=bar)  # fmt: skip
+    chosen = selection["best"]
+    predictions = predict_views(model, val_views, device)
+    truths = [v.boxes for v in val_views]
+    threshold = float(chosen["threshold"] or profile.threshold)
     metrics: dict[str, float] = {}
     for iou in (0.5, 0.4):
-        for key, value in detection_metrics(predictions, truth, iou, profile.threshold).items():
+        for key, value in detection_metrics(predictions, truths, iou, threshold).items():
             metrics[f"val_{key}@{iou:g}"] = value
+    say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
+        f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
+        f"(epoch {chosen['epoch']})")  # fmt: skip
+    history: dict[str, Any] = {"selection_epochs": selection["epochs"],
+                               "best_epoch": int(chosen["epoch"]),
+                               "epochs_run": len(selection["epochs"])}  # fmt: skip
+    if opts.refit:
+        epochs = max(1, int(chosen["epoch"]))
+        full = fitted_config(base_config, data.views, resolution, opts.fit_anchors)
+        with tqdm(total=epochs, desc="refit on all", unit="epoch", file=sys.stderr,
+                  disable=not show) as bar:  # fmt: skip
+            model = new_model(full, opts, device)
+            refit = run_training(model, data.views, opts, device, epochs, bar=bar)
+        config = full
+        history["refit_epochs"] = refit["epochs"]
+    history["epochs"] = history["selection_epochs"] + history.get("refit_epochs", [])
     seconds = time.perf_counter() - started
     history["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads
-    history["chip_px"] = size
-    say(f"validation AP@0.5 {metrics['val_average_precision@0.5']:.3f}, "
-        f"AP@0.4 {metrics['val_average_precision@0.4']:.3f} in {seconds:.0f} s")  # fmt: skip
-    card = detection_card(profile, config, data, split, metrics, history, opts, device, seconds)
+    history["chip_px"] = opts.chip_size
+    history["threshold_f1@0.4"] = chosen["f1"]
+    say(f"trained in {seconds:.0f} s")
+    model = model.to(memory_format=torch.contiguous_format)
+    card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
+                          device, seconds, threshold)  # fmt: skip
     card["model_sha256"] = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
     return card

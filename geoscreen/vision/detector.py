@@ -21,6 +21,12 @@ With ``s = object_size_m / resolution_m`` the typical object width in pixels:
 - FCOS is anchor-free: its "anchors" are the strides, as torchvision's FCOS needs;
 - aspect ratios ``(0.5, 1, 2)`` for RetinaNet and Faster R-CNN.
 
+``anchor_px`` (set by training from the labels' size distribution,
+:func:`anchors_from_sizes`) replaces the sizes above for RetinaNet and Faster R-CNN:
+nine sizes, smallest first, three per level (Faster R-CNN takes the middle one of each
+level, and twice the largest on its pooled level). Crowns range from 10 to 100 px;
+one size cannot fit them all.
+
 A 4 m crown is 40 px at 0.1 m (strides 8-32, anchors 20-127 px) and 8 px at
 0.5 m (strides 4-16, anchors 4-25 px). A model keeps the anchors of the
 resolution it was trained at (recorded in its card).
@@ -84,11 +90,31 @@ def pyramid_strides(size_px: float) -> tuple[int, int, int]:
     return (4, 8, 16) if size_px < 32 else (8, 16, 32)
 
 
-def anchor_sizes(size_px: float, architecture: str) -> tuple[tuple[float, ...], ...]:
+def anchors_from_sizes(sizes_px: Sequence[float], low: float = 0.03, high: float = 0.97
+                       ) -> tuple[float, ...]:  # fmt: skip
+    """Nine anchor sizes spaced evenly in log between the ``low`` and ``high`` quantiles of
+    the labelled objects' sizes (square root of box area, pixels)."""
+    sizes = [float(v) for v in sizes_px if v > 0]
+    if not sizes:
+        raise ConfigError("no labelled object has a size to fit anchors to")
+    sizes.sort()
+    pick = lambda q: sizes[min(len(sizes) - 1, max(0, round(q * (len(sizes) - 1))))]  # noqa: E731
+    a, b = max(MIN_OBJECT_PX, pick(low)), max(MIN_OBJECT_PX * 1.5, pick(high))
+    b = max(b, a * 1.5)
+    return tuple(round(a * (b / a) ** (i / 8), 2) for i in range(9))
+
+
+def anchor_sizes(size_px: float, architecture: str, anchor_px: Sequence[float] = ()
+                 ) -> tuple[tuple[float, ...], ...]:  # fmt: skip
     """Anchor sizes (pixels) per pyramid level for objects ``size_px`` wide."""
     strides = pyramid_strides(size_px)
     if architecture == "fcos":
         return tuple((float(s),) for s in strides)
+    if len(anchor_px) == 9:
+        levels = [tuple(anchor_px[3 * i : 3 * i + 3]) for i in range(3)]
+        if architecture == "faster_rcnn":
+            return (*((lv[1],) for lv in levels), (2 * levels[-1][-1],))
+        return tuple(levels)
     bases = [size_px * 2.0 ** (level - 1) for level in range(len(strides))]
     if architecture == "faster_rcnn":
         return (*((b,) for b in bases), (bases[-1] * 2,))
@@ -112,6 +138,8 @@ class DetectorConfig:
     nms_iou: float = 0.4
     score_threshold: float = 0.05
     fpn_channels: int = 128
+    anchor_px: tuple[float, ...] = ()
+    tile_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -142,13 +170,14 @@ class DetectorConfig:
 
     @property
     def anchor_sizes(self) -> tuple[tuple[float, ...], ...]:
-        return anchor_sizes(self.object_size_px, self.architecture)
+        return anchor_sizes(self.object_size_px, self.architecture, self.anchor_px)
 
     def to_card(self) -> dict[str, Any]:
         """Plain values for a model card (sizes derived, for people, included)."""
         out = asdict(self)
         out.pop("backbone")
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["anchor_px"] = list(self.anchor_px)
         out["object_size_px"] = round(self.object_size_px, 3)
         out["strides"] = list(self.strides)
         out["anchor_sizes"] = [[round(a, 2) for a in level] for level in self.anchor_sizes]
@@ -175,6 +204,8 @@ class DetectorConfig:
             nms_iou=float(d["nms_iou"]),
             score_threshold=float(d["score_threshold"]),
             fpn_channels=int(d["fpn_channels"]),
+            anchor_px=tuple(float(v) for v in d.get("anchor_px") or ()),
+            tile_norm=bool(d.get("tile_norm", False)),
         )
 
 
@@ -281,6 +312,18 @@ class _TileTransform(GeneralizedRCNNTransform):
         return image, target
 
 
+class _TileStandardise(_TileTransform):
+    """Each tile's bands standardised by the tile's own mean and spread instead of fixed
+    statistics: another site's light, season or camera shifts every band, and this takes
+    the shift out (``DetectorConfig.tile_norm``)."""
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        flat = image.flatten(1)
+        mean = flat.mean(dim=1)[:, None, None]
+        std = flat.std(dim=1).clamp(min=0.02)[:, None, None]
+        return (image - mean) / std
+
+
 class Detector(nn.Module):
     """A torchvision detector on a :class:`FeaturePyramid`, for one object class.
 
@@ -321,6 +364,35 @@ class Detector(nn.Module):
             for b in boxes
         ]
         return self.net(tiles, targets)
+
+
+def freeze_stages(model: Detector, blocks: int) -> int:
+    """Freeze the stem and the first ``blocks`` stages of the trunk (no gradients, no
+    weight decay): early layers see generic edges and colours, and skipping their backward
+    pass is most of a CPU step at high resolution. Returns the parameters frozen."""
+    body = model.pyramid.body
+    container_path = _STAGE_CONTAINERS.get(model.config.backbone.name, "")
+    stages = list(body.get_submodule(container_path).children()) if container_path else []
+    frozen: list[nn.Parameter] = []
+    if container_path and blocks > 0:
+        stage_ids = {id(p) for stage in stages for p in stage.parameters()}
+        frozen += [p for p in body.parameters() if id(p) not in stage_ids and _early(body, p)]
+        for stage in stages[:blocks]:
+            frozen += list(stage.parameters())
+    elif blocks > 0:  # torchvision trunks: children in order (stem first)
+        for child in list(body.children())[: blocks + 1]:
+            frozen += list(child.parameters())
+    for p in frozen:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in frozen)
+
+
+def _early(body: nn.Module, param: nn.Parameter) -> bool:
+    """Whether a trunk parameter outside the stage container belongs to its stem."""
+    for name, p in body.named_parameters():
+        if p is param:
+            return "stem" in name or name.startswith("net._bn0")
+    return False
 
 
 def build_detector(config: DetectorConfig) -> Detector:
@@ -383,7 +455,7 @@ def build_detector(config: DetectorConfig) -> Detector:
             detections_per_img=config.max_detections,
             **common,
         )
-    net.transform = _TileTransform(**common)
+    net.transform = (_TileStandardise if config.tile_norm else _TileTransform)(**common)
     return Detector(config, net)
 
 

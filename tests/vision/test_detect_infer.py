@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.fixture(scope="module")
 def profile() -> Profile:
-    return load_profile(CONFIGS / "tree_crowns_detect_neon.yaml")
+    """The NEON detection profile on 256 px tiles (several tiles per scene: the mechanics)."""
+    base = load_profile(CONFIGS / "tree_crowns_detect_neon.yaml")
+    tiling = base.tiling.model_copy(update={"tile_size": 256, "overlap": 64})
+    return base.model_copy(update={"tiling": tiling})
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +227,11 @@ def test_detect_scene_writes_sites_in_lonlat_and_pixels(
     for path in written.values():
         again = read_sites(path)
         assert len(again) == len(sites) and again.crs.to_epsg() == 4326
+
+    # Dihedral TTA: the same mechanics, boxes fused per tile, still inside the scene.
+    tta = detect_scene(untrained, profile, osbs, replace(opts, tta=True))
+    assert tta.meta["tiles"] == 4 and len(tta) > 0
+    assert (tta.boxes[:, :2] >= 0).all() and (tta.boxes[:, 2:] <= osbs.width).all()
 
     yell = open_scene(yell_crop(tmp_path / "yell_crop.png"), sensor="rgb")
     objects = detect_scene(untrained, profile, yell, opts)

@@ -178,7 +178,8 @@ def card_for(cfg: DetectorConfig) -> dict[str, Any]:
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    cfg = config("fcos", score_threshold=0.0)
+    anchors = (10.0, 12.0, 15.0, 19.0, 24.0, 30.0, 38.0, 48.0, 60.0)
+    cfg = config("fcos", score_threshold=0.0, anchor_px=anchors, tile_norm=True)
     detector = build_detector(cfg).eval()
     digest = save_detector(detector, card_for(cfg), tmp_path, "# card `{model_sha256}`\n")
     assert (tmp_path / "MODEL_CARD.md").read_text() == f"# card `{digest}`\n"
@@ -194,6 +195,18 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         load_detector(tmp_path)
     with pytest.raises(InputError, match="not a geoscreen model directory"):
         load_detector(tmp_path / "missing")
+
+
+def test_tile_standardisation_takes_out_a_band_shift() -> None:
+    """With ``tile_norm`` a tile and the same tile under other light detect alike."""
+    torch.manual_seed(0)
+    detector = build_detector(config(tile_norm=True, score_threshold=0.0)).eval()
+    x = torch.rand(1, 3, 128, 128) * 0.5
+    shifted = x * torch.tensor([1.3, 0.9, 1.1])[:, None, None] + 0.1
+    with torch.inference_mode():
+        a, b = detector(x)[0], detector(shifted)[0]
+    assert len(a["scores"]) > 0
+    torch.testing.assert_close(a["scores"], b["scores"], atol=1e-4, rtol=1e-4)
 
 
 # -- profiles -----------------------------------------------------------------------------
