@@ -188,8 +188,12 @@ def test_full_loop_files_then_store(
         assert audit.verify(store).ok
         assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 0
         before = decisions_since(store, "tree_crowns_neon", 0)
-        new = [c for c in store.candidates(order="score") if c.status == "new"]
-        set_status(store, new[0].id, "in_review", user="bob")
+        # A new candidate taken into review, or (when the scan found only the five decided)
+        # a rejected one reopened: either is a decision since the model.
+        open_ones = [c for c in store.candidates(order="score") if c.status == "new"]
+        reopen = open_ones or [c for c in store.candidates() if c.status == "rejected"]
+        add_user(store, "sup", "supervisor", actor="test")  # reopening needs a supervisor
+        set_status(store, reopen[0].id, "in_review", user="sup", reason="second look")
         assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 1
         assert decisions_since(store, "tree_crowns_neon", 0) == before + 1
     code, listed, _ = call("review", "list", "--db", db, "--profile", "tree_crowns_neon",

@@ -116,7 +116,7 @@ def test_readme_decision_on_a_new_candidate(db: Path, capsys: pytest.CaptureFixt
         "ann: new -> in_review",
         "ann: in_review -> confirmed (kiln chimney and clamp visible)",
     ]
-    code, _, err = run(capsys, "review", "set", "11", "confirmed", "--user", "ann")
+    code, _, err = run(capsys, "review", "set", "11", "confirmed", "--user", "ann", AS_ADMIN)
     assert code == 2 and "reason" in err  # still needs its reason; nothing changed
     assert json.loads(run(capsys, "review", "show", "11", "--json")[1])["status"] == "new"
 
