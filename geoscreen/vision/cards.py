@@ -186,8 +186,10 @@ def selection_lines(card: Mapping[str, Any]) -> list[str]:
             f"| {label} | {row['ap']:.3f} | {row['ap_low']:.3f}-{row['ap_high']:.3f} | "
             f"{row['roc_auc']:.3f} | {row['seconds']:.1f} |"
         )
-    verdict = "beats" if sel["beats_pixel_baseline"] else "does NOT clearly beat"
-    lines += ["", f"The chosen learner {verdict} the per-pixel baseline."]
+    if sel["beats_pixel_baseline"]:
+        lines += ["", "A learner beyond the per-pixel baseline beats it by a clear margin."]
+    else:
+        lines += ["", "No learner beats the per-pixel baseline by a clear margin (see limits)."]
     if thresholds:
         lines += [
             "",
