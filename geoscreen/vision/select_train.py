@@ -367,5 +367,7 @@ def _card(
         "source": "profile",
         "suggested": suggested_thresholds(probs, y),
     }
-    card["features"] = list(names) if scorer_record["features"] != "deep" else []
+    # The spectral features the head reads (the label pixel's values alone for pixel_lr).
+    used = {"deep": 0, "pixel": scorer_record["channels"]}.get(scorer_record["features"])
+    card["features"] = list(names)[:used]
     return card
