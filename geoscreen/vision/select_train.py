@@ -3,16 +3,17 @@
 ``geoscreen train`` (modes ``auto``, ``spectral``, ``linear_probe``, ``combined``):
 
 1. cut chips around every label (nothing is held back: see :mod:`geoscreen.vision.folds`);
-2. compute the features each candidate needs once per chip (deep features under the 8
-   flips/rotations, for training);
+2. compute the features each candidate needs once per chip (deep features under
+   flips/rotations for training: all 8 on a GPU, 2 on a CPU, :func:`deep_views`);
 3. score every candidate out of fold on the same spatially blocked folds, next to the
    two baselines: the positive rate and a per-pixel logistic regression;
-4. choose the candidate with the best out-of-fold AP, calibrate its scores (Platt, on
-   the out-of-fold scores), refit it on all chips, and write the model directory with
-   a card that shows every candidate, the baselines, and suggested thresholds.
+4. keep the candidate with the best out-of-fold AP (the per-pixel model too, when
+   nothing beats it), calibrate its scores (Platt, on the out-of-fold scores), refit
+   it on all chips, and write the model directory with a card that shows every
+   candidate, the baselines, and suggested thresholds.
 
-A chosen model that does not beat the per-pixel baseline by a clear margin is
-reported as such, with what to try.
+When no learner beats the per-pixel baseline by a clear margin, ``train`` and the
+card say so in plain words, with what to try.
 """
 
 from __future__ import annotations
