@@ -37,7 +37,7 @@ import pandas as pd
 import shapely
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.ranking import at_threshold, average_precision
+from geoscreen.evaluate.ranking import at_threshold, average_precision, roc_curve
 from geoscreen.sites.match import MatchRule, Pairs, assign_one_to_one, candidate_pairs
 
 TP, FP, FN = "TP", "FP", "FN"
@@ -143,20 +143,6 @@ def pr_curve(scores: np.ndarray, hits: np.ndarray, n_truth: int) -> dict[str, np
     precision = tp / (last + 1)
     recall = tp / n_truth if n_truth else np.full(tp.size, np.nan)
     return {"precision": precision, "recall": recall, "threshold": s[last]}
-
-
-def roc_curve(scores: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """False and true positive rates at each distinct score, from (0, 0); with the AUC."""
-    s = np.asarray(scores, dtype=np.float64)
-    t = np.asarray(truth, dtype=bool)
-    order = np.argsort(-s, kind="stable")
-    s, t = s[order], t[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, dtype=int)
-    tp, fp = np.cumsum(t)[last], np.cumsum(~t)[last]
-    tpr = np.r_[0.0, tp / max(int(t.sum()), 1)]
-    fpr = np.r_[0.0, fp / max(int((~t).sum()), 1)]
-    auc = float(np.trapezoid(tpr, fpr)) if t.any() and (~t).any() else float("nan")
-    return {"fpr": fpr, "tpr": tpr, "threshold": np.r_[np.inf, s[last]], "auc": np.asarray(auc)}
 
 
 def tile_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict[str, Any]:

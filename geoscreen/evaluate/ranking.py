@@ -62,3 +62,22 @@ def at_threshold(scores: np.ndarray, positives: np.ndarray, threshold: float) ->
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return ThresholdMetrics(threshold, tp, fp, fn, tn, precision, recall, f1)
+
+
+def roc_curve(scores: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """False and true positive rates at each distinct score, from (0, 0); with the AUC."""
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(truth, dtype=bool)
+    order = np.argsort(-s, kind="stable")
+    s, t = s[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, dtype=int)
+    tp, fp = np.cumsum(t)[last], np.cumsum(~t)[last]
+    tpr = np.r_[0.0, tp / max(int(t.sum()), 1)]
+    fpr = np.r_[0.0, fp / max(int((~t).sum()), 1)]
+    auc = float(np.trapezoid(tpr, fpr)) if t.any() and (~t).any() else float("nan")
+    return {"fpr": fpr, "tpr": tpr, "threshold": np.r_[np.inf, s[last]], "auc": np.asarray(auc)}
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN without both classes."""
+    return float(roc_curve(scores, truth)["auc"])

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoscreen.evaluate.ranking import average_precision
+from geoscreen.evaluate.ranking import average_precision, roc_auc
 from geoscreen.vision.folds import BlockedFolds
 
 FeatureSet = Literal["pixel", "spectral", "deep", "combined"]
@@ -179,18 +179,6 @@ def cross_validate(
             oof[test] = fitted.raw(features.matrix(candidate.features)[test])
         results[candidate.name] = CVResult(candidate, oof, time.perf_counter() - started)
     return results
-
-
-def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (ties counted half); NaN without both classes."""
-    from scipy.stats import rankdata
-
-    truth = np.asarray(truth, dtype=bool)
-    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def block_bootstrap_ap(
