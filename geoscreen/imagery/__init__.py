@@ -6,8 +6,9 @@ help text) does not pull in rasterio.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from geoscreen.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from geoscreen.imagery.scene import Scene, WarpSpec, open_scene
@@ -24,13 +25,4 @@ _WHERE = {
 __all__ = ["Scene", "Tile", "TileGrid", "WarpSpec", "open_scene"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _WHERE)
