@@ -414,7 +414,7 @@ def train_classifier(
     metrics = {
         "val_average_precision": average_precision(scores, truth),
         "val_positive_rate": float(truth.mean()) if truth.size else float("nan"),
-        "val_pixel_baseline_average_precision": _pixel_baseline_ap(data, split, opts.seed),
+        "val_pixel_baseline_average_precision": _pixel_baseline_ap(profile, data, split, opts.seed),
         **{
             f"val_{k}": v
             for k, v in at_threshold(scores, truth, profile.threshold).as_dict().items()
@@ -430,16 +430,17 @@ def train_classifier(
     return card
 
 
-def _pixel_baseline_ap(data: TrainingData, split: SplitResult, seed: int) -> float:
-    """AP on the validation chips of a logistic regression on the label pixel's values."""
+def _pixel_baseline_ap(
+    profile: Profile, data: TrainingData, split: SplitResult, seed: int
+) -> float:
+    """AP on the validation chips of the per-pixel baseline (the label pixel's values)."""
     from geoscreen.vision.learners import PIXEL_BASELINE, fit
+    from geoscreen.vision.select_train import chip_features
+    from geoscreen.vision.tilefeatures import SpectralContext
 
-    centres = []
-    for chip_set in DataLoader(data.dataset(), batch_size=64, shuffle=False):
-        image = chip_set["image"]
-        h, w = image.shape[-2:]
-        centres.append(image[:, :, (h - 1) // 2, (w - 1) // 2].double())
-    pixels = torch.cat(centres).numpy()
+    channels = len(band_roles(profile, data.scenes[0]))
+    spectral = SpectralContext(channels, profile.tiling.tile_size)
+    pixels = chip_features(data, spectral, None, torch.device("cpu"), 64).pixel
     y = data.labels
     if y[split.train].min() == y[split.train].max():
         return float("nan")
