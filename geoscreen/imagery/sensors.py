@@ -68,6 +68,30 @@ _TM_L2_COMMON = {
 _TM_L2 = ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7")
 _C2_L2_SCALE = 2.75e-5  # Collection 2 surface reflectance: DN * 2.75e-5 - 0.2
 
+
+def _tm_presets(name: str, instrument: str) -> tuple[SensorPreset, SensorPreset]:
+    """The Level-2 and Level-1 presets of a TM-family instrument (same bands, 30 m)."""
+    level2 = SensorPreset(
+        name=f"{name}_l2",
+        description=f"{instrument} Collection 2 Level-2 surface reflectance, uint16, 30 m "
+        "(bands 1-5 and 7)",
+        bands=_TM_L2,
+        common_names=_TM_L2_COMMON,
+        nominal_resolution_m=30.0,
+        reflectance_scale=_C2_L2_SCALE,
+    )
+    level1 = SensorPreset(
+        name=f"{name}_l1",
+        description=f"{instrument} Collection 2 Level-1 digital numbers, uint8, 30 m: "
+        "bands 1-5 and 7 (variant: with thermal B6 in band order)",
+        bands=_TM_L1,
+        variants=(("B1", "B2", "B3", "B4", "B5", "B6", "B7"),),
+        common_names=_TM_L1_COMMON,
+        nominal_resolution_m=30.0,
+    )
+    return level2, level1
+
+
 PRESETS: dict[str, SensorPreset] = {
     p.name: p
     for p in (
@@ -98,42 +122,8 @@ PRESETS: dict[str, SensorPreset] = {
             common_names=_OLI_L1_COMMON,
             nominal_resolution_m=30.0,
         ),
-        SensorPreset(
-            name="landsat7_etm_l2",
-            description="Landsat 7 ETM+ Collection 2 Level-2 surface reflectance, uint16, 30 m "
-            "(bands 1-5 and 7)",
-            bands=_TM_L2,
-            common_names=_TM_L2_COMMON,
-            nominal_resolution_m=30.0,
-            reflectance_scale=_C2_L2_SCALE,
-        ),
-        SensorPreset(
-            name="landsat7_etm_l1",
-            description="Landsat 7 ETM+ Collection 2 Level-1 digital numbers, uint8, 30 m: "
-            "bands 1-5 and 7 (variant: with thermal B6 in band order)",
-            bands=_TM_L1,
-            variants=(("B1", "B2", "B3", "B4", "B5", "B6", "B7"),),
-            common_names=_TM_L1_COMMON,
-            nominal_resolution_m=30.0,
-        ),
-        SensorPreset(
-            name="landsat45_tm_l2",
-            description="Landsat 4-5 TM Collection 2 Level-2 surface reflectance, uint16, 30 m "
-            "(bands 1-5 and 7)",
-            bands=_TM_L2,
-            common_names=_TM_L2_COMMON,
-            nominal_resolution_m=30.0,
-            reflectance_scale=_C2_L2_SCALE,
-        ),
-        SensorPreset(
-            name="landsat45_tm_l1",
-            description="Landsat 4-5 TM Collection 2 Level-1 digital numbers, uint8, 30 m: "
-            "bands 1-5 and 7 (variant: with thermal B6 in band order)",
-            bands=_TM_L1,
-            variants=(("B1", "B2", "B3", "B4", "B5", "B6", "B7"),),
-            common_names=_TM_L1_COMMON,
-            nominal_resolution_m=30.0,
-        ),
+        *_tm_presets("landsat7_etm", "Landsat 7 ETM+"),
+        *_tm_presets("landsat45_tm", "Landsat 4-5 TM"),
         SensorPreset(
             name="planetscope_4b",
             description="PlanetScope 4-band analytic surface reflectance, uint16, 3 m",
