@@ -35,7 +35,7 @@ from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import LabelSet, load_labels
+from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.augment import jitter, random_dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
@@ -135,6 +135,7 @@ def collect_chips(
     positive_classes = opts.positive_classes or (rules.positive_classes if rules else None)
     negative_classes = opts.negative_classes or (rules.negative_classes if rules else None)
     seen: set[str] = set()
+    other_image: dict[str, str] = {}  # label files naming another image: why, per file
     for scene_path in imagery:
         scene = open_scene(scene_path, sensor=profile.imagery.sensor)
         for warning in check_scene(profile, scene):
@@ -143,7 +144,12 @@ def collect_chips(
         pos: list[tuple[float, float]] = []
         neg: list[tuple[float, float]] = []
         for label_path in labels:
-            label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+            try:
+                label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+            except LabelsForOtherImage as exc:  # drawn on another of the given images
+                other_image.setdefault(str(label_path), exc.what)
+                continue
+            other_image[str(label_path)] = ""
             seen.update(label_set.frame["label"].astype(str))
             label_set = _narrow_negatives(label_set, negative_classes)
             if len(label_set.positives()) + len(label_set.negatives()) == 0:
@@ -178,6 +184,15 @@ def collect_chips(
         data.groups += [scene.id] * len(chips)
         data.datasets.append(ChipDataset(scene, chips, preprocessor))
         data.scenes.append(scene)
+    unmatched = [(path, why) for path, why in other_image.items() if why]
+    if unmatched:
+        path, why = unmatched[0]
+        raise InputError(
+            why,
+            where=path,
+            fix="Give the image each label file was drawn on with --imagery "
+            "(every label file must match at least one of them).",
+        )
     _check_classes(seen, positive_classes, negative_classes, labels)
     if not data.chips:
         raise InputError(

@@ -196,6 +196,23 @@ def test_labels_elsewhere(
     assert not (tmp_path / "m").exists()
 
 
+def test_label_files_of_several_images_each_go_to_their_own(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, yell_path: Path,
+    yell_labels_path: Path,
+) -> None:  # fmt: skip
+    """Two images, each with its own pixel-coordinate label file: the file drawn on
+    the other image is skipped for a scene, not an error; a file that matches none
+    of the images still is."""
+    data = collect_chips(
+        profile, [osbs_labels_path, yell_labels_path], [osbs_path, yell_path], TrainOptions()
+    )
+    sources = [Path(r["path"]).name for r in data.label_records]
+    assert sources == [osbs_labels_path.name, yell_labels_path.name]
+    assert len(data.scenes) == 2 and int(data.labels.sum()) == 61 + 279
+    with pytest.raises(InputError, match=r"none of the 279 labels.*Give the image"):
+        collect_chips(profile, [osbs_labels_path, yell_labels_path], [osbs_path], TrainOptions())
+
+
 def test_finetune_runs_and_keeps_best_epoch(
     profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
 ) -> None:
