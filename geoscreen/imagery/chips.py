@@ -20,6 +20,7 @@ from geoscreen.imagery.masks import read_valid_mask
 from geoscreen.imagery.scene import Scene
 
 POSITIVE, NEGATIVE, BACKGROUND = "positive", "negative", "background"
+SHIFTED = "shifted"  # a positive chip moved off its label's centre (training's choice)
 
 # Candidate background chips drawn per wanted chip before giving up.
 _MAX_DRAWS_PER_CHIP = 50

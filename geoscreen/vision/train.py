@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import at_threshold, average_precision
-from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips
+from geoscreen.imagery.chips import BACKGROUND, SHIFTED, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
@@ -76,6 +76,12 @@ class TrainOptions(BaseModel):
         default=None, description="class names counted as negative (else every other class)"
     )
     background_per_positive: float = Field(default=4.0, ge=0.0)
+    colour_views: int = Field(
+        default=0, ge=0, le=16, description="colour-jittered copies per chip (spectral learners)"
+    )
+    shifted_positives: int = Field(
+        default=0, ge=0, le=16, description="copies of each positive chip, shifted within a stride"
+    )
     min_background_distance_tiles: float = Field(default=0.3, ge=0.0)
     num_workers: int = Field(default=0, ge=0)
 
@@ -179,6 +185,10 @@ def collect_chips(
         )
         chips, hidden = _without_hidden_positives(chips, pos)
         data.background_dropped += hidden
+        if opts.shifted_positives:
+            reach = (size - profile.tiling.overlap) / 2
+            rng = np.random.default_rng([opts.seed, len(data.scenes)])
+            chips += shifted_copies(chips, scene, opts.shifted_positives, reach, rng)
         data.offsets.append(len(data.chips))
         data.chips += chips
         data.groups += [scene.id] * len(chips)
@@ -202,6 +212,26 @@ def collect_chips(
             "or that CSV image_path names match the image files.",
         )
     return data
+
+
+def shifted_copies(
+    chips: Sequence[Chip], scene: Scene, copies: int, reach: float, rng: np.random.Generator
+) -> list[Chip]:
+    """``copies`` of every positive chip, each moved by up to ``reach`` px on both axes.
+
+    A chip centred on its label is what training sees; screening sees the label
+    wherever the tile grid puts it, up to half a stride from the nearest tile's
+    centre. Shifted copies teach the learner that tile, not only the centred one.
+    """
+    out: list[Chip] = []
+    for chip in chips:
+        if chip.label != 1:
+            continue
+        for dx, dy in np.rint(rng.uniform(-reach, reach, (copies, 2))).astype(int):
+            col = min(max(chip.col_off + int(dx), 0), max(scene.width - chip.size, 0))
+            row = min(max(chip.row_off + int(dy), 0), max(scene.height - chip.size, 0))
+            out.append(Chip(row, col, chip.size, 1, SHIFTED))
+    return out
 
 
 def _without_hidden_positives(
