@@ -99,7 +99,9 @@ def get_user(conn: Connection, name: str) -> User:
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
         raise NotFoundError(
-            f"no user named {name!r}", fix="Add one with 'geoscreen users add NAME --role ROLE'."
+            f"no user named {name!r}",
+            fix="Add one with 'geoscreen users add NAME --role ROLE --user ADMIN' "
+            "(or --as-admin-of-this-file instead of --user ADMIN).",
         )
     return User.from_row(row)
 
