@@ -531,19 +531,22 @@ def export(
         )
 
 
+_REGIONS_FIX = "Give --regions a GeoPackage or GeoJSON of polygons (districts) with a CRS."
+
+
 def _read_regions(path: Path) -> Any:
     import geopandas as gpd
     from pyogrio.errors import DataLayerError, DataSourceError
 
     if not path.is_file():
-        raise InputError("regions file not found", where=str(path))
+        raise InputError("regions file not found", where=str(path), fix=_REGIONS_FIX)
     try:
         frame = gpd.read_file(path)
     except (DataSourceError, DataLayerError, ValueError) as exc:
-        raise InputError("cannot read as a vector file", where=str(path)) from exc
+        raise InputError("cannot read as a vector file", where=str(path), fix=_REGIONS_FIX) from exc
     polygons = frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
     if frame.crs is None or not polygons.any():
-        raise InputError("regions need polygons with a CRS", where=str(path))
+        raise InputError("regions need polygons with a CRS", where=str(path), fix=_REGIONS_FIX)
     return frame[polygons]
 
 
