@@ -500,7 +500,8 @@ def export(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(
-            f"{'.'.join(map(str, first['loc'])) or 'redaction'}: {first['msg']}",
+            f"{'.'.join(map(str, first['loc'])) or 'redaction'}: "
+            f"{str(first['msg']).removeprefix('Value error, ')}",
             fix="Check --redaction, --min-m, --max-m, --grid-m, --min-count.",
         ) from exc
     where = make_filter(statuses, profile, bbox, since, until)

@@ -265,7 +265,7 @@ def evaluate(
     if iou is not None and distance is not None:
         raise ConfigError(
             "give --iou or --distance, not both",
-            fix="--iou matches outlines by overlap, --distance (m) points by distance; pick one.",
+            fix="Pick one: --iou matches outlines by overlap, --distance (m) centres by distance.",
         )
     if iou is not None and not 0 < iou <= 1:
         raise ConfigError(
