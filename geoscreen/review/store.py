@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import shapely
 from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
@@ -183,6 +183,15 @@ class Store:
             yield
         except OperationalError as exc:
             raise StoreError(_first_line(exc), where=self.display, fix=_db_fix(exc)) from exc
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise  # a bug, not the user's database role
+            raise StoreError(
+                _first_line(exc),
+                where=self.display,
+                fix="This database role may not change the store (a read-only role?); act "
+                "through the review server, or connect as the store's owner.",
+            ) from exc
 
     # -- reads -------------------------------------------------------------------------
     def candidate(self, candidate_id: int, conn: Connection | None = None) -> Candidate:
@@ -359,6 +368,9 @@ def relative_to(value: str, folder: Path) -> str:
         if path.is_relative_to(base):
             return path.relative_to(base).as_posix()
     return value
+
+
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
 
 
 def _db_fix(exc: BaseException) -> str:
