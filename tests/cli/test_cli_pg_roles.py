@@ -116,9 +116,11 @@ def test_plain_sql_cannot_write_through_it(
     owner, reader = store_and_reader
     engine = create_engine(make_url(reader))
     try:
-        with pytest.raises(ProgrammingError, match="permission denied|must be owner"):
-            with engine.begin() as conn:
-                conn.execute(text(statement))
+        with (
+            pytest.raises(ProgrammingError, match=r"permission denied|must be owner"),
+            engine.begin() as conn,
+        ):
+            conn.execute(text(statement))
     finally:
         engine.dispose()
     code, out, _ = run("audit", "verify", "--db", owner)
