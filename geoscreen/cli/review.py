@@ -2,7 +2,8 @@
 
 ``--db`` takes a SQLite path or a ``postgresql://`` URL; it defaults to
 ``$GEOSCREEN_DB``, then ``./geoscreen.sqlite``. Only ``review load`` and ``users add``
-create a store; the other commands refuse a path or database without one.
+create a store, and only on the file's authority (``--as-admin-of-this-file``, without
+``--user``); the other commands refuse a path or database without one.
 """
 
 from __future__ import annotations
