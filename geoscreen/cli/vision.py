@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,10 @@ def precision_option(func: Any) -> Any:
         help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
         "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
     )(func)
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @cli.command()
@@ -84,6 +89,11 @@ def precision_option(func: Any) -> Any:
 @click.option(
     "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
 )
+@click.option(
+    "--allow-dropped",
+    is_flag=True,
+    help="Train even when more than 10% of a label file's rows are invalid (they are dropped).",
+)
 def train(
     profile: str,
     labels: tuple[str, ...],
@@ -97,8 +107,13 @@ def train(
     negative: tuple[str, ...],
     folds: int,
     from_store: str | None = None,
+    allow_dropped: bool = False,
 ) -> None:
-    """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    """Train PROFILE's classifier on labelled examples; writes weights and a model card.
+
+    First prints each label file's report (rows kept, dropped and why); refuses a file
+    with more than 10% invalid rows unless --allow-dropped.
+    """
     from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
@@ -111,6 +126,13 @@ def train(
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
         )
+    echo: Callable[[str], None] = _stderr
+    if labels and imagery:
+        from geoscreen.cli.labelcheck import check_training_labels, without
+
+        printed = check_training_labels(prof, labels, imagery, positive,
+                                         allow_dropped=allow_dropped, say=echo)  # fmt: skip
+        echo = without(printed, echo)  # the trainer repeats the per-scene lines
     if prof.model.task == "detect" and from_store is None:  # a detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
@@ -121,7 +143,7 @@ def train(
             imagery,
             out,
             DetectTrainOptions(device=device, seed=seed, **limit),
-            progress=lambda msg: click.echo(msg, err=True),
+            progress=echo,
         )
         m = card["metrics"]
         click.echo(
@@ -148,7 +170,7 @@ def train(
 
         card = train_from_store(prof, from_store, out, labels=labels, imagery=imagery,
                                 opts=TrainOptions(**options),
-                                progress=lambda msg: click.echo(msg, err=True))  # fmt: skip
+                                progress=echo)  # fmt: skip
     else:
         card = train_classifier(
             prof,
@@ -156,7 +178,7 @@ def train(
             imagery,
             out,
             TrainOptions(**options),
-            progress=lambda msg: click.echo(msg, err=True),
+            progress=echo,
         )
     metrics = card["metrics"]
     chosen = card.get("selection", {}).get("chosen", mode)

@@ -245,7 +245,10 @@ class Scene:
         if isinstance(resampling, str):
             resampling = Resampling[resampling]
         if resolution is not None and resolution <= 0:
-            raise ConfigError(f"resolution must be positive, got {resolution}")
+            raise ConfigError(
+                f"resolution must be positive, got {resolution}",
+                fix="Give the pixel size in the target CRS's units (e.g. 10 for 10 m).",
+            )
         # Always warp from the file's own grid, also when this scene is already reprojected.
         src_crs = self.source_crs or self.crs
         src_w, src_h = self.source_size or (self.width, self.height)
