@@ -84,6 +84,14 @@ def _stderr(message: str) -> None:
 @click.option(
     "--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="Blocked CV folds."
 )
+@click.option(
+    "--fold-by",
+    type=click.Choice(["auto", "blocks", "scenes"]),
+    default="auto",
+    show_default=True,
+    help="Fold blocks: square blocks within scenes, or whole scenes (auto: whole scenes "
+    "when two or more scenes hold positives and negatives).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
@@ -106,6 +114,7 @@ def train(
     positive: tuple[str, ...],
     negative: tuple[str, ...],
     folds: int,
+    fold_by: str = "auto",
     from_store: str | None = None,
     allow_dropped: bool = False,
 ) -> None:
@@ -152,7 +161,9 @@ def train(
             f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
         )
         return
-    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed, "folds": folds}
+    options: dict[str, Any] = {
+        "mode": mode, "device": device, "seed": seed, "folds": folds, "fold_by": fold_by
+    }  # fmt: skip
     if positive:
         options["positive_classes"] = list(positive)
     if negative:

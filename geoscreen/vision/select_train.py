@@ -30,12 +30,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from geoscreen.errors import InputError
 from geoscreen.evaluate.ranking import at_threshold
 from geoscreen.profiles import Profile
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import HELD_OUT_LIMIT, model_card, training_record
-from geoscreen.vision.folds import BlockedFolds, blocked_folds
+from geoscreen.vision.folds import BlockedFolds, blocked_folds, scene_folds_fit
 from geoscreen.vision.learners import (
     CANDIDATES,
     PIXEL_BASELINE,
@@ -210,6 +211,16 @@ def compare_learners(
     """Build folds and features, then score the mode's candidates and the baseline."""
     device = pick_device(opts.device)
     where = ", ".join(str(r["path"]) for r in data.label_records)
+    by_scene = opts.fold_by == "scenes" or (
+        opts.fold_by == "auto" and scene_folds_fit(data.chips, data.groups)
+    )
+    if by_scene and not scene_folds_fit(data.chips, data.groups):
+        raise InputError(
+            "folds of whole scenes need at least two scenes that each hold positive and "
+            "negative examples",
+            where=where,
+            fix="Give labelled imagery of more scenes, or use --fold-by blocks.",
+        )
     folds = blocked_folds(
         data.chips,
         data.groups,
@@ -217,6 +228,7 @@ def compare_learners(
         k=opts.folds,
         seed=opts.seed,
         where=where,
+        by_scene=by_scene,
     )
     y = data.labels
     say(f"{len(data.chips)} chips ({int(y.sum())} positive); {folds.describe()}")

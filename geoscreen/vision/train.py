@@ -69,6 +69,11 @@ class TrainOptions(BaseModel):
     folds: int = Field(default=5, ge=2, le=20, description="blocked cross-validation folds")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0, description="finetune hold-out")
     block_tiles: int = Field(default=3, ge=2, description="validation block side, in tiles")
+    fold_by: Literal["auto", "blocks", "scenes"] = Field(
+        default="auto",
+        description="cross-validation blocks: square blocks, whole scenes, or whole scenes "
+        "when at least two scenes hold positives and negatives (auto)",
+    )
     positive_classes: list[str] | None = Field(
         default=None, description="class names counted as positive (else the profile's)"
     )

@@ -200,3 +200,23 @@ def test_colour_jitter_gain_scales_channels_apart() -> None:
     assert not torch.allclose(gained[:, 0], gained[:, 1])
     ratio = gained / plain
     assert ((ratio > 0.8 - 1e-6) & (ratio < 1.2 + 1e-6)).all()
+
+
+def test_scene_folds_test_every_scene_on_models_that_never_saw_it() -> None:
+    from geoscreen.vision.folds import scene_folds_fit
+
+    chips = _chips(90, seed=6)
+    groups = [f"scene{i % 3}" for i in range(len(chips))]
+    assert scene_folds_fit(chips, groups)
+    folds = blocked_folds(chips, groups, block_px=64, k=5, seed=0, by_scene=True)
+    assert folds.k == 3 and folds.record()["method"] == "whole-scene k-fold"
+    scenes = np.array(groups)
+    for train, test in folds.splits:
+        assert np.unique(scenes[test]).size == 1
+        assert scenes[test][0] not in set(scenes[train])
+        assert train.size + test.size == len(chips)  # no buffer needed across scenes
+    one_scene_positive = [
+        Chip(c.row_off, c.col_off, c.size, int(g == "scene0" and c.label), c.source)
+        for c, g in zip(chips, groups, strict=True)
+    ]
+    assert not scene_folds_fit(one_scene_positive, groups)
