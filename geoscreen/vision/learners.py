@@ -10,9 +10,9 @@ A learner is a feature set and an estimator:
 - ``combined``: deep and spectral side by side.
 
 Estimators: ``lr`` (class-balanced, L2-regularised logistic regression on
-standardised features) and ``gbm`` (scikit-learn's histogram gradient boosting,
-class-balanced). :func:`cross_validate` scores each candidate out of fold;
-:func:`summarise` gives AP with a block-bootstrap interval and ROC AUC.
+standardised features) and ``gbm`` (scikit-learn's histogram gradient boosting).
+:func:`cross_validate` scores each candidate out of fold; :func:`summarise` gives AP
+with a block-bootstrap interval and ROC AUC.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ GBM_PARAMS: dict[str, Any] = {
     "max_leaf_nodes": 15,
     "min_samples_leaf": 10,
     "l2_regularization": 1.0,
-    "class_weight": "balanced",
+    # No class weights: with them scikit-learn 1.9 bins every feature by weighted
+    # percentiles, 5.7x slower (2,700 x 500: 77 s against 13 s) and most of training's
+    # time; AP ranks, and the Platt calibration on out-of-fold scores sets the rates.
     "early_stopping": False,
 }
 BOOTSTRAP_ROUNDS = 300
