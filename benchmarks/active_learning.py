@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import print_table
 
-from geoscreen.evaluate.ranking import average_precision
 from geoscreen.profiles import load_profile
+from geoscreen.ranking import average_precision
 from geoscreen.review.queue import diverse_order
 from geoscreen.samples import sample_path
 from geoscreen.vision.learners import CANDIDATES, fit

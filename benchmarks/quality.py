@@ -40,11 +40,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
-from geoscreen.evaluate.ranking import average_precision, roc_auc
 from geoscreen.evaluate.tiles import tiles_containing
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import average_precision, roc_auc
 from geoscreen.samples import sample_path, sentinel2_water_forest
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 from geoscreen.vision.scorer import FeatureScorer

@@ -3,7 +3,7 @@
 - :mod:`geoscreen.sites.site`: the site table schema, :class:`Site`, GeoParquet/GPKG IO
 - :mod:`geoscreen.sites.extract`: score map -> sites (threshold, merge, minimum area)
 - :mod:`geoscreen.sites.evidence`: PNG evidence chips with the site outline
-- :mod:`geoscreen.sites.match`: matching sites across runs (and the shared matching helpers)
+- :mod:`geoscreen.sites.match`: matching sites across runs (primitives in :mod:`geoscreen.matching`)
 - :mod:`geoscreen.sites.coverage`: which places earlier runs looked at (for ``new_since``)
 
 The names below load on first use (geopandas is slow to import).

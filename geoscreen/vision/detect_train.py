@@ -42,17 +42,13 @@ from torch import nn
 from tqdm import tqdm
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.metrics import (
-    match_hungarian,
-    match_in_score_order,
-    object_average_precision,
-)
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
+from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
-from geoscreen.sites.match import MatchRule
+from geoscreen.ranking import object_average_precision
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card

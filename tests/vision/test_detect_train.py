@@ -13,11 +13,12 @@ import yaml
 
 from geoscreen.cli import main
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.metrics import Criterion, evaluate_sites, object_average_precision
+from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
