@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from geoscreen.evaluate.ranking import at_threshold
 from geoscreen.profiles import Profile
+from geoscreen.ranking import at_threshold
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import HELD_OUT_LIMIT, model_card, training_record

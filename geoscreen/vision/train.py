@@ -30,13 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.ranking import at_threshold, average_precision
 from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
 from geoscreen.profiles import Profile, check_scene
+from geoscreen.ranking import at_threshold, average_precision
 from geoscreen.vision.augment import jitter, random_dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import (
