@@ -58,8 +58,8 @@ from geoscreen.sites.match import MatchRule, update_sites
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier
 from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.inputs import backbone_spec
 from geoscreen.vision.scoremap import ScoreMap
-from geoscreen.vision.train import backbone_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGGED_SHARE = 0.05

@@ -214,7 +214,8 @@ def screen(
 
     prof = load_profile(profile)
     if prof.model.task == "detect":  # one site per object: <out>/<scene id>/sites.parquet
-        from geoscreen.vision.detect_infer import DetectOptions, screen_detection
+        from geoscreen.sites.detections import screen_detection
+        from geoscreen.vision.detect_infer import DetectOptions
 
         opts_d = DetectOptions(
             batch_size=batch_size,

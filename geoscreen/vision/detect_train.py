@@ -73,8 +73,8 @@ from geoscreen.vision.detector import (
     freeze_stages,
     save_detector,
 )
+from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
 from geoscreen.vision.runtime import pick_device
-from geoscreen.vision.train import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +148,6 @@ class DetectionData:
             train.append(training_view(view.image, view.boxes, block, min_visible, view.name))
             val.append(validation_view(view.image, view.boxes, block, min_visible, view.name))
         return train, val
-
-
-def scene_resolution_m(profile: Profile, scene: Scene, given: float | None = None) -> float:
-    """Pixel size in metres: the scene's own, else ``given``, else the profile's nominal one.
-
-    Images without georeference take the geometric mean of ``imagery.resolution_m``.
-    """
-    res = scene.resolution_m
-    if res is not None:
-        return math.sqrt(res[0] * res[1])
-    if given is not None:
-        return given
-    if profile.imagery.resolution_m is not None:
-        low, high = profile.imagery.resolution_m
-        return math.sqrt(low * high)
-    raise ConfigError(
-        "the image has no georeference, so its pixel size (needed for the object size "
-        "in pixels) is unknown",
-        where=scene.uri,
-        fix="Set imagery.resolution_m in the profile, or give the pixel size in metres.",
-    )
 
 
 def detector_config(profile: Profile, scene: Scene, resolution_m: float) -> DetectorConfig:

@@ -14,7 +14,7 @@ from geoscreen.profiles import load_profile
 from geoscreen.samples import make_synthetic_scene
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, save_model
-from geoscreen.vision.train import backbone_spec
+from geoscreen.vision.inputs import backbone_spec
 
 PROFILE = {
     "name": "precision_probe", "version": "0.1.0",

@@ -20,18 +20,19 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
+from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_card import record_evaluation
-from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
+from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_train import (
     DetectTrainOptions,
     best_threshold,
     detection_metrics,
     load_detection_data,
     object_boxes,
-    scene_resolution_m,
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, load_detector
+from geoscreen.vision.inputs import scene_resolution_m
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
