@@ -1,6 +1,6 @@
 """Candidate sites: flagged tiles merged into places, their files, evidence and history.
 
-- :mod:`geoscreen.sites.site`: the site table schema, :class:`Site`, GeoParquet/GPKG IO
+- :mod:`geoscreen.sites.site`: the site table schema, GeoParquet/GPKG IO
 - :mod:`geoscreen.sites.extract`: score map -> sites (threshold, merge, minimum area)
 - :mod:`geoscreen.sites.evidence`: PNG evidence chips with the site outline
 - :mod:`geoscreen.sites.match`: matching sites across runs (primitives in :mod:`geoscreen.matching`)
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from geoscreen.sites.coverage import coverage_of, read_coverage, write_coverage
     from geoscreen.sites.extract import extract_sites
     from geoscreen.sites.match import MatchRule, SiteUpdate, update_sites
-    from geoscreen.sites.site import SITE_COLUMNS, Site, read_sites, write_sites
+    from geoscreen.sites.site import SITE_COLUMNS, read_sites, write_sites
 
 _WHERE = {
     "coverage_of": "coverage",
@@ -30,7 +30,6 @@ _WHERE = {
     "SiteUpdate": "match",
     "update_sites": "match",
     "SITE_COLUMNS": "site",
-    "Site": "site",
     "read_sites": "site",
     "write_sites": "site",
 }
@@ -38,7 +37,6 @@ _WHERE = {
 __all__ = [
     "SITE_COLUMNS",
     "MatchRule",
-    "Site",
     "SiteUpdate",
     "coverage_of",
     "extract_sites",
