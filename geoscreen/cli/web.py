@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.review import db_option
+from geoscreen.cli.options import db_option
 from geoscreen.review.records import STATUSES
 
 if TYPE_CHECKING:  # SQLAlchemy, folium and FastAPI load when a command runs
