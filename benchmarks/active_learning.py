@@ -53,7 +53,7 @@ from geoscreen.vision.learners import CANDIDATES, fit
 from geoscreen.vision.tilefeatures import SpectralContext
 from geoscreen.vision.train import TrainOptions, collect_chips
 
-PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[1] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 SCENES = (("neon_osbs", "neon_osbs_labels"), ("neon_yell", "neon_yell_labels"))
 LEARNER = CANDIDATES["spectral_lr"]
 START, ROUND = 10, 20

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/detect.py [--size 2048] [--workdir DIR]          # speed
     python benchmarks/detect.py --quality --out DIR [--ablation] [--combined]
 
-Speed (profile ``configs/tree_crowns_detect_neon.yaml``: RetinaNet on
+Speed (profile ``geoscreen/configs/tree_crowns_detect_neon.yaml``: RetinaNet on
 EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
 
   (m) the detector alone: random (8, 3, 256, 256) batches under ``torch.inference_mode``,
@@ -63,7 +63,7 @@ from geoscreen.vision.detect_train import (
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
 from geoscreen.vision.runtime import tune_malloc
 
-PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_detect_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[1] / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
 BATCH = 8
 NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
 METRICS = ("precision", "recall", "f1", "average_precision")

@@ -7,7 +7,7 @@ Usage::
 
 Cases (real public data only; synthetic data is never evidence of quality):
 
-- ``neon_osbs_yell`` / ``neon_yell_osbs``: profile ``configs/tree_crowns_neon.yaml``;
+- ``neon_osbs_yell`` / ``neon_yell_osbs``: profile ``geoscreen/configs/tree_crowns_neon.yaml``;
   train on one NEON site's crowns (OSBS_029, 61 crowns, Florida; the YELL crop, 279
   crowns, Yellowstone), screen the *other* site's scene through the screening path and
   score its tiles against "the tile holds a labelled crown centre".
@@ -116,7 +116,7 @@ def run_case(
 
 
 def neon_case(train: str, test: str, seed: int) -> dict[str, Any]:
-    profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
+    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
     centres = load_labels(sample_path(labels), scene).centres()
@@ -137,7 +137,7 @@ def neon_case(train: str, test: str, seed: int) -> dict[str, Any]:
 
 def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
     sample = sentinel2_water_forest()
-    profile = Profile.model_validate(S2_PROFILE).with_source(ROOT / "configs" / "x.yaml")
+    profile = Profile.model_validate(S2_PROFILE).with_source(ROOT / "geoscreen" / "configs" / "x.yaml")
     points = gpd.read_file(sample.points)
     middle = float(np.median(points.geometry.x))
     west, east = workdir / "west.geojson", workdir / "east.geojson"

@@ -149,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("geoscreen").setLevel(logging.ERROR)  # YELL has no georeference: known
 
-    profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
+    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sample = "neon_osbs" if args.quick else "neon_yell"
     screened, tiles_per_s = screening_rate(

@@ -25,7 +25,7 @@ from geoscreen.ranking import average_precision
 from geoscreen.samples import make_sentinel2_like
 from geoscreen.vision.classifier import load_model
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 Run = Callable[..., tuple[int, str, str]]
 
 

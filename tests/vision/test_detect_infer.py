@@ -37,7 +37,7 @@ from geoscreen.vision.detect_infer import (
 from geoscreen.vision.detect_train import detector_config
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector, save_detector
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from geoscreen.vision.detect_train import (
 from geoscreen.vision.detector import LoadedDetector, load_detector
 from geoscreen.vision.inputs import scene_resolution_m
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 
 

@@ -32,7 +32,7 @@ from geoscreen.vision.embeddings import (
 )
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 EXAMPLE_ROWS = [0, 10, 20, 30, 40]
 OPTS = ScreenOptions(num_workers=0, device="cpu", embeddings=True)
 

@@ -27,7 +27,7 @@ from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
 
 @pytest.fixture(scope="module")
