@@ -63,7 +63,8 @@ from geoscreen.vision.detect_train import (
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
 from geoscreen.vision.runtime import tune_malloc
 
-PROFILE = Path(__file__).resolve().parents[1] / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
+PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 BATCH = 8
 NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
 METRICS = ("precision", "recall", "f1", "average_precision")

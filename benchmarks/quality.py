@@ -137,7 +137,8 @@ def neon_case(train: str, test: str, seed: int) -> dict[str, Any]:
 
 def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
     sample = sentinel2_water_forest()
-    profile = Profile.model_validate(S2_PROFILE).with_source(ROOT / "geoscreen" / "configs" / "x.yaml")
+    source = ROOT / "geoscreen" / "configs" / "x.yaml"
+    profile = Profile.model_validate(S2_PROFILE).with_source(source)
     points = gpd.read_file(sample.points)
     middle = float(np.median(points.geometry.x))
     west, east = workdir / "west.geojson", workdir / "east.geojson"

@@ -241,5 +241,6 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
 
 def test_detect_profiles_are_refused(scanned: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="detect model from the review store"):
-        train_from_store(load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"),
+        detect = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
+        train_from_store(load_profile(detect),
                          str(scanned), tmp_path / "d")  # fmt: skip
