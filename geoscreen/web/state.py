@@ -13,7 +13,7 @@ from geoscreen.review.records import Candidate
 from geoscreen.review.store import Store
 from geoscreen.web.auth import AuthSettings, LoginLimits, Session, SessionStore
 from geoscreen.web.candidate_index import CandidateIndex
-from geoscreen.web.tiles import TileSource
+from geoscreen.web.map_tiles import TileSource
 
 
 @dataclass
