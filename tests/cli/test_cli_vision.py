@@ -16,7 +16,7 @@ import shapely
 import torch
 
 from geoscreen.cli.app import EXIT_USER_ERROR, main
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid

@@ -14,7 +14,7 @@ import shapely
 import torch
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene

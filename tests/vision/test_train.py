@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
