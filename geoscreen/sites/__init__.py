@@ -2,6 +2,7 @@
 
 - :mod:`geoscreen.sites.site`: the site table schema, GeoParquet/GPKG IO
 - :mod:`geoscreen.sites.extract`: score map -> sites (threshold, merge, minimum area)
+- :mod:`geoscreen.sites.detections`: detected objects -> sites (one per object)
 - :mod:`geoscreen.sites.evidence`: PNG evidence chips with the site outline
 - :mod:`geoscreen.sites.match`: matching sites across runs (primitives in :mod:`geoscreen.matching`)
 - :mod:`geoscreen.sites.coverage`: which places earlier runs looked at (for ``new_since``)
