@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
 TARGET_S = 1.5
+OVERRIDE = "--as-admin-of-this-file"  # the store is a scratch file: act on its authority
 HEAVY = (
     "torch",
     "torchvision",
@@ -78,8 +79,8 @@ def _setup(folder: Path, n_sites: int, env: dict[str, str]) -> None:
 
     sites = make_sites(folder / "sites.parquet", n_sites)
     geoscreen = [sys.executable, "-m", "geoscreen"]
-    _run([*geoscreen, "users", "add", "ann", "--role", "analyst"], env, folder)
-    _run([*geoscreen, "review", "load", str(sites)], env, folder)
+    _run([*geoscreen, "users", "add", "ann", "--role", "analyst", OVERRIDE], env, folder)
+    _run([*geoscreen, "review", "load", str(sites), OVERRIDE], env, folder)
 
 
 def main() -> None:
@@ -94,6 +95,7 @@ def main() -> None:
         env = {**os.environ, "GEOSCREEN_DB": str(folder / "review.sqlite")}
         _setup(folder, args.store_sites, env)
         geoscreen = [sys.executable, "-m", "geoscreen"]
+        as_ann = ["--user", "ann", OVERRIDE]
         # Each run of a command that writes gets its own candidate / user name.
         commands: list[tuple[str, list[list[str]]]] = [
             ("python -c pass", [[sys.executable, "-c", "pass"]] * (args.runs + 1)),
@@ -103,14 +105,14 @@ def main() -> None:
             (
                 "review set",
                 [
-                    [*geoscreen, "review", "set", str(k + 1), "in_review", "--user", "ann"]
+                    [*geoscreen, "review", "set", str(k + 1), "in_review", *as_ann]
                     for k in range(args.runs + 1)
                 ],
             ),
             (
                 "users add",
                 [
-                    [*geoscreen, "users", "add", f"user{k}", "--role", "viewer"]
+                    [*geoscreen, "users", "add", f"user{k}", "--role", "viewer", OVERRIDE]
                     for k in range(args.runs + 1)
                 ],
             ),

@@ -20,7 +20,8 @@ class GeoscreenError(Exception):
     def message(self) -> str:
         text = f"{self.where}: {self.what}" if self.where else self.what
         if self.fix:
-            text = f"{text.rstrip('.')}. {self.fix}"
+            text = text.rstrip(".")
+            text = f"{text}{' ' if text.endswith(('?', '!')) else '. '}{self.fix}"
         return text
 
 

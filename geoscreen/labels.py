@@ -48,6 +48,10 @@ _POINTS = frozenset({"Point", "MultiPoint"})
 _BAD_BOX = "bad box (need numbers with xmin < xmax and ymin < ymax)"
 
 
+class LabelsForOtherImage(InputError):
+    """Every label in the file names another image: with several scenes, not this one's."""
+
+
 @dataclass
 class LabelReport:
     """What happened to each row of a label file."""
@@ -359,7 +363,7 @@ def _place(
     )
     if not raw.rows:
         if raw.other_image:
-            raise InputError(
+            raise LabelsForOtherImage(
                 f"none of the {raw.other_image} labels are for this scene "
                 f"({Path(scene.uri).name}); they name {', '.join(raw.images)}",
                 where=source,

@@ -52,7 +52,10 @@ class MatchRule:
 
     def __post_init__(self) -> None:
         if self.method == "iou" and not 0.0 < self.min_iou <= 1.0:
-            raise ConfigError(f"IoU threshold must be in (0, 1], got {self.min_iou}")
+            raise ConfigError(
+                f"IoU threshold must be in (0, 1], got {self.min_iou}",
+                fix="Use e.g. 0.3 (outlines of one site overlap that much across runs).",
+            )
         if self.method == "distance" and (self.max_distance is None or self.max_distance < 0):
             raise ConfigError(
                 "centroid matching needs a distance of at least 0",

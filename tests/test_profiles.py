@@ -100,6 +100,40 @@ def test_bad_tiling(tmp_path: Path, tiling: dict[str, int], expected: str) -> No
     assert expected in load_error(tmp_path, minimal(tiling=tiling))
 
 
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"tiling": {"tile_size": 1_000_000_000_000}},
+         "tiling.tile_size: Input should be less than or equal to 4096 (got 1000000000000)"),
+        ({"tiling": {"tile_size": 512, "overlap": 512}}, "must be smaller than tile_size"),
+        ({"imagery": {"resolution_m": [1, float("inf")]}}, "<= 100000, got [1.0, inf]"),
+        ({"imagery": {"resolution_m": [0, 1]}}, "0 < min <= max"),
+        ({"sites": {"min_area_m2": float("inf")}}, "sites.min_area_m2: Input should be less"),
+        ({"sites": {"merge_distance_m": float("nan")}}, "(got nan)"),
+        ({"sites": {"merge_distance_m": 1e9}}, "sites.merge_distance_m: Input should be less"),
+        ({"model": {"backbone": "resnet18", "in_channels": 10**6}}, "model.in_channels"),
+        ({"model": {"task": "detect", "backbone": "resnet18"},
+          "detection": {"object_size_m": 1e12}}, "detection.object_size_m: Input should be less"),
+        ({"preprocess": {"normalization": {"percentiles": [98, 2]}}},
+         "percentiles must satisfy 0 <= low < high <= 100, got [98.0, 2.0] (e.g. [2, 98])"),
+        ({"preprocess": {"normalization": {"percentiles": [2, 200]}}}, "percentiles must satisfy"),
+        ({"preprocess": {"normalization": {"method": "meanstd", "mean": [1, 2], "std": [1, 0]}}},
+         "std values must all be positive"),
+        ({"preprocess": {"normalization": {"method": "meanstd", "mean": [1, 2], "std": [1]}}},
+         "mean has 2 values but std has 1"),
+        ({"preprocess": {"normalization": {"method": "meanstd", "mean": [float("nan")],
+                                           "std": [1]}}}, "must be finite"),
+        ({"review": {"retain_evidence_days": 0}}, "review.retain_evidence_days"),
+    ],
+)  # fmt: skip
+def test_absurd_values_are_refused_with_the_value_and_a_fix(
+    tmp_path: Path, changes: dict[str, Any], expected: str
+) -> None:
+    msg = load_error(tmp_path, minimal(**changes))
+    assert expected in msg and msg.endswith("Edit the profile and validate it again.")
+    assert "\n" not in msg
+
+
 @pytest.mark.parametrize("sha", ["abc", "z" * 64, "a" * 63, "a" * 65])
 def test_bad_sha256(tmp_path: Path, sha: str) -> None:
     (tmp_path / "w.pt").write_bytes(b"weights")

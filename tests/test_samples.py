@@ -28,7 +28,8 @@ from geoscreen.samples import (
 def test_every_sample_is_installed() -> None:
     assert sample_names() == sorted(
         ["neon_osbs", "neon_osbs_labels", "neon_yell", "neon_yell_labels", "neon_yell2",
-         "neon_yell2_labels", "neon_soap", "neon_soap_labels", "rmnp_rgb", "rmnp_boundary", "s2_t33uuu", "s2_t33uuu_points", "s2_t33uuu_polygons"]
+         "neon_yell2_labels", "neon_soap", "neon_soap_labels", "rmnp_rgb", "rmnp_boundary",
+         "s2_t33uuu", "s2_t33uuu_points", "s2_t33uuu_polygons"]
     )  # fmt: skip
     for name in sample_names():
         path = sample_path(name)

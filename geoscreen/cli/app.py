@@ -45,11 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"geoscreen: error: {exc.message}", err=True)
         return EXIT_USER_ERROR
-    except click.exceptions.UsageError as exc:
-        exc.show()
+    except click.exceptions.UsageError as exc:  # one line, like every other refusal
+        command = exc.ctx.command_path if exc.ctx is not None else "geoscreen"
+        message = exc.format_message().rstrip(".")
+        click.echo(
+            f"geoscreen: error: {message}. See '{command} --help' for the options.", err=True
+        )
         return EXIT_USER_ERROR
     except click.exceptions.ClickException as exc:
-        exc.show()
+        click.echo(f"geoscreen: error: {exc.format_message()}", err=True)
         return EXIT_USER_ERROR
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("geoscreen: interrupted", err=True)

@@ -87,6 +87,7 @@ def _run(
     from geoscreen.batch.runner import run_scan
     from geoscreen.batch.scan import ScanSettings, SceneOutcome
     from geoscreen.batch.sources import discover
+    from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
     from geoscreen.review.store import open_store
     from geoscreen.review.users import local_actor
@@ -94,9 +95,16 @@ def _run(
     load_profile(profile)  # fail fast on a bad profile
     refs = discover(sources, asset=asset)
     folder = _work_dir(db, work)
-    folder.mkdir(parents=True, exist_ok=True)
-    store = open_store(db, create=True)
+    check_output_dir(folder, "--work")
+    # a refused scan creates nothing: the executor (which may refuse a cluster address)
+    # and the store (which may refuse a file or URL) come before the work folder
     executor = make_executor(workers, cluster)
+    try:
+        store = open_store(db, create=True)
+    except BaseException:
+        executor.close()
+        raise
+    folder.mkdir(parents=True, exist_ok=True)
     settings = ScanSettings(
         profile_path=str(Path(profile).resolve()),
         model_dir=str(Path(model_dir).resolve()),

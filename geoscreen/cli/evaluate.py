@@ -65,11 +65,18 @@ def evaluate(
 
     check_output_dir(out)
     if iou is not None and distance is not None:
-        raise ConfigError("give --iou or --distance, not both")
+        raise ConfigError(
+            "give --iou or --distance, not both",
+            fix="Pick one: --iou matches outlines by overlap, --distance (m) centres by distance.",
+        )
     if iou is not None and not 0 < iou <= 1:
-        raise ConfigError(f"--iou must be in (0, 1], got {iou}")
-    if distance is not None and distance < 0:
-        raise ConfigError(f"--distance must be at least 0, got {distance}")
+        raise ConfigError(
+            f"--iou must be in (0, 1], got {iou}", fix="Use e.g. --iou 0.4 (the usual 0.5)."
+        )
+    if distance is not None and not distance >= 0:
+        raise ConfigError(
+            f"--distance must be at least 0, got {distance}", fix="Give metres, e.g. --distance 5."
+        )
     if score_column is not None and not score_column.strip():
         raise ConfigError("--score-column is empty", fix="Name the predictions' score column.")
     criterion = Criterion(iou=0.4 if iou is None else iou, distance=distance)

@@ -2,7 +2,8 @@
 
 ``--db`` takes a SQLite path or a ``postgresql://`` URL; it defaults to
 ``$GEOSCREEN_DB``, then ``./geoscreen.sqlite``. Only ``review load`` and ``users add``
-create a store; the other commands refuse a path or database without one.
+create a store, and only on the file's authority (``--as-admin-of-this-file``, without
+``--user``); the other commands refuse a path or database without one.
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.identity import confirm_identity, identity_options
+from geoscreen.cli.identity import (
+    OVERRIDE_HELP,
+    check_password,
+    confirm_identity,
+    identity_options,
+    need_actor,
+    read_password,
+)
 from geoscreen.cli.options import db_option, json_option
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.review.records import ORDERS, ROLES, STATUSES
@@ -108,30 +117,42 @@ def review() -> None:
 @db_option
 @click.option("--profile", default=None, metavar="NAME", help="Profile (if the file lacks it).")
 @click.option("--run-id", default=None, metavar="ID", help="Run id (if the file lacks it).")
-@click.option("--user", default=None, metavar="NAME", help="Who loads (default: OS account).")
+@click.option("--user", default=None, metavar="NAME",
+              help="Who loads: an analyst or above, with their password.")  # fmt: skip
+@identity_options
 @json_option
 def load(
-    sites: Path, db: str, profile: str | None, run_id: str | None, user: str | None, as_json: bool
-) -> None:
-    """Load screening results (sites); loading the same run again changes nothing."""
-    from geoscreen.review.loader import load_sites, read_sites
+    sites: Path, db: str, profile: str | None, run_id: str | None, user: str | None,
+    password_stdin: bool, override: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Load screening results (sites); loading the same run again changes nothing.
+
+    Needs --user NAME with NAME's password, or --as-admin-of-this-file (acting as
+    NAME, or as the OS account without --user). Only the override creates a new store.
+    """
+    from geoscreen.review.loader import load_sites, prepare_sites
     from geoscreen.review.users import local_actor
 
-    read_sites(sites)  # refuse a bad file before creating a store
-    with open_store(db, create=True) as store:
-        actor = user or local_actor()
+    need_actor(user, override, "review load", "analyst", password_stdin)
+    prepared = prepare_sites(sites, profile=profile, run_id=run_id)  # before any store
+    password = None
+    if user is not None and not override:
+        password = read_password(user, from_stdin=password_stdin, command="review load",
+                                 flag="--password-stdin")  # fmt: skip
+    # NAME must be in the store already, so only a load on the file's authority creates one
+    with open_store(db, create=user is None) as store:
         if user is not None:
             from geoscreen.review.users import require_user
 
             with store.read() as conn:
                 require_user(conn, user, "analyst", "load runs")
+        acting = check_password(store, user or local_actor(), password, override=override)
 
         def progress(done: int, total: int) -> None:
             click.echo(f"loading: {done}/{total} sites", err=True)
 
-        result = load_sites(
-            store, sites, profile=profile, run_id=run_id, actor=actor, progress=progress
-        )
+        with acting:
+            result = load_sites(store, prepared, actor=user or local_actor(), progress=progress)
     if as_json:
         _echo_json(result.to_dict())
     elif result.already_loaded:
@@ -464,7 +485,8 @@ def export(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(
-            f"{'.'.join(map(str, first['loc'])) or 'redaction'}: {first['msg']}",
+            f"{'.'.join(map(str, first['loc'])) or 'redaction'}: "
+            f"{str(first['msg']).removeprefix('Value error, ')}",
             fix="Check --redaction, --min-m, --max-m, --grid-m, --min-count.",
         ) from exc
     where = make_filter(statuses, profile, bbox, since, until)
@@ -495,19 +517,22 @@ def export(
         )
 
 
+_REGIONS_FIX = "Give --regions a GeoPackage or GeoJSON of polygons (districts) with a CRS."
+
+
 def _read_regions(path: Path) -> Any:
     import geopandas as gpd
     from pyogrio.errors import DataLayerError, DataSourceError
 
     if not path.is_file():
-        raise InputError("regions file not found", where=str(path))
+        raise InputError("regions file not found", where=str(path), fix=_REGIONS_FIX)
     try:
         frame = gpd.read_file(path)
     except (DataSourceError, DataLayerError, ValueError) as exc:
-        raise InputError("cannot read as a vector file", where=str(path)) from exc
+        raise InputError("cannot read as a vector file", where=str(path), fix=_REGIONS_FIX) from exc
     polygons = frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
     if frame.crs is None or not polygons.any():
-        raise InputError("regions need polygons with a CRS", where=str(path))
+        raise InputError("regions need polygons with a CRS", where=str(path), fix=_REGIONS_FIX)
     return frame[polygons]
 
 
@@ -655,25 +680,66 @@ def users() -> None:
     """People who review, and their roles."""
 
 
+def _admin_options(func: F) -> F:
+    """``--user ADMIN`` and the override, shared by the commands that change users."""
+    func = click.option("--as-admin-of-this-file", "override", is_flag=True, help=OVERRIDE_HELP
+                        + " The first user of a new store is added this way.")(func)  # fmt: skip
+    return click.option("--user", "admin", default=None, metavar="ADMIN",
+                        help="The admin who makes the change (their password is needed).")(
+        func
+    )  # fmt: skip
+
+
+def _acting_admin(
+    store: Store, admin: str | None, password: str | None, override: bool
+) -> tuple[str | None, AbstractContextManager[None]]:
+    """The acting admin's name (``None``: the OS account) and the context of the writes."""
+    from geoscreen.review.users import local_actor, require_user
+
+    if admin is not None:
+        with store.read() as conn:
+            require_user(conn, admin, "admin", "change users")
+    return admin, check_password(store, admin or local_actor(), password, override=override)
+
+
 @users.command("add")
 @click.argument("name")
 @click.option("--role", required=True, metavar="|".join(ROLES), help="What the user may do.")
 @click.option(
     "--password-stdin",
     is_flag=True,
-    help="Read a password (first line of stdin) for logging in to the server.",
+    help="Read NAME's new password (for logging in to the server) from stdin: its first "
+    "line, or its second after ADMIN's with --admin-password-stdin.",
 )
+@_admin_options
+@click.option("--admin-password-stdin", is_flag=True,
+              help="Read ADMIN's password from the first line of stdin.")  # fmt: skip
 @db_option
-def users_add(name: str, role: str, password_stdin: bool, db: str) -> None:
-    """Add a user (creates the store if there is none)."""
+def users_add(
+    name: str, role: str, password_stdin: bool, admin: str | None, override: bool,
+    admin_password_stdin: bool, db: str,
+) -> None:  # fmt: skip
+    """Add a user; needs --user ADMIN with ADMIN's password, or --as-admin-of-this-file.
+
+    Only the override creates a new store (its first user).
+    """
     from geoscreen.review.users import add_user, check_new_user
 
+    need_actor(admin, override, "users add", "admin", admin_password_stdin)
+    admin_password = None
+    if admin is not None and not override:
+        admin_password = read_password(
+            admin, from_stdin=admin_password_stdin, command="users add",
+            flag="--admin-password-stdin",
+        )  # fmt: skip
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     check_new_user(name, role, password)  # before a store is created
-    with open_store(db, create=True) as store:
-        user = add_user(store, name, role, password=password)
+    with open_store(db, create=admin is None) as store:
+        actor, acting = _acting_admin(store, admin, admin_password, override)
+        with acting:
+            user = add_user(store, name, role, password=password, actor=actor)
     click.echo(f"user {user.name} added ({user.role}{', with password' if password else ''})")
 
 
@@ -695,11 +761,24 @@ def users_list(db: str, as_json: bool) -> None:
 
 @users.command("disable")
 @click.argument("name")
+@_admin_options
+@click.option("--password-stdin", is_flag=True,
+              help="Read ADMIN's password from the first line of stdin.")  # fmt: skip
 @db_option
-def users_disable(name: str, db: str) -> None:
-    """Disable a user (their decisions and history stay)."""
+def users_disable(
+    name: str, admin: str | None, override: bool, password_stdin: bool, db: str
+) -> None:
+    """Disable a user (their decisions and history stay); needs --user ADMIN with ADMIN's
+    password, or --as-admin-of-this-file."""
     from geoscreen.review.users import set_active
 
+    need_actor(admin, override, "users disable", "admin", password_stdin)
+    password = None
+    if admin is not None and not override:
+        password = read_password(admin, from_stdin=password_stdin, command="users disable",
+                                 flag="--password-stdin")  # fmt: skip
     with open_store(db) as store:
-        set_active(store, name, False)
+        actor, acting = _acting_admin(store, admin, password, override)
+        with acting:
+            set_active(store, name, False, actor=actor)
     click.echo(f"user {name} disabled")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,10 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
 
 
 @cli.command()
@@ -65,10 +70,23 @@ log = logging.getLogger(__name__)
 @click.option(
     "--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="Blocked CV folds."
 )
+@click.option(
+    "--fold-by",
+    type=click.Choice(["auto", "blocks", "scenes"]),
+    default="auto",
+    show_default=True,
+    help="Fold blocks: square blocks within scenes, or whole scenes (auto: whole scenes "
+    "when two or more scenes hold positives and negatives).",
+)
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
+)
+@click.option(
+    "--allow-dropped",
+    is_flag=True,
+    help="Train even when more than 10% of a label file's rows are invalid (they are dropped).",
 )
 def train(
     profile: str,
@@ -82,9 +100,15 @@ def train(
     positive: tuple[str, ...],
     negative: tuple[str, ...],
     folds: int,
+    fold_by: str = "auto",
     from_store: str | None = None,
+    allow_dropped: bool = False,
 ) -> None:
-    """Train PROFILE's classifier on labelled examples; writes weights and a model card."""
+    """Train PROFILE's classifier on labelled examples; writes weights and a model card.
+
+    First prints each label file's report (rows kept, dropped and why); refuses a file
+    with more than 10% invalid rows unless --allow-dropped.
+    """
     from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
     from geoscreen.vision.train import TrainOptions, train_classifier
@@ -97,6 +121,13 @@ def train(
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
         )
+    echo: Callable[[str], None] = _stderr
+    if labels and imagery:
+        from geoscreen.cli.labelcheck import check_training_labels, without
+
+        printed = check_training_labels(prof, labels, imagery, positive,
+                                         allow_dropped=allow_dropped, say=echo)  # fmt: skip
+        echo = without(printed, echo)  # the trainer repeats the per-scene lines
     if prof.model.task == "detect" and from_store is None:  # a detector (--mode does not apply)
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
@@ -107,7 +138,7 @@ def train(
             imagery,
             out,
             DetectTrainOptions(device=device, seed=seed, **limit),
-            progress=lambda msg: click.echo(msg, err=True),
+            progress=echo,
         )
         m = card["metrics"]
         click.echo(
@@ -116,7 +147,9 @@ def train(
             f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
         )
         return
-    options: dict[str, Any] = {"mode": mode, "device": device, "seed": seed, "folds": folds}
+    options: dict[str, Any] = {
+        "mode": mode, "device": device, "seed": seed, "folds": folds, "fold_by": fold_by
+    }  # fmt: skip
     if positive:
         options["positive_classes"] = list(positive)
     if negative:
@@ -134,7 +167,7 @@ def train(
 
         card = train_from_store(prof, from_store, out, labels=labels, imagery=imagery,
                                 opts=TrainOptions(**options),
-                                progress=lambda msg: click.echo(msg, err=True))  # fmt: skip
+                                progress=echo)  # fmt: skip
     else:
         card = train_classifier(
             prof,
@@ -142,7 +175,7 @@ def train(
             imagery,
             out,
             TrainOptions(**options),
-            progress=lambda msg: click.echo(msg, err=True),
+            progress=echo,
         )
     metrics = card["metrics"]
     chosen = card.get("selection", {}).get("chosen", mode)

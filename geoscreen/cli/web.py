@@ -68,7 +68,7 @@ def serve(
     if not _has_login(store):
         click.echo(
             "geoscreen: warning: no user can log in (none has a password); add one with "
-            "'geoscreen users add NAME --role analyst --password-stdin'",
+            "'geoscreen users add NAME --role analyst --password-stdin --as-admin-of-this-file'",
             err=True,
         )
     if not is_loopback(host):

@@ -29,7 +29,9 @@ def load_aoi(
     """The union of the polygons in a vector file, in ``crs`` (the scene's CRS).
 
     ``crs`` None means the scene has no CRS, which an AOI cannot be placed on.
-    Non-polygon features (points, lines) are ignored; invalid polygons are repaired.
+    A file that mixes polygons with points or lines, or holds an invalid polygon
+    (self-intersecting, a ring too short), is refused: guessing which part is the area
+    could screen the wrong place.
     """
     where = os.fspath(path)
     if crs is None:
@@ -47,15 +49,7 @@ def load_aoi(
             fix="Set it, e.g. ogr2ogr -a_srs EPSG:4326 fixed.gpkg AOI_FILE "
             "(GeoJSON is EPSG:4326 unless it says otherwise; Shapefiles need their .prj).",
         )
-    geoms = shapely.get_parts(frame.geometry.dropna().to_numpy())
-    polygons = [g for g in geoms if g.geom_type in _POLYGONAL and not g.is_empty]
-    if not polygons:
-        found = sorted({g.geom_type for g in geoms}) or ["no geometries"]
-        raise InputError(
-            f"the AOI file holds no polygons (found: {', '.join(found)})",
-            where=where,
-            fix="Give a file with the area as polygon features.",
-        )
+    polygons = _polygons(frame, where)
     import geopandas as gpd
 
     polys = gpd.GeoSeries(polygons, crs=frame.crs).make_valid().to_crs(target)
@@ -68,6 +62,39 @@ def load_aoi(
             fix="Check that its polygons have an area and lie where the scene's CRS is defined.",
         )
     return area
+
+
+def _polygons(frame: gpd.GeoDataFrame, where: str) -> list[BaseGeometry]:
+    """The file's polygons, if they are all it holds and all of them are valid."""
+    rows = frame.geometry.to_numpy()
+    kinds = sorted({g.geom_type for g in rows if g is not None and not g.is_empty})
+    if not any(k in _POLYGONAL for k in kinds):
+        raise InputError(
+            f"the AOI file holds no polygons (found: {', '.join(kinds) or 'no geometries'})",
+            where=where,
+            fix="Give a file with the area as polygon features.",
+        )
+    other = [k for k in kinds if k not in _POLYGONAL]
+    if other:
+        count = sum(1 for g in rows if g is not None and g.geom_type in other)
+        raise InputError(
+            f"the AOI file mixes polygons with {count} other features ({', '.join(other)}), "
+            "so it is unclear which part is the area",
+            where=where,
+            fix="Keep only the area's polygons, e.g. ogr2ogr -nlt MULTIPOLYGON -where "
+            "\"OGR_GEOMETRY IN ('POLYGON','MULTIPOLYGON')\" area.gpkg AOI_FILE.",
+        )
+    for i, geom in enumerate(rows):
+        if geom is not None and not geom.is_empty and not geom.is_valid:
+            reason = shapely.is_valid_reason(geom)
+            raise InputError(
+                f"feature {i} is not a valid polygon ({reason})",
+                where=where,
+                fix="Repair it and check the result is the area you mean (QGIS: Fix "
+                "geometries; or ogr2ogr -makevalid fixed.gpkg AOI_FILE).",
+            )
+    parts = shapely.get_parts(frame.geometry.dropna().to_numpy())
+    return [g for g in parts if not g.is_empty]
 
 
 def _read(path: str, layer: str | int | None) -> gpd.GeoDataFrame:

@@ -20,6 +20,7 @@ from geoscreen.imagery.masks import read_valid_mask
 from geoscreen.imagery.scene import Scene
 
 POSITIVE, NEGATIVE, BACKGROUND = "positive", "negative", "background"
+SHIFTED = "shifted"  # a positive chip moved off its label's centre (training's choice)
 
 # Candidate background chips drawn per wanted chip before giving up.
 _MAX_DRAWS_PER_CHIP = 50
@@ -69,11 +70,20 @@ def sample_chips(
     raising.
     """
     if chip_size < 1:
-        raise ConfigError(f"chip size must be at least 1 pixel, got {chip_size}")
+        raise ConfigError(
+            f"chip size must be at least 1 pixel, got {chip_size}",
+            fix="Use the profile's tiling.tile_size.",
+        )
     if n_background < 0:
-        raise ConfigError(f"number of background chips must be >= 0, got {n_background}")
+        raise ConfigError(
+            f"number of background chips must be >= 0, got {n_background}",
+            fix="Use 0 for none, or a few per positive.",
+        )
     if not min_distance_px >= 0:
-        raise ConfigError(f"minimum distance must be >= 0 pixels, got {min_distance_px}")
+        raise ConfigError(
+            f"minimum distance must be >= 0 pixels, got {min_distance_px}",
+            fix="Use 0, or about a tile, to keep background chips off the labels.",
+        )
     pos = _centres(scene, positives, POSITIVE)
     neg = _centres(scene, negatives, NEGATIVE)
     chips = [_centred(scene, c, r, chip_size, 1, POSITIVE) for c, r in pos]

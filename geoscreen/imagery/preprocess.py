@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rasterio.windows import Window
 
 from geoscreen.errors import ConfigError, InputError
@@ -68,9 +68,31 @@ class NormalizationConfig(BaseModel):
     mean: list[float] | None = None
     std: list[float] | None = None
     scale: float | None = Field(
-        default=None, gt=0, description="meanstd only: raw bands are multiplied by this first."
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="meanstd only: raw bands are multiplied by this first.",
     )
     clip: bool = True
+
+    @model_validator(mode="after")
+    def _sane(self) -> NormalizationConfig:
+        low, high = self.percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}"
+                " (e.g. [2, 98])"
+            )
+        values = [*(self.mean or []), *(self.std or [])]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("mean and std must be finite numbers")
+        if self.std is not None and not all(v > 0 for v in self.std):
+            raise ValueError(f"std values must all be positive, got {self.std}")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(
+                f"mean has {len(self.mean)} values but std has {len(self.std)} (one per channel)"
+            )
+        return self
 
 
 class PreprocessConfig(BaseModel):

@@ -121,7 +121,10 @@ def region_warnings(
 ) -> list[str]:
     """Why ``scene`` is unlike the training data (empty: nothing found)."""
     if far_km <= 0 or max_shift <= 0:
-        raise ConfigError("far_km and max_shift must be positive")
+        raise ConfigError(
+            "far_km and max_shift must be positive",
+            fix="Use e.g. far_km=500 and max_shift=3 (the defaults).",
+        )
     found = []
     outline = scene.footprint
     if region.footprint is not None and outline is not None:

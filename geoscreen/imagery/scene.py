@@ -245,7 +245,10 @@ class Scene:
         if isinstance(resampling, str):
             resampling = Resampling[resampling]
         if resolution is not None and resolution <= 0:
-            raise ConfigError(f"resolution must be positive, got {resolution}")
+            raise ConfigError(
+                f"resolution must be positive, got {resolution}",
+                fix="Give the pixel size in the target CRS's units (e.g. 10 for 10 m).",
+            )
         # Always warp from the file's own grid, also when this scene is already reprojected.
         src_crs = self.source_crs or self.crs
         src_w, src_h = self.source_size or (self.width, self.height)
@@ -303,8 +306,16 @@ def _is_virtual(uri: str) -> bool:
     return uri.startswith("/vsi") or "://" in uri
 
 
+# Formats GDAL decodes from the first row on every backward read: a random window of a
+# 2,300 x 2,500 PNG took 0.2 s against 7 ms from a tiled GeoTIFF. Small ones are
+# decoded once into memory instead.
+SEQUENTIAL_DRIVERS = frozenset({"PNG", "JPEG", "GIF", "BMP"})
+IN_MEMORY_LIMIT = 256 * 2**20
+
+
 @contextmanager
 def open_dataset(uri: str) -> Iterator[DatasetReader]:
+    """Open ``uri`` for reading; a small image in a sequential format is held in memory."""
     try:
         ds = rasterio.open(uri)
     except RasterioIOError as exc:
@@ -314,8 +325,45 @@ def open_dataset(uri: str) -> Iterator[DatasetReader]:
             fix="Check that it is a GDAL-readable image (GeoTIFF, COG, JP2, VRT, PNG/JPEG) "
             "and not truncated.",
         ) from exc
-    with ds:
-        yield ds
+    with ExitStack() as stack:
+        stack.enter_context(ds)
+        yield _in_memory(ds, uri, stack) if _decode_once(ds) else ds
+
+
+def _decode_once(ds: DatasetReader) -> bool:
+    """Whether ``ds`` is a small image in a sequential format with no alpha or mask band
+    (those keep their meaning only in the original file)."""
+    size = ds.width * ds.height * sum(np.dtype(d).itemsize for d in ds.dtypes)
+    plain = all(
+        flags == [MaskFlags.all_valid] or MaskFlags.nodata in flags for flags in ds.mask_flag_enums
+    )
+    return ds.driver in SEQUENTIAL_DRIVERS and size <= IN_MEMORY_LIMIT and plain
+
+
+def _in_memory(ds: DatasetReader, uri: str, stack: ExitStack) -> DatasetReader:
+    """A copy of ``ds`` in an in-memory GeoTIFF: same pixels, georeference and nodata."""
+    from rasterio.io import MemoryFile
+
+    with read_errors(uri):
+        pixels = ds.read()
+    profile = {
+        "driver": "GTiff", "width": ds.width, "height": ds.height, "count": ds.count,
+        "dtype": ds.dtypes[0], "nodata": ds.nodata, "tiled": True,
+        "crs": ds.crs, "transform": ds.transform,
+    }  # fmt: skip
+    if len(set(ds.dtypes)) > 1:
+        profile["dtype"] = np.result_type(*ds.dtypes).name
+    memory = stack.enter_context(MemoryFile())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with memory.open(**profile) as dst:
+            dst.write(pixels)
+            dst.colorinterp = ds.colorinterp
+            dst.update_tags(**ds.tags())
+            for i in range(1, ds.count + 1):
+                if ds.descriptions[i - 1]:
+                    dst.set_band_description(i, ds.descriptions[i - 1])
+        return stack.enter_context(memory.open())
 
 
 @contextmanager

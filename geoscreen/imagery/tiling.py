@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 MIN_TILE_SIZE = 8
+MAX_TILE_SIZE = 4096  # a 4096 px tile of 13 float32 bands is 0.9 GB; larger is a typo
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,15 @@ class TileGrid:
         *,
         selection: np.ndarray | None = None,
     ) -> None:
-        if tile_size < MIN_TILE_SIZE:
-            raise ConfigError(f"tile size must be at least {MIN_TILE_SIZE} pixels, got {tile_size}")
+        if not MIN_TILE_SIZE <= tile_size <= MAX_TILE_SIZE:
+            raise ConfigError(
+                f"tile size must be {MIN_TILE_SIZE} to {MAX_TILE_SIZE} pixels, got {tile_size}",
+                fix="Choose a tile that holds the feature with some context (e.g. 64-512 px).",
+            )
         if not 0 <= overlap < tile_size:
             raise ConfigError(
-                f"overlap must be between 0 and tile size - 1 ({tile_size - 1}), got {overlap}"
+                f"overlap must be between 0 and tile size - 1 ({tile_size - 1}), got {overlap}",
+                fix="Use an overlap smaller than the tile (e.g. an eighth of it), or 0.",
             )
         self.scene = scene
         self.tile_size = tile_size

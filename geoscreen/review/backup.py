@@ -88,12 +88,20 @@ def _copy(source: Path, tmp: Path) -> None:
         dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
         (result,) = dst.execute("PRAGMA integrity_check").fetchone()
     except sqlite3.Error as exc:
-        raise StoreError(f"backup failed: {exc}", where=str(source)) from None
+        raise StoreError(
+            f"backup failed: {exc}",
+            where=str(source),
+            fix="Check the store opens ('geoscreen audit verify') and OUT's folder has room.",
+        ) from None
     finally:
         dst.close()
         src.close()
     if result != "ok":
-        raise StoreError(f"the copy fails SQLite's integrity check: {result}", where=str(source))
+        raise StoreError(
+            f"the copy fails SQLite's integrity check: {result}",
+            where=str(source),
+            fix="The store itself is damaged: restore the last good backup and compare.",
+        )
 
 
 def _check(copy: Path) -> dict[str, Any]:

@@ -68,10 +68,16 @@ def check_sqlite_file(path: Path, *, create: bool) -> bool:
                 "or point --db / $GEOSCREEN_DB at an existing store.",
             )
         if not path.parent.is_dir():
-            raise StoreError("folder does not exist", where=str(path.parent))
+            raise StoreError(
+                "folder does not exist",
+                where=str(path.parent),
+                fix="Create the folder first, or point --db at a store in an existing one.",
+            )
         return False
     if not path.is_file():
-        raise StoreError("not a file", where=str(path))
+        raise StoreError(
+            "not a file", where=str(path), fix="Point --db at a store file (e.g. geoscreen.sqlite)."
+        )
     tables: set[str] | None = None
     kind = None
     probe = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)

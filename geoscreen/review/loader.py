@@ -63,6 +63,10 @@ _KNOWN = {
     "first_seen",
     "last_seen",
 }
+_SITES_FIX = (
+    "Give a vector file of sites (GeoParquet, GeoPackage, GeoJSON) with a geometry and a "
+    "score, as 'geoscreen sites extract' writes."
+)
 _TEXT = ("profile_version", "model_sha256", "scene_id", "scene_uri", "evidence_path")
 _LATEST = (
     "geom_wkb",
@@ -107,16 +111,22 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
     """Read a sites file into EPSG:4326 (a file without a CRS must be in degrees)."""
     source = Path(path)
     if not source.is_file():
-        raise InputError("sites file not found", where=str(source))
+        raise InputError(
+            "sites file not found",
+            where=str(source),
+            fix="Give the file written by 'geoscreen sites extract' (or scan's work folder).",
+        )
     try:
         if source.suffix.lower() in (".parquet", ".geoparquet"):
             frame = gpd.read_parquet(source)
         else:
             frame = gpd.read_file(source)
     except Exception as exc:  # pyogrio/pyarrow raise many kinds for unreadable files
-        raise InputError(f"cannot read sites: {exc}".splitlines()[0], where=str(source)) from exc
+        raise InputError(
+            f"cannot read sites: {exc}".splitlines()[0], where=str(source), fix=_SITES_FIX
+        ) from exc
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
-        raise InputError("no geometry column", where=str(source))
+        raise InputError("no geometry column", where=str(source), fix=_SITES_FIX)
     if frame.crs is None:
         minx, miny, maxx, maxy = frame.total_bounds if len(frame) else (0, 0, 0, 0)
         if min(minx, miny) < -180 or maxx > 180 or max(abs(miny), abs(maxy)) > 90:
@@ -135,17 +145,21 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
     return frame
 
 
-def load_sites(
-    store: Store,
-    path: str | Path,
-    *,
-    profile: str | None = None,
-    run_id: str | None = None,
-    actor: str,
-    progress: Progress | None = None,
-) -> LoadResult:
-    """Load one run of sites; a run that is already complete is left as it is."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class PreparedRun:
+    """A sites file read and checked, ready to load (no store needed yet)."""
+
+    source: Path
+    digest: str
+    profile: str
+    run_id: str
+    rows: list[dict[str, Any]]
+
+
+def prepare_sites(
+    path: str | Path, *, profile: str | None = None, run_id: str | None = None
+) -> PreparedRun:
+    """Read and check a sites file, so that a bad one is refused before a store is touched."""
     source = Path(path)
     frame = read_sites(source)
     digest = sha256_file(source)
@@ -157,14 +171,32 @@ def load_sites(
             fix="Give --profile NAME (the file has no 'profile' column).",
         )
     run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
-    rows = _rows(frame, source)
+    return PreparedRun(source, digest, profile, run_id, _rows(frame, source))
+
+
+def load_sites(
+    store: Store,
+    path: str | Path | PreparedRun,
+    *,
+    profile: str | None = None,
+    run_id: str | None = None,
+    actor: str,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Load one run of sites; a run that is already complete is left as it is."""
+    started = time.perf_counter()
+    run = path if isinstance(path, PreparedRun) else prepare_sites(path, profile=profile,
+                                                                   run_id=run_id)  # fmt: skip
+    rows = [dict(r) for r in run.rows]  # paths made portable for this store, not in place
     portable = cache(store.portable_path)  # one scene uri for many rows
     for r in rows:
         r["evidence_path"] = store.portable_path(r["evidence_path"])
         r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
-            result = _load_run(store, source, digest, profile, run_id, rows, actor, progress)
+            result = _load_run(
+                store, run.source, run.digest, run.profile, run.run_id, rows, actor, progress
+            )
             break
         except IntegrityError:
             # PostgreSQL: a concurrent load committed the same run or new sites first.
@@ -385,11 +417,15 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
     where = str(source)
     score_col = "score" if "score" in frame else "score_max" if "score_max" in frame else None
     if score_col is None:
-        raise InputError("no 'score' or 'score_max' column", where=where)
+        raise InputError("no 'score' or 'score_max' column", where=where, fix=_SITES_FIX)
     geoms = frame.geometry.values
     bad = np.flatnonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     if len(bad):
-        raise InputError(f"row {int(bad[0])} has no geometry ({len(bad)} rows)", where=where)
+        raise InputError(
+            f"row {int(bad[0])} has no geometry ({len(bad)} rows)",
+            where=where,
+            fix="Drop the rows without a geometry, or write the file again from its source.",
+        )
     wkb = shapely.to_wkb(geoms, output_dimension=2)
     bounds = shapely.bounds(geoms)
     if "site_id" in frame:
@@ -399,12 +435,18 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for i, s in enumerate(site_ids):
         if s in seen:
-            raise InputError(f"site_id {s!r} appears twice (row {i})", where=where)
+            raise InputError(
+                f"site_id {s!r} appears twice (row {i})",
+                where=where,
+                fix="Give each site its own site_id (or drop the column to use geometry hashes).",
+            )
         seen.add(s)
     scores = pd.to_numeric(frame[score_col], errors="coerce")
     if scores.isna().any():
         raise InputError(
-            f"row {int(np.flatnonzero(scores.isna())[0])} has no numeric score", where=where
+            f"row {int(np.flatnonzero(scores.isna())[0])} has no numeric score",
+            where=where,
+            fix=f"Give every row a number in {score_col!r}.",
         )
     times = {name: _times(frame, name, where) for name in _TIMES}
     times["last_seen"] = [
@@ -453,7 +495,11 @@ def _times(frame: gpd.GeoDataFrame, name: str, where: str) -> list[dt.datetime |
     try:
         values = pd.to_datetime(frame[name], utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
-        raise InputError(f"column {name!r} has values that are not dates", where=where) from exc
+        raise InputError(
+            f"column {name!r} has values that are not dates",
+            where=where,
+            fix="Write them as ISO 8601 dates or times (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ).",
+        ) from exc
     return [None if pd.isna(v) else v.to_pydatetime() for v in values]
 
 
@@ -470,7 +516,9 @@ def _single(frame: gpd.GeoDataFrame, column: str, given: str | None, source: Pat
     value = values.pop() if values else None
     if given is not None and value is not None and value != given:
         raise InputError(
-            f"--{column.replace('_', '-')} {given!r} but the file says {value!r}", where=str(source)
+            f"--{column.replace('_', '-')} {given!r} but the file says {value!r}",
+            where=str(source),
+            fix=f"Leave out --{column.replace('_', '-')} (the file's value is used).",
         )
     return given or value
 

@@ -42,7 +42,10 @@ class BBox:
     def __post_init__(self) -> None:
         values = (self.minx, self.miny, self.maxx, self.maxy)
         if not all(math.isfinite(v) for v in values):
-            raise ConfigError(f"bounding box has a non-finite value: {values}")
+            raise ConfigError(
+                f"bounding box has a non-finite value: {values}",
+                fix="Give four numbers in degrees: MINLON,MINLAT,MAXLON,MAXLAT.",
+            )
         if self.minx > self.maxx or self.miny > self.maxy:
             raise ConfigError(
                 f"bounding box {values} has min above max",

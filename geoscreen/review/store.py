@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import shapely
 from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
@@ -182,7 +182,16 @@ class Store:
         try:
             yield
         except OperationalError as exc:
-            raise StoreError(_first_line(exc), where=self.display) from exc
+            raise StoreError(_first_line(exc), where=self.display, fix=_db_fix(exc)) from exc
+        except ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise  # a bug, not the user's database role
+            raise StoreError(
+                _first_line(exc),
+                where=self.display,
+                fix="This database role may not change the store (a read-only role?); act "
+                "through the review server, or connect as the store's owner.",
+            ) from exc
 
     # -- reads -------------------------------------------------------------------------
     def candidate(self, candidate_id: int, conn: Connection | None = None) -> Candidate:
@@ -315,7 +324,7 @@ def open_store(path_or_url: str | os.PathLike[str], *, create: bool = False) -> 
             migrate.upgrade(conn)
     except DBAPIError as exc:
         engine.dispose()
-        raise StoreError(_first_line(exc), where=store.display) from exc
+        raise StoreError(_first_line(exc), where=store.display, fix=_db_fix(exc)) from exc
     except BaseException:
         engine.dispose()
         raise
@@ -359,6 +368,21 @@ def relative_to(value: str, folder: Path) -> str:
         if path.is_relative_to(base):
             return path.relative_to(base).as_posix()
     return value
+
+
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
+
+
+def _db_fix(exc: BaseException) -> str:
+    """How to get past a database error, by its kind."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    if "locked" in text or "busy" in text:
+        return "Another process holds the store; try again when it has finished writing."
+    if any(w in text for w in ("readonly", "read-only", "permission", "unable to open")):
+        return "Check that you may read and write the store file and its folder."
+    if any(w in text for w in ("connect", "authentication", "password", "host", "does not exist")):
+        return "Check the URL (user, password, host, port, database name) and that the server runs."
+    return "Check the store with 'geoscreen audit verify', or restore a backup."
 
 
 def _first_line(exc: BaseException) -> str:

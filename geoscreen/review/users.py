@@ -69,7 +69,11 @@ def add_user(
     now = dt.datetime.now(dt.UTC)
     with store.write() as conn:
         if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
-            raise ConfigError(f"user {name!r} exists already", where=store.display)
+            raise ConfigError(
+                f"user {name!r} exists already",
+                where=store.display,
+                fix="Choose another name ('geoscreen users list' shows the taken ones).",
+            )
         new_id = conn.execute(
             insert(users).values(
                 name=name, role=role, password_hash=hashed, active=True, created_at=now
@@ -99,7 +103,9 @@ def get_user(conn: Connection, name: str) -> User:
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
         raise NotFoundError(
-            f"no user named {name!r}", fix="Add one with 'geoscreen users add NAME --role ROLE'."
+            f"no user named {name!r}",
+            fix="Add one with 'geoscreen users add NAME --role ROLE --user ADMIN' "
+            "(or --as-admin-of-this-file instead of --user ADMIN).",
         )
     return User.from_row(row)
 
@@ -108,10 +114,14 @@ def require_user(conn: Connection, name: str, role: str, action: str) -> User:
     """The active user ``name`` holding at least ``role``, else :class:`AccessError`."""
     user = get_user(conn, name)
     if not user.active:
-        raise AccessError(f"user {name!r} is disabled and cannot {action}")
+        raise AccessError(
+            f"user {name!r} is disabled and cannot {action}",
+            fix="Act as an active user, or ask an admin to enable this one again.",
+        )
     if not user.has_role(role):
         raise AccessError(
-            f"user {name!r} has the role {user.role}; to {action} needs {role} or above"
+            f"user {name!r} has the role {user.role}; to {action} needs {role} or above",
+            fix=f"Act as a user with the role {role} or above.",
         )
     return user
 
@@ -172,7 +182,10 @@ def authenticate(store: Store, name: str, password: str) -> User | None:
 
 def _hash(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ConfigError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+        raise ConfigError(
+            "password too short",
+            fix=f"Use at least {MIN_PASSWORD_LENGTH} characters (a few words make a good one).",
+        )
     return _hasher.hash(password)
 
 

@@ -101,7 +101,7 @@ def add_note(store: Store, candidate_id: int, text: str, *, user: str) -> Review
     """Add a note to a candidate (analyst or above); its status and version do not change."""
     note = _clean(text)
     if not note:
-        raise TransitionError("a note needs some text")
+        raise TransitionError("a note needs some text", fix="Write what you saw, in TEXT.")
     now = dt.datetime.now(dt.UTC)
     with store.write() as conn:
         require_user(conn, user, "analyst", "add notes")
@@ -231,5 +231,8 @@ def _clean(text: str | None) -> str | None:
         return None
     cleaned = text.strip()
     if len(cleaned) > MAX_TEXT:
-        raise TransitionError(f"text too long ({len(cleaned)} characters, at most {MAX_TEXT})")
+        raise TransitionError(
+            f"text too long ({len(cleaned)} characters, at most {MAX_TEXT})",
+            fix="Shorten it, or split it into several notes.",
+        )
     return cleaned or None

@@ -47,7 +47,9 @@ def write_evidence(
     """Write ``<site_id>.png`` for every site detected in ``scene``; returns the sites
     with ``evidence_path`` set (absolute paths) for those rows."""
     if max_px < 16:
-        raise ConfigError(f"max_px must be at least 16, got {max_px}")
+        raise ConfigError(
+            f"max_px must be at least 16, got {max_px}", fix="Use e.g. 256 (the default)."
+        )
     folder = Path(out_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     out = sites.copy()

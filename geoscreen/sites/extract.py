@@ -67,9 +67,16 @@ class SiteRules:
         """The profile's rules on ``scene`` (``pixel_size_m`` only for pixel-space images)."""
         thr = profile.threshold if threshold is None else float(threshold)
         if not 0.0 <= thr <= 1.0:
-            raise ConfigError(f"threshold must be between 0 and 1, got {thr}")
-        if pixel_size_m is not None and pixel_size_m <= 0:
-            raise ConfigError(f"pixel size must be positive, got {pixel_size_m}")
+            raise ConfigError(
+                f"threshold must be between 0 and 1, got {thr}",
+                fix="Give a score between 0 and 1 (e.g. --threshold 0.5), or leave it out to "
+                "use the profile's.",
+            )
+        if pixel_size_m is not None and not pixel_size_m > 0:
+            raise ConfigError(
+                f"pixel size must be positive, got {pixel_size_m}",
+                fix="Give the ground size of one pixel in metres (e.g. --pixel-size 0.1).",
+            )
         rules = profile.sites
         res = scene.resolution_m
         if res is not None:

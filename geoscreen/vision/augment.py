@@ -32,8 +32,11 @@ def jitter(
     generator: torch.Generator,
     brightness: float = 0.1,
     contrast: float = 0.15,
+    gain: float = 0.0,
 ) -> torch.Tensor:
-    """Per-sample brightness shift and contrast scale on valid pixels (inputs in ~[0, 1])."""
+    """Per-sample brightness shift and contrast scale on valid pixels (inputs in ~[0, 1]);
+    with ``gain``, each channel is also scaled by its own factor in [1 - gain, 1 + gain]
+    (another sensor's or another day's colour balance)."""
     b = x.shape[0]
     shift = (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * brightness
     scale = 1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * contrast
@@ -41,4 +44,6 @@ def jitter(
     count = valid.sum(dim=(2, 3), keepdim=True).clamp(min=1)
     mean = (x * valid).sum(dim=(2, 3), keepdim=True) / count
     out = (x - mean) * scale + mean + shift
+    if gain:
+        out = out * (1 + (torch.rand(b, x.shape[1], 1, 1, generator=generator) * 2 - 1) * gain)
     return out * valid

@@ -123,7 +123,9 @@ class BackboneSpec:
             )
         if not isinstance(self.in_channels, int) or self.in_channels < 1:
             raise ConfigError(
-                f"in_channels must be a positive integer, got {self.in_channels!r}", where=where
+                f"in_channels must be a positive integer, got {self.in_channels!r}",
+                where=where,
+                fix="Set model.in_channels to the number of bands plus indices, or leave it out.",
             )
         if self.band_roles is not None:
             if len(self.band_roles) != self.in_channels:
@@ -135,7 +137,9 @@ class BackboneSpec:
             for rgb in RGB_ROLES:
                 if self.band_roles.count(rgb) > 1:
                     raise ConfigError(
-                        f"band role {rgb!r} is given to more than one channel", where=where
+                        f"band role {rgb!r} is given to more than one channel",
+                        where=where,
+                        fix="Give each of red, green and blue to one channel at most.",
                     )
         if self.weights is not None and self.in_channels != 3 and self.band_roles is None:
             raise ConfigError(
@@ -393,6 +397,7 @@ def _load_pretrained(
             f"the weights' first conv has shape {tuple(file_weight.shape)}: geoscreen adapts "
             f"3-channel (RGB) weights or loads {spec.in_channels}-channel {spec.name} ones as is",
             where=spec.weights,
+            fix="Use ImageNet (RGB) weights of this backbone, or weights trained on these bands.",
         )
     _load_into(model, {**state, key: stem.weight.detach()}, arch, spec, imagenet_head)
     return file_weight
@@ -423,6 +428,7 @@ def _read_weights(spec: BackboneSpec, arch: _Arch) -> dict[str, torch.Tensor]:
             f"no {arch.stem}.weight in the file: these are not {spec.name} weights "
             "(torchvision / package parameter names expected)",
             where=str(path),
+            fix="Point model.weights at a torchvision state dict of this backbone.",
         )
     return state
 
@@ -453,7 +459,11 @@ def _load_into(
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"the weights do not fit {spec.name}: {detail}", where=where) from exc
+        raise ConfigError(
+            f"the weights do not fit {spec.name}: {detail}",
+            where=where,
+            fix="Use weights of this backbone (model.backbone), or change the backbone to match.",
+        ) from exc
     missing = [
         k
         for k in result.missing_keys

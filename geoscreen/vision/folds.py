@@ -42,6 +42,8 @@ class BlockedFolds:
 
     def describe(self) -> str:
         blocks = np.unique(self.block).size
+        if self.block_px == 0:
+            return f"{self.k} folds of whole scenes ({blocks} scenes): each tested on unseen scenes"
         return (
             f"{self.k} spatially blocked folds over {blocks} blocks of {self.block_px} px; "
             f"per fold {min(self.buffered)}-{max(self.buffered)} training chips left out "
@@ -51,7 +53,7 @@ class BlockedFolds:
     def record(self) -> dict[str, object]:
         """The card's description of the folds."""
         return {
-            "method": "spatially blocked k-fold",
+            "method": "whole-scene k-fold" if self.block_px == 0 else "spatially blocked k-fold",
             "folds": self.k,
             "block_px": self.block_px,
             "blocks": int(np.unique(self.block).size),
@@ -69,8 +71,12 @@ def blocked_folds(
     k: int = 5,
     seed: int = 0,
     where: str = "",
+    by_scene: bool = False,
 ) -> BlockedFolds:
     """Assign whole blocks to ``k`` folds (fewer when fewer blocks hold positives).
+
+    With ``by_scene`` the blocks are whole scenes: every model is tested on scenes it
+    never saw, which is what screening new imagery asks of it (see :func:`scene_folds_fit`).
 
     Blocks holding positives are dealt first, most positives first (ties in a seeded
     random order), each to the fold with the fewest positives so far; blocks without
@@ -90,7 +96,7 @@ def blocked_folds(
             fix="Label more examples (positives and negatives), or say which classes are "
             "positive with --positive.",
         )
-    keys = _block_keys(chips, groups, block_px)
+    keys = np.array([str(g) for g in groups]) if by_scene else _block_keys(chips, groups, block_px)
     blocks, block_of = np.unique(keys, return_inverse=True)
     pos_per_block = np.bincount(block_of, weights=labels, minlength=blocks.size)
     chips_per_block = np.bincount(block_of, minlength=blocks.size)
@@ -123,7 +129,17 @@ def blocked_folds(
         train = np.nonzero(fold != f)[0]
         train = train[~_overlapping(chips, groups, train, test)]
         splits.append((train, test))
-    return BlockedFolds(fold, block_of, tuple(splits), block_px)
+    return BlockedFolds(fold, block_of, tuple(splits), 0 if by_scene else block_px)
+
+
+def scene_folds_fit(chips: Sequence[Chip], groups: Sequence[str]) -> bool:
+    """Whether whole scenes can be the folds: at least two scenes each holding positives
+    and negatives. Pooled blocks within scenes reward a learner that tells the scenes
+    apart (their positive rates differ); held-out scenes measure what transfers."""
+    labels = np.array([c.label for c in chips])
+    scenes = np.array([str(g) for g in groups])
+    fit = [s for s in np.unique(scenes) if 0 < labels[scenes == s].sum() < (scenes == s).sum()]
+    return len(fit) >= 2
 
 
 def _block_keys(chips: Sequence[Chip], groups: Sequence[str], block_px: int) -> np.ndarray:

@@ -76,11 +76,18 @@ CANDIDATES: dict[str, Candidate] = {
 
 @dataclass
 class Features:
-    """Feature matrices of every chip: ``views`` (V, N, F) for sets trained under views."""
+    """Feature matrices of every chip: ``views`` (V, N, F) for sets trained under views.
+
+    ``spectral_views`` holds the spectral features of colour-jittered copies of every
+    chip (view 0 is the chip itself): the spectral learners fit on all of them, so that
+    they learn what does not change with illumination and exposure. Tests always read
+    view 0, the chip as it is.
+    """
 
     spectral: np.ndarray
     pixel: np.ndarray
     deep_views: np.ndarray | None = None
+    spectral_views: np.ndarray | None = None
 
     def matrix(self, which: FeatureSet, view: int = 0) -> np.ndarray:
         if which == "pixel":
@@ -102,6 +109,9 @@ class Features:
             views = range(self.deep_views.shape[0])
             x = np.concatenate([self.matrix(candidate.features, v)[rows] for v in views])
             return x, np.tile(y[rows], len(views))
+        if candidate.features == "spectral" and self.spectral_views is not None:
+            n = self.spectral_views.shape[0]
+            return np.concatenate([v[rows] for v in self.spectral_views]), np.tile(y[rows], n)
         return self.matrix(candidate.features)[rows], y[rows]
 
 

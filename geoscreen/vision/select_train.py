@@ -30,12 +30,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from geoscreen.errors import InputError
 from geoscreen.profiles import Profile
 from geoscreen.ranking import at_threshold
-from geoscreen.vision.augment import DIHEDRAL, dihedral
+from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import HELD_OUT_LIMIT, model_card, training_record
-from geoscreen.vision.folds import BlockedFolds, blocked_folds
+from geoscreen.vision.folds import BlockedFolds, blocked_folds, scene_folds_fit
 from geoscreen.vision.inputs import backbone_spec, band_roles
 from geoscreen.vision.learners import (
     CANDIDATES,
@@ -66,6 +67,11 @@ MODE_CANDIDATES: dict[str, tuple[str, ...]] = {
     "linear_probe": ("deep_lr",),
     "combined": ("combined_lr",),
 }
+
+
+# Colour jitter of the spectral learners' training views: brightness shift, contrast
+# scale and a per-channel gain, in the units of [0, 1]-scaled inputs.
+COLOUR_JITTER: dict[str, float] = {"brightness": 0.1, "contrast": 0.15, "gain": 0.0}
 
 
 def candidates_for(mode: str, profile: Profile, say: Callable[[str], None]) -> list[Candidate]:
@@ -105,28 +111,39 @@ def chip_features(
     deep: DeepFeatures | None,
     device: torch.device,
     batch_size: int,
+    colour_views: int = 0,
+    seed: int = 0,
+    clip: bool = True,
 ) -> Features:
-    """Spectral features of every chip; deep features under all 8 views when ``deep``."""
+    """Spectral features of every chip, and of ``colour_views`` colour-jittered copies
+    (:data:`COLOUR_JITTER`; values kept in [0, 1] with ``clip``); deep features under
+    the flips/rotations of :func:`deep_views` when ``deep``."""
     loader = DataLoader(data.dataset(), batch_size=batch_size, shuffle=False)
-    spec_parts: list[torch.Tensor] = []
+    generator = torch.Generator().manual_seed(seed)
+    spec_parts: list[list[torch.Tensor]] = [[] for _ in range(1 + colour_views)]
     deep_parts: list[torch.Tensor] = []
     views = deep_views(device) if deep is not None else ()
     desc = "features" + (f" (backbone x {len(views)} views)" if deep is not None else "")
     with tqdm(total=len(data.chips), desc=desc, unit="chip", leave=False) as bar:
         for batch in loader:
             image = batch["image"].to(device)
-            spec_parts.append(spectral(image).cpu())
+            spec_parts[0].append(spectral(image).cpu())
+            for view in spec_parts[1:]:
+                shifted = jitter(batch["image"], batch["mask"], generator, **COLOUR_JITTER)
+                view.append(spectral((shifted.clamp(0.0, 1.0) if clip else shifted).to(device)))
             if deep is not None:
                 deep_parts.append(
                     torch.stack([deep(dihedral(image, k)).float().cpu() for k in views])
                 )
             bar.update(len(image))
-    spec = torch.cat(spec_parts).numpy().astype(np.float64)
+    spec_views = [torch.cat(parts).cpu().numpy().astype(np.float64) for parts in spec_parts]
+    spec = spec_views[0]
     channels = spectral.channels
     return Features(
         spectral=spec,
         pixel=spec[:, :channels],  # the 1 px centre window's means: the label's pixel
         deep_views=torch.cat(deep_parts, dim=1).numpy().astype(np.float64) if deep_parts else None,
+        spectral_views=np.stack(spec_views) if colour_views else None,
     )
 
 
@@ -195,6 +212,16 @@ def compare_learners(
     """Build folds and features, then score the mode's candidates and the baseline."""
     device = pick_device(opts.device)
     where = ", ".join(str(r["path"]) for r in data.label_records)
+    by_scene = opts.fold_by == "scenes" or (
+        opts.fold_by == "auto" and scene_folds_fit(data.chips, data.groups)
+    )
+    if by_scene and not scene_folds_fit(data.chips, data.groups):
+        raise InputError(
+            "folds of whole scenes need at least two scenes that each hold positive and "
+            "negative examples",
+            where=where,
+            fix="Give labelled imagery of more scenes, or use --fold-by blocks.",
+        )
     folds = blocked_folds(
         data.chips,
         data.groups,
@@ -202,6 +229,7 @@ def compare_learners(
         k=opts.folds,
         seed=opts.seed,
         where=where,
+        by_scene=by_scene,
     )
     y = data.labels
     say(f"{len(data.chips)} chips ({int(y.sum())} positive); {folds.describe()}")
@@ -215,7 +243,10 @@ def compare_learners(
     if any(c.features in ("deep", "combined") for c in candidates):
         mean, std = input_stats(spec)
         deep = DeepFeatures(build_backbone(spec), mean, std).to(device).eval()
-    features = chip_features(data, spectral, deep, device, opts.batch_size)
+    features = chip_features(
+        data, spectral, deep, device, opts.batch_size, opts.colour_views, opts.seed,
+        clip=profile.preprocess.normalization.method != "meanstd",
+    )  # fmt: skip
     say(f"comparing {', '.join(c.name for c in candidates)} on {folds.k} folds")
     results = cross_validate(candidates, features, y, folds, opts.seed)
     table = {

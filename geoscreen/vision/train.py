@@ -30,11 +30,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
-from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips
+from geoscreen.imagery.chips import BACKGROUND, SHIFTED, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import LabelSet, load_labels
+from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.ranking import at_threshold, average_precision
 from geoscreen.vision.augment import jitter, random_dihedral
@@ -70,6 +70,11 @@ class TrainOptions(BaseModel):
     folds: int = Field(default=5, ge=2, le=20, description="blocked cross-validation folds")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0, description="finetune hold-out")
     block_tiles: int = Field(default=3, ge=2, description="validation block side, in tiles")
+    fold_by: Literal["auto", "blocks", "scenes"] = Field(
+        default="auto",
+        description="cross-validation blocks: square blocks, whole scenes, or whole scenes "
+        "when at least two scenes hold positives and negatives (auto)",
+    )
     positive_classes: list[str] | None = Field(
         default=None, description="class names counted as positive (else the profile's)"
     )
@@ -77,6 +82,12 @@ class TrainOptions(BaseModel):
         default=None, description="class names counted as negative (else every other class)"
     )
     background_per_positive: float = Field(default=4.0, ge=0.0)
+    colour_views: int = Field(
+        default=0, ge=0, le=16, description="colour-jittered copies per chip (spectral learners)"
+    )
+    shifted_positives: int = Field(
+        default=0, ge=0, le=16, description="copies of each positive chip, shifted within a stride"
+    )
     min_background_distance_tiles: float = Field(default=0.3, ge=0.0)
     num_workers: int = Field(default=0, ge=0)
 
@@ -114,6 +125,7 @@ def collect_chips(
     positive_classes = opts.positive_classes or (rules.positive_classes if rules else None)
     negative_classes = opts.negative_classes or (rules.negative_classes if rules else None)
     seen: set[str] = set()
+    other_image: dict[str, str] = {}  # label files naming another image: why, per file
     for scene_path in imagery:
         scene = open_scene(scene_path, sensor=profile.imagery.sensor)
         for warning in check_scene(profile, scene):
@@ -122,7 +134,12 @@ def collect_chips(
         pos: list[tuple[float, float]] = []
         neg: list[tuple[float, float]] = []
         for label_path in labels:
-            label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+            try:
+                label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+            except LabelsForOtherImage as exc:  # drawn on another of the given images
+                other_image.setdefault(str(label_path), exc.what)
+                continue
+            other_image[str(label_path)] = ""
             seen.update(label_set.frame["label"].astype(str))
             label_set = _narrow_negatives(label_set, negative_classes)
             if len(label_set.positives()) + len(label_set.negatives()) == 0:
@@ -152,11 +169,24 @@ def collect_chips(
         )
         chips, hidden = _without_hidden_positives(chips, pos)
         data.background_dropped += hidden
+        if opts.shifted_positives:
+            reach = (size - profile.tiling.overlap) / 2
+            rng = np.random.default_rng([opts.seed, len(data.scenes)])
+            chips += shifted_copies(chips, scene, opts.shifted_positives, reach, rng)
         data.offsets.append(len(data.chips))
         data.chips += chips
         data.groups += [scene.id] * len(chips)
         data.datasets.append(ChipDataset(scene, chips, preprocessor))
         data.scenes.append(scene)
+    unmatched = [(path, why) for path, why in other_image.items() if why]
+    if unmatched:
+        path, why = unmatched[0]
+        raise InputError(
+            why,
+            where=path,
+            fix="Give the image each label file was drawn on with --imagery "
+            "(every label file must match at least one of them).",
+        )
     _check_classes(seen, positive_classes, negative_classes, labels)
     if not data.chips:
         raise InputError(
@@ -166,6 +196,26 @@ def collect_chips(
             "or that CSV image_path names match the image files.",
         )
     return data
+
+
+def shifted_copies(
+    chips: Sequence[Chip], scene: Scene, copies: int, reach: float, rng: np.random.Generator
+) -> list[Chip]:
+    """``copies`` of every positive chip, each moved by up to ``reach`` px on both axes.
+
+    A chip centred on its label is what training sees; screening sees the label
+    wherever the tile grid puts it, up to half a stride from the nearest tile's
+    centre. Shifted copies teach the learner that tile, not only the centred one.
+    """
+    out: list[Chip] = []
+    for chip in chips:
+        if chip.label != 1:
+            continue
+        for dx, dy in np.rint(rng.uniform(-reach, reach, (copies, 2))).astype(int):
+            col = min(max(chip.col_off + int(dx), 0), max(scene.width - chip.size, 0))
+            row = min(max(chip.row_off + int(dy), 0), max(scene.height - chip.size, 0))
+            out.append(Chip(row, col, chip.size, 1, SHIFTED))
+    return out
 
 
 def _without_hidden_positives(

@@ -85,7 +85,11 @@ class SceneIndex:
             elif path.is_file():
                 uris.setdefault(open_scene(path).id, str(path.resolve()))
             else:
-                raise InputError("scene file or folder not found", where=str(path))
+                raise InputError(
+                    "scene file or folder not found",
+                    where=str(path),
+                    fix="Give --scenes a folder or file that exists on this machine.",
+                )
         return cls(uris, store=store)
 
     def uri(self, scene_id: str | None) -> str | None:

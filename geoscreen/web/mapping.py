@@ -332,7 +332,11 @@ def quicklook(scene: Scene, max_size: int = 1024, bands: Sequence[str] | None = 
     from rasterio.warp import transform_bounds
 
     if scene.crs is None:
-        raise ConfigError("a quicklook needs a georeferenced scene", where=scene.uri)
+        raise ConfigError(
+            "a quicklook needs a georeferenced scene",
+            where=scene.uri,
+            fix="Assign the raster's CRS (gdal_edit.py -a_srs EPSG:XXXX RASTER) or leave it out.",
+        )
     merc = scene.reproject("EPSG:3857")
     names = list(bands) if bands else rgb_bands(scene)
     indexes = merc.band_indexes(names)

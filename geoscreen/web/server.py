@@ -62,7 +62,11 @@ def background(app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise ConfigError("the review server did not start", where=f"{host}")
+            raise ConfigError(
+                "the review server did not start",
+                where=f"{host}",
+                fix="Check that the address is this machine's and the port is free (--port).",
+            )
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:

@@ -70,8 +70,9 @@ def test_export_refuses_an_unwritable_out_and_records_nothing(
     tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GEOSCREEN_DB", str(tmp_path / "review.sqlite"))
-    assert run("users", "add", "ann", "--role", "analyst")[0] == 0
-    assert run("review", "load", make_sites(tmp_path / "sites.parquet", 4))[0] == 0
+    assert run("users", "add", "ann", "--role", "analyst", "--as-admin-of-this-file")[0] == 0
+    sites = make_sites(tmp_path / "sites.parquet", 4)
+    assert run("review", "load", sites, "--as-admin-of-this-file")[0] == 0
     before = run("audit", "verify")[1]
     for place in _unwritable(tmp_path):
         _refused(run("export", "--user", "ann", "--out", place / "out.geojson"), "--out")

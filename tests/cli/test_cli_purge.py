@@ -51,8 +51,9 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     for i in range(5):
         (tmp_path / "evidence" / f"site-{i:07d}.png").write_bytes(bytes([i]) * 100)
     for name, role in [("ann", "analyst"), ("sue", "supervisor")]:
-        assert run(capsys, "users", "add", name, "--role", role)[0] == 0
-    assert run(capsys, "review", "load", str(make_sites(tmp_path / "s.parquet", 5)))[0] == 0
+        assert run(capsys, "users", "add", name, "--role", role, AS_ADMIN)[0] == 0
+    sites = make_sites(tmp_path / "s.parquet", 5)
+    assert run(capsys, "review", "load", str(sites), AS_ADMIN)[0] == 0
     code, _, err = run(capsys, "review", "set", "1", "rejected", "--user", "ann", "--reason", "no",
                        AS_ADMIN)  # fmt: skip
     assert code == 0, err
@@ -140,7 +141,8 @@ def test_evidence_root_as_for_the_server(
     db = tmp_path / "store" / "review.sqlite"
     db.parent.mkdir()
     monkeypatch.setenv("GEOSCREEN_DB", str(db))
-    assert run(capsys, "review", "load", str(make_sites(tmp_path / "s.parquet", 3)))[0] == 0
+    sites = make_sites(tmp_path / "s.parquet", 3)
+    assert run(capsys, "review", "load", str(sites), AS_ADMIN)[0] == 0
     (chips / "evidence").mkdir(parents=True)
     for i in range(3):
         (chips / "evidence" / f"site-{i:07d}.png").write_bytes(b"png")
@@ -170,7 +172,8 @@ def test_purge_as_a_supervisor_with_password(
     db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    assert run(capsys, "users", "add", "pat", "--role", "supervisor", "--password-stdin")[0] == 0
+    assert run(capsys, "users", "add", "pat", "--role", "supervisor", "--password-stdin",
+               AS_ADMIN)[0] == 0  # fmt: skip
     monkeypatch.setattr("sys.stdin", io.StringIO("wrong password here\n"))
     code, _, err = run(capsys, "review", "purge", "--user", "pat", "--password-stdin")
     assert code == 2 and "wrong user name or password" in err

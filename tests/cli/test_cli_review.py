@@ -29,9 +29,9 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
     monkeypatch.setenv("GEOSCREEN_DB", str(path))
     for name, role in [("ann", "analyst"), ("sue", "supervisor"), ("sam", "supervisor"),
                        ("vic", "viewer")]:  # fmt: skip
-        assert run(capsys, "users", "add", name, "--role", role)[0] == 0
+        assert run(capsys, "users", "add", name, "--role", role, AS_ADMIN)[0] == 0
     sites = make_sites(tmp_path / "sites.parquet", 12)
-    code, out, err = run(capsys, "review", "load", str(sites))
+    code, out, err = run(capsys, "review", "load", str(sites), AS_ADMIN)
     assert code == 0, err
     assert out.startswith("run run-1: 12 sites matching profile brick_kilns_s2 (12 new, 0 seen")
     assert err == "loading: 12/12 sites\n"
@@ -39,7 +39,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFi
 
 
 def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "review", "load", str(tmp_path / "sites.parquet"))
+    code, out, _ = run(capsys, "review", "load", str(tmp_path / "sites.parquet"), AS_ADMIN)
     assert (code, out) == (0, "run run-1 is already loaded: nothing changed\n")
     code, out, _ = run(capsys, "review", "list", "--limit", "3")
     lines = out.splitlines()
@@ -102,7 +102,7 @@ def test_review_flow(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0 and out.startswith("ok: 11 entries, head 11 ")
     users = json.loads(run(capsys, "users", "list", "--json")[1])
     assert [u["name"] for u in users] == ["ann", "sam", "sue", "vic"]
-    assert run(capsys, "users", "disable", "vic")[1] == "user vic disabled\n"
+    assert run(capsys, "users", "disable", "vic", AS_ADMIN)[1] == "user vic disabled\n"
     assert "vic                      viewer      disabled" in run(capsys, "users", "list")[1]
 
 
@@ -137,7 +137,7 @@ def test_readme_decision_on_a_new_candidate(db: Path, capsys: pytest.CaptureFixt
         (["export", "--user", "vic", AS_ADMIN, "--out", "x.geojson"], "has the role viewer"),
         (["export", "--user", "sue", "--out", "x.kml", "--redaction", "partner", "--min-m", "9",
           "--max-m", "5"], "max_m (5) must be above min_m (9)"),
-        (["users", "add", "kim", "--role", "boss"], "unknown role 'boss'"),
+        (["users", "add", "kim", "--role", "boss", AS_ADMIN], "unknown role 'boss'"),
         (["review", "set", "1", "in_review", "--user", "ann"], "who must give a password"),
         (["review", "note", "1", "hi", "--user", "ann"], "who must give a password"),
         (["export", "--user", "sue", "--out", "x.geojson"], "who must give a password"),
@@ -187,12 +187,13 @@ def test_store_location_rules(
         code, _, err = run(capsys, *args)
         assert code == 2 and "geoscreen.sqlite: no review store here" in err
     assert list(tmp_path.iterdir()) == []
-    assert run(capsys, "users", "add", "ann", "--role", "analyst")[0] == 0
+    assert run(capsys, "users", "add", "ann", "--role", "analyst", AS_ADMIN)[0] == 0
     assert (tmp_path / "geoscreen.sqlite").is_file()  # the default, in the current folder
     foreign = tmp_path / "notes.sqlite"
     foreign.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
     before = foreign.read_bytes()
-    code, _, err = run(capsys, "users", "add", "bob", "--role", "analyst", "--db", str(foreign))
+    code, _, err = run(capsys, "users", "add", "bob", "--role", "analyst", "--db", str(foreign),
+                       AS_ADMIN)  # fmt: skip
     assert code == 2 and "not a geoscreen review store" in err
     assert foreign.read_bytes() == before
     code, _, err = run(capsys, "review", "list", "--db", "postgresql://x@127.0.0.1:9/none")
@@ -205,7 +206,8 @@ def test_password_from_stdin(db: Path, monkeypatch: pytest.MonkeyPatch,
     from geoscreen.review.users import authenticate
 
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    code, out, _ = run(capsys, "users", "add", "lee", "--role", "admin", "--password-stdin")
+    code, out, _ = run(capsys, "users", "add", "lee", "--role", "admin", "--password-stdin",
+                       AS_ADMIN)  # fmt: skip
     assert (code, out) == (0, "user lee added (admin, with password)\n")
     with open_store(db) as store:
         assert authenticate(store, "lee", "a long enough secret") is not None
@@ -230,7 +232,7 @@ def test_postgres_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert base is not None
     sites = make_sites(tmp_path / "s.parquet", 5)
     with pg_schema(base) as url:
-        assert run(capsys, "review", "load", str(sites), "--db", url, "--json")[0] == 0
+        assert run(capsys, "review", "load", str(sites), "--db", url, "--json", AS_ADMIN)[0] == 0
         code, out, _ = run(capsys, "review", "list", "--db", url, "--json")
         assert code == 0 and json.loads(out)["total"] == 5
         assert run(capsys, "audit", "verify", "--db", url)[1].startswith("ok: 1 entries")
@@ -243,7 +245,8 @@ def test_decisions_need_the_users_password(
     from geoscreen.review.store import open_store
 
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    assert run(capsys, "users", "add", "lee", "--role", "supervisor", "--password-stdin")[0] == 0
+    assert run(capsys, "users", "add", "lee", "--role", "supervisor", "--password-stdin",
+               AS_ADMIN)[0] == 0  # fmt: skip
     before = _dump(db)
     for name, password in [("lee", "not the secret"), ("ann", "a long enough secret")]:
         monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
@@ -279,10 +282,15 @@ def test_the_local_override_is_on_record(db: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (["users", "add", "bad name!", "--role", "analyst"], "", "bad user name"),
-        (["users", "add", "kim", "--role", "boss"], "", "unknown role 'boss'"),
-        (["users", "add", "kim", "--role", "analyst", "--password-stdin"], "short\n",
+        (["users", "add", "bad name!", "--role", "analyst", AS_ADMIN], "", "bad user name"),
+        (["users", "add", "kim", "--role", "boss", AS_ADMIN], "", "unknown role 'boss'"),
+        (["users", "add", "kim", "--role", "analyst", "--password-stdin", AS_ADMIN], "short\n",
          "password too short"),
+        (["users", "add", "kim", "--role", "analyst"], "", "users add must say who acts"),
+        (["users", "add", "kim", "--role", "analyst", "--user", "root"], "",
+         "acts for root, who must give a password"),
+        (["users", "add", "kim", "--role", "analyst", "--user", "root", "--admin-password-stdin"],
+         "a long enough secret\n", "no review store here"),
     ],
 )  # fmt: skip
 def test_refused_users_add_creates_no_store(

@@ -36,28 +36,51 @@ def test_any_crs_and_format_gives_the_same_area(
     assert other.symmetric_difference(reference).area < 1e-6 * reference.area
 
 
-def test_polygons_are_unioned_and_other_features_ignored(tmp_path: Path) -> None:
+def test_polygons_are_unioned(tmp_path: Path) -> None:
     frame = gpd.GeoDataFrame(
-        {"name": ["a", "b", "c", "road", "well"]},
+        {"name": ["a", "b", "c"]},
         geometry=[box(0, 0, 2, 2), box(1, 1, 3, 3),
-                  MultiPolygon([box(10, 10, 11, 11), box(20, 20, 21, 21)]),
-                  LineString([(0, 0), (50, 50)]), Point(40, 40)],
+                  MultiPolygon([box(10, 10, 11, 11), box(20, 20, 21, 21)])],
         crs="EPSG:32633",
     )  # fmt: skip
-    path = tmp_path / "mixed.gpkg"
+    path = tmp_path / "parts.gpkg"
     frame.to_file(path)
     aoi = load_aoi(path, "EPSG:32633")
     assert aoi.geom_type == "MultiPolygon"
     assert aoi.area == pytest.approx(7 + 1 + 1)
 
 
-def test_invalid_polygon_is_repaired(tmp_path: Path) -> None:
-    bowtie = Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])
-    assert not bowtie.is_valid
-    path = tmp_path / "bowtie.geojson"
-    gpd.GeoDataFrame(geometry=[bowtie], crs="EPSG:4326").to_file(path)
-    aoi = load_aoi(path, "EPSG:4326")
-    assert aoi.is_valid and aoi.area == pytest.approx(2.0)
+def test_polygons_mixed_with_points_and_lines_are_refused(tmp_path: Path) -> None:
+    """Which part is the area? A road or a well beside the polygons is not guessed away."""
+    frame = gpd.GeoDataFrame(
+        {"name": ["a", "road", "well"]},
+        geometry=[box(0, 0, 2, 2), LineString([(0, 0), (50, 50)]), Point(40, 40)],
+        crs="EPSG:32633",
+    )
+    path = tmp_path / "mixed.gpkg"
+    frame.to_file(path)
+    with pytest.raises(InputError, match=r"mixes polygons with 2 other features \(LineString, "
+                                         r"Point\).*Keep only the area's polygons"):  # fmt: skip
+        load_aoi(path, "EPSG:32633")
+
+
+@pytest.mark.parametrize(
+    ("shape", "reason"),
+    [
+        (Polygon([(0, 0), (2, 2), (2, 0), (0, 2)]), "Self-intersection"),  # a bow tie
+        (Polygon([(0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (5, 1), (5, 2), (1, 2)]]),
+         "Self-intersection"),  # a hole reaching outside the shell
+    ],
+)  # fmt: skip
+def test_invalid_polygons_are_refused_with_a_fix(
+    tmp_path: Path, shape: Polygon, reason: str
+) -> None:
+    assert not shape.is_valid
+    path = tmp_path / "bad.geojson"
+    gpd.GeoDataFrame(geometry=[box(10, 10, 11, 11), shape], crs="EPSG:4326").to_file(path)
+    with pytest.raises(InputError, match=rf"feature 1 is not a valid polygon \({reason}.*"
+                                         r"Repair it.*ogr2ogr -makevalid"):  # fmt: skip
+        load_aoi(path, "EPSG:4326")
 
 
 def test_aoi_filters_real_tiles(rmnp_path: Path, rmnp_boundary_path: Path) -> None:
@@ -106,11 +129,11 @@ def test_no_crs_says_how_to_fix(tmp_path: Path) -> None:
         load_aoi(path, "EPSG:4326")
 
 
-def test_degenerate_polygons_give_an_empty_aoi(tmp_path: Path) -> None:
+def test_degenerate_polygons_are_refused(tmp_path: Path) -> None:
     flat = Polygon([(0, 0), (1, 1), (2, 2), (0, 0)])  # zero area
     path = tmp_path / "flat.geojson"
     gpd.GeoDataFrame(geometry=[flat], crs="EPSG:4326").to_file(path)
-    with pytest.raises(InputError, match=r"AOI is empty"):
+    with pytest.raises(InputError, match=r"feature 0 is not a valid polygon"):
         load_aoi(path, "EPSG:32633")
 
 

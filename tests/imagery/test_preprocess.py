@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from pydantic import ValidationError
 from rasterio.enums import Resampling
 
 from geoscreen.errors import ConfigError, InputError
@@ -156,9 +157,19 @@ def test_no_valid_pixels_is_an_input_error(make_scene: Callable[..., Path]) -> N
         ScenePreprocessor.build(_config("percentile"), open_scene(path))
 
 
-def test_bad_percentiles_are_a_config_error(osbs_path: Path) -> None:
-    with pytest.raises(ConfigError, match="percentiles"):
-        ScenePreprocessor.build(_config(percentiles=(90.0, 10.0)), open_scene(osbs_path))
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"percentiles": (90.0, 10.0)}, "percentiles must satisfy 0 <= low < high <= 100"),
+        ({"method": "meanstd", "mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "must all be positive"),
+        ({"method": "meanstd", "mean": [0.5] * 3, "std": [0.2]}, "mean has 3 values but std has 1"),
+        ({"method": "meanstd", "mean": [float("inf")], "std": [1.0]}, "finite"),
+    ],
+)
+def test_bad_normalization_is_refused_when_read(options: dict[str, object], message: str) -> None:
+    """Before any scene is opened: a profile with them fails 'profile validate'."""
+    with pytest.raises(ValidationError, match=message):
+        NormalizationConfig.model_validate(options)
 
 
 def test_meanstd_with_scale(sentinel2_path: Path) -> None:
@@ -184,7 +195,6 @@ def test_meanstd_with_scale(sentinel2_path: Path) -> None:
     [
         ({}, "needs both mean and std"),
         ({"mean": [0.5, 0.5], "std": [0.2, 0.2]}, "2 mean and 2 std values for 3"),
-        ({"mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "positive"),
     ],
 )
 def test_meanstd_errors(osbs_path: Path, options: dict[str, object], message: str) -> None:

@@ -141,8 +141,10 @@ def test_grid_over_a_huge_scene_is_lazy() -> None:
 
 
 def test_bad_tile_options() -> None:
-    with pytest.raises(ConfigError, match=r"tile size must be at least 8"):
+    with pytest.raises(ConfigError, match=r"tile size must be 8 to 4096 pixels, got 4\. Choose"):
         TileGrid(_scene(64, 64), 4)
+    with pytest.raises(ConfigError, match=r"tile size must be 8 to 4096 pixels, got 10{12}"):
+        TileGrid(_scene(64, 64), 10**12)
     with pytest.raises(ConfigError, match=r"overlap must be between 0 and tile size - 1"):
         TileGrid(_scene(64, 64), 16, 16)
     with pytest.raises(ConfigError, match=r"overlap"):

@@ -170,7 +170,8 @@ def test_sigkill_during_load_then_rerun(
     events_before = [e.to_dict() for e in store.history(3) + store.history(4)]
     big = sites(12_000, run_id="run-2", seed=5)  # first 200 site ids overlap run-1
     env = {**os.environ, "GEOSCREEN_DB": db_url}
-    cmd = [sys.executable, "-m", "geoscreen", "review", "load", str(big), "--user", "ann"]
+    cmd = [sys.executable, "-m", "geoscreen", "review", "load", str(big), "--user", "ann",
+           "--as-admin-of-this-file"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     line = proc.stderr.readline()

@@ -171,3 +171,52 @@ def test_block_bootstrap_interval_brackets_the_ap() -> None:
 
     assert low < average_precision(scores, truth) < high
     assert block_bootstrap_ap(scores, truth, blocks, seed=0) == (low, high)
+
+
+def test_spectral_learners_fit_on_every_colour_view_and_test_on_the_chip() -> None:
+    """Views are training rows only: out-of-fold scores and refits read view 0."""
+    rng = np.random.default_rng(5)
+    plain = rng.normal(size=(40, 6))
+    views = np.stack([plain, plain + 0.1, plain - 0.1])
+    features = Features(spectral=plain, pixel=plain[:, :2], spectral_views=views)
+    y = (np.arange(40) % 3 == 0).astype(int)
+    rows = np.arange(10, 30)
+    x, labels = features.training_rows(CANDIDATES["spectral_gbm"], rows, y)
+    assert x.shape == (60, 6) and np.array_equal(labels, np.tile(y[rows], 3))
+    assert np.array_equal(x[20:40], plain[rows] + 0.1)
+    x, labels = features.training_rows(CANDIDATES["pixel_lr"], rows, y)  # the baseline: as is
+    assert np.array_equal(x, plain[rows, :2]) and np.array_equal(labels, y[rows])
+    assert features.matrix("spectral") is plain
+
+
+def test_colour_jitter_gain_scales_channels_apart() -> None:
+    from geoscreen.vision.augment import jitter
+
+    x = torch.full((4, 3, 8, 8), 0.5)
+    mask = torch.ones(4, 8, 8, dtype=torch.bool)
+    plain = jitter(x, mask, torch.Generator().manual_seed(0))
+    gained = jitter(x, mask, torch.Generator().manual_seed(0), gain=0.2)
+    assert torch.allclose(plain[:, 0], plain[:, 1])  # one shift/scale for all channels
+    assert not torch.allclose(gained[:, 0], gained[:, 1])
+    ratio = gained / plain
+    assert ((ratio > 0.8 - 1e-6) & (ratio < 1.2 + 1e-6)).all()
+
+
+def test_scene_folds_test_every_scene_on_models_that_never_saw_it() -> None:
+    from geoscreen.vision.folds import scene_folds_fit
+
+    chips = _chips(90, seed=6)
+    groups = [f"scene{i % 3}" for i in range(len(chips))]
+    assert scene_folds_fit(chips, groups)
+    folds = blocked_folds(chips, groups, block_px=64, k=5, seed=0, by_scene=True)
+    assert folds.k == 3 and folds.record()["method"] == "whole-scene k-fold"
+    scenes = np.array(groups)
+    for train, test in folds.splits:
+        assert np.unique(scenes[test]).size == 1
+        assert scenes[test][0] not in set(scenes[train])
+        assert train.size + test.size == len(chips)  # no buffer needed across scenes
+    one_scene_positive = [
+        Chip(c.row_off, c.col_off, c.size, int(g == "scene0" and c.label), c.source)
+        for c, g in zip(chips, groups, strict=True)
+    ]
+    assert not scene_folds_fit(one_scene_positive, groups)

@@ -196,6 +196,23 @@ def test_labels_elsewhere(
     assert not (tmp_path / "m").exists()
 
 
+def test_label_files_of_several_images_each_go_to_their_own(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, yell_path: Path,
+    yell_labels_path: Path,
+) -> None:  # fmt: skip
+    """Two images, each with its own pixel-coordinate label file: the file drawn on
+    the other image is skipped for a scene, not an error; a file that matches none
+    of the images still is."""
+    data = collect_chips(
+        profile, [osbs_labels_path, yell_labels_path], [osbs_path, yell_path], TrainOptions()
+    )
+    sources = [Path(r["path"]).name for r in data.label_records]
+    assert sources == [osbs_labels_path.name, yell_labels_path.name]
+    assert len(data.scenes) == 2 and int(data.labels.sum()) == 61 + 279
+    with pytest.raises(InputError, match=r"none of the 279 labels.*Give the image"):
+        collect_chips(profile, [osbs_labels_path, yell_labels_path], [osbs_path], TrainOptions())
+
+
 def test_finetune_runs_and_keeps_best_epoch(
     profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
 ) -> None:
@@ -219,3 +236,24 @@ def test_finetune_runs_and_keeps_best_epoch(
         scores = torch.sigmoid(loaded.model(images)).numpy()
     ap = average_precision(scores, data.labels[split.val].astype(bool))
     assert ap == pytest.approx(card["metrics"]["val_average_precision"], abs=1e-5)
+
+
+def test_shifted_positive_copies_stay_within_half_a_stride(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path
+) -> None:
+    """Copies keep their label inside the tile, at most half a stride off its centre,
+    inside the scene; the same seed gives the same copies."""
+    opts = TrainOptions(shifted_positives=3, seed=1)
+    data = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
+    plain = collect_chips(profile, [osbs_labels_path], [osbs_path], TrainOptions(seed=1))
+    copies = [c for c in data.chips if c.source == "shifted"]
+    assert len(copies) == 3 * int(plain.labels.sum()) and all(c.label == 1 for c in copies)
+    reach = (profile.tiling.tile_size - profile.tiling.overlap) / 2
+    originals = [c for c in plain.chips if c.label == 1]
+    for i, copy in enumerate(copies):
+        source = originals[i // 3]
+        assert abs(copy.col_off - source.col_off) <= reach + 0.5
+        assert abs(copy.row_off - source.row_off) <= reach + 0.5
+        assert 0 <= copy.col_off <= 400 - copy.size and 0 <= copy.row_off <= 400 - copy.size
+    again = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
+    assert again.chips == data.chips
