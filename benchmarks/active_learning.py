@@ -45,15 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import print_table
 
-from geoscreen.evaluate.ranking import average_precision
 from geoscreen.profiles import load_profile
+from geoscreen.ranking import average_precision
 from geoscreen.review.queue import diverse_order
 from geoscreen.samples import sample_path
 from geoscreen.vision.learners import CANDIDATES, fit
 from geoscreen.vision.tilefeatures import SpectralContext
 from geoscreen.vision.train import TrainOptions, collect_chips
 
-PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[1] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 SCENES = (("neon_osbs", "neon_osbs_labels"), ("neon_yell", "neon_yell_labels"))
 LEARNER = CANDIDATES["spectral_lr"]
 START, ROUND = 10, 20

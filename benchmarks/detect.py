@@ -5,11 +5,11 @@ Usage::
     python benchmarks/detect.py [--size 2048] [--workdir DIR]          # speed
     python benchmarks/detect.py --quality --out DIR [--ablation] [--combined]
 
-Speed (profile ``configs/tree_crowns_detect_neon.yaml``: RetinaNet on
+Speed (profile ``geoscreen/configs/tree_crowns_detect_neon.yaml``: RetinaNet on
 EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
 
   (m) the detector alone: random (8, 3, 256, 256) batches under ``torch.inference_mode``,
-  (e) end-to-end ``detect_scene`` + ``objects_to_sites`` on a synthetic 0.1 m scene
+  (e) end-to-end ``detect_scene`` + ``sites.detections.objects_to_sites`` on a synthetic 0.1 m scene
       (grid, empty-tile check, reading, preprocessing, detector, cross-tile merging,
       site table), num_workers 0 and 1,
 
@@ -47,8 +47,9 @@ from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import make_synthetic_scene, sample_path
+from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_card import record_evaluation
-from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
+from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
     DetectTrainOptions,
@@ -62,7 +63,8 @@ from geoscreen.vision.detect_train import (
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
 from geoscreen.vision.runtime import tune_malloc
 
-PROFILE = Path(__file__).resolve().parents[1] / "configs" / "tree_crowns_detect_neon.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
+PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 BATCH = 8
 NEON = {"osbs": ("neon_osbs", "neon_osbs_labels"), "yell": ("neon_yell", "neon_yell_labels")}
 METRICS = ("precision", "recall", "f1", "average_precision")

@@ -7,7 +7,7 @@ Usage::
 
 Cases (real public data only; synthetic data is never evidence of quality):
 
-- ``neon_osbs_yell`` / ``neon_yell_osbs``: profile ``configs/tree_crowns_neon.yaml``;
+- ``neon_osbs_yell`` / ``neon_yell_osbs``: profile ``geoscreen/configs/tree_crowns_neon.yaml``;
   train on one NEON site's crowns (OSBS_029, 61 crowns, Florida; the YELL crop, 279
   crowns, Yellowstone), screen the *other* site's scene through the screening path and
   score its tiles against "the tile holds a labelled crown centre".
@@ -44,11 +44,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
-from geoscreen.evaluate.ranking import average_precision, roc_auc
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import average_precision, roc_auc
 from geoscreen.samples import sample_path, sentinel2_water_forest
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 from geoscreen.vision.scorer import FeatureScorer
@@ -131,7 +131,7 @@ def run_case(
 
 def neon_case(train: list[str], test: str, seed: int) -> dict[str, Any]:
     """Train on the crowns of the ``train`` scenes, score the tiles of ``test``."""
-    profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
+    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
     every = ["Tree", *NEON_CLASSES.get(test, [])]
@@ -154,7 +154,8 @@ def neon_case(train: list[str], test: str, seed: int) -> dict[str, Any]:
 
 def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
     sample = sentinel2_water_forest()
-    profile = Profile.model_validate(S2_PROFILE).with_source(ROOT / "configs" / "x.yaml")
+    source = ROOT / "geoscreen" / "configs" / "x.yaml"
+    profile = Profile.model_validate(S2_PROFILE).with_source(source)
     points = gpd.read_file(sample.points)
     middle = float(np.median(points.geometry.x))
     west, east = workdir / "west.geojson", workdir / "east.geojson"

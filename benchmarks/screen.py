@@ -232,7 +232,8 @@ def train_time() -> None:
     """Wall time of ``geoscreen train`` (tree-crown profile, CPU), imports included."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-m", "geoscreen", "train", str(ROOT / "configs/tree_crowns_neon.yaml"),
+            sys.executable, "-m", "geoscreen", "train",
+            str(ROOT / "geoscreen/configs/tree_crowns_neon.yaml"),
             "--labels", str(sample_path("neon_osbs_labels")),
             "--imagery", str(sample_path("neon_osbs")),
             "--out", str(Path(tmp) / "model"), "--device", "cpu",

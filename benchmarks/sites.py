@@ -58,8 +58,8 @@ from geoscreen.sites.match import MatchRule, update_sites
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier
 from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.inputs import backbone_spec
 from geoscreen.vision.scoremap import ScoreMap
-from geoscreen.vision.train import backbone_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGGED_SHARE = 0.05
@@ -149,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("geoscreen").setLevel(logging.ERROR)  # YELL has no georeference: known
 
-    profile = load_profile(ROOT / "configs" / "tree_crowns_neon.yaml")
+    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     sample = "neon_osbs" if args.quick else "neon_yell"
     screened, tiles_per_s = screening_rate(

@@ -30,7 +30,7 @@ from geoscreen.profiles import load_profile
 from geoscreen.samples import sample_path
 
 Echo = Callable[[str], None]
-DEMO_PROFILE = Path(__file__).resolve().parent.parent / "configs" / "tree_crowns_neon.yaml"
+DEMO_PROFILE = Path(__file__).resolve().parent / "configs" / "tree_crowns_neon.yaml"
 DEMO_USER = "demo"
 
 
@@ -48,11 +48,12 @@ class DemoResult:
 
 
 def profile_path() -> Path:
-    """The demo profile, from the source checkout the demo runs in."""
+    """The demo profile, shipped in the package (``geoscreen/configs``), so an installed
+    wheel runs the demo from any folder."""
     if not DEMO_PROFILE.is_file():
         raise ConfigError(
             f"the demo profile is missing ({DEMO_PROFILE})",
-            fix="Run the demo from a geoscreen source checkout (make demo).",
+            fix="Reinstall geoscreen: its bundled profiles (geoscreen/configs) are incomplete.",
         )
     return DEMO_PROFILE
 

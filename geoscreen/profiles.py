@@ -540,7 +540,7 @@ def load_profile(path: str | os.PathLike[str], *, check_files: bool = True) -> P
         raise ConfigError(
             "a profile must be a YAML mapping of fields (name, version, description, model...)",
             where=where,
-            fix="See configs/*.yaml for examples.",
+            fix="See the bundled profiles in geoscreen/configs/ for examples.",
         )
     try:
         profile = Profile.model_validate(data).with_source(where)

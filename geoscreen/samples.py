@@ -23,9 +23,10 @@ Real samples (see ``geoscreen/sample_data/README.md`` for sources and licences):
 :func:`sentinel2_water_forest` gathers the last three: the one bundled
 multispectral image with real (human-drawn) labels, for accuracy checks.
 
-Synthetic scenes are written block by block, so a 32,768^2 scene needs no more
-memory than a 512^2 one. They are for scale and edge cases only, never evidence
-that a model works.
+Synthetic scenes (:func:`make_synthetic_scene`, :func:`make_sentinel2_like`) are
+helpers for tests and benchmarks; no command uses them. They are written block by
+block, so a 32,768^2 scene needs no more memory than a 512^2 one, and are for scale
+and edge cases only, never evidence that a model works.
 """
 
 from __future__ import annotations

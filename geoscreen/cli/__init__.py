@@ -3,6 +3,7 @@
 from geoscreen.cli import (  # noqa: F401  (they register commands)
     batch,
     demo,
+    evaluate,
     imagery,
     profiles,
     retention,

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.vision import precision_option
+from geoscreen.cli.options import batch_size_option, db_option, precision_option
 from geoscreen.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 EXIT_SOME_FAILED = 1
-
-
-def _default_db() -> str:
-    return os.environ.get("GEOSCREEN_DB") or "geoscreen.sqlite"
 
 
 def _work_dir(db: str, work: str | None) -> Path:
@@ -39,9 +34,7 @@ def scan_options(fn: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
             click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False)),
-            click.option(
-                "--db", default=_default_db, show_default="$GEOSCREEN_DB or geoscreen.sqlite"
-            ),
+            db_option,
             click.option(
                 "--work", default=None, help="Folder for sites files, evidence, coverage."
             ),
@@ -61,7 +54,7 @@ def scan_options(fn: click.decorators.FC) -> click.decorators.FC:
                 type=click.IntRange(1),
                 help="Tiles per task: large scenes spread across workers.",
             ),
-            click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+            batch_size_option,
             click.option("--asset", default=None, help="STAC asset key holding the image."),
             click.option("--json-log", is_flag=True, help="One JSON line per scene on stdout."),
             click.option("--user", default=None, help="Who runs the scan (audit log)."),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.options import json_option
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.fileio import atomic_write
 from geoscreen.imagery.sensors import PRESETS, get_preset
@@ -138,7 +139,7 @@ def _warn_pixel_space(scene: Scene) -> None:
 
 @cli.command()
 @click.argument("scene", metavar="SCENE")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @click.option("--sensor", metavar="PRESET", default=None, help=_PRESET_HELP)
 def info(scene: str, as_json: bool, sensor: str | None) -> None:
     """Describe a raster: grid, CRS, bands, validity, sensor, footprint, layout."""
@@ -261,7 +262,7 @@ def _split(value: str | None) -> list[str] | None:
     help="Target pixel size in CRS units (alone: same CRS, new resolution).",
 )
 @click.option("--keep-empty", is_flag=True, help="Keep tiles holding no valid pixel.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option
 def tile(
     scene: str, out: str, tile_size: int, overlap: int, aoi: str | None, bands: str | None,
     sensor: str | None, crs: str | None, resolution: float | None, keep_empty: bool,

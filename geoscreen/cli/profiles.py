@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.options import json_option
 
 if TYPE_CHECKING:  # pydantic and the imagery stack load when a command runs
     from geoscreen.profiles import Profile
@@ -49,7 +50,7 @@ def validate(file: Path, images: tuple[str, ...]) -> None:
 
 @profile.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@json_option
 def show(file: Path, as_json: bool) -> None:
     """Summarise a profile for people reviewing it."""
     from geoscreen.profiles import load_profile

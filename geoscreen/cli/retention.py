@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from geoscreen.cli.identity import OVERRIDE, confirm_identity, identity_options
-from geoscreen.cli.review import _echo_json, db_option, json_option, open_store, review
+from geoscreen.cli.options import db_option, json_option
+from geoscreen.cli.review import _echo_json, open_store, review
 from geoscreen.errors import ConfigError
 
 

@@ -27,31 +27,15 @@ from geoscreen.cli.identity import (
     need_actor,
     read_password,
 )
+from geoscreen.cli.options import db_option, json_option
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.review.records import DEFAULT_DB, ENV_DB, ORDERS, ROLES, STATUSES
+from geoscreen.review.records import ORDERS, ROLES, STATUSES
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy and alembic: imported when a command runs
     from geoscreen.review.records import Candidate
     from geoscreen.review.store import CandidateFilter, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def db_option(func: F) -> F:
-    """The shared ``--db`` option."""
-    return click.option(
-        "--db",
-        envvar=ENV_DB,
-        default=DEFAULT_DB,
-        show_default=True,
-        metavar="PATH|URL",
-        help=f"Review store: SQLite file or postgresql:// URL (default ${ENV_DB}).",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    """The shared ``--json`` flag."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
 def _echo_json(payload: Any) -> None:

@@ -1,4 +1,4 @@
-"""``geoscreen sites extract`` (score maps to candidate sites) and ``geoscreen evaluate``."""
+"""``geoscreen sites extract``: score maps to candidate sites."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.options import json_option
 from geoscreen.errors import ConfigError, InputError
 
 if TYPE_CHECKING:  # rasterio and geopandas load when a command runs
@@ -51,7 +52,7 @@ def sites() -> None:
 @click.option("--match-distance", type=float, default=None, help="Match by centroid distance (m).")
 @click.option("--evidence/--no-evidence", default=True, show_default=True)
 @click.option("--max-chip", type=int, default=512, show_default=True, help="Chip side limit (px).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option
 def extract(
     scores: str,
     profile_path: str,
@@ -212,136 +213,3 @@ def _date(text: str | None) -> datetime | None:
     if parsed is None:
         raise ConfigError(f"not a date: {text!r}", fix="Use ISO 8601, e.g. 2024-05-01.")
     return parsed
-
-
-@cli.command("evaluate")
-@click.option("--predicted", required=True,
-              help="Predictions: a site file, any vector file with a score column, or a CSV "
-                   "of pixel boxes (DeepForest) with --image.")  # fmt: skip
-@click.option("--score-column", default=None, metavar="NAME",
-              help="The predictions' score column [default: score; score_max for site "
-                   "files].")  # fmt: skip
-@click.option(
-    "--truth", required=True, help="Labelled objects (vector file, or CSV/VOC + --image)."
-)
-@click.option("--iou", type=float, default=None, help="Match at IoU >= this [default: 0.4].")
-@click.option("--distance", type=float, default=None, help="Match centres within this (m; px).")
-@click.option("--image", default=None,
-              help="The image pixel coordinates (truth, CSV boxes) refer to.")  # fmt: skip
-@click.option("--score-threshold", type=float, default=None, help="Only sites scoring this much.")
-@click.option("--group-by", default=None, help="Column for the per-group breakdown.")
-@click.option("--regions", default=None, help="Polygons for a per-region breakdown.")
-@click.option("--region-column", default="name", show_default=True)
-@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", "out", required=True, help="Folder for metrics.json, plots, report.html.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def evaluate(
-    predicted: str,
-    score_column: str | None,
-    truth: str,
-    iou: float | None,
-    distance: float | None,
-    image: str | None,
-    score_threshold: float | None,
-    group_by: str | None,
-    regions: str | None,
-    region_column: str,
-    bootstrap: int,
-    seed: int,
-    out: str,
-    as_json: bool,
-) -> None:
-    """Match predicted sites to ground truth one-to-one; write metrics, plots and a report."""
-    steps = Steps("evaluate", ["loading", "matching", "writing the report"])
-    from geoscreen.evaluate.metrics import Criterion, evaluate_sites
-    from geoscreen.evaluate.predictions import load_predictions
-    from geoscreen.evaluate.report import json_safe, write_report
-    from geoscreen.evaluate.truth import load_truth
-    from geoscreen.fileio import check_output_dir
-    from geoscreen.imagery.scene import open_scene
-
-    check_output_dir(out)
-    if iou is not None and distance is not None:
-        raise ConfigError(
-            "give --iou or --distance, not both",
-            fix="Pick one: --iou matches outlines by overlap, --distance (m) centres by distance.",
-        )
-    if iou is not None and not 0 < iou <= 1:
-        raise ConfigError(
-            f"--iou must be in (0, 1], got {iou}", fix="Use e.g. --iou 0.4 (the usual 0.5)."
-        )
-    if distance is not None and not distance >= 0:
-        raise ConfigError(
-            f"--distance must be at least 0, got {distance}", fix="Give metres, e.g. --distance 5."
-        )
-    if score_column is not None and not score_column.strip():
-        raise ConfigError("--score-column is empty", fix="Name the predictions' score column.")
-    criterion = Criterion(iou=0.4 if iou is None else iou, distance=distance)
-    scene = open_scene(image) if image else None
-    pred = load_predictions(predicted, score_column=score_column, scene=scene)
-    objects = load_truth(truth, scene)
-    areas = _regions(regions) if regions else None
-    steps.next()
-    ev = evaluate_sites(
-        pred.frame, objects, criterion, score_column=pred.score_column,
-        score_threshold=score_threshold, group_column=group_by, regions=areas,
-        region_column=region_column, n_boot=bootstrap, seed=seed,
-    )  # fmt: skip
-    extra = {"inputs": {"predicted": predicted, "truth": truth, "image": image,
-                        "predictions": pred.describe()}}  # fmt: skip
-    if pred.other_image:
-        click.echo(
-            f"geoscreen: note: {pred.other_image} predictions for other images left out",
-            err=True,
-        )
-    steps.next()
-    paths = write_report(ev, out, title=f"Evaluation of {Path(predicted).name}", extra=extra)
-    m = ev.metrics
-    steps.close()
-    if as_json:
-        summary = {k: v for k, v in ev.to_dict().items() if k != "pr_curve"}
-        files = {k: str(v) for k, v in paths.items()}
-        click.echo(json.dumps(json_safe({**summary, **extra, "files": files}), indent=2))
-        return
-    click.echo(
-        f"{ev.criterion}: precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
-        f"F1 {m['f1']:.3f}, AP {m['average_precision']:.3f} "
-        f"({m['tp']} TP, {m['fp']} FP, {m['fn']} FN) -> {paths['report']}"
-    )
-
-
-class Steps:
-    """A bar of named steps on stderr for a command that works silently for seconds: shown
-    only on a terminal and once the command has run 2 s; cleared when the command ends."""
-
-    def __init__(self, command: str, names: list[str]) -> None:
-        from tqdm import tqdm
-
-        self._command, self._names, self._at = command, names, 0
-        self._bar = tqdm(total=len(names), desc=f"{command}: {names[0]}", unit="step",
-                         delay=2, leave=False, disable=None)  # fmt: skip
-        click.get_current_context().call_on_close(self._bar.close)
-
-    def next(self) -> None:
-        """The current step is done."""
-        self._at += 1
-        if self._at < len(self._names):
-            self._bar.set_description_str(f"{self._command}: {self._names[self._at]}")
-        self._bar.update()
-
-    def close(self) -> None:
-        """Clear the bar (before the command's own output)."""
-        self._bar.close()
-
-
-def _regions(path: str) -> gpd.GeoDataFrame:
-    import geopandas as gpd
-    import pyogrio.errors
-
-    try:
-        frame = gpd.read_file(path, engine="pyogrio")
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-        raise InputError(f"cannot read the regions ({str(exc).splitlines()[0][:120]})",
-                         where=path, fix="Give a polygon vector file.") from None  # fmt: skip
-    return frame

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geoscreen.cli.app import cli
+from geoscreen.cli.options import batch_size_option, device_option, precision_option
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
 
@@ -20,21 +21,6 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
-
-# geoscreen.vision.runtime.PRECISIONS, spelled out so that --help does not import torch.
-PRECISION_CHOICES = ("fp32", "bf16", "auto")
-
-
-def precision_option(func: Any) -> Any:
-    """The shared ``--precision`` option (screen, scan, watch)."""
-    return click.option(
-        "--precision",
-        type=click.Choice(PRECISION_CHOICES),
-        default="auto",
-        show_default=True,
-        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
-        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
-    )(func)
 
 
 def _stderr(message: str) -> None:
@@ -92,7 +78,7 @@ def _stderr(message: str) -> None:
     help="Fold blocks: square blocks within scenes, or whole scenes (auto: whole scenes "
     "when two or more scenes hold positives and negatives).",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
@@ -208,7 +194,7 @@ def train(
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--aoi", default=None, help="Only tiles intersecting these polygons.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@batch_size_option
 @click.option(
     "--workers",
     default=None,
@@ -216,7 +202,7 @@ def train(
     help="Tile-reading processes running alongside the model "
     "[default: 0 on CPU (batches read in threads between model batches), 1 on a GPU].",
 )
-@click.option("--device", default="auto", show_default=True)
+@device_option
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
 @precision_option
 @click.option(
@@ -247,7 +233,8 @@ def screen(
 
     prof = load_profile(profile)
     if prof.model.task == "detect":  # one site per object: <out>/<scene id>/sites.parquet
-        from geoscreen.vision.detect_infer import DetectOptions, screen_detection
+        from geoscreen.sites.detections import screen_detection
+        from geoscreen.vision.detect_infer import DetectOptions
 
         opts_d = DetectOptions(
             batch_size=batch_size,
@@ -311,8 +298,8 @@ def threshold_note(threshold: float, card: dict[str, Any]) -> str:
 )
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@batch_size_option
+@device_option
 def similar(
     profile: str,
     imagery: tuple[str, ...],

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.review import db_option
+from geoscreen.cli.options import db_option
 from geoscreen.review.records import STATUSES
 
 if TYPE_CHECKING:  # SQLAlchemy, folium and FastAPI load when a command runs
@@ -158,8 +158,8 @@ def scene_looks(store: Store, frame: pd.DataFrame, given: tuple[str, ...]) -> li
     found here are named in a warning, not an error."""
     from geoscreen.errors import GeoscreenError
     from geoscreen.imagery.scene import open_scene
+    from geoscreen.web.map_tiles import SceneIndex
     from geoscreen.web.mapping import quicklook
-    from geoscreen.web.tiles import SceneIndex
 
     index = SceneIndex.from_paths(given, store=store)
     counts = Counter(str(s) for s in frame.get("scene_id", []) if s and str(s) != "nan")

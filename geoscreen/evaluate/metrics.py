@@ -1,7 +1,7 @@
 """Object-level evaluation of candidate sites against ground truth.
 
 Matching: predicted sites and truth objects are matched **one-to-one** by the
-Hungarian algorithm (:func:`geoscreen.sites.match.assign_one_to_one`): by IoU of
+Hungarian algorithm (:func:`geoscreen.matching.assign_one_to_one`): by IoU of
 outlines (polygons or boxes) at a threshold, or by centre distance (needed when
 either side is points). Both sides are first brought into one coordinate system:
 a local UTM CRS (metres) for georeferenced data in any mix of CRSs, pixel
@@ -23,7 +23,7 @@ Metrics:
   resampling matched pairs, false positives and misses as independent units,
   which ignores spatial correlation, so intervals are optimistic).
 
-Tile-level PR/ROC for classifiers reuse :mod:`geoscreen.evaluate.ranking`.
+Tile-level PR/ROC for classifiers reuse :mod:`geoscreen.ranking`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import pandas as pd
 import shapely
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.ranking import at_threshold, average_precision, roc_curve
-from geoscreen.sites.match import MatchRule, Pairs, assign_one_to_one, candidate_pairs
+from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
+from geoscreen.ranking import at_threshold, average_precision, object_average_precision, roc_curve
 
 TP, FP, FN = "TP", "FP", "FN"
 
@@ -80,46 +80,6 @@ def align(
         return pred, truth, "m"
     utm = gpd.GeoSeries(both.values, crs=4326).estimate_utm_crs()
     return pred.to_crs(utm), truth.to_crs(utm), "m"
-
-
-def match_hungarian(pred: np.ndarray, truth: np.ndarray, rule: MatchRule) -> Pairs:
-    """One-to-one matching (most pairs, then most similar) of predictions to truth."""
-    pairs = candidate_pairs(pred, truth, rule)
-    return assign_one_to_one(pairs, len(pred), len(truth))
-
-
-def match_in_score_order(
-    pred: np.ndarray, scores: np.ndarray, truth: np.ndarray, rule: MatchRule
-) -> np.ndarray:
-    """VOC-style greedy matching: index of the matched truth per prediction, -1 if none.
-
-    Predictions in descending score order (stable for ties) each take the most
-    similar truth object not yet taken.
-    """
-    matched = np.full(len(pred), -1, dtype=np.int64)
-    pairs = candidate_pairs(pred, truth, rule)
-    if pairs.left.size == 0:
-        return matched
-    rank = np.empty(len(pred), dtype=np.int64)
-    rank[np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")] = np.arange(len(pred))
-    order = np.lexsort((pairs.right, -pairs.similarity, rank[pairs.left]))
-    taken = np.zeros(len(truth), dtype=bool)
-    for i, j in zip(pairs.left[order].tolist(), pairs.right[order].tolist(), strict=True):
-        if matched[i] < 0 and not taken[j]:
-            matched[i] = j
-            taken[j] = True
-    return matched
-
-
-def object_average_precision(scores: np.ndarray, is_tp: np.ndarray, n_truth: int) -> float:
-    """AP with recall over ``n_truth`` objects (NaN without truth, 0 without any TP)."""
-    is_tp = np.asarray(is_tp, dtype=bool)
-    if n_truth == 0:
-        return float("nan")
-    if not is_tp.any():
-        return 0.0
-    # ranking.average_precision normalises recall by the TP count; rescale to n_truth.
-    return average_precision(scores, is_tp) * float(is_tp.sum()) / n_truth
 
 
 def precision_at_k(scores: np.ndarray, is_tp: np.ndarray, ks: tuple[int, ...]) -> dict[int, float]:

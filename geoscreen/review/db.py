@@ -19,17 +19,11 @@ from sqlalchemy.exc import ArgumentError
 
 from geoscreen.errors import ConfigError
 from geoscreen.review.errors import StoreError
-from geoscreen.review.records import DEFAULT_DB, ENV_DB
 from geoscreen.review.schema import STORE_KIND
 
 SQLITE_BUSY_TIMEOUT_S = 60.0
 PG_CONNECT_TIMEOUT_S = 5
 READ_OPTION = "geoscreen_read"
-
-
-def default_db() -> str:
-    """``$GEOSCREEN_DB`` or ``./geoscreen.sqlite``."""
-    return os.environ.get(ENV_DB) or DEFAULT_DB
 
 
 def resolve_url(db: str | os.PathLike[str]) -> URL:

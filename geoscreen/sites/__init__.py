@@ -1,9 +1,10 @@
 """Candidate sites: flagged tiles merged into places, their files, evidence and history.
 
-- :mod:`geoscreen.sites.site`: the site table schema, :class:`Site`, GeoParquet/GPKG IO
+- :mod:`geoscreen.sites.site`: the site table schema, GeoParquet/GPKG IO
 - :mod:`geoscreen.sites.extract`: score map -> sites (threshold, merge, minimum area)
+- :mod:`geoscreen.sites.detections`: detected objects -> sites (one per object)
 - :mod:`geoscreen.sites.evidence`: PNG evidence chips with the site outline
-- :mod:`geoscreen.sites.match`: matching sites across runs (and the shared matching helpers)
+- :mod:`geoscreen.sites.match`: matching sites across runs (primitives in :mod:`geoscreen.matching`)
 - :mod:`geoscreen.sites.coverage`: which places earlier runs looked at (for ``new_since``)
 
 The names below load on first use (geopandas is slow to import).
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from geoscreen.sites.coverage import coverage_of, read_coverage, write_coverage
     from geoscreen.sites.extract import extract_sites
     from geoscreen.sites.match import MatchRule, SiteUpdate, update_sites
-    from geoscreen.sites.site import SITE_COLUMNS, Site, read_sites, write_sites
+    from geoscreen.sites.site import SITE_COLUMNS, read_sites, write_sites
 
 _WHERE = {
     "coverage_of": "coverage",
@@ -30,7 +31,6 @@ _WHERE = {
     "SiteUpdate": "match",
     "update_sites": "match",
     "SITE_COLUMNS": "site",
-    "Site": "site",
     "read_sites": "site",
     "write_sites": "site",
 }
@@ -38,7 +38,6 @@ _WHERE = {
 __all__ = [
     "SITE_COLUMNS",
     "MatchRule",
-    "Site",
     "SiteUpdate",
     "coverage_of",
     "extract_sites",

@@ -1,9 +1,8 @@
 """Candidate sites: the unit people review, and its file format.
 
 A *site* is a place whose imagery matched a screening profile: flagged tiles
-merged into one outline. Sites are tables (GeoDataFrames, one row per site);
-:class:`Site` is one row as a typed object. The column schema is stable and the
-same in GeoParquet and GeoPackage files:
+merged into one outline. Sites are tables (GeoDataFrames, one row per site). The
+column schema is stable and the same in GeoParquet and GeoPackage files:
 
 =================  ==========  ========================================================
 column             type        meaning
@@ -43,8 +42,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +50,6 @@ import numpy as np
 import pandas as pd
 import pyogrio.errors
 import shapely
-from shapely.geometry.base import BaseGeometry
 
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
@@ -71,31 +67,6 @@ _INTS = ("tile_count", "detections")
 _STRINGS = ("site_id", "scene_id", "profile", "profile_version", "model_sha256", "run_id",
             "evidence_path", "area_unit", "scene_uri")  # fmt: skip
 _REQUIRED = ("site_id", "score_max", "profile")
-
-
-@dataclass(frozen=True)
-class Site:
-    """One candidate site (one row of a site table); see the module doc for the fields."""
-
-    site_id: str
-    geometry: BaseGeometry
-    score_max: float
-    score_mean: float
-    tile_count: int
-    area_m2: float
-    scene_id: str
-    acquired: datetime | None
-    profile: str
-    profile_version: str
-    model_sha256: str | None
-    run_id: str | None
-    evidence_path: str | None
-    first_seen: datetime | None
-    last_seen: datetime | None
-    new_since: datetime | None
-    detections: int
-    area_unit: str = "m2"
-    scene_uri: str | None = None
 
 
 def empty_sites(crs: Any = STORAGE_CRS) -> gpd.GeoDataFrame:
@@ -128,26 +99,6 @@ def normalise(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     ordered = [*SITE_COLUMNS, out.geometry.name]
     extra = [c for c in out.columns if c not in ordered]
     return gpd.GeoDataFrame(out[[*ordered, *extra]], geometry=out.geometry.name, crs=out.crs)
-
-
-def frame_to_sites(frame: gpd.GeoDataFrame) -> list[Site]:
-    """The rows of a site table as :class:`Site` objects."""
-    frame = normalise(frame)
-    names = [f.name for f in fields(Site)]
-    out = []
-    for record in frame.to_dict("records"):
-        values = {k: _plain(record.get(k)) for k in names if k != "geometry"}
-        out.append(Site(geometry=record[frame.geometry.name], **values))
-    return out
-
-
-def sites_to_frame(sites: list[Site], crs: Any = STORAGE_CRS) -> gpd.GeoDataFrame:
-    """A site table from :class:`Site` objects (geometry in ``crs``)."""
-    if not sites:
-        return empty_sites(crs)
-    records = [asdict(s) for s in sites]
-    geoms = [r.pop("geometry") for r in records]
-    return normalise(gpd.GeoDataFrame(records, geometry=geoms, crs=crs))
 
 
 def write_sites(frame: gpd.GeoDataFrame, path: str | os.PathLike[str]) -> Path:
@@ -200,17 +151,6 @@ def read_sites(path: str | os.PathLike[str]) -> gpd.GeoDataFrame:
             fix="Give a file written by 'geoscreen sites extract' (see geoscreen.sites.site).",
         )
     return normalise(frame)
-
-
-def _plain(value: Any) -> Any:
-    """Pandas/numpy scalars as plain Python values (NaT and None as None)."""
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def utm_epsg(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Axis-aligned boxes on tiles and scenes: augmentation, clipping, pixel <-> map coordinates.
+"""Axis-aligned boxes on tiles and scenes: augmentation, clipping, pixel -> map coordinates.
 
 Boxes are ``(xmin, ymin, xmax, ymax)`` in pixel coordinates, x = column, y = row,
 pixel edges at integers (pixel (0, 0) spans [0, 1] x [0, 1]), as labels,
@@ -83,20 +83,6 @@ def boxes_to_polygons(boxes: BoxArray, transform: Affine | None = None) -> np.nd
     return np.asarray(shapely.polygons(np.stack([xs, ys], axis=-1)))
 
 
-def polygons_to_boxes(geoms: np.ndarray, transform: Affine | None = None) -> BoxArray:
-    """Pixel boxes (bounds on the pixel grid) of geometries given through ``transform``."""
-    inverse = ~(transform or Affine.identity())
-
-    def apply(xy: np.ndarray) -> np.ndarray:
-        x, y = xy[:, 0], xy[:, 1]
-        return np.column_stack(
-            [inverse.a * x + inverse.b * y + inverse.c, inverse.d * x + inverse.e * y + inverse.f]
-        )
-
-    pixel = shapely.transform(np.asarray(geoms, dtype=object), apply)
-    return np.asarray(shapely.bounds(pixel), dtype=np.float64).reshape(-1, 4)
-
-
 def boxes_to_map(boxes: BoxArray, scene: Scene, crs: str | CRS = "EPSG:4326") -> gpd.GeoSeries:
     """Scene pixel boxes as polygons in ``crs``; pixel-space polygons (no CRS) when the
     scene has no georeference. Corners are reprojected exactly; edges stay straight,
@@ -105,14 +91,6 @@ def boxes_to_map(boxes: BoxArray, scene: Scene, crs: str | CRS = "EPSG:4326") ->
     if not scene.georeferenced:
         return gpd.GeoSeries(polygons)
     return gpd.GeoSeries(polygons, crs=scene.crs).to_crs(crs)
-
-
-def boxes_from_map(geoms: gpd.GeoSeries, scene: Scene) -> BoxArray:
-    """Scene pixel boxes (bounds) of polygons in any CRS (pixel space for a scene without one)."""
-    if not scene.georeferenced:
-        return polygons_to_boxes(np.asarray(geoms.values, dtype=object))
-    local = geoms.to_crs(scene.crs) if geoms.crs is not None else geoms
-    return polygons_to_boxes(np.asarray(local.values, dtype=object), scene.transform)
 
 
 def box_areas_m2(boxes: BoxArray, pixel_size_m: tuple[float, float] | None) -> np.ndarray:

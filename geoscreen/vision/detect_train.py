@@ -42,17 +42,13 @@ from torch import nn
 from tqdm import tqdm
 
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.metrics import (
-    match_hungarian,
-    match_in_score_order,
-    object_average_precision,
-)
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
+from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
-from geoscreen.sites.match import MatchRule
+from geoscreen.ranking import object_average_precision
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card
@@ -77,8 +73,8 @@ from geoscreen.vision.detector import (
     freeze_stages,
     save_detector,
 )
+from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
 from geoscreen.vision.runtime import pick_device
-from geoscreen.vision.train import backbone_spec
 
 log = logging.getLogger(__name__)
 
@@ -152,27 +148,6 @@ class DetectionData:
             train.append(training_view(view.image, view.boxes, block, min_visible, view.name))
             val.append(validation_view(view.image, view.boxes, block, min_visible, view.name))
         return train, val
-
-
-def scene_resolution_m(profile: Profile, scene: Scene, given: float | None = None) -> float:
-    """Pixel size in metres: the scene's own, else ``given``, else the profile's nominal one.
-
-    Images without georeference take the geometric mean of ``imagery.resolution_m``.
-    """
-    res = scene.resolution_m
-    if res is not None:
-        return math.sqrt(res[0] * res[1])
-    if given is not None:
-        return given
-    if profile.imagery.resolution_m is not None:
-        low, high = profile.imagery.resolution_m
-        return math.sqrt(low * high)
-    raise ConfigError(
-        "the image has no georeference, so its pixel size (needed for the object size "
-        "in pixels) is unknown",
-        where=scene.uri,
-        fix="Set imagery.resolution_m in the profile, or give the pixel size in metres.",
-    )
 
 
 def detector_config(profile: Profile, scene: Scene, resolution_m: float) -> DetectorConfig:

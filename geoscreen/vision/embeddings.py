@@ -26,7 +26,7 @@ from geoscreen.profiles import Profile
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, TileModel
-from geoscreen.vision.train import backbone_spec
+from geoscreen.vision.inputs import backbone_spec
 
 
 def feature_model(profile: Profile, scene: Scene) -> TileClassifier:

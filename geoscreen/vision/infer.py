@@ -33,10 +33,10 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.classifier import TileModel, model_channels
+from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import autocast, pick_device, tune_malloc
 from geoscreen.vision.scoremap import ScoreMap
-from geoscreen.vision.train import band_roles
 
 log = logging.getLogger(__name__)
 

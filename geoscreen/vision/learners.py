@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoscreen.evaluate.ranking import average_precision, roc_auc
+from geoscreen.ranking import average_precision, roc_auc
 from geoscreen.vision.folds import BlockedFolds
 
 FeatureSet = Literal["pixel", "spectral", "deep", "combined"]

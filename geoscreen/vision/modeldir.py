@@ -42,10 +42,6 @@ class LoadedModelDir(Generic[M]):
     sha256: str
     path: Path
 
-    @property
-    def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
-
 
 def write_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
     """Write ``model.yaml`` (``card``) and ``MODEL_CARD.md`` (``markdown``), each atomically."""

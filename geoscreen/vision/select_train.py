@@ -31,12 +31,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.ranking import at_threshold
 from geoscreen.profiles import Profile
+from geoscreen.ranking import at_threshold
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import HELD_OUT_LIMIT, model_card, training_record
 from geoscreen.vision.folds import BlockedFolds, blocked_folds, scene_folds_fit
+from geoscreen.vision.inputs import backbone_spec, band_roles
 from geoscreen.vision.learners import (
     CANDIDATES,
     PIXEL_BASELINE,
@@ -53,7 +54,7 @@ from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.scorer import DeepFeatures, FeatureScorer, build_scorer, learner_record
 from geoscreen.vision.tabular import fit_platt
 from geoscreen.vision.tilefeatures import SpectralContext, feature_names
-from geoscreen.vision.train import TrainingData, TrainOptions, backbone_spec, band_roles
+from geoscreen.vision.train import TrainingData, TrainOptions
 
 log = logging.getLogger(__name__)
 

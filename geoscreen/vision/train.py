@@ -30,13 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.ranking import at_threshold, average_precision
 from geoscreen.imagery.chips import BACKGROUND, SHIFTED, Chip, sample_chips
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
 from geoscreen.profiles import Profile, check_scene
+from geoscreen.ranking import at_threshold, average_precision
 from geoscreen.vision.augment import jitter, random_dihedral
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.cards import (
@@ -47,6 +47,7 @@ from geoscreen.vision.cards import (
     training_record,
 )
 from geoscreen.vision.classifier import TileClassifier, save_model
+from geoscreen.vision.inputs import backbone_spec, band_roles
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
 
@@ -109,28 +110,6 @@ class TrainingData:
     @property
     def labels(self) -> np.ndarray:
         return np.array([c.label for c in self.chips], dtype=np.int64)
-
-
-def band_roles(profile: Profile, scene: Scene) -> tuple[str | None, ...]:
-    """Common name of each model input channel (bands in order, then derived indices)."""
-    indexes = scene.band_indexes(profile.preprocess.bands)
-    roles: list[str | None] = [scene.common_name(i) for i in indexes]
-    return (*roles, *([None] * len(profile.preprocess.indices)))
-
-
-def backbone_spec(profile: Profile, scene: Scene) -> BackboneSpec:
-    """The backbone for a profile, adapted to the bands of ``scene``."""
-    roles = band_roles(profile, scene)
-    weights = profile.model.weights
-    if weights and not weights.startswith("package:"):
-        weights = str(profile.resolve_path(weights))
-    return BackboneSpec(
-        name=profile.model.backbone,
-        in_channels=len(roles),
-        band_roles=roles,
-        weights=weights,
-        weights_sha256=profile.model.weights_sha256,
-    )
 
 
 def collect_chips(

@@ -24,10 +24,10 @@ from geoscreen.review.store import Store, open_store
 from geoscreen.web import routes_auth, routes_candidates, routes_imagery, routes_pages
 from geoscreen.web.api import install_error_handlers
 from geoscreen.web.auth import AuthSettings, LoginLimits, SessionStore
+from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.guard import Guard
-from geoscreen.web.index import CandidateIndex
+from geoscreen.web.map_tiles import SceneIndex, TileSource
 from geoscreen.web.state import ServerState
-from geoscreen.web.tiles import SceneIndex, TileSource
 
 PathLike = str | os.PathLike[str]
 ROUTERS = (routes_auth.router, routes_pages.router, routes_candidates.router, routes_imagery.router)

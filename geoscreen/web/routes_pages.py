@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from geoscreen.review.records import STATUSES
-from geoscreen.web.index import QUEUE_ORDERS
+from geoscreen.web.candidate_index import QUEUE_ORDERS
 from geoscreen.web.mapping import STATUS_COLOURS
 from geoscreen.web.state import State, Who
 

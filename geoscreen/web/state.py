@@ -12,8 +12,8 @@ from fastapi.templating import Jinja2Templates
 from geoscreen.review.records import Candidate
 from geoscreen.review.store import Store
 from geoscreen.web.auth import AuthSettings, LoginLimits, Session, SessionStore
-from geoscreen.web.index import CandidateIndex
-from geoscreen.web.tiles import TileSource
+from geoscreen.web.candidate_index import CandidateIndex
+from geoscreen.web.map_tiles import TileSource
 
 
 @dataclass

@@ -12,7 +12,7 @@ from geoscreen.profiles import load_profile
 from geoscreen.vision.train import TrainOptions, train_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILE = ROOT / "configs" / "tree_crowns_neon.yaml"
+PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from geoscreen.samples import sample_path
 from geoscreen.vision.train import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILE = ROOT / "configs" / "tree_crowns_neon.yaml"
+PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 FAST = ("--mode", "spectral", "--device", "cpu", "--folds", "3")
 
 
@@ -241,5 +241,6 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
 
 def test_detect_profiles_are_refused(scanned: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="detect model from the review store"):
-        train_from_store(load_profile(ROOT / "configs" / "tree_crowns_detect_neon.yaml"),
+        detect = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
+        train_from_store(load_profile(detect),
                          str(scanned), tmp_path / "d")  # fmt: skip

@@ -17,7 +17,7 @@ from geoscreen.cli.app import main
 from geoscreen.review.schema import candidates, detections, runs, scenes
 from geoscreen.review.store import open_store
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
 
 def _scan(*args: str) -> int:

@@ -24,7 +24,7 @@ from shapely.geometry import LineString, Point, Polygon, box
 from geoscreen.cli.app import main
 from geoscreen.review.testing import make_sites
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 AS_ADMIN = "--as-admin-of-this-file"
 SECRET = "a long enough secret"
 FIX = re.compile(r"[.?!] [A-Z'(\"]")  # a second sentence: the fix

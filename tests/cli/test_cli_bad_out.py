@@ -20,7 +20,7 @@ from geoscreen.review.testing import make_sites
 from geoscreen.samples import make_synthetic_scene
 
 Run = Callable[..., tuple[int, str, str]]
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
 
 def _refused(result: tuple[int, str, str], *words: str) -> str:

@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 
 from geoscreen.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from geoscreen.cli import main
 from geoscreen.review.testing import make_sites
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 AS_ADMIN = "--as-admin-of-this-file"
 
 

@@ -12,9 +12,7 @@ import yaml
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
 from geoscreen.samples import make_synthetic_scene
-from geoscreen.vision.backbones import build_backbone, input_stats
-from geoscreen.vision.classifier import TileClassifier, save_model
-from geoscreen.vision.train import backbone_spec
+from geoscreen.vision.testing import untrained_model_dir
 
 PROFILE = {
     "name": "precision_probe", "version": "0.1.0",
@@ -38,19 +36,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
                              origin=(500_000.0 + i * 1920, 4_500_000.0))  # fmt: skip
     profile_path = work / "profile.yaml"
     profile_path.write_text(yaml.safe_dump(PROFILE), encoding="utf-8")
-    profile = load_profile(profile_path)
-    spec = backbone_spec(profile, open_scene(folder / "scene0.tif"))
-    mean, std = input_stats(spec)
-    card = {
-        "profile": {"name": profile.name, "version": profile.version},
-        "backbone": {"name": spec.name, "in_channels": spec.in_channels,
-                     "band_roles": list(spec.band_roles or [])},
-        "input_stats": {"mean": mean, "std": std},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"), "threshold": 0.5,
-    }  # fmt: skip
-    model_dir = work / "model"
-    save_model(TileClassifier(build_backbone(spec), mean, std), card, model_dir)
+    scene = open_scene(folder / "scene0.tif")
+    model_dir = untrained_model_dir(load_profile(profile_path), scene, work / "model")
     return folder, profile_path, model_dir
 
 

@@ -12,7 +12,7 @@ import yaml
 from geoscreen.cli.app import EXIT_USER_ERROR
 from geoscreen.samples import sentinel2_water_forest
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "open_water_s2.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "open_water_s2.yaml"
 Run = Callable[..., tuple[int, str, str]]
 
 

@@ -12,7 +12,7 @@ from geoscreen.cli.labelcheck import MAX_INVALID_SHARE, check_training_labels
 from geoscreen.errors import InputError
 from geoscreen.profiles import load_profile
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 Run = Callable[..., tuple[int, str, str]]
 
 

@@ -16,16 +16,16 @@ import shapely
 import torch
 
 from geoscreen.cli.app import EXIT_USER_ERROR, main
-from geoscreen.evaluate.ranking import average_precision
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.labels import load_labels
+from geoscreen.ranking import average_precision
 from geoscreen.samples import make_sentinel2_like
 from geoscreen.vision.classifier import load_model
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 Run = Callable[..., tuple[int, str, str]]
 
 

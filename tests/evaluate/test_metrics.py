@@ -19,19 +19,16 @@ from geoscreen.evaluate.metrics import (
     Criterion,
     bootstrap_intervals,
     evaluate_sites,
-    match_hungarian,
-    match_in_score_order,
-    object_average_precision,
     pr_curve,
     precision_at_k,
     roc_curve,
     tile_metrics,
 )
-from geoscreen.evaluate.ranking import average_precision
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
+from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
+from geoscreen.ranking import average_precision, object_average_precision
 from geoscreen.samples import sample_path
-from geoscreen.sites.match import MatchRule
 
 UTM = "EPSG:32633"
 

@@ -15,6 +15,7 @@ import shapely
 from geoscreen.errors import ConfigError
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
+from geoscreen.matching import MatchRule, Pairs, assign_one_to_one, candidate_pairs, haversine_m
 from geoscreen.profiles import Profile
 from geoscreen.sites.coverage import (
     coverage_of,
@@ -24,14 +25,7 @@ from geoscreen.sites.coverage import (
     write_coverage,
 )
 from geoscreen.sites.extract import extract_sites
-from geoscreen.sites.match import (
-    MatchRule,
-    Pairs,
-    assign_one_to_one,
-    candidate_pairs,
-    haversine_m,
-    update_sites,
-)
+from geoscreen.sites.match import update_sites
 from geoscreen.vision.scoremap import ScoreMap
 
 MakeProfile = Callable[..., Profile]
@@ -203,7 +197,7 @@ def test_pixel_and_georeferenced_sites_do_not_mix(
 def test_groups_too_large_for_an_exact_assignment_are_matched_greedily(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import geoscreen.sites.match as match
+    import geoscreen.matching as match
 
     pairs = Pairs(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0.9, 0.5, 0.6]))
     monkeypatch.setattr(match, "MAX_DENSE", 1)

@@ -18,12 +18,9 @@ from geoscreen.profiles import Profile
 from geoscreen.sites.extract import extract_sites
 from geoscreen.sites.site import (
     SITE_COLUMNS,
-    Site,
     area_m2,
     empty_sites,
-    frame_to_sites,
     read_sites,
-    sites_to_frame,
     utm_epsg,
     write_sites,
 )
@@ -66,16 +63,6 @@ def test_pixel_space_round_trip(tmp_path: Path, suffix: str) -> None:
     assert back.crs is None
     assert back.geometry.iloc[0].equals(shapely.box(0, 0, 64, 64))
     assert back["detections"].iloc[0] == 1 and back["area_unit"].iloc[0] == "px2"
-
-
-def test_site_objects_round_trip(sites: gpd.GeoDataFrame) -> None:
-    objects = frame_to_sites(sites)
-    assert all(isinstance(s, Site) for s in objects)
-    assert objects[0].acquired == datetime(2024, 1, 2, tzinfo=UTC)
-    assert objects[0].new_since is None and objects[0].model_sha256 == "f" * 64
-    back = sites_to_frame(objects)
-    pd.testing.assert_frame_equal(pd.DataFrame(back), pd.DataFrame(sites))
-    assert len(sites_to_frame([])) == 0
 
 
 def test_empty_table_is_typed(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_save_load_round_trip(saved: tuple[TileClassifier, Path, str]) -> None:
     assert digest == sha256_file(folder / WEIGHTS_FILE)
     loaded = load_model(folder)
     assert loaded.sha256 == digest and loaded.card["model_sha256"] == digest
-    assert loaded.threshold == 0.7 and loaded.path == folder
+    assert loaded.card["threshold"] == 0.7 and loaded.path == folder
     assert not loaded.model.training
     x = torch.rand(3, 4, 48, 48, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():

@@ -18,24 +18,26 @@ from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import sample_path
-from geoscreen.sites.site import SITE_COLUMNS, read_sites
-from geoscreen.vision.boxes import boxes_from_map
-from geoscreen.vision.detect_infer import (
+from geoscreen.sites.detections import (
     SITES_FILE,
     SITES_GPKG,
+    objects_to_sites,
+    write_detection_sites,
+)
+from geoscreen.sites.site import SITE_COLUMNS, read_sites
+from geoscreen.vision.boxes import boxes_to_map
+from geoscreen.vision.detect_infer import (
     DetectOptions,
     RawDetections,
     _near_pairs,
     cut_sides,
     detect_scene,
     merge_across_tiles,
-    objects_to_sites,
-    write_detection_sites,
 )
 from geoscreen.vision.detect_train import detector_config
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector, save_detector
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +219,8 @@ def test_detect_scene_writes_sites_in_lonlat_and_pixels(
     assert sites["run_id"].eq("r1").all() and sites["model_sha256"].eq(untrained.sha256).all()
     assert sites["site_id"].is_unique
     assert sites.geometry.within(osbs.footprint.buffer(1e-7)).all()
-    np.testing.assert_allclose(boxes_from_map(sites.geometry, osbs), objects.boxes, atol=1e-3)
+    outlines = boxes_to_map(objects.boxes, osbs)  # the objects' boxes, nothing else
+    assert sites.geometry.geom_equals_exact(outlines, tolerance=1e-9).all()
     area_px = (objects.boxes[:, 2] - objects.boxes[:, 0]) * (
         objects.boxes[:, 3] - objects.boxes[:, 1]
     )

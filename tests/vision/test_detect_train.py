@@ -13,26 +13,28 @@ import yaml
 
 from geoscreen.cli import main
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.metrics import Criterion, evaluate_sites, object_average_precision
+from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
+from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_card import record_evaluation
-from geoscreen.vision.detect_infer import DetectOptions, detect_scene, objects_to_sites
+from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_train import (
     DetectTrainOptions,
     best_threshold,
     detection_metrics,
     load_detection_data,
     object_boxes,
-    scene_resolution_m,
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, load_detector
+from geoscreen.vision.inputs import scene_resolution_m
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 
 

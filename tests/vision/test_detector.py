@@ -26,7 +26,7 @@ from geoscreen.vision.detector import (
 )
 from geoscreen.vision.weights import EFFICIENTNET_LITE0_REF
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 DETECT_PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 
 

@@ -14,13 +14,13 @@ import shapely
 import torch
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.ranking import average_precision
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import average_precision
 from geoscreen.samples import make_synthetic_scene
 from geoscreen.vision.augment import dihedral
 from geoscreen.vision.classifier import TileClassifier
@@ -32,7 +32,7 @@ from geoscreen.vision.embeddings import (
 )
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 EXAMPLE_ROWS = [0, 10, 20, 30, 40]
 OPTS = ScreenOptions(num_workers=0, device="cpu", embeddings=True)
 

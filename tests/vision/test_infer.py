@@ -33,7 +33,7 @@ from geoscreen.vision.infer import (
 from geoscreen.vision.scoremap import EMBEDDINGS_FILE, RASTER_FILE, TILES_FILE, ScoreMap
 from geoscreen.vision.train import TrainOptions, train_classifier
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 CPU0 = ScreenOptions(num_workers=0, device="cpu")
 
 

@@ -167,7 +167,7 @@ def test_block_bootstrap_interval_brackets_the_ap() -> None:
     scores = truth + rng.normal(scale=0.8, size=500)
     blocks = rng.integers(0, 25, 500)
     low, high = block_bootstrap_ap(scores, truth, blocks, seed=0)
-    from geoscreen.evaluate.ranking import average_precision
+    from geoscreen.ranking import average_precision
 
     assert low < average_precision(scores, truth) < high
     assert block_bootstrap_ap(scores, truth, blocks, seed=0) == (low, high)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoscreen.cli.vision import PRECISION_CHOICES
+from geoscreen.cli.options import PRECISION_CHOICES
 from geoscreen.errors import ConfigError
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
@@ -24,7 +24,7 @@ from geoscreen.vision.runtime import (
     pick_precision,
 )
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # only named: nothing runs on it
 

@@ -16,18 +16,18 @@ import torch
 import yaml
 
 from geoscreen.errors import InputError
-from geoscreen.evaluate.ranking import average_precision
-from geoscreen.evaluate.tiles import tiles_containing
+from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.ranking import average_precision
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 
-PROFILE = Path(__file__).resolve().parents[2] / "configs" / "tree_crowns_neon.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from geoscreen.review.testing import PG_ENV, make_sites, pg_base_url, pg_schema
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
+from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.guard import CSP
-from geoscreen.web.index import CandidateIndex
 from geoscreen.web.testing import IMAGERY_PROFILE, PASSWORD, Seeded, log_in
 
 Login = Callable[[str], tuple[TestClient, str]]

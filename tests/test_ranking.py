@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
-from geoscreen.evaluate.ranking import at_threshold, average_precision
+from geoscreen.ranking import at_threshold, average_precision
 
 
 @st.composite

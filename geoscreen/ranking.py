@@ -1,7 +1,9 @@
-"""Ranking metrics for scored items (tiles, chips): AP, precision/recall at a threshold.
+"""Ranking metrics for scored items (tiles, chips, objects): AP, ROC, precision/recall.
 
-Object-level matching of sites to ground truth lives in :mod:`geoscreen.evaluate.metrics`;
-these functions work on any list of (score, is_positive) pairs.
+A neutral module (it imports no stage): training selects and calibrates models with
+these, :mod:`geoscreen.evaluate` reports them. They work on any list of
+(score, is_positive) pairs; object-level matching to ground truth is
+:mod:`geoscreen.matching`.
 """
 
 from __future__ import annotations
@@ -81,3 +83,14 @@ def roc_curve(scores: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
     """Area under the ROC curve (ties count half); NaN without both classes."""
     return float(roc_curve(scores, truth)["auc"])
+
+
+def object_average_precision(scores: np.ndarray, is_tp: np.ndarray, n_truth: int) -> float:
+    """AP with recall over ``n_truth`` objects (NaN without truth, 0 without any TP)."""
+    is_tp = np.asarray(is_tp, dtype=bool)
+    if n_truth == 0:
+        return float("nan")
+    if not is_tp.any():
+        return 0.0
+    # ranking.average_precision normalises recall by the TP count; rescale to n_truth.
+    return average_precision(scores, is_tp) * float(is_tp.sum()) / n_truth

@@ -1,0 +1,67 @@
+"""Options that several commands share, defined once so they read and default alike.
+
+Each is a decorator (``@db_option``). Nothing here imports torch, SQLAlchemy or the
+imagery stack: ``geoscreen --help`` stays fast. Who-is-acting options (``--user``,
+password prompts) live in :mod:`geoscreen.cli.identity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from geoscreen.review.records import DEFAULT_DB, ENV_DB
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# geoscreen.vision.runtime.PRECISIONS, spelled out so that --help does not import torch.
+PRECISION_CHOICES = ("fp32", "bf16", "auto")
+
+
+def db_option(func: F) -> F:
+    """``--db``: the review store (``$GEOSCREEN_DB``, then ``./geoscreen.sqlite``)."""
+    return click.option(
+        "--db",
+        envvar=ENV_DB,
+        default=DEFAULT_DB,
+        show_default=True,
+        metavar="PATH|URL",
+        help=f"Review store: SQLite file or postgresql:// URL (default ${ENV_DB}).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
+
+
+def precision_option(func: F) -> F:
+    """``--precision``: model arithmetic (screen, scan, watch)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
+        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
+    )(func)
+
+
+def device_option(func: F) -> F:
+    """``--device``: where models run."""
+    return click.option(
+        "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    )(func)
+
+
+def batch_size_option(func: F) -> F:
+    """``--batch-size``: tiles per model call."""
+    return click.option(
+        "--batch-size",
+        default=32,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Tiles per model call.",
+    )(func)
