@@ -92,18 +92,14 @@ def _run(
 
     from geoscreen.batch.executors import make_executor
     from geoscreen.batch.runner import run_scan
-    from geoscreen.batch.scan import ScanSettings, SceneOutcome
+    from geoscreen.batch.scan import ScanSettings, SceneOutcome, check_model
     from geoscreen.batch.sources import discover
     from geoscreen.profiles import load_profile
     from geoscreen.review.store import open_store
     from geoscreen.review.users import local_actor
 
     load_profile(profile)  # fail fast on a bad profile
-    refs = discover(sources, asset=asset)
     folder = _work_dir(db, work)
-    folder.mkdir(parents=True, exist_ok=True)
-    store = open_store(db, create=True)
-    executor = make_executor(workers, cluster)
     settings = ScanSettings(
         profile_path=str(Path(profile).resolve()),
         model_dir=str(Path(model_dir).resolve()),
@@ -113,6 +109,11 @@ def _run(
         threads=1 if (workers or cluster) else None,
         precision=precision,
     )
+    check_model(settings)  # a model that cannot be used stops the scan before it writes
+    refs = discover(sources, asset=asset)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = open_store(db, create=True)
+    executor = make_executor(workers, cluster)
     bar = tqdm(total=len(refs), desc="scenes", unit="scene", disable=json_log or quiet)
 
     def listener(outcome: SceneOutcome) -> None:

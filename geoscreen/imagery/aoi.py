@@ -8,6 +8,7 @@ them into one geometry for :meth:`~geoscreen.imagery.tiling.TileGrid.within`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import shapely
@@ -68,6 +69,16 @@ def load_aoi(
             fix="Check that its polygons have an area and lie where the scene's CRS is defined.",
         )
     return area
+
+
+def load_areas(
+    paths: Sequence[str | os.PathLike[str]], crs: str | int | CRS | None
+) -> BaseGeometry | None:
+    """The union of the polygons of several files (a profile's exclusion zones) in ``crs``;
+    None when there are no files."""
+    if not paths:
+        return None
+    return shapely.union_all([load_aoi(path, crs) for path in paths])
 
 
 def _read(path: str, layer: str | int | None) -> gpd.GeoDataFrame:

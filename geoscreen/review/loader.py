@@ -115,15 +115,21 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
             frame = gpd.read_file(source)
     except Exception as exc:  # pyogrio/pyarrow raise many kinds for unreadable files
         raise InputError(f"cannot read sites: {exc}".splitlines()[0], where=str(source)) from exc
+    return in_storage_crs(frame, str(source))
+
+
+def in_storage_crs(frame: Any, source: str) -> gpd.GeoDataFrame:
+    """A site table in EPSG:4326 with its geometry named ``geometry`` (one without a CRS
+    must be in degrees); ``source`` names it in errors."""
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
-        raise InputError("no geometry column", where=str(source))
+        raise InputError("no geometry column", where=source)
     if frame.crs is None:
         minx, miny, maxx, maxy = frame.total_bounds if len(frame) else (0, 0, 0, 0)
         if min(minx, miny) < -180 or maxx > 180 or max(abs(miny), abs(maxy)) > 90:
             raise InputError(
                 "sites have no CRS and are not in degrees: pixel coordinates of an image "
                 "without georeference cannot be stored (the store keeps places on Earth)",
-                where=str(source),
+                where=source,
                 fix="Extract sites from a georeferenced scene; if the file has a CRS that was "
                 "lost, write it again with that CRS.",
             )
@@ -137,34 +143,49 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
 
 def load_sites(
     store: Store,
-    path: str | Path,
+    path: str | Path | gpd.GeoDataFrame,
     *,
     profile: str | None = None,
     run_id: str | None = None,
     actor: str,
     progress: Progress | None = None,
+    source: str | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> LoadResult:
-    """Load one run of sites; a run that is already complete is left as it is."""
+    """Load one run of sites; a run that is already complete is left as it is.
+
+    ``path`` is a sites file or a site table in memory (``scan`` loads what it made
+    without writing it out); ``source`` names where an in-memory table came from.
+    ``policy`` is what the run recorded of the profile it applied (threshold, review
+    rules) and is stored with the run.
+    """
     started = time.perf_counter()
-    source = Path(path)
-    frame = read_sites(source)
-    digest = sha256_file(source)
-    profile = _single(frame, "profile", profile, source)
+    if isinstance(path, gpd.GeoDataFrame):
+        frame = in_storage_crs(path, source or "sites")
+        digest = frame_sha256(frame)
+        origin = source or f"memory:{digest[:24]}"
+    else:
+        origin = str(Path(path).resolve())
+        frame = read_sites(path)
+        digest = sha256_file(path)
+    where = Path(source or origin)
+    profile = _single(frame, "profile", profile, where)
     if profile is None:
         raise InputError(
             "which profile found these sites?",
-            where=str(source),
+            where=str(where),
             fix="Give --profile NAME (the file has no 'profile' column).",
         )
-    run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
-    rows = _rows(frame, source)
+    run_id = _single(frame, "run_id", run_id, where) or f"{profile}:file:{digest[:24]}"
+    rows = _rows(frame, where)
     portable = cache(store.portable_path)  # one scene uri for many rows
     for r in rows:
         r["evidence_path"] = store.portable_path(r["evidence_path"])
         r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
-            result = _load_run(store, source, digest, profile, run_id, rows, actor, progress)
+            origin_run = _Origin(origin, digest, policy)
+            result = _load_run(store, origin_run, profile, run_id, rows, actor, progress)
             break
         except IntegrityError:
             # PostgreSQL: a concurrent load committed the same run or new sites first.
@@ -174,10 +195,18 @@ def load_sites(
     return LoadResult(**{**asdict(result), "seconds": time.perf_counter() - started})
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a run's sites came from, and the profile policy it applied."""
+
+    source: str
+    digest: str
+    policy: dict[str, Any] | None
+
+
 def _load_run(
     store: Store,
-    source: Path,
-    digest: str,
+    origin: _Origin,
     profile: str,
     run_id: str,
     rows: list[dict[str, Any]],
@@ -198,12 +227,14 @@ def _load_run(
                 profile=profile,
                 profile_version=first.get("profile_version"),
                 model_sha256=first.get("model_sha256"),
-                source=str(source.resolve()),
-                source_sha256=digest,
+                source=origin.source,
+                source_sha256=origin.digest,
                 loaded_by=actor,
                 started_at=now,
                 site_count=len(rows),
                 new_count=0,
+                threshold=_threshold(origin.policy),
+                policy=json.dumps(origin.policy, sort_keys=True) if origin.policy else None,
             )
         ).inserted_primary_key
         assert inserted is not None
@@ -227,8 +258,8 @@ def _load_run(
             entity="run",
             entity_id=run_id,
             after={
-                "source": str(source.resolve()),
-                "source_sha256": digest,
+                "source": origin.source,
+                "source_sha256": origin.digest,
                 "sites": len(rows),
                 "new": new,
             },
@@ -237,6 +268,11 @@ def _load_run(
             model_sha256=first.get("model_sha256"),
         )
     return result
+
+
+def _threshold(policy: dict[str, Any] | None) -> float | None:
+    value = (policy or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _load_chunk(
@@ -512,3 +548,13 @@ def screened_scenes(
     )
     with store.read() as conn:
         return set(conn.execute(query).scalars())
+
+
+def frame_sha256(frame: gpd.GeoDataFrame) -> str:
+    """A content hash of a site table in memory (what ``source_sha256`` is for a file)."""
+    digest = hashlib.sha256()
+    digest.update(shapely.to_wkb(frame.geometry.values, output_dimension=2).tobytes())
+    others = pd.DataFrame(frame.drop(columns=frame.geometry.name)).astype(str)
+    digest.update(pd.util.hash_pandas_object(others, index=False).to_numpy().tobytes())
+    digest.update(",".join(map(str, others.columns)).encode())
+    return digest.hexdigest()
