@@ -203,7 +203,14 @@ def screen(
             results.append(_write(result, Path(out), scene.uri))
         else:
             results.append(_write_objects(result, prof, scene, Path(out), meta, threshold))
-    _summary(Path(out), "screen", meta, results)
+    _summary(Path(out), "screen", meta, results, profile_record(prof))
+
+
+def profile_record(profile: Profile) -> dict[str, Any]:
+    """The profile a screening used, in ``screen.json``: ``sites extract`` reads it back
+    when not given ``--profile``."""
+    where = profile.source_path
+    return {"profile_spec": profile.to_dict(), "profile_path": str(where) if where else None}
 
 
 def _write_objects(
@@ -327,8 +334,15 @@ def _write(scores: ScoreMap, out: Path, uri: str) -> dict[str, Any]:
     }
 
 
-def _summary(out: Path, kind: str, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta, "scenes": results}
+def _summary(
+    out: Path,
+    kind: str,
+    meta: dict[str, Any],
+    results: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta,
+               "scenes": results, **(extra or {})}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2)
     atomic_write(out / f"{kind}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
