@@ -376,9 +376,11 @@ def _same_task(model_dir: str | Path, task: str) -> None:
         return
     found = card.get("task", "classify") if isinstance(card, dict) else task
     if found != task:
+        kind = {"classify": "classification", "detect": "detection"}.get(task, task)
         raise ConfigError(
-            f"this is a {found} model but the profile's model.task is {task}",
-            where=str(model_dir),
+            f"model.yaml is not the card of a {kind} model: it holds a {found} model, and "
+            f"the profile's model.task is {task}",
+            where=str(path),
             fix="Use the model trained for this profile, or train one with 'geoscreen train'.",
         )
 

@@ -104,5 +104,5 @@ def test_a_detector_for_a_classification_profile_is_refused(
     db = tmp_path / "g.sqlite"
     code = main(["scan", str(CONFIGS / "tree_crowns_neon.yaml"), str(osbs_path), "--model",
                  str(detect_model), "--db", str(db)])  # fmt: skip
-    assert code == 2 and "is a detect model" in capsys.readouterr().err
+    assert code == 2 and "holds a detect model" in capsys.readouterr().err
     assert not db.exists()
