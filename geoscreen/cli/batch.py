@@ -109,11 +109,16 @@ def _run(
         threads=1 if (workers or cluster) else None,
         precision=precision,
     )
-    check_model(settings)  # a model that cannot be used stops the scan before it writes
+    # Everything that can refuse the scan does so before the store or work folder exist.
+    check_model(settings)  # corrupt weights, another profile's or task's model
     refs = discover(sources, asset=asset)
-    folder.mkdir(parents=True, exist_ok=True)
-    store = open_store(db, create=True)
     executor = make_executor(workers, cluster)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        store = open_store(db, create=True)
+    except BaseException:
+        executor.close()
+        raise
     bar = tqdm(total=len(refs), desc="scenes", unit="scene", disable=json_log or quiet)
 
     def listener(outcome: SceneOutcome) -> None:

@@ -106,3 +106,13 @@ def test_a_detector_for_a_classification_profile_is_refused(
                  str(detect_model), "--db", str(db)])  # fmt: skip
     assert code == 2 and "holds a detect model" in capsys.readouterr().err
     assert not db.exists()
+
+
+def test_sources_without_scenes_create_nothing(
+    detect_profile: Path, detect_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, work = tmp_path / "g.sqlite", tmp_path / "work"
+    code = main(["scan", str(detect_profile), str(tmp_path / "missing"), "--model",
+                 str(detect_model), "--db", str(db), "--work", str(work)])  # fmt: skip
+    assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not db.exists() and not work.exists()
