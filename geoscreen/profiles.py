@@ -401,6 +401,14 @@ class Profile(_Config):
             return weights
         return self.resolve_path(weights)
 
+    def aoi_path(self) -> Path | None:
+        """The profile's area of interest (screening and sites stay within it), if any."""
+        return self.resolve_path(self.aoi) if self.aoi else None
+
+    def exclusion_paths(self) -> list[Path]:
+        """The profile's exclusion zones: no tile wholly inside is screened, no site lies in one."""
+        return [self.resolve_path(p) for p in self.exclusions]
+
     def missing_files(self) -> list[str]:
         """``field: problem`` for every referenced file or weights package that is absent."""
         problems = []

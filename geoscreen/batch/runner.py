@@ -17,7 +17,6 @@ from geoscreen.batch.executors import Executor
 from geoscreen.batch.idcache import CACHE_FILE as ID_CACHE_FILE
 from geoscreen.batch.idcache import SceneIdCache
 from geoscreen.batch.scan import (
-    ChunkScores,
     ScanSettings,
     SceneOutcome,
     ScenePlan,
@@ -33,6 +32,7 @@ from geoscreen.batch.scan import (
 )
 from geoscreen.batch.sources import SceneRef
 from geoscreen.review.store import Store
+from geoscreen.vision.task import Chunk
 
 Listener = Callable[[SceneOutcome], None]
 
@@ -129,7 +129,7 @@ def _run_scenes(
     waiting = deque(range(len(todo)))
     owner: dict[Any, int] = {}
     pending: dict[int, int] = {}
-    results: dict[int, list[ChunkScores]] = {}
+    results: dict[int, list[Chunk]] = {}
     errors: dict[int, BaseException] = {}
 
     def start_next() -> list[Any]:

@@ -7,10 +7,15 @@ Per scene the work is split in three:
    already holds that run complete (incremental, by content, not file name).
 2. :func:`score_chunk` (worker, any executor): score one block of the scene's
    tile grid; the model is loaded once per process.
-3. :func:`finish_scene` (client, the single writer): assemble the score map,
-   extract sites, write evidence chips, match them to the candidates already in
-   the store (a re-seen site keeps its id and gains a detection), and load the run
-   in one transaction.
+3. :func:`finish_scene` (client, the single writer): assemble the chunks (a score
+   map, or objects merged across tiles), make sites (:func:`~geoscreen.sites.make.scene_sites`),
+   write evidence chips, match them to the candidates already in the store (a
+   re-seen site keeps its id and gains a detection), and load the run in one
+   transaction.
+
+What the model is (classifier or detector) is the profile's ``model.task``
+(:mod:`geoscreen.vision.task`); :func:`check_model` loads it once before the scan
+opens any scene, so a model that cannot be used stops the scan before it writes.
 
 A scan killed at any point leaves no partial run: the next scan redoes the
 unfinished scenes and, with the same deterministic run ids, duplicates nothing.
@@ -42,14 +47,16 @@ from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.review import audit
 from geoscreen.review.loader import load_sites
+from geoscreen.review.policy import run_policy
 from geoscreen.review.schema import runs
 from geoscreen.review.spatial import BBox
 from geoscreen.review.store import CandidateFilter, Store
 from geoscreen.sites.coverage import coverage_of, latest_gap, read_coverage, write_coverage
 from geoscreen.sites.evidence import write_evidence
-from geoscreen.sites.extract import extract_sites
+from geoscreen.sites.make import scene_sites
 from geoscreen.sites.match import MatchRule, assign_one_to_one, candidate_pairs
-from geoscreen.sites.site import write_sites
+from geoscreen.vision.infer import profile_grid
+from geoscreen.vision.task import Chunk, RunSettings, task_for
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +107,24 @@ class SceneOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ChunkScores:
-    """Scores of one chunk: flat tile indexes of the full grid, scores, valid fractions."""
-
-    flat: np.ndarray
-    scores: np.ndarray
-    valid: np.ndarray
-
-
 @lru_cache(maxsize=4)
 def _profile(path: str) -> Profile:
     return load_profile(path)
 
 
 @lru_cache(maxsize=2)
-def _model(model_dir: str, device: str) -> Any:
-    """The model, loaded once per process (per worker on Dask)."""
-    from geoscreen.vision.classifier import load_model
+def _model(profile_path: str, model_dir: str, device: str) -> Any:
+    """The profile's model (classifier or detector), loaded once per process (per worker
+    on Dask)."""
+    return task_for(_profile(profile_path)).load(model_dir, device)
 
-    return load_model(model_dir, device)
+
+def check_model(settings: ScanSettings) -> None:
+    """Load the model and check it was made for the profile; raises a GeoscreenError
+    (corrupt weights, another profile's model, a classifier for a detection profile)."""
+    profile = _profile(settings.profile_path)
+    loaded = _model(settings.profile_path, settings.model_dir, settings.device)
+    task_for(profile).check_profile(loaded, profile)
 
 
 def run_id_for(profile: Profile, model_sha256: str, scene_id: str) -> str:
@@ -156,7 +161,7 @@ def uncovered_runs(plans: list[ScenePlan], settings: ScanSettings) -> set[str]:
 @lru_cache(maxsize=2)
 def _model_sha256(model_dir: str) -> str:
     """The model hash without loading the model (the incremental check stays cheap)."""
-    from geoscreen.vision.classifier import WEIGHTS_FILE
+    from geoscreen.vision.modeldir import WEIGHTS_FILE
     from geoscreen.vision.weights import sha256_file
 
     return sha256_file(Path(model_dir) / WEIGHTS_FILE)
@@ -177,12 +182,11 @@ def plan_scene(
         if ids is not None and known is None:
             ids.put(ref.uri, scene.id)
         run_id = run_id_for(profile, _model_sha256(settings.model_dir), scene.id)
+        flat = profile_grid(profile, scene).flat_indexes()  # within its AOI, not excluded
     except GeoscreenError as exc:
         return SceneOutcome(
             ref.uri, "failed", error=exc.message, seconds=time.perf_counter() - started
         )
-    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
-    flat = np.arange(grid.n_rows * grid.n_cols, dtype=np.int64)
     size = max(1, settings.chunk_tiles)
     chunks = tuple(flat[i : i + size] for i in range(0, flat.size, size))
     return ScenePlan(ref, scene, run_id, chunks)
@@ -190,23 +194,20 @@ def plan_scene(
 
 def check_plan(plan: ScenePlan, settings: ScanSettings) -> SceneOutcome | None:
     """A failure if the model or profile does not fit the scene, else None."""
-    from geoscreen.vision.infer import check_model_fits
-
+    profile = _profile(settings.profile_path)
     try:
-        check_model_fits(
-            _model(settings.model_dir, settings.device), _profile(settings.profile_path), plan.scene
-        )
+        loaded = _model(settings.profile_path, settings.model_dir, settings.device)
+        task_for(profile).check(loaded, profile, plan.scene)
     except GeoscreenError as exc:
         return SceneOutcome(plan.ref.uri, "failed", plan.scene.id, plan.run_id, error=exc.message)
     return None
 
 
-def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkScores:
+def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> Chunk:
     """Score one chunk of a scene's grid (runs in a worker; the model is cached)."""
     import torch
 
     from geoscreen.imagery.preprocess import ScenePreprocessor
-    from geoscreen.vision.infer import ScreenOptions, score_grid
     from geoscreen.vision.runtime import pick_device, tune_malloc
 
     if settings.threads:
@@ -215,41 +216,36 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> ChunkSco
     if device.type == "cpu":  # also undoes the low MALLOC_TRIM_THRESHOLD_ Dask's nanny sets
         tune_malloc()
     profile = _profile(settings.profile_path)
-    loaded = _model(settings.model_dir, settings.device)
+    loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     grid = TileGrid(
         plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
     ).drop_empty()
     preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
-    opts = ScreenOptions(
+    run = RunSettings(
         batch_size=settings.batch_size,
         device=settings.device,
         num_workers=0,
         precision=settings.precision,
     )
-    scored = score_grid(loaded.model, grid, preprocessor, opts, device)
-    return ChunkScores(grid.flat_indexes(), scored.scores, scored.valid_fraction)
+    return task_for(profile).score_chunk(loaded, grid, preprocessor, run, device)
 
 
 def finish_scene(
     plan: ScenePlan,
-    chunks: list[ChunkScores],
+    chunks: list[Chunk],
     settings: ScanSettings,
     store: Store,
     actor: str,
     started: float,
 ) -> SceneOutcome:
-    """Assemble scores, extract and match sites, load the run (the single writer)."""
-    from geoscreen.vision.scoremap import ScoreMap
-
+    """Assemble the chunks, make and match sites, load the run (the single writer)."""
     profile = _profile(settings.profile_path)
-    loaded = _model(settings.model_dir, settings.device)
+    task = task_for(profile)
+    loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     flat = np.concatenate([c.flat for c in chunks]) if chunks else np.zeros(0, np.int64)
-    order = np.argsort(flat, kind="stable")
     grid = TileGrid(
-        plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=flat[order]
+        plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=np.sort(flat)
     )
-    scores = np.concatenate([c.scores for c in chunks])[order] if chunks else np.zeros(0)
-    valid = np.concatenate([c.valid for c in chunks])[order] if chunks else np.zeros(0)
     meta = {
         "profile": profile.name,
         "profile_version": profile.version,
@@ -257,32 +253,34 @@ def finish_scene(
         "run_id": plan.run_id,
         "scene_id": plan.scene.id,
     }
-    scoremap = ScoreMap(grid, scores.astype(np.float32), valid.astype(np.float32), None, meta)
+    result = task.assemble(loaded, grid, chunks, meta)
+    threshold, source = task.threshold(loaded, profile)
+    sites = scene_sites(result, profile, plan.scene, threshold=threshold, run_id=plan.run_id,
+                        model_sha256=loaded.sha256)  # fmt: skip
     work = Path(settings.work_dir)
-    sites = extract_sites(scoremap, profile, run_id=plan.run_id)
     sites = write_evidence(sites, plan.scene, work / "evidence") if len(sites) else sites
     coverage_file = work / COVERAGE_FILE
     history = read_coverage(coverage_file) if coverage_file.exists() else None
     if history is not None:  # a row of this run is from an attempt killed before loading
         history = history[history["run_id"] != plan.run_id].reset_index(drop=True)
     sites, reseen = match_to_store(sites, store, profile, history)
-    sites_path = work / "runs" / f"{plan.scene.id}-{loaded.sha256[:12]}.parquet"
-    sites_path.parent.mkdir(parents=True, exist_ok=True)
-    write_sites(sites, sites_path)
     if plan.scene.crs is not None:  # before the run is complete: a kill now redoes the scene
         covered = coverage_of(
-            scoremap, run_id=plan.run_id, profile=profile.name, acquired=plan.scene.acquired
+            grid, run_id=plan.run_id, profile=profile.name, acquired=plan.scene.acquired
         )
         frames = [f for f in (history, covered) if f is not None and len(f)]
         write_coverage(gpd.pd.concat(frames, ignore_index=True), coverage_file)
-    result = load_sites(store, sites_path, profile=profile.name, run_id=plan.run_id, actor=actor)
+    loaded_run = load_sites(
+        store, sites, profile=profile.name, run_id=plan.run_id, actor=actor,
+        source=f"scan:{plan.ref.uri}", policy=run_policy(profile, threshold, source),
+    )  # fmt: skip
     return SceneOutcome(
         plan.ref.uri,
         "screened",
         plan.scene.id,
         plan.run_id,
         tiles=len(grid),
-        new_sites=result.new,
+        new_sites=loaded_run.new,
         reseen_sites=reseen,
         seconds=time.perf_counter() - started,
     )

@@ -85,7 +85,7 @@ def _run(
 
     from geoscreen.batch.executors import make_executor
     from geoscreen.batch.runner import run_scan
-    from geoscreen.batch.scan import ScanSettings, SceneOutcome
+    from geoscreen.batch.scan import ScanSettings, SceneOutcome, check_model
     from geoscreen.batch.sources import discover
     from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
@@ -93,18 +93,8 @@ def _run(
     from geoscreen.review.users import local_actor
 
     load_profile(profile)  # fail fast on a bad profile
-    refs = discover(sources, asset=asset)
     folder = _work_dir(db, work)
     check_output_dir(folder, "--work")
-    # a refused scan creates nothing: the executor (which may refuse a cluster address)
-    # and the store (which may refuse a file or URL) come before the work folder
-    executor = make_executor(workers, cluster)
-    try:
-        store = open_store(db, create=True)
-    except BaseException:
-        executor.close()
-        raise
-    folder.mkdir(parents=True, exist_ok=True)
     settings = ScanSettings(
         profile_path=str(Path(profile).resolve()),
         model_dir=str(Path(model_dir).resolve()),
@@ -114,6 +104,18 @@ def _run(
         threads=1 if (workers or cluster) else None,
         precision=precision,
     )
+    # Everything that can refuse the scan does so before the store or work folder exist:
+    # the model (corrupt weights, another profile's or task's), the sources, the executor
+    # (a cluster address), the store (a file or URL); the work folder comes last.
+    check_model(settings)
+    refs = discover(sources, asset=asset)
+    executor = make_executor(workers, cluster)
+    try:
+        store = open_store(db, create=True)
+    except BaseException:
+        executor.close()
+        raise
+    folder.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(refs), desc="scenes", unit="scene", disable=json_log or quiet)
 
     def listener(outcome: SceneOutcome) -> None:

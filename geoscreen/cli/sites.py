@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # rasterio and geopandas load when a command runs
     import numpy as np
 
     from geoscreen.imagery.scene import Scene
+    from geoscreen.profiles import Profile
 
 CHIP_BATCH = 256  # evidence chips written per call (the scene is opened once per batch)
 
@@ -31,7 +32,12 @@ def sites() -> None:
 
 @sites.command("extract")
 @click.argument("scores")
-@click.option("--profile", "profile_path", required=True, help="The profile screened with.")
+@click.option(
+    "--profile",
+    "profile_path",
+    default=None,
+    help="The profile screened with [default: the one screen.json records].",
+)
 @click.option("--out", "out", required=True, help="Sites of this run (.parquet or .gpkg).")
 @click.option(
     "--history",
@@ -55,7 +61,7 @@ def sites() -> None:
 @json_option
 def extract(
     scores: str,
-    profile_path: str,
+    profile_path: str | None,
     out: str,
     history: str | None,
     image: str | None,
@@ -73,11 +79,12 @@ def extract(
     from geoscreen.profiles import load_profile
     from geoscreen.sites.coverage import coverage_of, coverage_path, read_coverage, write_coverage
     from geoscreen.sites.evidence import write_evidence
-    from geoscreen.sites.extract import extract_sites, load_scoremap
+    from geoscreen.sites.extract import load_scoremap
+    from geoscreen.sites.make import scene_sites
     from geoscreen.sites.match import MatchRule, update_sites
     from geoscreen.sites.site import read_sites, write_sites
 
-    prof = load_profile(profile_path)
+    prof = load_profile(profile_path) if profile_path else _recorded_profile(Path(scores), image)
     when = _date(acquired)
     rule = (
         MatchRule("distance", max_distance=match_distance)
@@ -103,8 +110,8 @@ def extract(
     for folder, scene, run_id in folders:
         scoremap = load_scoremap(folder, scene, prof)
         run = str(run_id or scoremap.meta.get("run_id") or uuid.uuid4().hex[:12])
-        found = extract_sites(
-            scoremap, prof, threshold=threshold, pixel_size_m=pixel_size, run_id=run,
+        found = scene_sites(
+            scoremap, prof, scene, threshold=threshold, pixel_size_m=pixel_size, run_id=run,
             acquired=when,
         )  # fmt: skip
         update = update_sites(table, found, rule, coverage)
@@ -179,6 +186,31 @@ def _append(coverage: gpd.GeoDataFrame | None, row: gpd.GeoDataFrame) -> gpd.Geo
             fix="Use a separate --history file for each.",
         )
     return gpd.GeoDataFrame(pd.concat([coverage, row], ignore_index=True), crs=row.crs)
+
+
+def _recorded_profile(scores: Path, image: str | None) -> Profile:
+    """The profile ``screen.json`` records (in the folder, or the one above a scene folder)."""
+    from pydantic import ValidationError
+
+    from geoscreen.profiles import Profile, format_validation_error
+
+    for summary in (scores / "screen.json", scores.parent / "screen.json"):
+        if summary.is_file():
+            data = json.loads(summary.read_text(encoding="utf-8"))
+            spec = data.get("profile_spec")
+            if not isinstance(spec, dict):
+                break
+            try:
+                profile = Profile.model_validate(spec)
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc), where=str(summary),
+                                  fix="Give --profile.") from None  # fmt: skip
+            return profile.with_source(data.get("profile_path"))
+    raise InputError(
+        "which profile was this screened with? no screen.json records it",
+        where=str(scores if image is None else image),
+        fix="Give --profile with the profile the scene was screened with.",
+    )
 
 
 def _score_folders(

@@ -18,6 +18,9 @@ from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
 
 if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
+    from geoscreen.imagery.scene import Scene
+    from geoscreen.profiles import Profile
+    from geoscreen.vision.detect_infer import Objects
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
@@ -104,14 +107,15 @@ def train(
     from_store: str | None = None,
     allow_dropped: bool = False,
 ) -> None:
-    """Train PROFILE's classifier on labelled examples; writes weights and a model card.
+    """Train PROFILE's model (classifier or detector) on labelled examples; writes weights
+    and a model card.
 
     First prints each label file's report (rows kept, dropped and why); refuses a file
     with more than 10% invalid rows unless --allow-dropped.
     """
     from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
-    from geoscreen.vision.train import TrainOptions, train_classifier
+    from geoscreen.vision.task import TASKS, TrainRequest, classifier_options, task_for
 
     check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
@@ -128,64 +132,19 @@ def train(
         printed = check_training_labels(prof, labels, imagery, positive,
                                          allow_dropped=allow_dropped, say=echo)  # fmt: skip
         echo = without(printed, echo)  # the trainer repeats the per-scene lines
-    if prof.model.task == "detect" and from_store is None:  # a detector (--mode does not apply)
-        from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
-
-        limit = {"max_epochs": max_epochs} if max_epochs is not None else {}
-        card = train_detector(
-            prof,
-            labels,
-            imagery,
-            out,
-            DetectTrainOptions(device=device, seed=seed, **limit),
-            progress=echo,
-        )
-        m = card["metrics"]
-        click.echo(
-            f"detector written to {out} (validation AP@0.5 "
-            f"{m['val_average_precision@0.5']:.3f}, AP@0.4 "
-            f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
-        )
-        return
-    options: dict[str, Any] = {
-        "mode": mode, "device": device, "seed": seed, "folds": folds, "fold_by": fold_by
-    }  # fmt: skip
-    if positive:
-        options["positive_classes"] = list(positive)
-    if negative:
-        options["negative_classes"] = list(negative)
-    if set(map(str.casefold, positive)) & set(map(str.casefold, negative)):
-        raise InputError(
-            "a class cannot be both --positive and --negative",
-            where="--positive/--negative",
-            fix="Name each class once.",
-        )
-    if max_epochs is not None:
-        options["max_epochs"] = max_epochs
-    if from_store is not None:
+    request = TrainRequest(device=device, seed=seed, max_epochs=max_epochs, mode=mode,
+                           folds=folds, fold_by=fold_by, positive=positive,
+                           negative=negative)  # fmt: skip
+    task = task_for(prof)
+    if from_store is not None:  # the review loop retrains classifiers
         from geoscreen.batch.retrain import train_from_store
 
+        task = TASKS["classify"]
         card = train_from_store(prof, from_store, out, labels=labels, imagery=imagery,
-                                opts=TrainOptions(**options),
-                                progress=echo)  # fmt: skip
+                                opts=classifier_options(request), progress=echo)  # fmt: skip
     else:
-        card = train_classifier(
-            prof,
-            labels,
-            imagery,
-            out,
-            TrainOptions(**options),
-            progress=echo,
-        )
-    metrics = card["metrics"]
-    chosen = card.get("selection", {}).get("chosen", mode)
-    kind = "cross-validated" if "selection" in card else "validation"
-    click.echo(
-        f"model written to {out}: learner {chosen}, {kind} AP "
-        f"{metrics['val_average_precision']:.3f}, positive rate "
-        f"{metrics['val_positive_rate']:.3f}; threshold in force {prof.threshold:g} "
-        f"(profile); see {out}/MODEL_CARD.md"
-    )
+        card = task.train(prof, labels, imagery, out, request, progress=echo)
+    click.echo(task.trained_summary(card, prof, out))
 
 
 @cli.command()
@@ -224,54 +183,82 @@ def screen(
     precision: str,
     tta: bool,
 ) -> None:
-    """Score every tile of each SCENE with a trained PROFILE model."""
+    """Score every tile of each SCENE with a trained PROFILE model (detection profiles:
+    find objects, one site per object)."""
     from geoscreen.imagery.aoi import load_aoi
     from geoscreen.imagery.scene import open_scene
     from geoscreen.profiles import load_profile
-    from geoscreen.vision.classifier import load_model
-    from geoscreen.vision.infer import ScreenOptions, check_model_fits, new_run, screen_scene
+    from geoscreen.vision.infer import new_run
+    from geoscreen.vision.task import RunSettings, task_for
 
     prof = load_profile(profile)
-    if prof.model.task == "detect":  # one site per object: <out>/<scene id>/sites.parquet
-        from geoscreen.sites.detections import screen_detection
-        from geoscreen.vision.detect_infer import DetectOptions
-
-        opts_d = DetectOptions(
-            batch_size=batch_size,
-            device=device,
-            num_workers=workers,
-            progress=True,
-            precision=precision,
-            tta=tta,
-        )
-        meta_d, results_d = screen_detection(
-            prof, scenes, model_dir, out, aoi=aoi, opts=opts_d, echo=click.echo
-        )
-        _summary(Path(out), "screen", meta_d, results_d)
-        return
-    loaded = load_model(model_dir)
+    task = task_for(prof)
+    loaded = task.load(model_dir)
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
     for scene in opened:
-        check_model_fits(loaded, prof, scene)
-    click.echo(threshold_note(prof.threshold, loaded.card), err=True)
-    opts = ScreenOptions(
-        batch_size=batch_size,
-        device=device,
-        num_workers=workers,
-        embeddings=embeddings,
-        progress=True,
-        precision=precision,
-    )
-    meta = new_run(prof, loaded.sha256)
+        task.check(loaded, prof, scene)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
+    threshold = task.threshold(loaded, prof)
+    if task.name == "classify":
+        click.echo(threshold_note(prof.threshold, loaded.card), err=True)
+    settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
+                           embeddings=embeddings, progress=True, precision=precision,
+                           tta=tta)  # fmt: skip
+    meta = new_run(prof, loaded.sha256, task=task.name)
+    from geoscreen.vision.scoremap import ScoreMap
+
     results = []
     for scene, area in zip(opened, areas, strict=True):
-        scores = screen_scene(
-            loaded.model, prof, scene, opts, aoi=area, meta={**meta, "scene_id": scene.id}
+        result = task.score_scene(
+            loaded, prof, scene, settings, aoi=area, meta={**meta, "scene_id": scene.id}
         )
-        results.append(_write(scores, Path(out), scene.uri))
-    _summary(Path(out), "screen", meta, results)
+        if isinstance(result, ScoreMap):
+            results.append(_write(result, Path(out), scene.uri))
+        else:
+            results.append(_write_objects(result, prof, scene, Path(out), meta, threshold))
+    _summary(Path(out), "screen", meta, results, profile_record(prof))
+
+
+def profile_record(profile: Profile) -> dict[str, Any]:
+    """The profile a screening used, in ``screen.json``: ``sites extract`` reads it back
+    when not given ``--profile``."""
+    where = profile.source_path
+    return {"profile_spec": profile.to_dict(), "profile_path": str(where) if where else None}
+
+
+def _write_objects(
+    objects: Objects,
+    profile: Profile,
+    scene: Scene,
+    out: Path,
+    meta: dict[str, Any],
+    threshold: tuple[float, str],
+) -> dict[str, Any]:
+    """A detection result: every object as a site in ``<out>/<scene id>/sites.parquet``
+    (and ``.gpkg``), the number at or above the decision threshold said."""
+    from geoscreen.sites.detections import write_detection_sites
+    from geoscreen.sites.make import scene_sites
+
+    sites = scene_sites(objects, profile, scene, run_id=meta["run_id"],
+                        model_sha256=meta["model_sha256"])  # fmt: skip
+    files = write_detection_sites(sites, out / scene.id)
+    value, source = threshold
+    shown = int((sites["score_max"] >= value).sum())
+    click.echo(
+        f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
+        f"({shown} scoring >= {value:g}, threshold from the {source}) -> {files['sites']}"
+    )
+    return {
+        "scene": scene.uri,
+        "scene_id": scene.id,
+        "tiles": objects.meta["tiles"],
+        "objects": len(sites),
+        "threshold": value,
+        "threshold_source": source,
+        "objects_at_threshold": shown,
+        "files": {k: str(v) for k, v in files.items()},
+    }
 
 
 def threshold_note(threshold: float, card: dict[str, Any]) -> str:
@@ -361,8 +348,15 @@ def _write(scores: ScoreMap, out: Path, uri: str) -> dict[str, Any]:
     }
 
 
-def _summary(out: Path, kind: str, meta: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta, "scenes": results}
+def _summary(
+    out: Path,
+    kind: str,
+    meta: dict[str, Any],
+    results: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta,
+               "scenes": results, **(extra or {})}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2)
     atomic_write(out / f"{kind}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

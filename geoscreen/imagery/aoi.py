@@ -8,6 +8,7 @@ them into one geometry for :meth:`~geoscreen.imagery.tiling.TileGrid.within`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import shapely
@@ -95,6 +96,16 @@ def _polygons(frame: gpd.GeoDataFrame, where: str) -> list[BaseGeometry]:
             )
     parts = shapely.get_parts(frame.geometry.dropna().to_numpy())
     return [g for g in parts if not g.is_empty]
+
+
+def load_areas(
+    paths: Sequence[str | os.PathLike[str]], crs: str | int | CRS | None
+) -> BaseGeometry | None:
+    """The union of the polygons of several files (a profile's exclusion zones) in ``crs``;
+    None when there are no files."""
+    if not paths:
+        return None
+    return shapely.union_all([load_aoi(path, crs) for path in paths])
 
 
 def _read(path: str, layer: str | int | None) -> gpd.GeoDataFrame:

@@ -161,6 +161,13 @@ class TileGrid:
             )
         return self._subset(keep)
 
+    def outside(self, area: BaseGeometry) -> TileGrid:
+        """Only tiles not wholly inside ``area`` (exclusion zones, in the scene's CRS)."""
+        if area.is_empty or len(self) == 0:
+            return self
+        shapely.prepare(area)
+        return self._subset(~shapely.covers(area, self.geometries()))
+
     # -- validity ---------------------------------------------------------------------
     def drop_empty(
         self,

@@ -63,10 +63,6 @@ _KNOWN = {
     "first_seen",
     "last_seen",
 }
-_SITES_FIX = (
-    "Give a vector file of sites (GeoParquet, GeoPackage, GeoJSON) with a geometry and a "
-    "score, as 'geoscreen sites extract' writes."
-)
 _TEXT = ("profile_version", "model_sha256", "scene_id", "scene_uri", "evidence_path")
 _LATEST = (
     "geom_wkb",
@@ -87,6 +83,12 @@ _LATEST = (
     "evidence_path",
     "last_seen",
     "last_run_pk",
+)
+
+
+_SITES_FIX = (
+    "Give a vector file of sites (GeoParquet, GeoPackage, GeoJSON) with a geometry and a "
+    "score, as 'geoscreen sites extract' writes."
 )
 
 
@@ -125,15 +127,21 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
         raise InputError(
             f"cannot read sites: {exc}".splitlines()[0], where=str(source), fix=_SITES_FIX
         ) from exc
+    return in_storage_crs(frame, str(source))
+
+
+def in_storage_crs(frame: Any, source: str) -> gpd.GeoDataFrame:
+    """A site table in EPSG:4326 with its geometry named ``geometry`` (one without a CRS
+    must be in degrees); ``source`` names it in errors."""
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
-        raise InputError("no geometry column", where=str(source), fix=_SITES_FIX)
+        raise InputError("no geometry column", where=source, fix=_SITES_FIX)
     if frame.crs is None:
         minx, miny, maxx, maxy = frame.total_bounds if len(frame) else (0, 0, 0, 0)
         if min(minx, miny) < -180 or maxx > 180 or max(abs(miny), abs(maxy)) > 90:
             raise InputError(
                 "sites have no CRS and are not in degrees: pixel coordinates of an image "
                 "without georeference cannot be stored (the store keeps places on Earth)",
-                where=str(source),
+                where=source,
                 fix="Extract sites from a georeferenced scene; if the file has a CRS that was "
                 "lost, write it again with that CRS.",
             )
@@ -147,9 +155,9 @@ def read_sites(path: str | Path) -> gpd.GeoDataFrame:
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A sites file read and checked, ready to load (no store needed yet)."""
+    """A site table read and checked, ready to load (no store needed yet)."""
 
-    source: Path
+    origin: str
     digest: str
     profile: str
     run_id: str
@@ -157,36 +165,58 @@ class PreparedRun:
 
 
 def prepare_sites(
-    path: str | Path, *, profile: str | None = None, run_id: str | None = None
+    path: str | Path | gpd.GeoDataFrame,
+    *,
+    profile: str | None = None,
+    run_id: str | None = None,
+    source: str | None = None,
 ) -> PreparedRun:
-    """Read and check a sites file, so that a bad one is refused before a store is touched."""
-    source = Path(path)
-    frame = read_sites(source)
-    digest = sha256_file(source)
-    profile = _single(frame, "profile", profile, source)
+    """Read and check a sites file or an in-memory site table, so that a bad one is
+    refused before a store is touched; ``source`` names an in-memory table."""
+    if isinstance(path, gpd.GeoDataFrame):
+        frame = in_storage_crs(path, source or "sites")
+        digest = frame_sha256(frame)
+        origin = source or f"memory:{digest[:24]}"
+    else:
+        origin = str(Path(path).resolve())
+        frame = read_sites(path)
+        digest = sha256_file(path)
+    where = Path(source or origin)
+    profile = _single(frame, "profile", profile, where)
     if profile is None:
         raise InputError(
             "which profile found these sites?",
-            where=str(source),
+            where=str(where),
             fix="Give --profile NAME (the file has no 'profile' column).",
         )
-    run_id = _single(frame, "run_id", run_id, source) or f"{profile}:file:{digest[:24]}"
-    return PreparedRun(source, digest, profile, run_id, _rows(frame, source))
+    run_id = _single(frame, "run_id", run_id, where) or f"{profile}:file:{digest[:24]}"
+    return PreparedRun(origin, digest, profile, run_id, _rows(frame, where))
 
 
 def load_sites(
     store: Store,
-    path: str | Path | PreparedRun,
+    path: str | Path | gpd.GeoDataFrame | PreparedRun,
     *,
     profile: str | None = None,
     run_id: str | None = None,
     actor: str,
     progress: Progress | None = None,
+    source: str | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> LoadResult:
-    """Load one run of sites; a run that is already complete is left as it is."""
+    """Load one run of sites; a run that is already complete is left as it is.
+
+    ``path`` is a sites file, a site table in memory (``scan`` loads what it made
+    without writing it out; ``source`` names where it came from), or what
+    :func:`prepare_sites` read. ``policy`` is what the run recorded of the profile it
+    applied (threshold, review rules) and is stored with the run.
+    """
     started = time.perf_counter()
-    run = path if isinstance(path, PreparedRun) else prepare_sites(path, profile=profile,
-                                                                   run_id=run_id)  # fmt: skip
+    run = (
+        path
+        if isinstance(path, PreparedRun)
+        else prepare_sites(path, profile=profile, run_id=run_id, source=source)
+    )
     rows = [dict(r) for r in run.rows]  # paths made portable for this store, not in place
     portable = cache(store.portable_path)  # one scene uri for many rows
     for r in rows:
@@ -194,9 +224,8 @@ def load_sites(
         r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
-            result = _load_run(
-                store, run.source, run.digest, run.profile, run.run_id, rows, actor, progress
-            )
+            origin_run = _Origin(run.origin, run.digest, policy)
+            result = _load_run(store, origin_run, run.profile, run.run_id, rows, actor, progress)
             break
         except IntegrityError:
             # PostgreSQL: a concurrent load committed the same run or new sites first.
@@ -206,10 +235,18 @@ def load_sites(
     return LoadResult(**{**asdict(result), "seconds": time.perf_counter() - started})
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a run's sites came from, and the profile policy it applied."""
+
+    source: str
+    digest: str
+    policy: dict[str, Any] | None
+
+
 def _load_run(
     store: Store,
-    source: Path,
-    digest: str,
+    origin: _Origin,
     profile: str,
     run_id: str,
     rows: list[dict[str, Any]],
@@ -230,12 +267,14 @@ def _load_run(
                 profile=profile,
                 profile_version=first.get("profile_version"),
                 model_sha256=first.get("model_sha256"),
-                source=str(source.resolve()),
-                source_sha256=digest,
+                source=origin.source,
+                source_sha256=origin.digest,
                 loaded_by=actor,
                 started_at=now,
                 site_count=len(rows),
                 new_count=0,
+                threshold=_threshold(origin.policy),
+                policy=json.dumps(origin.policy, sort_keys=True) if origin.policy else None,
             )
         ).inserted_primary_key
         assert inserted is not None
@@ -259,8 +298,8 @@ def _load_run(
             entity="run",
             entity_id=run_id,
             after={
-                "source": str(source.resolve()),
-                "source_sha256": digest,
+                "source": origin.source,
+                "source_sha256": origin.digest,
                 "sites": len(rows),
                 "new": new,
             },
@@ -269,6 +308,11 @@ def _load_run(
             model_sha256=first.get("model_sha256"),
         )
     return result
+
+
+def _threshold(policy: dict[str, Any] | None) -> float | None:
+    value = (policy or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _load_chunk(
@@ -421,11 +465,7 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
     geoms = frame.geometry.values
     bad = np.flatnonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     if len(bad):
-        raise InputError(
-            f"row {int(bad[0])} has no geometry ({len(bad)} rows)",
-            where=where,
-            fix="Drop the rows without a geometry, or write the file again from its source.",
-        )
+        raise InputError(f"row {int(bad[0])} has no geometry ({len(bad)} rows)", where=where)
     wkb = shapely.to_wkb(geoms, output_dimension=2)
     bounds = shapely.bounds(geoms)
     if "site_id" in frame:
@@ -435,18 +475,12 @@ def _rows(frame: gpd.GeoDataFrame, source: Path) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for i, s in enumerate(site_ids):
         if s in seen:
-            raise InputError(
-                f"site_id {s!r} appears twice (row {i})",
-                where=where,
-                fix="Give each site its own site_id (or drop the column to use geometry hashes).",
-            )
+            raise InputError(f"site_id {s!r} appears twice (row {i})", where=where)
         seen.add(s)
     scores = pd.to_numeric(frame[score_col], errors="coerce")
     if scores.isna().any():
         raise InputError(
-            f"row {int(np.flatnonzero(scores.isna())[0])} has no numeric score",
-            where=where,
-            fix=f"Give every row a number in {score_col!r}.",
+            f"row {int(np.flatnonzero(scores.isna())[0])} has no numeric score", where=where
         )
     times = {name: _times(frame, name, where) for name in _TIMES}
     times["last_seen"] = [
@@ -495,11 +529,7 @@ def _times(frame: gpd.GeoDataFrame, name: str, where: str) -> list[dt.datetime |
     try:
         values = pd.to_datetime(frame[name], utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
-        raise InputError(
-            f"column {name!r} has values that are not dates",
-            where=where,
-            fix="Write them as ISO 8601 dates or times (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ).",
-        ) from exc
+        raise InputError(f"column {name!r} has values that are not dates", where=where) from exc
     return [None if pd.isna(v) else v.to_pydatetime() for v in values]
 
 
@@ -516,9 +546,7 @@ def _single(frame: gpd.GeoDataFrame, column: str, given: str | None, source: Pat
     value = values.pop() if values else None
     if given is not None and value is not None and value != given:
         raise InputError(
-            f"--{column.replace('_', '-')} {given!r} but the file says {value!r}",
-            where=str(source),
-            fix=f"Leave out --{column.replace('_', '-')} (the file's value is used).",
+            f"--{column.replace('_', '-')} {given!r} but the file says {value!r}", where=str(source)
         )
     return given or value
 
@@ -560,3 +588,13 @@ def screened_scenes(
     )
     with store.read() as conn:
         return set(conn.execute(query).scalars())
+
+
+def frame_sha256(frame: gpd.GeoDataFrame) -> str:
+    """A content hash of a site table in memory (what ``source_sha256`` is for a file)."""
+    digest = hashlib.sha256()
+    digest.update(shapely.to_wkb(frame.geometry.values, output_dimension=2).tobytes())
+    others = pd.DataFrame(frame.drop(columns=frame.geometry.name)).astype(str)
+    digest.update(pd.util.hash_pandas_object(others, index=False).to_numpy().tobytes())
+    digest.update(",".join(map(str, others.columns)).encode())
+    return digest.hexdigest()

@@ -105,6 +105,8 @@ runs = Table(
     Column("completed_at", UTCDateTime),
     Column("site_count", Integer, nullable=False),
     Column("new_count", Integer, nullable=False),
+    Column("threshold", Float),  # the decision threshold the run's sites were made with
+    Column("policy", Text),  # JSON: the profile rules the run applied (migration 0004)
 )
 
 run_scenes = Table(

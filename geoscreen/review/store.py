@@ -33,7 +33,14 @@ from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
 from geoscreen.review.errors import NotFoundError, StoreError
 from geoscreen.review.records import ORDERS, STATUSES, Candidate, ReviewEvent
-from geoscreen.review.schema import STORE_KIND, candidates, review_events, scenes, store_info
+from geoscreen.review.schema import (
+    STORE_KIND,
+    candidates,
+    review_events,
+    runs,
+    scenes,
+    store_info,
+)
 from geoscreen.review.spatial import BBox, filter_bbox
 
 if TYPE_CHECKING:
@@ -270,6 +277,16 @@ class Store:
                 .order_by(review_events.c.id)
             )
             return [ReviewEvent.from_row(r) for r in rows]
+
+    def run_thresholds(self) -> dict[str, float]:
+        """Each profile's decision threshold, as its latest complete run recorded it."""
+        query = (
+            select(runs.c.profile, runs.c.threshold)
+            .where(runs.c.threshold.is_not(None), runs.c.completed_at.is_not(None))
+            .order_by(runs.c.id)
+        )
+        with self.read() as conn:
+            return {r.profile: float(r.threshold) for r in conn.execute(query)}
 
     def frame(self, where: CandidateFilter | None = None) -> gpd.GeoDataFrame:
         """Candidates as a GeoDataFrame (EPSG:4326), e.g. for maps and exports."""

@@ -9,8 +9,11 @@
                                            than the person who confirmed it)
     confirmed | rejected -> in_review     (reopen: supervisor)
 
-Confirm, reject, escalate and reopen need a written reason. A candidate only "matches
-a profile"; the status records what people decided about it.
+Confirm, reject, escalate and reopen need a written reason, and escalating a second
+reviewer, unless the ``review`` section of the profile whose run last saw the candidate
+says otherwise (:mod:`geoscreen.review.policy`; the audit entry records which profile
+version's rules applied). A candidate only "matches a profile"; the status records what
+people decided about it.
 
 Every change is optimistic: it is based on the version the caller read and is
 written with ``UPDATE ... WHERE id = ? AND version = ?``; if someone changed the
@@ -28,6 +31,7 @@ from sqlalchemy import Connection, desc, insert, select, update
 from geoscreen.errors import ConfigError
 from geoscreen.review import audit
 from geoscreen.review.errors import ConflictError, TransitionError
+from geoscreen.review.policy import review_rules
 from geoscreen.review.records import STATUSES, Candidate, ReviewEvent
 from geoscreen.review.schema import candidates, review_events
 from geoscreen.review.store import Store
@@ -134,9 +138,10 @@ def _apply(
         )
     action = f"move a candidate from {current.status} to {status}"
     require_user(conn, user, rule.role, action)
-    if rule.reason and not reason:
+    rules = review_rules(conn, current.id)  # the profile's review section, as its run recorded
+    if rule.reason and rules.reason_required and not reason:
         raise TransitionError(f"to {action} give a reason", fix="Use --reason TEXT.")
-    if rule.second_reviewer:
+    if rule.second_reviewer and rules.second_reviewer:
         confirmer = _who_confirmed(conn, current.id)
         if confirmer == user:
             raise TransitionError(
@@ -168,14 +173,10 @@ def _apply(
         )
     )
     before = {"status": current.status, "version": current.version}
-    _audit(
-        conn,
-        current,
-        user,
-        "status",
-        before,
-        {"status": status, "version": version, "reason": reason},
-    )
+    after: dict[str, object] = {"status": status, "version": version, "reason": reason}
+    if rules.profile is not None:  # which profile version's review rules applied
+        after["rules"] = rules.to_dict()
+    _audit(conn, current, user, "status", before, after)
     return Candidate.from_row(
         conn.execute(select(candidates).where(candidates.c.id == current.id)).one()
     )

@@ -34,6 +34,7 @@ from rasterio import features
 
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
+from geoscreen.imagery.tiling import TileGrid
 from geoscreen.sites.site import STORAGE_CRS
 from geoscreen.vision.scoremap import ScoreMap
 
@@ -51,10 +52,11 @@ def empty_coverage(crs: str | None = STORAGE_CRS) -> gpd.GeoDataFrame:
 
 
 def coverage_of(
-    scores: ScoreMap, *, run_id: str, profile: str, acquired: datetime | None
+    scores: ScoreMap | TileGrid, *, run_id: str, profile: str, acquired: datetime | None
 ) -> gpd.GeoDataFrame:
-    """One coverage row: the footprint of the tiles in ``scores`` (stride cells, merged)."""
-    grid = scores.grid
+    """One coverage row: the footprint of the tiles screened (those of a score map, or a
+    grid of them for detection runs), as stride cells merged."""
+    grid = scores if isinstance(scores, TileGrid) else scores.grid
     scene = grid.scene
     crs = STORAGE_CRS if scene.crs is not None else None
     row = {"scene_id": [scene.id], "run_id": [run_id], "profile": [profile],

@@ -284,8 +284,12 @@ def site_ids(profile: str, scene_id: str, run_id: str, outlines: np.ndarray) -> 
     ]
 
 
-def load_scoremap(folder: str | Path, scene: Scene, profile: Profile) -> ScoreMap:
-    """A score map written by ``ScoreMap.write`` (``tiles.parquet``), on its scene's grid."""
+def load_scoremap(folder: str | Path, scene: Scene, profile: Profile | None = None) -> ScoreMap:
+    """A score map written by ``ScoreMap.write`` (``tiles.parquet``), on its scene's grid.
+
+    The grid's tile size and overlap are the ones recorded in the file; files written
+    before they were recorded need the ``profile`` they were screened with.
+    """
     path = Path(folder) / TILES_FILE
     if not path.is_file():
         raise InputError(
@@ -315,7 +319,7 @@ def load_scoremap(folder: str | Path, scene: Scene, profile: Profile) -> ScoreMa
             where=str(path),
             fix="Give the image that was screened (unchanged since).",
         )
-    base = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
+    base = _recorded_grid(tiles, scene, profile, str(path))
     rows, cols = tiles["row"].to_numpy(np.int64), tiles["col"].to_numpy(np.int64)
     if len(tiles) and (rows.max() >= base.n_rows or cols.max() >= base.n_cols):
         raise InputError(
@@ -325,7 +329,7 @@ def load_scoremap(folder: str | Path, scene: Scene, profile: Profile) -> ScoreMa
         )
     grid = TileGrid(scene, base.tile_size, base.overlap, selection=rows * base.n_cols + cols)
     skip = {"tile_id", "row", "col", "col_off", "row_off", "width", "height", "score",
-            "valid_fraction", "geometry", "scene_id"}  # fmt: skip
+            "valid_fraction", "geometry", "scene_id", "tile_size", "overlap"}  # fmt: skip
     meta = {c: tiles[c].iloc[0] for c in tiles.columns if c not in skip and len(tiles)}
     return ScoreMap(
         grid,
@@ -334,3 +338,33 @@ def load_scoremap(folder: str | Path, scene: Scene, profile: Profile) -> ScoreMa
         None,
         {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()},
     )
+
+
+def _recorded_grid(
+    tiles: pd.DataFrame, scene: Scene, profile: Profile | None, where: str
+) -> TileGrid:
+    """The full grid the tiles were cut from: tile size and overlap as recorded, else the
+    profile's."""
+    if {"tile_size", "overlap"} <= set(tiles.columns) and len(tiles):
+        size, overlap = int(tiles["tile_size"].iloc[0]), int(tiles["overlap"].iloc[0])
+        if profile is not None and (size, overlap) != (
+            profile.tiling.tile_size,
+            profile.tiling.overlap,
+        ):
+            raise InputError(
+                f"these scores are on {size} px tiles overlapping by {overlap} px, but profile "
+                f"{profile.name} cuts {profile.tiling.tile_size} px overlapping by "
+                f"{profile.tiling.overlap} px",
+                where=where,
+                fix="Use the profile the scene was screened with.",
+            )
+        return TileGrid(scene, size, overlap)
+    if profile is None:
+        if len(tiles) == 0:  # nothing was screened: any grid will do
+            return TileGrid(scene, 256, 0)
+        raise InputError(
+            "these scores do not record their tile size and overlap (an older screening)",
+            where=where,
+            fix="Give --profile with the profile the scene was screened with.",
+        )
+    return TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)

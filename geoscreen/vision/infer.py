@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoscreen.errors import ConfigError
+from geoscreen.imagery.aoi import load_aoi, load_areas
 from geoscreen.imagery.dataset import TileDataset, collate
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
@@ -64,6 +65,21 @@ def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene
 
     Call it for every scene before screening any, so that a run fails before writing.
     """
+    check_model_profile(loaded, profile)
+    check_scene(profile, scene)
+    roles = band_roles(profile, scene)
+    channels = model_channels(loaded.card)
+    if channels != len(roles):
+        raise ConfigError(
+            f"the model takes {channels} channels but this scene gives {len(roles)}",
+            where=scene.uri,
+            fix="Screen imagery with the bands the profile names.",
+        )
+
+
+def check_model_profile(loaded: LoadedModelDir[Any], profile: Profile) -> None:
+    """Refuse a model trained for another profile, preprocessing or tile size (no scene
+    needed: a scan checks this once, before it opens any scene)."""
     card = loaded.card
     if card.get("profile", {}).get("name") != profile.name:
         raise ConfigError(
@@ -85,15 +101,6 @@ def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene
             f"{profile.tiling.tile_size} px tiles",
             where=str(loaded.path),
             fix="Screen with the tile size the model was trained with, or retrain it.",
-        )
-    check_scene(profile, scene)
-    roles = band_roles(profile, scene)
-    channels = model_channels(card)
-    if channels != len(roles):
-        raise ConfigError(
-            f"the model takes {channels} channels but this scene gives {len(roles)}",
-            where=scene.uri,
-            fix="Screen imagery with the bands the profile names.",
         )
 
 
@@ -165,16 +172,28 @@ def prepare_scene(
     progress: bool = False,
 ) -> tuple[torch.device, TileGrid, ScenePreprocessor]:
     """What running a model over ``scene`` needs: the device (glibc malloc tuned on CPU),
-    the profile's tile grid (within ``aoi``, without empty tiles) and the preprocessor."""
+    the profile's tile grid (:func:`profile_grid`, without empty tiles) and the
+    preprocessor."""
     picked = pick_device(device)
     if picked.type == "cpu":
         tune_malloc()
-    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
-    if aoi is not None:
-        grid = grid.within(aoi)
+    grid = profile_grid(profile, scene, aoi)
     if drop_empty:
         grid = grid.drop_empty(progress=progress)
     return picked, grid, ScenePreprocessor.build(profile.preprocess, scene)
+
+
+def profile_grid(profile: Profile, scene: Scene, aoi: BaseGeometry | None = None) -> TileGrid:
+    """The profile's tile grid of ``scene``: tiles meeting the profile's AOI (and ``aoi``),
+    none wholly inside its exclusion zones. A profile with either needs a georeferenced
+    scene (an area cannot be placed on pixels)."""
+    grid = TileGrid(scene, profile.tiling.tile_size, profile.tiling.overlap)
+    own = profile.aoi_path()
+    for area in (load_aoi(own, scene.crs) if own else None, aoi):
+        if area is not None:
+            grid = grid.within(area)
+    excluded = load_areas(profile.exclusion_paths(), scene.crs)
+    return grid.outside(excluded) if excluded is not None else grid
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 Written to a folder::
 
-    tiles.parquet   one row per screened tile: id, row, col, score, valid fraction, geometry
+    tiles.parquet   one row per screened tile: id, row, col, tile size and overlap, score,
+                    valid fraction, geometry
     scores.tif      Cloud-Optimized GeoTIFF of scores, overlapping tiles averaged
     embeddings.npy  optional float16 (N, F) backbone features, rows aligned with tiles.parquet
 """
@@ -41,6 +42,8 @@ class ScoreMap:
 
     def to_geodataframe(self) -> gpd.GeoDataFrame:
         frame = self.grid.to_geodataframe()
+        frame["tile_size"] = np.int32(self.grid.tile_size)  # the grid, read back without
+        frame["overlap"] = np.int32(self.grid.overlap)  # the profile (sites extract)
         frame["score"] = self.scores.astype(np.float32)
         frame["valid_fraction"] = self.valid_fraction.astype(np.float32)
         for key, value in self.meta.items():

@@ -55,14 +55,15 @@ def create_app(
     """The review app for a store (a path, URL or open :class:`Store`).
 
     ``scenes``: scene files or folders for imagery tiles, before the scene files the
-    store knows (for files that moved); ``profiles``: profile files whose thresholds
-    order the queue by uncertainty (``thresholds`` overrides them; unknown profiles use
-    0.5); ``evidence_root``: where relative evidence paths are looked for first (then
+    store knows (for files that moved). The queue orders by uncertainty around each
+    profile's decision threshold: the one its latest run recorded in the store, else
+    the one in ``profiles`` (profile files), else 0.5; ``thresholds`` overrides them all.
+    ``evidence_root``: where relative evidence paths are looked for first (then
     the store's folder, then here).
     """
     store = store_url if isinstance(store_url, Store) else open_store(store_url)
     owns_store = not isinstance(store_url, Store)
-    limits = {**profile_thresholds(profiles), **(thresholds or {})}
+    limits = {**profile_thresholds(profiles), **store.run_thresholds(), **(thresholds or {})}
     settings = auth or AuthSettings()
     scene_index = (
         scenes if isinstance(scenes, SceneIndex) else SceneIndex.from_paths(scenes, store=store)

@@ -134,7 +134,7 @@ class CandidateIndex:
         self.snapshot = self._load()
 
     def threshold(self, profile: str) -> float:
-        """The score threshold of a profile (0.5 unless the server was given the profile)."""
+        """The score threshold of a profile (see :func:`~geoscreen.web.app.create_app`)."""
         return self.thresholds.get(profile, DEFAULT_THRESHOLD)
 
     # -- keeping in step -------------------------------------------------------------------

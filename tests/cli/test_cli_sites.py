@@ -131,3 +131,59 @@ def test_sites_extract_bad_input(tmp_path: Path, run: Run) -> None:
     line = _one_line_error(*run("sites", "extract", folder, "--image", scene, "--profile",
                                 profile, "--out", tmp_path / "x.csv")[::2])  # fmt: skip
     assert ".parquet or .gpkg" in line
+
+
+def _screen_summary(out: Path, scene_path: Path, folder: Path, profile: Path) -> None:
+    """The ``screen.json`` that 'geoscreen screen' writes beside the score folders."""
+    from geoscreen.cli.vision import profile_record
+    from geoscreen.profiles import load_profile
+
+    scene = open_scene(scene_path)
+    summary = {"kind": "screen", "run_id": "run-1", **profile_record(load_profile(profile)),
+               "scenes": [{"scene": str(scene_path), "scene_id": scene.id,
+                           "files": {"tiles": str(folder / "tiles.parquet")}}]}  # fmt: skip
+    (out / "screen.json").write_text(json.dumps(summary), encoding="utf-8")
+
+
+def test_sites_extract_needs_no_profile_to_read_scores_back(tmp_path: Path, run: Run) -> None:
+    scene = make_synthetic_scene(tmp_path / "scene.tif", 128, 128, structures=2)
+    profile = _profile_file(tmp_path)
+    folder = _scores(tmp_path / "screened" / "scene", scene, [0, 1, 15], "run-1")
+    tiles = gpd.read_parquet(folder / "tiles.parquet")
+    assert set(tiles["tile_size"]) == {32} and set(tiles["overlap"]) == {0}
+    _screen_summary(tmp_path / "screened", scene, folder, profile)
+    code, _out, err = run("sites", "extract", tmp_path / "screened", "--out",
+                         tmp_path / "a.parquet", "--no-evidence")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run("sites", "extract", tmp_path / "screened", "--profile", profile, "--out",
+                       tmp_path / "b.parquet", "--no-evidence")  # fmt: skip
+    assert code == 0, err
+    a, b = read_sites(tmp_path / "a.parquet"), read_sites(tmp_path / "b.parquet")
+    assert len(a) == 2 and list(a["site_id"]) == list(b["site_id"])
+    (tmp_path / "screened" / "screen.json").unlink()  # nothing records the profile now
+    line = _one_line_error(*run("sites", "extract", folder, "--image", scene, "--out",
+                                tmp_path / "c.parquet")[::2])  # fmt: skip
+    assert "--profile" in line
+
+
+def test_sites_extract_leaves_the_profile_s_exclusion_zones_empty(tmp_path: Path, run: Run) -> None:
+    scene_path = make_synthetic_scene(tmp_path / "scene.tif", 128, 128, structures=2)
+    scene = open_scene(scene_path)
+    grid = TileGrid(scene, 32, 0)
+    zone = shapely.unary_union(grid.geometries()[[1, 15]]).buffer(1.0)  # tiles 1, 15 and 1 m
+    gpd.GeoDataFrame(geometry=[zone], crs=scene.crs).to_file(tmp_path / "zone.geojson")
+    profile = _profile_file(tmp_path)
+    data = yaml.safe_load(profile.read_text())
+    profile.write_text(yaml.safe_dump({**data, "exclusions": ["zone.geojson"]}))
+    folder = _scores(tmp_path / "s", scene_path, [0, 1, 15], "run-1")
+    code, _out, err = run("sites", "extract", folder, "--image", scene_path, "--profile",
+                         profile, "--out", tmp_path / "sites.parquet")  # fmt: skip
+    assert code == 0, err
+    found = read_sites(tmp_path / "sites.parquet")
+    # Tiles 0 and 1 made one site, cut back to tile 0 (less 1 m); tile 15 was excluded.
+    assert len(found) == 1
+    inside = gpd.GeoSeries([zone.buffer(-0.5)], crs=scene.crs).to_crs(4326).iloc[0]
+    assert not found.geometry.intersects(inside).any()
+    tile0 = gpd.GeoSeries([grid.geometries()[0].buffer(-1.5)], crs=scene.crs).to_crs(4326)
+    assert found.geometry.iloc[0].contains(tile0.iloc[0])
+    assert found["area_m2"].iloc[0] < 320 * 320

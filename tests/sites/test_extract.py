@@ -197,5 +197,7 @@ def test_load_scoremap_round_trip(
     assert a.geometry.iloc[0].equals(b.geometry.iloc[0])
     with pytest.raises(InputError, match=r"tiles\.parquet"):
         load_scoremap(tmp_path, utm_scene, make_profile())
-    with pytest.raises(InputError, match="do not fit"):
+    with pytest.raises(InputError, match="on 32 px tiles overlapping by 0 px"):
         load_scoremap(folder, utm_scene, make_profile(tile_size=64))
+    alone = load_scoremap(folder, utm_scene)  # tile size and overlap as the file records
+    assert (alone.grid.tile_size, alone.grid.overlap, len(alone.grid)) == (32, 0, 15)

@@ -1,0 +1,403 @@
+"""Screening tasks: what ``profile.model.task`` means, behind one interface.
+
+A task knows how to load its model directory, check that the model and a scene fit
+the profile, score a scene (whole, or a block of its tile grid at a time, as a scan
+does on workers) into what the sites stage takes, and train a model. ``classify``
+scores tiles (a :class:`~geoscreen.vision.scoremap.ScoreMap`); ``detect`` finds
+objects (:class:`~geoscreen.vision.detect_infer.Objects`). Callers (the CLI, scan)
+pick one with :func:`task_for` and never branch on the task themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import yaml
+from shapely.geometry.base import BaseGeometry
+
+from geoscreen.errors import ConfigError
+from geoscreen.imagery.preprocess import ScenePreprocessor
+from geoscreen.imagery.scene import Scene
+from geoscreen.imagery.tiling import TileGrid
+from geoscreen.profiles import Profile, TaskName
+from geoscreen.vision.detect_infer import (
+    DetectOptions,
+    Objects,
+    RawDetections,
+    check_detector_fits,
+    decision_threshold,
+    detect_grid,
+    merge_across_tiles,
+)
+from geoscreen.vision.infer import (
+    ScreenOptions,
+    check_model_fits,
+    check_model_profile,
+    score_grid,
+    screen_scene,
+)
+from geoscreen.vision.modeldir import CARD_FILE, LoadedModelDir
+from geoscreen.vision.scoremap import ScoreMap
+
+SitesInput = ScoreMap | Objects
+ModelDir = LoadedModelDir[Any]
+Device = str | torch.device
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How to run a model (what to compute comes from the profile and the model)."""
+
+    batch_size: int = 32
+    device: str = "auto"
+    num_workers: int | None = None  # None: 0 on CPU, 1 on a GPU
+    embeddings: bool = False  # classify: also keep tile embeddings
+    drop_empty: bool = True
+    progress: bool = False
+    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    tta: bool = False  # detect: also the 8 flips/rotations of each tile
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``geoscreen train`` asks of a task; each task uses the knobs that apply to it."""
+
+    device: str = "auto"
+    seed: int = 0
+    max_epochs: int | None = None
+    mode: str = "auto"  # classify: learner selection
+    folds: int = 5  # classify: blocked CV folds
+    fold_by: str = "auto"  # classify: square blocks or whole scenes
+    positive: tuple[str, ...] = ()  # classify: class names counted as positive
+    negative: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What scoring a block of a scene's grid gives: the tiles screened (flat indexes of
+    the full grid) and the task's output for them (tile scores, or detections whose
+    ``tile`` are flat indexes)."""
+
+    flat: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    detections: RawDetections | None = None
+
+
+class ScreeningTask(Protocol):
+    """One kind of model: load, check, score, train."""
+
+    name: TaskName
+
+    def load(
+        self, model_dir: str | Path, device: str | torch.device = "cpu"
+    ) -> LoadedModelDir[Any]:
+        """The model directory, its weights checked against the card's hash."""
+        ...
+
+    def check_profile(self, loaded: LoadedModelDir[Any], profile: Profile) -> None:
+        """Refuse a model made for another profile (no scene needed)."""
+        ...
+
+    def check(self, loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
+        """Refuse a model or scene that does not fit the profile (call before writing)."""
+        ...
+
+    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
+        """The decision threshold sites are made with, and where it comes from."""
+        ...
+
+    def score_scene(
+        self,
+        loaded: LoadedModelDir[Any],
+        profile: Profile,
+        scene: Scene,
+        settings: RunSettings,
+        aoi: BaseGeometry | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> SitesInput:
+        """Every (valid, in-AOI) tile of ``scene`` scored into the sites stage's input."""
+        ...
+
+    def score_chunk(
+        self,
+        loaded: LoadedModelDir[Any],
+        grid: TileGrid,
+        preprocessor: ScenePreprocessor,
+        settings: RunSettings,
+        device: torch.device,
+    ) -> Chunk:
+        """Score the tiles of ``grid`` (a block of a scene's grid, empty tiles dropped)."""
+        ...
+
+    def assemble(
+        self, loaded: LoadedModelDir[Any], grid: TileGrid, chunks: Sequence[Chunk],
+        meta: dict[str, Any],
+    ) -> SitesInput:  # fmt: skip
+        """The chunks of one scene (``grid``: their tiles in flat order) as one result."""
+        ...
+
+    def train(
+        self,
+        profile: Profile,
+        labels: Sequence[str | Path],
+        imagery: Sequence[str | Path],
+        out: str | Path,
+        request: TrainRequest,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Train a model into ``out``; returns its card."""
+        ...
+
+    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
+        """One line telling what was trained and how well it did."""
+        ...
+
+
+def _ordered(chunks: Sequence[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+    flat = np.concatenate([c.flat for c in chunks]) if chunks else np.zeros(0, np.int64)
+    return flat, np.argsort(flat, kind="stable")
+
+
+class ClassifyTask:
+    """Tile classifiers and feature scorers: one score per tile."""
+
+    name: TaskName = "classify"
+
+    def load(
+        self, model_dir: str | Path, device: str | torch.device = "cpu"
+    ) -> LoadedModelDir[Any]:
+        from geoscreen.vision.classifier import load_model
+
+        _same_task(model_dir, self.name)
+        return load_model(model_dir, device)
+
+    def check_profile(self, loaded: LoadedModelDir[Any], profile: Profile) -> None:
+        check_model_profile(loaded, profile)
+
+    def check(self, loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
+        check_model_fits(loaded, profile, scene)
+
+    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
+        return float(profile.threshold), "profile"
+
+    def score_scene(
+        self,
+        loaded: LoadedModelDir[Any],
+        profile: Profile,
+        scene: Scene,
+        settings: RunSettings,
+        aoi: BaseGeometry | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ScoreMap:
+        return screen_scene(loaded.model, profile, scene, _screen_options(settings), aoi, meta)
+
+    def score_chunk(
+        self,
+        loaded: LoadedModelDir[Any],
+        grid: TileGrid,
+        preprocessor: ScenePreprocessor,
+        settings: RunSettings,
+        device: torch.device,
+    ) -> Chunk:
+        scored = score_grid(loaded.model, grid, preprocessor, _screen_options(settings), device)
+        return Chunk(grid.flat_indexes(), scored.scores, scored.valid_fraction)
+
+    def assemble(
+        self, loaded: LoadedModelDir[Any], grid: TileGrid, chunks: Sequence[Chunk],
+        meta: dict[str, Any],
+    ) -> ScoreMap:  # fmt: skip
+        _flat, order = _ordered(chunks)
+        if not chunks:
+            return ScoreMap(grid, np.zeros(0, np.float32), np.zeros(0, np.float32), None, meta)
+        scores = np.concatenate([c.scores for c in chunks])[order].astype(np.float32)
+        valid = np.concatenate([c.valid for c in chunks])[order].astype(np.float32)
+        return ScoreMap(grid, scores, valid, None, dict(meta))
+
+    def train(
+        self,
+        profile: Profile,
+        labels: Sequence[str | Path],
+        imagery: Sequence[str | Path],
+        out: str | Path,
+        request: TrainRequest,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        from geoscreen.vision.train import train_classifier
+
+        return train_classifier(profile, labels, imagery, out, classifier_options(request),
+                                progress=progress)  # fmt: skip
+
+    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
+        metrics = card["metrics"]
+        chosen = card.get("selection", {}).get("chosen", card.get("training", {}).get("mode"))
+        kind = "cross-validated" if "selection" in card else "validation"
+        return (
+            f"model written to {out}: learner {chosen}, {kind} AP "
+            f"{metrics['val_average_precision']:.3f}, positive rate "
+            f"{metrics['val_positive_rate']:.3f}; threshold in force {profile.threshold:g} "
+            f"(profile); see {out}/MODEL_CARD.md"
+        )
+
+
+def classifier_options(request: TrainRequest) -> Any:
+    """The classifier's :class:`~geoscreen.vision.train.TrainOptions` for a request."""
+    from geoscreen.vision.train import TrainOptions
+
+    if {c.casefold() for c in request.positive} & {c.casefold() for c in request.negative}:
+        raise ConfigError(
+            "a class cannot be both --positive and --negative",
+            where="--positive/--negative",
+            fix="Name each class once.",
+        )
+    options: dict[str, Any] = {"mode": request.mode, "device": request.device,
+                               "seed": request.seed, "folds": request.folds,
+                               "fold_by": request.fold_by}  # fmt: skip
+    if request.positive:
+        options["positive_classes"] = list(request.positive)
+    if request.negative:
+        options["negative_classes"] = list(request.negative)
+    if request.max_epochs is not None:
+        options["max_epochs"] = request.max_epochs
+    return TrainOptions(**options)
+
+
+class DetectTask:
+    """Object detectors: boxes merged across tiles, one site per object."""
+
+    name: TaskName = "detect"
+
+    def load(
+        self, model_dir: str | Path, device: str | torch.device = "cpu"
+    ) -> LoadedModelDir[Any]:
+        from geoscreen.vision.detector import load_detector
+
+        _same_task(model_dir, self.name)
+        return load_detector(model_dir, device)
+
+    def check_profile(self, loaded: LoadedModelDir[Any], profile: Profile) -> None:
+        check_model_profile(loaded, profile)
+
+    def check(self, loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
+        check_detector_fits(loaded, profile, scene)  # type: ignore[arg-type]
+
+    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
+        return decision_threshold(profile, loaded.card)
+
+    def score_scene(
+        self,
+        loaded: LoadedModelDir[Any],
+        profile: Profile,
+        scene: Scene,
+        settings: RunSettings,
+        aoi: BaseGeometry | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Objects:
+        from geoscreen.vision.detect_infer import detect_scene
+
+        return detect_scene(loaded, profile, scene, _detect_options(settings), aoi, meta)  # type: ignore[arg-type]
+
+    def score_chunk(
+        self,
+        loaded: LoadedModelDir[Any],
+        grid: TileGrid,
+        preprocessor: ScenePreprocessor,
+        settings: RunSettings,
+        device: torch.device,
+    ) -> Chunk:
+        raw = detect_grid(loaded.model, grid, preprocessor, _detect_options(settings), device)
+        flat = grid.flat_indexes()
+        raw.tile = flat[raw.tile] if len(raw.tile) else raw.tile  # tiles of the full grid
+        empty = np.zeros(0, np.float32)
+        return Chunk(flat, empty, empty, raw)
+
+    def assemble(
+        self, loaded: LoadedModelDir[Any], grid: TileGrid, chunks: Sequence[Chunk],
+        meta: dict[str, Any],
+    ) -> Objects:  # fmt: skip
+        parts = [c.detections for c in chunks if c.detections is not None]
+        raw = RawDetections.empty(len(grid))
+        if parts:
+            raw = RawDetections(
+                np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+                np.concatenate([p.scores for p in parts]),
+                np.concatenate([p.tile for p in parts]).astype(np.int64),
+                np.concatenate([p.sides for p in parts]).reshape(-1, 4),
+                len(grid),
+            )
+        merge_iou = float(loaded.model.config.nms_iou)
+        objects = merge_across_tiles(raw, merge_iou)
+        objects.meta = {**meta, "tiles": raw.tiles, "raw_detections": len(raw.scores)}
+        return objects
+
+    def train(
+        self,
+        profile: Profile,
+        labels: Sequence[str | Path],
+        imagery: Sequence[str | Path],
+        out: str | Path,
+        request: TrainRequest,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
+
+        limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
+        opts = DetectTrainOptions(device=request.device, seed=request.seed, **limit)
+        return train_detector(profile, labels, imagery, out, opts, progress=progress)
+
+    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
+        m = card["metrics"]
+        return (
+            f"detector written to {out} (validation AP@0.5 "
+            f"{m['val_average_precision@0.5']:.3f}, AP@0.4 "
+            f"{m['val_average_precision@0.4']:.3f}; see {out}/MODEL_CARD.md)"
+        )
+
+
+TASKS: dict[str, ScreeningTask] = {"classify": ClassifyTask(), "detect": DetectTask()}
+
+
+def task_for(profile: Profile) -> ScreeningTask:
+    """The task ``profile.model.task`` names."""
+    return TASKS[profile.model.task]
+
+
+def _same_task(model_dir: str | Path, task: str) -> None:
+    """Refuse a model directory whose card names another task (a detector for a
+    classification profile); an unreadable card is left to the loader to report."""
+    path = Path(model_dir) / CARD_FILE
+    try:
+        card = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return
+    found = card.get("task", "classify") if isinstance(card, dict) else task
+    if found != task:
+        kind = {"classify": "classification", "detect": "detection"}.get(task, task)
+        raise ConfigError(
+            f"model.yaml is not the card of a {kind} model: it holds a {found} model, and "
+            f"the profile's model.task is {task}",
+            where=str(path),
+            fix="Use the model trained for this profile, or train one with 'geoscreen train'.",
+        )
+
+
+def _screen_options(settings: RunSettings) -> ScreenOptions:
+    return ScreenOptions(
+        batch_size=settings.batch_size, device=settings.device, num_workers=settings.num_workers,
+        embeddings=settings.embeddings, drop_empty=settings.drop_empty,
+        progress=settings.progress, precision=settings.precision,
+    )  # fmt: skip
+
+
+def _detect_options(settings: RunSettings) -> DetectOptions:
+    return DetectOptions(
+        batch_size=settings.batch_size, device=settings.device, num_workers=settings.num_workers,
+        drop_empty=settings.drop_empty, progress=settings.progress,
+        precision=settings.precision, tta=settings.tta,
+    )  # fmt: skip
