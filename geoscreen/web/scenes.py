@@ -1,8 +1,9 @@
 """The scenes the store knows, by name, for the review map's imagery layers.
 
 People know a scene by its file name, not by its content id: :func:`scene_name` gives
-the file name where the store recorded one (``scenes.uri``), else the id itself when it
-is a path, else a short form of the id. :class:`SceneCatalog` lists the scenes whose
+the file name where the store recorded one (``scenes.uri``), else the name of the file
+this server reads it from (``serve --scenes``), else the id itself when it is a path,
+else a short form of the id. :class:`SceneCatalog` lists the scenes whose
 imagery is on this server and whose footprint meets a map view, so the page asks for
 tiles of those scenes only, at the zooms they are served.
 """
@@ -32,11 +33,6 @@ class SceneRow:
     pk: int
     scene_id: str
     uri: str | None
-
-    @property
-    def name(self) -> str:
-        """What people call the scene."""
-        return scene_name(self.scene_id, self.uri)
 
 
 def scene_name(scene_id: str | None, uri: str | None = None) -> str | None:
@@ -73,6 +69,11 @@ class SceneCatalog:
             raise NotFoundError(f"no scene with number {pk}")
         return SceneRow(int(found.id), str(found.scene_id), found.uri)
 
+    def _name(self, scene_id: str, uri: str | None) -> str:
+        if not uri:  # not recorded: the file this server reads it from, if any
+            uri = self.tiles.scenes.uri(scene_id)
+        return scene_name(scene_id, uri) or scene_id
+
     def name(self, scene_id: str | None) -> str | None:
         """The name of a scene by its id (the id's short form if the store lacks it)."""
         if not scene_id:
@@ -80,7 +81,7 @@ class SceneCatalog:
         with self.store.read() as conn:
             query = select(scenes.c.uri).where(scenes.c.scene_id == scene_id)
             uri = conn.execute(query).scalar()
-        return scene_name(scene_id, uri)
+        return self._name(scene_id, uri)
 
     def in_view(self, box: BBox) -> list[dict[str, Any]]:
         """Scenes with imagery on this server whose footprint meets ``box``."""
@@ -95,7 +96,7 @@ class SceneCatalog:
             out.append(
                 {
                     "id": row.pk,
-                    "name": row.name,
+                    "name": self._name(row.scene_id, row.uri or style.uri),
                     "tiles": f"/api/scenes/{row.pk}/tiles/{{z}}/{{x}}/{{y}}.png",
                     "minzoom": style.minzoom,
                     "maxzoom": style.maxzoom,
@@ -113,5 +114,5 @@ class SceneCatalog:
                 action="view",
                 entity="scene",
                 entity_id=row.scene_id,
-                after={"what": "scene imagery", "scene": row.name},
+                after={"what": "scene imagery", "scene": self._name(row.scene_id, row.uri)},
             )

@@ -96,7 +96,6 @@ def osbs_sites(
             "site_id": ids,
             "score_max": np.linspace(0.95, 0.55, count),
             "scene_id": scene.id,
-            "scene_uri": str(scene_file or sample_path("neon_osbs")),
             "profile": IMAGERY_PROFILE,
             "profile_version": "0.1.0",
             "run_id": f"{prefix}-run",
