@@ -137,6 +137,8 @@ def test_imagery_of_every_scene_in_view(watched: Watched, served: tuple[str, See
     base, seeded = served
     page = watched.page
     log_in(page, base, "ann", seeded.password)
+    page.wait_for_selector("body[data-scenes='0']")  # zoomed out on every candidate
+    assert not any("/api/scenes" in r.url for r in watched.requests)  # no scene asked for
     open_candidate(page, east_candidate(seeded))
     page.wait_for_selector("body[data-scenes='2']")
     for name in ("OSBS_029.tif", "OSBS_029_east.tif"):

@@ -15,6 +15,9 @@
     needs_imagery: "needs imagery", escalated: "escalated",
   };
   const PAGE = 200;
+  // Below this zoom no scene is asked for (the server serves tiles from a few levels
+  // below each scene's native resolution: 30 m imagery from zoom 8).
+  const SCENE_ZOOM = 8;
   const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -151,6 +154,12 @@
     if (state.sceneRequest) state.sceneRequest.abort();
     const request = new AbortController();
     state.sceneRequest = request;
+    if (map.getZoom() < SCENE_ZOOM) {
+      scenes.clearLayers();
+      state.sceneLayers.clear();
+      document.body.dataset.scenes = "0";
+      return;
+    }
     const b = map.getBounds();
     const bbox = [
       clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90),
