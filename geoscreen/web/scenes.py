@@ -87,7 +87,7 @@ class SceneCatalog:
         """Scenes with imagery on this server whose footprint meets ``box``."""
         out = []
         for row in self.rows():
-            style = self.tiles.scene_style(row.scene_id)
+            style = self.tiles.scene_style(row.scene_id, row.uri)
             if style is None:
                 continue
             west, south, east, north = style.bounds

@@ -95,17 +95,21 @@ class SceneIndex:
                 )
         return cls(uris, store=store)
 
-    def uri(self, scene_id: str | None) -> str | None:
-        """Where the scene's file is now: indexed, stored, or named by the id itself."""
+    def uri(self, scene_id: str | None, stored: str | bool | None = True) -> str | None:
+        """Where the scene's file is now: indexed, stored, or named by the id itself.
+
+        ``stored``: the store's ``scenes.uri`` when the caller has it (``True``: look it up).
+        """
         if not scene_id:
             return None
         given = self._uris.get(scene_id)
         if given is not None and os.path.isfile(given):
             return given
         if self.store is not None:
-            stored = self.store.locate(self.store.scene_uri(scene_id))
-            if stored is not None:
-                return str(stored)
+            recorded = self.store.scene_uri(scene_id) if stored is True else stored
+            found = self.store.locate(recorded if isinstance(recorded, str) else None)
+            if found is not None:
+                return str(found)
         if not is_remote(scene_id) and os.path.isfile(scene_id):
             return scene_id
         return None
@@ -124,9 +128,12 @@ class TileSource:
         """How the candidate's scene is drawn, or ``None`` when there is no usable scene."""
         return self.scene_style(candidate.scene_id)
 
-    def scene_style(self, scene_id: str | None) -> SceneStyle | None:
-        """How a scene is drawn, or ``None`` when its file is not on this server."""
-        uri = self.scenes.uri(scene_id)
+    def scene_style(
+        self, scene_id: str | None, stored: str | bool | None = True
+    ) -> SceneStyle | None:
+        """How a scene is drawn, or ``None`` when its file is not on this server
+        (``stored``: as for :meth:`SceneIndex.uri`)."""
+        uri = self.scenes.uri(scene_id, stored)
         if uri is None:
             return None
         with self._lock:
