@@ -88,6 +88,6 @@ def scene_tile(
     """One Web Mercator tile of a scene (the review map's imagery layer)."""
     row = state.scenes.row(scene)
     png = state.tiles.scene_tile(row.scene_id, z, x, y)
-    if png is not None and who.first_view(-scene, "scene imagery"):
+    if png is not None and who.first_view(scene, "scene imagery"):
         state.scenes.record_view(row, who.user)
     return _png(png)
