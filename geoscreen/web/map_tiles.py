@@ -8,10 +8,12 @@ moved), then where the store says the scene file was loaded from (``scenes.uri``
 of a local file is used as it is. Remote URIs are never opened (offline by default).
 A scene file that is gone gives "imagery not available" (404), never an error page.
 
-Tiles are Web Mercator XYZ tiles rendered by rio-tiler, only near the site (its box
-grown by ``margin_m``, at least twice the site's size) and only from a few zoom levels
-below the scene's native resolution to one above it: the server shows imagery around
-candidates, not whole scenes.
+Tiles are Web Mercator XYZ tiles rendered by rio-tiler, only from a few zoom levels
+below the scene's native resolution to one above it. A candidate's tiles cover only the
+site (its box grown by ``margin_m``, at least twice the site's size); a scene's tiles
+(the review map's layer of every scene in view) cover the scene. A tile that would be
+empty (outside the window or the scene) is ``None``: the server answers it with "no
+content", cheaply, and the page asks only for tiles inside the scene's footprint.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class SceneStyle:
     stretch: tuple[float, float] | None
     minzoom: int
     maxzoom: int
+    bounds: tuple[float, float, float, float]  # lon/lat footprint (EPSG:4326)
 
 
 class SceneIndex:
@@ -92,17 +95,21 @@ class SceneIndex:
                 )
         return cls(uris, store=store)
 
-    def uri(self, scene_id: str | None) -> str | None:
-        """Where the scene's file is now: indexed, stored, or named by the id itself."""
+    def uri(self, scene_id: str | None, stored: str | bool | None = True) -> str | None:
+        """Where the scene's file is now: indexed, stored, or named by the id itself.
+
+        ``stored``: the store's ``scenes.uri`` when the caller has it (``True``: look it up).
+        """
         if not scene_id:
             return None
         given = self._uris.get(scene_id)
         if given is not None and os.path.isfile(given):
             return given
         if self.store is not None:
-            stored = self.store.locate(self.store.scene_uri(scene_id))
-            if stored is not None:
-                return str(stored)
+            recorded = self.store.scene_uri(scene_id) if stored is True else stored
+            found = self.store.locate(recorded if isinstance(recorded, str) else None)
+            if found is not None:
+                return str(found)
         if not is_remote(scene_id) and os.path.isfile(scene_id):
             return scene_id
         return None
@@ -119,7 +126,14 @@ class TileSource:
 
     def style(self, candidate: Candidate) -> SceneStyle | None:
         """How the candidate's scene is drawn, or ``None`` when there is no usable scene."""
-        uri = self.scenes.uri(candidate.scene_id)
+        return self.scene_style(candidate.scene_id)
+
+    def scene_style(
+        self, scene_id: str | None, stored: str | bool | None = True
+    ) -> SceneStyle | None:
+        """How a scene is drawn, or ``None`` when its file is not on this server
+        (``stored``: as for :meth:`SceneIndex.uri`)."""
+        uri = self.scenes.uri(scene_id, stored)
         if uri is None:
             return None
         with self._lock:
@@ -136,36 +150,64 @@ class TileSource:
         dx = dy / _cos(candidate.lat)
         return (candidate.minx - dx, candidate.miny - dy, candidate.maxx + dx, candidate.maxy + dy)
 
-    def tile(self, candidate: Candidate, z: int, x: int, y: int) -> bytes:
-        """One PNG tile; :class:`NotFoundError` outside the site's window, zooms or scene."""
+    def tile(self, candidate: Candidate, z: int, x: int, y: int) -> bytes | None:
+        """One PNG tile near the site (``None``: nothing there); :class:`NotFoundError`
+        for zooms not served or a scene not on this server."""
         style = self.style(candidate)
         if style is None:
-            raise _unavailable(candidate)
+            raise _unavailable(f"candidate {candidate.id}")
+        return self._render(style, z, x, y, self.window(candidate), f"candidate {candidate.id}")
+
+    def scene_tile(self, scene_id: str, z: int, x: int, y: int) -> bytes | None:
+        """One PNG tile of a whole scene (``None``: outside it)."""
+        style = self.scene_style(scene_id)
+        if style is None:
+            raise _unavailable("this scene")
+        return self._render(style, z, x, y, style.bounds, "this scene")
+
+    def _render(
+        self,
+        style: SceneStyle,
+        z: int,
+        x: int,
+        y: int,
+        window: tuple[float, float, float, float],
+        what: str,
+    ) -> bytes | None:
         if not style.minzoom <= z <= style.maxzoom or not 0 <= x < 2**z or not 0 <= y < 2**z:
             raise NotFoundError(f"zoom {z} is not served (zooms {style.minzoom}-{style.maxzoom})")
         try:
             with Reader(style.uri) as reader:
                 west, south, east, north = reader.tms.bounds(Tile(x, y, z))
-                minx, miny, maxx, maxy = self.window(candidate)
+                minx, miny, maxx, maxy = window
                 if east < minx or west > maxx or north < miny or south > maxy:
-                    raise NotFoundError("tile is not near the site")
+                    return None
                 try:
                     image = reader.tile(x, y, z, indexes=style.indexes)
-                except TileOutsideBounds as exc:
-                    raise NotFoundError("tile is outside the scene") from exc
+                except TileOutsideBounds:
+                    return None
         except (RasterioError, OSError) as exc:  # the file went away or broke since
             log.warning("imagery unavailable: %s: %s", style.uri, exc)
             with self._lock:
                 self._styles.pop(style.uri, None)
-            raise _unavailable(candidate) from exc
+            raise _unavailable(what) from exc
         if style.stretch is not None:
             image = image.rescale(in_range=[style.stretch] * image.count)
         return image.render(img_format="PNG")
 
 
-def _unavailable(candidate: Candidate) -> NotFoundError:
+def clip(
+    box: tuple[float, float, float, float], within: tuple[float, float, float, float]
+) -> tuple[float, float, float, float]:
+    """``box`` cut to ``within`` (``within`` itself when they do not meet)."""
+    out = (max(box[0], within[0]), max(box[1], within[1]),
+           min(box[2], within[2]), min(box[3], within[3]))  # fmt: skip
+    return out if out[0] <= out[2] and out[1] <= out[3] else within
+
+
+def _unavailable(what: str) -> NotFoundError:
     return NotFoundError(
-        f"imagery not available for candidate {candidate.id}: its scene file is not on this server",
+        f"imagery not available for {what}: its scene file is not on this server",
         fix="Give the scene file or its folder with 'geoscreen serve --scenes'.",
     )
 
@@ -200,10 +242,12 @@ def _style(uri: str, indexes: tuple[int, ...], dtypes: Iterable[str]) -> SceneSt
                 lo, hi = np.percentile(valid, (2, 98))
                 stretch = (float(lo), float(max(hi, lo + 1e-6)))
         native = int(reader.maxzoom)
+        west, south, east, north = reader.get_geographic_bounds("EPSG:4326")
         return SceneStyle(
             uri=uri,
             indexes=indexes,
             stretch=stretch,
             minzoom=max(int(reader.minzoom), native - ZOOM_LEVELS_BELOW, 0),
             maxzoom=native + 1,
+            bounds=(float(west), float(south), float(east), float(north)),
         )

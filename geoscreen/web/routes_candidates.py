@@ -19,6 +19,7 @@ from geoscreen.review.spatial import BBox
 from geoscreen.review.workflow import add_note, set_status
 from geoscreen.web.api import NO_STORE, NoteRequest, QueueOrder, Status, StatusRequest
 from geoscreen.web.api import error_response as error
+from geoscreen.web.map_tiles import clip
 from geoscreen.web.state import ServerState, State, Who
 
 router = APIRouter(prefix="/api")
@@ -34,12 +35,12 @@ def payload(state: ServerState, found: Candidate) -> dict[str, Any]:
     """A candidate with its history, threshold and where its evidence and imagery are."""
     style = state.tiles.style(found)
     imagery = None
-    if style is not None:
+    if style is not None:  # the window cut to the scene: the page asks for no empty tiles
         imagery = {
             "tiles": f"/api/candidates/{found.id}/tiles/{{z}}/{{x}}/{{y}}.png",
             "minzoom": style.minzoom,
             "maxzoom": style.maxzoom,
-            "window": list(state.tiles.window(found)),
+            "window": list(clip(state.tiles.window(found), style.bounds)),
         }
     history = [
         {**event.to_dict(), "text_line": event.describe()}
@@ -51,6 +52,7 @@ def payload(state: ServerState, found: Candidate) -> dict[str, Any]:
         "history": history,
         "evidence": f"/api/candidates/{found.id}/evidence" if state.evidence_file(found) else None,
         "imagery": imagery,
+        "scene_name": state.scenes.name(found.scene_id),
     }
 
 

@@ -14,6 +14,7 @@ from geoscreen.review.store import Store
 from geoscreen.web.auth import AuthSettings, LoginLimits, Session, SessionStore
 from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.map_tiles import TileSource
+from geoscreen.web.scenes import SceneCatalog
 
 
 @dataclass
@@ -28,6 +29,11 @@ class ServerState:
     auth: AuthSettings
     templates: Jinja2Templates
     evidence_root: Path | None = None
+
+    @property
+    def scenes(self) -> SceneCatalog:
+        """The store's scenes, with their imagery on this server."""
+        return SceneCatalog(self.store, self.tiles)
 
     def evidence_file(self, found: Candidate) -> Path | None:
         """The candidate's chip (PNG) if it is on this server: a relative path is looked

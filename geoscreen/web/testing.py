@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import shapely
+from affine import Affine
 from PIL import Image
 from rasterio.warp import transform_bounds
 
@@ -60,15 +62,35 @@ def chip(path: Path, seed: int, size: int = 48) -> Path:
     return path
 
 
-def osbs_sites(path: Path, evidence: Path, count: int = 3) -> Path:
-    """``count`` small sites inside the OSBS image, detected in it (its scene id)."""
-    scene = open_scene(sample_path("neon_osbs"))
+def neighbour_scene(path: Path, source: Path | None = None) -> Path:
+    """A second real scene next to the OSBS image: its pixels mirrored, placed just east
+    of it (one image width on), as the next tile of a mosaic would be."""
+    with rasterio.open(source or sample_path("neon_osbs")) as src:
+        pixels = src.read()[:, :, ::-1]
+        profile = src.profile
+        profile.update(transform=src.transform * Affine.translation(src.width, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(pixels)
+    return path
+
+
+def osbs_sites(
+    path: Path,
+    evidence: Path,
+    count: int = 3,
+    *,
+    scene_file: Path | None = None,
+    prefix: str = "osbs",
+) -> Path:
+    """``count`` small sites inside the OSBS image (or ``scene_file``), detected in it."""
+    scene = open_scene(scene_file or sample_path("neon_osbs"))
     assert scene.crs is not None
     west, south, east, north = transform_bounds(scene.crs, "EPSG:4326", *scene.bounds)
     step = (east - west) / (count + 1)
     half = step / 4
     centres = [(west + step * (i + 1), (south + north) / 2) for i in range(count)]
-    ids = [f"osbs-{i}" for i in range(count)]
+    ids = [f"{prefix}-{i}" for i in range(count)]
     frame = gpd.GeoDataFrame(
         {
             "site_id": ids,
@@ -76,7 +98,7 @@ def osbs_sites(path: Path, evidence: Path, count: int = 3) -> Path:
             "scene_id": scene.id,
             "profile": IMAGERY_PROFILE,
             "profile_version": "0.1.0",
-            "run_id": "osbs-run",
+            "run_id": f"{prefix}-run",
             "model_sha256": "cd" * 32,
             "evidence_path": [str(chip(evidence / f"{s}.png", 100 + i)) for i, s in enumerate(ids)],
         },
@@ -88,11 +110,18 @@ def osbs_sites(path: Path, evidence: Path, count: int = 3) -> Path:
 
 
 def seed(
-    folder: str | Path, n: int = 200, *, chips: int | None = None, imagery_sites: int = 3
+    folder: str | Path,
+    n: int = 200,
+    *,
+    chips: int | None = None,
+    imagery_sites: int = 3,
+    second_scene: bool = False,
 ) -> Seeded:
     """A SQLite store in ``folder`` with ``n`` + ``imagery_sites`` candidates and users.
 
     The first ``chips`` synthetic sites (default: all) get an evidence chip file.
+    ``second_scene``: also a scene next to the OSBS image (:func:`neighbour_scene`) with
+    ``imagery_sites`` more sites, given to the server as a scene file.
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -107,11 +136,19 @@ def seed(
             for i in range(n if chips is None else min(chips, n)):
                 chip(evidence / f"site-{i:07d}.png", i)
             load_sites(store, sites, actor="seed")
+        scene_files = [sample_path("neon_osbs")]
         if imagery_sites:
             load_sites(store, osbs_sites(root / "osbs.parquet", evidence), actor="seed")
+        if imagery_sites and second_scene:
+            east = neighbour_scene(root / "scenes" / "OSBS_029_east.tif")
+            scene_files.append(east)
+            sites = osbs_sites(
+                root / "east.parquet", evidence, imagery_sites, scene_file=east, prefix="east"
+            )
+            load_sites(store, sites, actor="seed")
     finally:
         store.close()
-    return Seeded(db, root, [sample_path("neon_osbs")], root)
+    return Seeded(db, root, scene_files, root)
 
 
 def page_token(html: str) -> str:

@@ -306,11 +306,42 @@ def test_imagery_tiles_near_the_site(login: Login, app: FastAPI) -> None:
     views = [e for e in audit.entries(_store(app), entity_id=candidate["id"]) if e.action == "view"]
     assert [v.to_dict()["after"] for v in views] == [{"what": "imagery"}]  # once per session
     far = f"/api/candidates/{candidate['id']}/tiles/{tile.z}/{tile.x + 40}/{tile.y}.png"
-    assert client.get(far).status_code == 404
+    empty = client.get(far)  # nothing there: no content, cheaply, and the browser may keep it
+    assert empty.status_code == 204 and empty.content == b"" and "max-age" in empty.headers[
+        "cache-control"]  # fmt: skip
+    west, south, east, north = imagery["window"]  # cut to the scene: no empty tiles asked for
+    assert west <= candidate["lon"] <= east and south <= candidate["lat"] <= north
+    assert detail["scene_name"] == "OSBS_029.tif"  # the file name, not the content id
     low = tms.tile(candidate["lon"], candidate["lat"], imagery["minzoom"] - 1)
     assert client.get(f"/api/candidates/{candidate['id']}/tiles/{low.z}/{low.x}/{low.y}.png"
                       ).status_code == 404  # fmt: skip
     assert client.get("/api/candidates/1/tiles/10/1/1.png").status_code == 404  # no scene
+
+
+def test_scenes_in_view_and_their_tiles(login: Login, app: FastAPI) -> None:
+    client, _ = login("vic")
+    everywhere = client.get("/api/scenes", params={"bbox": "-180,-90,180,90"}).json()["scenes"]
+    assert [s["name"] for s in everywhere] == ["OSBS_029.tif"]  # synthetic scenes have no file
+    scene = everywhere[0]
+    west, south, east, north = scene["bounds"]
+    assert -82.0 < west < east < -81.9 and 29.6 < south < north < 29.7
+    elsewhere = client.get("/api/scenes", params={"bbox": "10,10,11,11"}).json()
+    assert elsewhere == {"scenes": []}
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tile = tms.tile((west + east) / 2, (south + north) / 2, scene["maxzoom"] - 1)
+    url = scene["tiles"].format(z=tile.z, x=tile.x, y=tile.y)
+    reply = client.get(url)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
+    client.get(url)
+    views = [e for e in audit.entries(_store(app), entity="scene") if e.action == "view"]
+    assert [v.to_dict()["after"] for v in views] == [
+        {"what": "scene imagery", "scene": "OSBS_029.tif"}
+    ]  # once per session
+    outside = scene["tiles"].format(z=tile.z, x=tile.x + 40, y=tile.y)
+    assert client.get(outside).status_code == 204
+    assert client.get(scene["tiles"].format(z=3, x=1, y=1)).status_code == 404  # zoom not served
+    assert client.get("/api/scenes/999/tiles/20/1/1.png").status_code == 404
+    assert client.get("/api/scenes", params={"bbox": "1,2,3"}).status_code == 422
 
 
 # -- pages ----------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 // The review page: candidates by viewport on the map, a queue, and a side panel to decide.
-// Keys: j/k next/previous, c confirm, r reject, n needs imagery, e escalate; in the reason
-// box Enter sends the pending decision and Escape leaves it. Talks only to this server.
+// Keys: j/k next/previous, c confirm, r reject, n needs imagery, e escalate, ? the list of
+// keys; in the reason box Enter sends the pending decision and Escape leaves it. A key whose
+// button is disabled does nothing. Under the candidates, the imagery of every scene in view
+// (tiles from this server, only inside each scene and at the zooms it is served). Times
+// are shown in the browser's local time. Talks only to this server.
 "use strict";
 
 (() => {
@@ -12,10 +15,15 @@
     needs_imagery: "needs imagery", escalated: "escalated",
   };
   const PAGE = 200;
+  // Below this zoom no scene is asked for (the server serves tiles from a few levels
+  // below each scene's native resolution: 30 m imagery from zoom 8).
+  const SCENE_ZOOM = 8;
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
   const $ = (id) => document.getElementById(id);
   const state = {
     queue: [], total: 0, pos: -1, order: "score", statuses: [], current: null,
     pending: null, viewRequest: null, rendered: false, imageryMap: null, imageryLayers: [],
+    sceneRequest: null, sceneLayers: new Map(),
   };
 
   // -- talking to the server ------------------------------------------------------------
@@ -45,6 +53,21 @@
     box.className = "message " + kind;
   }
 
+  // "2 Dec 2026 13:05" in local time; the stored value (UTC) stays in the tooltip
+  function when(text) {
+    if (!text) return null;
+    let iso = String(text).replace(/(\.\d{3})\d+/, "$1");
+    if (!/(Z|[+-]\d\d:?\d\d)$/i.test(iso) && iso.includes("T")) iso += "Z";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(text);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getDate()} ${MONTHS[d.getMonth()]} ${d.getFullYear()} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  }
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+  }
+
   function errorText(data) {
     return data.error ? data.error + (data.fix ? " " + data.fix : "") : "The request failed.";
   }
@@ -52,6 +75,7 @@
   // -- the map --------------------------------------------------------------------------
   const map = L.map("map", { preferCanvas: true, minZoom: 1, maxZoom: 22, worldCopyJump: true });
   const renderer = L.canvas({ padding: 0.3 });
+  const scenes = L.layerGroup().addTo(map);
   const marks = L.layerGroup().addTo(map);
   const selection = L.layerGroup().addTo(map);
   L.control.scale().addTo(map);
@@ -125,10 +149,59 @@
     }
   }
 
+  // -- imagery of the scenes in view ---------------------------------------------------
+  async function loadScenes() {
+    if (state.sceneRequest) state.sceneRequest.abort();
+    const request = new AbortController();
+    state.sceneRequest = request;
+    if (map.getZoom() < SCENE_ZOOM) {
+      scenes.clearLayers();
+      state.sceneLayers.clear();
+      document.body.dataset.scenes = "0";
+      return;
+    }
+    const b = map.getBounds();
+    const bbox = [
+      clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90),
+      clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -90, 90),
+    ].map((v) => v.toFixed(6)).join(",");
+    let reply;
+    try {
+      reply = await api("/api/scenes?" + new URLSearchParams({ bbox }), { signal: request.signal });
+    } catch (err) {
+      return;
+    }
+    if (!reply.ok || state.sceneRequest !== request) return;
+    const wanted = new Set(reply.data.scenes.map((scene) => scene.id));
+    for (const [id, layer] of state.sceneLayers) {
+      if (!wanted.has(id)) {
+        scenes.removeLayer(layer);
+        state.sceneLayers.delete(id);
+      }
+    }
+    for (const scene of reply.data.scenes) {
+      if (state.sceneLayers.has(scene.id)) continue;
+      const [w, s, e, n] = scene.bounds;
+      // only tiles inside the scene, only at zooms the server has: no requests for nothing
+      const layer = L.tileLayer(scene.tiles, {
+        minZoom: scene.minzoom, maxNativeZoom: scene.maxzoom, maxZoom: 22, noWrap: true,
+        bounds: L.latLngBounds([s, w], [n, e]), className: "scene-imagery",
+        attribution: escapeHtml(scene.name),
+      });
+      scenes.addLayer(layer);
+      layer.getContainer().dataset.scene = scene.name;
+      state.sceneLayers.set(scene.id, layer);
+    }
+    document.body.dataset.scenes = String(state.sceneLayers.size);
+  }
+
   let viewTimer = null;
   map.on("moveend", () => {
     clearTimeout(viewTimer);
-    viewTimer = setTimeout(loadView, 120);
+    viewTimer = setTimeout(() => {
+      loadView();
+      loadScenes();
+    }, 120);
   });
 
   // -- the queue ------------------------------------------------------------------------
@@ -177,12 +250,13 @@
     history.replaceState(null, "", `#candidate=${id}`);
   }
 
-  function fact(list, name, value) {
+  function fact(list, name, value, detail = null) {
     if (value === null || value === undefined || value === "") return;
     const dt = document.createElement("dt");
     dt.textContent = name;
     const dd = document.createElement("dd");
     dd.textContent = String(value);
+    if (detail) dd.title = String(detail);
     list.append(dt, dd);
   }
 
@@ -198,31 +272,35 @@
     fact(facts, "score", c.score === null ? "?" : `${c.score.toFixed(3)} (threshold ${data.threshold})`);
     fact(facts, "version", c.version);
     fact(facts, "site", c.site_id);
-    fact(facts, "scene", c.scene_id);
-    fact(facts, "acquired", c.acquired);
-    fact(facts, "first seen", c.first_seen);
-    fact(facts, "last seen", c.last_seen);
+    fact(facts, "scene", data.scene_name, c.scene_id);
+    fact(facts, "acquired", when(c.acquired), c.acquired);
+    fact(facts, "first seen", when(c.first_seen), c.first_seen);
+    fact(facts, "last seen", when(c.last_seen), c.last_seen);
     fact(facts, "area m²", c.area_m2 === null ? null : Math.round(c.area_m2));
     fact(facts, "model", c.model_sha256 ? c.model_sha256.slice(0, 12) : null);
     fact(facts, "changed by", c.status_changed_by);
+    fact(facts, "changed", when(c.status_changed_at), c.status_changed_at);
     $("detail").dataset.status = c.status;
     $("detail").dataset.version = String(c.version);
     const list = $("history");
     list.replaceChildren();
     for (const event of data.history) {
       const item = document.createElement("li");
-      item.textContent = event.text_line;
+      const what = event.kind === "status"
+        ? `${event.from_status} -> ${event.to_status}` + (event.text ? ` (${event.text})` : "")
+        : `note: ${event.text}`;
+      item.textContent = `${when(event.at)} ${event.user_name}: ${what}`;
+      item.title = `${event.at} (UTC)`;
       list.append(item);
     }
     $("decide").hidden = !config.canReview;
     $("read-only").hidden = config.canReview;
-    document.querySelector('button[data-status="escalated"]').disabled = !config.canEscalate;
+    allowEscalation();
     if (fresh) {
       showChip(data);
       showImagery(data);
     }
-    selection.clearLayers();
-    if (data.imagery) selection.addLayer(imageryLayer(data.imagery));
+    selection.clearLayers();  // the imagery under it is the scene's layer
     const outline = L.geoJSON(c.geometry, { style: { color: "#ffd400", weight: 3, fill: false } });
     selection.addLayer(outline);
     if (pan) {
@@ -278,7 +356,15 @@
   }
 
   // -- decisions ------------------------------------------------------------------------
+  function allowEscalation() {
+    const button = document.querySelector('button[data-status="escalated"]');
+    button.disabled = !config.canEscalate;
+    if (!config.canEscalate) button.title = "Only supervisors can escalate";
+  }
+
   async function decide(status) {
+    const button = document.querySelector(`button[data-status="${status}"]`);
+    if (button && button.disabled) return;  // a disabled action never fires, from keys either
     if (!state.current) {
       say("Open a candidate first (j).");
       return;
@@ -349,9 +435,23 @@
   }
 
   // -- keys and buttons -----------------------------------------------------------------
+  function showKeys(open) {
+    const help = $("help");
+    help.hidden = !open;
+    if (open) $("close-keys").focus();
+    else if (document.activeElement === $("close-keys")) $("close-keys").blur();
+  }
+
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const target = event.target;
+    if (!$("help").hidden) {  // the list of keys is open: only ? and Escape
+      if (event.key === "Escape" || event.key === "?") {
+        event.preventDefault();
+        showKeys(false);
+      }
+      return;
+    }
     if (target === $("reason")) {
       if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
@@ -364,6 +464,11 @@
       return;
     }
     if (["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName)) return;
+    if (event.key === "?") {
+      event.preventDefault();
+      showKeys(true);
+      return;
+    }
     const action = config.keys[event.key];
     if (!action) return;
     event.preventDefault();
@@ -375,6 +480,11 @@
     button.addEventListener("click", () => decide(button.dataset.status));
   });
   $("add-note").addEventListener("click", addNote);
+  $("show-keys").addEventListener("click", () => showKeys(true));
+  $("close-keys").addEventListener("click", () => showKeys(false));
+  $("help").addEventListener("click", (event) => {
+    if (event.target === $("help")) showKeys(false);
+  });
   $("next").addEventListener("click", () => step(1));
   $("prev").addEventListener("click", () => step(-1));
   $("order").addEventListener("change", async (event) => {
@@ -395,6 +505,7 @@
 
   // -- start ----------------------------------------------------------------------------
   async function start() {
+    allowEscalation();
     const reply = await api("/api/summary");
     const bounds = reply.ok ? reply.data.bounds : null;
     if (bounds) map.fitBounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]], { padding: [20, 20] });
