@@ -56,9 +56,6 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("geoscreen.evaluate.report", "geoscreen.web.assets"): (
         "the report inlines the vendored Leaflet; web.assets imports nothing"
     ),
-    ("geoscreen.vision.scorer", "geoscreen.vision.learners"): (
-        "the fitted spectral learner (learners.Fitted) is defined with the code that fits it"
-    ),
 }
 
 

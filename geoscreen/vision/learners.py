@@ -26,6 +26,9 @@ import numpy as np
 
 from geoscreen.ranking import average_precision, roc_auc
 from geoscreen.vision.folds import BlockedFolds
+from geoscreen.vision.scorer import KIND, DeepFeatures, FeatureScorer
+from geoscreen.vision.tabular import LinearHead, PlattCalibrator, TreeEnsembleHead
+from geoscreen.vision.tilefeatures import SpectralContext
 
 FeatureSet = Literal["pixel", "spectral", "deep", "combined"]
 Estimator = Literal["lr", "gbm"]
@@ -223,4 +226,47 @@ def summarise(
         "ap_high": high,
         "roc_auc": roc_auc(scores, truth),
         "positive_rate": float(truth.mean()),
+    }
+
+
+def build_scorer(
+    fitted: Fitted,
+    calibrator: PlattCalibrator,
+    spectral: SpectralContext | None,
+    deep: DeepFeatures | None,
+) -> FeatureScorer:
+    """The module of a learner fitted on all chips (only the feature parts it uses)."""
+    uses = fitted.candidate.features
+    head: LinearHead | TreeEnsembleHead
+    if fitted.candidate.estimator == "gbm":
+        head = TreeEnsembleHead.from_sklearn(fitted.estimator)
+    else:
+        assert fitted.mean is not None and fitted.scale is not None
+        head = LinearHead.from_sklearn(fitted.mean, fitted.scale, fitted.estimator)
+    return FeatureScorer(
+        head,
+        calibrator,
+        spectral=spectral if uses in ("spectral", "combined", "pixel") else None,
+        deep=deep if uses in ("deep", "combined") else None,
+        head_columns=spectral.channels if uses == "pixel" and spectral is not None else None,
+    )
+
+
+def learner_record(
+    scorer: FeatureScorer, fitted: Fitted, channels: int, tile: int
+) -> dict[str, Any]:
+    """The card's ``learner`` section: enough to rebuild the module around the weights."""
+    head = scorer.head
+    return {
+        "kind": KIND,
+        "name": fitted.candidate.name,
+        "features": fitted.candidate.features,
+        "estimator": fitted.candidate.estimator,
+        "channels": channels,
+        "tile_size": tile,
+        "tree_depth": head.depth if isinstance(head, TreeEnsembleHead) else None,
+        "deep_min_size": scorer.deep.min_size if scorer.deep is not None else None,
+        "relative_channels": bool(scorer.spectral is not None and scorer.spectral.relative),
+        "head_columns": scorer.head_columns,
+        "calibration": "platt",
     }

@@ -45,13 +45,15 @@ from geoscreen.vision.learners import (
     CVResult,
     Features,
     Fitted,
+    build_scorer,
     cross_validate,
     fit,
+    learner_record,
     summarise,
 )
 from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.runtime import pick_device
-from geoscreen.vision.scorer import DeepFeatures, FeatureScorer, build_scorer, learner_record
+from geoscreen.vision.scorer import DeepFeatures, FeatureScorer
 from geoscreen.vision.tabular import fit_platt
 from geoscreen.vision.tilefeatures import SpectralContext, feature_names
 from geoscreen.vision.train import TrainingData, TrainOptions
