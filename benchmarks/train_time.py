@@ -58,7 +58,8 @@ def main() -> None:
         ])  # fmt: skip
     print(f"train {profile.name} on 866 labels (mode {args.mode}), {os.cpu_count()} CPUs")
     print_table(
-        ["run", "chips", "wall s", "CPU s", "load before", "load after", "chosen", "CV s per learner"],
+        ["run", "chips", "wall s", "CPU s", "load before", "load after", "chosen",
+         "CV s per learner"],
         rows,
     )  # fmt: skip
 
