@@ -22,7 +22,10 @@ import yaml
 from shapely.geometry import LineString, Point, Polygon, box
 
 from geoscreen.cli.app import main
+from geoscreen.imagery.scene import open_scene
+from geoscreen.profiles import load_profile
 from geoscreen.review.testing import make_sites
+from geoscreen.vision.testing import untrained_model_dir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 AS_ADMIN = "--as-admin-of-this-file"
@@ -47,6 +50,9 @@ def work(tmp_path_factory: pytest.TempPathFactory, osbs_path: Path, osbs_labels_
     shutil.copy(osbs_path, folder / "scenes" / "scene.tif")
     shutil.copy(osbs_labels_path, folder / "labels.csv")
     _profile(folder, "profile.yaml")
+    untrained_model_dir(  # scan checks the model before the store: a usable one
+        load_profile(folder / "profile.yaml"), open_scene(folder / "scene.tif"), folder / "m"
+    )
     _profile(folder, "huge_tile.yaml", tiling={"tile_size": 1_000_000_000_000})
     _profile(folder, "overlap.yaml", tiling={"tile_size": 64, "overlap": 64})
     _profile(folder, "resolution.yaml", imagery={"resolution_m": [0.1, float("inf")]})
