@@ -1,10 +1,12 @@
-"""Train a profile's classifier from the review store: analysts' decisions become labels.
+"""Train a profile's model from the review store: analysts' decisions become labels.
 
 ``geoscreen train PROFILE --from-store DB --out DIR`` (optionally with label files and
 more imagery): the review stage writes the reviewed candidates as a label GeoJSON
 (:func:`geoscreen.review.trainlabels.write_review_labels`), the scenes come from the
-paths the store recorded, and :func:`geoscreen.vision.train.train_classifier` trains on
-all of it. The card gets a ``provenance`` section (labels from files and from reviews,
+paths the store recorded, and the profile's task (:mod:`geoscreen.vision.task`) trains
+on all of it: a classifier on points inside the sites, a detector on their outlines
+(confirmed and escalated ones are boxes; rejected ones are background, no box there).
+The card gets a ``provenance`` section (labels from files and from reviews,
 by whom, up to which audit entry) and the store an audit entry with the new model's
 hash, so every label the model learned from traces back to a person's decision.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from geoscreen.errors import ConfigError, InputError
+from geoscreen.errors import InputError
 from geoscreen.profiles import Profile
 from geoscreen.vision.folds import MIN_POSITIVES as FOLD_MIN_POSITIVES
 
@@ -36,12 +38,16 @@ def train_from_store(
     labels: Sequence[str | Path] = (),
     imagery: Sequence[str | Path] = (),
     opts: Any = None,
+    request: Any = None,
     actor: str | None = None,
     progress: Callable[[str], None] | None = None,
     min_positives: int = MIN_POSITIVES,
     min_negatives: int = MIN_NEGATIVES,
 ) -> dict[str, Any]:
     """Train from the store's reviewed candidates (plus any label files); returns the card.
+
+    ``request`` is a :class:`~geoscreen.vision.task.TrainRequest` (the CLI's knobs);
+    ``opts`` the task's own options, which replace those the request gives.
 
     Refuses (:class:`InputError`) when the reviews give fewer than ``min_positives``
     positives or ``min_negatives`` negatives and no label file is given, when no
@@ -51,25 +57,20 @@ def train_from_store(
     from geoscreen.review.store import open_store
     from geoscreen.review.trainlabels import write_review_labels
     from geoscreen.review.users import local_actor
-    from geoscreen.vision.classifier import render_card_markdown
-    from geoscreen.vision.modeldir import CARD_FILE, write_card
-    from geoscreen.vision.train import TrainOptions, train_classifier
+    from geoscreen.vision.modeldir import CARD_FILE, CARD_MARKDOWN, write_card
+    from geoscreen.vision.task import TrainRequest, task_for
 
     say = progress or (lambda _msg: None)
-    if profile.model.task != "classify":
-        raise ConfigError(
-            f"training a {profile.model.task} model from the review store is not supported yet",
-            where=profile.name,
-            fix="Export confirmed outlines ('geoscreen export') and train with --labels.",
-        )
-    opts = opts or TrainOptions()
+    task = task_for(profile)
+    request = request or TrainRequest()
     who = actor or local_actor()
-    pos_name, neg_name = _label_names(profile, opts)
+    pos_name, neg_name = _label_names(profile, opts, request)
     with open_store(db) as store, tempfile.TemporaryDirectory(prefix="geoscreen-") as tmp:
         path = Path(tmp) / "review_labels.geojson"
         reviewed = write_review_labels(
-            store, profile.name, path, positive_label=pos_name, negative_label=neg_name
-        )
+            store, profile.name, path, positive_label=pos_name, negative_label=neg_name,
+            outlines=task.name == "detect",
+        )  # fmt: skip
         _check_counts(reviewed.positives, reviewed.negatives, bool(labels), store.display,
                       min_positives, min_negatives)  # fmt: skip
         say(
@@ -93,9 +94,10 @@ def train_from_store(
                 where=store.display,
                 fix="Give the scenes with --imagery.",
             )
-        card = train_classifier(profile, [*labels, path], scenes, out_dir, opts, progress=progress)
+        task.train(profile, [*labels, path], scenes, out_dir, request, progress, options=opts)
         out = Path(out_dir)
         card = yaml.safe_load((out / CARD_FILE).read_text(encoding="utf-8"))
+        page = (out / CARD_MARKDOWN).read_text(encoding="utf-8")
         card["provenance"] = _provenance(card, path, reviewed.to_dict(), store.display, who)
         for record in card.get("data", {}).get("labels", []):
             if record.get("path") == str(path):
@@ -112,15 +114,18 @@ def train_from_store(
             model_sha256=card["model_sha256"],
         )
         card["provenance"]["audit_entry"] = entry.seq
-        write_card(out, card, render_card_markdown(card) + provenance_markdown(card))
+        page = page.replace(str(path), f"{REVIEW_LABELS} {store.display}")
+        write_card(out, card, page.rstrip("\n") + "\n" + provenance_markdown(card))
     return dict(card)
 
 
-def _label_names(profile: Profile, opts: Any) -> tuple[str, str]:
+def _label_names(profile: Profile, opts: Any, request: Any) -> tuple[str, str]:
     """Class names the review labels carry, so the profile's class rules count them right."""
     rules = profile.labels
-    positive = opts.positive_classes or (rules.positive_classes if rules else None)
-    negative = opts.negative_classes or (rules.negative_classes if rules else None)
+    positive = (getattr(opts, "positive_classes", None) or list(request.positive)
+                or (rules.positive_classes if rules else None))  # fmt: skip
+    negative = (getattr(opts, "negative_classes", None) or list(request.negative)
+                or (rules.negative_classes if rules else None))  # fmt: skip
     return (positive[0] if positive else "positive", negative[0] if negative else "negative")
 
 
@@ -163,18 +168,22 @@ def _provenance(
     chipped = {s["id"] for s in card.get("data", {}).get("scenes", [])}  # scenes that gave chips
     files = [r for r in records if r["path"] != str(review_path)]
     used = [r for r in records if r["path"] == str(review_path) and r["scene_id"] in chipped]
+
+    def count(r: dict[str, Any], kind: str) -> int:  # a detector's records count objects
+        return int(r.get(kind, r.get("objects", 0) if kind == "positives" else 0))
+
     return {
         "trained_by": who,
         "store": store,
         "from_files": {
             "files": sorted({r["path"] for r in files}),
-            "positives": sum(int(r.get("positives", 0)) for r in files),
-            "negatives": sum(int(r.get("negatives", 0)) for r in files),
+            "positives": sum(count(r, "positives") for r in files),
+            "negatives": sum(count(r, "negatives") for r in files),
         },
         "from_reviews": {
             **reviews,
-            "positives_used": sum(int(r.get("positives", 0)) for r in used),
-            "negatives_used": sum(int(r.get("negatives", 0)) for r in used),
+            "positives_used": sum(count(r, "positives") for r in used),
+            "negatives_used": sum(count(r, "negatives") for r in used),
         },
     }
 

@@ -60,6 +60,7 @@ class ScanSummary:
             "tiles": sum(o.tiles for o in self.outcomes),
             "new_sites": sum(o.new_sites for o in self.outcomes),
             "reseen_sites": sum(o.reseen_sites for o in self.outcomes),
+            "below_threshold": sum(o.below_threshold for o in self.outcomes),
             "seconds": round(self.seconds, 2),
             "failures": [
                 {"scene": o.uri, "error": o.error} for o in self.outcomes if o.status == "failed"

@@ -11,7 +11,9 @@ Per scene the work is split in three:
    map, or objects merged across tiles), make sites (:func:`~geoscreen.sites.make.scene_sites`),
    write evidence chips, match them to the candidates already in the store (a
    re-seen site keeps its id and gains a detection), and load the run in one
-   transaction.
+   transaction. Candidates found in the scene by an earlier run (another model or
+   profile version) that this run does not find are flagged "below threshold with
+   model ..." by the load, never deleted.
 
 What the model is (classifier or detector) is the profile's ``model.task``
 (:mod:`geoscreen.vision.task`); :func:`check_model` loads it once before the scan
@@ -102,6 +104,7 @@ class SceneOutcome:
     tiles: int = 0
     new_sites: int = 0
     reseen_sites: int = 0
+    below_threshold: int = 0  # earlier candidates of the scene this run no longer finds
     error: str | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -273,6 +276,7 @@ def finish_scene(
     loaded_run = load_sites(
         store, sites, profile=profile.name, run_id=plan.run_id, actor=actor,
         source=f"scan:{plan.ref.uri}", policy=run_policy(profile, threshold, source),
+        rescreened=[plan.scene.id], model_sha256=loaded.sha256,
     )  # fmt: skip
     return SceneOutcome(
         plan.ref.uri,
@@ -283,6 +287,7 @@ def finish_scene(
         new_sites=loaded_run.new,
         reseen_sites=reseen,
         seconds=time.perf_counter() - started,
+        below_threshold=loaded_run.below_threshold,
     )
 
 

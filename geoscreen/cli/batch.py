@@ -147,6 +147,11 @@ def _run(
             f"{totals['new_sites']} new and {totals['reseen_sites']} re-seen candidate sites "
             f"matching profile; {totals['seconds']:.1f} s"
         )
+        if totals["below_threshold"]:
+            click.echo(
+                f"{totals['below_threshold']} earlier candidate(s) not found again: flagged "
+                "below threshold with this model (kept, with their decisions)"
+            )
     return EXIT_SOME_FAILED if summary.failed else 0
 
 

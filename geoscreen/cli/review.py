@@ -200,9 +200,10 @@ def list_(
     for c in found:
         seen = c.last_seen.date().isoformat() if c.last_seen else "-"
         score = f"{c.score:.3f}" if c.score is not None else "-"
+        flag = f"  [{c.below_threshold}]" if c.below_threshold else ""
         click.echo(
             f"{c.id:>7}  {c.status:<13} {score:>6} {c.version:>4}  {seen:<10}  "
-            f"{c.profile} / {c.site_id}"
+            f"{c.profile} / {c.site_id}{flag}"
         )
     if retrain:
         model = (
@@ -235,14 +236,25 @@ def _since_model(store: Store, profile: str) -> dict[str, Any]:
 @db_option
 @json_option
 def show(candidate_id: int, db: str, as_json: bool) -> None:
-    """One candidate with its review history."""
+    """One candidate with its score history (which model gave which score) and its
+    review history."""
     with open_store(db) as store:
         found = store.candidate(candidate_id)
         events = store.history(candidate_id)
+        scores = store.score_history(candidate_id)
     if as_json:
-        _echo_json({**found.to_dict(), "history": [e.to_dict() for e in events]})
+        _echo_json(
+            {
+                **found.to_dict(),
+                "scores": [s.to_dict() for s in scores],
+                "history": [e.to_dict() for e in events],
+            }
+        )
         return
     click.echo(_describe(found))
+    click.echo("scores:" if scores else "scores: none recorded")
+    for entry in scores:
+        click.echo(f"  {entry.describe()}")
     click.echo("history:" if events else "history: none yet")
     for event in events:
         click.echo(f"  {event.describe()}")
@@ -267,6 +279,8 @@ def _describe(c: Candidate) -> str:
         f"model:      {c.model_sha256 or '-'}",
         f"evidence:   {c.evidence_path or '-'}",
     ]
+    if c.below_threshold:
+        lines.insert(3, f"flag:       {c.below_threshold} (kept; decisions unchanged)")
     if c.area_m2 is not None:
         lines.insert(3, f"area:       {c.area_m2:.0f} m2, {c.tile_count or '-'} tiles")
     return "\n".join(lines)

@@ -115,7 +115,7 @@ def train(
     """
     from geoscreen.fileio import check_output_dir
     from geoscreen.profiles import load_profile
-    from geoscreen.vision.task import TASKS, TrainRequest, classifier_options, task_for
+    from geoscreen.vision.task import TrainRequest, task_for
 
     check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
@@ -136,12 +136,11 @@ def train(
                            folds=folds, fold_by=fold_by, positive=positive,
                            negative=negative)  # fmt: skip
     task = task_for(prof)
-    if from_store is not None:  # the review loop retrains classifiers
+    if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store
 
-        task = TASKS["classify"]
         card = train_from_store(prof, from_store, out, labels=labels, imagery=imagery,
-                                opts=classifier_options(request), progress=echo)  # fmt: skip
+                                request=request, progress=echo)  # fmt: skip
     else:
         card = task.train(prof, labels, imagery, out, request, progress=echo)
     click.echo(task.trained_summary(card, prof, out))

@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -103,6 +103,8 @@ class LoadResult:
     seen_again: int
     already_loaded: bool
     seconds: float
+    below_threshold: int = 0  # earlier candidates of the re-screened scenes not found again
+    found_again: int = 0  # flagged candidates this run found again (flag cleared)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -203,6 +205,8 @@ def load_sites(
     progress: Progress | None = None,
     source: str | None = None,
     policy: dict[str, Any] | None = None,
+    rescreened: Sequence[str] = (),
+    model_sha256: str | None = None,
 ) -> LoadResult:
     """Load one run of sites; a run that is already complete is left as it is.
 
@@ -210,6 +214,12 @@ def load_sites(
     without writing it out; ``source`` names where it came from), or what
     :func:`prepare_sites` read. ``policy`` is what the run recorded of the profile it
     applied (threshold, review rules) and is stored with the run.
+
+    ``rescreened`` names the scenes the run screened in full (``scan`` gives its
+    scene): candidates of the profile found there by an earlier run that this run does
+    not find are flagged "below threshold" with this run and ``model_sha256`` (the
+    run's model; the sites' own column when not given), never deleted. A flagged
+    candidate that a run finds again loses the flag.
     """
     started = time.perf_counter()
     run = (
@@ -224,7 +234,7 @@ def load_sites(
         r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
-            origin_run = _Origin(run.origin, run.digest, policy)
+            origin_run = _Origin(run.origin, run.digest, policy, tuple(rescreened), model_sha256)
             result = _load_run(store, origin_run, run.profile, run.run_id, rows, actor, progress)
             break
         except IntegrityError:
@@ -242,6 +252,8 @@ class _Origin:
     source: str
     digest: str
     policy: dict[str, Any] | None
+    rescreened: tuple[str, ...] = ()
+    model_sha256: str | None = None
 
 
 def _load_run(
@@ -261,12 +273,13 @@ def _load_run(
             return LoadResult(run_id, profile, len(rows), 0, 0, True, time.perf_counter() - started)
         now = dt.datetime.now(dt.UTC)
         first: dict[str, Any] = rows[0] if rows else {}
+        model = origin.model_sha256 or first.get("model_sha256")
         inserted = conn.execute(
             insert(runs).values(
                 run_id=run_id,
                 profile=profile,
                 profile_version=first.get("profile_version"),
-                model_sha256=first.get("model_sha256"),
+                model_sha256=model,
                 source=origin.source,
                 source_sha256=origin.digest,
                 loaded_by=actor,
@@ -279,18 +292,23 @@ def _load_run(
         ).inserted_primary_key
         assert inserted is not None
         run_pk = int(inserted[0])
-        new = 0
+        new = again = 0
         for start in range(0, len(rows), CHUNK):
-            new += _load_chunk(conn, rows[start : start + CHUNK], profile, run_pk, now)
+            fresh, cleared = _load_chunk(conn, rows[start : start + CHUNK], profile, run_pk, now)
+            new, again = new + fresh, again + cleared
             if progress is not None:
                 progress(min(start + CHUNK, len(rows)), len(rows))
         _record_scenes(conn, rows, run_pk, now)
+        below = _flag_not_found(conn, profile, run_pk, origin.rescreened, model)
         conn.execute(
             update(runs)
             .where(runs.c.id == run_pk)
             .values(completed_at=dt.datetime.now(dt.UTC), new_count=new)
         )
-        result = LoadResult(run_id, profile, len(rows), new, len(rows) - new, False, 0.0)
+        result = LoadResult(
+            run_id, profile, len(rows), new, len(rows) - new, False, 0.0, below, again
+        )
+        flags = {"below_threshold": below, "found_again": again} if origin.rescreened else {}
         audit.append(
             conn,
             actor=actor,
@@ -302,10 +320,11 @@ def _load_run(
                 "source_sha256": origin.digest,
                 "sites": len(rows),
                 "new": new,
+                **flags,
             },
             profile=profile,
             profile_version=first.get("profile_version"),
-            model_sha256=first.get("model_sha256"),
+            model_sha256=model,
         )
     return result
 
@@ -315,9 +334,40 @@ def _threshold(policy: dict[str, Any] | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _flag_not_found(
+    conn: Connection, profile: str, run_pk: int, scene_ids: tuple[str, ...], model: str | None
+) -> int:
+    """Flag the candidates of ``profile`` that earlier runs found in ``scene_ids`` and
+    run ``run_pk`` did not; returns how many."""
+    if not scene_ids:
+        return 0
+    found_now = select(detections.c.candidate_id).where(detections.c.run_pk == run_pk)
+    earlier = (
+        select(detections.c.candidate_id)
+        .join(candidates, candidates.c.id == detections.c.candidate_id)
+        .where(
+            candidates.c.profile == profile,
+            detections.c.scene_id.in_(scene_ids),
+            detections.c.run_pk != run_pk,
+            detections.c.candidate_id.not_in(found_now),
+        )
+        .distinct()
+    )
+    ids = list(conn.execute(earlier).scalars())
+    for start in range(0, len(ids), CHUNK):
+        conn.execute(
+            update(candidates)
+            .where(candidates.c.id.in_(ids[start : start + CHUNK]))
+            .values(below_run_pk=run_pk, below_model_sha256=model)
+        )
+    return len(ids)
+
+
 def _load_chunk(
     conn: Connection, rows: list[dict[str, Any]], profile: str, run_pk: int, now: dt.datetime
-) -> int:
+) -> tuple[int, int]:
+    """Insert new candidates, update re-seen ones, add the detections; returns how many
+    candidates are new and how many flagged ones were found again (flag cleared)."""
     keys = [r["site_id"] for r in rows]
     existing = {
         r.site_id: r
@@ -327,6 +377,7 @@ def _load_chunk(
                 candidates.c.site_id,
                 candidates.c.last_seen,
                 candidates.c.first_seen,
+                candidates.c.below_run_pk,
             ).where(candidates.c.profile == profile, candidates.c.site_id.in_(keys))
         )
     }
@@ -370,6 +421,13 @@ def _load_chunk(
             for r in newer
         ]
         conn.execute(stmt, params)
+    flagged = [e.id for e in existing.values() if e.below_run_pk is not None]
+    if flagged:  # found again: no longer below the threshold
+        conn.execute(
+            update(candidates)
+            .where(candidates.c.id.in_(flagged))
+            .values(below_run_pk=None, below_model_sha256=None)
+        )
     conn.execute(
         insert(detections),
         [
@@ -389,7 +447,7 @@ def _load_chunk(
             for r in rows
         ],
     )
-    return len(fresh)
+    return len(fresh), len(flagged)
 
 
 def _is_newer(row: dict[str, Any], existing: Any) -> bool:

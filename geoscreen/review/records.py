@@ -52,6 +52,9 @@ class Candidate:
     maxx: float
     maxy: float
     geom_wkb: bytes
+    # The model of the latest run that re-screened the candidate's scene without finding
+    # it (store revision 0005); None when not flagged.
+    below_model_sha256: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Candidate:
@@ -63,6 +66,13 @@ class Candidate:
     def geometry(self) -> BaseGeometry:
         """The site's outline (EPSG:4326)."""
         return shapely.from_wkb(self.geom_wkb)
+
+    @property
+    def below_threshold(self) -> str | None:
+        """The flag in words ("below threshold with model <short hash>"), or None."""
+        if self.below_model_sha256 is None:
+            return None
+        return f"below threshold with model {self.below_model_sha256[:12]}"
 
     @property
     def match(self) -> str:
@@ -78,6 +88,7 @@ class Candidate:
             value = getattr(self, f.name)
             out[f.name] = iso(value) if isinstance(value, dt.datetime) else value
         out["match"] = self.match
+        out["below_threshold"] = self.below_threshold
         if geometry:
             out["geometry"] = shapely.geometry.mapping(self.geometry)
         return out
@@ -115,6 +126,34 @@ class ReviewEvent:
         """JSON-ready fields."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["at"] = iso(self.at)
+        return out
+
+
+@dataclass(frozen=True)
+class ScoreEntry:
+    """One run's score of a candidate (its ``detections`` row) and the model that gave it."""
+
+    run_id: str
+    model_sha256: str | None
+    profile_version: str | None
+    scene_id: str | None
+    score: float | None
+    loaded_at: dt.datetime
+
+    def describe(self) -> str:
+        """One line for people."""
+        score = "-" if self.score is None else f"{self.score:.3f}"
+        model = self.model_sha256[:12] if self.model_sha256 else "-"
+        version = f" (profile v{self.profile_version})" if self.profile_version else ""
+        return (
+            f"{self.loaded_at:%Y-%m-%d %H:%M} score {score} with model {model}{version}, "
+            f"scene {self.scene_id or '-'}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["loaded_at"] = iso(self.loaded_at)
         return out
 
 

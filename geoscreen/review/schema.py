@@ -152,6 +152,11 @@ candidates = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("status_changed_at", UTCDateTime),
     Column("status_changed_by", String(64)),
+    # Set when a later run of a scene where the candidate was found no longer finds it
+    # (below the threshold with that run's model); cleared when a run finds it again
+    # (migration 0005). Never a reason to delete: decisions and detections stay.
+    Column("below_run_pk", Integer),
+    Column("below_model_sha256", String(64)),
     UniqueConstraint("profile", "site_id", name="uq_candidates_profile_site"),
     Index("ix_candidates_status_score", "status", "score"),
     Index("ix_candidates_profile_status", "profile", "status"),

@@ -32,10 +32,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from geoscreen.errors import ConfigError
 from geoscreen.review import db, migrate
 from geoscreen.review.errors import NotFoundError, StoreError
-from geoscreen.review.records import ORDERS, STATUSES, Candidate, ReviewEvent
+from geoscreen.review.records import ORDERS, STATUSES, Candidate, ReviewEvent, ScoreEntry
 from geoscreen.review.schema import (
     STORE_KIND,
     candidates,
+    detections,
     review_events,
     runs,
     scenes,
@@ -277,6 +278,25 @@ class Store:
                 .order_by(review_events.c.id)
             )
             return [ReviewEvent.from_row(r) for r in rows]
+
+    def score_history(self, candidate_id: int) -> list[ScoreEntry]:
+        """Every run's score of a candidate with the model that gave it, oldest first."""
+        query = (
+            select(
+                runs.c.run_id,
+                runs.c.model_sha256,
+                runs.c.profile_version,
+                detections.c.scene_id,
+                detections.c.score,
+                runs.c.started_at.label("loaded_at"),
+            )
+            .join(runs, runs.c.id == detections.c.run_pk)
+            .where(detections.c.candidate_id == candidate_id)
+            .order_by(detections.c.id)
+        )
+        with self.read() as conn:
+            self.candidate(candidate_id, conn)
+            return [ScoreEntry(**r._mapping) for r in conn.execute(query)]
 
     def run_thresholds(self) -> dict[str, float]:
         """Each profile's decision threshold, as its latest complete run recorded it."""

@@ -4,8 +4,10 @@ Analysts' decisions are labels: confirmed and escalated candidates are positives
 rejected ones negatives (the hard negatives the model scored high); ``new``,
 ``in_review`` and ``needs_imagery`` say nothing yet and are left out. The labels go to
 a GeoJSON file (EPSG:4326, a ``label`` column) that the training code reads like any
-other label file, so this stage never imports vision. Each candidate is a point inside
-its site: the training chip is centred there. Training from the store is
+other label file, so this stage never imports vision. For a classifier each candidate
+is a point inside its site (the training chip is centred there); for a detector
+(``outlines``) it is the site's outline, whose box the detector learns (rejected ones
+are background: no box there). Training from the store is
 recorded in the audit log (action :data:`TRAIN_ACTION`); "decisions since the current
 model" counts the status changes of the profile after that entry.
 """
@@ -77,11 +79,13 @@ def write_review_labels(
     positive_label: str = "positive",
     negative_label: str = "negative",
     scene_roots: tuple[Path, ...] = (),
+    outlines: bool = False,
 ) -> ReviewLabels:
     """Write the reviewed candidates of ``profile`` as a label GeoJSON; return what was used.
 
     One read transaction, so the labels and the audit position they are "up to" agree.
     Scene files are found from the paths the store recorded when runs were loaded.
+    With ``outlines`` each label is the site's outline instead of a point inside it.
     """
     import geopandas as gpd
 
@@ -112,9 +116,11 @@ def write_review_labels(
     for row in rows:
         positive = row.status in POSITIVE_STATUSES
         labels.append(positive_label if positive else negative_label)
-        # A point inside the site, not its outline: an outline touching the edge of its
-        # scene would also be read, clipped, onto the neighbouring scene.
-        geoms.append(shapely.point_on_surface(shapely.from_wkb(row.geom_wkb)))
+        # A classifier gets a point inside the site, not its outline: an outline touching
+        # the edge of its scene would also be read, clipped, onto the neighbouring scene.
+        # A detector needs the outline (its box); the part on a neighbour is an object there.
+        outline = shapely.from_wkb(row.geom_wkb)
+        geoms.append(outline if outlines else shapely.point_on_surface(outline))
         reviewers.append(row.status_changed_by or "unknown")
         ids.append(int(row.id))
         result.positives += positive

@@ -151,8 +151,12 @@ class ScreeningTask(Protocol):
         out: str | Path,
         request: TrainRequest,
         progress: Progress | None = None,
+        options: Any = None,
     ) -> dict[str, Any]:
-        """Train a model into ``out``; returns its card."""
+        """Train a model into ``out``; returns its card. ``options`` (the task's own:
+        :class:`~geoscreen.vision.train.TrainOptions` or
+        :class:`~geoscreen.vision.detect_train.DetectTrainOptions`) replace those the
+        request gives, for callers that tune more than a request says."""
         ...
 
     def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
@@ -228,11 +232,12 @@ class ClassifyTask:
         out: str | Path,
         request: TrainRequest,
         progress: Progress | None = None,
+        options: Any = None,
     ) -> dict[str, Any]:
-        from geoscreen.vision.train import train_classifier
+        from geoscreen.vision.train import TrainOptions, train_classifier
 
-        return train_classifier(profile, labels, imagery, out, classifier_options(request),
-                                progress=progress)  # fmt: skip
+        opts = _given(options, TrainOptions, self.name) or classifier_options(request)
+        return train_classifier(profile, labels, imagery, out, opts, progress=progress)
 
     def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
         metrics = card["metrics"]
@@ -344,11 +349,14 @@ class DetectTask:
         out: str | Path,
         request: TrainRequest,
         progress: Progress | None = None,
+        options: Any = None,
     ) -> dict[str, Any]:
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
-        opts = DetectTrainOptions(device=request.device, seed=request.seed, **limit)
+        opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
+            device=request.device, seed=request.seed, **limit
+        )
         return train_detector(profile, labels, imagery, out, opts, progress=progress)
 
     def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
@@ -366,6 +374,13 @@ TASKS: dict[str, ScreeningTask] = {"classify": ClassifyTask(), "detect": DetectT
 def task_for(profile: Profile) -> ScreeningTask:
     """The task ``profile.model.task`` names."""
     return TASKS[profile.model.task]
+
+
+def _given(options: Any, kind: type, task: str) -> Any:
+    """``options`` if given and of the task's kind (a programming error otherwise)."""
+    if options is not None and not isinstance(options, kind):
+        raise TypeError(f"{task} training takes {kind.__name__}, not {type(options).__name__}")
+    return options
 
 
 def _same_task(model_dir: str | Path, task: str) -> None:

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from geoscreen.batch.retrain import train_from_store
 from geoscreen.cli.app import EXIT_USER_ERROR, main
-from geoscreen.errors import ConfigError
 from geoscreen.fileio import sha256_file
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
@@ -237,10 +236,3 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
     assert card["provenance"]["from_reviews"]["by_reviewer"] == {"ann": 4}
     used = card["provenance"]["from_reviews"]
     assert (used["positives_used"], used["negatives_used"]) == (2, 2)  # each on its own scene
-
-
-def test_detect_profiles_are_refused(scanned: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="detect model from the review store"):
-        detect = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
-        train_from_store(load_profile(detect),
-                         str(scanned), tmp_path / "d")  # fmt: skip
