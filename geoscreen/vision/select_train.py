@@ -101,8 +101,7 @@ def deep_views(device: torch.device) -> tuple[int, ...]:
 
     All 8 on a GPU; on a CPU the chip as it is: the backbone is most of training's
     time there (2,705 Sentinel-2 chips: 780 of 1,230 s under load with 2 views), and
-    more views cost as much again each for little gain when the spectral learners,
-    not the deep one, are chosen on the real cases.
+    each more view costs as much again.
     """
     return tuple(range(DIHEDRAL)) if device.type == "cuda" else (0,)
 

@@ -257,3 +257,23 @@ def test_shifted_positive_copies_stay_within_half_a_stride(
         assert 0 <= copy.col_off <= 400 - copy.size and 0 <= copy.row_off <= 400 - copy.size
     again = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
     assert again.chips == data.chips
+
+
+def test_two_scenes_are_cross_validated_as_whole_scenes(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, yell_path: Path,
+    yell_labels_path: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Labels from two scenes: each scene is tested by a model fitted on the other, and
+    the card says so; asking for scene folds with one scene is refused."""
+    card = train_classifier(
+        profile, [osbs_labels_path, yell_labels_path], [osbs_path, yell_path], tmp_path / "m",
+        TrainOptions(mode="spectral", device="cpu"),
+    )  # fmt: skip
+    assert card["split"]["method"] == "whole-scene k-fold" and card["split"]["folds"] == 2
+    assert "2 scenes" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    with pytest.raises(InputError, match="--fold-by blocks"):
+        train_classifier(
+            profile, [osbs_labels_path], [osbs_path], tmp_path / "n",
+            TrainOptions(mode="spectral", fold_by="scenes"),
+        )  # fmt: skip
+    assert not (tmp_path / "n").exists()
