@@ -38,8 +38,8 @@ def test_positive_classes_take_dead_and_alive_crowns(profile: Profile) -> None:
     )
     assert [len(v.boxes) for v in data.views] == [61, 37]
     assert [r["objects"] for r in data.label_records] == [61, 37]
-    only_dead = load_detection_data(profile, [sample_path("neon_soap_labels")],
-                                    [sample_path("neon_soap")], positive_classes=["dead"])  # fmt: skip
+    soap = [sample_path("neon_soap_labels")], [sample_path("neon_soap")]
+    only_dead = load_detection_data(profile, *soap, positive_classes=["dead"])
     assert 0 < len(only_dead.views[0].boxes) < 37
 
 
