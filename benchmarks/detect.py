@@ -188,8 +188,8 @@ def site_list(names: Sequence[str]) -> str:
 
 
 def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
-               opts: DetectTrainOptions, model_dir: Path, reuse: bool, n_boot: int
-               ) -> list[dict[str, Any]]:  # fmt: skip
+               opts: DetectTrainOptions, model_dir: Path, reuse: bool, n_boot: int,
+               tta: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Train on the ``train`` sites (or reuse the model), detect and score on ``test``.
 
     Rows per IoU: P/R/F1 at the card's threshold pooled over the test images and
@@ -213,7 +213,8 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     started = time.perf_counter()
     for name in test:
         scene = open_scene(sample_path(NEON[name][0]), sensor=profile.imagery.sensor)
-        objects = detect_scene(loaded, profile, scene, DetectOptions(device="cpu", num_workers=0))
+        detect = DetectOptions(device="cpu", num_workers=0, tta=tta)
+        objects = detect_scene(loaded, profile, scene, detect)
         sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
         per_image.append((sites, load_truth(sample_path(NEON[name][1]), scene)))
     detect_s = time.perf_counter() - started
@@ -230,7 +231,9 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             for th in THRESHOLDS
         )  # fmt: skip
         entries.append({
-            "direction": f"{site_list(train)} -> {site_list(test)}",
+            "direction": f"{site_list(train)} -> {site_list(test)}" + (" (TTA)" if tta else ""),
+            "imagery": ", ".join(Path(sample_path(NEON[n][0])).name for n in test)
+            + f" (trained on {site_list(train)})",
             "train_objects": int(card["split"]["objects"]),
             "objects": int(m["truth"]), "detections": int(m["predicted"]),
             "iou": iou, "threshold": threshold,
@@ -249,7 +252,8 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             "load_avg_1min": round((load_before + load_after) / 2, 1),  # while run
             "val_f1@0.4": card["metrics"]["val_f1@0.4"],
         })  # fmt: skip
-    record_evaluation(model_dir, entries, replace=True)
+    if not tta:
+        record_evaluation(model_dir, entries, replace=True)
     return entries
 
 
@@ -301,7 +305,7 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
         train, test = CASES[case]
         opts = DetectTrainOptions(**{**base, **change})
         folder = out / _slug(args.variant) / case.replace("->", "_to_").replace("+", "_")
-        rows += cross_site(prof, train, test, opts, folder, args.reuse, 1000)
+        rows += cross_site(prof, train, test, opts, folder, args.reuse, 1000, args.tta)
         print_rows(rows)
     result: dict[str, Any] = {"variant": args.variant, "cases": rows}
     if args.combined:
@@ -336,7 +340,8 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
         print("\nAblation (IoU 0.4, F1 at the card threshold / AP; one seed):")
         print_table(["variant", *_directions(), "longest train s"], table)
     (out / _slug(args.variant)).mkdir(parents=True, exist_ok=True)
-    (out / _slug(args.variant) / "quality.json").write_text(json.dumps(result, indent=2),
+    name = "quality_tta.json" if args.tta else "quality.json"
+    (out / _slug(args.variant) / name).write_text(json.dumps(result, indent=2),
                                                            encoding="utf-8")  # fmt: skip
     return rows
 
@@ -372,11 +377,19 @@ def main() -> None:
         help="print the table of the variants already run into --out",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tta", action="store_true", help="detect with the 8 flips/rotations")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (1 is several times faster when other processes share the cores)",
+    )
     parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}")  # fmt: skip
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     profile = load_profile(PROFILE)
     if args.quality:
         quality(args, profile)
