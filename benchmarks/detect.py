@@ -331,9 +331,9 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
               f"model, card threshold {card['threshold']}); trained in "
               f"{card['training']['seconds']:.0f} s wall, {card['training']['cpu_seconds']} "
               f"CPU-s, load {load}:")  # fmt: skip
-        print_table(["IoU", "P", "R", "F1", "AP"], [[iou, m[f"val_precision@{iou}"],
-                    m[f"val_recall@{iou}"], m[f"val_f1@{iou}"],
-                    m[f"val_average_precision@{iou}"]] for iou in ("0.4", "0.5")])  # fmt: skip
+        print_table(["IoU", "P", "R", "F1", "AP"], [[iou, *(f"{m[f'val_{k}@{iou}']:.3f}" for k in
+                    ("precision", "recall", "f1", "average_precision"))]
+                    for iou in ("0.4", "0.5")])  # fmt: skip
         result["combined"] = {**m, "train_seconds": card["training"]["seconds"], "load": load}
     if args.ablation_table:
         table = []
