@@ -3,6 +3,7 @@ real crop (SOAP_061: 37 crowns labelled Dead or Alive)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,19 @@ def test_fcos_trains_and_detects_on_a_real_crop(profile: Profile, tmp_path: Path
     bounds = np.asarray(sites.total_bounds)
     assert bounds[0] >= -1 and bounds[1] >= -1 and bounds[2] <= 401 and bounds[3] <= 401
     assert sites["score_max"].between(0, 1).all()
+
+
+def test_benchmark_cases_keep_the_test_site_out_of_training() -> None:
+    """Every case of ``benchmarks/detect.py --quality`` trains on images and labels that
+    are not its test image's; the leave-one-out cases train on every other crop."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "detect.py"
+    spec = importlib.util.spec_from_file_location("detect_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert set(bench.POSITIVE_CLASSES) == set(CROWNS)
+    for train, test in bench.CASES.values():
+        files = lambda names: {sample_path(n) for s in names for n in bench.NEON[s]}  # noqa: E731
+        assert train and test and not files(train) & files(test)
+    loso = [(set(a), set(b)) for a, b in bench.CASES.values() if len(a) > 1]
+    assert len(loso) == 2 and all(a | b == set(bench.NEON) for a, b in loso)
