@@ -5,7 +5,7 @@ Usage::
     python benchmarks/detect.py [--size 2048] [--workdir DIR]          # speed
     python benchmarks/detect.py --quality --out DIR [--cases ...] [--variant ROW]
         [--combined] [--threads 1] [--reuse] [--tta]
-    python benchmarks/detect.py --quality --out DIR --ablation-table --cases CASE
+    python benchmarks/detect.py --ablation-table --out DIR
 
 Speed (profile ``configs/tree_crowns_detect_neon.yaml``: RetinaNet on
 EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
@@ -335,25 +335,31 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
                     ("precision", "recall", "f1", "average_precision"))]
                     for iou in ("0.4", "0.5")])  # fmt: skip
         result["combined"] = {**m, "train_seconds": card["training"]["seconds"], "load": load}
-    if args.ablation_table:
-        table = []
-        for name in ABLATION:
-            path = out / _slug(name) / "quality.json"
-            if not path.is_file():
-                continue
-            found = {r["direction"]: r for r in json.loads(path.read_text())["cases"]
-                     if r["iou"] == 0.4}  # fmt: skip
-            table.append([name, *(f"{found[d]['f1']:.3f} / {found[d]['average_precision']:.3f}"
-                                  if d in found else "-" for d in _directions()),
-                          max((round(r["train_seconds"]) for r in found.values()),
-                              default=0)])  # fmt: skip
-        print("\nAblation (IoU 0.4, F1 at the card threshold / AP; one seed):")
-        print_table(["variant", *_directions(), "longest train s"], table)
     (out / _slug(args.variant)).mkdir(parents=True, exist_ok=True)
-    name = "quality_tta.json" if args.tta else "quality.json"
-    (out / _slug(args.variant) / name).write_text(json.dumps(result, indent=2),
-                                                           encoding="utf-8")  # fmt: skip
+    path = out / _slug(args.variant) / ("quality_tta.json" if args.tta else "quality.json")
+    if path.is_file():  # keep the cases other runs of this variant measured
+        done = {r["direction"] for r in rows}
+        kept = [r for r in json.loads(path.read_text())["cases"] if r["direction"] not in done]
+        result["cases"] = kept + rows
+    path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return rows
+
+
+def ablation_table(out: Path) -> None:
+    """The variants already run into ``out`` (each row trained by its own ``--variant``)."""
+    table = []
+    for name in ABLATION:
+        path = out / _slug(name) / "quality.json"
+        if not path.is_file():
+            continue
+        found = {r["direction"]: r for r in json.loads(path.read_text())["cases"]
+                 if r["iou"] == 0.4}  # fmt: skip
+        table.append([name, *(f"{found[d]['f1']:.3f} / {found[d]['average_precision']:.3f}"
+                              if d in found else "-" for d in _directions()),
+                      max((round(r["train_seconds"]) for r in found.values()),
+                          default=0)])  # fmt: skip
+    print("\nAblation (IoU 0.4, F1 at the card threshold / AP; one seed):")
+    print_table(["variant", *_directions(), "longest train s"], table)
 
 
 def _slug(name: str) -> str:
@@ -401,6 +407,9 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     profile = load_profile(PROFILE)
+    if args.ablation_table:
+        ablation_table(Path(args.out))
+        return
     if args.quality:
         quality(args, profile)
         return
