@@ -308,7 +308,8 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
                             "positive_classes": list(POSITIVE_CLASSES)}  # fmt: skip
     if args.epochs:
         base["max_epochs"] = args.epochs
-    cases = [c for c in CASES if not args.cases or c in args.cases]
+    # --combined alone: only the profile run; no --cases: every case
+    cases = [c for c in CASES if c in (args.cases or ([] if args.combined else CASES))]
     prof, change = variant(profile, ABLATION[args.variant])
     rows: list[dict[str, Any]] = []
     for case in cases:
@@ -380,7 +381,9 @@ def main() -> None:
     parser.add_argument("--out", default="detect_quality", help="model folders (--quality)")
     parser.add_argument("--epochs", type=int, default=None, help="max epochs (default: recipe)")
     parser.add_argument("--combined", action="store_true", help="also OSBS+YELL, held-out strips")
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), help="default: all")
+    parser.add_argument(
+        "--cases", nargs="+", choices=list(CASES), help="default: all (none with --combined)"
+    )
     parser.add_argument(
         "--variant",
         choices=list(ABLATION),
