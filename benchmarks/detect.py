@@ -7,7 +7,7 @@ Usage::
         [--combined] [--threads 1] [--reuse] [--tta]
     python benchmarks/detect.py --ablation-table --out DIR
 
-Speed (profile ``configs/tree_crowns_detect_neon.yaml``: RetinaNet on
+Speed (profile ``configs/tree_crowns_detect_neon.yaml``: its detector (FCOS since issue 13) on
 EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
 
   (m) the detector alone: random (8, 3, 256, 256) batches under ``torch.inference_mode``,
