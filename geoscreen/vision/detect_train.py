@@ -112,6 +112,9 @@ class DetectTrainOptions(BaseModel):
     freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
     channels_last: bool = True
     tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
+    positive_classes: list[str] | None = Field(
+        default=None, description="label classes that are objects (default: the only class)"
+    )
     resolution_m: float | None = Field(
         default=None, gt=0.0, description="pixel size of images without georeference"
     )
@@ -190,13 +193,17 @@ def object_boxes(label_set: LabelSet) -> np.ndarray:
 
 
 def _scene_boxes(
-    scene: Scene, labels: Sequence[str | Path], data: DetectionData, problems: list[str]
+    scene: Scene,
+    labels: Sequence[str | Path],
+    data: DetectionData,
+    problems: list[str],
+    positive_classes: Sequence[str] | None = None,
 ) -> np.ndarray | None:
     """Boxes of every label file's objects on ``scene``; None when no file has any there."""
     found: list[np.ndarray] = []
     for label_path in labels:
         try:
-            label_set = load_labels(label_path, scene)
+            label_set = load_labels(label_path, scene, positive_classes=positive_classes)
         except InputError as exc:  # labels of another image or place: not this scene's
             problems.append(exc.message)
             continue
@@ -267,16 +274,23 @@ def predict_chips(
 
 
 def load_detection_data(
-    profile: Profile, labels: Sequence[str | Path], imagery: Sequence[str | Path]
+    profile: Profile,
+    labels: Sequence[str | Path],
+    imagery: Sequence[str | Path],
+    positive_classes: Sequence[str] | None = None,
 ) -> DetectionData:
-    """Open scenes, place the labels, and read each labelled scene into memory."""
+    """Open scenes, place the labels, and read each labelled scene into memory.
+
+    ``positive_classes``: the class names that are objects, in every label file (files
+    naming several classes need it, e.g. NEON's ``Dead``/``Alive`` crowns).
+    """
     data = DetectionData()
     problems: list[str] = []
     for scene_path in imagery:
         scene = open_scene(scene_path, sensor=profile.imagery.sensor)
         for warning in check_scene(profile, scene):
             log.warning(warning)
-        boxes = _scene_boxes(scene, labels, data, problems)
+        boxes = _scene_boxes(scene, labels, data, problems, positive_classes)
         if boxes is None:
             continue
         reader = SceneWindowReader(scene, ScenePreprocessor.build(profile.preprocess, scene))
@@ -465,7 +479,7 @@ def train_detector(
     base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
     chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
     opts = opts.model_copy(update={"chip_size": chip})
-    data = load_detection_data(profile, labels, imagery)
+    data = load_detection_data(profile, labels, imagery, opts.positive_classes)
     train_views, val_views = data.split(opts.val_fraction, opts.seed, opts.min_visible)
     n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in (train_views, val_views))
     if n_train == 0 or n_val == 0:

@@ -152,7 +152,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> Loade
 def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     card = trained.card
     assert card["task"] == "detect" and card["model_sha256"] == trained.sha256
-    assert card["detector"]["architecture"] == "retinanet"
+    assert card["detector"]["architecture"] == "fcos"  # the profile default
     # Anchors come from the label sizes (OSBS crowns: 17-64 px), smallest first.
     anchors = card["detector"]["anchor_px"]
     assert len(anchors) == 9 and anchors == sorted(anchors) and 15 < anchors[0] < anchors[-1] < 65

@@ -213,7 +213,7 @@ def test_tile_standardisation_takes_out_a_band_shift() -> None:
 def test_detection_profile_loads_and_round_trips(tmp_path: Path) -> None:
     profile = load_profile(DETECT_PROFILE)
     assert profile.model.task == "detect" and profile.detection is not None
-    assert profile.detection.architecture == "retinanet"
+    assert profile.detection.architecture == "fcos"
     assert profile.detection.object_size_m == 4.0
     assert profile.model.backbone == "efficientnet_lite0"
     again_path = tmp_path / "again.yaml"
