@@ -21,7 +21,7 @@ from geoscreen.web.api import NO_STORE, NoteRequest, QueueOrder, Status, StatusR
 from geoscreen.web.api import error_response as error
 from geoscreen.web.auth import Session
 from geoscreen.web.map_tiles import clip
-from geoscreen.web.model_history import score_history, since_model
+from geoscreen.web.model_history import score_history
 from geoscreen.web.state import ServerState, State, Who
 
 router = APIRouter(prefix="/api")
@@ -56,7 +56,9 @@ def payload(state: ServerState, found: Candidate, who: Session) -> dict[str, Any
         "history": history,
         "scores": score_history(state.store, found.id),
         "since_model": (
-            since_model(state.store, found.profile) if who.has_role("supervisor") else None
+            state.models.since_model(state.store, found.profile)
+            if who.has_role("supervisor")
+            else None
         ),
         "evidence": f"/api/candidates/{found.id}/evidence" if state.evidence_file(found) else None,
         "imagery": imagery,

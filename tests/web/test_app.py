@@ -21,7 +21,7 @@ from geoscreen.review.loader import load_sites
 from geoscreen.review.spatial import BBox
 from geoscreen.review.store import Store, open_store
 from geoscreen.review.testing import PG_ENV, make_sites, pg_base_url, pg_schema
-from geoscreen.review.trainlabels import TRAIN_ACTION
+from geoscreen.review.trainlabels import TRAIN_ACTION, decisions_since
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
@@ -326,6 +326,7 @@ def test_decisions_since_the_current_model_for_supervisors_only(
     since = supervisor.get("/api/candidates/5").json()["since_model"]
     assert since["decisions"] == 2 and since["model_audit_seq"] == trained.seq
     assert since["model_sha256"] == NEW and since["model_short"] == NEW[:12]
+    assert since["decisions"] == decisions_since(store, "brick_kilns_s2", trained.seq)
 
 
 def test_index_catches_up_with_changes_made_elsewhere(app: FastAPI, seeded: Seeded) -> None:
