@@ -27,6 +27,7 @@ from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
 from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.guard import CSP
+from geoscreen.web.model_history import ModelWatch
 from geoscreen.web.testing import IMAGERY_PROFILE, PASSWORD, Seeded, log_in
 
 Login = Callable[[str], tuple[TestClient, str]]
@@ -327,6 +328,20 @@ def test_decisions_since_the_current_model_for_supervisors_only(
     assert since["decisions"] == 2 and since["model_audit_seq"] == trained.seq
     assert since["model_sha256"] == NEW and since["model_short"] == NEW[:12]
     assert since["decisions"] == decisions_since(store, "brick_kilns_s2", trained.seq)
+
+
+def test_model_watch_starts_over_when_the_store_goes_back(
+    app: FastAPI, seeded_template: Seeded
+) -> None:
+    store, watch = _store(app), ModelWatch()
+    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 0
+    set_status(store, 9, "rejected", user="bob", reason="a quarry", claim=True)
+    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 2
+    restored = open_store(seeded_template.db)  # the store as it was before (a lower head)
+    try:
+        assert watch.since_model(restored, "brick_kilns_s2")["decisions"] == 0
+    finally:
+        restored.close()
 
 
 def test_index_catches_up_with_changes_made_elsewhere(app: FastAPI, seeded: Seeded) -> None:
