@@ -19,7 +19,9 @@ from geoscreen.review.spatial import BBox
 from geoscreen.review.workflow import add_note, set_status
 from geoscreen.web.api import NO_STORE, NoteRequest, QueueOrder, Status, StatusRequest
 from geoscreen.web.api import error_response as error
+from geoscreen.web.auth import Session
 from geoscreen.web.map_tiles import clip
+from geoscreen.web.model_history import score_history
 from geoscreen.web.state import ServerState, State, Who
 
 router = APIRouter(prefix="/api")
@@ -31,8 +33,10 @@ BBOX_PATTERN = f"^{_NUMBER}(,{_NUMBER}){{3}}$"
 ERRORS: dict[int | str, dict[str, Any]] = {404: {}, 422: {}}
 
 
-def payload(state: ServerState, found: Candidate) -> dict[str, Any]:
-    """A candidate with its history, threshold and where its evidence and imagery are."""
+def payload(state: ServerState, found: Candidate, who: Session) -> dict[str, Any]:
+    """A candidate with its history, its scores (newest first, with the model of each),
+    threshold and where its evidence and imagery are; for supervisors also the decisions
+    on its profile since the current model (``since_model``; None for others)."""
     style = state.tiles.style(found)
     imagery = None
     if style is not None:  # the window cut to the scene: the page asks for no empty tiles
@@ -50,6 +54,12 @@ def payload(state: ServerState, found: Candidate) -> dict[str, Any]:
         "candidate": found.to_dict(),
         "threshold": state.index.threshold(found.profile),
         "history": history,
+        "scores": score_history(state.store, found.id),
+        "since_model": (
+            state.models.since_model(state.store, found.profile)
+            if who.has_role("supervisor")
+            else None
+        ),
         "evidence": f"/api/candidates/{found.id}/evidence" if state.evidence_file(found) else None,
         "imagery": imagery,
         "scene_name": state.scenes.name(found.scene_id),
@@ -105,9 +115,9 @@ def queue(
 
 
 @router.get("/candidates/{candidate_id}", responses=ERRORS)
-def candidate(candidate_id: CandidateId, state: State) -> dict[str, Any]:
-    """One candidate with its history."""
-    return payload(state, state.store.candidate(candidate_id))
+def candidate(candidate_id: CandidateId, state: State, who: Who) -> dict[str, Any]:
+    """One candidate with its history and score history."""
+    return payload(state, state.store.candidate(candidate_id), who)
 
 
 @router.post("/candidates/{candidate_id}/status", responses={**ERRORS, 403: {}, 409: {}})
@@ -131,10 +141,10 @@ def decide(
             claim=True,
         )
     except ConflictError as exc:
-        now = payload(state, state.store.candidate(candidate_id))
+        now = payload(state, state.store.candidate(candidate_id), who)
         return error(409, exc.what, exc.fix, current=now)
     state.index.set_status(changed.id, changed.status)
-    return JSONResponse(payload(state, changed), headers=NO_STORE)
+    return JSONResponse(payload(state, changed, who), headers=NO_STORE)
 
 
 @router.post("/candidates/{candidate_id}/notes", responses={**ERRORS, 403: {}})
@@ -148,4 +158,4 @@ def note(
     if not who.has_role("analyst"):
         raise AccessError(f"{who.user} is a {who.role}: viewers cannot add notes")
     add_note(state.store, candidate_id, body.text, user=who.user)
-    return JSONResponse(payload(state, state.store.candidate(candidate_id)), headers=NO_STORE)
+    return JSONResponse(payload(state, state.store.candidate(candidate_id), who), headers=NO_STORE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +14,7 @@ from geoscreen.review.store import Store
 from geoscreen.web.auth import AuthSettings, LoginLimits, Session, SessionStore
 from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.map_tiles import TileSource
+from geoscreen.web.model_history import ModelWatch
 from geoscreen.web.scenes import SceneCatalog
 
 
@@ -29,6 +30,7 @@ class ServerState:
     auth: AuthSettings
     templates: Jinja2Templates
     evidence_root: Path | None = None
+    models: ModelWatch = field(default_factory=ModelWatch)  # decisions since each model
 
     @property
     def scenes(self) -> SceneCatalog:

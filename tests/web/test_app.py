@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import morecantile
 import numpy as np
 import pytest
@@ -20,15 +21,18 @@ from geoscreen.review.loader import load_sites
 from geoscreen.review.spatial import BBox
 from geoscreen.review.store import Store, open_store
 from geoscreen.review.testing import PG_ENV, make_sites, pg_base_url, pg_schema
+from geoscreen.review.trainlabels import TRAIN_ACTION, decisions_since
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
 from geoscreen.web.candidate_index import CandidateIndex
 from geoscreen.web.guard import CSP
+from geoscreen.web.model_history import ModelWatch
 from geoscreen.web.testing import IMAGERY_PROFILE, PASSWORD, Seeded, log_in
 
 Login = Callable[[str], tuple[TestClient, str]]
 WORLD = "-180,-90,180,90"
+OLD, NEW = "ab" * 32, "cd" * 32  # the seeded run's model, a retrained one
 
 
 def _store(app: FastAPI) -> Store:
@@ -261,6 +265,83 @@ def test_notes(login: Login) -> None:
     empty = client.post("/api/candidates/3/notes", json={"text": ""},
                         headers={"X-CSRF-Token": csrf})  # fmt: skip
     assert empty.status_code == 422
+
+
+def test_score_history_newest_first_with_model_and_below_threshold_flag(
+    login: Login, app: FastAPI, seeded: Seeded
+) -> None:
+    store = _store(app)
+    first = gpd.read_parquet(seeded.folder / "sites.parquet")
+    scene = first[first["scene_id"] == "S2_0"]
+    dropped, kept = scene.iloc[0], scene.iloc[1]
+    second = scene.iloc[1:].copy()  # a retrained model re-screens S2_0 and misses one site
+    second["run_id"], second["model_sha256"], second["profile_version"] = "run-2", NEW, "0.2.0"
+    second["score_max"] = 0.61
+    load_sites(store, second, actor="test", rescreened=["S2_0"], model_sha256=NEW)
+    by_site = {c.site_id: c for c in store.candidates()}
+    client, _ = login("ann")
+
+    detail = client.get(f"/api/candidates/{by_site[kept['site_id']].id}").json()
+    scores = detail["scores"]
+    assert [(s["run_id"], s["model_sha256"], s["profile_version"]) for s in scores] == [
+        ("run-2", NEW, "0.2.0"),
+        ("run-1", OLD, "0.1.0"),
+    ]
+    assert [s["model_short"] for s in scores] == [NEW[:12], OLD[:12]]
+    assert scores[0]["score"] == 0.61 and scores[1]["score"] == float(kept["score_max"])
+    assert f"with model {NEW[:12]} (profile v0.2.0)" in scores[0]["text_line"]
+    assert detail["candidate"]["below_threshold"] is None
+
+    flagged = client.get(f"/api/candidates/{by_site[dropped['site_id']].id}").json()
+    assert flagged["candidate"]["below_threshold"] == f"below threshold with model {NEW[:12]}"
+    assert [s["run_id"] for s in flagged["scores"]] == ["run-1"]  # kept, never deleted
+
+
+def test_decisions_since_the_current_model_for_supervisors_only(
+    login: Login, app: FastAPI, seeded: Seeded
+) -> None:
+    store = _store(app)
+    analyst, csrf = login("ann")
+    assert analyst.get("/api/candidates/5").json()["since_model"] is None
+    supervisor, _ = login("sue")
+    since = supervisor.get("/api/candidates/5").json()["since_model"]
+    assert since["profile"] == "brick_kilns_s2" and since["decisions"] == 0
+    assert since["model_sha256"] is None and since["model_audit_seq"] is None
+    assert since["command"] == (
+        f"geoscreen train PROFILE.yaml --from-store {seeded.db} --out NEW_MODEL_DIR"
+    )
+
+    decided = _decide(analyst, csrf, 5, "confirmed", 1, "a kiln")
+    assert decided["code"] == 200 and decided["since_model"] is None
+    _decide(analyst, csrf, 6, "rejected", 1, "a road")
+    _decide(analyst, csrf, 7, "needs_imagery", 1)
+    # as in `geoscreen review list`: every status entry counts, the claim (new ->
+    # in_review) included, so three decisions from "new" are six
+    assert supervisor.get("/api/candidates/5").json()["since_model"]["decisions"] == 6
+    other = supervisor.get(f"/api/candidates/{_imagery_candidate(supervisor)['candidate']['id']}")
+    assert other.json()["since_model"]["decisions"] == 0  # counted per profile
+
+    trained = audit.log(store, actor="sue", action=TRAIN_ACTION, entity="model", entity_id=NEW,
+                        profile="brick_kilns_s2", model_sha256=NEW)  # fmt: skip
+    _decide(analyst, csrf, 8, "rejected", 1, "a quarry")
+    since = supervisor.get("/api/candidates/5").json()["since_model"]
+    assert since["decisions"] == 2 and since["model_audit_seq"] == trained.seq
+    assert since["model_sha256"] == NEW and since["model_short"] == NEW[:12]
+    assert since["decisions"] == decisions_since(store, "brick_kilns_s2", trained.seq)
+
+
+def test_model_watch_starts_over_when_the_store_goes_back(
+    app: FastAPI, seeded_template: Seeded
+) -> None:
+    store, watch = _store(app), ModelWatch()
+    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 0
+    set_status(store, 9, "rejected", user="bob", reason="a quarry", claim=True)
+    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 2
+    restored = open_store(seeded_template.db)  # the store as it was before (a lower head)
+    try:
+        assert watch.since_model(restored, "brick_kilns_s2")["decisions"] == 0
+    finally:
+        restored.close()
 
 
 def test_index_catches_up_with_changes_made_elsewhere(app: FastAPI, seeded: Seeded) -> None:

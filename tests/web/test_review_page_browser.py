@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import geopandas as gpd
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -26,6 +27,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from geoscreen.review.loader import load_sites
 from geoscreen.review.store import open_store
 from geoscreen.web.app import create_app
 from geoscreen.web.server import background
@@ -209,3 +211,57 @@ def test_disabled_escalate_never_fires(watched: Watched, served: tuple[str, Seed
     page.wait_for_selector("#detail[data-status=needs_imagery]")
     posts = [r.url for r in watched.requests[sent:] if r.method == "POST"]
     assert [urlsplit(u).path.rsplit("/", 1)[1] for u in posts] == ["status"]
+
+
+OLD, NEW = "ab" * 32, "cd" * 32  # the seeded run's model, a retrained one
+
+
+def rescreened(seeded: Seeded) -> tuple[int, int]:
+    """A retrained model re-screens S2_0 and misses its first site (loading the run again
+    leaves it as it is): the ids of the missed site and of one it scored again."""
+    first = gpd.read_parquet(seeded.folder / "sites.parquet")
+    scene = first[first["scene_id"] == "S2_0"]
+    second = scene.iloc[1:].copy()
+    second["run_id"], second["model_sha256"], second["profile_version"] = "run-2", NEW, "0.2.0"
+    second["score_max"] = 0.61
+    store = open_store(seeded.db)
+    try:
+        load_sites(store, second, actor="test", rescreened=["S2_0"], model_sha256=NEW)
+        by_site = {c.site_id: c.id for c in store.candidates()}
+    finally:
+        store.close()
+    return by_site[scene["site_id"].iloc[0]], by_site[scene["site_id"].iloc[1]]
+
+
+def test_score_history_and_below_threshold_flag(
+    watched: Watched, served: tuple[str, Seeded]
+) -> None:
+    base, seeded = served
+    dropped, kept = rescreened(seeded)
+    page = watched.page
+    log_in(page, base, "ann", seeded.password)
+    open_candidate(page, kept)
+    scores = page.locator("#scores li")  # newest first, each with its model
+    expect(scores).to_have_count(2)
+    expect(scores.nth(0)).to_contain_text(f"0.610 with model {NEW[:12]} (profile v0.2.0)")
+    expect(scores.nth(1)).to_contain_text(f"with model {OLD[:12]} (profile v0.1.0)")
+    assert page.is_hidden("#retrain")  # analysts do not see the retrain hint
+    open_candidate(page, dropped)
+    expect(page.locator("#facts")).to_contain_text(f"below threshold with model {NEW[:12]}")
+    expect(page.locator("#scores li")).to_have_count(1)
+
+
+def test_supervisors_see_decisions_since_the_model(
+    watched: Watched, served: tuple[str, Seeded]
+) -> None:
+    base, seeded = served
+    _, kept = rescreened(seeded)
+    page = watched.page
+    log_in(page, base, "sue", seeded.password)
+    open_candidate(page, kept)
+    expect(page.locator("#retrain-line")).to_have_text(
+        re.compile(r"^\d+ decisions since the current model for brick_kilns_s2 \(none trained")
+    )
+    expect(page.locator("#retrain-command")).to_have_text(
+        f"geoscreen train PROFILE.yaml --from-store {seeded.db} --out NEW_MODEL_DIR"
+    )

@@ -277,7 +277,8 @@
     fact(facts, "first seen", when(c.first_seen), c.first_seen);
     fact(facts, "last seen", when(c.last_seen), c.last_seen);
     fact(facts, "area m²", c.area_m2 === null ? null : Math.round(c.area_m2));
-    fact(facts, "model", c.model_sha256 ? c.model_sha256.slice(0, 12) : null);
+    fact(facts, "model", c.model_sha256 ? c.model_sha256.slice(0, 12) : null, c.model_sha256);
+    fact(facts, "flag", c.below_threshold, "kept; decisions unchanged");
     fact(facts, "changed by", c.status_changed_by);
     fact(facts, "changed", when(c.status_changed_at), c.status_changed_at);
     $("detail").dataset.status = c.status;
@@ -293,6 +294,8 @@
       item.title = `${event.at} (UTC)`;
       list.append(item);
     }
+    showScores(data);
+    showRetrain(data.since_model);
     $("decide").hidden = !config.canReview;
     $("read-only").hidden = config.canReview;
     allowEscalation();
@@ -312,6 +315,37 @@
     const item = state.queue[state.pos];
     if (item && item.id === c.id) item.status = c.status;
     showQueueLine();
+  }
+
+  // each run's score with the model (short hash) and profile version that gave it
+  function showScores(data) {
+    const list = $("scores");
+    list.replaceChildren();
+    for (const entry of data.scores) {
+      const item = document.createElement("li");
+      const score = entry.score === null ? "?" : entry.score.toFixed(3);
+      const version = entry.profile_version ? ` (profile v${entry.profile_version})` : "";
+      item.textContent = `${score} with model ${entry.model_short || "?"}${version}, ${when(entry.loaded_at)}`;
+      item.title = `run ${entry.run_id}; model ${entry.model_sha256 || "unknown"}; ${entry.loaded_at} (UTC)`;
+      list.append(item);
+    }
+    if (!data.scores.length) {
+      const item = document.createElement("li");
+      item.textContent = "none recorded";
+      list.append(item);
+    }
+  }
+
+  // supervisors only: decisions the current model has not learned from, and how to retrain
+  function showRetrain(since) {
+    $("retrain").hidden = !since;
+    if (!since) return;
+    const model = since.model_short
+      ? `trained from this store: ${since.model_short}`
+      : "none trained from this store yet";
+    $("retrain-line").textContent =
+      `${since.decisions} decisions since the current model for ${since.profile} (${model})`;
+    $("retrain-command").textContent = since.command;
   }
 
   function showChip(data) {
