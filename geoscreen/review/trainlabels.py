@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from geoscreen.fileio import atomic_write
 from geoscreen.review.schema import audit_head, audit_log, candidates, scenes
@@ -30,6 +30,17 @@ POSITIVE_STATUSES = ("confirmed", "escalated")
 NEGATIVE_STATUSES = ("rejected",)
 TRAIN_ACTION = "train_model"
 DECISION_ACTION = "status"
+
+
+def label_decision() -> ColumnElement[bool]:
+    """Audit entries of a decision that makes a training label: a status change to
+    confirmed, escalated or rejected (claiming a candidate, "in_review", teaches nothing).
+    Entries are canonical JSON, so the new status reads ``"status":"<name>"``."""
+    statuses = (*POSITIVE_STATUSES, *NEGATIVE_STATUSES)
+    return and_(
+        audit_log.c.action == DECISION_ACTION,
+        or_(*(audit_log.c.after.like(f'%"status":"{s}"%') for s in statuses)),
+    )
 
 
 @dataclass
@@ -156,9 +167,10 @@ def last_training(store: Store, profile: str) -> dict[str, Any] | None:
 
 
 def decisions_since(store: Store, profile: str, seq: int = 0) -> int:
-    """How many status decisions on ``profile``'s candidates came after audit entry ``seq``."""
+    """How many label-making decisions (:func:`label_decision`) on ``profile``'s
+    candidates came after audit entry ``seq``."""
     query = select(func.count()).where(
-        audit_log.c.action == DECISION_ACTION,
+        label_decision(),
         audit_log.c.profile == profile,
         audit_log.c.seq > seq,
     )

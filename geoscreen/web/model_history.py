@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from geoscreen.review.schema import audit_head, audit_log
 from geoscreen.review.store import Store
-from geoscreen.review.trainlabels import DECISION_ACTION, TRAIN_ACTION
+from geoscreen.review.trainlabels import TRAIN_ACTION, label_decision
 
 SHORT = 12  # hex digits of a model hash shown to people (as the CLI does)
 
@@ -95,7 +95,7 @@ class ModelWatch:
                 .where(
                     audit_log.c.seq > seen,
                     audit_log.c.seq <= head,
-                    audit_log.c.action.in_((TRAIN_ACTION, DECISION_ACTION)),
+                    or_(audit_log.c.action == TRAIN_ACTION, label_decision()),
                     audit_log.c.profile.is_not(None),
                 )
                 .order_by(audit_log.c.seq)

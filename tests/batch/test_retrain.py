@@ -188,11 +188,14 @@ def test_full_loop_files_then_store(
         assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 0
         before = decisions_since(store, "tree_crowns_neon", 0)
         # A new candidate taken into review, or (when the scan found only the five decided)
-        # a rejected one reopened: either is a decision since the model.
+        # a rejected one reopened, then decided: one label-making decision since the model
+        # (taking into review teaches nothing and is not counted).
         open_ones = [c for c in store.candidates(order="score") if c.status == "new"]
         reopen = open_ones or [c for c in store.candidates() if c.status == "rejected"]
         add_user(store, "sup", "supervisor", actor="test")  # reopening needs a supervisor
         set_status(store, reopen[0].id, "in_review", user="sup", reason="second look")
+        assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 0
+        set_status(store, reopen[0].id, "confirmed", user="sup", reason="a crown after all")
         assert decisions_since(store, "tree_crowns_neon", trained["seq"]) == 1
         assert decisions_since(store, "tree_crowns_neon", 0) == before + 1
     code, listed, _ = call("review", "list", "--db", db, "--profile", "tree_crowns_neon",

@@ -315,9 +315,9 @@ def test_decisions_since_the_current_model_for_supervisors_only(
     assert decided["code"] == 200 and decided["since_model"] is None
     _decide(analyst, csrf, 6, "rejected", 1, "a road")
     _decide(analyst, csrf, 7, "needs_imagery", 1)
-    # as in `geoscreen review list`: every status entry counts, the claim (new ->
-    # in_review) included, so three decisions from "new" are six
-    assert supervisor.get("/api/candidates/5").json()["since_model"]["decisions"] == 6
+    # as in `geoscreen review list`: decisions that make a label (confirmed, rejected);
+    # claims (new -> in_review) and needs_imagery teach the model nothing
+    assert supervisor.get("/api/candidates/5").json()["since_model"]["decisions"] == 2
     other = supervisor.get(f"/api/candidates/{_imagery_candidate(supervisor)['candidate']['id']}")
     assert other.json()["since_model"]["decisions"] == 0  # counted per profile
 
@@ -325,7 +325,7 @@ def test_decisions_since_the_current_model_for_supervisors_only(
                         profile="brick_kilns_s2", model_sha256=NEW)  # fmt: skip
     _decide(analyst, csrf, 8, "rejected", 1, "a quarry")
     since = supervisor.get("/api/candidates/5").json()["since_model"]
-    assert since["decisions"] == 2 and since["model_audit_seq"] == trained.seq
+    assert since["decisions"] == 1 and since["model_audit_seq"] == trained.seq
     assert since["model_sha256"] == NEW and since["model_short"] == NEW[:12]
     assert since["decisions"] == decisions_since(store, "brick_kilns_s2", trained.seq)
 
@@ -336,7 +336,7 @@ def test_model_watch_starts_over_when_the_store_goes_back(
     store, watch = _store(app), ModelWatch()
     assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 0
     set_status(store, 9, "rejected", user="bob", reason="a quarry", claim=True)
-    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 2
+    assert watch.since_model(store, "brick_kilns_s2")["decisions"] == 1
     restored = open_store(seeded_template.db)  # the store as it was before (a lower head)
     try:
         assert watch.since_model(restored, "brick_kilns_s2")["decisions"] == 0
