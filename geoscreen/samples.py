@@ -113,6 +113,23 @@ def sentinel2_water_forest() -> LabelledSample:
     )
 
 
+def cut_quadrants(source: str | Path, folder: Path, size: int = 200) -> list[Path]:
+    """The four ``size`` px corners of a real scene as separate georeferenced GeoTIFFs
+    (``quadrant0.tif`` ...): several scenes of one place, for scan tests and benchmarks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with rasterio.open(source) as src:
+        for i, (row, col) in enumerate([(0, 0), (0, size), (size, 0), (size, size)]):
+            window = Window(col, row, size, size)
+            meta = dict(src.profile, width=size, height=size,
+                        transform=src.window_transform(window))  # fmt: skip
+            path = folder / f"quadrant{i}.tif"
+            with rasterio.open(path, "w", **meta) as dst:
+                dst.write(src.read(window=window))
+            paths.append(path)
+    return paths
+
+
 def make_synthetic_scene(
     path: str | os.PathLike[str],
     width: int,

@@ -1,4 +1,4 @@
-"""Sites from detected objects: one site per object, and ``screen`` for detection profiles.
+"""Sites from detected objects: one site per object, written per scene.
 
 A detector's merged objects (:class:`~geoscreen.vision.detect_infer.Objects`, boxes in
 scene pixels) become a site table with the columns of :mod:`geoscreen.sites.site`:
@@ -9,28 +9,17 @@ square metres (square pixels when the pixel size is unknown).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 
-from geoscreen.imagery.aoi import load_aoi
-from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.imagery.scene import Scene
 from geoscreen.profiles import Profile
 from geoscreen.sites.extract import run_columns, site_ids
 from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
-from geoscreen.vision.detect_infer import (
-    DetectOptions,
-    Objects,
-    check_detector_fits,
-    decision_threshold,
-    detect_scene,
-)
-from geoscreen.vision.detector import load_detector
-from geoscreen.vision.infer import new_run
+from geoscreen.vision.detect_infer import Objects
 from geoscreen.vision.inputs import scene_resolution_m
 
 SITES_FILE = "sites.parquet"
@@ -93,55 +82,3 @@ def write_detection_sites(frame: gpd.GeoDataFrame, out_dir: str | Path) -> dict[
         "sites": write_sites(frame, folder / SITES_FILE),
         "gpkg": write_sites(frame, folder / SITES_GPKG),
     }
-
-
-def screen_detection(
-    profile: Profile,
-    scene_paths: Sequence[str],
-    model_dir: str | Path,
-    out: str | Path,
-    *,
-    aoi: str | None = None,
-    opts: DetectOptions | None = None,
-    echo: Callable[[str], None] = print,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``geoscreen screen`` for a detection profile: sites per scene in ``out/<scene id>/``.
-
-    Every scene, AOI and the model are checked before anything is written. Returns the
-    run's metadata and one summary per scene (for ``screen.json``).
-    """
-    opts = opts or DetectOptions(progress=True)
-    loaded = load_detector(model_dir)
-    scenes = [open_scene(s, sensor=profile.imagery.sensor) for s in scene_paths]
-    for scene in scenes:
-        check_detector_fits(loaded, profile, scene)
-    areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in scenes]
-    meta = new_run(profile, loaded.sha256, task="detect")
-    run_id = meta["run_id"]
-    threshold, source = decision_threshold(profile, loaded.card)
-    results = []
-    for scene, area in zip(scenes, areas, strict=True):
-        objects = detect_scene(loaded, profile, scene, opts, aoi=area, meta=meta)
-        sites = objects_to_sites(
-            objects, scene, profile, run_id=run_id, model_sha256=loaded.sha256,
-            pixel_size_m=opts.pixel_size_m,
-        )  # fmt: skip
-        files = write_detection_sites(sites, Path(out) / scene.id)
-        shown = int((sites["score_max"] >= threshold).sum())
-        echo(
-            f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
-            f"({shown} scoring >= {threshold:g}, threshold from the {source}) -> {files['sites']}"
-        )
-        results.append(
-            {
-                "scene": scene.uri,
-                "scene_id": scene.id,
-                "tiles": objects.meta["tiles"],
-                "objects": len(sites),
-                "threshold": threshold,
-                "threshold_source": source,
-                "objects_at_threshold": shown,
-                "files": {k: str(v) for k, v in files.items()},
-            }
-        )
-    return meta, results

@@ -11,9 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import rasterio
 import yaml
-from rasterio.windows import Window
 from sqlalchemy import select
 
 from geoscreen.batch.retrain import train_from_store
@@ -29,7 +27,7 @@ from geoscreen.review.testing import PG_ENV, pg_base_url, pg_schema
 from geoscreen.review.trainlabels import decisions_since, last_training, write_review_labels
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
-from geoscreen.samples import sample_path
+from geoscreen.samples import cut_quadrants, sample_path
 from geoscreen.vision.train import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,18 +57,6 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name, role in (("ann", "analyst"), ("bob", "analyst")):
             add_user(store, name, role, actor="test")
     return db
-
-
-def cut_quadrants(source: Path, folder: Path, size: int = 200) -> None:
-    """The four corners of a real scene as separate, georeferenced GeoTIFFs."""
-    folder.mkdir(parents=True)
-    with rasterio.open(source) as src:
-        for i, (row, col) in enumerate([(0, 0), (0, size), (size, 0), (size, size)]):
-            window = Window(col, row, size, size)
-            meta = dict(src.profile, width=size, height=size,
-                        transform=src.window_transform(window))  # fmt: skip
-            with rasterio.open(folder / f"quadrant{i}.tif", "w", **meta) as dst:
-                dst.write(src.read(window=window))
 
 
 @pytest.fixture(scope="module")

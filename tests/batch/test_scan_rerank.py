@@ -20,8 +20,7 @@ from geoscreen.review.store import open_store
 from geoscreen.review.testing import PG_ENV, pg_base_url, pg_schema
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
-from geoscreen.samples import sample_path
-from tests.batch.conftest import cut_quadrants
+from geoscreen.samples import cut_quadrants, sample_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
