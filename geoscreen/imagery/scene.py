@@ -314,8 +314,9 @@ IN_MEMORY_LIMIT = 256 * 2**20
 
 
 @contextmanager
-def open_dataset(uri: str) -> Iterator[DatasetReader]:
-    """Open ``uri`` for reading; a small image in a sequential format is held in memory."""
+def open_dataset(uri: str, *, for_pixels: bool = True) -> Iterator[DatasetReader]:
+    """Open ``uri`` for reading; with ``for_pixels`` a small image in a sequential format
+    is held in memory (reading only metadata, leave it off: no decode)."""
     try:
         ds = rasterio.open(uri)
     except RasterioIOError as exc:
@@ -327,7 +328,7 @@ def open_dataset(uri: str) -> Iterator[DatasetReader]:
         ) from exc
     with ExitStack() as stack:
         stack.enter_context(ds)
-        yield _in_memory(ds, uri, stack) if _decode_once(ds) else ds
+        yield _in_memory(ds, uri, stack) if for_pixels and _decode_once(ds) else ds
 
 
 def _decode_once(ds: DatasetReader) -> bool:
@@ -410,7 +411,7 @@ def open_scene(
                              fix="Download or copy it again.")  # fmt: skip
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with open_dataset(uri) as ds:
+        with open_dataset(uri, for_pixels=False) as ds:
             return _describe(uri, ds, sensor, scene_id)
 
 
