@@ -184,3 +184,23 @@ def _background(
             fix="Ask for fewer background chips, or use a smaller chip size or minimum distance.",
         )
     return chips
+
+
+def shifted_copies(
+    chips: Sequence[Chip], scene: Scene, copies: int, reach: float, rng: np.random.Generator
+) -> list[Chip]:
+    """``copies`` of every positive chip, each moved by up to ``reach`` px on both axes.
+
+    A chip centred on its label is what training sees; screening sees the label
+    wherever the tile grid puts it, up to half a stride from the nearest tile's
+    centre. Shifted copies teach the learner that tile, not only the centred one.
+    """
+    out: list[Chip] = []
+    for chip in chips:
+        if chip.label != 1:
+            continue
+        for dx, dy in np.rint(rng.uniform(-reach, reach, (copies, 2))).astype(int):
+            col = _clamp_offset(chip.col_off + int(dx), chip.size, scene.width)
+            row = _clamp_offset(chip.row_off + int(dy), chip.size, scene.height)
+            out.append(Chip(row, col, chip.size, 1, SHIFTED))
+    return out

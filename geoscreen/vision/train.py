@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
-from geoscreen.imagery.chips import BACKGROUND, SHIFTED, Chip, sample_chips
+from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips, shifted_copies
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
@@ -196,26 +196,6 @@ def collect_chips(
             "or that CSV image_path names match the image files.",
         )
     return data
-
-
-def shifted_copies(
-    chips: Sequence[Chip], scene: Scene, copies: int, reach: float, rng: np.random.Generator
-) -> list[Chip]:
-    """``copies`` of every positive chip, each moved by up to ``reach`` px on both axes.
-
-    A chip centred on its label is what training sees; screening sees the label
-    wherever the tile grid puts it, up to half a stride from the nearest tile's
-    centre. Shifted copies teach the learner that tile, not only the centred one.
-    """
-    out: list[Chip] = []
-    for chip in chips:
-        if chip.label != 1:
-            continue
-        for dx, dy in np.rint(rng.uniform(-reach, reach, (copies, 2))).astype(int):
-            col = min(max(chip.col_off + int(dx), 0), max(scene.width - chip.size, 0))
-            row = min(max(chip.row_off + int(dy), 0), max(scene.height - chip.size, 0))
-            out.append(Chip(row, col, chip.size, 1, SHIFTED))
-    return out
 
 
 def _without_hidden_positives(
