@@ -214,10 +214,9 @@ def compare_learners(
     """Build folds and features, then score the mode's candidates and the baseline."""
     device = pick_device(opts.device)
     where = ", ".join(str(r["path"]) for r in data.label_records)
-    by_scene = opts.fold_by == "scenes" or (
-        opts.fold_by == "auto" and scene_folds_fit(data.chips, data.groups)
-    )
-    if by_scene and not scene_folds_fit(data.chips, data.groups):
+    scenes_fit = scene_folds_fit(data.chips, data.groups)
+    by_scene = opts.fold_by == "scenes" or (opts.fold_by == "auto" and scenes_fit)
+    if by_scene and not scenes_fit:
         raise InputError(
             "folds of whole scenes need at least two scenes that each hold positive and "
             "negative examples",
