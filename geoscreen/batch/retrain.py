@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,12 @@ def train_from_store(
                 where=store.display,
                 fix="Give the scenes with --imagery.",
             )
+        # Rejections are hard negatives: the classifier weighs them (hard_negative_weight),
+        # the detector cuts a background chip around each one every epoch.
+        hard = (str(path),)
+        request = replace(request, hard_negative_labels=hard)
+        if opts is not None:
+            opts = opts.model_copy(update={"hard_negative_labels": list(hard)})
         task.train(profile, [*labels, path], scenes, out_dir, request, progress, options=opts)
         out = Path(out_dir)
         card = yaml.safe_load((out / CARD_FILE).read_text(encoding="utf-8"))
@@ -102,6 +109,9 @@ def train_from_store(
         for record in card.get("data", {}).get("labels", []):
             if record.get("path") == str(path):
                 record["path"] = f"{REVIEW_LABELS} {store.display}"
+        options = card.get("training", {}).get("options", {})
+        if options.get("hard_negative_labels") == list(hard):  # a temporary file's name
+            options["hard_negative_labels"] = [f"{REVIEW_LABELS} {store.display}"]
         entry = audit.log(
             store,
             actor=who,
@@ -208,4 +218,15 @@ def provenance_markdown(card: dict[str, Any]) -> str:
         "chips, so its rejections are not used)",
         f"- trained by {prov['trained_by']}; recorded as audit entry {prov.get('audit_entry')}",
     ]
+    hard = card.get("hard_negatives")
+    if hard:
+        if "weight" in hard:
+            share = hard["of_negative_weight"]
+            how = (
+                f"each weighing {hard['weight']:g} random background chips "
+                f"({share:.0%} of the negatives' training weight)"
+            )
+        else:
+            how = "each given a background chip around it every epoch (not weighted)"
+        lines.insert(-1, f"- hard negatives (rejected candidates): {hard['chips']}, {how}")
     return "\n".join(lines) + "\n"

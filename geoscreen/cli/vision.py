@@ -81,6 +81,14 @@ def _stderr(message: str) -> None:
     help="Fold blocks: square blocks within scenes, or whole scenes (auto: whole scenes "
     "when two or more scenes hold positives and negatives).",
 )
+@click.option(
+    "--hard-negative-weight",
+    "hard_negative_weight",
+    default=None,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="Classifiers, with --from-store: what each rejected candidate (a hard negative) "
+    "weighs against a random background chip [default: 1; see the README].",
+)
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
@@ -106,6 +114,7 @@ def train(
     fold_by: str = "auto",
     from_store: str | None = None,
     allow_dropped: bool = False,
+    hard_negative_weight: float | None = None,
 ) -> None:
     """Train PROFILE's model (classifier or detector) on labelled examples; writes weights
     and a model card.
@@ -134,7 +143,8 @@ def train(
         echo = without(printed, echo)  # the trainer repeats the per-scene lines
     request = TrainRequest(device=device, seed=seed, max_epochs=max_epochs, mode=mode,
                            folds=folds, fold_by=fold_by, positive=positive,
-                           negative=negative)  # fmt: skip
+                           negative=negative,
+                           hard_negative_weight=hard_negative_weight)  # fmt: skip
     task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store
