@@ -272,11 +272,12 @@ def test_balanced_weights_keep_each_class_half_and_bad_weights_are_refused() -> 
 def test_cross_validation_fits_each_fold_with_the_chip_weights() -> None:
     x, y, is_hard = _hard_negative_case()
     rng = np.random.default_rng(1)
-    chips = [Chip(int(r), int(c), 16, int(label), "x")
-             for (r, c), label in zip(rng.integers(0, 384, (y.size, 2)), y, strict=True)]  # fmt: skip
+    corners = rng.integers(0, 384, (y.size, 2))
+    chips = [Chip(int(r), int(c), 16, int(k), "x") for (r, c), k in zip(corners, y, strict=True)]
     folds = blocked_folds(chips, ["s"] * y.size, block_px=64, k=3, seed=0)
     features = Features(spectral=x, pixel=x)
     lr = [CANDIDATES["spectral_lr"]]
+    weight = np.where(is_hard, 5.0, 1.0)
     plain = cross_validate(lr, features, y, folds, 0)["spectral_lr"].oof
-    heavy = cross_validate(lr, features, y, folds, 0, np.where(is_hard, 5.0, 1.0))["spectral_lr"].oof
+    heavy = cross_validate(lr, features, y, folds, 0, weight)["spectral_lr"].oof
     assert heavy[is_hard].mean() < plain[is_hard].mean()  # out of fold, too
