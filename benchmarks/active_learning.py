@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/active_learning.py [--seeds 5] [--rounds 25] [--plot al.png]
                                          [--json results.json]
+    python benchmarks/active_learning.py --hard-negatives [--seeds 10] [--rounds 5]
+                                         [--weights 2 4 8] [--learners spectral_lr]
 
 Data (real labels only): the bundled NEON OSBS_029 (61 crowns) and YELL crop (279
 crowns), chips cut by :func:`geoscreen.vision.train.collect_chips` (crown-centred

@@ -6,6 +6,8 @@ more imagery): the review stage writes the reviewed candidates as a label GeoJSO
 paths the store recorded, and the profile's task (:mod:`geoscreen.vision.task`) trains
 on all of it: a classifier on points inside the sites, a detector on their outlines
 (confirmed and escalated ones are boxes; rejected ones are background, no box there).
+Rejections are hard negatives: the classifier weighs each one ``hard_negative_weight``
+random background chips; the detector cuts a background chip around each every epoch.
 The card gets a ``provenance`` section (labels from files and from reviews,
 by whom, up to which audit entry) and the store an audit entry with the new model's
 hash, so every label the model learned from traces back to a person's decision.

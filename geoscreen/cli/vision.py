@@ -87,7 +87,7 @@ def _stderr(message: str) -> None:
     default=None,
     type=click.FloatRange(0, 100, min_open=True),
     help="Classifiers, with --from-store: what each rejected candidate (a hard negative) "
-    "weighs against a random background chip [default: 1; see the README].",
+    "weighs against a random background chip [default: 4, measured; see the README].",
 )
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int)
