@@ -100,6 +100,9 @@ def train_from_store(
         # Rejections are hard negatives: the classifier weighs them (hard_negative_weight),
         # the detector cuts a background chip around each one every epoch.
         hard = (str(path),)
+        if task.name == "detect" and request.hard_negative_weight is not None:
+            say("warning: a detector does not weigh rejections (--hard-negative-weight); "
+                "each rejected outline gets a background chip every epoch instead")  # fmt: skip
         request = replace(request, hard_negative_labels=hard)
         if opts is not None:
             opts = opts.model_copy(update={"hard_negative_labels": list(hard)})

@@ -134,6 +134,12 @@ def train(
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
         )
+    if hard_negative_weight is not None and from_store is None:
+        raise InputError(
+            "--hard-negative-weight weighs the rejected candidates of a review store",
+            where="geoscreen train",
+            fix="Give --from-store DB, or leave --hard-negative-weight out.",
+        )
     echo: Callable[[str], None] = _stderr
     if labels and imagery:
         from geoscreen.cli.labelcheck import check_training_labels, without

@@ -107,6 +107,9 @@ def test_too_few_reviewed_labels_are_refused(scanned: Path, tmp_path: Path) -> N
                             "--hard-negative-weight", bad, *FAST)  # fmt: skip
         assert code == EXIT_USER_ERROR and "Traceback" not in err
         assert err.count("\n") == 1 and "--hard-negative-weight" in err
+    code, _, err = call("train", PROFILE, "--labels", "x.csv", "--imagery", "x.tif",
+                        "--out", tmp_path / "m", "--hard-negative-weight", "2", *FAST)  # fmt: skip
+    assert code == EXIT_USER_ERROR and err.count("\n") == 1 and "--from-store" in err
 
 
 def test_review_labels_file(scanned: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from geoscreen.ranking import average_precision
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.split import blocked_split
-from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
+from geoscreen.vision.train import TrainOptions, collect_chips, loss_weights, train_classifier
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
@@ -314,3 +314,13 @@ def test_rejections_become_hard_negative_chips_that_weigh_more(
     for bad in (0.0, -1.0, 1000.0):
         with pytest.raises(ValidationError, match="hard_negative_weight"):
             TrainOptions(hard_negative_weight=bad)
+
+
+def test_fine_tuning_loss_weights_keep_the_negatives_total() -> None:
+    """Fine-tuning weighs its loss per chip: a hard negative ``w`` times another negative,
+    the negatives' total their count (pos_weight balances the classes), positives 1."""
+    labels = np.array([1, 1, 0, 0, 0, 0])
+    weights = loss_weights(labels, np.array([1.0, 1.0, 1.0, 1.0, 1.0, 4.0]))
+    assert weights[labels == 0].sum() == pytest.approx(4.0)
+    assert weights[5] == pytest.approx(4 * weights[2]) and set(weights[:2]) == {1.0}
+    np.testing.assert_array_equal(loss_weights(labels, None), np.ones(6))
