@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
-from geoscreen.imagery.chips import BACKGROUND, Chip, sample_chips, shifted_copies
+from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, shifted_copies
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
@@ -223,6 +223,9 @@ def collect_chips(
             allow_fewer=True,
         )
         # sample_chips keeps the order: positives, then negatives as given, then background.
+        centred = chips[len(pos) : len(pos) + len(neg)]
+        if any(c.source != NEGATIVE for c in centred) or len(centred) != len(neg):
+            raise RuntimeError("sample_chips no longer returns one chip per negative, in order")
         hard = [False] * len(pos) + neg_hard
         hard += [False] * (len(chips) - len(hard))
         kept = _without_hidden_positives(chips, pos)
