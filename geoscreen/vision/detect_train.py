@@ -113,6 +113,7 @@ class DetectTrainOptions(BaseModel):
     freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
     channels_last: bool = True
     tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     positive_classes: list[str] | None = Field(
         default=None, description="label classes that are objects (default: the only class)"
     )
@@ -393,6 +394,14 @@ def new_model(config: DetectorConfig, opts: DetectTrainOptions, device: torch.de
     return model
 
 
+def lr_decay(schedule: str, done: float) -> float:
+    """The learning-rate factor after ``done`` (0-1) of the planned epochs: 1 throughout
+    (``constant``), or half a cosine down to 5% (``cosine``)."""
+    if schedule == "cosine":
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
+    return 1.0
+
+
 def run_training(
     model: Detector,
     views: list[SceneView],
@@ -430,6 +439,7 @@ def run_training(
             windows += hard
             windows = [windows[i] for i in rng.permutation(len(windows))]
         total, steps = 0.0, 0
+        n_batches = max(1, math.ceil(len(windows) / opts.batch_size))
         for start in range(0, len(windows), opts.batch_size):
             images, boxes = [], []
             for w in windows[start : start + opts.batch_size]:
@@ -443,8 +453,10 @@ def run_training(
                 batch = batch.contiguous(memory_format=torch.channels_last)
             step += 1
             warm = min(1.0, step / opts.warmup_steps) if opts.warmup_steps else 1.0
+            done = (epoch - 1 + start / opts.batch_size / n_batches) / epochs
+            decay = lr_decay(opts.lr_schedule, done)
             for group, lr in zip(optim.param_groups, base, strict=True):
-                group["lr"] = lr * warm
+                group["lr"] = lr * warm * decay
             losses = model(batch, [b.to(device) for b in boxes])
             loss = sum(losses.values())
             optim.zero_grad()
