@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.options import batch_size_option, device_option, precision_option
+from geoscreen.cli.options import (
+    bands_option,
+    batch_size_option,
+    device_option,
+    precision_option,
+)
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
 
@@ -82,6 +87,7 @@ def _stderr(message: str) -> None:
     "when two or more scenes hold positives and negatives).",
 )
 @device_option
+@bands_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
@@ -106,6 +112,7 @@ def train(
     fold_by: str = "auto",
     from_store: str | None = None,
     allow_dropped: bool = False,
+    bands: tuple[str, ...] = (),
 ) -> None:
     """Train PROFILE's model (classifier or detector) on labelled examples; writes weights
     and a model card.
@@ -119,6 +126,12 @@ def train(
 
     check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
+    if bands:  # resolved against the scenes given (by position when there are none)
+        from geoscreen.imagery.scene import open_scene
+        from geoscreen.profiles import select_bands
+
+        given = [open_scene(p, sensor=prof.imagery.sensor) for p in imagery]
+        prof = select_bands(prof, bands, given)
     if from_store is None and not (labels and imagery):
         raise InputError(
             "training needs --labels and --imagery, or --from-store",
@@ -163,6 +176,7 @@ def train(
 @device_option
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
 @precision_option
+@bands_option
 @click.option(
     "--tta/--no-tta",
     default=False,
@@ -181,12 +195,14 @@ def screen(
     embeddings: bool,
     precision: str,
     tta: bool,
+    bands: tuple[str, ...] = (),
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model (detection profiles:
     find objects, one site per object)."""
     from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.region import card_warnings
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import load_profile
+    from geoscreen.profiles import load_profile, select_bands
     from geoscreen.vision.infer import new_run
     from geoscreen.vision.task import RunSettings, task_for
 
@@ -194,11 +210,15 @@ def screen(
     task = task_for(prof)
     loaded = task.load(model_dir)
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
+    prof = select_bands(prof, bands, opened)
     for scene in opened:
         task.check(loaded, prof, scene)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
     threshold = task.threshold(loaded, prof)
+    warned = [card_warnings(loaded.card, scene) for scene in opened]
+    for line in (w for lines in warned for w in lines):
+        click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
         click.echo(threshold_note(prof.threshold, loaded.card), err=True)
     settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
@@ -208,14 +228,15 @@ def screen(
     from geoscreen.vision.scoremap import ScoreMap
 
     results = []
-    for scene, area in zip(opened, areas, strict=True):
+    for scene, area, warnings in zip(opened, areas, warned, strict=True):
         result = task.score_scene(
             loaded, prof, scene, settings, aoi=area, meta={**meta, "scene_id": scene.id}
         )
         if isinstance(result, ScoreMap):
-            results.append(_write(result, Path(out), scene.uri))
+            written = _write(result, Path(out), scene.uri)
         else:
-            results.append(_write_objects(result, prof, scene, Path(out), meta, threshold))
+            written = _write_objects(result, prof, scene, Path(out), meta, threshold)
+        results.append({**written, "warnings": warnings})
     _summary(Path(out), "screen", meta, results, profile_record(prof))
 
 
@@ -286,6 +307,7 @@ def threshold_note(threshold: float, card: dict[str, Any]) -> str:
 @click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
 @batch_size_option
 @device_option
+@bands_option
 def similar(
     profile: str,
     imagery: tuple[str, ...],
@@ -294,10 +316,11 @@ def similar(
     model_dir: str | None,
     batch_size: int,
     device: str,
+    bands: tuple[str, ...] = (),
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import check_scene, load_profile
+    from geoscreen.profiles import check_scene, load_profile, select_bands
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
@@ -306,6 +329,7 @@ def similar(
     prof = load_profile(profile)
     pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
+    prof = select_bands(prof, bands, scenes)
     if model_dir:
         loaded = load_model(model_dir)
         for scene in scenes:

@@ -14,10 +14,12 @@ import pytest
 import rasterio
 import shapely
 import torch
+import yaml
 
 from geoscreen.cli.app import EXIT_USER_ERROR, main
 from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
+from geoscreen.imagery.region import region_from_card
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.labels import load_labels
@@ -92,6 +94,10 @@ def test_train(trained: tuple[Path, tuple[int, str, str]]) -> None:
     assert "MODEL_CARD.md" in out and out.count("\n") == 1
     assert "chips (61 positive)" in err and "spatially blocked folds over" in err
     assert "pixel_lr" in err and "<- chosen" in err
+    card = yaml.safe_load((model / "model.yaml").read_text())
+    region = region_from_card(card)  # where it was trained: screen/scan warn far from it
+    assert region is not None and region.footprint is not None
+    assert set(region.stats) == {"red", "green", "blue"}
 
 
 def test_screen(
