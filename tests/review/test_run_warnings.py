@@ -4,13 +4,16 @@ model's training region), and its candidates report it; older stores upgrade."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import shapely
 from alembic import command
+from click.testing import CliRunner
 from sqlalchemy import insert, inspect, select
 
+from geoscreen.cli.app import cli
 from geoscreen.review import db, migrate
 from geoscreen.review.loader import load_sites
 from geoscreen.review.schema import candidates, runs
@@ -30,6 +33,16 @@ def test_warnings_are_stored_with_the_run_and_shown_per_candidate(
     for c in found:
         expected = [FAR] if int(c.site_id.split("-")[1]) >= 100 else []
         assert store.scene_warnings(c.id) == expected
+    # review show says it too (text and JSON)
+    far = next(c for c in found if c.site_id.endswith("100"))
+    near = next(c for c in found if c.site_id.endswith("000"))
+    runner = CliRunner()
+    url = store.url.render_as_string(hide_password=False)
+    shown = runner.invoke(cli, ["review", "show", str(far.id), "--db", url])
+    assert shown.exit_code == 0, shown.output
+    assert f"warning:    scene far from training region/statistics: {FAR}" in shown.output
+    shown = runner.invoke(cli, ["review", "show", str(near.id), "--db", url, "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["scene_warnings"] == []
 
 
 def test_upgrade_from_0005_adds_the_warnings_column(db_url: str) -> None:
