@@ -667,6 +667,12 @@ def select_bands(profile: Profile, bands: tuple[str, ...], scenes: list[Scene]) 
     if not bands:
         return profile
     names = [_band_name(b, scenes[0]) if scenes else _as_name(b) for b in bands]
+    if scenes and profile.imagery.sensor is None and profile.preprocess.indices:
+        # Without a preset the profile knows colours only by common name (or bands by
+        # position): name them so, or its indices cannot be checked.
+        first = [_band_position(scenes[0], n, b) for n, b in zip(names, bands, strict=True)]
+        common = [scenes[0].common_name(i) for i in first]
+        names = [str(c) for c in common] if all(common) else [f"band{i}" for i in first]
     for scene in scenes:
         pairs = zip(names, bands, strict=True)
         picked = [_band_position(scene, name, given) for name, given in pairs]

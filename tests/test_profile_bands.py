@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.scene import open_scene
@@ -65,3 +66,23 @@ def test_parse_bands_refuses_malformed_lists() -> None:
     for text in ("4,,3", "", "0,1", "red,RED"):
         with pytest.raises(InputError):
             parse_bands(text)
+
+
+def test_a_profile_without_sensor_checks_its_indices_on_the_selected_bands(
+    s2: Path, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load(KILNS.read_text())
+    del spec["imagery"]["sensor"]
+    spec["imagery"]["bands"] = ["band4", "band3", "band2", "band8", "band12"]
+    spec["model"]["in_channels"] = 6
+    path = tmp_path / "by_number.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    profile = load_profile(path)
+    scene = open_scene(s2)  # its preset (Sentinel-2) names the colours
+    chosen = select_bands(profile, ("4", "3", "2", "8", "12"), [scene])
+    assert chosen.preprocess.bands == ["red", "green", "blue", "nir", "swir16"]
+    assert [scene.band_names[i - 1] for i in scene.band_indexes(chosen.preprocess.bands)] == [
+        "B04", "B03", "B02", "B08", "B11",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="index ndbi of profile brick_kilns_s2 needs the swir16"):
+        select_bands(profile, ("4", "3", "2", "8", "13"), [scene])
