@@ -44,6 +44,7 @@ from tqdm import tqdm
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
+from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
 from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
@@ -580,5 +581,6 @@ def train_detector(
         "chips_per_epoch_each": 1,
         "weighted": False,
     }
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     card["model_sha256"] = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
     return card

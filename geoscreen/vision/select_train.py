@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoscreen.errors import InputError
+from geoscreen.imagery.region import region_record
 from geoscreen.profiles import Profile
 from geoscreen.ranking import at_threshold
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
@@ -295,6 +296,7 @@ def train_by_selection(
         seconds=time.perf_counter() - started,
         verdict=verdict,
     )
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     from geoscreen.vision.classifier import render_card_markdown
 
     save_model_dir(scorer, card, Path(out_dir), render_card_markdown)

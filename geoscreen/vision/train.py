@@ -33,6 +33,7 @@ from geoscreen.errors import InputError
 from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, shifted_copies
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
+from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
 from geoscreen.profiles import Profile, check_scene
@@ -533,6 +534,7 @@ def train_classifier(
         f"{metrics['val_pixel_baseline_average_precision']:.3f}) in {seconds:.0f} s"
     )
     card = _card(profile, spec, (mean, std), data, split, metrics, history, opts, device, seconds)
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     save_model(model.cpu(), card, Path(out_dir))
     return card
 
