@@ -43,8 +43,8 @@ VISION_TRAINING = frozenset(
 )
 VISION_INFERENCE = frozenset(
     {"infer", "detect_infer", "detect_tta", "classifier", "detector", "scorer", "scoremap",
-     "modeldir", "runtime", "boxes", "backbones", "weights", "embeddings", "tabular", "inputs",
-     "tilefeatures"}
+     "modeldir", "modelcard", "runtime", "boxes", "backbones", "weights", "embeddings",
+     "tabular", "inputs", "tilefeatures"}
 )  # fmt: skip
 
 # Edges the rules forbid that remain on purpose, each with its reason. Every entry must

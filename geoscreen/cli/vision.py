@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
     from geoscreen.imagery.scene import Scene
     from geoscreen.profiles import Profile
     from geoscreen.vision.detect_infer import Objects
+    from geoscreen.vision.modelcard import ModelCard
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
@@ -260,11 +261,14 @@ def _write_objects(
     }
 
 
-def threshold_note(threshold: float, card: dict[str, Any]) -> str:
+def threshold_note(threshold: float, card: ModelCard) -> str:
     """Which threshold makes sites, and what the model card suggests."""
-    best = card.get("thresholds", {}).get("suggested", {}).get("best_f1")
-    hint = f"; the model card suggests {best['threshold']:g} for best F1" if best else ""
-    return f"threshold in force: {threshold:g} (profile {card['profile']['name']}){hint}"
+    from geoscreen.vision.modelcard import ClassifyCard
+
+    thresholds = card.thresholds if isinstance(card, ClassifyCard) else None
+    best = thresholds.suggested.get("best_f1") if thresholds else None
+    hint = f"; the model card suggests {best.threshold:g} for best F1" if best else ""
+    return f"threshold in force: {threshold:g} (profile {card.profile.name}){hint}"
 
 
 @cli.command()

@@ -51,6 +51,7 @@ from geoscreen.vision.learners import (
     learner_record,
     summarise,
 )
+from geoscreen.vision.modelcard import ClassifyCard
 from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.scorer import DeepFeatures, FeatureScorer
@@ -266,8 +267,9 @@ def train_by_selection(
     opts: TrainOptions,
     say: Callable[[str], None],
     started: float,
-) -> dict[str, Any]:
-    """Compare the mode's learners on blocked folds, keep the best, write the model."""
+) -> ClassifyCard:
+    """Compare the mode's learners on blocked folds, keep the best, write the model;
+    returns the card as written."""
     comparison = compare_learners(profile, data, opts, say)
     chosen = comparison.chosen
     scorer, final = comparison.refit(chosen.candidate.name, opts.seed)
@@ -295,8 +297,7 @@ def train_by_selection(
     )
     from geoscreen.vision.classifier import render_card_markdown
 
-    save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
-    return card
+    return save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
 
 
 def _verdict(table: dict[str, dict[str, float]], chosen: str) -> str:
@@ -346,7 +347,7 @@ def _card(
     device: torch.device,
     seconds: float,
     verdict: str,
-) -> dict[str, Any]:
+) -> ClassifyCard:
     y = data.labels.astype(bool)
     chosen, table, results = comparison.chosen, comparison.table, comparison.results
     row = table[chosen.candidate.name]
@@ -404,4 +405,4 @@ def _card(
     # The spectral features the head reads (the label pixel's values alone for pixel_lr).
     used = {"deep": 0, "pixel": scorer_record["channels"]}.get(scorer_record["features"])
     card["features"] = list(names)[:used]
-    return card
+    return ClassifyCard.model_validate(card)

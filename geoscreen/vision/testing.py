@@ -14,23 +14,22 @@ from geoscreen.profiles import Profile
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, save_model
 from geoscreen.vision.inputs import backbone_spec
+from geoscreen.vision.modelcard import BackboneRecord, ClassifyCard, InputStats, ProfileRecord
 
 
 def untrained_model_dir(profile: Profile, scene: Scene, out: Path, threshold: float = 0.5) -> Path:
     """Save a classifier for ``profile`` on the bands of ``scene`` (untrained head) to ``out``."""
     spec = backbone_spec(profile, scene)
     mean, std = input_stats(spec)
-    card = {
-        "profile": {"name": profile.name, "version": profile.version},
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-        },
-        "input_stats": {"mean": mean, "std": std},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"),
-        "threshold": threshold,
-    }
+    card = ClassifyCard(
+        profile=ProfileRecord(name=profile.name, version=profile.version),
+        backbone=BackboneRecord(
+            name=spec.name, in_channels=spec.in_channels, band_roles=list(spec.band_roles or [])
+        ),
+        input_stats=InputStats(mean=mean, std=std),
+        preprocess=profile.preprocess,
+        tiling=profile.tiling,
+        threshold=threshold,
+    )
     save_model(TileClassifier(build_backbone(spec), mean, std), card, out)
     return out

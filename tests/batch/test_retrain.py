@@ -222,6 +222,7 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
                             opts=TrainOptions(mode="spectral", device="cpu", folds=3),
                             progress=said.append)  # fmt: skip
     assert any(s.startswith("warning: ann made 4 of 4 review labels (100%)") for s in said)
-    assert card["provenance"]["from_reviews"]["by_reviewer"] == {"ann": 4}
-    used = card["provenance"]["from_reviews"]
-    assert (used["positives_used"], used["negatives_used"]) == (2, 2)  # each on its own scene
+    assert card.provenance is not None
+    used = card.provenance.from_reviews
+    assert used.by_reviewer == {"ann": 4}
+    assert (used.positives_used, used.negatives_used) == (2, 2)  # each on its own scene
