@@ -92,6 +92,26 @@ def test_version_1_without_a_task_is_a_classifier() -> None:
     assert "card_version" not in raw  # the caller's values are left alone
 
 
+def test_older_shapes_still_load() -> None:
+    """Detector cards from before anchors were fitted and tiles standardised, and minimal
+    classifier cards (no fingerprint, data, split or training), as the loaders took them."""
+    raw = v1("detect")
+    for key in ("anchor_px", "tile_norm"):
+        del raw["detector"][key]
+    card = parse_card(raw)
+    assert isinstance(card, DetectCard)
+    assert (card.detector.anchor_px, card.detector.tile_norm) == ([], False)
+    minimal = {
+        key: v1("finetune")[key]
+        for key in ("profile", "backbone", "input_stats", "preprocess", "tiling", "threshold")
+    }
+    minimal["profile"] = {"name": "p", "version": "1"}
+    del minimal["backbone"]["weights"]
+    card = parse_card(minimal)
+    assert isinstance(card, ClassifyCard) and card.training is None and card.data.labels == []
+    assert "profile fingerprint: `?`" in render_card_markdown(card)
+
+
 def test_a_card_from_a_newer_geoscreen_is_refused() -> None:
     with pytest.raises(InputError, match="newer than this geoscreen reads"):
         parse_card({**v1("finetune"), "card_version": CARD_VERSION + 1}, "m/model.yaml")
