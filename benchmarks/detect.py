@@ -74,6 +74,7 @@ from geoscreen.vision.detect_train import (
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
+from geoscreen.vision.modelcard import BackboneRecord, DetectCard, DetectorRecord, ProfileRecord
 from geoscreen.vision.runtime import tune_malloc
 
 CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
@@ -113,10 +114,12 @@ def untrained(profile: Profile, scene_path: Path) -> LoadedDetector:
     scene = open_scene(scene_path, sensor=profile.imagery.sensor)
     config = replace(detector_config(profile, scene, 0.1), score_threshold=0.0)
     model = build_detector(config).eval()
-    card = {"profile": {"name": profile.name}, "detector": config.to_card(),
-            "preprocess": profile.preprocess.model_dump(mode="json"),
-            "tiling": profile.tiling.model_dump(mode="json"),
-            "backbone": {"in_channels": 3}}  # fmt: skip
+    card = DetectCard(
+        profile=ProfileRecord(name=profile.name, version=profile.version),
+        detector=DetectorRecord.model_validate(config.to_card()),
+        preprocess=profile.preprocess, tiling=profile.tiling,
+        backbone=BackboneRecord(name=config.backbone.name, in_channels=3),
+    )  # fmt: skip
     return LoadedDetector(model, card, "untrained", Path("untrained"))
 
 
@@ -213,14 +216,16 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     started, cpu = time.perf_counter(), time.process_time()
     if reuse and (model_dir / "model.yaml").is_file():
         card = load_detector(model_dir).card
-        train_s = float(card["training"]["seconds"])
+        train_s = card.training.seconds if card.training else float("nan")
     else:
         card = train_detector(profile, labels, images, model_dir, opts, progress=print)
         train_s = time.perf_counter() - started
     load_after = os.getloadavg()[0]
-    cpu_s = card["training"].get("cpu_seconds", time.process_time() - cpu)
+    training = card.training
+    assert training is not None and card.threshold is not None and card.split is not None
+    cpu_s = training.cpu_seconds or time.process_time() - cpu
     loaded = load_detector(model_dir)
-    threshold = float(card["threshold"])
+    threshold = card.threshold
     per_image: list[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]] = []
     started = time.perf_counter()
     for name in test:
@@ -230,7 +235,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
         sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
         per_image.append((sites, load_truth(sample_path(NEON[name][1]), scene)))
     detect_s = time.perf_counter() - started
-    epochs = card["training"]["epochs"]
+    epochs = training.epochs or []
     entries = []
     for iou in (0.4, 0.5):
         crit = Criterion(iou=iou)
@@ -246,7 +251,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             "direction": f"{site_list(train)} -> {site_list(test)}" + (" (TTA)" if tta else ""),
             "imagery": ", ".join(Path(sample_path(NEON[n][0])).name for n in test)
             + f" (trained on {site_list(train)})",
-            "train_objects": int(card["split"]["objects"]),
+            "train_objects": card.split.objects,
             "objects": int(m["truth"]), "detections": int(m["predicted"]),
             "iou": iou, "threshold": threshold,
             "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
@@ -259,10 +264,10 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             "train_seconds": round(train_s, 1), "train_cpu_seconds": cpu_s,
             "detect_seconds": round(detect_s, 1),
             "s_per_epoch": round(statistics.median(e["seconds"] for e in epochs), 1),
-            "epochs": f"{card['training']['best_epoch']}/{card['training']['epochs_run']}"
-                      f"+{len(card['training'].get('refit_epochs', []))}",
+            "epochs": f"{training.best_epoch}/{training.epochs_run}"
+                      f"+{len(training.refit_epochs or [])}",
             "load_avg_1min": round((load_before + load_after) / 2, 1),  # while run
-            "val_f1@0.4": card["metrics"]["val_f1@0.4"],
+            "val_f1@0.4": card.metrics["val_f1@0.4"],
         })  # fmt: skip
     if not tta:
         record_evaluation(model_dir, entries, replace=True)
@@ -328,16 +333,17 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
                               [sample_path(NEON[n][0]) for n in names],
                               out / _slug(args.variant) / "osbs_yell",
                               DetectTrainOptions(**{**base, **change}), progress=print)  # fmt: skip
-        m = card["metrics"]
+        m, split, training = card.metrics, card.split, card.training
+        assert split is not None and training is not None
         load = round((load_before + os.getloadavg()[0]) / 2, 1)
-        print(f"\nOSBS+YELL ({card['split']['objects']} objects), held-out strips (selection "
-              f"model, card threshold {card['threshold']}); trained in "
-              f"{card['training']['seconds']:.0f} s wall, {card['training']['cpu_seconds']} "
+        print(f"\nOSBS+YELL ({split.objects} objects), held-out strips (selection "
+              f"model, card threshold {card.threshold}); trained in "
+              f"{training.seconds:.0f} s wall, {training.cpu_seconds} "
               f"CPU-s, load {load}:")  # fmt: skip
         print_table(["IoU", "P", "R", "F1", "AP"], [[iou, *(f"{m[f'val_{k}@{iou}']:.3f}" for k in
                     ("precision", "recall", "f1", "average_precision"))]
                     for iou in ("0.4", "0.5")])  # fmt: skip
-        result["combined"] = {**m, "train_seconds": card["training"]["seconds"], "load": load}
+        result["combined"] = {**m, "train_seconds": training.seconds, "load": load}
     (out / _slug(args.variant)).mkdir(parents=True, exist_ok=True)
     path = out / _slug(args.variant) / ("quality_tta.json" if args.tta else "quality.json")
     if path.is_file():  # keep the cases other runs of this variant measured

@@ -49,12 +49,12 @@ def main() -> None:
                 TrainOptions(mode=args.mode, device="cpu", seed=0, positive_classes=["water"]),
             )  # fmt: skip
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        learners = card.get("selection", {}).get("learners", {})
+        learners = card.selection.learners if card.selection else {}
         rows.append([
-            run, sum(card["split"].get("test_chips_per_fold", [])), f"{wall:.1f}",
-            f"{cpu:.1f}", f"{load_before:.1f}", f"{os.getloadavg()[0]:.1f}",
-            card.get("selection", {}).get("chosen", args.mode),
-            ", ".join(f"{k} {v['seconds']:.1f}" for k, v in learners.items()),
+            run, sum((card.split.test_chips_per_fold if card.split else None) or []),
+            f"{wall:.1f}", f"{cpu:.1f}", f"{load_before:.1f}", f"{os.getloadavg()[0]:.1f}",
+            card.selection.chosen if card.selection else args.mode,
+            ", ".join(f"{k} {v.seconds:.1f}" for k, v in learners.items()),
         ])  # fmt: skip
     print(f"train {profile.name} on 866 labels (mode {args.mode}), {os.cpu_count()} CPUs")
     print_table(

@@ -3,7 +3,8 @@
 1. describe and tile the bundled samples;
 2. prepare imagery: the NEON OSBS_029 aerial scene cut into four georeferenced
    scenes (a small "drop folder");
-3. train (or reuse) the tree-crown profile's classifier on the scene's labels;
+3. train (or reuse) the tree-crown profile's model on the scene's labels, through
+   the profile's task (:func:`geoscreen.vision.task.task_for`);
 4. scan the drop folder into a SQLite review store;
 5. write ``map.html`` (offline, self-contained);
 6. create a demo user with a one-time password (printed once);
@@ -77,29 +78,29 @@ def prepare_imagery(folder: Path, size: int = 200) -> list[Path]:
 
 
 def train_or_load(model_dir: Path, echo: Echo) -> Path:
-    """Reuse a demo model that loads, else train the linear probe (seconds on a CPU)."""
-    from geoscreen.vision.classifier import load_model
-    from geoscreen.vision.train import TrainOptions, train_classifier
+    """Reuse a demo model that loads, else train the profile's model (seconds on a CPU),
+    both through the profile's task, as ``geoscreen train``/``screen`` and ``scan`` do."""
+    from geoscreen.vision.modeldir import CARD_FILE
+    from geoscreen.vision.task import TrainRequest, task_for
 
-    if (model_dir / "model.yaml").is_file():
+    profile = load_profile(profile_path())
+    task = task_for(profile)
+    if (model_dir / CARD_FILE).is_file():
         try:
-            load_model(model_dir)
+            task.check_profile(task.load(model_dir), profile)
             echo(f"  reusing the trained model in {model_dir}")
             return model_dir
         except (InputError, ConfigError):
             echo("  the saved model does not load; training again")
-    card = train_classifier(
-        load_profile(profile_path()),
+    card = task.train(
+        profile,
         [sample_path("neon_osbs_labels")],
         [sample_path("neon_osbs")],
         model_dir,
-        TrainOptions(),
+        TrainRequest(),
         progress=lambda m: echo(f"  {m}"),
     )
-    echo(
-        f"  model card: {model_dir / 'MODEL_CARD.md'} "
-        f"(training took {card['training']['seconds']:.1f} s)"
-    )
+    echo(f"  {task.trained_summary(card, profile, str(model_dir))}")
     return model_dir
 
 

@@ -21,11 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geoscreen.errors import InputError
 from geoscreen.profiles import Profile
 from geoscreen.vision.folds import MIN_POSITIVES as FOLD_MIN_POSITIVES
+from geoscreen.vision.modelcard import (
+    FromFiles,
+    FromReviews,
+    LabelRecord,
+    ModelCard,
+    ProvenanceRecord,
+    WeighedHardNegatives,
+)
 
 MIN_POSITIVES = FOLD_MIN_POSITIVES  # what blocked cross-validation needs at the least
 MIN_NEGATIVES = FOLD_MIN_POSITIVES  # hard negatives: as many, or the model learns background
@@ -46,7 +52,7 @@ def train_from_store(
     progress: Callable[[str], None] | None = None,
     min_positives: int = MIN_POSITIVES,
     min_negatives: int = MIN_NEGATIVES,
-) -> dict[str, Any]:
+) -> ModelCard:
     """Train from the store's reviewed candidates (plus any label files); returns the card.
 
     ``request`` is a :class:`~geoscreen.vision.task.TrainRequest` (the CLI's knobs);
@@ -60,7 +66,7 @@ def train_from_store(
     from geoscreen.review.store import open_store
     from geoscreen.review.trainlabels import write_review_labels
     from geoscreen.review.users import local_actor
-    from geoscreen.vision.modeldir import CARD_FILE, CARD_MARKDOWN, write_card
+    from geoscreen.vision.modeldir import CARD_MARKDOWN, write_card
     from geoscreen.vision.task import TrainRequest, task_for
 
     say = progress or (lambda _msg: None)
@@ -106,32 +112,42 @@ def train_from_store(
         request = replace(request, hard_negative_labels=hard)
         if opts is not None:
             opts = opts.model_copy(update={"hard_negative_labels": list(hard)})
-        task.train(profile, [*labels, path], scenes, out_dir, request, progress, options=opts)
+        card = task.train(profile, [*labels, path], scenes, out_dir, request, progress,
+                          options=opts)  # fmt: skip
         out = Path(out_dir)
-        card = yaml.safe_load((out / CARD_FILE).read_text(encoding="utf-8"))
         page = (out / CARD_MARKDOWN).read_text(encoding="utf-8")
-        card["provenance"] = _provenance(card, path, reviewed.to_dict(), store.display, who)
-        for record in card.get("data", {}).get("labels", []):
-            if record.get("path") == str(path):
-                record["path"] = f"{REVIEW_LABELS} {store.display}"
-        options = card.get("training", {}).get("options", {})
-        if options.get("hard_negative_labels") == list(hard):  # a temporary file's name
-            options["hard_negative_labels"] = [f"{REVIEW_LABELS} {store.display}"]
+        prov = _provenance(card, path, reviewed.to_dict(), store.display, who)
+        shown = f"{REVIEW_LABELS} {store.display}"
+        labels_shown = [
+            r.model_copy(update={"path": shown}) if r.path == str(path) else r
+            for r in card.data.labels
+        ]
+        training = card.training
+        if training is not None and training.options.get("hard_negative_labels") == list(hard):
+            options = {**training.options, "hard_negative_labels": [shown]}  # not a temp file
+            training = training.model_copy(update={"options": options})
         entry = audit.log(
             store,
             actor=who,
             action="train_model",
             entity="model",
-            entity_id=card["model_sha256"],
-            after={"out": str(out), **card["provenance"]},
+            entity_id=str(card.model_sha256),
+            after={"out": str(out), **prov.model_dump(mode="json", exclude_none=True)},
             profile=profile.name,
             profile_version=profile.version,
-            model_sha256=card["model_sha256"],
+            model_sha256=card.model_sha256,
         )
-        card["provenance"]["audit_entry"] = entry.seq
-        page = page.replace(str(path), f"{REVIEW_LABELS} {store.display}")
+        prov = prov.model_copy(update={"audit_entry": entry.seq})
+        card = card.model_copy(
+            update={
+                "provenance": prov,
+                "data": card.data.model_copy(update={"labels": labels_shown}),
+                "training": training,
+            }
+        )
+        page = page.replace(str(path), shown)
         write_card(out, card, page.rstrip("\n") + "\n" + provenance_markdown(card))
-    return dict(card)
+    return card
 
 
 def _label_names(profile: Profile, opts: Any, request: Any) -> tuple[str, str]:
@@ -176,62 +192,63 @@ def _unique(paths: Sequence[Path]) -> list[Path]:
 
 
 def _provenance(
-    card: dict[str, Any], review_path: Path, reviews: dict[str, Any], store: str, who: str
-) -> dict[str, Any]:
+    card: ModelCard, review_path: Path, reviews: dict[str, Any], store: str, who: str
+) -> ProvenanceRecord:
     """Labels from files versus reviews; the reviews by person and audit position."""
-    records = card.get("data", {}).get("labels", [])
-    chipped = {s["id"] for s in card.get("data", {}).get("scenes", [])}  # scenes that gave chips
-    files = [r for r in records if r["path"] != str(review_path)]
-    used = [r for r in records if r["path"] == str(review_path) and r["scene_id"] in chipped]
+    records = card.data.labels
+    chipped = {s.id for s in card.data.scenes}  # scenes that gave chips
+    files = [r for r in records if r.path != str(review_path)]
+    used = [r for r in records if r.path == str(review_path) and r.scene_id in chipped]
 
-    def count(r: dict[str, Any], kind: str) -> int:  # a detector's records count objects
-        return int(r.get(kind, r.get("objects", 0) if kind == "positives" else 0))
+    def count(r: LabelRecord, kind: str) -> int:  # a detector's records count objects
+        if kind == "positives":
+            return r.positives if r.positives is not None else (r.objects or 0)
+        return r.negatives or 0
 
-    return {
-        "trained_by": who,
-        "store": store,
-        "from_files": {
-            "files": sorted({r["path"] for r in files}),
-            "positives": sum(count(r, "positives") for r in files),
-            "negatives": sum(count(r, "negatives") for r in files),
-        },
-        "from_reviews": {
+    return ProvenanceRecord(
+        trained_by=who,
+        store=store,
+        from_files=FromFiles(
+            files=sorted({r.path for r in files}),
+            positives=sum(count(r, "positives") for r in files),
+            negatives=sum(count(r, "negatives") for r in files),
+        ),
+        from_reviews=FromReviews.model_validate({
             **reviews,
             "positives_used": sum(count(r, "positives") for r in used),
             "negatives_used": sum(count(r, "negatives") for r in used),
-        },
-    }
+        }),
+    )  # fmt: skip
 
 
-def provenance_markdown(card: dict[str, Any]) -> str:
+def provenance_markdown(card: ModelCard) -> str:
     """``## Provenance`` for MODEL_CARD.md."""
-    prov = card.get("provenance")
-    if not prov:
+    prov = card.provenance
+    if prov is None:
         return ""
-    files, reviews = prov["from_files"], prov["from_reviews"]
-    people = ", ".join(f"{k} {v}" for k, v in reviews["by_reviewer"].items()) or "none"
+    files, reviews = prov.from_files, prov.from_reviews
+    people = ", ".join(f"{k} {v}" for k, v in reviews.by_reviewer.items()) or "none"
     lines = [
         "",
         "## Provenance",
-        f"- from label files: {files['positives']} positive, {files['negatives']} negative "
-        f"({len(files['files'])} file(s); counted per scene they fall on)",
-        f"- from reviews in {prov['store']}: {reviews['positives']} positive (confirmed or "
-        f"escalated), {reviews['negatives']} negative (rejected), up to audit entry "
-        f"{reviews['up_to_audit_seq']}; by reviewer: {people}",
-        f"- used on the scenes: {reviews['positives_used']} positive, "
-        f"{reviews['negatives_used']} negative (a scene without any positive label gives no "
+        f"- from label files: {files.positives} positive, {files.negatives} negative "
+        f"({len(files.files)} file(s); counted per scene they fall on)",
+        f"- from reviews in {prov.store}: {reviews.positives} positive (confirmed or "
+        f"escalated), {reviews.negatives} negative (rejected), up to audit entry "
+        f"{reviews.up_to_audit_seq}; by reviewer: {people}",
+        f"- used on the scenes: {reviews.positives_used} positive, "
+        f"{reviews.negatives_used} negative (a scene without any positive label gives no "
         "chips, so its rejections are not used)",
-        f"- trained by {prov['trained_by']}; recorded as audit entry {prov.get('audit_entry')}",
+        f"- trained by {prov.trained_by}; recorded as audit entry {prov.audit_entry}",
     ]
-    hard = card.get("hard_negatives")
-    if hard:
-        if "weight" in hard:
-            share = hard["of_negative_weight"]
+    hard = card.hard_negatives
+    if hard is not None:
+        if isinstance(hard, WeighedHardNegatives):
             how = (
-                f"each weighing {hard['weight']:g} random background chips "
-                f"({share:.0%} of the negatives' training weight)"
+                f"each weighing {hard.weight:g} random background chips "
+                f"({hard.of_negative_weight:.0%} of the negatives' training weight)"
             )
         else:
             how = "each given a background chip around it every epoch (not weighted)"
-        lines.insert(-1, f"- hard negatives (rejected candidates): {hard['chips']}, {how}")
+        lines.insert(-1, f"- hard negatives (rejected candidates): {hard.chips}, {how}")
     return "\n".join(lines) + "\n"

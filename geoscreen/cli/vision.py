@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
     from geoscreen.imagery.scene import Scene
     from geoscreen.profiles import Profile
     from geoscreen.vision.detect_infer import Objects
+    from geoscreen.vision.modelcard import ModelCard
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
@@ -314,11 +315,14 @@ def _write_objects(
     }
 
 
-def threshold_note(threshold: float, card: dict[str, Any]) -> str:
+def threshold_note(threshold: float, card: ModelCard) -> str:
     """Which threshold makes sites, and what the model card suggests."""
-    best = card.get("thresholds", {}).get("suggested", {}).get("best_f1")
-    hint = f"; the model card suggests {best['threshold']:g} for best F1" if best else ""
-    return f"threshold in force: {threshold:g} (profile {card['profile']['name']}){hint}"
+    from geoscreen.vision.modelcard import ClassifyCard
+
+    thresholds = card.thresholds if isinstance(card, ClassifyCard) else None
+    best = thresholds.suggested.get("best_f1") if thresholds else None
+    hint = f"; the model card suggests {best.threshold:g} for best F1" if best else ""
+    return f"threshold in force: {threshold:g} (profile {card.profile.name}){hint}"
 
 
 @cli.command()
@@ -435,14 +439,20 @@ def scene_folder(scene: Scene) -> str:
 
 
 def _trained_record(
-    card: dict[str, Any], profile: Profile, task: str, out: str, line: str
+    card: ModelCard, profile: Profile, task: str, out: str, line: str
 ) -> dict[str, Any]:
     """What ``train --json`` prints: the model, its profile, metrics and threshold."""
     from geoscreen.fileio import sha256_file
+    from geoscreen.vision.modelcard import DetectCard
     from geoscreen.vision.modeldir import WEIGHTS_FILE
 
-    threshold = profile.threshold if task == "classify" else card.get("threshold")
-    learner = card.get("selection", {}).get("chosen", card.get("training", {}).get("mode"))
+    learner: str | None
+    if isinstance(card, DetectCard):
+        threshold, learner = card.threshold, card.detector.architecture
+    else:  # the learner selection kept, or the training mode
+        threshold = profile.threshold
+        learner = card.selection.chosen if card.selection else None
+        learner = learner or (card.training.mode if card.training else None)
     return {
         "kind": "train",
         "out": str(out),
@@ -451,10 +461,10 @@ def _trained_record(
         "profile_version": profile.version,
         "bands": profile.preprocess.bands,
         "model_sha256": sha256_file(Path(out) / WEIGHTS_FILE),
-        "learner": learner if task == "classify" else card.get("detector", {}).get("architecture"),
-        "metrics": card.get("metrics", {}),
+        "learner": learner,
+        "metrics": dict(card.metrics),
         "threshold": threshold,
-        "region_recorded": card.get("region") is not None,
+        "region_recorded": card.region is not None,
         "summary": line,
     }
 

@@ -119,8 +119,9 @@ def map_(
     imagery: bool,
 ) -> None:
     """Write a static map of candidates over their imagery (offline unless --basemap)."""
+    from geoscreen.offline_map import basemap_source
     from geoscreen.review.store import CandidateFilter, open_store
-    from geoscreen.web.mapping import CLUSTER_THRESHOLD, basemap_source, build_map
+    from geoscreen.web.mapping import CLUSTER_THRESHOLD, build_map
 
     if basemap:
         basemap_source(basemap)  # refused before anything is read

@@ -1,7 +1,7 @@
 """Evaluation report: metrics.json, matplotlib plots, a TP/FP/FN map and report.html.
 
 Everything is written to one folder and works offline: plots are PNG files, the
-folium map inlines the vendored Leaflet (:mod:`geoscreen.web.assets`) and loads
+folium map inlines the vendored Leaflet (:mod:`geoscreen.offline_map`) and loads
 no basemap, and report.html refers only to files beside it. Images without
 georeference are mapped in pixel coordinates (Leaflet's flat ``Simple`` CRS,
 rows upward-negated so the image is upright).
@@ -26,8 +26,7 @@ import shapely
 
 from geoscreen.evaluate.metrics import FN, FP, TP, Evaluation
 from geoscreen.fileio import atomic_write
-from geoscreen.web import assets
-from geoscreen.web.mapping import ScreeningMap, base_map
+from geoscreen.offline_map import ScreeningMap, base_map, pixel_map
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -120,11 +119,7 @@ def plot_outcomes(ev: Evaluation, path: str | os.PathLike[str]) -> None:
 def outcome_map(ev: Evaluation) -> ScreeningMap:
     """An offline folium map: TP and FP sites, missed and found truth objects."""
     pixel = ev.predicted.crs is None and ev.truth.crs is None
-    if pixel:
-        fmap = folium.Map(crs="Simple", tiles=None, zoom_start=0, location=[0, 0])
-        fmap.default_js, fmap.default_css = assets.LEAFLET_JS, assets.LEAFLET_CSS
-    else:
-        fmap = base_map(None)
+    fmap = pixel_map() if pixel else base_map(None)
     bounds: list[np.ndarray] = []
     for name, (frame, colour) in _layers(ev).items():
         if not len(frame):

@@ -2,12 +2,12 @@
 
 A :class:`TrainingRegion` is the union of the training scenes' outlines in EPSG:4326
 and per-band statistics of their valid pixels (read decimated: at most ``max_side``
-pixels a side per scene). A model card keeps it as :meth:`TrainingRegion.to_dict`;
-before screening, :func:`region_warnings` compares a scene with it: a scene farther
-than ``far_km`` from the footprint, or a band whose mean lies more than ``max_shift``
-training standard deviations from the training mean, gets a warning. Warnings, never
-refusals: the model may work there, it is only unmeasured. This module reads imagery
-only, so the vision and batch stages can both use it.
+pixels a side per scene). A model card keeps it as :meth:`TrainingRegion.to_dict`
+(typed there as :class:`RegionRecord`); before screening, :func:`region_warnings`
+compares a scene with it: a scene farther than ``far_km`` from the footprint, or a band
+whose mean lies more than ``max_shift`` training standard deviations from the training
+mean, gets a warning. Warnings, never refusals: the model may work there, it is only
+unmeasured. This module reads imagery only, so the vision and batch stages can both use it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from pydantic import BaseModel, ConfigDict, Field
 from pyproj import Geod
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
@@ -33,6 +34,27 @@ FAR_KM = 100.0
 MAX_SHIFT = 3.0
 MAX_SIDE = 512
 _GEOD = Geod(ellps="WGS84")
+
+
+class BandStatsRecord(BaseModel):
+    """One band's statistics as a model card keeps them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: float
+    std: float
+    count: int
+
+
+class RegionRecord(BaseModel):
+    """A model card's ``region`` section (:meth:`TrainingRegion.to_dict`), checked when
+    the card is read: unknown fields are refused, like the card's other sections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    footprint: dict[str, Any] | None = None  # GeoJSON; none when no scene had a CRS
+    crs: str = "EPSG:4326"
+    band_stats: dict[str, BandStatsRecord] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,18 +171,26 @@ def region_warnings(
     return found
 
 
-def region_record(scenes: Sequence[Scene]) -> dict[str, Any]:
+def region_record(scenes: Sequence[Scene]) -> RegionRecord:
     """What a model card keeps as its ``region`` (see :meth:`TrainingRegion.to_dict`)."""
-    return training_region(scenes).to_dict()
+    return RegionRecord.model_validate(training_region(scenes).to_dict())
 
 
-def region_from_card(card: Mapping[str, Any]) -> TrainingRegion | None:
-    """The training region a model card records (``None``: an older card without one)."""
-    record = card.get("region")
-    return None if record is None else TrainingRegion.from_dict(record)
+def region_from_card(card: object) -> TrainingRegion | None:
+    """The training region a model card records (``None``: an older card without one).
+
+    ``card`` is a typed card (its ``region`` attribute) or the plain values of a
+    ``model.yaml``; this stage reads the section only, so it takes either.
+    """
+    record = card.get("region") if isinstance(card, Mapping) else getattr(card, "region", None)
+    if record is None:
+        return None
+    if isinstance(record, BaseModel):
+        record = record.model_dump(mode="json")
+    return TrainingRegion.from_dict(record)
 
 
-def card_warnings(card: Mapping[str, Any], scene: Scene) -> list[str]:
+def card_warnings(card: object, scene: Scene) -> list[str]:
     """:func:`region_warnings` for a model card's region; none for a card without one."""
     region = region_from_card(card)
     return [] if region is None else region_warnings(region, scene)

@@ -6,7 +6,8 @@ with their hashes, the validation split, the metrics, how training ran and the
 model's known limits. :func:`model_card` lays these out in one order for both tasks
 (the classifier's card: :mod:`geoscreen.vision.train`; the detector's:
 :mod:`geoscreen.vision.detect_card`); the ``*_lines`` functions give the sections of
-the Markdown page (``MODEL_CARD.md``) the two share.
+the Markdown page (``MODEL_CARD.md``) the two share. The builders give plain
+sections; each task validates them into its typed card (:mod:`geoscreen.vision.modelcard`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.labels import LabelSet
 from geoscreen.profiles import Profile
 from geoscreen.vision.backbones import BackboneSpec
+from geoscreen.vision.modelcard import CardBase, ClassifyCard
 from geoscreen.vision.split import SplitResult
 
 HELD_OUT_LIMIT = (
@@ -101,8 +103,9 @@ def model_card(
     limits: Sequence[str],
     model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The machine-readable card; ``model`` holds sections of the task's own (the
-    detector's configuration, the classifier's learner), placed before the backbone.
+    """The sections every card has, as plain values for the task's typed card; ``model``
+    holds sections of the task's own (the detector's configuration, the classifier's
+    learner).
     ``spec`` is None for a model that uses no backbone (a spectral-context learner)."""
     backbone = None
     if spec is not None:
@@ -140,69 +143,70 @@ def model_card(
 
 
 # -- the Markdown page ---------------------------------------------------------------------
-def data_lines(card: Mapping[str, Any]) -> list[str]:
+def data_lines(card: CardBase) -> list[str]:
     """``## Data``: each label file with its hash (and object count), each scene."""
-    data = card.get("data", {})
     lines = ["", "## Data"]
-    for item in data.get("labels", []):
-        objects = f" ({item['objects']} objects)" if "objects" in item else ""
-        lines.append(f"- labels `{item['path']}`{objects} sha256 `{item['sha256']}`")
-    lines += [f"- scene `{item['uri']}` id `{item['id']}`" for item in data.get("scenes", [])]
+    for item in card.data.labels:
+        objects = f" ({item.objects} objects)" if item.objects is not None else ""
+        lines.append(f"- labels `{item.path}`{objects} sha256 `{item.sha256}`")
+    lines += [f"- scene `{item.uri}` id `{item.id}`" for item in card.data.scenes]
     return lines
 
 
-def split_lines(card: Mapping[str, Any]) -> list[str]:
+def split_lines(card: CardBase) -> list[str]:
     """``## Validation split`` and its method (the counts per task follow)."""
-    split = card.get("split", {})
+    split = card.split
     return [
         "",
         "## Validation split",
-        f"- {split.get('method', '?')}: {split.get('description', '')}",
+        f"- {split.method if split else '?'}: {split.description if split else ''}",
     ]
 
 
-def limits_lines(card: Mapping[str, Any]) -> list[str]:
+def limits_lines(card: CardBase) -> list[str]:
     """``## Known limits``."""
-    return ["", "## Known limits", *(f"- {text}" for text in card.get("limits", []))]
+    return ["", "## Known limits", *(f"- {text}" for text in card.limits)]
 
 
-def selection_lines(card: Mapping[str, Any]) -> list[str]:
+def selection_lines(card: ClassifyCard) -> list[str]:
     """The learner comparison, baselines and suggested thresholds of a selection card."""
-    sel, thresholds = card["selection"], card.get("thresholds", {})
+    sel, thresholds = card.selection, card.thresholds
+    if sel is None:
+        return []
     lines = [
         "",
         "## Learners compared on the same spatially blocked folds",
-        f"Metric: {sel['metric']}; 95% intervals resample whole blocks. Positive rate "
-        f"(the AP of ranking at random): {sel['positive_rate']:.3f}.",
+        f"Metric: {sel.metric}; 95% intervals resample whole blocks. Positive rate "
+        f"(the AP of ranking at random): {sel.positive_rate:.3f}.",
         "",
         "| learner | AP | 95% interval | ROC AUC | seconds |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name, row in sel["learners"].items():
-        label = f"**{name}** (chosen)" if name == sel["chosen"] else name
-        if row.get("baseline"):
+    for name, row in sel.learners.items():
+        label = f"**{name}** (chosen)" if name == sel.chosen else name
+        if row.baseline:
             label += " (per-pixel baseline)"
         lines.append(
-            f"| {label} | {row['ap']:.3f} | {row['ap_low']:.3f}-{row['ap_high']:.3f} | "
-            f"{row['roc_auc']:.3f} | {row['seconds']:.1f} |"
+            f"| {label} | {row.ap:.3f} | {row.ap_low:.3f}-{row.ap_high:.3f} | "
+            f"{row.roc_auc:.3f} | {row.seconds:.1f} |"
         )
-    if sel["beats_pixel_baseline"]:
+    if sel.beats_pixel_baseline:
         lines += ["", "A learner beyond the per-pixel baseline beats it by a clear margin."]
     else:
         lines += ["", "No learner beats the per-pixel baseline by a clear margin (see limits)."]
-    if thresholds:
+    if thresholds is not None:
         lines += [
             "",
             "## Thresholds",
-            f"In force: {thresholds['in_force']} (from the {thresholds['source']}). "
+            f"In force: {thresholds.in_force} (from the {thresholds.source}). "
             "Suggested, from calibrated out-of-fold scores:",
             "",
             "| aim | threshold | precision | recall | F1 |",
             "| --- | --- | --- | --- | --- |",
         ]
-        for aim, row in thresholds.get("suggested", {}).items():
+        for aim, t in thresholds.suggested.items():
             lines.append(
-                f"| {aim.replace('_', ' ')} | {row['threshold']:.3f} | {row['precision']:.3f} | "
-                f"{row['recall']:.3f} | {row['f1']:.3f} |"
+                f"| {aim.replace('_', ' ')} | {t.threshold:.3f} | {t.precision:.3f} | "
+                f"{t.recall:.3f} | {t.f1:.3f} |"
             )
     return lines

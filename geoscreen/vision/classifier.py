@@ -8,8 +8,8 @@ The model hash (sha256 of ``model.pt``) identifies a model in screening runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from geoscreen.errors import InputError
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
 from geoscreen.vision.cards import data_lines, limits_lines, selection_lines, split_lines
+from geoscreen.vision.modelcard import ClassifyCard, ModelCard
 from geoscreen.vision.modeldir import CARD_FILE as CARD_FILE  # the layout's names, re-exported
 from geoscreen.vision.modeldir import CARD_MARKDOWN as CARD_MARKDOWN
 from geoscreen.vision.modeldir import WEIGHTS_FILE as WEIGHTS_FILE
@@ -86,34 +87,30 @@ class TileClassifier(TileModel):
         return torch.sigmoid(self.head(feats).squeeze(1)), feats
 
 
+@dataclass(frozen=True)
 class LoadedModel(LoadedModelDir[TileModel]):
     """A tile model loaded from a model directory, with its card and hash: a
     :class:`TileClassifier` (fine-tuned CNN) or a feature scorer
     (:mod:`geoscreen.vision.scorer`); both screen through ``score_and_embed``."""
 
+    card: ClassifyCard
 
-def spec_from_card(card: dict[str, Any]) -> BackboneSpec:
+
+def spec_from_card(card: ModelCard) -> BackboneSpec:
     """The backbone spec recorded in a model card (no pretrained file needed to rebuild)."""
-    b = card["backbone"]
-    roles = b.get("band_roles")
+    b = card.backbone
+    if b is None:
+        raise ValueError("the card records no backbone")
     return BackboneSpec(
-        name=b["name"],
-        in_channels=int(b["in_channels"]),
-        band_roles=tuple(roles) if roles is not None else None,
+        name=b.name,
+        in_channels=b.in_channels,
+        band_roles=tuple(b.band_roles) if b.band_roles is not None else None,
     )
 
 
-def model_channels(card: dict[str, Any]) -> int:
-    """How many input channels (bands, then indices) the model a card describes takes."""
-    learner = card.get("learner")
-    if isinstance(learner, dict):
-        return int(learner["channels"])
-    return int(card["backbone"]["in_channels"])
-
-
-def save_model(model: TileClassifier, card: dict[str, Any], out_dir: Path) -> str:
+def save_model(model: TileClassifier, card: ClassifyCard, out_dir: Path) -> str:
     """Write weights and card (YAML + Markdown) to ``out_dir``; returns the model hash."""
-    return save_model_dir(model, card, out_dir, render_card_markdown)
+    return str(save_model_dir(model, card, out_dir, render_card_markdown).model_sha256)
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -124,74 +121,69 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
         where=str(path / CARD_FILE),
         fix="Retrain with 'geoscreen train' or restore the original file.",
     )
-    card, state = read_model_dir(path, lambda c: "backbone" in c and "input_stats" in c, not_a_card)
+    card, state = read_model_dir(path, ClassifyCard, not_a_card)
     model: TileModel
-    try:
-        if isinstance(card.get("learner"), dict):
-            from geoscreen.vision.scorer import scorer_from_card
+    if card.learner is not None:
+        from geoscreen.vision.scorer import scorer_from_card
 
-            model = scorer_from_card(card, state)
-        else:
-            spec = spec_from_card(card)
-            mean, std = list(card["input_stats"]["mean"]), list(card["input_stats"]["std"])
-            model = TileClassifier(build_backbone(spec), mean, std)
-    except (KeyError, TypeError, ValueError):
-        raise not_a_card from None
+        model = scorer_from_card(card, state)
+    else:
+        spec = spec_from_card(card)
+        model = TileClassifier(build_backbone(spec), card.input_stats.mean, card.input_stats.std)
     digest = restore_weights(model, state, path, "architecture", device)
     return LoadedModel(model, card, digest, path)
 
 
-def render_card_markdown(card: dict[str, Any]) -> str:
+def render_card_markdown(card: ClassifyCard) -> str:
     """A readable model card from the machine-readable one."""
-    metrics = card.get("metrics", {})
+    training, split = card.training, card.split
     lines = [
-        f"# Model card: {card.get('profile', {}).get('name', '?')} "
-        f"v{card.get('profile', {}).get('version', '?')}",
+        f"# Model card: {card.profile.name} v{card.profile.version}",
         "",
         "Output meaning: a score that a tile **matches the screening profile**. It is a ranking "
         "aid for human reviewers, not a finding about any place or person.",
         "",
         "## Model",
-        f"- profile fingerprint: `{card.get('profile', {}).get('fingerprint', '?')}`",
+        f"- profile fingerprint: `{card.profile.fingerprint or '?'}`",
         *_model_lines(card),
-        f"- training mode: {card.get('training', {}).get('mode')}; "
-        f"device: {card.get('training', {}).get('device')}; "
-        f"time: {card.get('training', {}).get('seconds', 0):.1f} s",
-        f"- decision threshold: {card.get('threshold')}",
-        f"- model sha256: `{card.get('model_sha256', '?')}`",
+        f"- training mode: {training.mode if training else None}; "
+        f"device: {training.device if training else None}; "
+        f"time: {training.seconds if training else 0:.1f} s",
+        f"- decision threshold: {card.threshold}",
+        f"- model sha256: `{card.model_sha256 or '?'}`",
         *data_lines(card),
         *split_lines(card),
     ]
-    split = card.get("split", {})
-    if "selection" in card:
+    if card.selection is not None:
         lines += selection_lines(card)
         heading = "## Metrics of the chosen learner, out of fold"
     else:
+        s = split
         lines += [
-            f"- chips: train {split.get('train_chips')} ({split.get('train_positives')} "
-            f"positive), validation {split.get('val_chips')} ({split.get('val_positives')} "
+            f"- chips: train {s and s.train_chips} ({s and s.train_positives} "
+            f"positive), validation {s and s.val_chips} ({s and s.val_positives} "
             "positive)",
         ]
         heading = "## Metrics on the held-out block"
     lines += ["", heading]
-    for key, value in metrics.items():
-        lines.append(f"- {key}: {value:.3f}" if isinstance(value, float) else f"- {key}: {value}")
+    for key, value in card.metrics.items():
+        lines.append(f"- {key}: {value:.3f}")
     lines += limits_lines(card)
     return "\n".join(lines) + "\n"
 
 
-def _model_lines(card: dict[str, Any]) -> list[str]:
-    backbone, learner = card.get("backbone"), card.get("learner")
+def _model_lines(card: ClassifyCard) -> list[str]:
+    backbone, learner = card.backbone, card.learner
     lines = []
-    if isinstance(learner, dict):
+    if learner is not None:
         lines.append(
-            f"- learner: `{learner['name']}` ({learner['features']} features, "
-            f"{learner['estimator']}), {learner['channels']} input channels, scores "
+            f"- learner: `{learner.name}` ({learner.features} features, "
+            f"{learner.estimator}), {learner.channels} input channels, scores "
             "calibrated (Platt scaling on out-of-fold scores)"
         )
-    if backbone:
+    if backbone is not None:
         lines.append(
-            f"- backbone: `{backbone['name']}`, {backbone['in_channels']} input "
-            f"channels, pretrained weights: `{backbone.get('weights') or 'none'}`"
+            f"- backbone: `{backbone.name}`, {backbone.in_channels} input "
+            f"channels, pretrained weights: `{backbone.weights or 'none'}`"
         )
     return lines

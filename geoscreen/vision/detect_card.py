@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 
+from geoscreen.errors import InputError
 from geoscreen.profiles import Profile
 from geoscreen.vision.cards import (
     HELD_OUT_LIMIT,
@@ -26,6 +26,7 @@ from geoscreen.vision.cards import (
     training_record,
 )
 from geoscreen.vision.detector import DetectorConfig
+from geoscreen.vision.modelcard import DetectCard, EvaluationRecord, TrainingRecord, read_card
 from geoscreen.vision.modeldir import CARD_FILE, write_card
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def detection_card(
     device: torch.device,
     seconds: float,
     threshold: float,
-) -> dict[str, Any]:
+) -> DetectCard:
     """The machine-readable model card of a detector.
 
     ``objects``: (training, validation) objects of the selection phase; ``threshold``:
@@ -85,37 +86,35 @@ def detection_card(
     )
     card["threshold"] = round(float(threshold), 4)
     card["threshold_source"] = f"held-out F1-optimal (IoU {opts.eval_iou:g})"
-    return card
+    return DetectCard.model_validate(card)
 
 
-def render_detection_card(card: dict[str, Any]) -> str:
+def render_detection_card(card: DetectCard) -> str:
     """A readable model card (``MODEL_CARD.md``) from the machine-readable one."""
-    d, split, training = card["detector"], card.get("split", {}), card.get("training", {})
+    d, split, training, b = card.detector, card.split, card.training, card.backbone
     lines = [
-        f"# Model card: {card['profile']['name']} v{card['profile']['version']} (detector)",
+        f"# Model card: {card.profile.name} v{card.profile.version} (detector)",
         "",
         "Output: boxes of objects that **match the screening profile**, each with a score. "
         "They are candidates for human reviewers, not findings about any place or person.",
         "",
         "## Model",
-        f"- {d['architecture']} on a feature pyramid (strides {d['strides']}) over "
-        f"`{card['backbone']['name']}`, {card['backbone']['in_channels']} input channels, "
-        f"pretrained weights: `{card['backbone'].get('weights') or 'none'}`",
-        f"- object size {d['object_size_m']:g} m = {d['object_size_px']:g} px at "
-        f"{d['resolution_m']:g} m per pixel; anchor sizes (px) per level: {d['anchor_sizes']}",
-        f"- tiles {d['tile_size']} px; at most {d['max_detections']} detections per tile; "
-        f"NMS IoU {d['nms_iou']:g}; scores below {d['score_threshold']:g} dropped",
-        f"- decision threshold (precision/recall below): {card.get('threshold')} "
-        f"({card.get('threshold_source', 'profile')}; a threshold set in the profile wins)",
-        f"- device {training.get('device')}; training time {training.get('seconds', 0):.1f} s "
-        f"(CPU time {training.get('cpu_seconds', '?')} s); "
-        f"epochs {training.get('epochs_run')} (best {training.get('best_epoch')})",
-        f"- profile fingerprint `{card['profile'].get('fingerprint', '?')}`",
+        f"- {d.architecture} on a feature pyramid (strides {d.strides}) over "
+        f"`{b.name}`, {b.in_channels} input channels, "
+        f"pretrained weights: `{b.weights or 'none'}`",
+        f"- object size {d.object_size_m:g} m = {d.object_size_px:g} px at "
+        f"{d.resolution_m:g} m per pixel; anchor sizes (px) per level: {d.anchor_sizes}",
+        f"- tiles {d.tile_size} px; at most {d.max_detections} detections per tile; "
+        f"NMS IoU {d.nms_iou:g}; scores below {d.score_threshold:g} dropped",
+        f"- decision threshold (precision/recall below): {card.threshold} "
+        f"({card.threshold_source or 'profile'}; a threshold set in the profile wins)",
+        *_training_lines(training),
+        f"- profile fingerprint `{card.profile.fingerprint or '?'}`",
         "- model sha256: `{model_sha256}`",
         *data_lines(card),
         *split_lines(card),
-        f"- objects: selection {split.get('train_objects')} training, "
-        f"{split.get('val_objects')} held out; refit on all: {split.get('refit_on_all')}",
+        f"- objects: selection {split and split.train_objects} training, "
+        f"{split and split.val_objects} held out; refit on all: {split and split.refit_on_all}",
         "",
         "## Metrics on the held-out strips",
         "",
@@ -126,11 +125,10 @@ def render_detection_card(card: dict[str, Any]) -> str:
         "",
     ]
     counts = ("val_tp@", "val_fp@", "val_fn@", "val_objects@", "val_detections@")
-    for key, value in card.get("metrics", {}).items():
+    for key, value in card.metrics.items():
         shown = f"{int(value)}" if key.startswith(counts) else f"{value:.3f}"
         lines.append(f"- {key}: {shown}")
-    evaluations = card.get("evaluations", [])
-    if evaluations:
+    if card.evaluations:
         lines += [
             "",
             "## Evaluations on other imagery",
@@ -139,18 +137,28 @@ def render_detection_card(card: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {e['imagery']} | {e['objects']} | {e['iou']:g} | {e['threshold']:g} | "
-            f"{e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | "
-            f"{e['average_precision']:.3f} |"
-            for e in evaluations
+            f"| {e.imagery} | {e.objects} | {e.iou:g} | {e.threshold:g} | "
+            f"{e.precision:.3f} | {e.recall:.3f} | {e.f1:.3f} | "
+            f"{e.average_precision:.3f} |"
+            for e in card.evaluations
         ]
     lines += limits_lines(card)
     return "\n".join(lines) + "\n"
 
 
+def _training_lines(training: TrainingRecord | None) -> list[str]:
+    if training is None:
+        return []
+    cpu = training.cpu_seconds if training.cpu_seconds is not None else "?"
+    return [
+        f"- device {training.device}; training time {training.seconds:.1f} s "
+        f"(CPU time {cpu} s); epochs {training.epochs_run} (best {training.best_epoch})"
+    ]
+
+
 def record_evaluation(
     model_dir: str | Path, entries: Sequence[dict[str, Any]], *, replace: bool = False
-) -> dict[str, Any]:
+) -> DetectCard:
     """Add evaluations on other imagery to a model's card (``model.yaml`` and ``MODEL_CARD.md``).
 
     Each entry: ``imagery``, ``objects``, ``iou``, ``threshold``, ``precision``, ``recall``,
@@ -158,9 +166,17 @@ def record_evaluation(
     earlier ones. The weights, and so the model hash, do not change.
     """
     folder = Path(model_dir)
-    card = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
-    earlier = [] if replace else card.get("evaluations", [])
-    card["evaluations"] = [*earlier, *(dict(e) for e in entries)]
-    page = render_detection_card(card).replace("{model_sha256}", str(card.get("model_sha256")))
+    card = read_card(folder / CARD_FILE)
+    if not isinstance(card, DetectCard):
+        raise InputError(
+            "model.yaml is not the card of a detection model",
+            where=str(folder / CARD_FILE),
+            fix="Record evaluations of detectors only.",
+        )
+    earlier = [] if replace else card.evaluations
+    card = card.model_copy(
+        update={"evaluations": [*earlier, *(EvaluationRecord.model_validate(e) for e in entries)]}
+    )
+    page = render_detection_card(card).replace("{model_sha256}", str(card.model_sha256))
     write_card(folder, card, page)
-    return dict(card)
+    return card

@@ -54,6 +54,7 @@ from geoscreen.profiles import Profile
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import Detector, LoadedDetector
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
+from geoscreen.vision.modelcard import ModelCard
 from geoscreen.vision.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,13 @@ class Objects:
         return len(self.score_max)
 
 
-def decision_threshold(profile: Profile, card: dict[str, Any]) -> tuple[float, str]:
+def decision_threshold(profile: Profile, card: ModelCard) -> tuple[float, str]:
     """The score threshold screening applies, and where it comes from: the profile's when
     it sets ``threshold``, else the model card's (held-out F1-optimal), else the default."""
     if "threshold" in profile.model_fields_set:
         return float(profile.threshold), "profile"
-    if card.get("threshold_source") and card.get("threshold") is not None:
-        return float(card["threshold"]), "model card"
+    if card.threshold_source and card.threshold is not None:
+        return float(card.threshold), "model card"
     return float(profile.threshold), "profile default"
 
 
@@ -126,7 +127,7 @@ def check_detector_fits(loaded: LoadedDetector, profile: Profile, scene: Scene) 
     """Refuse a model/scene that does not fit the profile (as for classifiers); warn when
     the scene's pixel size differs from the one the anchors were set for."""
     check_model_fits(loaded, profile, scene)
-    trained = float(loaded.card["detector"]["resolution_m"])
+    trained = loaded.card.detector.resolution_m
     res = scene.resolution_m
     if res is not None and abs(math.sqrt(res[0] * res[1]) / trained - 1) > 0.1:
         log.warning(

@@ -76,6 +76,7 @@ from geoscreen.vision.detector import (
     save_detector,
 )
 from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
+from geoscreen.vision.modelcard import DetectCard, SampledHardNegatives
 from geoscreen.vision.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -509,9 +510,9 @@ def train_detector(
     out_dir: str | Path,
     opts: DetectTrainOptions | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> DetectCard:
     """Select epochs and threshold on held-out strips, refit on all labels, save; returns
-    the card."""
+    the card as written (with the weights' hash)."""
     opts = opts or DetectTrainOptions()
     say = progress or (lambda _msg: None)
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -576,11 +577,15 @@ def train_detector(
     model = model.to(memory_format=torch.contiguous_format)
     card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
                           device, seconds, threshold)  # fmt: skip
-    card["hard_negatives"] = {  # sampled for, not weighted: see detect_data
-        "chips": sum(len(v.negatives) for v in data.views),
-        "chips_per_epoch_each": 1,
-        "weighted": False,
-    }
-    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
-    card["model_sha256"] = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
-    return card
+    card = card.model_copy(
+        update={
+            # sampled for, not weighted: see detect_data
+            "hard_negatives": SampledHardNegatives(
+                chips=sum(len(v.negatives) for v in data.views), chips_per_epoch_each=1
+            ),
+            # screen/scan warn far from it
+            "region": region_record(data.scenes),
+        }
+    )
+    digest = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
+    return card.model_copy(update={"model_sha256": digest})

@@ -59,6 +59,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
+from geoscreen.vision.modelcard import DetectCard
 from geoscreen.vision.modeldir import (
     CARD_FILE,
     LoadedModelDir,
@@ -184,28 +185,27 @@ class DetectorConfig:
         return out
 
     @classmethod
-    def from_card(cls, card: dict[str, Any]) -> DetectorConfig:
-        d, b = card["detector"], card["backbone"]
-        roles = b.get("band_roles")
+    def from_card(cls, card: DetectCard) -> DetectorConfig:
+        d, b = card.detector, card.backbone
         spec = BackboneSpec(
-            name=b["name"],
-            in_channels=int(b["in_channels"]),
-            band_roles=tuple(roles) if roles else None,
+            name=b.name,
+            in_channels=b.in_channels,
+            band_roles=tuple(b.band_roles) if b.band_roles else None,
         )
         return cls(
-            architecture=d["architecture"],
+            architecture=d.architecture,
             backbone=spec,
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
-            object_size_m=float(d["object_size_m"]),
-            resolution_m=float(d["resolution_m"]),
-            tile_size=int(d["tile_size"]),
-            max_detections=int(d["max_detections"]),
-            nms_iou=float(d["nms_iou"]),
-            score_threshold=float(d["score_threshold"]),
-            fpn_channels=int(d["fpn_channels"]),
-            anchor_px=tuple(float(v) for v in d.get("anchor_px") or ()),
-            tile_norm=bool(d.get("tile_norm", False)),
+            mean=tuple(d.mean),
+            std=tuple(d.std),
+            object_size_m=d.object_size_m,
+            resolution_m=d.resolution_m,
+            tile_size=d.tile_size,
+            max_detections=d.max_detections,
+            nms_iou=d.nms_iou,
+            score_threshold=d.score_threshold,
+            fpn_channels=d.fpn_channels,
+            anchor_px=tuple(d.anchor_px),
+            tile_norm=d.tile_norm,
         )
 
 
@@ -460,19 +460,25 @@ def build_detector(config: DetectorConfig) -> Detector:
 
 
 # -- model directories -------------------------------------------------------------------
+@dataclass(frozen=True)
 class LoadedDetector(LoadedModelDir[Detector]):
     """A detector loaded from a model directory, with its card and hash."""
 
+    card: DetectCard
 
-def save_detector(model: Detector, card: dict[str, Any], out_dir: str | Path, markdown: str) -> str:
+
+def save_detector(model: Detector, card: DetectCard, out_dir: str | Path, markdown: str) -> str:
     """Write ``model.pt``, ``model.yaml`` and ``MODEL_CARD.md`` atomically; returns the hash.
 
     The same layout as a classifier's model directory; ``markdown`` may hold the
     placeholder ``{model_sha256}``.
     """
-    return save_model_dir(
-        model, card, out_dir, lambda full: markdown.replace("{model_sha256}", full["model_sha256"])
-    )
+
+    def render(full: DetectCard) -> str:
+        return markdown.replace("{model_sha256}", str(full.model_sha256))
+
+    saved = save_model_dir(model, card, out_dir, render)
+    return str(saved.model_sha256)
 
 
 def load_detector(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedDetector:
@@ -483,9 +489,7 @@ def load_detector(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         where=str(path / CARD_FILE),
         fix="Use a model trained for a 'task: detect' profile with 'geoscreen train'.",
     )
-    card, state = read_model_dir(
-        path, lambda c: c.get("task") == "detect" and "detector" in c, not_a_detector
-    )
+    card, state = read_model_dir(path, DetectCard, not_a_detector)
     model = build_detector(DetectorConfig.from_card(card))
     digest = restore_weights(model, state, path, "detector", device)
     return LoadedDetector(model, card, digest, path)

@@ -33,7 +33,7 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.vision.classifier import TileModel, model_channels
+from geoscreen.vision.classifier import TileModel
 from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import autocast, pick_device, tune_malloc
@@ -68,7 +68,7 @@ def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene
     check_model_profile(loaded, profile)
     check_scene(profile, scene)
     roles = band_roles(profile, scene)
-    channels = model_channels(loaded.card)
+    channels = loaded.card.channels
     if channels != len(roles):
         raise ConfigError(
             f"the model takes {channels} channels but this scene gives {len(roles)}",
@@ -81,21 +81,20 @@ def check_model_profile(loaded: LoadedModelDir[Any], profile: Profile) -> None:
     """Refuse a model trained for another profile, preprocessing or tile size (no scene
     needed: a scan checks this once, before it opens any scene)."""
     card = loaded.card
-    if card.get("profile", {}).get("name") != profile.name:
+    if card.profile.name != profile.name:
         raise ConfigError(
-            f"model was trained for profile {card.get('profile', {}).get('name')!r}, "
-            f"not {profile.name!r}",
+            f"model was trained for profile {card.profile.name!r}, not {profile.name!r}",
             where=str(loaded.path),
             fix="Use the model trained for this profile, or train one with 'geoscreen train'.",
         )
-    if card.get("preprocess") != profile.preprocess.model_dump(mode="json"):
+    if card.preprocess != profile.preprocess:
         raise ConfigError(
             "the profile's preprocessing differs from the one the model was trained with",
             where=str(loaded.path),
             fix="Retrain the model after changing bands, indices or normalisation.",
         )
-    trained_size = card.get("tiling", {}).get("tile_size")
-    if trained_size is not None and trained_size != profile.tiling.tile_size:
+    trained_size = card.tiling.tile_size
+    if trained_size != profile.tiling.tile_size:
         raise ConfigError(
             f"the model was trained on {trained_size} px tiles but the profile cuts "
             f"{profile.tiling.tile_size} px tiles",

@@ -8,7 +8,9 @@ Classifiers (:mod:`geoscreen.vision.classifier`) and detectors
     MODEL_CARD.md   the same card for people
 
 The model hash (sha256 of ``model.pt``) identifies a model in screening runs; the
-card records it as ``model_sha256`` and loading checks the weights against it.
+card records it as ``model_sha256`` and loading checks the weights against it. Cards
+are typed (:mod:`geoscreen.vision.modelcard`): validated before they are written and
+parsed (older layouts upgraded) when read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import torch
 import yaml
@@ -24,6 +26,7 @@ from torch import nn
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.fileio import atomic_write, sha256_file
+from geoscreen.vision.modelcard import CARD_TYPES, ModelCard, checked, parse_card, upgrade_card
 from geoscreen.vision.weights import load_state_dict
 
 WEIGHTS_FILE = "model.pt"
@@ -31,6 +34,7 @@ CARD_FILE = "model.yaml"
 CARD_MARKDOWN = "MODEL_CARD.md"
 
 M = TypeVar("M", bound=nn.Module)
+C = TypeVar("C", bound=ModelCard)
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,15 @@ class LoadedModelDir(Generic[M]):
     """A model loaded from a model directory, with its card and hash."""
 
     model: M
-    card: dict[str, Any]
+    card: ModelCard
     sha256: str
     path: Path
 
 
-def write_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
-    """Write ``model.yaml`` (``card``) and ``MODEL_CARD.md`` (``markdown``), each atomically."""
-    text = yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+def write_card(folder: Path, card: ModelCard, markdown: str) -> None:
+    """Write ``model.yaml`` (``card``, validated again first) and ``MODEL_CARD.md``
+    (``markdown``), each atomically."""
+    text = yaml.safe_dump(checked(card).to_yaml_dict(), sort_keys=False, allow_unicode=True)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     atomic_write(
         folder / CARD_MARKDOWN, lambda tmp: Path(tmp).write_text(markdown, encoding="utf-8")
@@ -54,26 +59,30 @@ def write_card(folder: Path, card: dict[str, Any], markdown: str) -> None:
 
 def save_model_dir(
     model: nn.Module,
-    card: dict[str, Any],
+    card: C,
     out_dir: str | Path,
-    render: Callable[[dict[str, Any]], str],
-) -> str:
+    render: Callable[[C], str],
+) -> C:
     """Write the weights, then the card with their hash added (``model_sha256``) and its
-    page ``render(card)``; returns the hash."""
+    page ``render(card)``; returns the card as written. A card that fails validation
+    is refused before the weights are written."""
+    checked(card)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     digest = sha256_file(folder / WEIGHTS_FILE)
-    card = {**card, "model_sha256": digest}
-    write_card(folder, card, render(card))
-    return digest
+    saved = cast(C, card.model_copy(update={"model_sha256": digest}))
+    write_card(folder, saved, render(saved))
+    return saved
 
 
 def read_model_dir(
-    model_dir: str | Path, is_card: Callable[[Any], bool], not_a_card: InputError
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The card and state dict of a model directory, the weights checked against the card's
-    hash; ``not_a_card`` is raised when ``model.yaml`` is not YAML or fails ``is_card``."""
+    model_dir: str | Path, kind: type[C], not_a_card: InputError
+) -> tuple[C, dict[str, torch.Tensor]]:
+    """The card (upgraded and validated) and state dict of a model directory, the weights
+    checked against the card's hash. ``not_a_card`` is raised when ``model.yaml`` is not
+    a YAML mapping or holds a card of another ``kind``; a card of the right kind with a
+    bad field raises an InputError naming the file and the field."""
     path = Path(model_dir)
     card_path, weights_path = path / CARD_FILE, path / WEIGHTS_FILE
     if not card_path.is_file() or not weights_path.is_file():
@@ -86,9 +95,14 @@ def read_model_dir(
         card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
         raise not_a_card from None
-    if not isinstance(card, dict) or not is_card(card):
+    if not isinstance(card, dict):
         raise not_a_card
-    return card, load_state_dict(weights_path, card.get("model_sha256"))
+    card = upgrade_card(card, str(card_path))
+    if CARD_TYPES.get(str(card.get("task"))) is not kind:
+        raise not_a_card
+    parsed = parse_card(card, str(card_path))
+    assert isinstance(parsed, kind)
+    return parsed, load_state_dict(weights_path, parsed.model_sha256)
 
 
 def restore_weights(

@@ -10,14 +10,15 @@ and the card's ``learner`` section says how to rebuild the module around them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoscreen.errors import InputError
 from geoscreen.vision.backbones import Backbone, build_backbone
 from geoscreen.vision.classifier import InputNorm, TileModel, spec_from_card
+from geoscreen.vision.modelcard import ClassifyCard
 from geoscreen.vision.tabular import LinearHead, PlattCalibrator, TreeEnsembleHead
 from geoscreen.vision.tilefeatures import SpectralContext
 
@@ -100,27 +101,39 @@ class FeatureScorer(TileModel):
         return self.calibrator.a * raw + self.calibrator.b
 
 
-def scorer_from_card(card: dict[str, Any], state: dict[str, torch.Tensor]) -> FeatureScorer:
-    """Rebuild the module a card's ``learner`` section describes, shaped like ``state``."""
-    learner = card["learner"]
-    uses, channels, tile = learner["features"], int(learner["channels"]), int(learner["tile_size"])
-    relative = bool(learner.get("relative_channels", False))
+def scorer_from_card(card: ClassifyCard, state: dict[str, torch.Tensor]) -> FeatureScorer:
+    """Rebuild the module a card's ``learner`` section describes, shaped like ``state``.
+
+    Raises InputError when the learner section lacks what its kind needs."""
+    learner = card.learner
+    assert learner is not None, "a feature scorer's card records its learner"
+    uses, channels, tile = learner.features, learner.channels, learner.tile_size
+    relative = learner.relative_channels
     spectral = SpectralContext(channels, tile, relative) if uses != "deep" else None
     deep = None
     if uses in ("deep", "combined"):
-        mean, std = card["input_stats"]["mean"], card["input_stats"]["std"]
+        mean, std = card.input_stats.mean, card.input_stats.std
         backbone = build_backbone(spec_from_card(card))
-        deep = DeepFeatures(backbone, mean, std, int(learner["deep_min_size"]))
+        deep = DeepFeatures(backbone, mean, std, _needed(learner.deep_min_size, "deep_min_size"))
     head: LinearHead | TreeEnsembleHead
-    if learner["estimator"] == "gbm":
-        head = TreeEnsembleHead.from_state(state, "head.", int(learner["tree_depth"]))
+    if learner.estimator == "gbm":
+        depth = _needed(learner.tree_depth, "tree_depth")
+        head = TreeEnsembleHead.from_state(state, "head.", depth)
     else:
         head = LinearHead.from_state(state, "head.")
-    columns = learner.get("head_columns")
     return FeatureScorer(
         head,
         PlattCalibrator(),
         spectral=spectral,
         deep=deep,
-        head_columns=int(columns) if columns is not None else None,
+        head_columns=learner.head_columns,
     )
+
+
+def _needed(value: int | None, name: str) -> int:
+    if value is None:
+        raise InputError(
+            f"model card learner.{name}: required for this learner",
+            fix="Restore the model.yaml written by 'geoscreen train', or retrain the model.",
+        )
+    return value

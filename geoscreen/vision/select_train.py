@@ -52,6 +52,7 @@ from geoscreen.vision.learners import (
     learner_record,
     summarise,
 )
+from geoscreen.vision.modelcard import ClassifyCard
 from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.scorer import DeepFeatures, FeatureScorer
@@ -269,8 +270,9 @@ def train_by_selection(
     opts: TrainOptions,
     say: Callable[[str], None],
     started: float,
-) -> dict[str, Any]:
-    """Compare the mode's learners on blocked folds, keep the best, write the model."""
+) -> ClassifyCard:
+    """Compare the mode's learners on blocked folds, keep the best, write the model;
+    returns the card as written."""
     comparison = compare_learners(profile, data, opts, say)
     chosen = comparison.chosen
     scorer, final = comparison.refit(chosen.candidate.name, opts.seed)
@@ -296,11 +298,9 @@ def train_by_selection(
         seconds=time.perf_counter() - started,
         verdict=verdict,
     )
-    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     from geoscreen.vision.classifier import render_card_markdown
 
-    save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
-    return card
+    return save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
 
 
 def _verdict(table: dict[str, dict[str, float]], chosen: str) -> str:
@@ -350,7 +350,7 @@ def _card(
     device: torch.device,
     seconds: float,
     verdict: str,
-) -> dict[str, Any]:
+) -> ClassifyCard:
     y = data.labels.astype(bool)
     chosen, table, results = comparison.chosen, comparison.table, comparison.results
     row = table[chosen.candidate.name]
@@ -402,6 +402,7 @@ def _card(
         "beats_pixel_baseline": not verdict,
     }
     card["hard_negatives"] = data.hard_negative_record()
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     card["thresholds"] = {
         "in_force": profile.threshold,
         "source": "profile",
@@ -410,4 +411,4 @@ def _card(
     # The spectral features the head reads (the label pixel's values alone for pixel_lr).
     used = {"deep": 0, "pixel": scorer_record["channels"]}.get(scorer_record["features"])
     card["features"] = list(names)[:used]
-    return card
+    return ClassifyCard.model_validate(card)

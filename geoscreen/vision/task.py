@@ -20,7 +20,7 @@ import torch
 import yaml
 from shapely.geometry.base import BaseGeometry
 
-from geoscreen.errors import ConfigError
+from geoscreen.errors import ConfigError, GeoscreenError
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
@@ -41,6 +41,7 @@ from geoscreen.vision.infer import (
     score_grid,
     screen_scene,
 )
+from geoscreen.vision.modelcard import ClassifyCard, DetectCard, ModelCard, upgrade_card
 from geoscreen.vision.modeldir import CARD_FILE, LoadedModelDir
 from geoscreen.vision.scoremap import ScoreMap
 
@@ -154,14 +155,14 @@ class ScreeningTask(Protocol):
         request: TrainRequest,
         progress: Progress | None = None,
         options: Any = None,
-    ) -> dict[str, Any]:
+    ) -> ModelCard:
         """Train a model into ``out``; returns its card. ``options`` (the task's own:
         :class:`~geoscreen.vision.train.TrainOptions` or
         :class:`~geoscreen.vision.detect_train.DetectTrainOptions`) replace those the
         request gives, for callers that tune more than a request says."""
         ...
 
-    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
+    def trained_summary(self, card: ModelCard, profile: Profile, out: str) -> str:
         """One line telling what was trained and how well it did."""
         ...
 
@@ -235,16 +236,18 @@ class ClassifyTask:
         request: TrainRequest,
         progress: Progress | None = None,
         options: Any = None,
-    ) -> dict[str, Any]:
+    ) -> ClassifyCard:
         from geoscreen.vision.train import TrainOptions, train_classifier
 
         opts = _given(options, TrainOptions, self.name) or classifier_options(request)
         return train_classifier(profile, labels, imagery, out, opts, progress=progress)
 
-    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
-        metrics = card["metrics"]
-        chosen = card.get("selection", {}).get("chosen", card.get("training", {}).get("mode"))
-        kind = "cross-validated" if "selection" in card else "validation"
+    def trained_summary(self, card: ModelCard, profile: Profile, out: str) -> str:
+        metrics = card.metrics
+        chosen: str | None = card.training.mode if card.training else None
+        kind = "validation"
+        if isinstance(card, ClassifyCard) and card.selection is not None:
+            chosen, kind = card.selection.chosen, "cross-validated"
         return (
             f"model written to {out}: learner {chosen}, {kind} AP "
             f"{metrics['val_average_precision']:.3f}, positive rate "
@@ -356,7 +359,7 @@ class DetectTask:
         request: TrainRequest,
         progress: Progress | None = None,
         options: Any = None,
-    ) -> dict[str, Any]:
+    ) -> DetectCard:
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
@@ -366,8 +369,8 @@ class DetectTask:
         )  # fmt: skip
         return train_detector(profile, labels, imagery, out, opts, progress=progress)
 
-    def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:
-        m = card["metrics"]
+    def trained_summary(self, card: ModelCard, profile: Profile, out: str) -> str:
+        m = card.metrics
         return (
             f"detector written to {out} (validation AP@0.5 "
             f"{m['val_average_precision@0.5']:.3f}, AP@0.4 "
@@ -398,7 +401,10 @@ def _same_task(model_dir: str | Path, task: str) -> None:
         card = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return
-    found = card.get("task", "classify") if isinstance(card, dict) else task
+    try:
+        found = upgrade_card(card, str(path)).get("task") if isinstance(card, dict) else task
+    except GeoscreenError:
+        return
     if found != task:
         kind = {"classify": "classification", "detect": "detection"}.get(task, task)
         raise ConfigError(

@@ -16,6 +16,7 @@ from geoscreen.profiles import Profile
 from geoscreen.vision.backbones import build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, save_model
 from geoscreen.vision.inputs import backbone_spec
+from geoscreen.vision.modelcard import BackboneRecord, ClassifyCard, InputStats, ProfileRecord
 
 
 def untrained_model_dir(
@@ -29,19 +30,16 @@ def untrained_model_dir(
     ``out``; with ``region_of``, its card records those scenes as the training region."""
     spec = backbone_spec(profile, scene)
     mean, std = input_stats(spec)
-    card = {
-        "profile": {"name": profile.name, "version": profile.version},
-        "backbone": {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-        },
-        "input_stats": {"mean": mean, "std": std},
-        "preprocess": profile.preprocess.model_dump(mode="json"),
-        "tiling": profile.tiling.model_dump(mode="json"),
-        "threshold": threshold,
-    }
-    if region_of:
-        card["region"] = region_record(region_of)
+    card = ClassifyCard(
+        profile=ProfileRecord(name=profile.name, version=profile.version),
+        backbone=BackboneRecord(
+            name=spec.name, in_channels=spec.in_channels, band_roles=list(spec.band_roles or [])
+        ),
+        input_stats=InputStats(mean=mean, std=std),
+        preprocess=profile.preprocess,
+        tiling=profile.tiling,
+        threshold=threshold,
+        region=region_record(region_of) if region_of else None,
+    )
     save_model(TileClassifier(build_backbone(spec), mean, std), card, out)
     return out

@@ -47,8 +47,10 @@ from geoscreen.vision.cards import (
     split_record,
     training_record,
 )
-from geoscreen.vision.classifier import TileClassifier, save_model
+from geoscreen.vision.classifier import TileClassifier, render_card_markdown
 from geoscreen.vision.inputs import backbone_spec, band_roles
+from geoscreen.vision.modelcard import ClassifyCard
+from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.runtime import pick_device
 from geoscreen.vision.split import SplitResult, blocked_split
 
@@ -472,8 +474,9 @@ def train_classifier(
     out_dir: str | Path,
     opts: TrainOptions | None = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Train, validate on held-out blocks, save the model directory; returns the card."""
+) -> ClassifyCard:
+    """Train, validate on held-out blocks, save the model directory; returns the card
+    as written (with the weights' hash)."""
     opts = opts or TrainOptions()
     say = progress or (lambda _msg: None)
     torch.manual_seed(opts.seed)
@@ -534,9 +537,7 @@ def train_classifier(
         f"{metrics['val_pixel_baseline_average_precision']:.3f}) in {seconds:.0f} s"
     )
     card = _card(profile, spec, (mean, std), data, split, metrics, history, opts, device, seconds)
-    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
-    save_model(model.cpu(), card, Path(out_dir))
-    return card
+    return save_model_dir(model.cpu(), card, Path(out_dir), render_card_markdown)
 
 
 def _pixel_baseline_ap(
@@ -568,9 +569,9 @@ def _card(
     opts: TrainOptions,
     device: torch.device,
     seconds: float,
-) -> dict[str, Any]:
+) -> ClassifyCard:
     labels = data.labels
-    card = model_card(
+    sections = model_card(
         profile,
         task="classify",
         output_meaning=f"score that a tile matches screening profile '{profile.name}'",
@@ -592,5 +593,6 @@ def _card(
             "Scores rank tiles for human review; a high score is not a finding.",
         ],
     )
-    card["hard_negatives"] = data.hard_negative_record()  # the loss weighed them so
-    return card
+    sections["hard_negatives"] = data.hard_negative_record()  # the loss weighed them so
+    sections["region"] = region_record(data.scenes)  # screen/scan warn far from it
+    return ClassifyCard.model_validate(sections)

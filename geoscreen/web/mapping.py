@@ -3,7 +3,7 @@
 Used by ``geoscreen map``, notebooks and the review server. The page loads no
 third-party script, style or basemap unless the user opts in with ``basemap``
 (``osm``, ``esri-imagery`` or an XYZ URL template): scripts and styles are
-inlined from the vendored copies (:mod:`geoscreen.web.assets`) or served by the
+inlined from the vendored copies (:mod:`geoscreen.offline_map`) or served by the
 review server.
 """
 
@@ -27,8 +27,14 @@ from folium import plugins
 from folium.template import Template
 
 from geoscreen.errors import ConfigError
-from geoscreen.fileio import atomic_write
-from geoscreen.web import assets
+from geoscreen.offline_map import (
+    CLUSTER_CSS,
+    CLUSTER_JS,
+    HEAT_JS,
+    ScreeningMap,
+    base_map,
+    offline,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -45,15 +51,7 @@ STATUS_COLOURS = {
     "needs_imagery": "#9467bd",
     "escalated": "#6b0f1a",
 }
-BASEMAPS = {
-    "osm": ("https://tile.openstreetmap.org/{z}/{x}/{y}.png", "&copy; OpenStreetMap contributors"),
-    "esri-imagery": (
-        "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}",
-        "Tiles &copy; Esri",
-    ),
-}
 CLUSTER_THRESHOLD = 5000
-MAX_ZOOM = 22  # aerial imagery at 0.1 m needs zoom 21; Leaflet's default stops at 18
 FIT_MAX_ZOOM = 20  # opening on one small candidate still shows its surroundings
 EMBED_EVIDENCE_LIMIT = 200
 EvidenceMode = Literal["auto", "embed", "link", "none"]
@@ -66,32 +64,6 @@ class Quicklook:
     name: str
     png: bytes
     bounds: tuple[tuple[float, float], tuple[float, float]]
-
-
-class ScreeningMap:
-    """A folium map whose page is self-contained (inlined assets) unless served."""
-
-    def __init__(self, fmap: folium.Map, notes: Sequence[str] = ()) -> None:
-        self.map = fmap
-        self.notes = list(notes)
-
-    def html(self, asset_prefix: str | None = None) -> str:
-        """The page; assets inlined, or linked under ``asset_prefix`` (e.g. ``/static/vendor/``)."""
-        page = self.map.get_root().render()
-        return (
-            assets.link_assets(page, asset_prefix) if asset_prefix else assets.inline_assets(page)
-        )
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a self-contained HTML file (whole or not at all)."""
-        page = self.html()
-        atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-        return Path(path)
-
-    def _repr_html_(self) -> str:
-        """Inline display in Jupyter: the self-contained page in a sandboxed iframe."""
-        doc = html.escape(self.html(), quote=True)
-        return f'<iframe srcdoc="{doc}" style="width:100%;height:600px;border:none"></iframe>'
 
 
 class LeafletPopup(MacroElement):
@@ -117,35 +89,6 @@ class LeafletPopup(MacroElement):
         self.content = content
         self.literal = json.dumps(content).replace("<", "\\u003c").replace(">", "\\u003e")
         self.max_width = int(max_width)
-
-
-def _offline(element: Any, js: list[tuple[str, str]], css: list[tuple[str, str]]) -> Any:
-    element.default_js = js
-    element.default_css = css
-    return element
-
-
-def base_map(basemap: str | None = None, location: tuple[float, float] = (0.0, 0.0)) -> folium.Map:
-    """An empty map with local Leaflet and, only if asked for, a remote basemap."""
-    fmap = folium.Map(
-        location=list(location), zoom_start=3, max_zoom=MAX_ZOOM, tiles=None, control_scale=True
-    )
-    _offline(fmap, assets.LEAFLET_JS, assets.LEAFLET_CSS)
-    if basemap:
-        url, attribution = basemap_source(basemap)
-        folium.TileLayer(tiles=url, attr=attribution, name="basemap (remote)").add_to(fmap)
-    return fmap
-
-
-def basemap_source(basemap: str) -> tuple[str, str]:
-    """The XYZ template and attribution of a named basemap or template; refuses others."""
-    url, attribution = BASEMAPS.get(basemap, (basemap, basemap))
-    if "{z}" not in url or "{x}" not in url or "{y}" not in url:
-        raise ConfigError(
-            f"unknown basemap {basemap!r}",
-            fix=f"Use {', '.join(BASEMAPS)} or an XYZ template with {{z}}/{{x}}/{{y}}.",
-        )
-    return url, attribution
 
 
 def build_map(
@@ -296,7 +239,7 @@ def _clustered(fmap: folium.Map, frame: gpd.GeoDataFrame, popups: list[str]) -> 
             if keep
         ]
         cluster = plugins.FastMarkerCluster(data, callback=callback, name=f"{status} (clustered)")
-        _offline(cluster, assets.CLUSTER_JS, assets.CLUSTER_CSS).add_to(fmap)
+        offline(cluster, CLUSTER_JS, CLUSTER_CSS).add_to(fmap)
 
 
 def _heat(fmap: folium.Map, frame: gpd.GeoDataFrame) -> None:
@@ -304,7 +247,7 @@ def _heat(fmap: folium.Map, frame: gpd.GeoDataFrame) -> None:
     scores = frame["score"].fillna(0.5).clip(0, 1).astype(float)
     data = [[p.y, p.x, s] for p, s in zip(centres, scores, strict=True)]
     layer = plugins.HeatMap(data, name="score heat", show=False, radius=18)
-    _offline(layer, assets.HEAT_JS, []).add_to(fmap)
+    offline(layer, HEAT_JS, []).add_to(fmap)
 
 
 def _legend(fmap: folium.Map, statuses: list[str]) -> None:

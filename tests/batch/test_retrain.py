@@ -28,6 +28,7 @@ from geoscreen.review.trainlabels import decisions_since, last_training, write_r
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.samples import cut_quadrants, sample_path
+from geoscreen.vision.modelcard import WeighedHardNegatives, read_card
 from geoscreen.vision.train import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,14 +231,20 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
     card = train_from_store(load_profile(PROFILE), str(db), tmp_path / "m3", labels=[crowns],
                             opts=opts, progress=said.append)  # fmt: skip
     assert any(s.startswith("warning: ann made 4 of 4 review labels (100%)") for s in said)
-    assert card["provenance"]["from_reviews"]["by_reviewer"] == {"ann": 4}
-    used = card["provenance"]["from_reviews"]
-    assert (used["positives_used"], used["negatives_used"]) == (2, 2)  # each on its own scene
+    assert card.provenance is not None
+    used = card.provenance.from_reviews
+    assert used.by_reviewer == {"ann": 4}
+    assert (used.positives_used, used.negatives_used) == (2, 2)  # each on its own scene
     # The two rejections are the hard negatives, weighed 3 each; the card says so.
-    assert card["hard_negatives"]["chips"] == 2 and card["hard_negatives"]["weight"] == 3.0
-    options = card["training"]["options"]
+    hard = card.hard_negatives
+    assert isinstance(hard, WeighedHardNegatives) and (hard.chips, hard.weight) == (2, 3.0)
+    assert card.training is not None
+    options = card.training.options
     assert options["hard_negative_labels"] == [f"review store {db}"]
     assert options["hard_negative_weight"] == 3.0
+    written = read_card(tmp_path / "m3" / "model.yaml")  # what was written says the same
+    assert written.hard_negatives == hard and written.training is not None
+    assert written.training.options["hard_negative_labels"] == [f"review store {db}"]
     page = (tmp_path / "m3" / "MODEL_CARD.md").read_text()
     assert "- hard negatives (rejected candidates): 2, each weighing 3 random background" in page
     told = "2 hard negative chips (rejected candidates) weigh 3 each"

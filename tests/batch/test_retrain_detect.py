@@ -27,6 +27,7 @@ from geoscreen.review.trainlabels import last_training
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
+from geoscreen.vision.modelcard import read_card
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 TINY = {"device": "cpu", "max_epochs": 1, "patience": 1, "chips_per_epoch": 8, "refit": False}
@@ -92,8 +93,11 @@ def test_a_detector_trains_from_reviewed_outlines(
 
     said: list[str] = []
     out = tmp_path / "m2"
-    card = train_from_store(profile, str(db), out, opts=DetectTrainOptions(seed=1, **TINY),
-                            progress=said.append)  # fmt: skip
+    trained_card = train_from_store(profile, str(db), out,
+                                    opts=DetectTrainOptions(seed=1, **TINY),
+                                    progress=said.append)  # fmt: skip
+    assert read_card(out / "model.yaml") == trained_card  # returned as written
+    card = trained_card.to_yaml_dict()
     assert card["task"] == "detect" and card["model_sha256"] == sha256_file(out / "model.pt")
     reviews = card["provenance"]["from_reviews"]
     assert (reviews["positives"], reviews["negatives"]) == (positives, negatives)

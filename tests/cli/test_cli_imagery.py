@@ -380,6 +380,7 @@ def test_demo_runs_the_whole_loop(run: Run, tmp_path: Path) -> None:
     assert {"neon_osbs_tiles.parquet", "rmnp_rgb_tiles.parquet", "map.html",
             "geoscreen.sqlite", "model", "imagery", "runs"} <= names  # fmt: skip
     assert (out / "model" / "MODEL_CARD.md").is_file()
+    assert "model written to" in stdout  # the task's own summary: trained through task_for
     assert "4 screened" in stdout and "one-time password: " in stdout
     password = stdout.split("one-time password: ")[1].split()[0]
     from geoscreen.review.store import open_store

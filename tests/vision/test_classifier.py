@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from geoscreen.vision.classifier import (
     save_model,
     spec_from_card,
 )
+from geoscreen.vision.modelcard import ClassifyCard, read_card
 
 
 def make_model(name: str = "mobilenet_v3_small", seed: int = 0) -> TileClassifier:
@@ -34,8 +34,8 @@ def make_model(name: str = "mobilenet_v3_small", seed: int = 0) -> TileClassifie
     return model.eval()
 
 
-def card_for(model: TileClassifier, name: str = "mobilenet_v3_small") -> dict[str, Any]:
-    return {
+def card_for(model: TileClassifier, name: str = "mobilenet_v3_small") -> ClassifyCard:
+    return ClassifyCard.model_validate({
         "profile": {"name": "test_profile", "version": "1.0.0", "fingerprint": "0" * 64},
         "backbone": {
             "name": name,
@@ -50,7 +50,9 @@ def card_for(model: TileClassifier, name: str = "mobilenet_v3_small") -> dict[st
         "threshold": 0.7,
         "metrics": {"val_average_precision": 0.5, "val_tp": 3},
         "limits": ["a test model"],
-    }
+        "preprocess": {},
+        "tiling": {},
+    })  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +85,9 @@ def test_save_load_round_trip(saved: tuple[TileClassifier, Path, str]) -> None:
     assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, CARD_FILE, CARD_MARKDOWN}
     assert digest == sha256_file(folder / WEIGHTS_FILE)
     loaded = load_model(folder)
-    assert loaded.sha256 == digest and loaded.card["model_sha256"] == digest
-    assert loaded.card["threshold"] == 0.7 and loaded.path == folder
+    assert loaded.sha256 == digest and loaded.card.model_sha256 == digest
+    assert loaded.card.threshold == 0.7 and loaded.path == folder
+    assert loaded.card == card_for(model).model_copy(update={"model_sha256": digest})
     assert not loaded.model.training
     x = torch.rand(3, 4, 48, 48, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
@@ -105,7 +108,8 @@ def test_card_markdown(saved: tuple[TileClassifier, Path, str]) -> None:
     assert digest in text and "val_average_precision: 0.500" in text
     assert "- a test model" in text
     assert "traffick" not in text.lower()
-    assert render_card_markdown(yaml.safe_load((folder / CARD_FILE).read_text())) == text
+    card = read_card(folder / CARD_FILE)
+    assert isinstance(card, ClassifyCard) and render_card_markdown(card) == text
 
 
 def copy_model(saved: tuple[TileClassifier, Path, str], tmp_path: Path) -> Path:
@@ -152,12 +156,18 @@ def test_not_a_model_dir(saved: tuple[TileClassifier, Path, str], tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["name: [unclosed", "just a string", "backbone: {}\ninput_stats: {}\n", "\xff"],
-    ids=["bad-yaml", "not-a-mapping", "empty-sections", "not-utf8"],
+    ("text", "said"),
+    [
+        ("name: [unclosed", "not a geoscreen model card"),
+        ("just a string", "not a geoscreen model card"),
+        ("task: detect\n", "not a geoscreen model card"),
+        ("backbone: {}\ninput_stats: {}\n", "model card profile: required field is missing"),
+        ("\xff", "not a geoscreen model card"),
+    ],
+    ids=["bad-yaml", "not-a-mapping", "a-detector", "empty-sections", "not-utf8"],
 )
 def test_bad_card_is_input_error(
-    saved: tuple[TileClassifier, Path, str], tmp_path: Path, text: str
+    saved: tuple[TileClassifier, Path, str], tmp_path: Path, text: str, said: str
 ) -> None:
     folder = copy_model(saved, tmp_path)
     card = folder / CARD_FILE
@@ -165,5 +175,5 @@ def test_bad_card_is_input_error(
         card.write_bytes(b"\xff\xfe\x00bad")
     else:
         card.write_text(text)
-    with pytest.raises(InputError, match="not a geoscreen model card"):
+    with pytest.raises(InputError, match=said):
         load_model(folder)

@@ -36,6 +36,7 @@ from geoscreen.vision.detect_infer import (
 )
 from geoscreen.vision.detect_train import detector_config
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector, save_detector
+from geoscreen.vision.modelcard import DetectCard
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 
@@ -199,7 +200,7 @@ def untrained(
         "preprocess": profile.preprocess.model_dump(mode="json"),
         "tiling": profile.tiling.model_dump(mode="json"),
     }  # fmt: skip
-    save_detector(model, minimal, folder, "# untrained\n")
+    save_detector(model, DetectCard.model_validate(minimal), folder, "# untrained\n")
     return load_detector(folder)
 
 

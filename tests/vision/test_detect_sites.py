@@ -57,8 +57,8 @@ def test_fcos_trains_and_detects_on_a_real_crop(profile: Profile, tmp_path: Path
                               positive_classes=CROWNS)  # fmt: skip
     card = train_detector(fcos, [sample_path("neon_soap_labels")], [sample_path("neon_soap")],
                           tmp_path / "fcos", opts)  # fmt: skip
-    assert card["detector"]["architecture"] == "fcos" and card["split"]["objects"] == 37
-    assert card["training"]["options"]["positive_classes"] == CROWNS
+    assert card.detector.architecture == "fcos" and card.split and card.split.objects == 37
+    assert card.training and card.training.options["positive_classes"] == CROWNS
     loaded = load_detector(tmp_path / "fcos")
     assert loaded.model.config.architecture == "fcos"
     scene = open_scene(sample_path("neon_soap"), sensor="rgb")

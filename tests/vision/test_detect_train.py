@@ -151,7 +151,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> Loade
 
 @pytest.mark.slow
 def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
-    card = trained.card
+    card = trained.card.to_yaml_dict()  # what model.yaml holds
     assert card["task"] == "detect" and card["model_sha256"] == trained.sha256
     assert card["detector"]["architecture"] == "fcos"  # the profile default
     # Anchors come from the label sizes (OSBS crowns: 17-64 px), smallest first.
@@ -170,7 +170,7 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
     for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
         assert 0.0 <= card["metrics"][key] <= 1.0
-    region = region_from_card(card)  # where it was trained: screen/scan warn far from it
+    region = region_from_card(trained.card)  # the typed card; screen/scan warn far from it
     assert region is not None and region.footprint is not None and region.stats
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
@@ -206,17 +206,17 @@ def test_trained_on_osbs_finds_crowns_in_yell(
     results = {}
     for iou in (0.4, 0.5):
         results[iou] = evaluate_sites(sites, truth, Criterion(iou=iou),
-                                      score_threshold=trained.card["threshold"],
+                                      score_threshold=trained.card.threshold,
                                       n_boot=0).metrics  # fmt: skip
     assert results[0.4]["recall"] > 0.05
     assert results[0.4]["average_precision"] >= results[0.5]["average_precision"]
     entries = [
-        {"imagery": "YELL crop", "objects": 279, "iou": iou, "threshold": trained.card["threshold"],
+        {"imagery": "YELL crop", "objects": 279, "iou": iou, "threshold": trained.card.threshold,
          **{k: float(m[k]) for k in ("precision", "recall", "f1", "average_precision")}}
         for iou, m in results.items()
     ]  # fmt: skip
     card = record_evaluation(trained.path, entries)
-    assert card["evaluations"][-2:] == entries
+    assert [e.model_dump() for e in card.evaluations[-2:]] == entries
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Evaluations on other imagery" in page and "| YELL crop | 279 | 0.4 |" in page
     assert load_detector(trained.path).sha256 == trained.sha256  # weights untouched
@@ -239,7 +239,7 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     assert len(sites) == summary["scenes"][0]["objects"] > 0 and sites.crs.to_epsg() == 4326
     # The profile sets no threshold: screening applies the card's (held-out F1-optimal) one.
     scene = summary["scenes"][0]
-    assert (scene["threshold"], scene["threshold_source"]) == (trained.card["threshold"],
+    assert (scene["threshold"], scene["threshold_source"]) == (trained.card.threshold,
                                                                 "model card")  # fmt: skip
     assert scene["objects_at_threshold"] == int((sites["score_max"] >= scene["threshold"]).sum())
     # A profile that sets a threshold overrides the card's.
@@ -255,7 +255,7 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     report = tmp_path / "eval"
     code = main(["evaluate", "--predicted", str(sites_path), "--truth",
                  str(sample_path("neon_osbs_labels")), "--image", str(osbs), "--iou", "0.5",
-                 "--score-threshold", str(trained.card["threshold"]), "--bootstrap", "0",
+                 "--score-threshold", str(trained.card.threshold), "--bootstrap", "0",
                  "--out", str(report)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((report / "metrics.json").read_text())

@@ -24,6 +24,7 @@ from geoscreen.vision.detector import (
     pyramid_strides,
     save_detector,
 )
+from geoscreen.vision.modelcard import DetectCard
 from geoscreen.vision.weights import EFFICIENTNET_LITE0_REF
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
@@ -164,16 +165,18 @@ def test_training_step_gives_finite_losses_with_and_without_objects(architecture
 
 
 # -- model directories --------------------------------------------------------------------
-def card_for(cfg: DetectorConfig) -> dict[str, Any]:
-    return {
-        "task": "detect",
+def card_for(cfg: DetectorConfig) -> DetectCard:
+    return DetectCard.model_validate({
+        "profile": {"name": "test", "version": "1"},
         "detector": cfg.to_card(),
         "backbone": {
             "name": cfg.backbone.name,
             "in_channels": cfg.backbone.in_channels,
             "band_roles": list(cfg.backbone.band_roles or []),
         },
-    }
+        "preprocess": {},
+        "tiling": {},
+    })  # fmt: skip
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

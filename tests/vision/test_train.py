@@ -24,6 +24,7 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
+from geoscreen.vision.modelcard import ClassifyCard, LearnerScore, read_card
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, loss_weights, train_classifier
 
@@ -41,7 +42,7 @@ def trained(
     osbs_path: Path,
     osbs_labels_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, ClassifyCard]:
     """The tree-crown profile, mode auto, seed 0, trained on OSBS_029."""
     out = tmp_path_factory.mktemp("tree_model")
     card = train_classifier(
@@ -51,7 +52,7 @@ def trained(
 
 
 def test_trained_model_ranks_yell_crowns(
-    trained: tuple[Path, dict[str, Any]],
+    trained: tuple[Path, ClassifyCard],
     profile: Profile,
     yell_path: Path,
     yell_labels_path: Path,
@@ -82,13 +83,13 @@ def test_trained_model_ranks_yell_crowns(
 
 
 def test_model_directory_and_card(
-    trained: tuple[Path, dict[str, Any]], profile: Profile, osbs_labels_path: Path, osbs_path: Path
+    trained: tuple[Path, ClassifyCard], profile: Profile, osbs_labels_path: Path, osbs_path: Path
 ) -> None:
     folder, card = trained
     assert {p.name for p in folder.iterdir()} == {WEIGHTS_FILE, CARD_FILE, CARD_MARKDOWN}
     saved = yaml.safe_load((folder / CARD_FILE).read_text(encoding="utf-8"))
-    assert saved["model_sha256"] == sha256_file(folder / WEIGHTS_FILE)
-    assert {k: v for k, v in saved.items() if k != "model_sha256"} == card
+    assert saved["model_sha256"] == sha256_file(folder / WEIGHTS_FILE) == card.model_sha256
+    assert read_card(folder / CARD_FILE) == card and saved == card.to_yaml_dict()
 
     assert saved["profile"]["name"] == "tree_crowns_neon"
     assert saved["profile"]["version"] == profile.version
@@ -102,7 +103,7 @@ def test_model_directory_and_card(
         assert saved["backbone"]["name"] == "efficientnet_lite0"
         assert saved["backbone"]["weights_sha256"] == profile.model.weights_sha256
     else:
-        assert saved["backbone"] is None and len(saved["features"]) > 30
+        assert "backbone" not in saved and len(saved["features"]) > 30
 
     (labels,) = saved["data"]["labels"]
     assert labels["sha256"] == sha256_file(osbs_labels_path)
@@ -111,7 +112,7 @@ def test_model_directory_and_card(
 
     split = saved["split"]
     assert split["method"] == "spatially blocked k-fold" and split["folds"] >= 2
-    chips = sum(card["metrics"][f"val_{k}"] for k in ("tp", "fp", "fn", "tn"))
+    chips = sum(card.metrics[f"val_{k}"] for k in ("tp", "fp", "fn", "tn"))
     assert sum(split["test_chips_per_fold"]) == chips  # every chip tested once
 
     selection = saved["selection"]
@@ -153,7 +154,7 @@ def test_model_directory_and_card(
 
 
 def test_same_seed_same_model(
-    trained: tuple[Path, dict[str, Any]],
+    trained: tuple[Path, ClassifyCard],
     profile: Profile,
     osbs_path: Path,
     osbs_labels_path: Path,
@@ -166,14 +167,16 @@ def test_same_seed_same_model(
     first, second = load_model(trained[0]).model, load_model(tmp_path).model
     a, b = first.state_dict(), second.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert card["split"] == trained[1]["split"] and card["metrics"] == trained[1]["metrics"]
-    assert _untimed(card["selection"]["learners"]) == _untimed(trained[1]["selection"]["learners"])
-    assert card["thresholds"] == trained[1]["thresholds"]
+    earlier = trained[1]
+    assert card.split == earlier.split and card.metrics == earlier.metrics
+    assert card.selection is not None and earlier.selection is not None
+    assert _untimed(card.selection.learners) == _untimed(earlier.selection.learners)
+    assert card.thresholds == earlier.thresholds
     assert load_model(tmp_path).sha256 == load_model(trained[0]).sha256
 
 
-def _untimed(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {k: {m: v for m, v in r.items() if m != "seconds"} for k, r in rows.items()}
+def _untimed(rows: dict[str, LearnerScore]) -> dict[str, dict[str, Any]]:
+    return {k: r.model_dump(exclude={"seconds"}) for k, r in rows.items()}
 
 
 def test_too_small_area_for_a_validation_block(
@@ -219,23 +222,24 @@ def test_finetune_runs_and_keeps_best_epoch(
     """Fine-tuning (the GPU mode) on the CPU for two epochs: flips, jitter, early stopping."""
     opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
     card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path, opts)
-    training = card["training"]
-    assert training["mode"] == "finetune" and training["epochs_run"] in (1, 2)
-    assert 1 <= training["best_epoch"] <= training["epochs_run"]
-    assert 0.0 <= card["metrics"]["val_average_precision"] <= 1.0
+    training = card.training
+    assert training is not None and training.epochs_run is not None
+    assert training.mode == "finetune" and training.epochs_run in (1, 2)
+    assert 1 <= (training.best_epoch or 0) <= training.epochs_run
+    assert 0.0 <= card.metrics["val_average_precision"] <= 1.0
     # The card's validation AP is that of the saved (restored best-epoch) weights.
     loaded = load_model(tmp_path)
     data = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
     split = blocked_split(
         data.chips, data.groups, block_px=3 * 64, val_fraction=opts.val_fraction, seed=opts.seed
     )
-    assert int(split.val.size) == card["split"]["val_chips"]
+    assert card.split is not None and int(split.val.size) == card.split.val_chips
     dataset = data.dataset()
     images = torch.stack([dataset[int(i)]["image"] for i in split.val])
     with torch.inference_mode():
         scores = torch.sigmoid(loaded.model(images)).numpy()
     ap = average_precision(scores, data.labels[split.val].astype(bool))
-    assert ap == pytest.approx(card["metrics"]["val_average_precision"], abs=1e-5)
+    assert ap == pytest.approx(card.metrics["val_average_precision"], abs=1e-5)
 
 
 def test_shifted_positive_copies_stay_within_half_a_stride(
@@ -269,7 +273,8 @@ def test_two_scenes_are_cross_validated_as_whole_scenes(
         profile, [osbs_labels_path, yell_labels_path], [osbs_path, yell_path], tmp_path / "m",
         TrainOptions(mode="spectral", device="cpu"),
     )  # fmt: skip
-    assert card["split"]["method"] == "whole-scene k-fold" and card["split"]["folds"] == 2
+    assert card.split is not None
+    assert card.split.method == "whole-scene k-fold" and card.split.folds == 2
     assert "2 scenes" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match="--fold-by blocks"):
         train_classifier(
