@@ -13,7 +13,9 @@ Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there 
 none); a detection is ``(run, candidate)``. A run loads in one transaction that ends
 by marking it complete, so a load killed at any point leaves nothing behind and
 loading a complete run again changes nothing. Loading never touches a candidate's
-review status, version or history.
+review status, version or history. The run's audit entry records a digest of its
+detections, so outlines and scores changed later in place are found by ``audit verify``
+(:mod:`geoscreen.review.audit_digest`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from geoscreen.errors import InputError
 from geoscreen.fileio import sha256_file
 from geoscreen.review import audit
+from geoscreen.review.audit_digest import detections_digest
 from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
 from geoscreen.review.store import Store
 
@@ -321,6 +324,7 @@ def _load_run(
                 "sites": len(rows),
                 "new": new,
                 **flags,
+                "detections_sha256": detections_digest(conn, run_pk),
             },
             profile=profile,
             profile_version=first.get("profile_version"),

@@ -26,6 +26,7 @@ from geoscreen.review.store import Store
 from geoscreen.review.testing import drop_guards
 from geoscreen.review.workflow import add_note, set_status
 
+
 @pytest.fixture
 def reviewed(store: Store, sites: Callable[..., Path]) -> Store:
     load_sites(store, sites(5), actor="test")

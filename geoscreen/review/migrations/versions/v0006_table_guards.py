@@ -133,7 +133,7 @@ def _postgresql() -> list[str]:
             FOR EACH ROW EXECUTE FUNCTION geoscreen_guard_refuse('{_HOW}')""")
     for table, columns in _FIXED.items():
         message = f"{', '.join(columns)} cannot change; {_HOW}"
-        out.append(f"""CREATE TRIGGER {table}_fixed BEFORE UPDATE OF {', '.join(columns)}
-            ON {table} FOR EACH ROW WHEN ({_changed(columns, 'IS DISTINCT FROM')})
+        out.append(f"""CREATE TRIGGER {table}_fixed BEFORE UPDATE OF {", ".join(columns)}
+            ON {table} FOR EACH ROW WHEN ({_changed(columns, "IS DISTINCT FROM")})
             EXECUTE FUNCTION geoscreen_guard_refuse('{message}')""")
     return out
