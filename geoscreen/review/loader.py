@@ -409,6 +409,26 @@ def _load_chunk(
             )
         )
         ids.update({r.site_id: r.id for r in created})
+    # Detections first: the store lets a candidate show only a detection of its run.
+    conn.execute(
+        insert(detections),
+        [
+            {
+                "candidate_id": ids[r["site_id"]],
+                "run_pk": run_pk,
+                "scene_id": r["scene_id"],
+                "acquired": r["acquired"],
+                "score": r["score"],
+                "score_mean": r["score_mean"],
+                "tile_count": r["tile_count"],
+                "area_m2": r["area_m2"],
+                "evidence_path": r["evidence_path"],
+                "geom_wkb": r["geom_wkb"],
+                "extra": r["extra"],
+            }
+            for r in rows
+        ],
+    )
     newer = [r for r in rows if r["site_id"] in existing and _is_newer(r, existing[r["site_id"]])]
     if newer:
         stmt = (
@@ -432,25 +452,6 @@ def _load_chunk(
             .where(candidates.c.id.in_(flagged))
             .values(below_run_pk=None, below_model_sha256=None)
         )
-    conn.execute(
-        insert(detections),
-        [
-            {
-                "candidate_id": ids[r["site_id"]],
-                "run_pk": run_pk,
-                "scene_id": r["scene_id"],
-                "acquired": r["acquired"],
-                "score": r["score"],
-                "score_mean": r["score_mean"],
-                "tile_count": r["tile_count"],
-                "area_m2": r["area_m2"],
-                "evidence_path": r["evidence_path"],
-                "geom_wkb": r["geom_wkb"],
-                "extra": r["extra"],
-            }
-            for r in rows
-        ],
-    )
     return len(fresh), len(flagged)
 
 

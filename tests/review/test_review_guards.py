@@ -40,6 +40,9 @@ REFUSED = [
     "UPDATE candidates SET status = 'escalated', version = version + 1 WHERE id = 1",
     "UPDATE candidates SET version = 7 WHERE id = 2",
     "UPDATE candidates SET site_id = 'elsewhere' WHERE id = 2",
+    "UPDATE candidates SET score = 0.999 WHERE id = 2",
+    "UPDATE candidates SET geom_wkb = (SELECT geom_wkb FROM candidates WHERE id = 3) WHERE id = 2",
+    "UPDATE candidates SET evidence_path = NULL WHERE id = 2",
     "DELETE FROM candidates WHERE id = 3",
     "INSERT INTO candidates (profile, site_id, status, version, geom_wkb, minx, miny, maxx, "
     "maxy, lon, lat, last_run_pk, created_at) SELECT profile, 'forged', 'confirmed', 2, "

@@ -1,8 +1,10 @@
 """Rows changed in place beside the audit log: password hashes, outlines and scores.
 
-The store's guards allow these columns to change (logins rehash, loads rescore), so
-the database cannot refuse an edit of them; ``audit verify`` finds one through the
-digests the audit entries recorded (:mod:`geoscreen.review.audit_digest`).
+A password hash may change in the database (logins rehash), so only ``audit verify``
+can find one replaced; outlines and scores change only to a detection of the run that
+last saw the candidate, a guard that the store's owner can drop. Either way ``audit
+verify`` finds the change through the digests the audit entries recorded
+(:mod:`geoscreen.review.audit_digest`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shapely
 from argon2 import PasswordHasher
 from shapely import affinity
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from geoscreen.cli.app import main
 from geoscreen.review import audit, users
@@ -80,11 +83,14 @@ def test_a_moved_outline_is_tampering(
     found = looped.candidate(3)
     moved = affinity.translate(shapely.from_wkb(found.geom_wkb), xoff=0.1)
     minx, miny, maxx, maxy = moved.bounds
-    with looped.write() as conn:
-        conn.execute(update(candidates).where(candidates.c.id == 3).values(
-            geom_wkb=moved.wkb, minx=minx, miny=miny, maxx=maxx, maxy=maxy,
-            lon=found.lon + 0.1,
-        ))  # fmt: skip
+    move = update(candidates).where(candidates.c.id == 3).values(
+        geom_wkb=moved.wkb, minx=minx, miny=miny, maxx=maxx, maxy=maxy, lon=found.lon + 0.1,
+    )  # fmt: skip
+    with pytest.raises(DBAPIError, match="come from a detection"), looped.write() as conn:
+        conn.execute(move)
+    with looped.write() as conn:  # the store's owner can drop the guards
+        drop_guards(conn)
+        conn.execute(move)
     code, output = _verify_cli(db_url, looped, capsys)
     assert code == 1
     assert "audit: candidate 3: outline differs from its audited detection (changed directly)" in (
@@ -104,8 +110,12 @@ def test_a_changed_score_is_tampering(
     looped: Store, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A score raised so that a candidate comes first in the queue."""
+    raise_score = text("UPDATE candidates SET score = 0.999 WHERE id = 2")
+    with pytest.raises(DBAPIError, match="come from a detection"), looped.write() as conn:
+        conn.execute(raise_score)
     with looped.write() as conn:
-        conn.execute(text("UPDATE candidates SET score = 0.999 WHERE id = 2"))
+        drop_guards(conn)
+        conn.execute(raise_score)
     code, output = _verify_cli(db_url, looped, capsys)
     assert code == 1
     assert "audit: candidate 2: score differs from its audited detection (changed directly)" in (

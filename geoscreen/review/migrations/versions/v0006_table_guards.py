@@ -4,7 +4,10 @@ refused by the database itself, not only found later by ``audit verify``.
 * ``candidates``: never deleted; a new one is ``new`` at version 1; its id, profile and
   site id never change; its status and version change only together, the version by
   one, and only after the matching status event is in ``review_events`` (the workflow
-  writes the event first). Loads may still update outlines, scores and flags.
+  writes the event first); its outline, score, mean score and evidence path change
+  only to those of its detection in the run it then names (a load writes the
+  detections first). Loads may still change the flags and the bounding box (which
+  ``audit verify`` checks against the outline).
 * ``review_events``, ``detections``, ``exports``: append-only.
 * ``users``: never deleted; name, role and creation time never change (enabling,
   disabling and passwords go through ``geoscreen users``, each audited).
@@ -40,6 +43,16 @@ _MATCHING_EVENT = """
     SELECT 1 FROM review_events e
     WHERE e.candidate_id = NEW.id AND e.kind = 'status' AND e.version = NEW.version
       AND e.from_status = OLD.status AND e.to_status = NEW.status"""
+_SHOWN = ("geom_wkb", "score", "score_mean", "evidence_path", "last_run_pk")
+_MATCHING_DETECTION = """
+    SELECT 1 FROM detections d
+    WHERE d.candidate_id = NEW.id AND d.run_pk = NEW.last_run_pk AND d.geom_wkb = NEW.geom_wkb
+      AND d.score {same} NEW.score AND d.score_mean {same} NEW.score_mean
+      AND d.evidence_path {same} NEW.evidence_path"""
+_DETECTION_MESSAGE = (
+    "candidates: outline, score and evidence path come from a detection of the run that "
+    "last saw the candidate; load sites with geoscreen review load"
+)
 
 
 def upgrade() -> None:
@@ -88,6 +101,12 @@ def _sqlite() -> list[str]:
         "candidates: status and version change only with a review event; "
         "use geoscreen review set",
     ))  # fmt: skip
+    out.append(refuse(
+        "candidates_shows_detection",
+        f"BEFORE UPDATE OF {', '.join(_SHOWN)} ON candidates "
+        f"WHEN NOT EXISTS ({_MATCHING_DETECTION.format(same='IS')})",
+        _DETECTION_MESSAGE,
+    ))  # fmt: skip
     return out
 
 
@@ -117,6 +136,16 @@ def _postgresql() -> list[str]:
             END IF;
             RETURN NEW;
         END $$""",
+        f"""CREATE FUNCTION geoscreen_candidate_detection() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT EXISTS ({_MATCHING_DETECTION.format(same="IS NOT DISTINCT FROM")}) THEN
+                RAISE EXCEPTION '%', '{_DETECTION_MESSAGE}';
+            END IF;
+            RETURN NEW;
+        END $$""",
+        f"""CREATE TRIGGER candidates_shows_detection BEFORE UPDATE OF {", ".join(_SHOWN)}
+            ON candidates FOR EACH ROW EXECUTE FUNCTION geoscreen_candidate_detection()""",
         """CREATE TRIGGER candidates_insert_new BEFORE INSERT ON candidates
             FOR EACH ROW EXECUTE FUNCTION geoscreen_candidate_insert()""",
         """CREATE TRIGGER candidates_status_follows_event BEFORE UPDATE OF status, version
