@@ -70,6 +70,10 @@ class Audited:
         elif action == "user_password" and str(entity_id) in self.users:
             self.users[str(entity_id)]["password"] = True
             self.passwords[str(entity_id)] = _json(entry["after"]).get("password_sha256")
+        elif action == "digest_baseline":  # schema revision 0006, for older entries
+            after = _json(entry["after"])
+            self.passwords.update(after.get("passwords") or {})
+            self.run_digests.update(after.get("runs") or {})
         elif action == "load_run":
             self.runs.add(str(entity_id))
             self.run_digests[str(entity_id)] = _json(entry["after"]).get("detections_sha256")

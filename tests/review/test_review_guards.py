@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import shapely
 from alembic import command
+from argon2 import PasswordHasher
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from geoscreen.review import audit, db, migrate
 from geoscreen.review.loader import load_sites
 from geoscreen.review.retention import purge
-from geoscreen.review.schema import candidates, review_events, runs
+from geoscreen.review.schema import candidates, detections, review_events, runs, users
 from geoscreen.review.store import Store, open_store
 from geoscreen.review.testing import drop_guards
 from geoscreen.review.users import set_active, set_password
@@ -150,3 +151,53 @@ def test_upgrade_from_0005_guards_existing_stores(db_url: str) -> None:
         for statement in REFUSED[:3]:
             with pytest.raises(DBAPIError), store.write() as conn:
                 conn.execute(text(statement.replace("id = 2", "id = 1")))
+
+
+def test_upgrade_records_a_digest_baseline_for_older_entries(db_url: str) -> None:
+    """Entries written before revision 0006 hold no digests: the upgrade records those of
+    the store as it is, so a password hash or detection changed later is found."""
+    engine = db.make_engine(db.resolve_url(db_url))
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate._config(conn), "0005")
+            hashed = PasswordHasher().hash("an old password")
+            conn.execute(insert(users).values(name="old", role="admin", password_hash=hashed,
+                                              active=True, created_at=NOW))  # fmt: skip
+            audit.append(conn, actor="t", action="user_add", entity="user", entity_id="old",
+                         after={"name": "old", "role": "admin", "password": True,
+                                "active": True})  # fmt: skip
+            pk = conn.execute(insert(runs).values(
+                run_id="old-run", profile="p", loaded_by="t", started_at=NOW, completed_at=NOW,
+                site_count=1, new_count=1,
+            )).inserted_primary_key[0]  # fmt: skip
+            box = shapely.box(0, 0, 1, 1).wkb
+            cid = conn.execute(insert(candidates).values(
+                profile="p", site_id="s", status="new", version=1, geom_wkb=box, score=0.5,
+                minx=0, miny=0, maxx=1, maxy=1, lon=0.5, lat=0.5, last_run_pk=pk,
+                created_at=NOW,
+            )).inserted_primary_key[0]  # fmt: skip
+            conn.execute(insert(detections).values(candidate_id=cid, run_pk=pk, score=0.5,
+                                                   geom_wkb=box))  # fmt: skip
+            audit.append(conn, actor="t", action="load_run", entity="run", entity_id="old-run",
+                         after={"sites": 1, "new": 1})  # fmt: skip
+    finally:
+        engine.dispose()
+    with open_store(db_url) as store:
+        baseline = list(audit.entries(store))[-1]
+        assert (baseline.seq, baseline.action, baseline.actor) == (3, "digest_baseline",
+                                                                   "geoscreen-upgrade")  # fmt: skip
+        assert set(baseline.to_dict()["after"]["runs"]) == {"old-run"}
+        assert audit.verify(store).ok, audit.verify(store).problems
+        with store.write() as conn:
+            drop_guards(conn)
+            conn.execute(text("UPDATE users SET password_hash = :h"),
+                         {"h": PasswordHasher().hash("someone else's")})  # fmt: skip
+            conn.execute(text("UPDATE detections SET score = 0.9"))
+            conn.execute(text("UPDATE candidates SET score = 0.9"))
+        assert audit.verify(store).problems == [
+            "user old: password hash replaced without an audit entry",
+            "run old-run: its detections (outlines, scores or evidence paths) differ from its "
+            "audit entry: changed directly",
+        ]
+    with open_store(db_url) as again:  # recorded once, not per opening
+        assert len(list(audit.entries(again))) == 3

@@ -17,6 +17,12 @@ Whoever owns the database file (or the PostgreSQL store) can drop these triggers
 they then change is what ``audit verify`` checks (see
 :mod:`geoscreen.review.audit_check`).
 
+A store that already holds users with passwords or completed runs gets one audit entry,
+``digest_baseline``: the digests of its password hashes and of each run's detections
+as they are at the upgrade (:mod:`geoscreen.review.audit_digest`), which older entries
+lack; later changes in place are then found by ``audit verify``. (What was changed
+before the upgrade cannot be told apart.)
+
 Revision ID: 0006
 Revises: 0005
 """
@@ -24,6 +30,7 @@ Revises: 0005
 from __future__ import annotations
 
 from alembic import op
+from sqlalchemy import Connection, select
 
 revision = "0006"
 down_revision = "0005"
@@ -60,6 +67,25 @@ def upgrade() -> None:
     statements = _postgresql() if op.get_bind().dialect.name == "postgresql" else _sqlite()
     for statement in statements:
         op.execute(statement)
+    _baseline(op.get_bind())
+
+
+def _baseline(conn: Connection) -> None:
+    """Record digests of what the store holds, for entries written without them."""
+    from geoscreen.review import audit
+    from geoscreen.review.audit_digest import detections_digest, password_digest
+    from geoscreen.review.schema import runs, users
+
+    hashed = select(users.c.name, users.c.password_hash).where(users.c.password_hash.is_not(None))
+    passwords = {
+        name: password_digest(h) for name, h in conn.execute(hashed.order_by(users.c.name))
+    }
+    done = select(runs.c.id, runs.c.run_id).where(runs.c.completed_at.is_not(None))
+    loaded = {run_id: detections_digest(conn, pk) for pk, run_id in conn.execute(done)}
+    if passwords or loaded:
+        after = {"revision": revision, "passwords": passwords, "runs": loaded}
+        audit.append(conn, actor="geoscreen-upgrade", action="digest_baseline", entity="store",
+                     after=after)  # fmt: skip
 
 
 def downgrade() -> None:
