@@ -151,3 +151,10 @@ def test_a_rehash_at_login_is_audited(store: Store, monkeypatch: pytest.MonkeyPa
     assert (rehash.action, rehash.actor) == ("user_password", "vic")
     assert rehash.to_dict()["after"]["rehash"] is True
     assert audit.verify(store).ok, audit.verify(store).problems
+
+
+def test_a_dropped_detections_table_is_tampering(looped: Store) -> None:
+    with looped.write() as conn:
+        drop_guards(conn)
+        conn.execute(text("DROP TABLE detections"))
+    assert audit.verify(looped).problems == ["table detections is missing (dropped)"]
