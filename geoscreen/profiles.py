@@ -635,3 +635,105 @@ def _scene_has(scene: Scene, band: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+# -- --bands: the scene's bands a command feeds the profile -------------------------------
+def parse_bands(text: str) -> tuple[str, ...]:
+    """``"B4,B3,B2"`` or ``"4,3,2"`` as band names/numbers; a malformed list is an
+    :class:`InputError` (empty items, a number below 1, a band given twice)."""
+    tokens = tuple(t.strip() for t in text.split(","))
+    fix = "Give band names or numbers separated by commas, e.g. --bands B4,B3,B2 or 4,3,2."
+    if not tokens or any(not t for t in tokens):
+        raise InputError(f"{text!r} has an empty item", where="--bands", fix=fix)
+    bad = [t for t in tokens if t.isdigit() and int(t) < 1]
+    if bad:
+        raise InputError(f"band number {bad[0]} does not exist (numbers start at 1)",
+                         where="--bands", fix=fix)  # fmt: skip
+    twice = sorted({t for t in tokens if [x.lower() for x in tokens].count(t.lower()) > 1})
+    if twice:
+        raise InputError(f"{', '.join(twice)} given twice", where="--bands", fix=fix)
+    return tokens
+
+
+def select_bands(profile: Profile, bands: tuple[str, ...], scenes: list[Scene]) -> Profile:
+    """``profile`` fed the scene bands ``bands`` (names or 1-based numbers, in this order).
+
+    Numbers are resolved to the first scene's band names; every name must be in every
+    scene (by name or the sensor preset's common name), and the profile's indices must
+    find their bands among the selected ones. Without scenes a number ``n`` stays
+    ``bandN`` (resolved by position when a scene is opened). Refusals are one-line
+    :class:`ConfigError`s naming the bands found.
+    """
+    if not bands:
+        return profile
+    names = [_band_name(b, scenes[0]) if scenes else _as_name(b) for b in bands]
+    if scenes and profile.imagery.sensor is None and profile.preprocess.indices:
+        # Without a preset the profile knows colours only by common name (or bands by
+        # position): name them so, or its indices cannot be checked.
+        first = [_band_position(scenes[0], n, b) for n, b in zip(names, bands, strict=True)]
+        common = [scenes[0].common_name(i) for i in first]
+        names = [str(c) for c in common] if all(common) else [f"band{i}" for i in first]
+    for scene in scenes:
+        pairs = zip(names, bands, strict=True)
+        picked = [_band_position(scene, name, given) for name, given in pairs]
+        if len(set(picked)) < len(picked):
+            raise ConfigError(f"--bands {','.join(bands)} selects a band twice",
+                              where=scene.uri, fix=f"Its bands are {_listing(scene)}.")  # fmt: skip
+        have = {c for i in picked for c in (scene.common_name(i), scene.band_names[i - 1])
+                if c is not None}  # fmt: skip
+        have = {c.lower() for c in have}
+        for index in profile.preprocess.indices:
+            missing = [c for c in INDEX_BANDS[index] if c not in have]
+            if missing:
+                raise ConfigError(
+                    f"index {index} of profile {profile.name} needs the {', '.join(missing)} "
+                    f"band(s), which --bands {','.join(bands)} does not select",
+                    where=scene.uri,
+                    fix=f"Add it to --bands (the scene's bands are {_listing(scene)}).",
+                )
+    data = profile.to_dict()
+    data["imagery"] = {**data.get("imagery", {}), "bands": names}
+    data["preprocess"] = {**data.get("preprocess", {}), "bands": names}
+    try:
+        return Profile.model_validate(data).with_source(profile.source_path)
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(exc),
+            where=f"--bands {','.join(bands)}",
+            fix=f"Select bands that profile {profile.name} can use.",
+        ) from None
+
+
+def _as_name(band: str) -> str:
+    return f"band{band}" if band.isdigit() else band
+
+
+def _band_name(band: str, scene: Scene) -> str:
+    """The scene's name of band ``band`` (a number) or ``band`` itself (a name)."""
+    return scene.band_names[_band_position(scene, band, band) - 1] if band.isdigit() else band
+
+
+def _band_position(scene: Scene, name: str, given: str) -> int:
+    """1-based position of ``name`` in ``scene``; a one-line refusal listing its bands."""
+    if given.isdigit():
+        number = int(given)
+        if not 1 <= number <= scene.count:
+            raise ConfigError(f"--bands: the scene has no band {number}", where=scene.uri,
+                              fix=f"Its bands are {_listing(scene)}.")  # fmt: skip
+        if name in (given, _as_name(given)):
+            return number
+    try:
+        return scene.band_index(name)
+    except ConfigError:
+        raise ConfigError(f"--bands: band {given!r} is not in the scene", where=scene.uri,
+                          fix=f"Its bands are {_listing(scene)}.") from None  # fmt: skip
+
+
+def _listing(scene: Scene) -> str:
+    """``1 B1 (coastal), 2 B2 (blue), ...``: what --bands may name, by number or name."""
+    parts = []
+    for i, name in enumerate(scene.band_names, start=1):
+        common = scene.common_name(i)
+        parts.append(f"{i} {name}" + (f" ({common})" if common and common != name else ""))
+    preset = f" (sensor preset {scene.sensor})" if scene.sensor else ""
+    return ", ".join(parts) + preset

@@ -6,6 +6,8 @@ more imagery): the review stage writes the reviewed candidates as a label GeoJSO
 paths the store recorded, and the profile's task (:mod:`geoscreen.vision.task`) trains
 on all of it: a classifier on points inside the sites, a detector on their outlines
 (confirmed and escalated ones are boxes; rejected ones are background, no box there).
+Rejections are hard negatives: the classifier weighs each one ``hard_negative_weight``
+random background chips; the detector cuts a background chip around each every epoch.
 The card gets a ``provenance`` section (labels from files and from reviews,
 by whom, up to which audit entry) and the store an audit entry with the new model's
 hash, so every label the model learned from traces back to a person's decision.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,15 @@ def train_from_store(
                 where=store.display,
                 fix="Give the scenes with --imagery.",
             )
+        # Rejections are hard negatives: the classifier weighs them (hard_negative_weight),
+        # the detector cuts a background chip around each one every epoch.
+        hard = (str(path),)
+        if task.name == "detect" and request.hard_negative_weight is not None:
+            say("warning: a detector does not weigh rejections (--hard-negative-weight); "
+                "each rejected outline gets a background chip every epoch instead")  # fmt: skip
+        request = replace(request, hard_negative_labels=hard)
+        if opts is not None:
+            opts = opts.model_copy(update={"hard_negative_labels": list(hard)})
         task.train(profile, [*labels, path], scenes, out_dir, request, progress, options=opts)
         out = Path(out_dir)
         card = yaml.safe_load((out / CARD_FILE).read_text(encoding="utf-8"))
@@ -102,6 +114,9 @@ def train_from_store(
         for record in card.get("data", {}).get("labels", []):
             if record.get("path") == str(path):
                 record["path"] = f"{REVIEW_LABELS} {store.display}"
+        options = card.get("training", {}).get("options", {})
+        if options.get("hard_negative_labels") == list(hard):  # a temporary file's name
+            options["hard_negative_labels"] = [f"{REVIEW_LABELS} {store.display}"]
         entry = audit.log(
             store,
             actor=who,
@@ -208,4 +223,15 @@ def provenance_markdown(card: dict[str, Any]) -> str:
         "chips, so its rejections are not used)",
         f"- trained by {prov['trained_by']}; recorded as audit entry {prov.get('audit_entry')}",
     ]
+    hard = card.get("hard_negatives")
+    if hard:
+        if "weight" in hard:
+            share = hard["of_negative_weight"]
+            how = (
+                f"each weighing {hard['weight']:g} random background chips "
+                f"({share:.0%} of the negatives' training weight)"
+            )
+        else:
+            how = "each given a background chip around it every epoch (not weighted)"
+        lines.insert(-1, f"- hard negatives (rejected candidates): {hard['chips']}, {how}")
     return "\n".join(lines) + "\n"

@@ -44,9 +44,10 @@ from sqlalchemy import select
 from geoscreen.batch.idcache import SceneIdCache
 from geoscreen.batch.sources import SceneRef
 from geoscreen.errors import GeoscreenError
+from geoscreen.imagery.region import card_warnings
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.tiling import TileGrid
-from geoscreen.profiles import Profile, load_profile
+from geoscreen.profiles import Profile, load_profile, select_bands
 from geoscreen.review import audit
 from geoscreen.review.loader import load_sites
 from geoscreen.review.policy import run_policy
@@ -77,6 +78,7 @@ class ScanSettings:
     threads: int | None = None
     device: str = "cpu"
     precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    bands: tuple[str, ...] = ()  # --bands, resolved to names (profiles.select_bands)
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,15 @@ class SceneOutcome:
     below_threshold: int = 0  # earlier candidates of the scene this run no longer finds
     error: str | None = None
     seconds: float = 0.0
+    # The scene is far from the model's training region or statistics (stored with the run).
+    warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=4)
-def _profile(path: str) -> Profile:
-    return load_profile(path)
+def _profile(path: str, bands: tuple[str, ...] = ()) -> Profile:
+    """The profile, fed ``bands`` (already resolved against a scene) when given."""
+    return select_bands(load_profile(path), bands, [])
 
 
 @lru_cache(maxsize=2)
@@ -125,7 +130,7 @@ def _model(profile_path: str, model_dir: str, device: str) -> Any:
 def check_model(settings: ScanSettings) -> None:
     """Load the model and check it was made for the profile; raises a GeoscreenError
     (corrupt weights, another profile's model, a classifier for a detection profile)."""
-    profile = _profile(settings.profile_path)
+    profile = _profile(settings.profile_path, settings.bands)
     loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     task_for(profile).check_profile(loaded, profile)
 
@@ -178,7 +183,7 @@ def plan_scene(
     ``ids`` remembers the content ids of unchanged files between scans.
     """
     started = time.perf_counter()
-    profile = _profile(settings.profile_path)
+    profile = _profile(settings.profile_path, settings.bands)
     try:
         known = ids.get(ref.uri) if ids is not None else None
         scene = open_scene(ref.uri, sensor=profile.imagery.sensor, scene_id=known)
@@ -197,7 +202,7 @@ def plan_scene(
 
 def check_plan(plan: ScenePlan, settings: ScanSettings) -> SceneOutcome | None:
     """A failure if the model or profile does not fit the scene, else None."""
-    profile = _profile(settings.profile_path)
+    profile = _profile(settings.profile_path, settings.bands)
     try:
         loaded = _model(settings.profile_path, settings.model_dir, settings.device)
         task_for(profile).check(loaded, profile, plan.scene)
@@ -218,7 +223,7 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> Chunk:
     device = pick_device(settings.device)
     if device.type == "cpu":  # also undoes the low MALLOC_TRIM_THRESHOLD_ Dask's nanny sets
         tune_malloc()
-    profile = _profile(settings.profile_path)
+    profile = _profile(settings.profile_path, settings.bands)
     loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     grid = TileGrid(
         plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
@@ -242,7 +247,7 @@ def finish_scene(
     started: float,
 ) -> SceneOutcome:
     """Assemble the chunks, make and match sites, load the run (the single writer)."""
-    profile = _profile(settings.profile_path)
+    profile = _profile(settings.profile_path, settings.bands)
     task = task_for(profile)
     loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     flat = np.concatenate([c.flat for c in chunks]) if chunks else np.zeros(0, np.int64)
@@ -257,6 +262,7 @@ def finish_scene(
         "scene_id": plan.scene.id,
     }
     result = task.assemble(loaded, grid, chunks, meta)
+    warnings = card_warnings(loaded.card, plan.scene)
     threshold, source = task.threshold(loaded, profile)
     sites = scene_sites(result, profile, plan.scene, threshold=threshold, run_id=plan.run_id,
                         model_sha256=loaded.sha256)  # fmt: skip
@@ -276,7 +282,7 @@ def finish_scene(
     loaded_run = load_sites(
         store, sites, profile=profile.name, run_id=plan.run_id, actor=actor,
         source=f"scan:{plan.ref.uri}", policy=run_policy(profile, threshold, source),
-        rescreened=[plan.scene.id], model_sha256=loaded.sha256,
+        rescreened=[plan.scene.id], model_sha256=loaded.sha256, warnings=warnings,
     )  # fmt: skip
     return SceneOutcome(
         plan.ref.uri,
@@ -288,6 +294,7 @@ def finish_scene(
         reseen_sites=reseen,
         seconds=time.perf_counter() - started,
         below_threshold=loaded_run.below_threshold,
+        warnings=warnings,
     )
 
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.options import batch_size_option, db_option, precision_option
+from geoscreen.cli.options import (
+    bands_option,
+    batch_size_option,
+    db_option,
+    precision_option,
+)
 from geoscreen.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ def scan_options(fn: click.decorators.FC) -> click.decorators.FC:
             click.option("--json-log", is_flag=True, help="One JSON line per scene on stdout."),
             click.option("--user", default=None, help="Who runs the scan (audit log)."),
             precision_option,
+            bands_option,
         ]
     ):
         fn = option(fn)
@@ -79,6 +87,7 @@ def _run(
     json_log: bool,
     user: str | None,
     precision: str = "auto",
+    bands: tuple[str, ...] = (),
     quiet: bool = False,
 ) -> int:
     from tqdm import tqdm
@@ -88,11 +97,12 @@ def _run(
     from geoscreen.batch.scan import ScanSettings, SceneOutcome, check_model
     from geoscreen.batch.sources import discover
     from geoscreen.fileio import check_output_dir
-    from geoscreen.profiles import load_profile
+    from geoscreen.imagery.scene import open_scene
+    from geoscreen.profiles import load_profile, select_bands
     from geoscreen.review.store import open_store
     from geoscreen.review.users import local_actor
 
-    load_profile(profile)  # fail fast on a bad profile
+    prof = load_profile(profile)  # fail fast on a bad profile
     folder = _work_dir(db, work)
     check_output_dir(folder, "--work")
     settings = ScanSettings(
@@ -105,10 +115,15 @@ def _run(
         precision=precision,
     )
     # Everything that can refuse the scan does so before the store or work folder exist:
-    # the model (corrupt weights, another profile's or task's), the sources, the executor
+    # the sources (and --bands, against the first), the model (corrupt weights, another
+    # profile's or task's, made for other bands), the executor
     # (a cluster address), the store (a file or URL); the work folder comes last.
-    check_model(settings)
     refs = discover(sources, asset=asset)
+    if bands and refs:  # names and numbers resolved against the first scene
+        first = open_scene(refs[0].uri, sensor=prof.imagery.sensor)
+        chosen = select_bands(prof, bands, [first]).preprocess.bands or []
+        settings = replace(settings, bands=tuple(chosen))
+    check_model(settings)  # with the bands it will be fed
     executor = make_executor(workers, cluster)
     try:
         store = open_store(db, create=True)
@@ -120,6 +135,8 @@ def _run(
 
     def listener(outcome: SceneOutcome) -> None:
         bar.update(1)
+        for line in outcome.warnings:  # on stderr, also with --json-log (which keeps them)
+            bar.write(f"geoscreen: warning: {line}", file=sys.stderr)
         if json_log:
             click.echo(
                 json.dumps(

@@ -65,3 +65,26 @@ def batch_size_option(func: F) -> F:
         type=click.IntRange(1),
         help="Tiles per model call.",
     )(func)
+
+
+def _parse_bands(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    from geoscreen.profiles import parse_bands
+
+    return parse_bands(value)
+
+
+def bands_option(func: F) -> F:
+    """``--bands``: which of the scene's bands the profile gets, in order (train, screen,
+    similar, scan); checked against each scene by :func:`geoscreen.profiles.select_bands`."""
+    return click.option(
+        "--bands",
+        default=None,
+        metavar="B4,B3,B2|4,3,2",
+        callback=_parse_bands,
+        help="The scene bands the profile uses, in order, by name (or the sensor's common "
+        "name) or number; replaces the profile's imagery.bands.",
+    )(func)

@@ -242,16 +242,20 @@ def show(candidate_id: int, db: str, as_json: bool) -> None:
         found = store.candidate(candidate_id)
         events = store.history(candidate_id)
         scores = store.score_history(candidate_id)
+        warnings = store.scene_warnings(candidate_id)
     if as_json:
         _echo_json(
             {
                 **found.to_dict(),
+                "scene_warnings": warnings,
                 "scores": [s.to_dict() for s in scores],
                 "history": [e.to_dict() for e in events],
             }
         )
         return
     click.echo(_describe(found))
+    for line in warnings:  # the scan that last found it: scene unlike the training data
+        click.echo(f"warning:    scene far from training region/statistics: {line}")
     click.echo("scores:" if scores else "scores: none recorded")
     for entry in scores:
         click.echo(f"  {entry.describe()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from geoscreen.cli.app import cli
-from geoscreen.cli.options import batch_size_option, device_option, precision_option
+from geoscreen.cli.options import (
+    bands_option,
+    batch_size_option,
+    device_option,
+    json_option,
+    precision_option,
+)
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
 
@@ -24,6 +31,8 @@ if TYPE_CHECKING:  # torch and the imagery stack load when a command runs
     from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
+
+SHORT_ID = 8  # characters of the scene's content id in its output folder name
 
 
 def _stderr(message: str) -> None:
@@ -81,7 +90,17 @@ def _stderr(message: str) -> None:
     help="Fold blocks: square blocks within scenes, or whole scenes (auto: whole scenes "
     "when two or more scenes hold positives and negatives).",
 )
+@click.option(
+    "--hard-negative-weight",
+    "hard_negative_weight",
+    default=None,
+    type=click.FloatRange(0, 100, min_open=True),
+    help="Classifiers, with --from-store: what each rejected candidate (a hard negative) "
+    "weighs against a random background chip [default: 4, measured; see the README].",
+)
 @device_option
+@bands_option
+@json_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
@@ -106,6 +125,9 @@ def train(
     fold_by: str = "auto",
     from_store: str | None = None,
     allow_dropped: bool = False,
+    hard_negative_weight: float | None = None,
+    bands: tuple[str, ...] = (),
+    as_json: bool = False,
 ) -> None:
     """Train PROFILE's model (classifier or detector) on labelled examples; writes weights
     and a model card.
@@ -119,11 +141,23 @@ def train(
 
     check_output_dir(out)  # before minutes of training
     prof = load_profile(profile)
+    if bands:  # resolved against the scenes given (by position when there are none)
+        from geoscreen.imagery.scene import open_scene
+        from geoscreen.profiles import select_bands
+
+        given = [open_scene(p, sensor=prof.imagery.sensor) for p in imagery]
+        prof = select_bands(prof, bands, given)
     if from_store is None and not (labels and imagery):
         raise InputError(
             "training needs --labels and --imagery, or --from-store",
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
+        )
+    if hard_negative_weight is not None and from_store is None:
+        raise InputError(
+            "--hard-negative-weight weighs the rejected candidates of a review store",
+            where="geoscreen train",
+            fix="Give --from-store DB, or leave --hard-negative-weight out.",
         )
     echo: Callable[[str], None] = _stderr
     if labels and imagery:
@@ -134,7 +168,8 @@ def train(
         echo = without(printed, echo)  # the trainer repeats the per-scene lines
     request = TrainRequest(device=device, seed=seed, max_epochs=max_epochs, mode=mode,
                            folds=folds, fold_by=fold_by, positive=positive,
-                           negative=negative)  # fmt: skip
+                           negative=negative,
+                           hard_negative_weight=hard_negative_weight)  # fmt: skip
     task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store
@@ -143,7 +178,12 @@ def train(
                                 request=request, progress=echo)  # fmt: skip
     else:
         card = task.train(prof, labels, imagery, out, request, progress=echo)
-    click.echo(task.trained_summary(card, prof, out))
+    line = task.trained_summary(card, prof, out)
+    if not as_json:
+        click.echo(line)
+        return
+    _stderr(line)
+    _print_json(_trained_record(card, prof, task.name, out, line))
 
 
 @cli.command()
@@ -163,6 +203,8 @@ def train(
 @device_option
 @click.option("--embeddings/--no-embeddings", default=False, help="Also store tile embeddings.")
 @precision_option
+@bands_option
+@json_option
 @click.option(
     "--tta/--no-tta",
     default=False,
@@ -181,12 +223,15 @@ def screen(
     embeddings: bool,
     precision: str,
     tta: bool,
+    bands: tuple[str, ...] = (),
+    as_json: bool = False,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model (detection profiles:
     find objects, one site per object)."""
     from geoscreen.imagery.aoi import load_aoi
+    from geoscreen.imagery.region import card_warnings
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import load_profile
+    from geoscreen.profiles import load_profile, select_bands
     from geoscreen.vision.infer import new_run
     from geoscreen.vision.task import RunSettings, task_for
 
@@ -194,29 +239,37 @@ def screen(
     task = task_for(prof)
     loaded = task.load(model_dir)
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
+    prof = select_bands(prof, bands, opened)
     for scene in opened:
         task.check(loaded, prof, scene)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
     threshold = task.threshold(loaded, prof)
+    warned = [card_warnings(loaded.card, scene) for scene in opened]
+    for line in (w for lines in warned for w in lines):
+        click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
         click.echo(threshold_note(prof.threshold, loaded.card), err=True)
     settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
                            embeddings=embeddings, progress=True, precision=precision,
                            tta=tta)  # fmt: skip
     meta = new_run(prof, loaded.sha256, task=task.name)
+    say = _stderr if as_json else click.echo  # --json: stdout holds the JSON object only
     from geoscreen.vision.scoremap import ScoreMap
 
     results = []
-    for scene, area in zip(opened, areas, strict=True):
+    for scene, area, warnings in zip(opened, areas, warned, strict=True):
         result = task.score_scene(
             loaded, prof, scene, settings, aoi=area, meta={**meta, "scene_id": scene.id}
         )
         if isinstance(result, ScoreMap):
-            results.append(_write(result, Path(out), scene.uri))
+            written = _write(result, Path(out), scene.uri, say)
         else:
-            results.append(_write_objects(result, prof, scene, Path(out), meta, threshold))
-    _summary(Path(out), "screen", meta, results, profile_record(prof))
+            written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
+        results.append({**written, "warnings": warnings})
+    summary = _summary(Path(out), "screen", meta, results, profile_record(prof))
+    if as_json:
+        _print_json(summary)
 
 
 def profile_record(profile: Profile) -> dict[str, Any]:
@@ -233,18 +286,19 @@ def _write_objects(
     out: Path,
     meta: dict[str, Any],
     threshold: tuple[float, str],
+    say: Callable[[str], None] = click.echo,
 ) -> dict[str, Any]:
-    """A detection result: every object as a site in ``<out>/<scene id>/sites.parquet``
+    """A detection result: every object as a site in ``<out>/<scene folder>/sites.parquet``
     (and ``.gpkg``), the number at or above the decision threshold said."""
     from geoscreen.sites.detections import write_detection_sites
     from geoscreen.sites.make import scene_sites
 
     sites = scene_sites(objects, profile, scene, run_id=meta["run_id"],
                         model_sha256=meta["model_sha256"])  # fmt: skip
-    files = write_detection_sites(sites, out / scene.id)
+    files = write_detection_sites(sites, out / scene_folder(scene))
     value, source = threshold
     shown = int((sites["score_max"] >= value).sum())
-    click.echo(
+    say(
         f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
         f"({shown} scoring >= {value:g}, threshold from the {source}) -> {files['sites']}"
     )
@@ -286,6 +340,8 @@ def threshold_note(threshold: float, card: dict[str, Any]) -> str:
 @click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
 @batch_size_option
 @device_option
+@bands_option
+@json_option
 def similar(
     profile: str,
     imagery: tuple[str, ...],
@@ -294,10 +350,12 @@ def similar(
     model_dir: str | None,
     batch_size: int,
     device: str,
+    bands: tuple[str, ...] = (),
+    as_json: bool = False,
 ) -> None:
     """Rank tiles by similarity to example sites, with no training."""
     from geoscreen.imagery.scene import open_scene
-    from geoscreen.profiles import check_scene, load_profile
+    from geoscreen.profiles import check_scene, load_profile, select_bands
     from geoscreen.vision.classifier import load_model
     from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
@@ -306,6 +364,7 @@ def similar(
     prof = load_profile(profile)
     pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
+    prof = select_bands(prof, bands, scenes)
     if model_dir:
         loaded = load_model(model_dir)
         for scene in scenes:
@@ -325,20 +384,25 @@ def similar(
         "examples": len(examples),
     }
     opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True)
+    say = _stderr if as_json else click.echo  # --json: stdout holds the JSON object only
     results = []
     for scene in scenes:
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
         assert scores.embeddings is not None
         scores.scores = similarity_scores(scores.embeddings, examples)
-        results.append(_write(scores, Path(out), scene.uri))
-    _summary(Path(out), "similar", meta, results)
+        results.append(_write(scores, Path(out), scene.uri, say))
+    summary = _summary(Path(out), "similar", meta, results)
+    if as_json:
+        _print_json(summary)
 
 
-def _write(scores: ScoreMap, out: Path, uri: str) -> dict[str, Any]:
+def _write(
+    scores: ScoreMap, out: Path, uri: str, say: Callable[[str], None] = click.echo
+) -> dict[str, Any]:
     scene = scores.grid.scene
-    files = scores.write(out / scene.id)
+    files = scores.write(out / scene_folder(scene))
     top = float(scores.scores.max()) if scores.scores.size else float("nan")
-    click.echo(f"{uri}: {len(scores.grid)} tiles screened, top score {top:.3f} -> {files['tiles']}")
+    say(f"{uri}: {len(scores.grid)} tiles screened, top score {top:.3f} -> {files['tiles']}")
     return {
         "scene": uri,
         "scene_id": scene.id,
@@ -353,9 +417,50 @@ def _summary(
     meta: dict[str, Any],
     results: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Write ``<out>/<kind>.json`` (what ran, on which scenes, the files); returns it."""
     summary = {"kind": kind, "finished": datetime.now(UTC).isoformat(), **meta,
                "scenes": results, **(extra or {})}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2)
     atomic_write(out / f"{kind}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return summary
+
+
+def scene_folder(scene: Scene) -> str:
+    """A scene's output folder: ``<file stem>-<short content id>`` (a name a person
+    recognises; the id keeps two files with one name apart)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(scene.uri.split("?")[0]).stem).strip("._")
+    return f"{stem[:64] or 'scene'}-{scene.id[:SHORT_ID]}"
+
+
+def _trained_record(
+    card: dict[str, Any], profile: Profile, task: str, out: str, line: str
+) -> dict[str, Any]:
+    """What ``train --json`` prints: the model, its profile, metrics and threshold."""
+    from geoscreen.fileio import sha256_file
+    from geoscreen.vision.modeldir import WEIGHTS_FILE
+
+    threshold = profile.threshold if task == "classify" else card.get("threshold")
+    learner = card.get("selection", {}).get("chosen", card.get("training", {}).get("mode"))
+    return {
+        "kind": "train",
+        "out": str(out),
+        "task": task,
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "bands": profile.preprocess.bands,
+        "model_sha256": sha256_file(Path(out) / WEIGHTS_FILE),
+        "learner": learner if task == "classify" else card.get("detector", {}).get("architecture"),
+        "metrics": card.get("metrics", {}),
+        "threshold": threshold,
+        "region_recorded": card.get("region") is not None,
+        "summary": line,
+    }
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    """One JSON object on stdout (NaN as null: strict parsers refuse NaN)."""
+    from geoscreen.evaluate.report import json_safe
+
+    click.echo(json.dumps(json_safe(record), indent=2))

@@ -12,6 +12,7 @@ only, so the vision and batch stages can both use it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import shapely
 from pyproj import Geod
-from shapely.geometry import mapping, shape
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
@@ -54,7 +55,7 @@ class TrainingRegion:
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready (the footprint as GeoJSON)."""
         return {
-            "footprint": None if self.footprint is None else mapping(self.footprint),
+            "footprint": None if self.footprint is None else _geojson(self.footprint),
             "crs": "EPSG:4326",
             "band_stats": {b: vars(s).copy() for b, s in self.stats.items()},
         }
@@ -146,6 +147,29 @@ def region_warnings(
                 f"standard deviations from the training mean {train.mean:.4g}"
             )
     return found
+
+
+def region_record(scenes: Sequence[Scene]) -> dict[str, Any]:
+    """What a model card keeps as its ``region`` (see :meth:`TrainingRegion.to_dict`)."""
+    return training_region(scenes).to_dict()
+
+
+def region_from_card(card: Mapping[str, Any]) -> TrainingRegion | None:
+    """The training region a model card records (``None``: an older card without one)."""
+    record = card.get("region")
+    return None if record is None else TrainingRegion.from_dict(record)
+
+
+def card_warnings(card: Mapping[str, Any], scene: Scene) -> list[str]:
+    """:func:`region_warnings` for a model card's region; none for a card without one."""
+    region = region_from_card(card)
+    return [] if region is None else region_warnings(region, scene)
+
+
+def _geojson(geom: BaseGeometry) -> dict[str, Any]:
+    """GeoJSON of plain lists and floats (YAML-safe, unlike shapely's tuples)."""
+    out: dict[str, Any] = json.loads(shapely.to_geojson(geom))
+    return out
 
 
 def _pool(parts: list[BandStats]) -> BandStats:

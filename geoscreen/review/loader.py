@@ -210,6 +210,7 @@ def load_sites(
     policy: dict[str, Any] | None = None,
     rescreened: Sequence[str] = (),
     model_sha256: str | None = None,
+    warnings: Sequence[str] = (),
 ) -> LoadResult:
     """Load one run of sites; a run that is already complete is left as it is.
 
@@ -223,6 +224,9 @@ def load_sites(
     not find are flagged "below threshold" with this run and ``model_sha256`` (the
     run's model; the sites' own column when not given), never deleted. A flagged
     candidate that a run finds again loses the flag.
+
+    ``warnings`` (lines) are stored with the run: ``scan`` gives those of a scene far
+    from the model's training region, and the review page marks the run's candidates.
     """
     started = time.perf_counter()
     run = (
@@ -237,7 +241,9 @@ def load_sites(
         r["scene_uri"] = portable(r["scene_uri"])
     for attempt in range(3):
         try:
-            origin_run = _Origin(run.origin, run.digest, policy, tuple(rescreened), model_sha256)
+            origin_run = _Origin(
+                run.origin, run.digest, policy, tuple(rescreened), model_sha256, tuple(warnings)
+            )
             result = _load_run(store, origin_run, run.profile, run.run_id, rows, actor, progress)
             break
         except IntegrityError:
@@ -257,6 +263,7 @@ class _Origin:
     policy: dict[str, Any] | None
     rescreened: tuple[str, ...] = ()
     model_sha256: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def _load_run(
@@ -291,6 +298,7 @@ def _load_run(
                 new_count=0,
                 threshold=_threshold(origin.policy),
                 policy=json.dumps(origin.policy, sort_keys=True) if origin.policy else None,
+                warnings=json.dumps(list(origin.warnings)) if origin.warnings else None,
             )
         ).inserted_primary_key
         assert inserted is not None

@@ -17,6 +17,7 @@ paths stay absolute. Relative paths are found again with :meth:`Store.locate`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -297,6 +298,20 @@ class Store:
         with self.read() as conn:
             self.candidate(candidate_id, conn)
             return [ScoreEntry(**r._mapping) for r in conn.execute(query)]
+
+    def scene_warnings(self, candidate_id: int) -> list[str]:
+        """What the run that last found the candidate warned of its scene (far from the
+        model's training region or statistics); empty when nothing."""
+        query = (
+            select(runs.c.warnings)
+            .join(candidates, candidates.c.last_run_pk == runs.c.id)
+            .where(candidates.c.id == candidate_id)
+        )
+        with self.read() as conn:
+            self.candidate(candidate_id, conn)
+            text_ = conn.execute(query).scalar()
+        found = json.loads(text_) if text_ else []
+        return [str(w) for w in found] if isinstance(found, list) else []
 
     def run_thresholds(self) -> dict[str, float]:
         """Each profile's decision threshold, as its latest complete run recorded it."""

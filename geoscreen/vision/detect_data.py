@@ -11,6 +11,11 @@ once, preprocessed, and kept in memory. Each epoch draws fresh square crops, eit
   appears whole at least once per epoch (none is dropped);
 - *random*: ``random_chips`` extra crops per object-centred one, placed anywhere in
   the area, empty or not (empty ones teach what is not an object);
+- *hard negatives*: one crop more per rejected outline (an analyst's rejection of a
+  detected object, :func:`hard_negative_windows`), placed at random around it, every
+  epoch: the detector sees each place it was wrong about as background, whichever
+  sampling is used. Its loss is not weighted (a detector's loss sums over anchors, not
+  chips); the extra crops are how these places count;
 - *scale jitter*: each crop reads a window ``size / zoom`` wide and resizes it to
   ``size`` (``zoom`` log-uniform in ``scale_range``), moving its boxes along.
 
@@ -25,7 +30,7 @@ box, pasted where it overlaps no other box) and colour jitter.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,7 +47,8 @@ class SceneView:
     """Part of a labelled scene: pixels (C, H, W) in [0, 1], valid mask, boxes in its pixels.
 
     ``area`` is where training crops are placed (the whole view unless a validation block
-    was cut out of it).
+    was cut out of it). ``negatives``: pixel boxes of rejected outlines (hard negatives:
+    background that looked like an object), each given its own crop every epoch.
     """
 
     image: torch.Tensor
@@ -50,6 +56,7 @@ class SceneView:
     boxes: np.ndarray
     area: Rect
     name: str = ""
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
 
 def holdout_block(height: int, width: int, fraction: float, position: float) -> Rect:
@@ -65,14 +72,19 @@ def holdout_block(height: int, width: int, fraction: float, position: float) -> 
 
 
 def training_view(image: torch.Tensor, boxes: np.ndarray, block: Rect | None,
-                  min_visible: float = 0.4, name: str = "") -> SceneView:  # fmt: skip
-    """The scene minus ``block``: its pixels blanked (invalid), boxes clipped to the rest."""
+                  min_visible: float = 0.4, name: str = "",
+                  negatives: np.ndarray | None = None) -> SceneView:  # fmt: skip
+    """The scene minus ``block``: its pixels blanked (invalid), boxes clipped to the rest;
+    ``negatives`` (hard negatives' boxes) whose centre lies in the block are left out."""
     _, h, w = image.shape
     valid = torch.ones(h, w, dtype=torch.bool)
+    hard = np.asarray(negatives if negatives is not None else [], np.float64).reshape(-1, 4)
     if block is None:
         return SceneView(image, valid, np.asarray(boxes, np.float64).reshape(-1, 4), (0, 0, w, h),
-                         name)  # fmt: skip
+                         name, hard)  # fmt: skip
     c0, r0, c1, r1 = block
+    cx, cy = (hard[:, 0] + hard[:, 2]) / 2, (hard[:, 1] + hard[:, 3]) / 2
+    hard = hard[~((cx >= c0) & (cx < c1) & (cy >= r0) & (cy < r1))]
     image = image.clone()
     image[:, r0:r1, c0:c1] = 0.0
     valid[r0:r1, c0:c1] = False
@@ -86,7 +98,7 @@ def training_view(image: torch.Tensor, boxes: np.ndarray, block: Rect | None,
         inside, _ = clip_boxes(boxes, pc0, pr0, pc1 - pc0, pr1 - pr0, min_visible=min_visible)
         kept.append(inside + np.array([pc0, pr0, pc0, pr0]))
     out = np.concatenate(kept) if kept else np.zeros((0, 4))
-    return SceneView(image, valid, out, (0, 0, w, h), name)
+    return SceneView(image, valid, out, (0, 0, w, h), name, hard)
 
 
 def validation_view(image: torch.Tensor, boxes: np.ndarray, block: Rect,
@@ -181,6 +193,26 @@ def sample_windows(views: list[SceneView], size: int, rng: np.random.Generator,
             windows.append(Window(v, col, row, side))
     order = rng.permutation(len(windows))
     return [windows[i] for i in order]
+
+
+def hard_negative_windows(
+    views: list[SceneView],
+    size: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+) -> list[Window]:
+    """One crop per hard negative of every view, placed at random so that the rejected
+    outline lies whole inside it (centred on it when larger than the crop)."""
+    lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+    windows: list[Window] = []
+    for v, view in enumerate(views):
+        c0, r0, c1, r1 = view.area
+        for x0, y0, x1, y1 in np.asarray(view.negatives, np.float64).reshape(-1, 4).tolist():
+            side = max(8, round(size / math.exp(rng.uniform(lo, hi))))
+            col = _place(x0, x1, side, c0, c1, rng)
+            row = _place(y0, y1, side, r0, r1, rng)
+            windows.append(Window(v, col, row, side))
+    return windows
 
 
 def read_window(view: SceneView, window: Window, size: int, min_visible: float = 0.4

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
+from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
 from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
@@ -59,6 +60,7 @@ from geoscreen.vision.detect_data import (
     Window,
     augment_chip,
     grid_windows,
+    hard_negative_windows,
     holdout_block,
     read_window,
     sample_windows,
@@ -112,11 +114,17 @@ class DetectTrainOptions(BaseModel):
     freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
     channels_last: bool = True
     tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     positive_classes: list[str] | None = Field(
         default=None, description="label classes that are objects (default: the only class)"
     )
     resolution_m: float | None = Field(
         default=None, gt=0.0, description="pixel size of images without georeference"
+    )
+    hard_negative_labels: list[str] = Field(
+        default_factory=list,
+        description="label files whose negative outlines are hard negatives (rejected "
+        "detections): each gets a background chip every epoch",
     )
 
     def augment(self) -> AugmentSettings:
@@ -148,7 +156,8 @@ class DetectionData:
         for view in self.views:
             _, h, w = view.image.shape
             block = holdout_block(h, w, fraction, float(rng.integers(0, 4)) / 3)
-            train.append(training_view(view.image, view.boxes, block, min_visible, view.name))
+            train.append(training_view(view.image, view.boxes, block, min_visible, view.name,
+                                       view.negatives))  # fmt: skip
             val.append(validation_view(view.image, view.boxes, block, min_visible, view.name))
         return train, val
 
@@ -215,6 +224,21 @@ def _scene_boxes(
     return np.concatenate(found) if found else None
 
 
+def _hard_negative_boxes(
+    scene: Scene, hard_files: Sequence[str | Path], positive_classes: Sequence[str] | None
+) -> np.ndarray:
+    """Pixel boxes of the negative outlines (rejected detections) of ``hard_files`` on
+    ``scene``: background the detector must learn to leave alone."""
+    found = [np.zeros((0, 4))]
+    for label_path in hard_files:
+        try:
+            label_set = load_labels(label_path, scene, positive_classes=positive_classes)
+        except InputError:  # none on this scene
+            continue
+        found.append(label_set.negatives().boxes_px())
+    return np.concatenate(found)
+
+
 # -- evaluation ---------------------------------------------------------------------------
 def detection_metrics(
     predictions: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -278,11 +302,14 @@ def load_detection_data(
     labels: Sequence[str | Path],
     imagery: Sequence[str | Path],
     positive_classes: Sequence[str] | None = None,
+    hard_negative_labels: Sequence[str | Path] = (),
 ) -> DetectionData:
     """Open scenes, place the labels, and read each labelled scene into memory.
 
     ``positive_classes``: the class names that are objects, in every label file (files
     naming several classes need it, e.g. NEON's ``Dead``/``Alive`` crowns).
+    ``hard_negative_labels``: files (among ``labels``) whose negative outlines are hard
+    negatives, kept on each view (:attr:`SceneView.negatives`).
     """
     data = DetectionData()
     problems: list[str] = []
@@ -300,7 +327,9 @@ def load_detection_data(
             image, valid = reader.read(Window(0, 0, scene.width, scene.height))
         finally:
             reader.close()
-        view = SceneView(image * valid, valid, boxes, (0, 0, scene.width, scene.height), scene.id)
+        hard = _hard_negative_boxes(scene, hard_negative_labels, positive_classes)
+        view = SceneView(image * valid, valid, boxes, (0, 0, scene.width, scene.height), scene.id,
+                         hard)  # fmt: skip
         data.views.append(view)
         data.scenes.append(scene)
     if not data.views:
@@ -366,6 +395,14 @@ def new_model(config: DetectorConfig, opts: DetectTrainOptions, device: torch.de
     return model
 
 
+def lr_decay(schedule: str, done: float) -> float:
+    """The learning-rate factor after ``done`` (0-1) of the planned epochs: 1 throughout
+    (``constant``), or half a cosine down to 5% (``cosine``)."""
+    if schedule == "cosine":
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
+    return 1.0
+
+
 def run_training(
     model: Detector,
     views: list[SceneView],
@@ -398,7 +435,12 @@ def run_training(
                 windows += grid_windows(views, size, rng, settings.scale_range)
             else:
                 windows += sample_windows(views, size, rng, settings.scale_range, opts.random_chips)
+        hard = hard_negative_windows(views, size, rng, settings.scale_range)
+        if hard:  # one background chip around every rejected outline, mixed in
+            windows += hard
+            windows = [windows[i] for i in rng.permutation(len(windows))]
         total, steps = 0.0, 0
+        n_batches = max(1, math.ceil(len(windows) / opts.batch_size))
         for start in range(0, len(windows), opts.batch_size):
             images, boxes = [], []
             for w in windows[start : start + opts.batch_size]:
@@ -412,8 +454,10 @@ def run_training(
                 batch = batch.contiguous(memory_format=torch.channels_last)
             step += 1
             warm = min(1.0, step / opts.warmup_steps) if opts.warmup_steps else 1.0
+            done = (epoch - 1 + start / opts.batch_size / n_batches) / epochs
+            decay = lr_decay(opts.lr_schedule, done)
             for group, lr in zip(optim.param_groups, base, strict=True):
-                group["lr"] = lr * warm
+                group["lr"] = lr * warm * decay
             losses = model(batch, [b.to(device) for b in boxes])
             loss = sum(losses.values())
             optim.zero_grad()
@@ -479,7 +523,8 @@ def train_detector(
     base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
     chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
     opts = opts.model_copy(update={"chip_size": chip})
-    data = load_detection_data(profile, labels, imagery, opts.positive_classes)
+    data = load_detection_data(profile, labels, imagery, opts.positive_classes,
+                               opts.hard_negative_labels)  # fmt: skip
     train_views, val_views = data.split(opts.val_fraction, opts.seed, opts.min_visible)
     n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in (train_views, val_views))
     if n_train == 0 or n_val == 0:
@@ -531,5 +576,11 @@ def train_detector(
     model = model.to(memory_format=torch.contiguous_format)
     card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
                           device, seconds, threshold)  # fmt: skip
+    card["hard_negatives"] = {  # sampled for, not weighted: see detect_data
+        "chips": sum(len(v.negatives) for v in data.views),
+        "chips_per_epoch_each": 1,
+        "weighted": False,
+    }
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     card["model_sha256"] = save_detector(model.cpu(), card, out_dir, render_detection_card(card))
     return card

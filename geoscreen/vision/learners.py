@@ -11,6 +11,11 @@ A learner is a feature set and an estimator:
 
 Estimators: ``lr`` (class-balanced, L2-regularised logistic regression on
 standardised features) and ``gbm`` (scikit-learn's histogram gradient boosting).
+Both take per-chip weights (hard negatives, analysts' rejections, weigh more than
+random background): the ``lr`` as sample weights, normalised so each class keeps half of
+the total weight; the ``gbm`` by repeating a chip's row round(weight) times, scikit-learn's
+own frequency meaning of a weight (its weighted binning is 5.7x slower, see
+:data:`GBM_PARAMS`).
 :func:`cross_validate` scores each candidate out of fold; :func:`summarise` gives AP
 with a block-bootstrap interval and ROC AUC.
 """
@@ -119,6 +124,19 @@ class Features:
             return np.concatenate([v[rows] for v in self.spectral_views]), np.tile(y[rows], n)
         return self.matrix(candidate.features)[rows], y[rows]
 
+    def training_weights(
+        self, candidate: Candidate, rows: np.ndarray, weight: np.ndarray | None
+    ) -> np.ndarray | None:
+        """The chip weights of ``rows``, repeated as :meth:`training_rows` repeats views."""
+        if weight is None:
+            return None
+        if candidate.features in ("deep", "combined") and candidate.estimator == "lr":
+            assert self.deep_views is not None
+            return np.tile(weight[rows], self.deep_views.shape[0])
+        if candidate.features == "spectral" and self.spectral_views is not None:
+            return np.tile(weight[rows], self.spectral_views.shape[0])
+        return weight[rows]
+
 
 @dataclass
 class Fitted:
@@ -139,8 +157,15 @@ class Fitted:
             return np.asarray(self.estimator.decision_function(x), dtype=np.float64)
 
 
-def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, seed: int) -> Fitted:
-    """Fit ``candidate``'s estimator on ``x``, ``y`` (seeded, deterministic).
+def fit(
+    candidate: Candidate,
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    weight: np.ndarray | None = None,
+) -> Fitted:
+    """Fit ``candidate``'s estimator on ``x``, ``y`` (seeded, deterministic), each row
+    weighing ``weight`` (none: all alike; see the module docstring for how).
 
     One OpenMP/BLAS thread: on a few hundred chips the threads' start-up and spinning
     cost more than they give, and on a busy 2-core machine gradient boosting ran 17x
@@ -148,14 +173,25 @@ def fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, seed: int) -> Fitted
     """
     from threadpoolctl import threadpool_limits
 
+    if weight is not None:
+        weight = np.asarray(weight, dtype=np.float64)
+        if weight.shape != (len(y),) or not (np.isfinite(weight).all() and (weight > 0).all()):
+            raise ValueError("weights must be one positive number per row")
+        if np.all(weight == 1.0):
+            weight = None
     with threadpool_limits(limits=1):
-        return _fit(candidate, x, y, seed)
+        return _fit(candidate, x, y, seed, weight)
 
 
-def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, seed: int) -> Fitted:
+def _fit(
+    candidate: Candidate, x: np.ndarray, y: np.ndarray, seed: int, weight: np.ndarray | None
+) -> Fitted:
     if candidate.estimator == "gbm":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
+        if weight is not None:
+            copies = np.maximum(1, np.rint(weight)).astype(np.int64)
+            x, y = np.repeat(x, copies, axis=0), np.repeat(y, copies)
         model = HistGradientBoostingClassifier(random_state=seed, **GBM_PARAMS)
         return Fitted(candidate, model.fit(x, y))
     from sklearn.linear_model import LogisticRegression
@@ -163,8 +199,27 @@ def _fit(candidate: Candidate, x: np.ndarray, y: np.ndarray, seed: int) -> Fitte
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
-    model = LogisticRegression(C=LR_C[candidate.features], class_weight="balanced", max_iter=3000)
-    return Fitted(candidate, model.fit((x - mean) / scale, y), mean, scale)
+    if weight is None:
+        model = LogisticRegression(
+            C=LR_C[candidate.features], class_weight="balanced", max_iter=3000
+        )
+        return Fitted(candidate, model.fit((x - mean) / scale, y), mean, scale)
+    model = LogisticRegression(C=LR_C[candidate.features], max_iter=3000)
+    balanced = balanced_weights(y, weight)
+    return Fitted(candidate, model.fit((x - mean) / scale, y, sample_weight=balanced), mean, scale)
+
+
+def balanced_weights(y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``weight`` rescaled so each class holds half of the total (``len(y)``), as
+    ``class_weight="balanced"`` does for unit weights: a heavier hard negative takes
+    weight from the other negatives, not from the positives, and the regularisation
+    (which the total weight scales against) stays as strong."""
+    out = np.asarray(weight, dtype=np.float64).copy()
+    labels = np.unique(y)
+    for label in labels:
+        member = y == label
+        out[member] *= len(y) / (labels.size * out[member].sum())
+    return out
 
 
 @dataclass
@@ -182,15 +237,18 @@ def cross_validate(
     y: np.ndarray,
     folds: BlockedFolds,
     seed: int,
+    weight: np.ndarray | None = None,
 ) -> dict[str, CVResult]:
-    """Out-of-fold raw scores of every candidate on the same folds."""
+    """Out-of-fold raw scores of every candidate on the same folds; each fold's model
+    fits with the chips' ``weight`` (the scores themselves are not weighted)."""
     results: dict[str, CVResult] = {}
     for candidate in candidates:
         started = time.perf_counter()
         oof = np.full(y.size, np.nan)
         for train, test in folds.splits:
             x_fit, y_fit = features.training_rows(candidate, train, y)
-            fitted = fit(candidate, x_fit, y_fit, seed)
+            w_fit = features.training_weights(candidate, train, weight)
+            fitted = fit(candidate, x_fit, y_fit, seed, w_fit)
             oof[test] = fitted.raw(features.matrix(candidate.features)[test])
         results[candidate.name] = CVResult(candidate, oof, time.perf_counter() - started)
     return results

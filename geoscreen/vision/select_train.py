@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from geoscreen.errors import InputError
+from geoscreen.imagery.region import region_record
 from geoscreen.profiles import Profile
 from geoscreen.ranking import at_threshold
 from geoscreen.vision.augment import DIHEDRAL, dihedral, jitter
@@ -189,6 +190,7 @@ class Comparison:
     deep: DeepFeatures | None
     spec: BackboneSpec
     roles: tuple[str | None, ...]
+    weight: np.ndarray | None = None  # per chip, in fitting (hard negatives); None: all 1
 
     @property
     def chosen(self) -> CVResult:
@@ -202,9 +204,9 @@ class Comparison:
         result = self.results[name]
         calibrator = fit_platt(result.oof, self.y)
         rows = np.arange(self.y.size)
-        fitted = fit(
-            result.candidate, *self.features.training_rows(result.candidate, rows, self.y), seed
-        )
+        x, y = self.features.training_rows(result.candidate, rows, self.y)
+        weight = self.features.training_weights(result.candidate, rows, self.weight)
+        fitted = fit(result.candidate, x, y, seed, weight)
         return build_scorer(fitted, calibrator, self.spectral, self.deep).cpu().eval(), fitted
 
 
@@ -249,14 +251,15 @@ def compare_learners(
         clip=profile.preprocess.normalization.method != "meanstd",
     )  # fmt: skip
     say(f"comparing {', '.join(c.name for c in candidates)} on {folds.k} folds")
-    results = cross_validate(candidates, features, y, folds, opts.seed)
+    results = cross_validate(candidates, features, y, folds, opts.seed, data.weights)
     table = {
         name: {**summarise(r.oof, y.astype(bool), folds.block, opts.seed), "seconds": r.seconds}
         for name, r in results.items()
     }
     if deep is not None:
         deep.cpu()
-    return Comparison(folds, features, y, results, table, spectral, deep, spec, roles)
+    return Comparison(folds, features, y, results, table, spectral, deep, spec, roles,
+                      data.weights)  # fmt: skip
 
 
 def train_by_selection(
@@ -293,6 +296,7 @@ def train_by_selection(
         seconds=time.perf_counter() - started,
         verdict=verdict,
     )
+    card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     from geoscreen.vision.classifier import render_card_markdown
 
     save_model_dir(scorer, card, Path(out_dir), render_card_markdown)
@@ -385,7 +389,8 @@ def _card(
     )
     card["selection"] = {
         "chosen": chosen.candidate.name,
-        "metric": "out-of-fold average precision (pooled over folds)",
+        "metric": "out-of-fold average precision (pooled over folds; every chip counts "
+        "once: hard negatives weigh more in fitting, not in this measure)",
         "learners": {
             name: {
                 "baseline": results[name].candidate.baseline,
@@ -396,6 +401,7 @@ def _card(
         "positive_rate": row["positive_rate"],
         "beats_pixel_baseline": not verdict,
     }
+    card["hard_negatives"] = data.hard_negative_record()
     card["thresholds"] = {
         "in_force": profile.threshold,
         "source": "profile",

@@ -76,6 +76,8 @@ class TrainRequest:
     fold_by: str = "auto"  # classify: square blocks or whole scenes
     positive: tuple[str, ...] = ()  # classify: class names counted as positive
     negative: tuple[str, ...] = ()
+    hard_negative_labels: tuple[str, ...] = ()  # files whose negatives are hard (rejections)
+    hard_negative_weight: float | None = None  # classify: None keeps TrainOptions' default
 
 
 @dataclass(frozen=True)
@@ -270,6 +272,10 @@ def classifier_options(request: TrainRequest) -> Any:
         options["negative_classes"] = list(request.negative)
     if request.max_epochs is not None:
         options["max_epochs"] = request.max_epochs
+    if request.hard_negative_labels:
+        options["hard_negative_labels"] = list(request.hard_negative_labels)
+    if request.hard_negative_weight is not None:
+        options["hard_negative_weight"] = request.hard_negative_weight
     return TrainOptions(**options)
 
 
@@ -355,8 +361,9 @@ class DetectTask:
 
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
-            device=request.device, seed=request.seed, **limit
-        )
+            device=request.device, seed=request.seed,
+            hard_negative_labels=list(request.hard_negative_labels), **limit,
+        )  # fmt: skip
         return train_detector(profile, labels, imagery, out, opts, progress=progress)
 
     def trained_summary(self, card: dict[str, Any], profile: Profile, out: str) -> str:

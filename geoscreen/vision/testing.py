@@ -7,8 +7,10 @@ head, saved with the card fields that loading and screening read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene
 from geoscreen.profiles import Profile
 from geoscreen.vision.backbones import build_backbone, input_stats
@@ -16,8 +18,15 @@ from geoscreen.vision.classifier import TileClassifier, save_model
 from geoscreen.vision.inputs import backbone_spec
 
 
-def untrained_model_dir(profile: Profile, scene: Scene, out: Path, threshold: float = 0.5) -> Path:
-    """Save a classifier for ``profile`` on the bands of ``scene`` (untrained head) to ``out``."""
+def untrained_model_dir(
+    profile: Profile,
+    scene: Scene,
+    out: Path,
+    threshold: float = 0.5,
+    region_of: Sequence[Scene] = (),
+) -> Path:
+    """Save a classifier for ``profile`` on the bands of ``scene`` (untrained head) to
+    ``out``; with ``region_of``, its card records those scenes as the training region."""
     spec = backbone_spec(profile, scene)
     mean, std = input_stats(spec)
     card = {
@@ -32,5 +41,7 @@ def untrained_model_dir(profile: Profile, scene: Scene, out: Path, threshold: fl
         "tiling": profile.tiling.model_dump(mode="json"),
         "threshold": threshold,
     }
+    if region_of:
+        card["region"] = region_record(region_of)
     save_model(TileClassifier(build_backbone(spec), mean, std), card, out)
     return out

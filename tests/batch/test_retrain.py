@@ -102,6 +102,14 @@ def test_too_few_reviewed_labels_are_refused(scanned: Path, tmp_path: Path) -> N
     assert not (tmp_path / "m").exists()
     code, _, err = call("train", PROFILE, "--out", tmp_path / "m", *FAST)
     assert code == EXIT_USER_ERROR and "--labels and --imagery, or --from-store" in err
+    for bad in ("-1", "0", "1e3"):
+        code, _, err = call("train", PROFILE, "--from-store", db, "--out", tmp_path / "m",
+                            "--hard-negative-weight", bad, *FAST)  # fmt: skip
+        assert code == EXIT_USER_ERROR and "Traceback" not in err
+        assert err.count("\n") == 1 and "--hard-negative-weight" in err
+    code, _, err = call("train", PROFILE, "--labels", "x.csv", "--imagery", "x.tif",
+                        "--out", tmp_path / "m", "--hard-negative-weight", "2", *FAST)  # fmt: skip
+    assert code == EXIT_USER_ERROR and err.count("\n") == 1 and "--from-store" in err
 
 
 def test_review_labels_file(scanned: Path, tmp_path: Path) -> None:
@@ -218,10 +226,19 @@ def test_one_reviewer_is_warned_about(scanned: Path, crowns: Path, tmp_path: Pat
     decide(db, [("confirmed", "ann"), ("confirmed", "ann"), ("rejected", "ann"),
                 ("rejected", "ann")])  # fmt: skip
     said: list[str] = []
+    opts = TrainOptions(mode="spectral", device="cpu", folds=3, hard_negative_weight=3.0)
     card = train_from_store(load_profile(PROFILE), str(db), tmp_path / "m3", labels=[crowns],
-                            opts=TrainOptions(mode="spectral", device="cpu", folds=3),
-                            progress=said.append)  # fmt: skip
+                            opts=opts, progress=said.append)  # fmt: skip
     assert any(s.startswith("warning: ann made 4 of 4 review labels (100%)") for s in said)
     assert card["provenance"]["from_reviews"]["by_reviewer"] == {"ann": 4}
     used = card["provenance"]["from_reviews"]
     assert (used["positives_used"], used["negatives_used"]) == (2, 2)  # each on its own scene
+    # The two rejections are the hard negatives, weighed 3 each; the card says so.
+    assert card["hard_negatives"]["chips"] == 2 and card["hard_negatives"]["weight"] == 3.0
+    options = card["training"]["options"]
+    assert options["hard_negative_labels"] == [f"review store {db}"]
+    assert options["hard_negative_weight"] == 3.0
+    page = (tmp_path / "m3" / "MODEL_CARD.md").read_text()
+    assert "- hard negatives (rejected candidates): 2, each weighing 3 random background" in page
+    told = "2 hard negative chips (rejected candidates) weigh 3 each"
+    assert any(s.startswith(told) for s in said)

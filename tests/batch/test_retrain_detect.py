@@ -108,3 +108,7 @@ def test_a_detector_trains_from_reviewed_outlines(
     assert trained is not None and trained["model_sha256"] == card["model_sha256"]
     assert card["provenance"]["audit_entry"] == trained["seq"]
     assert any(f"{positives} positive and {negatives} negative labels" in s for s in said)
+    # Every rejected outline is a hard negative: a background chip around it each epoch.
+    assert card["hard_negatives"] == {"chips": negatives, "chips_per_epoch_each": 1,
+                                      "weighted": False}  # fmt: skip
+    assert "each given a background chip around it every epoch (not weighted)" in page

@@ -14,10 +14,13 @@ import pytest
 import rasterio
 import shapely
 import torch
+import yaml
 
 from geoscreen.cli.app import EXIT_USER_ERROR, main
+from geoscreen.cli.vision import scene_folder
 from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.fileio import sha256_file
+from geoscreen.imagery.region import region_from_card
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.labels import load_labels
@@ -92,6 +95,10 @@ def test_train(trained: tuple[Path, tuple[int, str, str]]) -> None:
     assert "MODEL_CARD.md" in out and out.count("\n") == 1
     assert "chips (61 positive)" in err and "spatially blocked folds over" in err
     assert "pixel_lr" in err and "<- chosen" in err
+    card = yaml.safe_load((model / "model.yaml").read_text())
+    region = region_from_card(card)  # where it was trained: screen/scan warn far from it
+    assert region is not None and region.footprint is not None
+    assert set(region.stats) == {"red", "green", "blue"}
 
 
 def test_screen(
@@ -104,7 +111,10 @@ def test_screen(
     out, (code, stdout, err) = screened
     assert code == 0, err
     osbs, yell = open_scene(osbs_path, sensor="rgb"), open_scene(yell_path, sensor="rgb")
-    assert sorted(p.name for p in out.iterdir()) == sorted([osbs.id, yell.id, "screen.json"])
+    # Scene folders: file stem and short content id.
+    names = [f"OSBS_029-{osbs.id[:8]}", f"{Path(yell_path).stem}-{yell.id[:8]}"]
+    assert [scene_folder(osbs), scene_folder(yell)] == names
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "screen.json"])
     summary = json.loads((out / "screen.json").read_text())
     assert summary["kind"] == "screen" and summary["profile"] == "tree_crowns_neon"
     assert summary["model_sha256"] == sha256_file(trained[0] / "model.pt")
@@ -116,7 +126,7 @@ def test_screen(
     assert f"{osbs_path}: 64 tiles screened, top score" in stdout
     assert "screening: 100%" in err  # the progress bar
     for scene, crs in ((osbs, 32617), (yell, None)):
-        folder = out / scene.id
+        folder = out / scene_folder(scene)
         assert sorted(p.name for p in folder.iterdir()) == [
             "embeddings.npy", "scores.tif", "tiles.parquet",
         ]  # fmt: skip
@@ -130,7 +140,7 @@ def test_screen(
         width = load_model(trained[0]).model.features(torch.zeros(1, 3, 64, 64)).shape[1]
         assert emb.dtype == np.float16 and emb.shape == (len(frame), width)
     # The CLI's YELL scores rank crown tiles as the library's do (AP above the positive rate).
-    frame = gpd.read_parquet(out / yell.id / "tiles.parquet")
+    frame = gpd.read_parquet(out / scene_folder(yell) / "tiles.parquet")
     grid = TileGrid(yell, 64, 16)
     assert frame["tile_id"].tolist() == [t.id for t in grid]
     truth = tiles_containing(grid, load_labels(yell_labels_path, yell).centres())
@@ -153,7 +163,7 @@ def test_similar(
     assert summary["kind"] == "similar" and summary["method"] == "similarity"
     assert summary["examples"] == 5 and [s["tiles"] for s in summary["scenes"]] == [64, 572]
     osbs = open_scene(osbs_path)
-    frame = gpd.read_parquet(out / osbs.id / "tiles.parquet")
+    frame = gpd.read_parquet(out / scene_folder(osbs) / "tiles.parquet")
     assert frame["score"].between(-1, 1 + 1e-6).all() and frame["score"].max() > 0.9
     assert stdout.count("tiles screened") == 2
     # With a trained model's backbone instead of the profile's.
@@ -161,7 +171,7 @@ def test_similar(
                         examples_path, "--out", workdir / "similar_model", "--model", trained[0],
                         "--device", "cpu")  # fmt: skip
     assert code == 0, err
-    assert (workdir / "similar_model" / osbs.id / "scores.tif").is_file()
+    assert (workdir / "similar_model" / scene_folder(osbs) / "scores.tif").is_file()
 
 
 # -- bad input ----------------------------------------------------------------------------
@@ -255,8 +265,8 @@ def test_screen_in_bf16_scores_like_fp32(
                         "--device", "cpu", "--precision", "bf16")  # fmt: skip
     assert code == 0, err
     yell = open_scene(yell_path, sensor="rgb")
-    fp32 = gpd.read_parquet(screened[0] / yell.id / "tiles.parquet")
-    bf16 = gpd.read_parquet(out / yell.id / "tiles.parquet")
+    fp32 = gpd.read_parquet(screened[0] / scene_folder(yell) / "tiles.parquet")
+    bf16 = gpd.read_parquet(out / scene_folder(yell) / "tiles.parquet")
     assert fp32["tile_id"].tolist() == bf16["tile_id"].tolist()
     a, b = fp32["score"].to_numpy(), bf16["score"].to_numpy()
     assert np.abs(a - b).max() < 0.1

@@ -16,6 +16,7 @@ from geoscreen.vision.detect_data import (
     copy_paste,
     ellipse_mask,
     grid_windows,
+    hard_negative_windows,
     holdout_block,
     read_window,
     sample_windows,
@@ -187,3 +188,22 @@ def test_anchors_follow_the_label_sizes() -> None:
     levels = anchor_sizes(40.0, "retinanet", anchors)
     assert [len(level) for level in levels] == [3, 3, 3] and levels[0][0] == anchors[0]
     assert anchor_sizes(40.0, "faster_rcnn", anchors)[-1] == (2 * anchors[-1],)
+
+
+@pytest.mark.parametrize("scale", [(1.0, 1.0), (0.8, 1.25)])
+def test_every_rejected_outline_gets_a_background_chip(scale: tuple[float, float]) -> None:
+    """Hard negatives (rejected outlines) each get one crop holding them whole, per epoch;
+    those in the held-out block are left out of training."""
+    view = scene_with_squares(n=4, seed=3)
+    negatives = np.array([[5, 5, 25, 30], [250, 260, 290, 295], [140, 10, 160, 40.0]])
+    block = (0, 0, 100, 300)  # holds the first rejected outline's centre
+    train = training_view(view.image, view.boxes, block, name="s", negatives=negatives)
+    np.testing.assert_array_equal(train.negatives, negatives[1:])
+    assert len(training_view(view.image, view.boxes, None, negatives=negatives).negatives) == 3
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # epochs
+        windows = hard_negative_windows([train], 64, rng, scale)
+        assert len(windows) == len(train.negatives)
+        for w, (x0, y0, x1, y1) in zip(windows, train.negatives, strict=True):
+            assert w.col <= x0 and x1 <= w.col + w.side and w.row <= y0 and y1 <= w.row + w.side
+    assert hard_negative_windows([view], 64, rng) == []  # none rejected, no extra chips

@@ -15,6 +15,7 @@ from geoscreen.cli import main
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
+from geoscreen.imagery.region import region_from_card
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
@@ -169,6 +170,8 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
     for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
         assert 0.0 <= card["metrics"][key] <= 1.0
+    region = region_from_card(card)  # where it was trained: screen/scan warn far from it
+    assert region is not None and region.footprint is not None and region.stats
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
 

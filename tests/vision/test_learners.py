@@ -13,6 +13,8 @@ from geoscreen.vision.folds import blocked_folds
 from geoscreen.vision.learners import (
     CANDIDATES,
     Features,
+    Fitted,
+    balanced_weights,
     block_bootstrap_ap,
     cross_validate,
     fit,
@@ -220,3 +222,62 @@ def test_scene_folds_test_every_scene_on_models_that_never_saw_it() -> None:
         for c, g in zip(chips, groups, strict=True)
     ]
     assert not scene_folds_fit(one_scene_positive, groups)
+
+
+def _hard_negative_case(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positives near (1, 1), many easy negatives far away, 20 hard negatives that sit
+    between (they look like positives): features, labels, which rows are hard."""
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(1.0, 0.4, (60, 2))
+    easy = rng.normal(-2.0, 0.6, (240, 2))
+    hard = rng.normal(0.5, 0.3, (20, 2))
+    x = np.concatenate([pos, easy, hard])
+    y = np.r_[np.ones(60), np.zeros(260)].astype(np.int64)
+    is_hard = np.r_[np.zeros(300, bool), np.ones(20, bool)]
+    return x, y, is_hard
+
+
+@pytest.mark.parametrize("name", ["spectral_lr", "spectral_gbm"])
+def test_heavier_hard_negatives_score_lower(name: str) -> None:
+    """Weighted, the hard negatives score lower against the positives than unweighted;
+    weight 1 everywhere is the same fit as no weights."""
+    x, y, is_hard = _hard_negative_case()
+    candidate = CANDIDATES[name]
+    plain = fit(candidate, x, y, 0)
+    ones = fit(candidate, x, y, 0, np.ones(y.size))
+    heavy = fit(candidate, x, y, 0, np.where(is_hard, 5.0, 1.0))
+    np.testing.assert_array_equal(plain.raw(x), ones.raw(x))
+
+    def gap(fitted: Fitted) -> float:  # mean score of positives minus of hard negatives
+        raw = fitted.raw(x)
+        return float(raw[y == 1].mean() - raw[is_hard].mean())
+
+    assert gap(heavy) > gap(plain) + 0.1
+    near = (y == 1) | is_hard  # positives against the hard negatives: ranked better
+    truth = y[near].astype(bool)
+    assert roc_auc(heavy.raw(x[near]), truth) >= roc_auc(plain.raw(x[near]), truth)
+
+
+def test_balanced_weights_keep_each_class_half_and_bad_weights_are_refused() -> None:
+    y = np.array([1, 1, 0, 0, 0, 0])
+    w = balanced_weights(y, np.array([1.0, 1.0, 1.0, 1.0, 1.0, 5.0]))
+    assert w[y == 1].sum() == pytest.approx(3.0) and w[y == 0].sum() == pytest.approx(3.0)
+    assert w[5] == pytest.approx(5 * w[2])  # the hard one weighs 5 of the others
+    np.testing.assert_allclose(balanced_weights(y, np.ones(6)), [1.5, 1.5, 0.75, 0.75, 0.75, 0.75])
+    x = np.zeros((6, 2))
+    with pytest.raises(ValueError, match="one positive number per row"):
+        fit(CANDIDATES["spectral_lr"], x, y, 0, np.array([1.0, 1.0, 1.0, 1.0, 1.0, -1.0]))
+
+
+def test_cross_validation_fits_each_fold_with_the_chip_weights() -> None:
+    x, y, is_hard = _hard_negative_case()
+    rng = np.random.default_rng(1)
+    corners = rng.integers(0, 384, (y.size, 2))
+    chips = [Chip(int(r), int(c), 16, int(k), "x") for (r, c), k in zip(corners, y, strict=True)]
+    folds = blocked_folds(chips, ["s"] * y.size, block_px=64, k=3, seed=0)
+    features = Features(spectral=x, pixel=x)
+    lr = [CANDIDATES["spectral_lr"]]
+    weight = np.where(is_hard, 5.0, 1.0)
+    plain = cross_validate(lr, features, y, folds, 0)["spectral_lr"].oof
+    heavy = cross_validate(lr, features, y, folds, 0, weight)["spectral_lr"].oof
+    assert heavy[is_hard].mean() < plain[is_hard].mean()  # out of fold, too

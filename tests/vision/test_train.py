@@ -25,7 +25,7 @@ from geoscreen.ranking import average_precision
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.split import blocked_split
-from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
+from geoscreen.vision.train import TrainOptions, collect_chips, loss_weights, train_classifier
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
@@ -277,3 +277,50 @@ def test_two_scenes_are_cross_validated_as_whole_scenes(
             TrainOptions(mode="spectral", fold_by="scenes"),
         )  # fmt: skip
     assert not (tmp_path / "n").exists()
+
+
+def test_rejections_become_hard_negative_chips_that_weigh_more(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """Negatives of a file named in hard_negative_labels (what train --from-store does
+    with the analysts' rejections) are chips centred on them that weigh the option's
+    weight; random background and other negatives weigh 1."""
+    from pydantic import ValidationError
+
+    hard = tmp_path / "rejected.csv"
+    boxes = [(60 + 60 * i, 300, 80 + 60 * i, 320) for i in range(5)]  # chips fit inside
+    hard.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + "".join(
+        f"OSBS_029.tif,{a},{b},{c},{d},rejected\n" for a, b, c, d in boxes))  # fmt: skip
+    opts = TrainOptions(positive_classes=["Tree"], hard_negative_labels=[str(hard)],
+                        hard_negative_weight=3.0)  # fmt: skip
+    data = collect_chips(profile, [osbs_labels_path, hard], [osbs_path], opts)
+    is_hard = np.array(data.hard)
+    assert data.hard_negatives == len(boxes) and len(data.hard) == len(data.chips)
+    assert {data.chips[i].source for i in np.flatnonzero(is_hard)} == {"negative"}
+    centres = sorted((c.col_off + c.size / 2, c.row_off + c.size / 2)
+                     for c, h in zip(data.chips, is_hard, strict=True) if h)  # fmt: skip
+    assert centres == [((a + c) / 2, (b + d) / 2) for a, b, c, d in boxes]
+    weights = data.weights
+    assert weights is not None and set(weights[is_hard]) == {3.0}
+    assert set(weights[~is_hard]) == {1.0}
+    negatives = int((data.labels == 0).sum())
+    record = data.hard_negative_record()
+    assert (record["chips"], record["weight"]) == (5, 3.0)
+    assert record["of_negative_weight"] == pytest.approx(15 / (negatives - 5 + 15), abs=1e-4)
+    plain = collect_chips(profile, [osbs_labels_path, hard], [osbs_path],
+                          opts.model_copy(update={"hard_negative_labels": []}))  # fmt: skip
+    assert plain.hard_negatives == 0 and plain.weights is None  # ordinary negatives
+    assert len(plain.chips) == len(data.chips)
+    for bad in (0.0, -1.0, 1000.0):
+        with pytest.raises(ValidationError, match="hard_negative_weight"):
+            TrainOptions(hard_negative_weight=bad)
+
+
+def test_fine_tuning_loss_weights_keep_the_negatives_total() -> None:
+    """Fine-tuning weighs its loss per chip: a hard negative ``w`` times another negative,
+    the negatives' total their count (pos_weight balances the classes), positives 1."""
+    labels = np.array([1, 1, 0, 0, 0, 0])
+    weights = loss_weights(labels, np.array([1.0, 1.0, 1.0, 1.0, 1.0, 4.0]))
+    assert weights[labels == 0].sum() == pytest.approx(4.0)
+    assert weights[5] == pytest.approx(4 * weights[2]) and set(weights[:2]) == {1.0}
+    np.testing.assert_array_equal(loss_weights(labels, None), np.ones(6))

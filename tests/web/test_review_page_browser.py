@@ -265,3 +265,27 @@ def test_supervisors_see_decisions_since_the_model(
     expect(page.locator("#retrain-command")).to_have_text(
         f"geoscreen train PROFILE.yaml --from-store {seeded.db} --out NEW_MODEL_DIR"
     )
+
+
+def test_candidates_of_a_scene_far_from_training_are_marked(
+    watched: Watched, served: tuple[str, Seeded]
+) -> None:
+    base, seeded = served
+    first = gpd.read_parquet(seeded.folder / "sites.parquet")
+    far = first[first["scene_id"] == "S2_1"].copy()
+    far["run_id"] = "run-far"
+    note = "S2_1.tif: 2,310 km from where the model was trained (more than 100 km)"
+    store = open_store(seeded.db)
+    try:
+        load_sites(store, far, actor="test", warnings=[note])
+        marked = next(c.id for c in store.candidates() if c.site_id == far["site_id"].iloc[0])
+    finally:
+        store.close()
+    page = watched.page
+    log_in(page, base, "ann", seeded.password)
+    open_candidate(page, marked)
+    mark = page.locator("#facts dd", has_text="scene far from training region/statistics")
+    expect(mark).to_have_count(1)
+    expect(mark).to_have_attribute("title", note)
+    open_candidate(page, east_candidate(seeded))
+    expect(page.locator("#facts")).not_to_contain_text("far from training")
