@@ -70,7 +70,7 @@ class Audited:
         elif action == "user_password" and str(entity_id) in self.users:
             self.users[str(entity_id)]["password"] = True
             self.passwords[str(entity_id)] = _json(entry["after"]).get("password_sha256")
-        elif action == "digest_baseline":  # schema revision 0006, for older entries
+        elif action == "digest_baseline":  # schema revision 0007, for older entries
             after = _json(entry["after"])
             self.passwords.update(after.get("passwords") or {})
             self.run_digests.update(after.get("runs") or {})

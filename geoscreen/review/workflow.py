@@ -19,7 +19,7 @@ Every change is optimistic: it is based on the version the caller read and is
 written with ``UPDATE ... WHERE id = ? AND version = ?``; if someone changed the
 candidate in between, nothing is written and :class:`ConflictError` says so. The
 status event is written before the candidate: the store refuses a status or version
-change without its event (revision 0006).
+change without its event (revision 0007).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The store's guard triggers (revision 0006): direct SQL that bypasses the workflow is
+"""The store's guard triggers (revision 0007): direct SQL that bypasses the workflow is
 refused by the database, on SQLite and PostgreSQL, while the workflow, loads, re-screens
 and purges still work."""
 
@@ -125,11 +125,11 @@ def test_drop_guards_names_what_an_owner_can_drop(reviewed: Store) -> None:
     assert not audit.verify(reviewed).ok
 
 
-def test_upgrade_from_0005_guards_existing_stores(db_url: str) -> None:
+def test_upgrade_from_0006_guards_existing_stores(db_url: str) -> None:
     engine = db.make_engine(db.resolve_url(db_url))
     try:
         with engine.begin() as conn:
-            command.upgrade(migrate._config(conn), "0005")
+            command.upgrade(migrate._config(conn), "0006")
             inserted = conn.execute(insert(runs).values(
                 run_id="old", profile="p", loaded_by="t", started_at=NOW, completed_at=NOW,
                 site_count=1, new_count=1,
@@ -145,7 +145,7 @@ def test_upgrade_from_0005_guards_existing_stores(db_url: str) -> None:
         engine.dispose()
     with open_store(db_url) as store:
         with store.read() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision() == "0006"
+            assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
             row = conn.execute(select(candidates.c.status, candidates.c.version)).one()
         assert tuple(row) == ("confirmed", 3)  # older data is kept as it was
         for statement in REFUSED[:3]:
@@ -154,12 +154,12 @@ def test_upgrade_from_0005_guards_existing_stores(db_url: str) -> None:
 
 
 def test_upgrade_records_a_digest_baseline_for_older_entries(db_url: str) -> None:
-    """Entries written before revision 0006 hold no digests: the upgrade records those of
+    """Entries written before revision 0007 hold no digests: the upgrade records those of
     the store as it is, so a password hash or detection changed later is found."""
     engine = db.make_engine(db.resolve_url(db_url))
     try:
         with engine.begin() as conn:
-            command.upgrade(migrate._config(conn), "0005")
+            command.upgrade(migrate._config(conn), "0006")
             hashed = PasswordHasher().hash("an old password")
             conn.execute(insert(users).values(name="old", role="admin", password_hash=hashed,
                                               active=True, created_at=NOW))  # fmt: skip

@@ -23,8 +23,8 @@ as they are at the upgrade (:mod:`geoscreen.review.audit_digest`), which older e
 lack; later changes in place are then found by ``audit verify``. (What was changed
 before the upgrade cannot be told apart.)
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from __future__ import annotations
 from alembic import op
 from sqlalchemy import Connection, select
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
