@@ -33,7 +33,7 @@ from geoscreen.review.store import Store
 
 MAX_PROBLEMS = 50
 CHECKED_TABLES = ("audit_log", "audit_head", "users", "runs", "exports", "review_events",
-                  "candidates")  # fmt: skip
+                  "candidates", "detections")  # fmt: skip
 _HASHED = (
     "seq",
     "at",

@@ -10,7 +10,10 @@ So ``audit verify`` also checks that
 * every status change and note in ``review_events`` is audited, in the same order, by
   the same person, with the same text; and
 * each candidate's current status and version are what its audited history says
-  (``new``, version 1, without history).
+  (``new``, version 1, without history); and
+* password hashes, each run's detections and each candidate's outline, score and
+  evidence path match the digests their entries recorded
+  (:mod:`geoscreen.review.audit_digest`).
 
 Anchors (:func:`make_anchor`, kept outside the store) catch what no check inside the
 file can: a log cut back to an earlier head, or rewritten from some entry on with
@@ -33,6 +36,7 @@ from sqlalchemy import Connection, select
 
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
+from geoscreen.review.audit_digest import check_candidates, check_detections, password_digest
 from geoscreen.review.schema import candidates, exports, review_events, runs, users
 
 Event = tuple[str, str | None, str, str | None]  # kind, status, user, text
@@ -44,7 +48,9 @@ class Audited:
     """What the audit log says happened, gathered while the chain is verified."""
 
     users: dict[str, dict[str, Any]] = field(default_factory=dict)  # role, active, password
+    passwords: dict[str, str | None] = field(default_factory=dict)  # digest of the hash
     runs: set[str] = field(default_factory=set)
+    run_digests: dict[str, str | None] = field(default_factory=dict)  # of the detections
     exports: set[str] = field(default_factory=set)
     events: dict[int, list[Event]] = field(default_factory=lambda: defaultdict(list))
     status: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -58,12 +64,19 @@ class Audited:
             self.users[str(entity_id)] = {
                 "role": after.get("role"), "active": True, "password": bool(after.get("password"))
             }  # fmt: skip
+            self.passwords[str(entity_id)] = after.get("password_sha256")
         elif action in ("user_enable", "user_disable") and str(entity_id) in self.users:
             self.users[str(entity_id)]["active"] = action == "user_enable"
         elif action == "user_password" and str(entity_id) in self.users:
             self.users[str(entity_id)]["password"] = True
+            self.passwords[str(entity_id)] = _json(entry["after"]).get("password_sha256")
+        elif action == "digest_baseline":  # schema revision 0007, for older entries
+            after = _json(entry["after"])
+            self.passwords.update(after.get("passwords") or {})
+            self.run_digests.update(after.get("runs") or {})
         elif action == "load_run":
             self.runs.add(str(entity_id))
+            self.run_digests[str(entity_id)] = _json(entry["after"]).get("detections_sha256")
         elif action == "export":
             self.exports.add(str(entity_id))
         elif action in ("status", "note") and entry["entity"] == "candidate":
@@ -97,6 +110,9 @@ def cross_check(conn: Connection, audited: Audited, add: Callable[[str], None]) 
         changed = sorted(k for k in now if now[k] != known[k])
         if changed:
             add(f"user {name}: {', '.join(changed)} changed without an audit entry")
+        digest = audited.passwords.get(name)
+        if hashed is not None and digest is not None and password_digest(hashed) != digest:
+            add(f"user {name}: password hash replaced without an audit entry")
     done = select(runs.c.run_id).where(runs.c.completed_at.is_not(None)).order_by(runs.c.id)
     for (run_id,) in conn.execute(done):
         if run_id not in audited.runs:
@@ -120,6 +136,8 @@ def cross_check(conn: Connection, audited: Audited, add: Callable[[str], None]) 
                 f"candidate {cid}: status {status} (version {version}) is not what the "
                 f"audit log says ({expected[0]}, version {expected[1]}): changed directly"
             )
+    check_detections(conn, audited.run_digests, add)
+    check_candidates(conn, add)
 
 
 # -- anchors -------------------------------------------------------------------------------

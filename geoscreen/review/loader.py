@@ -13,7 +13,9 @@ Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there 
 none); a detection is ``(run, candidate)``. A run loads in one transaction that ends
 by marking it complete, so a load killed at any point leaves nothing behind and
 loading a complete run again changes nothing. Loading never touches a candidate's
-review status, version or history.
+review status, version or history. The run's audit entry records a digest of its
+detections, so outlines and scores changed later in place are found by ``audit verify``
+(:mod:`geoscreen.review.audit_digest`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from geoscreen.errors import InputError
 from geoscreen.fileio import sha256_file
 from geoscreen.review import audit
+from geoscreen.review.audit_digest import detections_digest
 from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
 from geoscreen.review.store import Store
 
@@ -329,6 +332,7 @@ def _load_run(
                 "sites": len(rows),
                 "new": new,
                 **flags,
+                "detections_sha256": detections_digest(conn, run_pk),
             },
             profile=profile,
             profile_version=first.get("profile_version"),
@@ -413,6 +417,26 @@ def _load_chunk(
             )
         )
         ids.update({r.site_id: r.id for r in created})
+    # Detections first: the store lets a candidate show only a detection of its run.
+    conn.execute(
+        insert(detections),
+        [
+            {
+                "candidate_id": ids[r["site_id"]],
+                "run_pk": run_pk,
+                "scene_id": r["scene_id"],
+                "acquired": r["acquired"],
+                "score": r["score"],
+                "score_mean": r["score_mean"],
+                "tile_count": r["tile_count"],
+                "area_m2": r["area_m2"],
+                "evidence_path": r["evidence_path"],
+                "geom_wkb": r["geom_wkb"],
+                "extra": r["extra"],
+            }
+            for r in rows
+        ],
+    )
     newer = [r for r in rows if r["site_id"] in existing and _is_newer(r, existing[r["site_id"]])]
     if newer:
         stmt = (
@@ -436,25 +460,6 @@ def _load_chunk(
             .where(candidates.c.id.in_(flagged))
             .values(below_run_pk=None, below_model_sha256=None)
         )
-    conn.execute(
-        insert(detections),
-        [
-            {
-                "candidate_id": ids[r["site_id"]],
-                "run_pk": run_pk,
-                "scene_id": r["scene_id"],
-                "acquired": r["acquired"],
-                "score": r["score"],
-                "score_mean": r["score_mean"],
-                "tile_count": r["tile_count"],
-                "area_m2": r["area_m2"],
-                "evidence_path": r["evidence_path"],
-                "geom_wkb": r["geom_wkb"],
-                "extra": r["extra"],
-            }
-            for r in rows
-        ],
-    )
     return len(fresh), len(flagged)
 
 

@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks: synthetic sites files and throwaway PostgreSQL schemas.
+"""Helpers for tests and benchmarks: synthetic sites files, throwaway PostgreSQL schemas,
+and dropping a store's guard triggers as an attacker with write access would.
 
 ``GEOSCREEN_TEST_PG_URL`` names a PostgreSQL + PostGIS database for tests (``.ci/run``
 starts one with ``.ci/postgres.sh``); each store then lives in its own schema.
@@ -16,7 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import shapely
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from geoscreen.review.db import resolve_url
 
@@ -85,3 +86,27 @@ def pg_schema(base_url: str, prefix: str = "gs_test") -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         admin.dispose()
+
+
+def drop_guards(conn: Connection) -> list[str]:
+    """Drop every trigger that guards the store's tables (the spatial index's stay), as
+    someone who owns the file or database can; returns their names. For tamper tests:
+    what is changed afterwards is what ``audit verify`` must find."""
+    if conn.dialect.name == "sqlite":
+        query = (
+            "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' "
+            "AND name NOT LIKE 'candidates_rtree%' ORDER BY name"
+        )
+        found = [tuple(r) for r in conn.execute(text(query))]
+        for name, _table in found:
+            conn.execute(text(f'DROP TRIGGER "{name}"'))
+    else:
+        query = (
+            "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace "
+            "ORDER BY t.tgname"
+        )
+        found = [tuple(r) for r in conn.execute(text(query))]
+        for name, table in found:
+            conn.execute(text(f'DROP TRIGGER "{name}" ON "{table}"'))
+    return [str(name) for name, _table in found]

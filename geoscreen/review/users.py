@@ -4,7 +4,8 @@ Roles, each including the ones before it: ``viewer`` (read), ``analyst`` (review
 notes, internal exports), ``supervisor`` (escalate, reopen, partner and public
 exports), ``admin`` (everything). A user without a password can act through the CLI
 (whoever holds the database file or URL can anyway) but cannot log in to the server.
-Every change of a user is written to the audit log.
+Every change of a user is written to the audit log, with the SHA-256 of a new password
+hash (:mod:`geoscreen.review.audit_digest`), so a hash replaced in place is found.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from geoscreen.errors import ConfigError
 from geoscreen.review import audit
+from geoscreen.review.audit_digest import password_digest
 from geoscreen.review.errors import AccessError, NotFoundError
 from geoscreen.review.records import ROLES, User
 from geoscreen.review.schema import users
@@ -80,7 +82,11 @@ def add_user(
             )
         ).inserted_primary_key
         assert new_id is not None
-        after = {"name": name, "role": role, "password": hashed is not None, "active": True}
+        after: dict[str, object] = {
+            "name": name, "role": role, "password": hashed is not None, "active": True
+        }  # fmt: skip
+        if hashed is not None:
+            after["password_sha256"] = password_digest(hashed)
         audit.append(
             conn,
             actor=actor or local_actor(),
@@ -156,7 +162,7 @@ def set_password(store: Store, name: str, password: str, *, actor: str | None = 
             action="user_password",
             entity="user",
             entity_id=name,
-            after={"password": True},
+            after={"password": True, "password_sha256": password_digest(hashed)},
         )
 
 
@@ -172,11 +178,19 @@ def authenticate(store: Store, name: str, password: str) -> User | None:
         return None
     if row is None or stored is None or not row.active:
         return None
-    if _hasher.check_needs_rehash(stored):
+    if _hasher.check_needs_rehash(stored):  # same password, new parameters: audited too
+        rehashed = _hash(password)
         with store.write() as conn:
-            conn.execute(
-                update(users).where(users.c.id == row.id).values(password_hash=_hash(password))
-            )
+            conn.execute(update(users).where(users.c.id == row.id).values(password_hash=rehashed))
+            audit.append(
+                conn,
+                actor=name,
+                action="user_password",
+                entity="user",
+                entity_id=name,
+                after={"password": True, "password_sha256": password_digest(rehashed),
+                       "rehash": True},
+            )  # fmt: skip
     return User.from_row(row)
 
 

@@ -17,7 +17,9 @@ people decided about it.
 
 Every change is optimistic: it is based on the version the caller read and is
 written with ``UPDATE ... WHERE id = ? AND version = ?``; if someone changed the
-candidate in between, nothing is written and :class:`ConflictError` says so.
+candidate in between, nothing is written and :class:`ConflictError` says so. The
+status event is written before the candidate: the store refuses a status or version
+change without its event (revision 0007).
 """
 
 from __future__ import annotations
@@ -150,16 +152,7 @@ def _apply(
             )
     now = dt.datetime.now(dt.UTC)
     version = current.version + 1
-    result = conn.execute(
-        update(candidates)
-        .where(candidates.c.id == current.id, candidates.c.version == current.version)
-        .values(status=status, version=version, status_changed_at=now, status_changed_by=user)
-    )
-    if result.rowcount != 1:
-        latest = conn.execute(
-            select(candidates.c.version).where(candidates.c.id == current.id)
-        ).scalar_one()
-        raise _conflict(current, current.version, latest)
+    # The event first: the store's guard lets status and version change only after it.
     conn.execute(
         insert(review_events).values(
             candidate_id=current.id,
@@ -172,6 +165,16 @@ def _apply(
             version=version,
         )
     )
+    result = conn.execute(
+        update(candidates)
+        .where(candidates.c.id == current.id, candidates.c.version == current.version)
+        .values(status=status, version=version, status_changed_at=now, status_changed_by=user)
+    )
+    if result.rowcount != 1:  # raising rolls the event back with the transaction
+        latest = conn.execute(
+            select(candidates.c.version).where(candidates.c.id == current.id)
+        ).scalar_one()
+        raise _conflict(current, current.version, latest)
     before = {"status": current.status, "version": current.version}
     after: dict[str, object] = {"status": status, "version": version, "reason": reason}
     if rules.profile is not None:  # which profile version's review rules applied

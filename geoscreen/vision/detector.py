@@ -81,7 +81,9 @@ def object_size_px(object_size_m: float, resolution_m: float) -> float:
     """Typical object width in pixels at ``resolution_m`` metres per pixel."""
     if not (object_size_m > 0 and resolution_m > 0):
         raise ConfigError(
-            f"object size ({object_size_m} m) and pixel size ({resolution_m} m) must be positive"
+            f"object size ({object_size_m} m) and pixel size ({resolution_m} m) must be positive",
+            fix="Set detection.object_size_m in the profile to the objects' typical width in "
+            "metres, and use a georeferenced scene (its pixel size comes from its transform).",
         )
     return object_size_m / resolution_m
 
@@ -97,7 +99,11 @@ def anchors_from_sizes(sizes_px: Sequence[float], low: float = 0.03, high: float
     the labelled objects' sizes (square root of box area, pixels)."""
     sizes = [float(v) for v in sizes_px if v > 0]
     if not sizes:
-        raise ConfigError("no labelled object has a size to fit anchors to")
+        raise ConfigError(
+            "no labelled object has a size to fit anchors to (every box is empty)",
+            fix="Give boxes with a width and height (xmin < xmax, ymin < ymax) in the labels, "
+            "or train without fitting anchors to the labels.",
+        )
     sizes.sort()
     pick = lambda q: sizes[min(len(sizes) - 1, max(0, round(q * (len(sizes) - 1))))]  # noqa: E731
     a, b = max(MIN_OBJECT_PX, pick(low)), max(MIN_OBJECT_PX * 1.5, pick(high))
@@ -297,7 +303,12 @@ def _find_taps(
             continue
         names = [n for n, (_, s) in shapes.items() if s == stride]
         if not names:
-            raise ConfigError(f"backbone {backbone.name!r} has no stage at stride {stride}")
+            raise ConfigError(
+                f"backbone {backbone.name!r} has no stage at stride {stride}, which objects of "
+                "this size need",
+                fix="Choose another backbone in the profile's model section, or change "
+                "detection.object_size_m so that the pyramid uses strides the backbone has.",
+            )
         path = f"{container_path}.{names[-1]}" if container_path else names[-1]
         taps.append((path, shapes[names[-1]][0]))
     return taps

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from geoscreen.cli.app import main
 from geoscreen.errors import ConfigError
@@ -22,21 +23,8 @@ from geoscreen.review.audit_key import ENV_KEY_FILE, entry_mac, load_key, make_k
 from geoscreen.review.loader import load_sites
 from geoscreen.review.schema import GENESIS_HASH
 from geoscreen.review.store import Store
+from geoscreen.review.testing import drop_guards
 from geoscreen.review.workflow import add_note, set_status
-
-_DROP = {
-    "sqlite": [
-        "DROP TRIGGER IF EXISTS audit_log_no_update",
-        "DROP TRIGGER IF EXISTS audit_log_no_delete",
-        "DROP TRIGGER IF EXISTS audit_log_follows_head",
-        "DROP TRIGGER IF EXISTS audit_head_next",
-    ],
-    "postgresql": [
-        "DROP TRIGGER IF EXISTS audit_log_no_change ON audit_log",
-        "DROP TRIGGER IF EXISTS audit_log_follows_head ON audit_log",
-        "DROP TRIGGER IF EXISTS audit_head_next ON audit_head",
-    ],
-}
 
 
 @pytest.fixture
@@ -50,8 +38,10 @@ def reviewed(store: Store, sites: Callable[..., Path]) -> Store:
 
 
 def _raw(store: Store, *statements: str) -> None:
+    """Run SQL on the store after dropping its guard triggers, as its owner could."""
     with store.write() as conn:
-        for statement in (*_DROP[store.dialect], *statements):
+        drop_guards(conn)
+        for statement in statements:
             conn.execute(text(statement))
 
 
@@ -89,29 +79,37 @@ def test_a_dropped_log_is_tampered_and_the_cli_says_so(
 
 
 @pytest.mark.parametrize(
-    ("statement", "problem"),
+    ("statement", "refused", "problem"),
     [
-        ("UPDATE candidates SET status = 'escalated' WHERE id = 3",
+        ("UPDATE candidates SET status = 'escalated' WHERE id = 3", True,
          "candidate 3: status escalated (version 1) is not what the audit log says (new, "
          "version 1): changed directly"),
-        ("UPDATE review_events SET user_name = 'sue' WHERE kind = 'note'",
+        ("UPDATE review_events SET user_name = 'sue' WHERE kind = 'note'", True,
          "candidate 2: its review events differ from the audited history"),
-        ("DELETE FROM review_events WHERE to_status = 'in_review'",
+        ("DELETE FROM review_events WHERE to_status = 'in_review'", True,
          "candidate 1: its review events differ from the audited history"),
-        ("UPDATE users SET role = 'supervisor' WHERE name = 'vic'",
+        ("UPDATE users SET role = 'supervisor' WHERE name = 'vic'", True,
          "user vic: role changed without an audit entry"),
-        ("UPDATE users SET active = false WHERE name = 'bob'",
+        ("UPDATE users SET active = false WHERE name = 'bob'", False,
          "user bob: active changed without an audit entry"),
         ("INSERT INTO users (name, role, active, created_at) "
-         "VALUES ('mallory', 'supervisor', true, '2026-01-01')",
+         "VALUES ('mallory', 'supervisor', true, '2026-01-01')", False,
          "user mallory has no audit entry (entries deleted, or the user added directly)"),
     ],
 )  # fmt: skip
 def test_changes_without_an_entry_are_tampering(
-    reviewed: Store, statement: str, problem: str
+    reviewed: Store, statement: str, refused: bool, problem: str
 ) -> None:
-    with reviewed.write() as conn:  # no trigger needs dropping for these
-        conn.execute(text(statement))
+    """The store's guards refuse what they can; its owner can drop them, and then
+    ``audit verify`` finds the change."""
+    if refused:
+        with pytest.raises(DBAPIError), reviewed.write() as conn:
+            conn.execute(text(statement))
+        assert audit.verify(reviewed).ok
+        _raw(reviewed, statement)
+    else:
+        with reviewed.write() as conn:
+            conn.execute(text(statement))
     assert audit.verify(reviewed).problems == [problem]
 
 
