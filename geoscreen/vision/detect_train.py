@@ -93,8 +93,8 @@ class DetectTrainOptions(BaseModel):
 
     device: str = "auto"
     seed: int = 0
-    max_epochs: int = Field(default=12, ge=1)
-    patience: int = Field(default=4, ge=1)
+    max_epochs: int = Field(default=24, ge=1)
+    patience: int = Field(default=6, ge=1)
     batch_size: int = Field(default=4, ge=1)
     lr: float = Field(default=1e-3, gt=0.0, description="heads and feature pyramid")
     backbone_lr_factor: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -115,7 +115,9 @@ class DetectTrainOptions(BaseModel):
     freeze_blocks: int = Field(default=11, ge=0, description="frozen trunk stages")
     channels_last: bool = True
     tile_norm: bool = Field(default=False, description="standardise each tile by its own stats")
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="cosine", description="over the planned epochs (benchmarks/detect.py ablation)"
+    )
     positive_classes: list[str] | None = Field(
         default=None, description="label classes that are objects (default: the only class)"
     )

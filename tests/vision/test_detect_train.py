@@ -29,6 +29,7 @@ from geoscreen.vision.detect_train import (
     best_threshold,
     detection_metrics,
     load_detection_data,
+    lr_decay,
     object_boxes,
     train_detector,
 )
@@ -87,6 +88,16 @@ def test_thresholds_and_options_for_small_data() -> None:
                     np.array([0.9, 0.6, 0.3]))]  # fmt: skip
     threshold, f1 = best_threshold(predictions, truth, 0.4)
     assert f1 == pytest.approx(1.0) and 0.3 < threshold <= 0.6
+
+
+def test_cosine_schedule_decays_once_to_a_floor() -> None:
+    assert DetectTrainOptions().lr_schedule == "cosine"
+    points = [lr_decay("cosine", i / 20) for i in range(21)]
+    assert points[0] == pytest.approx(1.0) and points[-1] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(points, points[1:], strict=False))  # strictly falling
+    assert points[10] == pytest.approx(0.525)  # half-way: half of the way down
+    assert lr_decay("cosine", 1.7) == pytest.approx(0.05)  # past the plan: stays at the floor
+    assert {lr_decay("constant", t) for t in (0.0, 0.5, 1.0)} == {1.0}
 
 
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
