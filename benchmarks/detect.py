@@ -25,8 +25,8 @@ Quality (``--quality``): train on some NEON sites and evaluate on another
 reverse, then leave one site out with the two newer crops, YELL+YELL2+SOAP -> OSBS
 and OSBS+SOAP+YELL2 -> YELL, and YELL2 -> YELL (the same site, another crop: what an
 analyst screening more imagery of the same kind sees). Per case and IoU 0.4/0.5:
-precision/recall/F1 at the card's threshold, pooled over the test images and averaged per image (one test image
-per case today, so both agree), AP, the best F1 in hindsight (the test's own best
+precision/recall/F1 at the card's threshold, pooled over the test images and averaged
+per image (one test image per case today, so both agree), AP, the best F1 in hindsight (the test's own best
 threshold: tells a calibration failure from a ranking failure), training wall and CPU
 time and the load average. ``--combined``: the profile run on OSBS+YELL (340 crowns)
 with its held-out strip metrics and wall time. ``--variant`` trains one ablation row

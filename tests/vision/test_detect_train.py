@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def test_cosine_schedule_decays_once_to_a_floor() -> None:
     assert DetectTrainOptions().lr_schedule == "cosine"
     points = [lr_decay("cosine", i / 20) for i in range(21)]
     assert points[0] == pytest.approx(1.0) and points[-1] == pytest.approx(0.05)
-    assert all(a > b for a, b in zip(points, points[1:], strict=False))  # strictly falling
+    assert all(a > b for a, b in itertools.pairwise(points))  # strictly falling
     assert points[10] == pytest.approx(0.525)  # half-way: half of the way down
     assert lr_decay("cosine", 1.7) == pytest.approx(0.05)  # past the plan: stays at the floor
     assert {lr_decay("constant", t) for t in (0.0, 0.5, 1.0)} == {1.0}
