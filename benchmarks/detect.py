@@ -21,17 +21,17 @@ tile): the most post-processing a tile can cause. Then seconds per training epoc
 on the NEON OSBS chips (128 px) and YELL chips (256 px).
 
 Quality (``--quality``): train on some NEON sites and evaluate on another
-(:data:`CASES`): the issue's OSBS_029 (61 crowns) -> YELL crop (279) and the
-reverse, then leave one site out with the two newer crops, YELL+YELL2+SOAP -> OSBS
-and OSBS+SOAP+YELL2 -> YELL, and YELL2 -> YELL (the same site, another crop: what an
-analyst screening more imagery of the same kind sees). Per case and IoU 0.4/0.5:
+(:data:`CASES`): the issue's OSBS_029 (61 crowns) -> YELL crop (279) and the reverse,
+then leave one site out with the two newer crops, YELL+YELL2+SOAP -> OSBS and
+OSBS+SOAP+YELL2 -> YELL, and YELL2 -> YELL (the same site, another crop: what an analyst
+screening more imagery of the same kind sees). Per case and IoU 0.4/0.5:
 precision/recall/F1 at the card's threshold, pooled over the test images and averaged
-per image (one test image per case today, so both agree), AP, the best F1 in hindsight (the test's own best
-threshold: tells a calibration failure from a ranking failure), training wall and CPU
-time and the load average. ``--combined``: the profile run on OSBS+YELL (340 crowns)
-with its held-out strip metrics and wall time. ``--variant`` trains one ablation row
-(:data:`ABLATION`) into its own folder; ``--ablation-table`` prints the rows already
-run. Prints numbers; asserts nothing.
+per image (one test image per case today, so both agree), AP, the best F1 in hindsight
+(the test's own best threshold: tells a calibration failure from a ranking failure),
+training wall and CPU time and the load average. ``--combined``: the profile run on
+OSBS+YELL (340 crowns) with its held-out strip metrics and wall time. ``--variant``
+trains one ablation row (:data:`ABLATION`) into its own folder; ``--ablation-table``
+prints the rows already run. Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
