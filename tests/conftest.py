@@ -6,12 +6,13 @@ model quality. Session-scoped scenes are read-only: copy them before changing th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from geoscreen.review.testing import PG_ENV, pg_base_url, pg_schema
 from geoscreen.samples import make_sentinel2_like, make_synthetic_scene, sample_path
 
 
@@ -85,3 +86,19 @@ def make_scene(tmp_path: Path) -> Callable[..., Path]:
         return make_synthetic_scene(path, width, height, **options)
 
     return make
+
+
+# -- review stores ------------------------------------------------------------------------
+# Store tests (tests/review, tests/security) run on SQLite and, with GEOSCREEN_TEST_PG_URL
+# set (.ci/run starts a cluster with .ci/postgres.sh), on PostgreSQL + PostGIS.
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where a fresh store goes: a SQLite path, or a PostgreSQL URL with its own schema."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.sqlite")
+        return
+    base = pg_base_url()
+    if base is None:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (run .ci/postgres.sh and export it)")
+    with pg_schema(base) as url:
+        yield url

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from geoscreen.review.store import Store, open_store
-from geoscreen.review.testing import PG_ENV, make_sites, pg_base_url, pg_schema
+from geoscreen.review.testing import make_sites
 from geoscreen.review.users import add_user
 
 PEOPLE = {
@@ -24,19 +24,6 @@ PEOPLE = {
     "sam": "supervisor",
     "ada": "admin",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Where a fresh store goes: a SQLite path, or a PostgreSQL URL with its own schema."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "store.sqlite")
-        return
-    base = pg_base_url()
-    if base is None:
-        pytest.skip(f"PostgreSQL tests need {PG_ENV} (run .ci/postgres.sh and export it)")
-    with pg_schema(base) as url:
-        yield url
 
 
 @pytest.fixture
