@@ -177,6 +177,12 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     training = card["training"]
     assert training["epochs_run"] == 3 and 1 <= training["best_epoch"] <= 3
     assert len(training["refit_epochs"]) == training["best_epoch"]
+    # The best epoch is chosen on the validation AP averaged over the last 3 epochs.
+    raw = [e["val_ap"] for e in training["selection_epochs"]]
+    smoothed = [e["val_ap_smoothed"] for e in training["selection_epochs"]]
+    assert smoothed == pytest.approx([np.mean(raw[max(0, i - 2) : i + 1]) for i in range(3)],
+                                     abs=1e-4)  # fmt: skip
+    assert training["best_epoch"] == 1 + int(np.argmax(smoothed))
     assert all(e["chips"] >= 48 for e in training["epochs"])
     # The threshold is the held-out F1-optimal one, recorded with where it came from.
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
