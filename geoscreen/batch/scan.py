@@ -135,9 +135,13 @@ def check_model(settings: ScanSettings) -> None:
     task_for(profile).check_profile(loaded, profile)
 
 
-def run_id_for(profile: Profile, model_sha256: str, scene_id: str) -> str:
-    """Deterministic run id: the same scene, profile version and model give the same id."""
-    return f"{profile.name}:{profile.version}:{model_sha256[:16]}:{scene_id}"
+def run_id_for(
+    profile: Profile, model_sha256: str, scene_id: str, bands: tuple[str, ...] = ()
+) -> str:
+    """Deterministic run id: the same scene, profile version, model and ``--bands`` give
+    the same id (other bands are another run, not one already done)."""
+    run_id = f"{profile.name}:{profile.version}:{model_sha256[:16]}:{scene_id}"
+    return f"{run_id}:bands={','.join(bands)}" if bands else run_id
 
 
 def completed_runs(store: Store, run_ids: list[str]) -> set[str]:
@@ -189,7 +193,7 @@ def plan_scene(
         scene = open_scene(ref.uri, sensor=profile.imagery.sensor, scene_id=known)
         if ids is not None and known is None:
             ids.put(ref.uri, scene.id)
-        run_id = run_id_for(profile, _model_sha256(settings.model_dir), scene.id)
+        run_id = run_id_for(profile, _model_sha256(settings.model_dir), scene.id, settings.bands)
         flat = profile_grid(profile, scene).flat_indexes()  # within its AOI, not excluded
     except GeoscreenError as exc:
         return SceneOutcome(

@@ -88,6 +88,15 @@ def check_model_profile(loaded: LoadedModelDir[Any], profile: Profile) -> None:
             fix="Use the model trained for this profile, or train one with 'geoscreen train'.",
         )
     if card.preprocess != profile.preprocess:
+        trained, given = card.preprocess.bands, profile.preprocess.bands
+        if trained and trained != given:  # e.g. trained with --bands, screened without
+            raise ConfigError(
+                f"the model was trained on bands {','.join(trained)}, not "
+                f"{','.join(given or []) or 'the profile default'}",
+                where=str(loaded.path),
+                fix=f"Give the bands it was trained on (--bands {','.join(trained)}), "
+                "or retrain it for these.",
+            )
         raise ConfigError(
             "the profile's preprocessing differs from the one the model was trained with",
             where=str(loaded.path),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def test_screen_with_reordered_bands(
     assert code == 0, err
     code, _, err = run("screen", PROFILE, osbs_path, "--model", reordered_model, "--out",
                        tmp_path / "without", "--device", "cpu")  # fmt: skip
-    assert code == 2 and "preprocessing differs" in _one_line(err)
+    line = _one_line(err)  # names the bands to give
+    assert code == 2 and "trained on bands blue,green,red" in line
+    assert "--bands blue,green,red" in line
 
 
 def test_scan_with_reordered_bands(
@@ -91,8 +94,16 @@ def test_scan_with_reordered_bands(
     assert code == 0, err
     summary = json.loads(out.splitlines()[-1])
     assert summary["screened"] == 1 and summary["failed"] == 0
+    with sqlite3.connect(db) as conn:  # the bands are part of the run id
+        (run_id,) = conn.execute("select run_id from runs").fetchone()
+    assert run_id.endswith(":bands=blue,green,red"), run_id
+    code, out, err = run("scan", PROFILE, folder, "--model", reordered_model, "--db", db,
+                         "--bands", "3,2,1", "--json-log")  # fmt: skip
+    assert code == 0 and json.loads(out.splitlines()[-1])["screened"] == 0  # done already
     # Without --bands the model, made for blue, green, red, is refused before anything.
     code, out, err = run("scan", PROFILE, folder, "--model", reordered_model, "--db",
                          tmp_path / "other.sqlite")  # fmt: skip
-    assert code == 2 and "preprocessing differs" in _one_line(err)
+    line = _one_line(err)  # names the bands to give
+    assert code == 2 and "trained on bands blue,green,red" in line
+    assert "--bands blue,green,red" in line
     assert not (tmp_path / "other.sqlite").exists()
