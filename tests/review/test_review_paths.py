@@ -66,7 +66,7 @@ def test_upgrade_from_0001_keeps_data(db_url: str, tmp_path: Path) -> None:
     store = open_store(db_url)
     try:
         with store.read() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
+            assert migrate.current_revision(conn) == migrate.head_revision() == "0008"
             assert "uri" in {c["name"] for c in inspect(conn).get_columns("scenes")}
             assert "mac" in {c["name"] for c in inspect(conn).get_columns("audit_log")}
             assert conn.execute(select(scenes.c.scene_id, scenes.c.uri)).all() == [("S1", None)]

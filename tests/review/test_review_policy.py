@@ -48,7 +48,7 @@ def test_upgrade_from_0003_adds_run_threshold_and_policy(db_url: str) -> None:
     finally:
         engine.dispose()
     with open_store(db_url) as store, store.read() as conn:
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0008"
         assert {"threshold", "policy"} <= {c["name"] for c in inspect(conn).get_columns("runs")}
         old = conn.execute(select(runs.c.run_id, runs.c.threshold, runs.c.policy)).all()
         assert old == [("old", None, None)]

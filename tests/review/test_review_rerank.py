@@ -130,7 +130,7 @@ def test_upgrade_from_0004_adds_the_flag_columns(db_url: str) -> None:
     finally:
         engine.dispose()
     with open_store(db_url) as store, store.read() as conn:
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0008"
         columns = {c["name"] for c in inspect(conn).get_columns("candidates")}
         assert {"below_run_pk", "below_model_sha256"} <= columns
         row = conn.execute(

@@ -64,7 +64,7 @@ def test_upgrade_from_0005_adds_the_warnings_column(db_url: str) -> None:
         engine.dispose()
     with open_store(db_url) as store:
         with store.read() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
+            assert migrate.current_revision(conn) == migrate.head_revision() == "0008"
             assert "warnings" in {c["name"] for c in inspect(conn).get_columns("runs")}
             assert conn.execute(select(runs.c.warnings)).scalar_one() is None
             cid = conn.execute(select(candidates.c.id)).scalar_one()
