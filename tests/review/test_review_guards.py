@@ -1,4 +1,4 @@
-"""The store's guard triggers (revision 0007): direct SQL that bypasses the workflow is
+"""The store's guard triggers (revisions 0007 and 0008): direct SQL that bypasses the workflow is
 refused by the database, on SQLite and PostgreSQL, while the workflow, loads, re-screens
 and purges still work."""
 
@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
 import shapely
 from alembic import command
@@ -18,7 +19,15 @@ from sqlalchemy.exc import DBAPIError
 from geoscreen.review import audit, db, migrate
 from geoscreen.review.loader import load_sites
 from geoscreen.review.retention import purge
-from geoscreen.review.schema import candidates, detections, review_events, runs, users
+from geoscreen.review.schema import (
+    candidates,
+    detections,
+    review_events,
+    run_scenes,
+    runs,
+    scenes,
+    users,
+)
 from geoscreen.review.store import Store, open_store
 from geoscreen.review.testing import drop_guards
 from geoscreen.review.users import set_active, set_password
@@ -58,6 +67,13 @@ REFUSED = [
     "DELETE FROM users WHERE name = 'bob'",
     "UPDATE runs SET model_sha256 = 'cd' WHERE id = 1",
     "DELETE FROM runs",
+    "DELETE FROM scenes WHERE scene_id = 'S2_0'",
+    "UPDATE scenes SET scene_id = 'S2_9' WHERE scene_id = 'S2_0'",
+    "UPDATE scenes SET acquired = NULL",
+    "UPDATE scenes SET first_loaded_at = NULL",
+    "UPDATE run_scenes SET status = 'failed'",
+    "UPDATE run_scenes SET site_count = 0",
+    "DELETE FROM run_scenes",
 ]
 
 
@@ -116,6 +132,26 @@ def test_the_workflow_still_works_under_the_guards(
     assert audit.verify(reviewed).ok, audit.verify(reviewed).problems
 
 
+def test_a_later_load_still_records_where_a_scene_file_is(
+    reviewed: Store, sites: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The one change to a scene the guards allow: its file seen at a new place."""
+    path = sites(4, run_id="run-2", seed=3)
+    frame = gpd.read_parquet(path)
+    frame["scene_uri"] = str(tmp_path / "moved" / "S2.tif")
+    frame.to_parquet(path)
+    load_sites(reviewed, path, actor="test")
+    with reviewed.read() as conn:
+        uris = set(conn.execute(select(scenes.c.uri)).scalars())
+        screened = conn.execute(select(run_scenes.c.run_pk)).scalars().all()
+    moved = str(tmp_path / "moved" / "S2.tif")  # relative to a SQLite store's folder
+    assert uris == {"moved/S2.tif" if reviewed.dialect == "sqlite" else moved}
+    assert sorted(screened) == [1, 1, 1, 2, 2, 2]
+    with pytest.raises(DBAPIError), reviewed.write() as conn:
+        conn.execute(text("UPDATE scenes SET uri = NULL, scene_id = 'other'"))
+    assert audit.verify(reviewed).ok, audit.verify(reviewed).problems
+
+
 def test_drop_guards_names_what_an_owner_can_drop(reviewed: Store) -> None:
     with reviewed.write() as conn:
         dropped = drop_guards(conn)
@@ -145,12 +181,40 @@ def test_upgrade_from_0006_guards_existing_stores(db_url: str) -> None:
         engine.dispose()
     with open_store(db_url) as store:
         with store.read() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision() == "0007"
+            assert migrate.current_revision(conn) == migrate.head_revision() == "0008"
             row = conn.execute(select(candidates.c.status, candidates.c.version)).one()
         assert tuple(row) == ("confirmed", 3)  # older data is kept as it was
         for statement in REFUSED[:3]:
             with pytest.raises(DBAPIError), store.write() as conn:
                 conn.execute(text(statement.replace("id = 2", "id = 1")))
+
+
+def test_upgrade_from_0007_guards_scenes(db_url: str, sites: Callable[..., Path]) -> None:
+    engine = db.make_engine(db.resolve_url(db_url))
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrate._config(conn), "0007")
+            conn.execute(insert(scenes).values(scene_id="old", first_loaded_at=NOW))
+    finally:
+        engine.dispose()
+    with open_store(db_url) as store:
+        with store.read() as conn:
+            assert migrate.current_revision(conn) == "0008"
+            assert conn.execute(select(scenes.c.scene_id)).scalars().all() == ["old"]
+        for statement in ("DELETE FROM scenes", "UPDATE scenes SET scene_id = 'new'"):
+            with pytest.raises(DBAPIError), store.write() as conn:
+                conn.execute(text(statement))
+        load_sites(store, sites(3), actor="test")  # loads still record scenes
+        with pytest.raises(DBAPIError), store.write() as conn:
+            conn.execute(text("DELETE FROM run_scenes"))
+
+
+def test_truncate_of_scene_tables_is_refused_on_postgresql(reviewed: Store) -> None:
+    if reviewed.dialect != "postgresql":
+        pytest.skip("TRUNCATE is PostgreSQL's")
+    for statement in ("TRUNCATE run_scenes", "TRUNCATE scenes CASCADE"):
+        with pytest.raises(DBAPIError, match="refused"), reviewed.write() as conn:
+            conn.execute(text(statement))
 
 
 def test_upgrade_records_a_digest_baseline_for_older_entries(db_url: str) -> None:
