@@ -6,6 +6,7 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi import FastAPI
@@ -14,6 +15,13 @@ from fastapi.testclient import TestClient
 from geoscreen.web.app import create_app
 from geoscreen.web.auth import AuthSettings
 from geoscreen.web.testing import Seeded, log_in, seed
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (.ci/run installs it); the tests skip without
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +65,14 @@ def login(app: FastAPI, seeded: Seeded) -> Login:
         return client, log_in(client, user, seeded.password)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for the page tests of one module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

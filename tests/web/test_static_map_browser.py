@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from geoscreen.cli import main
 from geoscreen.demo import write_map
@@ -25,8 +25,6 @@ from geoscreen.web.testing import seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 _MAP_VAR = re.compile(r"var (map_[0-9a-f]+) = L\.map\(")
 
 pytestmark = pytest.mark.skipif(
@@ -39,14 +37,6 @@ pytestmark = pytest.mark.skipif(
 def store_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with three candidates inside the bundled OSBS image (real imagery)."""
     return seed(tmp_path_factory.mktemp("static-map"), 0, imagery_sites=3).db
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield launched
-        launched.close()
 
 
 class Opened:
