@@ -63,9 +63,9 @@ from geoscreen.samples import make_synthetic_scene, sample_path
 from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
+from geoscreen.vision.detect_metrics import THRESHOLDS
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
-    THRESHOLDS,
     DetectTrainOptions,
     detector_config,
     fitted_config,

@@ -38,12 +38,11 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import sample_path
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
+from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
     DetectionData,
     DetectTrainOptions,
-    best_threshold,
-    detection_metrics,
     detector_config,
     fitted_config,
     load_detection_data,

@@ -128,6 +128,7 @@ def render_detection_card(card: DetectCard) -> str:
     for key, value in card.metrics.items():
         shown = f"{int(value)}" if key.startswith(counts) else f"{value:.3f}"
         lines.append(f"- {key}: {shown}")
+    lines += _baseline_lines(card)
     if card.evaluations:
         lines += [
             "",
@@ -144,6 +145,33 @@ def render_detection_card(card: DetectCard) -> str:
         ]
     lines += limits_lines(card)
     return "\n".join(lines) + "\n"
+
+
+def _baseline_lines(card: DetectCard) -> list[str]:
+    """The model against the simple baselines, on the same held-out strips."""
+    b = card.baselines
+    if b is None:
+        return []
+    names = {
+        "model": "**this detector** (selection model)",
+        "pixel_peaks": "pixel peaks (per-pixel baseline)",
+        "random_boxes": "random boxes (chance)",
+    }
+    lines = [
+        "",
+        "## Against baselines (same held-out strips)",
+        "",
+        f"| detector | AP@{b.iou:g} | best F1 | at threshold |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, row in b.scores.items():
+        lines.append(
+            f"| {names.get(name, name)} | {row.ap:.3f} | {row.best_f1:.3f} | "
+            f"{row.best_threshold:g} |"
+        )
+    verdict = "beats" if b.beats_pixel_baseline else "does NOT beat"
+    lines += ["", f"The detector {verdict} the per-pixel baseline by the margin {b.margin:g}."]
+    return lines
 
 
 def _training_lines(training: TrainingRecord | None) -> list[str]:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import shapely
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -47,11 +46,10 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
-from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
-from geoscreen.ranking import object_average_precision
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.cards import label_record
+from geoscreen.vision.detect_baselines import baseline_table, baseline_verdict, baselines_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card
 from geoscreen.vision.detect_data import (
     AugmentSettings,
@@ -67,6 +65,7 @@ from geoscreen.vision.detect_data import (
     training_view,
     validation_view,
 )
+from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detector import (
     Detector,
     DetectorConfig,
@@ -76,14 +75,13 @@ from geoscreen.vision.detector import (
     save_detector,
 )
 from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
-from geoscreen.vision.modelcard import DetectCard, SampledHardNegatives
+from geoscreen.vision.modelcard import DetectCard, DetectorBaselines, SampledHardNegatives
 from geoscreen.vision.runtime import pick_device
 
 log = logging.getLogger(__name__)
 
 _AREAL = ("Polygon", "MultiPolygon")
 DEFAULT_CHIP_PX = 256  # many cheap steps; the detector is fully convolutional
-THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
 class DetectTrainOptions(BaseModel):
@@ -243,50 +241,6 @@ def _hard_negative_boxes(
     return np.concatenate(found)
 
 
-# -- evaluation ---------------------------------------------------------------------------
-def detection_metrics(
-    predictions: Sequence[tuple[np.ndarray, np.ndarray]],
-    truths: Sequence[np.ndarray],
-    iou: float,
-    threshold: float,
-) -> dict[str, float]:
-    """Object-level metrics over several images: AP at ``iou`` and P/R/F1 at ``threshold``.
-
-    ``predictions``: per image (boxes (N, 4), scores (N,)); ``truths``: boxes (M, 4).
-    AP pools every image's detections in one ranking, each matched greedily in score
-    order within its image (recall over all objects); P/R/F1 count one-to-one
-    (Hungarian) matches of the detections scoring at least ``threshold``.
-    """
-    rule = MatchRule("iou", min_iou=iou)
-    scores, hits = [], []
-    tp = fp = n_truth = 0
-    for (boxes, score), truth in zip(predictions, truths, strict=True):
-        pred_geoms = shapely.box(*np.asarray(boxes, dtype=np.float64).reshape(-1, 4).T)
-        truth_geoms = shapely.box(*np.asarray(truth, dtype=np.float64).reshape(-1, 4).T)
-        score = np.asarray(score, dtype=np.float64)
-        scores.append(score)
-        hits.append(match_in_score_order(pred_geoms, score, truth_geoms, rule) >= 0)
-        shown = score >= threshold
-        matched = match_hungarian(pred_geoms[shown], truth_geoms, rule).left.size
-        tp, fp, n_truth = tp + matched, fp + int(shown.sum()) - matched, n_truth + len(truth)
-    all_scores = np.concatenate(scores) if scores else np.zeros(0)
-    all_hits = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / n_truth if n_truth else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {
-        "average_precision": object_average_precision(all_scores, all_hits, n_truth),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "tp": float(tp),
-        "fp": float(fp),
-        "fn": float(n_truth - tp),
-        "objects": float(n_truth),
-        "detections": float(len(all_scores)),
-    }
-
-
 @torch.inference_mode()
 def predict_chips(
     model: Detector, images: Sequence[torch.Tensor], device: torch.device, batch_size: int
@@ -345,18 +299,6 @@ def load_detection_data(
             "or that CSV image_path / VOC filename names match the image files.",
         )
     return data
-
-
-def best_threshold(
-    predictions: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray], iou: float
-) -> tuple[float, float]:
-    """(threshold, F1) with the best F1 over :data:`THRESHOLDS` (ties: the lower threshold)."""
-    best = (THRESHOLDS[0], -1.0)
-    for t in THRESHOLDS:
-        f1 = detection_metrics(predictions, truths, iou, t)["f1"]
-        if f1 > best[1] + 1e-9:
-            best = (t, f1)
-    return best[0], max(best[1], 0.0)
 
 
 @torch.inference_mode()
@@ -567,6 +509,13 @@ def train_detector(
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
         f"(epoch {chosen['epoch']})")  # fmt: skip
+    table = baseline_table(train_views, val_views, predictions, opts.eval_iou, opts.seed)
+    pixel, chance = table["pixel_peaks"]["ap"], table["random_boxes"]["ap"]
+    say(f"baselines on the same strips: pixel peaks AP@{opts.eval_iou:g} {pixel:.3f}, "
+        f"random boxes {chance:.3f}")  # fmt: skip
+    verdict = baseline_verdict(table)
+    if verdict:
+        say(f"warning: {verdict}")
     history: dict[str, Any] = {"selection_epochs": selection["epochs"],
                                "best_epoch": int(chosen["epoch"]),
                                "epochs_run": len(selection["epochs"])}  # fmt: skip
@@ -596,6 +545,8 @@ def train_detector(
             ),
             # screen/scan warn far from it
             "region": region_record(data.scenes),
+            "baselines": DetectorBaselines.model_validate(baselines_record(table, opts.eval_iou)),
+            "limits": ([verdict[0].upper() + verdict[1:]] if verdict else []) + card.limits,
         }
     )
     digest = save_detector(model.cpu(), card, out_dir, render_detection_card(card))

@@ -202,6 +202,23 @@ class DetectorRecord(_Section):
     anchor_sizes: list[list[float]] | None = None
 
 
+class BaselineScore(_Section):
+    ap: float
+    best_f1: float
+    best_threshold: float
+
+
+class DetectorBaselines(_Section):
+    """The detector and two simple baselines scored on the same held-out strips
+    (:mod:`geoscreen.vision.detect_baselines`): ``model``, ``pixel_peaks`` (the per-pixel
+    baseline) and ``random_boxes`` (chance)."""
+
+    iou: float
+    scores: dict[str, BaselineScore]
+    margin: float
+    beats_pixel_baseline: bool
+
+
 class EvaluationRecord(BaseModel):
     """A detector's result on other imagery; callers may keep more numbers (extra allowed)."""
 
@@ -326,6 +343,8 @@ class DetectCard(CardBase):
     backbone: BackboneRecord
     evaluations: list[EvaluationRecord] = Field(default_factory=list)
     hard_negatives: SampledHardNegatives | None = None
+    # None on cards written before detectors were compared with baselines
+    baselines: DetectorBaselines | None = None
 
     @property
     def channels(self) -> int:

@@ -25,10 +25,9 @@ from geoscreen.samples import sample_path
 from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
+from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_train import (
     DetectTrainOptions,
-    best_threshold,
-    detection_metrics,
     load_detection_data,
     lr_decay,
     object_boxes,
@@ -188,10 +187,20 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert 0.0 < card["threshold"] < 1.0 and card["threshold_source"].startswith("held-out")
     for key in ("val_average_precision@0.5", "val_average_precision@0.4", "val_recall@0.4"):
         assert 0.0 <= card["metrics"][key] <= 1.0
+    # Compared with the baselines on the same held-out strips (the model's row is the
+    # card's held-out AP); a model that does not clearly beat pixel peaks says so.
+    baselines = card["baselines"]
+    assert set(baselines["scores"]) == {"model", "pixel_peaks", "random_boxes"}
+    model_ap = baselines["scores"]["model"]["ap"]
+    assert model_ap == pytest.approx(card["metrics"]["val_average_precision@0.4"], abs=1e-4)
+    beats = model_ap - baselines["scores"]["pixel_peaks"]["ap"] >= baselines["margin"]
+    assert baselines["beats_pixel_baseline"] == beats
+    assert beats == (not card["limits"][0].startswith("The detector does not beat"))
     region = region_from_card(trained.card)  # the typed card; screen/scan warn far from it
     assert region is not None and region.footprint is not None and region.stats
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
+    assert "pixel peaks (per-pixel baseline)" in page
 
 
 @pytest.mark.slow

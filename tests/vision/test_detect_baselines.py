@@ -1,0 +1,90 @@
+"""The simple detectors a trained detector must beat: pixel peaks and random boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geoscreen.vision.detect_baselines import (
+    CLEAR_MARGIN,
+    PixelPeaks,
+    baseline_table,
+    baseline_verdict,
+    baselines_record,
+    median_size_px,
+    random_boxes,
+)
+from geoscreen.vision.detect_data import SceneView
+from geoscreen.vision.modelcard import DetectorBaselines
+
+
+def _scene(seed: int, n: int = 12, side: int = 16, size: int = 160) -> SceneView:
+    """Bright green squares of one size on a dark, noisy background (3 bands in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(0.05, 0.25, (3, size, size)).astype(np.float32)
+    boxes: list[list[float]] = []
+    while len(boxes) < n:
+        c, r = (int(v) for v in rng.integers(0, size - side, 2))
+        box = [c, r, c + side, r + side]
+        if all(c + side + 2 < b[0] or b[2] + 2 < c or r + side + 2 < b[1] or b[3] + 2 < r
+               for b in boxes):  # fmt: skip
+            boxes.append(box)
+            image[1, r : r + side, c : c + side] += 0.6
+    return SceneView(torch.from_numpy(image), torch.ones(size, size, dtype=torch.bool),
+                     np.array(boxes, np.float64), (0, 0, size, size), f"scene{seed}")  # fmt: skip
+
+
+def test_pixel_peaks_find_objects_that_differ_by_colour() -> None:
+    train, test = _scene(0), _scene(1)
+    peaks = PixelPeaks(seed=0).fit([train])
+    assert peaks.side == pytest.approx(median_size_px([train])) == 16
+    boxes, scores = peaks.predict(test)
+    assert boxes.shape[1] == 4 and len(boxes) == len(scores) and np.all(np.diff(scores) <= 0)
+    table = baseline_table([train], [test], [(boxes, scores)], iou=0.4)
+    # Colour alone separates these objects: the per-pixel baseline finds them, chance does not.
+    assert table["pixel_peaks"]["ap"] > 0.8
+    assert table["random_boxes"]["ap"] < 0.3
+    assert table["model"]["ap"] == pytest.approx(table["pixel_peaks"]["ap"])
+
+
+def test_random_boxes_follow_the_training_density() -> None:
+    train, test = _scene(0, n=12), _scene(1, n=3, size=320)
+    ((boxes, scores),) = random_boxes([train], [test], seed=0)
+    # 12 objects on 160^2 px -> 4x the area holds about 48 boxes of the median size.
+    assert len(boxes) == 48 and len(scores) == 48
+    assert np.allclose(boxes[:, 2] - boxes[:, 0], 16) and np.all((scores >= 0) & (scores < 1))
+    again, _ = random_boxes([train], [test], seed=0)[0]
+    assert np.array_equal(boxes, again)  # fixed seed, same boxes
+
+
+def test_invalid_pixels_are_neither_fitted_nor_detected() -> None:
+    train = _scene(0)
+    train.valid[:, 80:] = False  # a held-out block blanked out of the training view
+    train.image[:, :, 80:] = 0.0
+    peaks = PixelPeaks(seed=0).fit([train])
+    test = _scene(1)
+    test.valid[:80] = False
+    boxes, _ = peaks.predict(test)
+    assert np.all((boxes[:, 1] + boxes[:, 3]) / 2 >= 80)  # only where the view is valid
+    assert np.all(peaks.probability(test)[:80] == 0.0)
+
+
+def test_verdict_and_card_record() -> None:
+    train, test = _scene(0), _scene(1)
+    truth = (test.boxes, np.ones(len(test.boxes)))
+    perfect = baseline_table([train], [test], [truth], iou=0.4)
+    assert perfect["model"]["ap"] == pytest.approx(1.0) and baseline_verdict(perfect) == ""
+    nothing = baseline_table([train], [test], [(np.zeros((0, 4)), np.zeros(0))], iou=0.4)
+    verdict = baseline_verdict(nothing)
+    assert "does not beat the per-pixel baseline" in verdict and "Label more objects" in verdict
+    record = DetectorBaselines.model_validate(baselines_record(nothing, 0.4))
+    assert record.margin == CLEAR_MARGIN and not record.beats_pixel_baseline
+    assert record.scores["model"].ap == 0.0 and record.iou == 0.4
+
+
+def test_pixel_peaks_need_both_classes() -> None:
+    view = _scene(0)
+    view.boxes = np.zeros((0, 4))
+    with pytest.raises(ValueError, match="inside and outside boxes"):
+        PixelPeaks().fit([view])
