@@ -6,6 +6,7 @@ Usage::
     python benchmarks/detect.py --quality --out DIR [--cases ...] [--variant ROW]
         [--combined] [--threads 1] [--reuse] [--tta]
     python benchmarks/detect.py --ablation-table --out DIR
+    python benchmarks/detect.py --baselines [--cases ...]
 
 Speed (profile ``geoscreen/configs/tree_crowns_detect_neon.yaml``: its detector (FCOS
 since issue 13) on EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
@@ -31,7 +32,10 @@ per image (one test image per case today, so both agree), AP, the best F1 in hin
 training wall and CPU time and the load average. ``--combined``: the profile run on
 OSBS+YELL (340 crowns) with its held-out strip metrics and wall time. ``--variant``
 trains one ablation row (:data:`ABLATION`) into its own folder; ``--ablation-table``
-prints the rows already run. Prints numbers; asserts nothing.
+prints the rows already run. Every case also scores the two baselines of
+:mod:`geoscreen.vision.detect_baselines` (pixel peaks fitted on the training sites, random
+boxes at their density) on the test site; ``--baselines`` prints only those (no
+training). Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +66,7 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import make_synthetic_scene, sample_path
 from geoscreen.sites.detections import objects_to_sites
+from geoscreen.vision.detect_baselines import baseline_table
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import THRESHOLDS
@@ -244,6 +250,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
         per_image.append((sites, load_truth(sample_path(NEON[name][1]), scene)))
     detect_s = time.perf_counter() - started
     epochs = training.epochs or []
+    base = baselines(profile, train, test, opts.seed)
     entries = []
     for iou in (0.4, 0.5):
         crit = Criterion(iou=iou)
@@ -276,10 +283,44 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
                       f"+{len(training.refit_epochs or [])}",
             "load_avg_1min": round((load_before + load_after) / 2, 1),  # while run
             "val_f1@0.4": card.metrics["val_f1@0.4"],
+            "pixel_peaks_ap@0.4": base["pixel_peaks"]["ap"],
+            "pixel_peaks_hindsight_f1@0.4": base["pixel_peaks"]["best_f1"],
+            "random_boxes_ap@0.4": base["random_boxes"]["ap"],
         })  # fmt: skip
     if not tta:
         record_evaluation(model_dir, entries, replace=True)
     return entries
+
+
+def baselines(profile: Profile, train: Sequence[str], test: Sequence[str], seed: int = 0
+              ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Pixel peaks (fitted on the ``train`` sites) and random boxes scored on ``test``:
+    AP and hindsight F1 at IoU 0.4 (the model row is left empty)."""
+
+    def views(names: Sequence[str]) -> list[Any]:
+        return load_detection_data(profile, [sample_path(NEON[n][1]) for n in names],
+                                   [sample_path(NEON[n][0]) for n in names],
+                                   list(POSITIVE_CLASSES)).views  # fmt: skip
+
+    held_out = views(test)
+    empty = [(np.zeros((0, 4)), np.zeros(0)) for _ in held_out]
+    table = baseline_table(views(train), held_out, empty, 0.4, seed)
+    return {k: v for k, v in table.items() if k != "model"}
+
+
+def baseline_report(profile: Profile, cases: Sequence[str], seed: int) -> dict[str, Any]:
+    """The baselines of each cross-site case (no training: seconds, not minutes)."""
+    rows, found = [], {}
+    for case in cases:
+        train, test = CASES[case]
+        table = baselines(profile, train, test, seed)
+        found[case] = table
+        rows.append([f"{site_list(train)} -> {site_list(test)}",
+                     *(f"{table[k]['ap']:.3f} / {table[k]['best_f1']:.3f}"
+                       for k in ("pixel_peaks", "random_boxes"))])  # fmt: skip
+    print_table(["train -> test", "pixel peaks AP / hindsight F1 (IoU 0.4)",
+                 "random boxes AP / hindsight F1"], rows)  # fmt: skip
+    return found
 
 
 def _pooled(metrics: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -308,11 +349,12 @@ def variant(profile: Profile, change: dict[str, Any]) -> tuple[Profile, dict[str
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         ["train -> test", "IoU", "thr", "P", "R", "F1", "F1/img", "AP", "hindsight F1 (thr)",
-         "train s", "CPU s", "s/epoch", "epochs", "load"],
+         "train s", "CPU s", "s/epoch", "epochs", "load", "pixel peaks AP@0.4"],
         [[r["direction"], r["iou"], str(r["threshold"]), *(f"{r[k]:.3f}" for k in
           ("precision", "recall", "f1", "f1_per_image", "average_precision")),
           f"{r['hindsight_f1']:.3f} ({r['hindsight_threshold']})", round(r["train_seconds"]),
-          r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"], r["load_avg_1min"]]
+          r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"], r["load_avg_1min"],
+          f"{r.get('pixel_peaks_ap@0.4', float('nan')):.3f}"]
          for r in rows],
     )  # fmt: skip
 
@@ -420,6 +462,9 @@ def main() -> None:
         help="torch threads (1 is several times faster when other processes share the cores)",
     )
     parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
+    parser.add_argument(
+        "--baselines", action="store_true", help="only the baselines of the cases (no training)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
@@ -428,6 +473,9 @@ def main() -> None:
     profile = load_profile(PROFILE)
     if args.ablation_table:
         ablation_table(Path(args.out))
+        return
+    if args.baselines:
+        baseline_report(profile, args.cases or list(CASES), args.seed)
         return
     if args.quality:
         quality(args, profile)
