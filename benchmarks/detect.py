@@ -7,6 +7,7 @@ Usage::
         [--combined] [--threads 1] [--reuse] [--tta]
     python benchmarks/detect.py --ablation-table --out DIR
     python benchmarks/detect.py --baselines [--cases ...]
+    python benchmarks/detect.py --curve --threads 1 [--cases ...] [--epochs 24]
 
 Speed (profile ``geoscreen/configs/tree_crowns_detect_neon.yaml``: its detector (FCOS
 since issue 13) on EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
@@ -35,7 +36,8 @@ trains one ablation row (:data:`ABLATION`) into its own folder; ``--ablation-tab
 prints the rows already run. Every case also scores the two baselines of
 :mod:`geoscreen.vision.detect_baselines` (pixel peaks fitted on the training sites, random
 boxes at their density) on the test site; ``--baselines`` prints only those (no
-training). Prints numbers; asserts nothing.
+training). ``--curve``: the test site's AP after every epoch of a run on all training
+labels (:func:`learning_curve`, a diagnosis). Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -308,6 +310,36 @@ def baselines(profile: Profile, train: Sequence[str], test: Sequence[str], seed:
     return {k: v for k, v in table.items() if k != "model"}
 
 
+def learning_curve(profile: Profile, cases: Sequence[str], seed: int, epochs: int) -> None:
+    """Diagnosis, not selection: train on every label of the training sites (no held-out
+    strip, no early stop) and score the *test* site after each epoch. Tells whether a
+    case fails for the epoch count (the curve peaks elsewhere) or for what the model can
+    learn from those sites (flat at the baselines' level)."""
+    for case in cases:
+        train, test = CASES[case]
+        data = load_detection_data(profile, [sample_path(NEON[n][1]) for n in train],
+                                   [sample_path(NEON[n][0]) for n in train],
+                                   list(POSITIVE_CLASSES))  # fmt: skip
+        held = load_detection_data(profile, [sample_path(NEON[n][1]) for n in test],
+                                   [sample_path(NEON[n][0]) for n in test],
+                                   list(POSITIVE_CLASSES))  # fmt: skip
+        opts = DetectTrainOptions(device="cpu", seed=seed, patience=epochs,
+                                  smooth_epochs=1, chip_size=DEFAULT_CHIP_PX,
+                                  positive_classes=list(POSITIVE_CLASSES))  # fmt: skip
+        config = fitted_config(detector_config(profile, data.scenes[0], 0.1), data.views, 0.1,
+                               opts.fit_anchors)  # fmt: skip
+        model = new_model(config, opts, torch.device("cpu"))
+        history = run_training(model, data.views, opts, torch.device("cpu"), epochs,
+                               val=held.views)  # fmt: skip
+        aps = [e["val_ap"] for e in history["epochs"]]
+        best = history["best"]
+        print(f"\n{site_list(train)} -> {site_list(test)}: AP@0.4 on the test site per epoch "
+              f"(seed {seed}); best {max(aps):.3f} at epoch {1 + int(np.argmax(aps))}, "
+              f"last {aps[-1]:.3f}; hindsight F1 at the best epoch "
+              f"{best['f1']:.3f} (threshold {best['threshold']})")  # fmt: skip
+        print(" ".join(f"{ap:.3f}" for ap in aps))
+
+
 def baseline_report(profile: Profile, cases: Sequence[str], seed: int) -> dict[str, Any]:
     """The baselines of each cross-site case (no training: seconds, not minutes)."""
     rows, found = [], {}
@@ -465,6 +497,10 @@ def main() -> None:
     parser.add_argument(
         "--baselines", action="store_true", help="only the baselines of the cases (no training)"
     )
+    parser.add_argument(
+        "--curve", action="store_true",
+        help="diagnosis: train on all labels, score the test site after each epoch",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
@@ -476,6 +512,9 @@ def main() -> None:
         return
     if args.baselines:
         baseline_report(profile, args.cases or list(CASES), args.seed)
+        return
+    if args.curve:
+        learning_curve(profile, args.cases or ["osbs->yell"], args.seed, args.epochs or 24)
         return
     if args.quality:
         quality(args, profile)
