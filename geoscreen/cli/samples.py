@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import click
@@ -65,7 +66,9 @@ def _sample_files(name: str) -> list[Planned]:
     path = sample_path(name)
     files = [Planned(path, path.name)]
     if path.suffix == ".shp":
-        files += [Planned(path.with_suffix(s), path.with_suffix(s).name) for s in SHAPEFILE_SIDECARS]
+        files += [
+            Planned(path.with_suffix(s), path.with_suffix(s).name) for s in SHAPEFILE_SIDECARS
+        ]
     return files
 
 
@@ -121,7 +124,7 @@ def _copy(out: Path, files: list[Planned]) -> None:
     for item in files:
         target = out / item.target
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda tmp, src=item.source: shutil.copyfile(src, tmp))
+        atomic_write(target, partial(shutil.copyfile, item.source))
 
 
 @cli.group()
@@ -159,8 +162,10 @@ def copy_samples(out: Path, names: tuple[str, ...], as_json: bool) -> None:
     known = _names()
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"unknown sample {unknown[0]!r}",
-                          fix=f"Use one of: {', '.join(known)} ('geoscreen samples list').")  # fmt: skip
+        raise ConfigError(
+            f"unknown sample {unknown[0]!r}",
+            fix=f"Use one of: {', '.join(known)} ('geoscreen samples list').",
+        )
     check_output_dir(out, option="OUT")
     chosen = list(dict.fromkeys(names)) or known
     files = [f for n in chosen if n != PARTS for f in _sample_files(n)]
