@@ -8,6 +8,7 @@ from geoscreen.cli import (  # noqa: F401  (they register commands)
     profiles,
     retention,
     review,
+    samples,
     sites,
     vision,
     web,

@@ -220,10 +220,15 @@ def _score_folders(
     from geoscreen.imagery.scene import open_scene
 
     summary = scores / "screen.json"
+    if (scores / "sites.parquet").is_file() and not (scores / "tiles.parquet").is_file():
+        _detected(scores, [scores / "sites.parquet"])
     if image is not None:
         return [(scores, open_scene(image, sensor=sensor), None)]
     if summary.is_file():
         data = json.loads(summary.read_text(encoding="utf-8"))
+        if data.get("task") == "detect":
+            found = [Path(i["files"]["sites"]) for i in data.get("scenes", []) if "files" in i]
+            _detected(scores, found)
         return [
             (Path(item["files"]["tiles"]).parent, open_scene(item["scene"], sensor=sensor),
              data.get("run_id"))
@@ -233,6 +238,19 @@ def _score_folders(
         "not a screening output folder (no screen.json)",
         where=str(scores),
         fix="Give the --out folder of 'geoscreen screen', or one scene's folder with --image.",
+    )
+
+
+def _detected(scores: Path, files: list[Path]) -> None:
+    """Refuse a detection profile's output: it holds sites already, not score maps."""
+    first = str(files[0]) if files else f"{scores}/*/sites.parquet"
+    more = f" (and {len(files) - 1} more)" if len(files) > 1 else ""
+    raise InputError(
+        "a detection screen writes its sites itself (one per object): there are no score "
+        "maps to turn into sites",
+        where=str(scores),
+        fix=f"Use {first}{more} as it is, e.g. with 'geoscreen evaluate --predicted' or "
+        "'geoscreen review load'.",
     )
 
 

@@ -104,7 +104,10 @@ def _stderr(message: str) -> None:
 @json_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
-    "--max-epochs", default=None, type=click.IntRange(1), help="Upper bound on epochs (finetune)."
+    "--max-epochs",
+    default=None,
+    type=click.IntRange(1),
+    help="Upper bound on epochs (finetune, detection profiles).",
 )
 @click.option(
     "--allow-dropped",
