@@ -94,6 +94,11 @@ class DetectTrainOptions(BaseModel):
     max_epochs: int = Field(default=24, ge=1)
     patience: int = Field(default=6, ge=1)
     smooth_epochs: int = Field(default=3, ge=1, description="validation AP averaged over")
+    epoch_choice: Literal["held_out", "fixed"] = Field(
+        default="held_out",
+        description="held_out: the epoch with the best smoothed held-out AP (stopping after "
+        "`patience`); fixed: every planned epoch, the strips only choose the threshold",
+    )
     batch_size: int = Field(default=4, ge=1)
     lr: float = Field(default=1e-3, gt=0.0, description="heads and feature pyramid")
     backbone_lr_factor: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -364,7 +369,9 @@ def run_training(
 
     "Better" compares the mean AP of the last ``smooth_epochs`` epochs: on strips of a
     few dozen objects one epoch's AP jumps by 0.1 (README), and the single best epoch
-    then stopped training early and refitted for too few epochs."""
+    then stopped training early and refitted for too few epochs. With ``epoch_choice``
+    ``fixed`` every epoch runs and the last one is kept (its threshold is the strips' F1
+    optimum)."""
     rng = np.random.default_rng(opts.seed)
     torch.manual_seed(opts.seed)
     optim = _optimizer(model, opts)
@@ -375,6 +382,7 @@ def run_training(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"ap": -1.0, "epoch": 0, "threshold": None, "f1": None}
     recent: list[float] = []  # validation APs so far
+    fixed = opts.epoch_choice == "fixed"
     state = None
     step = 0
     for epoch in range(1, epochs + 1):
@@ -427,7 +435,8 @@ def run_training(
             recent.append(ap)
             smoothed = float(np.mean(recent[-opts.smooth_epochs :]))
             record["val_ap_smoothed"] = round(smoothed, 4)
-            if smoothed > best["ap"] + 1e-6:
+            better = epoch == epochs if fixed else smoothed > best["ap"] + 1e-6
+            if better:
                 threshold, f1 = best_threshold(predictions, truths, opts.eval_iou)
                 best = {"ap": smoothed, "epoch": epoch, "threshold": threshold, "f1": f1}
                 state = copy.deepcopy(model.state_dict())
@@ -437,7 +446,7 @@ def run_training(
             bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}",
                             val_ap=f"{record.get('val_ap', float('nan')):.3f}")  # fmt: skip
             bar.update(1)
-        if val and epoch - best["epoch"] >= opts.patience:
+        if val and not fixed and epoch - best["epoch"] >= opts.patience:
             break
     if state is not None:
         model.load_state_dict(state)
