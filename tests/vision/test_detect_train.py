@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+import torch
 import yaml
 
 from geoscreen.cli import main
@@ -28,9 +29,13 @@ from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_train import (
     DetectTrainOptions,
+    detector_config,
+    fitted_config,
     load_detection_data,
     lr_decay,
+    new_model,
     object_boxes,
+    run_training,
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, load_detector
@@ -98,6 +103,23 @@ def test_cosine_schedule_decays_once_to_a_floor() -> None:
     assert points[10] == pytest.approx(0.525)  # half-way: half of the way down
     assert lr_decay("cosine", 1.7) == pytest.approx(0.05)  # past the plan: stays at the floor
     assert {lr_decay("constant", t) for t in (0.0, 0.5, 1.0)} == {1.0}
+
+
+@pytest.mark.slow
+def test_fixed_epoch_choice_runs_every_epoch_and_keeps_the_last(profile: Profile) -> None:
+    """``fixed`` ignores patience: the strips choose only the threshold, at the last epoch."""
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    train, val = data.split(0.25, 0, 0.4)
+    opts = DetectTrainOptions(device="cpu", chip_size=64, chips_per_epoch=4, patience=1,
+                              epoch_choice="fixed")  # fmt: skip
+    config = fitted_config(detector_config(profile, data.scenes[0], 0.1), train, 0.1, True)
+    model = new_model(config, opts, torch.device("cpu"))
+    history = run_training(model, train, opts, torch.device("cpu"), 3, val=val)
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]  # patience 1 did not stop it
+    best = history["best"]
+    assert best["epoch"] == 3 and best["threshold"] is not None
+    assert best["ap"] == pytest.approx(history["epochs"][-1]["val_ap_smoothed"], abs=1e-4)
 
 
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
