@@ -302,7 +302,8 @@ def test_deep_learner_fits_every_view_of_training_chips_only_and_tests_their_mea
         assert not set(fitted_chips) & set(test)
         assert np.array_equal(np.bincount(fitted_chips, minlength=n)[train], np.full(train.size, 8))
         assert np.array_equal(labels, y[fitted_chips])
-        assert features.training_weights(CANDIDATES["deep_lr"], train, np.ones(n)).size == x.shape[0]
+        weights = features.training_weights(CANDIDATES["deep_lr"], train, np.ones(n))
+        assert weights is not None and weights.size == x.shape[0]
         x, _ = features.training_rows(CANDIDATES["combined_lr"], train, y)
         assert x.shape == (train.size, 2 + 4) and np.all(x[:, 1] == 0)
     np.testing.assert_allclose(features.matrix("deep"), np.stack([ids, np.full(n, 3.5)], axis=1))
