@@ -135,6 +135,8 @@ def chip_features(
     elif views is None:
         views = deep_views(device)
     desc = "features" + (f" (backbone x {len(views)} views)" if deep is not None else "")
+    if deep is not None:  # as screening runs it: 1.6x faster on a CPU for EfficientNet-Lite0
+        deep.to(memory_format=torch.channels_last)
     with tqdm(total=len(data.chips), desc=desc, unit="chip", leave=False) as bar:
         for batch in loader:
             image = batch["image"].to(device)
@@ -143,10 +145,10 @@ def chip_features(
                 shifted = jitter(batch["image"], batch["mask"], generator, **COLOUR_JITTER)
                 view.append(spectral((shifted.clamp(0.0, 1.0) if clip else shifted).to(device)))
             if deep is not None:
-                deep_parts.append(
-                    torch.stack([deep(dihedral(image, k)).float().cpu() for k in views])
-                )
+                deep_parts.append(torch.stack([_deep(deep, dihedral(image, k)) for k in views]))
             bar.update(len(image))
+    if deep is not None:
+        deep.to(memory_format=torch.contiguous_format)
     spec_views = [torch.cat(parts).cpu().numpy().astype(np.float64) for parts in spec_parts]
     spec = spec_views[0]
     channels = spectral.channels
@@ -157,6 +159,10 @@ def chip_features(
         spectral_views=np.stack(spec_views) if colour_views else None,
         combined_views=len(deep_views(device)),
     )
+
+
+def _deep(deep: DeepFeatures, image: torch.Tensor) -> torch.Tensor:
+    return deep(image.contiguous(memory_format=torch.channels_last)).float().cpu()
 
 
 def suggested_thresholds(probs: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
