@@ -5,9 +5,10 @@ A learner is a feature set and an estimator:
 - ``pixel``: the channel values at the labelled place (the centre pixel of the chip);
   with a logistic regression this is the **per-pixel baseline** every model must beat.
 - ``spectral``: spectral-context statistics (:mod:`geoscreen.vision.tilefeatures`).
-- ``deep``: the backbone's pooled features (ImageNet-pretrained), trained under the 8
-  flips/rotations of each chip.
-- ``combined``: deep and spectral side by side.
+- ``deep``: the backbone's pooled features (ImageNet-pretrained), fitted on all 8
+  flips/rotations of each chip and scoring a tile by the mean of its features over the
+  same 8 (:data:`DEEP_VIEWS`; tested and screened alike).
+- ``combined``: deep (one view; all 8 in training on a GPU) and spectral side by side.
 
 Estimators: ``lr`` (class-balanced, L2-regularised logistic regression on
 standardised features) and ``gbm`` (scikit-learn's histogram gradient boosting).
@@ -56,6 +57,12 @@ GBM_PARAMS: dict[str, Any] = {
     "early_stopping": False,
 }
 BOOTSTRAP_ROUNDS = 300
+# Flips/rotations ``deep_lr`` fits on and averages a tile's features over. Measured with
+# ``benchmarks/quality_ablation.py`` on the four NEON cases: held-out AP 0.611/0.920/
+# 0.866/0.590 with one view, 0.679/0.892/0.864/0.639 with all 8, and out-of-fold AP up
+# in every case (selection then prefers it where it transfers: three scenes -> YELL and
+# -> YELL2). Four rotations gave 0.561/0.880/0.846/0.655: use the whole group.
+DEEP_VIEWS = 8
 
 
 @dataclass(frozen=True)
@@ -86,20 +93,26 @@ CANDIDATES: dict[str, Candidate] = {
 
 @dataclass
 class Features:
-    """Feature matrices of every chip: ``views`` (V, N, F) for sets trained under views.
+    """Feature matrices of every chip; ``deep_views`` (V, N, F) under flips/rotations.
 
-    ``spectral_views`` holds the spectral features of colour-jittered copies of every
+    ``deep_views[k]`` are the backbone features of ``dihedral(chip, k)``. ``deep`` fits
+    on all V views and tests on their mean (what its scorer computes); ``combined``
+    fits on the first ``combined_views`` (None: all) and tests on view 0, the chip as it
+    is. ``spectral_views`` holds the spectral features of colour-jittered copies of every
     chip (view 0 is the chip itself): the spectral learners fit on all of them, so that
     they learn what does not change with illumination and exposure. Tests always read
-    view 0, the chip as it is.
+    view 0.
     """
 
     spectral: np.ndarray
     pixel: np.ndarray
     deep_views: np.ndarray | None = None
     spectral_views: np.ndarray | None = None
+    combined_views: int | None = None
 
-    def matrix(self, which: FeatureSet, view: int = 0) -> np.ndarray:
+    def matrix(self, which: FeatureSet, view: int | None = None) -> np.ndarray:
+        """What a learner on ``which`` scores: ``deep`` the mean over views, ``combined``
+        view 0 (``view``: one view of either instead)."""
         if which == "pixel":
             return self.pixel
         if which == "spectral":
@@ -107,18 +120,25 @@ class Features:
         if self.deep_views is None:
             raise ValueError(f"feature set {which!r} needs deep features")
         if which == "deep":
-            return self.deep_views[view]
-        return np.concatenate([self.deep_views[view], self.spectral], axis=1)
+            return self.deep_views.mean(axis=0) if view is None else self.deep_views[view]
+        return np.concatenate([self.deep_views[view or 0], self.spectral], axis=1)
+
+    def _deep_fit_views(self, candidate: Candidate) -> int:
+        """How many deep views ``candidate`` fits on (0: not a deep-view learner)."""
+        if candidate.features not in ("deep", "combined") or candidate.estimator != "lr":
+            return 0
+        assert self.deep_views is not None
+        n = self.deep_views.shape[0]
+        return n if candidate.features == "deep" else min(n, self.combined_views or n)
 
     def training_rows(
         self, candidate: Candidate, rows: np.ndarray, y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels to fit on: every view of each chip for deep sets."""
-        if candidate.features in ("deep", "combined") and candidate.estimator == "lr":
-            assert self.deep_views is not None
-            views = range(self.deep_views.shape[0])
-            x = np.concatenate([self.matrix(candidate.features, v)[rows] for v in views])
-            return x, np.tile(y[rows], len(views))
+        views = self._deep_fit_views(candidate)
+        if views:
+            x = np.concatenate([self.matrix(candidate.features, v)[rows] for v in range(views)])
+            return x, np.tile(y[rows], views)
         if candidate.features == "spectral" and self.spectral_views is not None:
             n = self.spectral_views.shape[0]
             return np.concatenate([v[rows] for v in self.spectral_views]), np.tile(y[rows], n)
@@ -130,9 +150,9 @@ class Features:
         """The chip weights of ``rows``, repeated as :meth:`training_rows` repeats views."""
         if weight is None:
             return None
-        if candidate.features in ("deep", "combined") and candidate.estimator == "lr":
-            assert self.deep_views is not None
-            return np.tile(weight[rows], self.deep_views.shape[0])
+        views = self._deep_fit_views(candidate)
+        if views:
+            return np.tile(weight[rows], views)
         if candidate.features == "spectral" and self.spectral_views is not None:
             return np.tile(weight[rows], self.spectral_views.shape[0])
         return weight[rows]
@@ -292,9 +312,14 @@ def build_scorer(
     calibrator: PlattCalibrator,
     spectral: SpectralContext | None,
     deep: DeepFeatures | None,
+    deep_views: int = DEEP_VIEWS,
 ) -> FeatureScorer:
-    """The module of a learner fitted on all chips (only the feature parts it uses)."""
+    """The module of a learner fitted on all chips (only the feature parts it uses);
+    ``deep`` learners average their features over the ``deep_views`` flips/rotations
+    their out-of-fold scores were tested on (:meth:`Features.matrix`)."""
     uses = fitted.candidate.features
+    if deep is not None and uses == "deep":
+        deep = deep.with_views(deep_views)
     head: LinearHead | TreeEnsembleHead
     if fitted.candidate.estimator == "gbm":
         head = TreeEnsembleHead.from_sklearn(fitted.estimator)
@@ -324,6 +349,7 @@ def learner_record(
         "tile_size": tile,
         "tree_depth": head.depth if isinstance(head, TreeEnsembleHead) else None,
         "deep_min_size": scorer.deep.min_size if scorer.deep is not None else None,
+        "deep_views": scorer.deep.views if scorer.deep is not None else None,
         "relative_channels": bool(scorer.spectral is not None and scorer.spectral.relative),
         "head_columns": scorer.head_columns,
         "calibration": "platt",

@@ -144,6 +144,8 @@ class LearnerRecord(_Section):
     tile_size: int
     tree_depth: int | None = None
     deep_min_size: int | None = None
+    # flips/rotations the deep features are averaged over (None: 1, cards before it)
+    deep_views: int | None = Field(default=None, ge=1, le=8)
     relative_channels: bool = False
     head_columns: int | None = None
     calibration: str = "platt"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoscreen.errors import InputError
+from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import Backbone, build_backbone
 from geoscreen.vision.classifier import InputNorm, TileModel, spec_from_card
 from geoscreen.vision.modelcard import ClassifyCard
@@ -29,7 +30,9 @@ DEEP_MIN_SIZE = 64
 
 
 class DeepFeatures(nn.Module):
-    """Normalise, enlarge small tiles, then the backbone's pooled features."""
+    """Normalise, enlarge small tiles, then the backbone's pooled features; with
+    ``views`` > 1 their mean over the first ``views`` flips/rotations of the tile
+    (:func:`~geoscreen.vision.augment.dihedral`), as the ``deep`` learner was fitted."""
 
     def __init__(
         self,
@@ -37,17 +40,31 @@ class DeepFeatures(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         min_size: int = DEEP_MIN_SIZE,
+        views: int = 1,
     ) -> None:
         super().__init__()
+        if not 1 <= views <= DIHEDRAL:
+            raise ValueError(f"views must be 1..{DIHEDRAL}, got {views}")
         self.norm = InputNorm(mean, std)
         self.backbone = backbone
         self.min_size = min_size
+        self.views = views
 
     @property
     def out_features(self) -> int:
         return int(self.backbone.out_features)
 
+    def with_views(self, views: int) -> DeepFeatures:
+        """The same backbone (shared, not copied) and normalisation, averaging ``views``."""
+        mean, std = self.norm.mean.flatten().tolist(), self.norm.std.flatten().tolist()
+        return DeepFeatures(self.backbone, mean, std, self.min_size, views)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.views == 1:
+            return self._one(x)
+        return torch.stack([self._one(dihedral(x, k)).float() for k in range(self.views)]).mean(0)
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
         if min(x.shape[-2:]) < self.min_size:
             scale = self.min_size / min(x.shape[-2:])
             size = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
@@ -114,7 +131,8 @@ def scorer_from_card(card: ClassifyCard, state: dict[str, torch.Tensor]) -> Feat
     if uses in ("deep", "combined"):
         mean, std = card.input_stats.mean, card.input_stats.std
         backbone = build_backbone(spec_from_card(card))
-        deep = DeepFeatures(backbone, mean, std, _needed(learner.deep_min_size, "deep_min_size"))
+        min_size = _needed(learner.deep_min_size, "deep_min_size")
+        deep = DeepFeatures(backbone, mean, std, min_size, learner.deep_views or 1)
     head: LinearHead | TreeEnsembleHead
     if learner.estimator == "gbm":
         depth = _needed(learner.tree_depth, "tree_depth")

@@ -281,3 +281,70 @@ def test_cross_validation_fits_each_fold_with_the_chip_weights() -> None:
     plain = cross_validate(lr, features, y, folds, 0)["spectral_lr"].oof
     heavy = cross_validate(lr, features, y, folds, 0, weight)["spectral_lr"].oof
     assert heavy[is_hard].mean() < plain[is_hard].mean()  # out of fold, too
+
+
+def test_deep_learner_fits_every_view_of_training_chips_only_and_tests_their_mean() -> None:
+    """``deep_lr`` fits on all 8 flips/rotations of each training chip, never on a view
+    of a chip of the block it scores, and scores a chip by its mean over the views;
+    ``combined_lr`` on a CPU fits and tests on view 0."""
+    chips = _chips(200, seed=6)
+    folds = blocked_folds(chips, ["s"] * len(chips), block_px=48, k=4, seed=0)
+    y = np.array([c.label for c in chips])
+    n, views = len(chips), 8
+    # Column 0 names the chip, column 1 the view: the rows fitted on say where they came from.
+    ids = np.arange(n, dtype=np.float64)
+    deep = np.stack([np.stack([ids, np.full(n, v)], axis=1) for v in range(views)])
+    spectral = np.random.default_rng(6).normal(size=(n, 4))
+    features = Features(spectral, spectral[:, :3], deep_views=deep, combined_views=1)
+    for train, test in folds.splits:
+        x, labels = features.training_rows(CANDIDATES["deep_lr"], train, y)
+        fitted_chips = x[:, 0].astype(int)
+        assert not set(fitted_chips) & set(test)
+        assert np.array_equal(np.bincount(fitted_chips, minlength=n)[train], np.full(train.size, 8))
+        assert np.array_equal(labels, y[fitted_chips])
+        weights = features.training_weights(CANDIDATES["deep_lr"], train, np.ones(n))
+        assert weights is not None and weights.size == x.shape[0]
+        x, _ = features.training_rows(CANDIDATES["combined_lr"], train, y)
+        assert x.shape == (train.size, 2 + 4) and np.all(x[:, 1] == 0)
+    np.testing.assert_allclose(features.matrix("deep"), np.stack([ids, np.full(n, 3.5)], axis=1))
+    assert np.all(features.matrix("combined")[:, 1] == 0)
+
+
+def test_deep_learner_out_of_fold_scores_are_at_chance_on_memorised_chips() -> None:
+    """Views of one chip look alike; if any view of a scored chip had been fitted on, a
+    learner that memorises (chip-unique features, random labels) would score above chance."""
+    chips = _chips(240, seed=7)
+    rng = np.random.default_rng(7)
+    y = rng.random(len(chips)) < 0.3
+    chips = [
+        Chip(c.row_off, c.col_off, c.size, int(t), c.source) for c, t in zip(chips, y, strict=True)
+    ]
+    folds = blocked_folds(chips, ["s"] * len(chips), block_px=64, k=4, seed=0)
+    chip = rng.normal(size=(len(chips), 30))
+    deep = np.stack([chip + rng.normal(scale=0.05, size=chip.shape) for _ in range(8)])
+    features = Features(spectral=chip[:, :5], pixel=chip[:, :3], deep_views=deep)
+    oof = cross_validate([CANDIDATES["deep_lr"]], features, y.astype(int), folds, seed=0)
+    scores = oof["deep_lr"].oof
+    assert not np.isnan(scores).any()
+    assert roc_auc(scores, y) == pytest.approx(0.5, abs=0.12)
+
+
+def test_deep_features_averaged_over_views_do_not_change_under_flips() -> None:
+    """The screening scorer of ``deep_lr`` averages the backbone over the 8 symmetries it
+    was fitted on: each view's features as in training, and their mean the same for a
+    tile flipped or rotated."""
+    from geoscreen.vision.backbones import BackboneSpec, build_backbone
+    from geoscreen.vision.scorer import DeepFeatures
+
+    torch.manual_seed(0)
+    one = DeepFeatures(build_backbone(BackboneSpec("resnet18", 3)), [0.5] * 3, [0.25] * 3).eval()
+    eight = one.with_views(8)
+    assert eight.backbone is one.backbone and eight.views == 8 and one.views == 1
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        mean = torch.stack([one(dihedral(x, k)) for k in range(8)]).mean(0)
+        torch.testing.assert_close(eight(x), mean)
+        for k in range(8):
+            torch.testing.assert_close(eight(dihedral(x, k)), mean, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="views"):
+        one.with_views(9)

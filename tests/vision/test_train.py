@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 
@@ -22,9 +24,20 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
+from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
-from geoscreen.vision.modelcard import ClassifyCard, LearnerScore, read_card
+from geoscreen.vision.learners import learner_record
+from geoscreen.vision.modelcard import (
+    BackboneRecord,
+    ClassifyCard,
+    InputStats,
+    LearnerRecord,
+    LearnerScore,
+    read_card,
+)
+from geoscreen.vision.scorer import scorer_from_card
+from geoscreen.vision.select_train import compare_learners
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, loss_weights, train_classifier
 
@@ -329,3 +342,60 @@ def test_fine_tuning_loss_weights_keep_the_negatives_total() -> None:
     assert weights[labels == 0].sum() == pytest.approx(4.0)
     assert weights[5] == pytest.approx(4 * weights[2]) and set(weights[:2]) == {1.0}
     np.testing.assert_array_equal(loss_weights(labels, None), np.ones(6))
+
+
+def test_deep_learner_is_reproducible_and_screens_like_the_others(
+    trained: tuple[Path, ClassifyCard],
+    profile: Profile,
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    tmp_path: Path,
+) -> None:
+    """``deep_lr``, which scores the mean of a tile's features over 8 flips/rotations:
+    the same seed gives the same out-of-fold numbers and weights, the weights rebuild
+    from tensors and the card's learner section alone, and screening with it writes the
+    same tile table and score raster as the model ``auto`` chose."""
+    opts = TrainOptions(seed=0, device="cpu", mode="linear_probe")
+    data = collect_chips(profile, [osbs_labels_path], [osbs_path], opts)
+    runs = [compare_learners(profile, data, opts, lambda _msg: None) for _ in range(2)]
+    assert [_untimed_table(c.table) for c in runs] == [_untimed_table(runs[0].table)] * 2
+    assert np.array_equal(runs[0].results["deep_lr"].oof, runs[1].results["deep_lr"].oof)
+    (scorer, fitted), (again, _) = (c.refit("deep_lr", 0) for c in runs)
+    state, other = scorer.state_dict(), again.state_dict()
+    assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
+    assert scorer.deep is not None and scorer.deep.views == 8
+
+    spec = runs[0].spec
+    mean, std = input_stats(spec)
+    card = trained[1].model_copy(
+        update={
+            "learner": LearnerRecord.model_validate(learner_record(scorer, fitted, 3, 64)),
+            "backbone": BackboneRecord(name=spec.name, in_channels=spec.in_channels),
+            "input_stats": InputStats(mean=mean, std=std),
+        }
+    )
+    assert card.learner is not None and card.learner.deep_views == 8
+    rebuilt = scorer_from_card(card, state)
+    rebuilt.load_state_dict(state)
+
+    scene = open_scene(osbs_path, sensor="rgb")
+    opts_screen = ScreenOptions(num_workers=0, device="cpu")
+    maps = {
+        "deep": screen_scene(scorer, profile, scene, opts_screen),
+        "rebuilt": screen_scene(rebuilt.eval(), profile, scene, opts_screen),
+        "auto": screen_scene(load_model(trained[0]).model, profile, scene, opts_screen),
+    }
+    np.testing.assert_allclose(maps["rebuilt"].scores, maps["deep"].scores, atol=1e-6)
+    deep, auto = (maps[k].write(tmp_path / k) for k in ("deep", "auto"))
+    assert deep.keys() == auto.keys() == {"tiles", "raster"}
+    tiles = [gpd.read_parquet(w["tiles"]) for w in (deep, auto)]
+    assert list(tiles[0].columns) == list(tiles[1].columns)
+    assert tiles[0]["tile_id"].tolist() == tiles[1]["tile_id"].tolist() and len(tiles[0]) == 64
+    scores = tiles[0]["score"].to_numpy()
+    assert np.all((scores >= 0) & (scores <= 1)) and np.unique(scores).size > 1
+    with rasterio.open(deep["raster"]) as d, rasterio.open(auto["raster"]) as u:
+        assert d.shape == u.shape and d.transform == u.transform and d.dtypes == u.dtypes
+
+
+def _untimed_table(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {k: {m: v for m, v in row.items() if m != "seconds"} for k, row in table.items()}
