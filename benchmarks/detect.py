@@ -115,8 +115,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
     "one anchor size (object_size_m)": {"fit_anchors": False},
     "no refit (selection model)": {"refit": False},
-    "every planned epoch (strips choose only the threshold)": {"epoch_choice": "fixed"},
+    "epochs by the held-out strips (best 3-epoch mean, patience 6)": {"epoch_choice": "held_out"},
     "12 epochs, constant rate, best single epoch (before)": {
+        "epoch_choice": "held_out",
         "max_epochs": 12,
         "patience": 4,
         "lr_schedule": "constant",

@@ -52,6 +52,11 @@ def detection_card(
     sets its own.
     """
     n_train, n_val = objects
+    chosen = (
+        "choose the threshold (every planned epoch run)"
+        if opts.epoch_choice == "fixed"
+        else "choose the epochs and the threshold"
+    )
     refit = bool(opts.refit)
     card = model_card(
         profile,
@@ -65,7 +70,7 @@ def detection_card(
         split={
             "method": "spatially blocked",
             "description": f"a strip of {opts.val_fraction:.0%} of each scene held out to "
-            "choose the epochs and the threshold"
+            + chosen
             + ("; the model was then refitted on every label" if refit else ""),
             "train_objects": n_train,
             "val_objects": n_val,

@@ -97,6 +97,7 @@ def test_thresholds_and_options_for_small_data() -> None:
 
 def test_cosine_schedule_decays_once_to_a_floor() -> None:
     assert DetectTrainOptions().lr_schedule == "cosine"
+    assert DetectTrainOptions().epoch_choice == "fixed"  # benchmarks/detect.py ablation
     points = [lr_decay("cosine", i / 20) for i in range(21)]
     assert points[0] == pytest.approx(1.0) and points[-1] == pytest.approx(0.05)
     assert all(a > b for a, b in itertools.pairwise(points))  # strictly falling
@@ -175,7 +176,8 @@ def test_detection_metrics_by_hand() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, profile: Profile) -> LoadedDetector:
     out = tmp_path_factory.mktemp("osbs_detector")
-    opts = DetectTrainOptions(device="cpu", max_epochs=3, patience=3, chips_per_epoch=48, seed=0)
+    opts = DetectTrainOptions(device="cpu", max_epochs=3, patience=3, chips_per_epoch=48, seed=0,
+                              epoch_choice="held_out")  # fmt: skip
     train_detector(
         profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")], out, opts
     )
