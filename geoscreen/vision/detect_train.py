@@ -341,8 +341,11 @@ def _optimizer(model: Detector, opts: DetectTrainOptions) -> torch.optim.Optimiz
 
 
 def new_model(config: DetectorConfig, opts: DetectTrainOptions, device: torch.device) -> Detector:
-    """A fresh detector with the early stages frozen, in the memory layout chosen."""
-    model = build_detector(config)
+    """A fresh detector with the early stages frozen, in the memory layout chosen; its new
+    layers start from ``opts.seed`` (the caller's random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        model = build_detector(config)
     freeze_stages(model, opts.freeze_blocks)
     model = model.to(device)
     if opts.channels_last:

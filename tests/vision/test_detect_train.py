@@ -106,6 +106,24 @@ def test_cosine_schedule_decays_once_to_a_floor() -> None:
     assert {lr_decay("constant", t) for t in (0.0, 0.5, 1.0)} == {1.0}
 
 
+def test_new_models_start_from_the_seed(profile: Profile) -> None:
+    """Same seed, same starting weights (a fixed seed reproduces a training run)."""
+    scene = open_scene(sample_path("neon_osbs"), sensor="rgb")
+    config = detector_config(profile, scene, 0.1)
+
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        opts = DetectTrainOptions(device="cpu", seed=seed)
+        return new_model(config, opts, torch.device("cpu")).state_dict()
+
+    torch.manual_seed(123)
+    expected = torch.rand(1)  # the draw that follows seed 123
+    torch.manual_seed(123)
+    first, again, other = weights(0), weights(0), weights(1)
+    assert torch.equal(torch.rand(1), expected)  # the caller's random state: untouched
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
 @pytest.mark.slow
 def test_fixed_epoch_choice_runs_every_epoch_and_keeps_the_last(profile: Profile) -> None:
     """``fixed`` ignores patience: the strips choose only the threshold, at the last epoch."""
