@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -145,16 +147,21 @@ def test_platt_calibration_is_monotone_and_matches_rates() -> None:
     assert float(flat(torch.zeros(1))[0]) == pytest.approx(truth.mean(), abs=1e-4)
 
 
-def test_cross_validation_scores_each_chip_out_of_fold() -> None:
-    """Out-of-fold scores come from models that never saw the chip's block: a learner
-    that memorises (features unique per chip, labels random) scores at chance."""
-    chips = _chips(240, seed=3)
-    rng = np.random.default_rng(3)
+def _random_labels(seed: int) -> tuple[list[Chip], np.ndarray, Any, np.random.Generator]:
+    """240 chips with random labels (30% positive) and 4 blocked folds over them."""
+    chips = _chips(240, seed=seed)
+    rng = np.random.default_rng(seed)
     y = rng.random(len(chips)) < 0.3
     chips = [
         Chip(c.row_off, c.col_off, c.size, int(t), c.source) for c, t in zip(chips, y, strict=True)
     ]
-    folds = blocked_folds(chips, ["s"] * len(chips), block_px=64, k=4, seed=0)
+    return chips, y, blocked_folds(chips, ["s"] * len(chips), block_px=64, k=4, seed=0), rng
+
+
+def test_cross_validation_scores_each_chip_out_of_fold() -> None:
+    """Out-of-fold scores come from models that never saw the chip's block: a learner
+    that memorises (features unique per chip, labels random) scores at chance."""
+    chips, y, folds, rng = _random_labels(3)
     memorise = rng.normal(size=(len(chips), 30))
     features = Features(spectral=memorise, pixel=memorise[:, :3])
     results = cross_validate([CANDIDATES["spectral_gbm"]], features, y.astype(int), folds, seed=0)
@@ -313,13 +320,7 @@ def test_deep_learner_fits_every_view_of_training_chips_only_and_tests_their_mea
 def test_deep_learner_out_of_fold_scores_are_at_chance_on_memorised_chips() -> None:
     """Views of one chip look alike; if any view of a scored chip had been fitted on, a
     learner that memorises (chip-unique features, random labels) would score above chance."""
-    chips = _chips(240, seed=7)
-    rng = np.random.default_rng(7)
-    y = rng.random(len(chips)) < 0.3
-    chips = [
-        Chip(c.row_off, c.col_off, c.size, int(t), c.source) for c, t in zip(chips, y, strict=True)
-    ]
-    folds = blocked_folds(chips, ["s"] * len(chips), block_px=64, k=4, seed=0)
+    chips, y, folds, rng = _random_labels(7)
     chip = rng.normal(size=(len(chips), 30))
     deep = np.stack([chip + rng.normal(scale=0.05, size=chip.shape) for _ in range(8)])
     features = Features(spectral=chip[:, :5], pixel=chip[:, :3], deep_views=deep)
