@@ -39,7 +39,17 @@ ALL = NEUTRAL | SHARED | ENTRY | set(STAGES) | {"batch", "evaluate"}
 
 # Modules that fit models (and their data), and those that load and apply them.
 VISION_TRAINING = frozenset(
-    {"train", "select_train", "detect_train", "detect_data", "learners", "folds", "split"}
+    {
+        "train",
+        "select_train",
+        "detect_train",
+        "detect_data",
+        "detect_baselines",
+        "detect_metrics",
+        "learners",
+        "folds",
+        "split",
+    }
 )
 VISION_INFERENCE = frozenset(
     {"infer", "detect_infer", "detect_tta", "classifier", "detector", "scorer", "scoremap",
