@@ -74,6 +74,7 @@ from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import THRESHOLDS
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
+    DetectionData,
     DetectTrainOptions,
     detector_config,
     fitted_config,
@@ -296,20 +297,26 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     return entries
 
 
+def neon_data(profile: Profile, names: Sequence[str]) -> DetectionData:
+    """The labelled NEON scenes ``names``, read into memory as training reads them."""
+    return load_detection_data(profile, [sample_path(NEON[n][1]) for n in names],
+                               [sample_path(NEON[n][0]) for n in names],
+                               list(POSITIVE_CLASSES))  # fmt: skip
+
+
+def _baselines_on(train: Sequence[Any], held_out: Sequence[Any], seed: int
+                  ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Pixel peaks (fitted on ``train`` views) and random boxes scored on ``held_out``."""
+    empty = [(np.zeros((0, 4)), np.zeros(0)) for _ in held_out]
+    table = baseline_table(train, held_out, empty, 0.4, seed)
+    return {k: v for k, v in table.items() if k != "model"}
+
+
 def baselines(profile: Profile, train: Sequence[str], test: Sequence[str], seed: int = 0
               ) -> dict[str, dict[str, float]]:  # fmt: skip
     """Pixel peaks (fitted on the ``train`` sites) and random boxes scored on ``test``:
-    AP and hindsight F1 at IoU 0.4 (the model row is left empty)."""
-
-    def views(names: Sequence[str]) -> list[Any]:
-        return load_detection_data(profile, [sample_path(NEON[n][1]) for n in names],
-                                   [sample_path(NEON[n][0]) for n in names],
-                                   list(POSITIVE_CLASSES)).views  # fmt: skip
-
-    held_out = views(test)
-    empty = [(np.zeros((0, 4)), np.zeros(0)) for _ in held_out]
-    table = baseline_table(views(train), held_out, empty, 0.4, seed)
-    return {k: v for k, v in table.items() if k != "model"}
+    AP and hindsight F1 at IoU 0.4."""
+    return _baselines_on(neon_data(profile, train).views, neon_data(profile, test).views, seed)
 
 
 def learning_curve(profile: Profile, cases: Sequence[str], seed: int, epochs: int) -> None:
@@ -319,12 +326,7 @@ def learning_curve(profile: Profile, cases: Sequence[str], seed: int, epochs: in
     learn from those sites (flat at the baselines' level)."""
     for case in cases:
         train, test = CASES[case]
-        data = load_detection_data(profile, [sample_path(NEON[n][1]) for n in train],
-                                   [sample_path(NEON[n][0]) for n in train],
-                                   list(POSITIVE_CLASSES))  # fmt: skip
-        held = load_detection_data(profile, [sample_path(NEON[n][1]) for n in test],
-                                   [sample_path(NEON[n][0]) for n in test],
-                                   list(POSITIVE_CLASSES))  # fmt: skip
+        data, held = neon_data(profile, train), neon_data(profile, test)
         opts = DetectTrainOptions(device="cpu", seed=seed, patience=epochs,
                                   smooth_epochs=1, chip_size=DEFAULT_CHIP_PX,
                                   positive_classes=list(POSITIVE_CLASSES))  # fmt: skip
@@ -353,12 +355,10 @@ def baseline_report(profile: Profile, cases: Sequence[str], seed: int) -> dict[s
                      *(f"{table[k]['ap']:.3f} / {table[k]['best_f1']:.3f}"
                        for k in ("pixel_peaks", "random_boxes"))])  # fmt: skip
     # the profile run (--combined): the same held-out strips train_detector cuts
-    data = load_detection_data(profile, [sample_path(NEON[n][1]) for n in ("osbs", "yell")],
-                               [sample_path(NEON[n][0]) for n in ("osbs", "yell")],
-                               list(POSITIVE_CLASSES))  # fmt: skip
-    kept, strips = data.split(DetectTrainOptions().val_fraction, seed, 0.4)
-    empty = [(np.zeros((0, 4)), np.zeros(0)) for _ in strips]
-    table = baseline_table(kept, strips, empty, 0.4, seed)
+    kept, strips = neon_data(profile, ("osbs", "yell")).split(
+        DetectTrainOptions().val_fraction, seed, 0.4
+    )
+    table = _baselines_on(kept, strips, seed)
     found["osbs+yell strips"] = table
     rows.append(["OSBS+YELL, held-out strips",
                  *(f"{table[k]['ap']:.3f} / {table[k]['best_f1']:.3f}"

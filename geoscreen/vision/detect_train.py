@@ -446,7 +446,8 @@ def run_training(
             if better:
                 threshold, f1 = best_threshold(predictions, truths, opts.eval_iou)
                 best = {"ap": smoothed, "epoch": epoch, "threshold": threshold, "f1": f1}
-                state = copy.deepcopy(model.state_dict())
+                # fixed keeps the last epoch: the weights in place already are the ones
+                state = None if fixed else copy.deepcopy(model.state_dict())
         record["seconds"] = round(time.perf_counter() - started, 2)
         history.append(record)
         if bar is not None:
