@@ -11,8 +11,8 @@ venv: $(STAMP)
 # torch/torchvision are pinned in pyproject.toml; pip takes them from local disk where it can.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/pip install -q --no-cache-dir -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q --no-cache-dir -e '.[bench]'
 	$(BIN)/python benchmarks/tiling.py
 
 lint: $(STAMP)
