@@ -46,34 +46,16 @@ from geoscreen.vision.train import TrainOptions, collect_chips
 
 
 class Stages:
-    """Pooled outputs of the last block of every resolution stage (hooks on the trunk)."""
+    """The last layer's pooled features and every trunk stage's, from one pass."""
 
     def __init__(self, deep: DeepFeatures) -> None:
-        self.deep = deep
-        self.outputs: list[torch.Tensor] = []
-        blocks: Any = deep.backbone.body.net._blocks  # type: ignore[union-attr]
-        shapes: list[tuple[int, ...]] = []
-        probe = [
-            b.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for b in blocks
-        ]
-        with torch.inference_mode():
-            deep(torch.zeros(1, 3, 64, 64))
-        for h in probe:
-            h.remove()
-        ends = [
-            i
-            for i in range(len(shapes))
-            if i + 1 == len(shapes) or shapes[i + 1][2] != shapes[i][2]
-        ]
-        self.hooks = [blocks[i].register_forward_hook(self._keep) for i in ends]
-
-    def _keep(self, module: Any, inputs: Any, out: torch.Tensor) -> None:
-        self.outputs.append(out.float().mean(dim=(2, 3)))
+        mean, std = deep.norm.mean.flatten().tolist(), deep.norm.std.flatten().tolist()
+        self.staged = DeepFeatures(deep.backbone, mean, std, deep.min_size, stages=True)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.outputs = []
-        last = self.deep(x).float()
-        return last, torch.cat(self.outputs, dim=1)
+        both = self.staged(x).float()
+        n = self.staged.stage_channels
+        return both[:, n:], both[:, :n]
 
 
 @torch.inference_mode()
@@ -92,7 +74,9 @@ def features(case: str, cache: Path, seed: int) -> None:
     sites = train.split("+")
     profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     classes = ["Tree", *(c for s in sites for c in NEON_CLASSES.get(s, []))]
-    opts = TrainOptions(device="cpu", seed=seed, positive_classes=classes)
+    # The shipped deep features with stages are the cached "multi" set; "deep" is the
+    # last layer alone.
+    opts = TrainOptions(device="cpu", seed=seed, positive_classes=classes, deep_stages=False)
     data = collect_chips(
         profile,
         [sample_path(NEON[s][1]) for s in sites],
@@ -170,6 +154,10 @@ VARIANTS: dict[str, Variant] = {
     "stages_lr fit 8 / test mean 8": Variant("stages", fit_views=ALL, test_views=ALL),
     "combined_lr fit 8 / test mean 8": Variant("combined", fit_views=ALL, test_views=ALL),
     "combined_lr fit mean / test mean": Variant("combined", fit_views="mean", test_views=ALL),
+    "multi_lr C=0.003 fit 8 / test mean 8": Variant(
+        "multi", c=0.003, fit_views=ALL, test_views=ALL
+    ),
+    "multi_lr C=0.03 fit 8 / test mean 8": Variant("multi", c=0.03, fit_views=ALL, test_views=ALL),
 }
 # Candidate sets selection chooses from by out-of-fold AP (the baseline always in).
 BEFORE = ["pixel_lr", "spectral_lr", "spectral_gbm", "deep_lr (1 view, before)", "combined_lr"]
@@ -180,6 +168,12 @@ SELECTIONS: dict[str, list[str]] = {
     "after (deep_lr 8 views)": AFTER,
     "after + ensemble": [*AFTER, "ensemble8(rank)"],
     "deep and combined 8 views": [*AFTER[:4], "combined_lr fit 8 / test mean 8"],
+    "stages in deep_lr": [*AFTER[:3], "multi_lr fit 8 / test mean 8", "combined_lr"],
+    "stages in deep_lr and combined_lr": [
+        *AFTER[:3],
+        "multi_lr fit 8 / test mean 8",
+        "multi_combined_lr",
+    ],
 }
 
 

@@ -67,14 +67,12 @@ from geoscreen.vision.modeldir import (
     restore_weights,
     save_model_dir,
 )
+from geoscreen.vision.stages import stage_container, stage_maps, trunk_stages
 
 ARCHITECTURES = ("faster_rcnn", "retinanet", "fcos")
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 MIN_OBJECT_PX = 4.0
-# Containers whose children are a trunk's successive stages (default: the body itself).
-_STAGE_CONTAINERS = {"efficientnet_lite0": "net._blocks"}
-_PROBE_PX = 128
 
 
 def object_size_px(object_size_m: float, resolution_m: float) -> float:
@@ -245,72 +243,35 @@ class FeaturePyramid(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        captured: dict[str, torch.Tensor] = {}
-        handles = [
-            self.body.get_submodule(path).register_forward_hook(partial(_capture, captured, path))
-            for path in self.tap_paths
-            if path
-        ]
-        try:
-            top = self.body(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        paths = [path for path in self.tap_paths if path]
+        maps, top = stage_maps(self.body, paths, x)
+        read = dict(zip(paths, maps, strict=True))
         levels = OrderedDict(
-            (str(i), top if not path else captured[path]) for i, path in enumerate(self.tap_paths)
+            (str(i), read[path] if path else top) for i, path in enumerate(self.tap_paths)
         )
         out: OrderedDict[str, torch.Tensor] = self.fpn(levels)
         return out
-
-
-def _capture(
-    store: dict[str, torch.Tensor], key: str, _module: nn.Module, _inputs: Any, output: Any
-) -> None:
-    store[key] = output
 
 
 def _find_taps(
     backbone: Backbone, in_channels: int, strides: Sequence[int]
 ) -> list[tuple[str, int]]:
     """(module path, channels) of the last trunk stage at each stride; "" = the trunk output."""
-    body = backbone.body
-    container_path = _STAGE_CONTAINERS.get(backbone.name, "")
-    container = body.get_submodule(container_path) if container_path else body
-    shapes: dict[str, tuple[int, int]] = {}
-
-    def record(name: str, _m: nn.Module, _i: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and out.ndim == 4:
-            shapes[name] = (int(out.shape[1]), _PROBE_PX // int(out.shape[2]))
-
-    handles = [
-        child.register_forward_hook(partial(record, name))
-        for name, child in container.named_children()
-    ]
-    was_training = body.training
-    try:
-        body.eval()
-        with torch.no_grad():
-            top = body(torch.zeros(1, in_channels, _PROBE_PX, _PROBE_PX))
-    finally:
-        body.train(was_training)
-        for handle in handles:
-            handle.remove()
-    top_stride = _PROBE_PX // int(top.shape[2])
+    stages, top = trunk_stages(backbone, in_channels)
     taps: list[tuple[str, int]] = []
     for stride in strides:
-        if stride == top_stride:
-            taps.append(("", int(top.shape[1])))
+        if stride == top.stride:
+            taps.append(("", top.channels))
             continue
-        names = [n for n, (_, s) in shapes.items() if s == stride]
-        if not names:
+        found = [stage for stage in stages if stage.stride == stride]
+        if not found:
             raise ConfigError(
                 f"backbone {backbone.name!r} has no stage at stride {stride}, which objects of "
                 "this size need",
                 fix="Choose another backbone in the profile's model section, or change "
                 "detection.object_size_m so that the pyramid uses strides the backbone has.",
             )
-        path = f"{container_path}.{names[-1]}" if container_path else names[-1]
-        taps.append((path, shapes[names[-1]][0]))
+        taps.append((found[-1].path, found[-1].channels))
     return taps
 
 
@@ -382,7 +343,7 @@ def freeze_stages(model: Detector, blocks: int) -> int:
     weight decay): early layers see generic edges and colours, and skipping their backward
     pass is most of a CPU step at high resolution. Returns the parameters frozen."""
     body = model.pyramid.body
-    container_path = _STAGE_CONTAINERS.get(model.config.backbone.name, "")
+    container_path = stage_container(model.config.backbone.name)
     stages = list(body.get_submodule(container_path).children()) if container_path else []
     frozen: list[nn.Parameter] = []
     if container_path and blocks > 0:

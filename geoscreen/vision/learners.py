@@ -350,6 +350,7 @@ def learner_record(
         "tree_depth": head.depth if isinstance(head, TreeEnsembleHead) else None,
         "deep_min_size": scorer.deep.min_size if scorer.deep is not None else None,
         "deep_views": scorer.deep.views if scorer.deep is not None else None,
+        "deep_stages": bool(scorer.deep is not None and scorer.deep.stages),
         "relative_channels": bool(scorer.spectral is not None and scorer.spectral.relative),
         "head_columns": scorer.head_columns,
         "calibration": "platt",

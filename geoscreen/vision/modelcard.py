@@ -146,6 +146,8 @@ class LearnerRecord(_Section):
     deep_min_size: int | None = None
     # flips/rotations the deep features are averaged over (None: 1, cards before it)
     deep_views: int | None = Field(default=None, ge=1, le=8)
+    # every trunk stage pooled before the last layer's features (False: cards before it)
+    deep_stages: bool = False
     relative_channels: bool = False
     head_columns: int | None = None
     calibration: str = "platt"

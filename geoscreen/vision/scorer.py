@@ -20,6 +20,7 @@ from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import Backbone, build_backbone
 from geoscreen.vision.classifier import InputNorm, TileModel, spec_from_card
 from geoscreen.vision.modelcard import ClassifyCard
+from geoscreen.vision.stages import stage_maps, trunk_stages
 from geoscreen.vision.tabular import LinearHead, PlattCalibrator, TreeEnsembleHead
 from geoscreen.vision.tilefeatures import SpectralContext
 
@@ -32,7 +33,12 @@ DEEP_MIN_SIZE = 64
 class DeepFeatures(nn.Module):
     """Normalise, enlarge small tiles, then the backbone's pooled features; with
     ``views`` > 1 their mean over the first ``views`` flips/rotations of the tile
-    (:func:`~geoscreen.vision.augment.dihedral`), as the ``deep`` learner was fitted."""
+    (:func:`~geoscreen.vision.augment.dihedral`), as the ``deep`` learner was fitted.
+
+    With ``stages``, the pooled output of every resolution stage of the trunk comes
+    first (finest first, :func:`~geoscreen.vision.stages.trunk_stages`), then the last
+    layer's features as without.
+    """
 
     def __init__(
         self,
@@ -41,6 +47,7 @@ class DeepFeatures(nn.Module):
         std: Sequence[float],
         min_size: int = DEEP_MIN_SIZE,
         views: int = 1,
+        stages: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= views <= DIHEDRAL:
@@ -49,15 +56,20 @@ class DeepFeatures(nn.Module):
         self.backbone = backbone
         self.min_size = min_size
         self.views = views
+        self.stages = stages
+        found = trunk_stages(backbone, len(mean))[0] if stages else []
+        self.stage_paths = tuple(stage.path for stage in found)
+        self.stage_channels = sum(stage.channels for stage in found)
 
     @property
     def out_features(self) -> int:
-        return int(self.backbone.out_features)
+        return self.stage_channels + int(self.backbone.out_features)
 
     def with_views(self, views: int) -> DeepFeatures:
-        """The same backbone (shared, not copied) and normalisation, averaging ``views``."""
+        """The same backbone (shared, not copied), normalisation and stages, averaging
+        ``views``."""
         mean, std = self.norm.mean.flatten().tolist(), self.norm.std.flatten().tolist()
-        return DeepFeatures(self.backbone, mean, std, self.min_size, views)
+        return DeepFeatures(self.backbone, mean, std, self.min_size, views, self.stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.views == 1:
@@ -69,7 +81,12 @@ class DeepFeatures(nn.Module):
             scale = self.min_size / min(x.shape[-2:])
             size = (round(x.shape[-2] * scale), round(x.shape[-1] * scale))
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return self.backbone(self.norm(x))
+        x = self.norm(x)
+        if not self.stages:
+            return self.backbone(x)
+        maps, top = stage_maps(self.backbone.body, self.stage_paths, x)
+        pooled = [m.float().mean(dim=(2, 3)) for m in maps]
+        return torch.cat([*pooled, self.backbone.pool(top).float()], dim=1)
 
 
 class FeatureScorer(TileModel):
@@ -132,7 +149,9 @@ def scorer_from_card(card: ClassifyCard, state: dict[str, torch.Tensor]) -> Feat
         mean, std = card.input_stats.mean, card.input_stats.std
         backbone = build_backbone(spec_from_card(card))
         min_size = _needed(learner.deep_min_size, "deep_min_size")
-        deep = DeepFeatures(backbone, mean, std, min_size, learner.deep_views or 1)
+        deep = DeepFeatures(
+            backbone, mean, std, min_size, learner.deep_views or 1, learner.deep_stages
+        )
     head: LinearHead | TreeEnsembleHead
     if learner.estimator == "gbm":
         depth = _needed(learner.tree_depth, "tree_depth")

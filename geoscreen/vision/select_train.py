@@ -262,7 +262,8 @@ def compare_learners(
     deep: DeepFeatures | None = None
     if any(c.features in ("deep", "combined") for c in candidates):
         mean, std = input_stats(spec)
-        deep = DeepFeatures(build_backbone(spec), mean, std).to(device).eval()
+        backbone = build_backbone(spec)
+        deep = DeepFeatures(backbone, mean, std, stages=opts.deep_stages).to(device).eval()
     views = range(DEEP_VIEWS) if any(c.features == "deep" for c in candidates) else None
     features = chip_features(
         data, spectral, deep, device, opts.batch_size, opts.colour_views, opts.seed,

@@ -97,6 +97,15 @@ class TrainOptions(BaseModel):
     colour_views: int = Field(
         default=0, ge=0, le=16, description="colour-jittered copies per chip (spectral learners)"
     )
+    # Measured with benchmarks/quality_ablation.py on the four NEON cases, ``deep_lr`` on
+    # 8 views: out-of-fold AP 0.719/0.846/0.490/0.644 -> 0.826/0.856/0.531/0.679, held
+    # out 0.679/0.892/0.864/0.639 -> 0.722/0.879/0.882/0.683; the chosen learner's
+    # held-out AP -> YELL 0.864 -> 0.882 and -> YELL2 0.639 -> 0.683, the same where a
+    # spectral learner is chosen (OSBS -> YELL, YELL -> OSBS).
+    deep_stages: bool = Field(
+        default=True,
+        description="deep features pool every backbone stage next to the last layer",
+    )
     shifted_positives: int = Field(
         default=0, ge=0, le=16, description="copies of each positive chip, shifted within a stride"
     )

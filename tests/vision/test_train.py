@@ -363,7 +363,7 @@ def test_deep_learner_is_reproducible_and_screens_like_the_others(
     (scorer, fitted), (again, _) = (c.refit("deep_lr", 0) for c in runs)
     state, other = scorer.state_dict(), again.state_dict()
     assert state.keys() == other.keys() and all(torch.equal(state[k], other[k]) for k in state)
-    assert scorer.deep is not None and scorer.deep.views == 8
+    assert scorer.deep is not None and scorer.deep.views == 8 and scorer.deep.stages
 
     spec = runs[0].spec
     mean, std = input_stats(spec)
@@ -375,6 +375,7 @@ def test_deep_learner_is_reproducible_and_screens_like_the_others(
         }
     )
     assert card.learner is not None and card.learner.deep_views == 8
+    assert card.learner.deep_stages
     rebuilt = scorer_from_card(card, state)
     rebuilt.load_state_dict(state)
 
