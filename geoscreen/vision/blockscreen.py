@@ -115,6 +115,7 @@ def score_blocks(
     embedded: np.ndarray | None = None
     size, stride = grid.tile_size, grid.stride
     channels = preprocessor.out_channels
+    grid_rows, grid_cols = grid.rows, grid.cols  # computed per call: once here
     reader = SceneWindowReader(grid.scene, preprocessor)
     try:
         with (
@@ -129,8 +130,8 @@ def score_blocks(
                 reader.read_into(src, block.window, image.transpose(2, 0, 1), mask)
                 tiles = _tile_view(torch.from_numpy(image), block, size, stride)
                 masks = _tile_view(torch.from_numpy(mask)[..., None], block, size, stride)
-                local_r = grid.rows[block.members] - block.row0
-                local_c = grid.cols[block.members] - block.col0
+                local_r = grid_rows[block.members] - block.row0
+                local_c = grid_cols[block.members] - block.col0
                 for start in range(0, block.members.size, batch_tiles):
                     part = slice(start, start + batch_tiles)
                     index = block.members[part]
