@@ -18,7 +18,9 @@ computes, on a batch of preprocessed tiles:
   (:func:`relative_channels`) in the same windows.
 
 Every statistic is computed for the whole batch with tensor operations (no per-tile
-Python), so screening with it is bound by reading, not featurising. The windows are
+Python), and screening reads such tiles many at a time
+(:mod:`geoscreen.vision.blockscreen`); at 16 px the spreads, means and tree walk are
+then most of the time, at 256 px sorting for the percentiles. The windows are
 centred, so the features barely change under the flips and rotations of a tile.
 """
 
