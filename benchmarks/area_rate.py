@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/area_rate.py [--size 8192] [--models resnet18 efficientnet_lite0]
-        [--model-dir DIR --profile YAML] [--force-bf16] [--workdir DIR] [--threads N]
+        [--model-dir DIR --profile YAML] [--tile-reads] [--force-bf16] [--workdir DIR]
+        [--threads N]
 
 On a synthetic 6-band uint16 scene at 10 m (``--size`` px square, at least 8,192 for
 the issue; cached in ``--workdir``), screens the whole scene end to end with
@@ -15,8 +16,16 @@ bf16/fp32 from the same run. Without that hardware bf16 is emulated and slower, 
 rate (random batches through the same inference path) is shown beside it.
 
 Models: untrained ``resnet18`` and ``efficientnet_lite0`` (random weights: speed does
-not depend on them), and any trained model folder with ``--model-dir`` and its
-``--profile`` (its own bands, tiles and preprocessing, on a scene with that many bands).
+not depend on them); the spectral-context learner (``spectral_gbm``: the features of
+:mod:`geoscreen.vision.tilefeatures` and gradient-boosted trees of the shipped size,
+:data:`~geoscreen.vision.learners.GBM_PARAMS`) on the CNNs' 256 px tiles
+(``spectral_gbm``) and on ``open_water_s2``'s 16 px tiles overlapping by 4
+(``spectral_gbm_16px``), its trees fitted to random labels on 400 tiles of the scene
+(**speed only**: the trees' values do not change the work, their size does); and any
+trained model folder with ``--model-dir`` and its ``--profile`` (its own bands, tiles
+and preprocessing, on a scene with that many bands). Feature scorers screen block by
+block (:mod:`geoscreen.vision.blockscreen`); ``--tile-reads`` also measures them read
+tile by tile, the general path (the "before").
 A new learner plugs in through :data:`LEARNERS` or :func:`model_dir_screener`: all this
 script needs is a :data:`Screener`, a function that screens a scene in a precision and
 returns the number of tiles it scored.
@@ -37,20 +46,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
-from geoscreen.imagery.preprocess import NormalizationConfig, PreprocessConfig
+from geoscreen.imagery.dataset import TileDataset, collate
+from geoscreen.imagery.preprocess import NormalizationConfig, PreprocessConfig, ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import ModelSpec, Profile, TilingConfig, load_profile
 from geoscreen.samples import make_synthetic_scene
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
-from geoscreen.vision.classifier import TileClassifier, load_model
+from geoscreen.vision.classifier import TileClassifier, TileModel, load_model
 from geoscreen.vision.infer import ScreenOptions, model_for_inference, screen_scene
+from geoscreen.vision.learners import GBM_PARAMS
 from geoscreen.vision.runtime import autocast, cpu_has_fast_bf16, tune_malloc
+from geoscreen.vision.scorer import FeatureScorer
+from geoscreen.vision.tabular import PlattCalibrator, TreeEnsembleHead
+from geoscreen.vision.tilefeatures import SpectralContext
 
 TILE = 256
 BATCH = 32
@@ -96,17 +112,66 @@ def bench_model(backbone: str, bands: int = BANDS) -> TileClassifier:
     return TileClassifier(build_backbone(spec), mean, std).eval()
 
 
-def classifier_screener(model: TileClassifier, profile: Profile) -> Screener:
-    """A :data:`Screener` running ``model`` through ``screen_scene`` with CPU defaults."""
+def classifier_screener(model: TileModel, profile: Profile, block_reads: bool = True) -> Screener:
+    """A :data:`Screener` running ``model`` through ``screen_scene`` with CPU defaults
+    (``block_reads=False``: feature scorers read tile by tile too)."""
 
     def run(scene: Scene, precision: str) -> int:
-        opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=0, precision=precision)
+        opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=0, precision=precision,
+                             block_reads=block_reads)  # fmt: skip
         return len(screen_scene(model, profile, scene, opts).scores)
 
     return run
 
 
-def model_dir_screener(model_dir: Path, profile_path: Path) -> Screener:
+def spectral_profile(tile: int, overlap: int) -> Profile:
+    """``open_water_s2``'s preprocessing (2-98 percentile stretch) on ``tile`` px tiles."""
+    return Profile(
+        name=f"area_spectral_{tile}",
+        version="0.0.0",
+        description="Benchmark profile: trees fitted to random labels, measures speed only.",
+        tiling=TilingConfig(tile_size=tile, overlap=overlap),
+        preprocess=PreprocessConfig(normalization=NormalizationConfig(method="percentile")),
+        model=ModelSpec(backbone="efficientnet_lite0"),
+    )
+
+
+def spectral_gbm(scene: Scene, profile: Profile, chips: int = 400, seed: int = 0) -> FeatureScorer:
+    """A ``spectral_gbm`` feature scorer for ``scene``: spectral context (with relative
+    channels, as training adds them for several bands) and trees fitted with the shipped
+    :data:`GBM_PARAMS` to random labels of ``chips`` random tiles. Speed only."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    tile = profile.tiling.tile_size
+    spectral = SpectralContext(scene.count, tile, relative=scene.count > 1)
+    grid = TileGrid(scene, tile, profile.tiling.overlap)
+    rng = np.random.default_rng(seed)
+    picked = sorted(int(i) for i in rng.choice(len(grid), min(chips, len(grid)), replace=False))
+    dataset = TileDataset(grid, ScenePreprocessor.build(profile.preprocess, scene))
+    parts = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(picked), BATCH):
+                batch = collate(dataset.__getitems__(picked[start : start + BATCH]))
+                parts.append(spectral(batch["image"]).numpy())
+    finally:
+        dataset.close()
+    features = np.concatenate(parts)
+    labels = rng.integers(0, 2, len(features))
+    fitted = HistGradientBoostingClassifier(**GBM_PARAMS, random_state=seed).fit(features, labels)
+    head = TreeEnsembleHead.from_sklearn(fitted)
+    return FeatureScorer(head, PlattCalibrator(), spectral=spectral).eval()
+
+
+def spectral(tile: int, overlap: int, block_reads: bool = True) -> Callable[[Scene], Screener]:
+    def make(scene: Scene) -> Screener:
+        profile = spectral_profile(tile, overlap)
+        return classifier_screener(spectral_gbm(scene, profile), profile, block_reads)
+
+    return make
+
+
+def model_dir_screener(model_dir: Path, profile_path: Path, block_reads: bool = True) -> Screener:
     """A :data:`Screener` for a trained model folder and the profile it was trained for.
 
     The hook for other learners: give them a function like this one (load once,
@@ -114,22 +179,29 @@ def model_dir_screener(model_dir: Path, profile_path: Path) -> Screener:
     :data:`LEARNERS` or call :func:`measure` with it.
     """
     loaded = load_model(model_dir)
-    return classifier_screener(loaded.model, load_profile(profile_path))
+    return classifier_screener(loaded.model, load_profile(profile_path), block_reads)
 
 
-def untrained(backbone: str) -> Callable[[int], Screener]:
-    def make(bands: int) -> Screener:
-        return classifier_screener(bench_model(backbone, bands), bench_profile(backbone))
+def untrained(backbone: str) -> Callable[[Scene], Screener]:
+    def make(scene: Scene) -> Screener:
+        return classifier_screener(bench_model(backbone, scene.count), bench_profile(backbone))
 
     return make
 
 
-LEARNERS: dict[str, Callable[[int], Screener]] = {
+LEARNERS: dict[str, Callable[[Scene], Screener]] = {
     "resnet18": untrained("resnet18"),
     "efficientnet_lite0": untrained("efficientnet_lite0"),
-    # "spectral_context": lambda bands: <a Screener for the spectral-context learner>,
+    "spectral_gbm": spectral(TILE, 0),
+    "spectral_gbm_16px": spectral(16, 4),
 }
-"""Learners measured by name: each takes the scene's band count, gives a Screener."""
+"""Learners measured by name: each takes the scene (its bands; a feature scorer's trees
+are fitted on its tiles), gives a Screener."""
+# With --tile-reads: the same feature scorers read tile by tile (the general path).
+TILE_READS: dict[str, Callable[[Scene], Screener]] = {
+    "spectral_gbm": spectral(TILE, 0, block_reads=False),
+    "spectral_gbm_16px": spectral(16, 4, block_reads=False),
+}
 
 
 def measure(screener: Screener, scene: Scene, precision: str) -> Rate:
@@ -182,11 +254,16 @@ def scene_file(workdir: Path, size: int, bands: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8_192, help="scene side in px (10 m)")
-    parser.add_argument("--models", nargs="*", default=["resnet18", "efficientnet_lite0"],
+    parser.add_argument("--models", nargs="*", default=list(LEARNERS),
                         choices=sorted(LEARNERS))  # fmt: skip
     parser.add_argument("--model-dir", type=Path, default=None, help="a trained model folder")
     parser.add_argument("--profile", type=Path, default=None, help="its profile (YAML)")
     parser.add_argument("--bands", type=int, default=None, help="scene bands (default 6)")
+    parser.add_argument(
+        "--tile-reads",
+        action="store_true",
+        help="also screen feature scorers tile by tile (the general path)",
+    )
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure bf16 also where the CPU only emulates it")  # fmt: skip
     parser.add_argument("--model-only-tiles", type=int, default=256)
@@ -206,9 +283,18 @@ def main() -> None:
     warm = open_scene(scene_file(workdir, 512, bands))
     fast = cpu_has_fast_bf16()
     precisions = ["fp32", "bf16"] if fast or args.force_bf16 else ["fp32"]
-    screeners: dict[str, Screener] = {name: LEARNERS[name](bands) for name in args.models}
+    screeners: dict[str, Screener] = {}
+    for name in args.models:
+        screeners[name] = LEARNERS[name](scene)
+        if args.tile_reads and name in TILE_READS:
+            screeners[f"{name}, tile reads"] = TILE_READS[name](scene)
     if args.model_dir is not None:
-        screeners[f"model {args.model_dir.name}"] = model_dir_screener(args.model_dir, args.profile)
+        model_dir = f"model {args.model_dir.name}"
+        screeners[model_dir] = model_dir_screener(args.model_dir, args.profile)
+        if args.tile_reads:
+            screeners[f"{model_dir}, tile reads"] = model_dir_screener(
+                args.model_dir, args.profile, block_reads=False
+            )
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads, "
@@ -218,7 +304,8 @@ def main() -> None:
     km2 = scene.width * scene.height * RESOLUTION_M**2 / 1e6
     print(
         f"scene {args.size:,}^2 px x {bands} bands uint16 at 10 m ({km2:,.0f} km²), "
-        f"{TILE} px tiles, batch {BATCH}, screen_scene end to end, one run each\n"
+        f"{TILE} px tiles (spectral_gbm_16px: 16 px, overlap 4), batch {BATCH}, screen_scene "
+        "end to end, one run each; spectral_gbm*: trees fitted to random labels, speed only\n"
     )
     rows: list[list[object]] = []
     ratios: list[str] = []
@@ -246,6 +333,13 @@ def main() -> None:
     print()
     for line in ratios:
         print(line)
+    by_name = {row[0]: row for row in rows if row[1] == "fp32"}
+    if "resnet18" in by_name:
+        base = float(str(by_name["resnet18"][4]).replace(",", ""))
+        for name, row in by_name.items():
+            if name != "resnet18":
+                km2_h = float(str(row[4]).replace(",", ""))
+                print(f"{name} / resnet18 (fp32, this run): {km2_h / base:.2f}")
     print(f"target: >= {TARGET_KM2_H:,} km²/h for a resnet18-class model on 2 CPU cores")
 
 

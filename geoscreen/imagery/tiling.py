@@ -218,9 +218,12 @@ class TileGrid:
                 # Float pixels are read so NaN counts as invalid whatever the mask kind.
                 data = src.read(indexes, window=win) if floating else None
                 valid = read_valid_mask(src, self.scene, win, indexes, data=data)
-                for k in members:
-                    c0 = int(cols[k] - col_lo) * self.stride
-                    keep[k] = bool(valid[:, c0 : c0 + self.tile_size].any())
+                # A tile holds data where any column it spans does: prefix sums of the
+                # columns holding data count them per tile (no per-tile Python).
+                filled = np.concatenate(([0], np.cumsum(valid.any(axis=0))))
+                left = (cols[members] - col_lo) * self.stride
+                right = np.minimum(left + self.tile_size, valid.shape[1])
+                keep[members] = filled[right] > filled[left]
                 bar.update(members.size)
                 start = end
         return self._subset(keep)

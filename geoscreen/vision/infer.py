@@ -33,6 +33,7 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
+from geoscreen.vision.blockscreen import block_path_applies, score_blocks
 from geoscreen.vision.classifier import TileModel
 from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
@@ -57,6 +58,9 @@ class ScreenOptions:
     drop_empty: bool = True
     progress: bool = False
     precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    # Feature scorers read many tiles per window (geoscreen.vision.blockscreen) where
+    # that gives the same scores; False reads tile by tile (to compare the two).
+    block_reads: bool = True
 
 
 def check_model_fits(loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
@@ -213,7 +217,12 @@ def score_grid(
     device: torch.device,
     meta: dict[str, Any] | None = None,
 ) -> ScoreMap:
-    """The inference loop over a prepared grid (the part benchmarks time)."""
+    """The inference loop over a prepared grid (the part benchmarks time).
+
+    Feature scorers on spectral features read the grid block by block instead
+    (:mod:`geoscreen.vision.blockscreen`, same scores; ``num_workers`` and
+    ``batch_size`` do not apply there).
+    """
     n = len(grid)
     scores = np.zeros(n, dtype=np.float32)
     valid = np.zeros(n, dtype=np.float32)
@@ -221,6 +230,12 @@ def score_grid(
     if n == 0:
         return ScoreMap(grid, scores, valid, None, dict(meta or {}))
     net = model_for_inference(model, device)
+    if opts.block_reads and block_path_applies(net, grid):
+        with autocast(opts.precision, device):
+            scores, valid, embeddings = score_blocks(
+                net, grid, preprocessor, device, embeddings=opts.embeddings, progress=opts.progress
+            )
+        return ScoreMap(grid, scores, valid, embeddings, dict(meta or {}))
     workers = opts.num_workers if opts.num_workers is not None else auto_workers(device)
     dataset = TileDataset(grid, preprocessor, read_threads=read_threads(device, workers))
     loader = DataLoader(

