@@ -118,12 +118,12 @@ def detect(model_dirs: list[Path], test: str) -> list[list[object]]:
             metrics[precision] = evaluate_sites(
                 sites[precision], truth, Criterion(iou=0.4), score_threshold=threshold, n_boot=0
             ).metrics
-        kept = {p: sites[p][sites[p]["score"] >= threshold] for p in PRECISIONS}
+        kept = {p: sites[p][sites[p]["score_max"] >= threshold] for p in PRECISIONS}
         same = evaluate_sites(
             kept["bf16"], kept["fp32"], Criterion(iou=0.5), score_threshold=threshold, n_boot=0
         ).metrics
         rows.append([
-            folder.name, f"{metrics['fp32']['average_precision']:.4f}",
+            "/".join(folder.parts[-3:]), f"{metrics['fp32']['average_precision']:.4f}",
             f"{metrics['bf16']['average_precision']:.4f}",
             f"{metrics['bf16']['average_precision'] - metrics['fp32']['average_precision']:+.4f}",
             f"{metrics['fp32']['f1']:.3f} / {metrics['bf16']['f1']:.3f}",

@@ -44,8 +44,9 @@ def precision_option(func: F) -> F:
         type=click.Choice(PRECISION_CHOICES),
         default="auto",
         show_default=True,
-        help="Model arithmetic. auto: bf16 on a CPU with AMX/AVX512-BF16 and for classifiers "
-        "on a GPU, else fp32 (bf16 without that hardware is emulated and slower).",
+        help="Model arithmetic. auto: fp32 on a CPU (bf16 moves some tiles across the "
+        "threshold), bf16 for classifiers on a GPU. bf16 on a CPU is faster only with "
+        "AMX/AVX512-BF16 (without them it is emulated and slower).",
     )(func)
 
 

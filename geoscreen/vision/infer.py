@@ -4,9 +4,8 @@ A DataLoader reads and preprocesses tiles in worker processes while the model
 computes (or, with ``num_workers=0``, the CPU default, in one reader thread between
 model batches: :func:`read_in_thread`); inference runs
 under ``torch.inference_mode`` in channels_last layout, in the precision
-``ScreenOptions.precision`` picks (:mod:`geoscreen.vision.runtime`: bf16 autocast on
-CUDA and on CPUs with bf16 hardware by default). Results are deterministic for the same
-inputs.
+``ScreenOptions.precision`` picks (:mod:`geoscreen.vision.runtime`: by default bf16
+autocast on CUDA, fp32 on a CPU). Results are deterministic for the same inputs.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ On CPU the model is the bottleneck; glibc's malloc returning large buffers to th
 OS after every batch (mmap churn) costs 1.4-1.8x, channels_last 1.2-1.9x.
 
 Precision: ``fp32``, ``bf16`` (autocast: convolutions and matmuls in bfloat16,
-accumulating in fp32) or ``auto``, which is bf16 on a GPU and on a CPU with bf16
-matrix hardware (AMX or AVX512-BF16), else fp32. Without that hardware bf16 runs
-emulated and is slower than fp32, so ``auto`` never picks it there.
+accumulating in fp32) or ``auto``: fp32 on a CPU, bf16 for classifiers on a GPU
+(:func:`pick_precision` says why). bf16 on a CPU is fast only with bf16 matrix
+hardware (AMX or AVX512-BF16); without it bf16 runs emulated, slower than fp32.
 """
 
 from __future__ import annotations
@@ -110,21 +110,25 @@ def pick_precision(
 ) -> Literal["fp32", "bf16"]:
     """What ``--precision NAME`` means on ``device``: ``fp32`` or ``bf16``.
 
-    ``fast_bf16`` overrides the CPU check (:func:`cpu_has_fast_bf16`); ``bf16`` asked
-    for on a CPU without the hardware runs, with a warning that it is slower.
-    ``auto_on_gpu=False`` keeps ``auto`` at fp32 on a GPU (detection, whose bf16 scores
-    on a GPU are not measured yet; classification has used bf16 there all along).
+    ``auto`` is fp32 on a CPU, even one with bf16 hardware: there bf16 screened 1.2-1.6x
+    faster at the same AP, but moved 4-10 of the tiles above the threshold in force
+    (``benchmarks/precision.py`` on the NEON cases), so the site set an analyst gets
+    would depend on the machine. ``bf16`` stays available on request. On a GPU ``auto``
+    is bf16 for classifiers (``auto_on_gpu``); detection keeps fp32 there, its bf16
+    scores on a GPU not measured. ``fast_bf16`` overrides the CPU check
+    (:func:`cpu_has_fast_bf16`): ``bf16`` asked for on a CPU without the hardware runs,
+    with a warning that it is slower.
     """
     if name not in PRECISIONS:
         raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16 or auto.")
     gpu = device.type == "cuda"
-    fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
     if name == "auto":
-        return "bf16" if fast and (auto_on_gpu or not gpu) else "fp32"
+        return "bf16" if gpu and auto_on_gpu else "fp32"
+    fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
     if name == "bf16" and not fast:
         log.warning(
             "bf16 was asked for but this CPU has no AMX or AVX512-BF16: it runs emulated, "
-            "slower than fp32 (use --precision auto or fp32)"
+            "slower than fp32 (use --precision fp32)"
         )
     return "bf16" if name == "bf16" else "fp32"
 
