@@ -26,9 +26,10 @@ trained model folder with ``--model-dir`` and its ``--profile`` (its own bands, 
 and preprocessing, on a scene with that many bands). Feature scorers screen block by
 block (:mod:`geoscreen.vision.blockscreen`); ``--tile-reads`` also measures them read
 tile by tile, the general path (the "before").
-A new learner plugs in through :data:`LEARNERS` or :func:`model_dir_screener`: all this
-script needs is a :data:`Screener`, a function that screens a scene in a precision and
-returns the number of tiles it scored.
+A new learner plugs in through :data:`LEARNERS`: a function from the scene to the
+model and the profile it screens with (any :class:`TileModel`); :func:`measure` times
+any :data:`Screener`, a function that screens a scene in a precision and returns the
+number of tiles it scored.
 
 Issue target: >= 2 million km²/h for a resnet18-class model on 2 CPU cores. Prints
 numbers; asserts nothing.
@@ -163,45 +164,32 @@ def spectral_gbm(scene: Scene, profile: Profile, chips: int = 400, seed: int = 0
     return FeatureScorer(head, PlattCalibrator(), spectral=spectral).eval()
 
 
-def spectral(tile: int, overlap: int, block_reads: bool = True) -> Callable[[Scene], Screener]:
-    def make(scene: Scene) -> Screener:
+Learner = tuple[TileModel, Profile]
+
+
+def spectral(tile: int, overlap: int) -> Callable[[Scene], Learner]:
+    def make(scene: Scene) -> Learner:
         profile = spectral_profile(tile, overlap)
-        return classifier_screener(spectral_gbm(scene, profile), profile, block_reads)
+        return spectral_gbm(scene, profile), profile
 
     return make
 
 
-def model_dir_screener(model_dir: Path, profile_path: Path, block_reads: bool = True) -> Screener:
-    """A :data:`Screener` for a trained model folder and the profile it was trained for.
-
-    The hook for other learners: give them a function like this one (load once,
-    screen a scene end to end in a precision, return the tiles scored) and add it to
-    :data:`LEARNERS` or call :func:`measure` with it.
-    """
-    loaded = load_model(model_dir)
-    return classifier_screener(loaded.model, load_profile(profile_path), block_reads)
-
-
-def untrained(backbone: str) -> Callable[[Scene], Screener]:
-    def make(scene: Scene) -> Screener:
-        return classifier_screener(bench_model(backbone, scene.count), bench_profile(backbone))
+def untrained(backbone: str) -> Callable[[Scene], Learner]:
+    def make(scene: Scene) -> Learner:
+        return bench_model(backbone, scene.count), bench_profile(backbone)
 
     return make
 
 
-LEARNERS: dict[str, Callable[[Scene], Screener]] = {
+LEARNERS: dict[str, Callable[[Scene], Learner]] = {
     "resnet18": untrained("resnet18"),
     "efficientnet_lite0": untrained("efficientnet_lite0"),
     "spectral_gbm": spectral(TILE, 0),
     "spectral_gbm_16px": spectral(16, 4),
 }
 """Learners measured by name: each takes the scene (its bands; a feature scorer's trees
-are fitted on its tiles), gives a Screener."""
-# With --tile-reads: the same feature scorers read tile by tile (the general path).
-TILE_READS: dict[str, Callable[[Scene], Screener]] = {
-    "spectral_gbm": spectral(TILE, 0, block_reads=False),
-    "spectral_gbm_16px": spectral(16, 4, block_reads=False),
-}
+are fitted on its tiles) and gives the model and the profile it screens with."""
 
 
 def measure(screener: Screener, scene: Scene, precision: str) -> Rate:
@@ -283,18 +271,16 @@ def main() -> None:
     warm = open_scene(scene_file(workdir, 512, bands))
     fast = cpu_has_fast_bf16()
     precisions = ["fp32", "bf16"] if fast or args.force_bf16 else ["fp32"]
-    screeners: dict[str, Screener] = {}
-    for name in args.models:
-        screeners[name] = LEARNERS[name](scene)
-        if args.tile_reads and name in TILE_READS:
-            screeners[f"{name}, tile reads"] = TILE_READS[name](scene)
+    learners = {name: LEARNERS[name](scene) for name in args.models}
     if args.model_dir is not None:
-        model_dir = f"model {args.model_dir.name}"
-        screeners[model_dir] = model_dir_screener(args.model_dir, args.profile)
-        if args.tile_reads:
-            screeners[f"{model_dir}, tile reads"] = model_dir_screener(
-                args.model_dir, args.profile, block_reads=False
-            )
+        loaded = load_model(args.model_dir).model
+        learners[f"model {args.model_dir.name}"] = (loaded, load_profile(args.profile))
+    screeners: dict[str, Screener] = {}
+    for name, (model, profile) in learners.items():
+        screeners[name] = classifier_screener(model, profile)
+        # --tile-reads: the same fitted scorer also read tile by tile (the general path).
+        if args.tile_reads and isinstance(model, FeatureScorer):
+            screeners[f"{name}, tile reads"] = classifier_screener(model, profile, False)
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads, "

@@ -82,7 +82,7 @@ def classify(case: str) -> list[list[object]]:
             )  # fmt: skip
             seconds[precision] = time.perf_counter() - started
             scores[precision] = result.scores.astype(np.float64)
-            truth = tiles_containing(result.grid, centres)
+        truth = tiles_containing(result.grid, centres)  # the same grid in both precisions
         ap = {p: average_precision(scores[p], truth) for p in PRECISIONS}
         above = {p: scores[p] >= profile.threshold for p in PRECISIONS}
         rows.append([

@@ -69,7 +69,11 @@ class DeepFeatures(nn.Module):
         """The same backbone (shared, not copied), normalisation and stages, averaging
         ``views``."""
         mean, std = self.norm.mean.flatten().tolist(), self.norm.std.flatten().tolist()
-        return DeepFeatures(self.backbone, mean, std, self.min_size, views, self.stages)
+        other = DeepFeatures(self.backbone, mean, std, self.min_size, views)
+        # The stages found here, not probed for again.
+        other.stages, other.stage_paths = self.stages, self.stage_paths
+        other.stage_channels = self.stage_channels
+        return other
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.views == 1:
