@@ -9,8 +9,11 @@ with each detection. Evidence paths and scene uris are stored portably (see
 :meth:`geoscreen.review.store.Store.portable_path`).
 
 Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there is no
-``site_id``); a run is its ``run_id`` (a hash of profile and file content when there is
-none); a detection is ``(run, candidate)``. A run loads in one transaction that ends
+``site_id``); a site whose id the store does not know takes the id of the stored
+candidate of its profile at the same place (outlines overlapping by IoU 0.2, as ``scan``
+matches them), because each run names its sites afresh. A run is its ``run_id`` (a hash
+of profile and file content when there is none); a detection is ``(run, candidate)``.
+A run loads in one transaction that ends
 by marking it complete, so a load killed at any point leaves nothing behind and
 loading a complete run again changes nothing. Loading never touches a candidate's
 review status, version or history. The run's audit entry records a digest of its
@@ -39,6 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from geoscreen.errors import InputError
 from geoscreen.fileio import sha256_file
+from geoscreen.matching import MatchRule, assign_one_to_one, candidate_pairs
 from geoscreen.review import audit
 from geoscreen.review.audit_digest import detections_digest
 from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
@@ -282,6 +286,7 @@ def _load_run(
         if done is not None:
             return LoadResult(run_id, profile, len(rows), 0, 0, True, time.perf_counter() - started)
         now = dt.datetime.now(dt.UTC)
+        _match_places(conn, rows, profile)
         first: dict[str, Any] = rows[0] if rows else {}
         model = origin.model_sha256 or first.get("model_sha256")
         inserted = conn.execute(
@@ -339,6 +344,60 @@ def _load_run(
             model_sha256=model,
         )
     return result
+
+
+def _match_places(
+    conn: Connection, rows: list[dict[str, Any]], profile: str, rule: MatchRule | None = None
+) -> None:
+    """Rename, in place, each site whose id ``profile`` does not have to the id of the
+    stored candidate it overlaps (one to one, most overlap first).
+
+    Only areas are matched: points have no outline to overlap, so they keep their ids.
+    A candidate that a site of this run already names by id is not matched again.
+    """
+    keys = [r["site_id"] for r in rows]
+    known: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        part = keys[start : start + CHUNK]
+        known.update(
+            conn.execute(
+                select(candidates.c.site_id).where(
+                    candidates.c.profile == profile, candidates.c.site_id.in_(part)
+                )
+            ).scalars()
+        )
+    unknown = np.array([i for i, key in enumerate(keys) if key not in known], dtype=np.int64)
+    if unknown.size == 0:
+        return
+    geoms = shapely.from_wkb([rows[i]["geom_wkb"] for i in unknown])
+    areal = np.isin(shapely.get_type_id(geoms), (3, 6))  # polygons, multipolygons
+    unknown, geoms = unknown[areal], geoms[areal]
+    if unknown.size == 0:
+        return
+    west, south, east, north = shapely.total_bounds(geoms)
+    stored = [
+        (site_id, wkb)
+        for site_id, wkb in conn.execute(
+            select(candidates.c.site_id, candidates.c.geom_wkb).where(
+                candidates.c.profile == profile,
+                candidates.c.minx <= east,
+                candidates.c.maxx >= west,
+                candidates.c.miny <= north,
+                candidates.c.maxy >= south,
+            )
+        )
+        if site_id not in known
+    ]
+    if not stored:
+        return
+    ids = np.array([site_id for site_id, _ in stored], dtype=object)
+    shapes = shapely.from_wkb([wkb for _, wkb in stored])
+    keep = np.isin(shapely.get_type_id(shapes), (3, 6))
+    ids, shapes = ids[keep], shapes[keep]
+    pairs = candidate_pairs(geoms, shapes, rule or MatchRule(), True)
+    matched = assign_one_to_one(pairs, len(geoms), len(shapes))
+    for left, right in zip(matched.left, matched.right, strict=True):
+        rows[int(unknown[left])]["site_id"] = str(ids[right])
 
 
 def _threshold(policy: dict[str, Any] | None) -> float | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import shapely
 from sqlalchemy import func, select
@@ -227,3 +228,51 @@ def test_concurrent_loads_of_overlapping_runs(store: Store, sites: Callable[...,
     assert sorted(r.already_loaded for r in results) == [False, False, True, True]
     assert _count(store, candidates) == 300 and _count(store, detections) == 600
     assert audit.verify(store).ok
+
+
+def test_another_run_of_the_same_places_adds_no_candidates(
+    store: Store, tmp_path: Path, sites: Callable[..., Path]
+) -> None:
+    """Each run names its sites afresh (``sites extract`` hashes the run into the id), so
+    a place found by two runs is matched by its outline, as ``scan`` matches it."""
+    first = sites(12)
+    load_sites(store, first, actor="test")
+    set_status(store, 1, "in_review", user="ann")
+    again = gpd.read_parquet(first)
+    again["site_id"] = [f"other-run-{i}" for i in range(len(again))]
+    again["run_id"] = "run-2"
+    shifted = again.copy()  # the same places, outlines moved by a tenth of their width
+    shifted["geometry"] = shifted.geometry.translate(0.0002, 0.0)
+    far = again.iloc[:2].copy()  # two places no earlier run found
+    far["geometry"] = far.geometry.translate(1.0, 1.0)
+    far["site_id"] = ["far-0", "far-1"]
+    table = gpd.GeoDataFrame(pd.concat([shifted, far], ignore_index=True), crs=again.crs)
+    path = tmp_path / "run2.parquet"
+    table.to_parquet(path)
+    result = load_sites(store, path, actor="test")
+    assert (result.new, result.seen_again) == (2, 12)
+    assert _count(store, candidates) == 14
+    assert _count(store, detections) == 26
+    reviewed = store.candidate(1)
+    assert (reviewed.status, reviewed.site_id) == ("in_review", "site-0000000")
+    with store.read() as conn:
+        per_candidate = conn.execute(
+            select(detections.c.candidate_id, func.count()).group_by(detections.c.candidate_id)
+        ).all()
+    assert sorted(n for _, n in per_candidate) == [1, 1] + [2] * 12
+    ids = {c.site_id for c in store.candidates()}
+    assert {"far-0", "far-1"} <= ids and not any(i.startswith("other-run") for i in ids)
+
+
+def test_points_are_not_matched_by_outline(store: Store, tmp_path: Path) -> None:
+    """Points have no outline to overlap: a second run of points adds its own candidates
+    unless their ids match (IoU matching needs areas)."""
+    for run in ("a", "b"):
+        frame = gpd.GeoDataFrame(
+            {"score": [0.9], "site_id": [f"{run}-0"], "run_id": [run]},
+            geometry=[shapely.Point(30, 10)],
+            crs="EPSG:4326",
+        )
+        frame.to_file(tmp_path / f"{run}.geojson")
+        load_sites(store, tmp_path / f"{run}.geojson", profile="camps", actor="test")
+    assert _count(store, candidates) == 2

@@ -89,11 +89,13 @@ def test_upgrade_from_0001_keeps_data(db_url: str, tmp_path: Path) -> None:
 
 
 def _sites(path: Path, scene_id: str, scene_uri: str | None, evidence: str | None = None) -> Path:
+    """One site of ``scene_id``; scenes sit apart (the same place would be one candidate)."""
+    west = 30.0 + 0.1 * (sum(map(ord, scene_id)) % 50)
     frame = gpd.GeoDataFrame(
         {"site_id": [f"{scene_id}-site"], "score_max": [0.9], "profile": "p",
          "scene_id": scene_id, "scene_uri": [scene_uri], "evidence_path": [evidence],
          "run_id": f"run-{path.stem}"},
-        geometry=[shapely.box(30.0, 10.0, 30.01, 10.01)],
+        geometry=[shapely.box(west, 10.0, west + 0.01, 10.01)],
         crs="EPSG:4326",
     )  # fmt: skip
     frame.to_parquet(path)

@@ -27,7 +27,7 @@ def test_warnings_are_stored_with_the_run_and_shown_per_candidate(
     store: Store, sites: Callable[..., Path]
 ) -> None:
     load_sites(store, sites(5, run_id="near", first_site=0), actor="t")
-    load_sites(store, sites(5, run_id="far", first_site=100), actor="t", warnings=[FAR])
+    load_sites(store, sites(5, run_id="far", first_site=100, seed=1), actor="t", warnings=[FAR])
     found = store.candidates()
     assert len(found) == 10
     for c in found:
