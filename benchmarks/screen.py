@@ -106,7 +106,8 @@ def model_only(model: TileClassifier, n_tiles: int) -> int:
 
 def end_to_end(model: TileClassifier, profile: Profile, scene: Scene, workers: int) -> int:
     """``screen_scene`` on the whole scene; returns tiles scored."""
-    opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=workers)
+    # fp32 like model_only: the ratio measures the pipeline, not the arithmetic
+    opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=workers, precision="fp32")
     return len(screen_scene(model, profile, scene, opts).scores)
 
 
@@ -175,7 +176,7 @@ def rss_child(path: Path, backbone: str, workers: int) -> None:
     model, profile = bench_model(backbone), bench_profile(backbone)
     scene = open_scene(path)
     before = peak_rss_mib()
-    opts = ScreenOptions(device="cpu", num_workers=workers)
+    opts = ScreenOptions(device="cpu", num_workers=workers, precision="fp32")
     scores = screen_scene(model, profile, scene, opts)
     with tempfile.TemporaryDirectory() as tmp:
         scores.write(tmp)

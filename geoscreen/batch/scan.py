@@ -233,13 +233,15 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> Chunk:
         plan.scene, profile.tiling.tile_size, profile.tiling.overlap, selection=plan.chunks[index]
     ).drop_empty()
     preprocessor = ScenePreprocessor.build(profile.preprocess, plan.scene)
+    task = task_for(profile)
     run = RunSettings(
         batch_size=settings.batch_size,
         device=settings.device,
         num_workers=0,
         precision=settings.precision,
+        threshold=task.threshold(loaded, profile)[0],
     )
-    return task_for(profile).score_chunk(loaded, grid, preprocessor, run, device)
+    return task.score_chunk(loaded, grid, preprocessor, run, device)
 
 
 def finish_scene(

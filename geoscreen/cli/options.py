@@ -44,9 +44,10 @@ def precision_option(func: F) -> F:
         type=click.Choice(PRECISION_CHOICES),
         default="auto",
         show_default=True,
-        help="Model arithmetic. auto: fp32 on a CPU (bf16 moves some tiles across the "
-        "threshold), bf16 for classifiers on a GPU. bf16 on a CPU is faster only with "
-        "AMX/AVX512-BF16 (without them it is emulated and slower).",
+        help="Model arithmetic. auto: for classifiers bf16 on a GPU or a CPU with "
+        "AMX/AVX512-BF16, tiles scoring near the threshold scored again in fp32 (the same "
+        "tiles above it as fp32); fp32 elsewhere and for detectors. bf16: bf16 throughout "
+        "(without AMX/AVX512-BF16 emulated and slower).",
     )(func)
 
 

@@ -179,7 +179,7 @@ def detect_grid(
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     with (
         tqdm(total=n, desc="detecting", unit="tile", disable=not opts.progress) as bar,
-        autocast(opts.precision, device, auto_on_gpu=False),
+        autocast(opts.precision, device),  # auto: fp32 (boxes are not checked)
     ):
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)

@@ -5,7 +5,9 @@ computes (or, with ``num_workers=0``, the CPU default, in one reader thread betw
 model batches: :func:`read_in_thread`); inference runs
 under ``torch.inference_mode`` in channels_last layout, in the precision
 ``ScreenOptions.precision`` picks (:mod:`geoscreen.vision.runtime`: by default bf16
-autocast on CUDA, fp32 on a CPU). Results are deterministic for the same inputs.
+autocast on CUDA and on CPUs with bf16 hardware, with the tiles scoring near the
+threshold in force scored again in fp32; fp32 elsewhere). Results are deterministic for
+the same inputs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import deque
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -36,7 +38,15 @@ from geoscreen.vision.blockscreen import block_path_applies, score_blocks
 from geoscreen.vision.classifier import TileModel
 from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
-from geoscreen.vision.runtime import autocast, pick_device, tune_malloc
+from geoscreen.vision.runtime import (
+    BF16_CHECK_MARGIN,
+    autocast,
+    bf16_autocast,
+    fp32_within,
+    pick_device,
+    pick_precision,
+    tune_malloc,
+)
 from geoscreen.vision.scoremap import ScoreMap
 
 log = logging.getLogger(__name__)
@@ -57,6 +67,12 @@ class ScreenOptions:
     drop_empty: bool = True
     progress: bool = False
     precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    # The decision threshold in force (screen_scene: the profile's). In bf16, tiles
+    # scoring within check_margin of it are scored again in fp32, so each falls on the
+    # side of it that fp32 puts it. No threshold or a margin of 0: no check, and auto
+    # means fp32.
+    threshold: float | None = None
+    check_margin: float = BF16_CHECK_MARGIN
     # Feature scorers read many tiles per window (geoscreen.vision.blockscreen) where
     # that gives the same scores; False reads tile by tile (to compare the two).
     block_reads: bool = True
@@ -154,6 +170,8 @@ def screen_scene(
 ) -> ScoreMap:
     """Score every (valid, in-AOI) tile of ``scene``; returns a :class:`ScoreMap`."""
     opts = opts or ScreenOptions()
+    if opts.threshold is None:
+        opts = replace(opts, threshold=float(profile.threshold))
     for warning in check_scene(profile, scene):
         log.warning(warning)
     device, grid, preprocessor = prepare_scene(
@@ -256,13 +274,20 @@ def score_grid(
         if workers == 0:  # closed first: the reader thread stops before the handle
             ahead = 0 if device.type == "cpu" else 2
             batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
-        stack.enter_context(autocast(opts.precision, device))  # once: weights cast once
+        checked = opts.threshold is not None and opts.check_margin > 0
+        bf16 = pick_precision(opts.precision, device, checked=checked) == "bf16"
+        if bf16:
+            stack.enter_context(bf16_autocast(device))  # once: weights cast once
+        rechecked = 0
         for batch in batches:
             index = batch["index"].numpy()
             image = batch["image"].to(device, non_blocking=True)
             image = image.contiguous(memory_format=torch.channels_last)
             prob, feats = net.score_and_embed(image)
-            scores[index] = prob.float().cpu().numpy()
+            batch_scores = prob.float().cpu().numpy()
+            if bf16 and checked:
+                rechecked += fp32_near(net, image, batch_scores, opts, device)
+            scores[index] = batch_scores
             mask = batch["mask"].numpy().reshape(len(index), -1)
             valid[index] = np.count_nonzero(mask, axis=1) / mask.shape[1]  # 15x torch's mean
             if opts.embeddings:
@@ -270,7 +295,30 @@ def score_grid(
                     embeddings = np.zeros((n, feats.shape[1]), dtype=np.float16)
                 embeddings[index] = feats.float().cpu().numpy().astype(np.float16)
             bar.update(len(index))
+    if bf16 and checked:
+        log.info("bf16: %d of %d tiles scored near the threshold, scored again in fp32",
+                 rechecked, n)  # fmt: skip
     return ScoreMap(grid, scores, valid, embeddings, dict(meta or {}))
+
+
+def fp32_near(
+    net: TileModel, image: torch.Tensor, scores: np.ndarray, opts: ScreenOptions,
+    device: torch.device,
+) -> int:  # fmt: skip
+    """Score again in fp32, in place, the tiles of ``image`` whose (bf16) ``scores`` lie
+    within ``opts.check_margin`` of ``opts.threshold``; returns how many.
+
+    bf16 moved a score by at most about half the default margin on the real NEON cases,
+    so a tile outside the band is on the side of the threshold fp32 puts it, and one
+    inside gets fp32's score. Embeddings stay bf16's (they rank, they decide nothing).
+    """
+    assert opts.threshold is not None
+    near = np.flatnonzero(np.abs(scores - opts.threshold) <= opts.check_margin)
+    if near.size:
+        with fp32_within(device):
+            again, _ = net.score_and_embed(image[torch.from_numpy(near).to(image.device)])
+        scores[near] = again.float().cpu().numpy()
+    return int(near.size)
 
 
 def read_in_thread(items: Iterable[T], ahead: int = 0) -> Generator[T, None, None]:

@@ -4,9 +4,11 @@ On CPU the model is the bottleneck; glibc's malloc returning large buffers to th
 OS after every batch (mmap churn) costs 1.4-1.8x, channels_last 1.2-1.9x.
 
 Precision: ``fp32``, ``bf16`` (autocast: convolutions and matmuls in bfloat16,
-accumulating in fp32) or ``auto``: fp32 on a CPU, bf16 for classifiers on a GPU
-(:func:`pick_precision` says why). bf16 on a CPU is fast only with bf16 matrix
-hardware (AMX or AVX512-BF16); without it bf16 runs emulated, slower than fp32.
+accumulating in fp32) or ``auto``: bf16 for classifiers that check it (tiles scoring
+within :data:`BF16_CHECK_MARGIN` of the threshold in force are scored again in fp32),
+on a GPU and on a CPU with bf16 hardware; fp32 otherwise (:func:`pick_precision` says
+why). bf16 on a CPU is fast only with bf16 matrix hardware (AMX or AVX512-BF16);
+without it bf16 runs emulated, slower than fp32.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ log = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "auto")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# Scores this close to the threshold in force are computed again in fp32 when screening
+# in bf16, so that every tile falls on the side of the threshold fp32 puts it. Twice the
+# largest bf16 score change measured on the real NEON cases (0.054;
+# benchmarks/precision.py classify).
+BF16_CHECK_MARGIN = 0.1
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -106,24 +113,29 @@ def pick_precision(
     device: torch.device,
     *,
     fast_bf16: bool | None = None,
-    auto_on_gpu: bool = True,
+    checked: bool = False,
 ) -> Literal["fp32", "bf16"]:
     """What ``--precision NAME`` means on ``device``: ``fp32`` or ``bf16``.
 
-    ``auto`` is fp32 on a CPU, even one with bf16 hardware: there bf16 screened 1.2-1.6x
-    faster at the same AP, but moved 4-10 of the tiles above the threshold in force
-    (``benchmarks/precision.py`` on the NEON cases), so the site set an analyst gets
-    would depend on the machine. ``bf16`` stays available on request. On a GPU ``auto``
-    is bf16 for classifiers (``auto_on_gpu``); detection keeps fp32 there, its bf16
-    scores on a GPU not measured. ``fast_bf16`` overrides the CPU check
-    (:func:`cpu_has_fast_bf16`): ``bf16`` asked for on a CPU without the hardware runs,
-    with a warning that it is slower.
+    ``auto`` is bf16 only where the caller ``checked`` it: it scores again in fp32 the
+    tiles whose bf16 score lies within :data:`BF16_CHECK_MARGIN` of the threshold in
+    force, so the tiles above the threshold are those fp32 puts there. Unchecked, bf16
+    screened 1.2-1.6x faster at the same AP but moved 4-10 of the tiles above the
+    threshold (``benchmarks/precision.py`` on the NEON cases): the site set an analyst
+    got would depend on the machine. So ``auto`` is checked bf16 on a GPU and on a CPU
+    with bf16 hardware (:func:`cpu_has_fast_bf16`, or ``fast_bf16``), and fp32
+    elsewhere and for detection (its boxes are not checked).
+    ``bf16`` asked for runs bf16; on a CPU without the hardware with a warning that it
+    is slower.
     """
     if name not in PRECISIONS:
         raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16 or auto.")
     gpu = device.type == "cuda"
     if name == "auto":
-        return "bf16" if gpu and auto_on_gpu else "fp32"
+        if not checked:
+            return "fp32"
+        fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
+        return "bf16" if fast else "fp32"
     fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
     if name == "bf16" and not fast:
         log.warning(
@@ -134,7 +146,7 @@ def pick_precision(
 
 
 def autocast(
-    precision: str, device: torch.device, *, auto_on_gpu: bool = True
+    precision: str, device: torch.device, *, checked: bool = False
 ) -> contextlib.AbstractContextManager[None]:
     """The autocast context for running a model at ``precision`` (``fp32``, ``bf16``,
     ``auto``; see :func:`pick_precision`) on ``device``; a no-op for fp32.
@@ -142,6 +154,15 @@ def autocast(
     Enter it once around the whole inference loop, not per batch: autocast caches its
     bf16 copies of the weights only until the outermost context exits.
     """
-    if pick_precision(precision, device, auto_on_gpu=auto_on_gpu) == "fp32":
-        return contextlib.nullcontext()
+    picked = pick_precision(precision, device, checked=checked)
+    return bf16_autocast(device) if picked == "bf16" else contextlib.nullcontext()
+
+
+def bf16_autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast on ``device``."""
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def fp32_within(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """fp32 inside an autocast context (for the tiles :data:`BF16_CHECK_MARGIN` names)."""
+    return torch.autocast(device.type, enabled=False)

@@ -63,6 +63,9 @@ class RunSettings:
     progress: bool = False
     precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
     tta: bool = False  # detect: also the 8 flips/rotations of each tile
+    # classify: the threshold in force, for the fp32 check of bf16 scores near it
+    # (ScreenOptions.threshold); None: screen_scene takes the profile's
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,7 @@ def _screen_options(settings: RunSettings) -> ScreenOptions:
         batch_size=settings.batch_size, device=settings.device, num_workers=settings.num_workers,
         embeddings=settings.embeddings, drop_empty=settings.drop_empty,
         progress=settings.progress, precision=settings.precision,
+        threshold=settings.threshold,
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from geoscreen.profiles import load_profile
 from geoscreen.vision.embeddings import feature_model
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 from geoscreen.vision.runtime import (
+    BF16_CHECK_MARGIN,
     BF16_CPU_FLAGS,
     PRECISIONS,
     autocast,
@@ -34,25 +35,23 @@ def test_cli_offers_exactly_the_runtime_precisions() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "device", "fast", "expected"),
+    ("name", "device", "fast", "checked", "expected"),
     [
-        ("auto", CPU, False, "fp32"),
-        ("auto", CPU, True, "fp32"),
-        ("auto", CUDA, False, "bf16"),
-        ("fp32", CPU, True, "fp32"),
-        ("fp32", CUDA, True, "fp32"),
-        ("bf16", CPU, True, "bf16"),
-        ("bf16", CUDA, False, "bf16"),
+        ("auto", CPU, False, True, "fp32"),  # bf16 emulated: slower
+        ("auto", CPU, True, True, "bf16"),  # bf16 hardware, scores near the threshold checked
+        ("auto", CPU, True, False, "fp32"),  # nothing checks it (detection)
+        ("auto", CUDA, False, True, "bf16"),
+        ("auto", CUDA, False, False, "fp32"),
+        ("fp32", CPU, True, True, "fp32"),
+        ("fp32", CUDA, True, True, "fp32"),
+        ("bf16", CPU, True, False, "bf16"),
+        ("bf16", CUDA, False, False, "bf16"),
     ],
 )
-def test_pick_precision(name: str, device: torch.device, fast: bool, expected: str) -> None:
-    assert pick_precision(name, device, fast_bf16=fast) == expected
-
-
-def test_detection_keeps_fp32_on_a_gpu_unless_asked() -> None:
-    assert pick_precision("auto", CUDA, auto_on_gpu=False) == "fp32"
-    assert pick_precision("bf16", CUDA, auto_on_gpu=False) == "bf16"
-    assert pick_precision("auto", CPU, fast_bf16=True, auto_on_gpu=False) == "fp32"
+def test_pick_precision(
+    name: str, device: torch.device, fast: bool, checked: bool, expected: str
+) -> None:
+    assert pick_precision(name, device, fast_bf16=fast, checked=checked) == expected
 
 
 def test_bf16_without_hardware_warns(caplog: pytest.LogCaptureFixture) -> None:
@@ -71,17 +70,20 @@ def test_unknown_precision_is_a_user_error() -> None:
     assert "fp32, bf16 or auto" in str(err.value.fix)
 
 
-def test_auto_is_fp32_on_any_cpu() -> None:
-    """bf16 moved tiles across the threshold on the real NEON cases, so ``auto`` keeps
-    fp32 on a CPU whatever its hardware; this CPU's flags still tell whether bf16 is
-    fast when asked for."""
+def test_auto_follows_this_cpus_bf16_hardware() -> None:
+    """Checked, ``auto`` is bf16 exactly where this CPU computes bf16 in hardware;
+    unchecked it is fp32 on any CPU."""
     flags = cpu_flags()
     if flags & BF16_CPU_FLAGS:
         assert cpu_has_fast_bf16()
-    for fast in (None, True, False):
-        assert pick_precision("auto", CPU, fast_bf16=fast) == "fp32"
+    fast = cpu_has_fast_bf16()
+    assert pick_precision("auto", CPU, checked=True) == ("bf16" if fast else "fp32")
+    for hardware in (None, True, False):
+        assert pick_precision("auto", CPU, fast_bf16=hardware) == "fp32"
     with autocast("auto", CPU):
         assert not torch.is_autocast_enabled("cpu")
+    with autocast("auto", CPU, checked=True):
+        assert torch.is_autocast_enabled("cpu") == fast
 
 
 def test_cpu_flags_reads_cpuinfo(tmp_path: Path) -> None:
@@ -131,3 +133,28 @@ def test_bf16_scores_and_embeddings_match_fp32_on_real_imagery(osbs_path: Path) 
     # The tiles' order by score barely moves (Spearman rank correlation).
     ra, rb = np.argsort(np.argsort(fp32.scores)), np.argsort(np.argsort(bf16.scores))
     assert np.corrcoef(ra, rb)[0, 1] > 0.95
+
+
+def test_checked_bf16_puts_every_tile_on_the_side_fp32_puts_it(osbs_path: Path) -> None:
+    """NEON OSBS_029, the threshold at the median fp32 score (the most tiles near it):
+    tiles scoring within the margin in bf16 get fp32's score, the others keep bf16's,
+    and the tiles at or above the threshold are fp32's."""
+    profile = load_profile(PROFILE)
+    scene = open_scene(osbs_path, sensor=profile.imagery.sensor)
+    model = feature_model(profile, scene)
+
+    def screen(precision: str, threshold: float, margin: float) -> np.ndarray:
+        opts = ScreenOptions(device="cpu", num_workers=0, precision=precision,
+                             threshold=threshold, check_margin=margin, batch_size=16)  # fmt: skip
+        return screen_scene(model, profile, scene, opts).scores.astype(np.float64)
+
+    fp32 = screen("fp32", 0.5, BF16_CHECK_MARGIN)
+    threshold = float(np.median(fp32))
+    plain = screen("bf16", threshold, 0.0)  # no check: bf16 throughout
+    checked = screen("bf16", threshold, BF16_CHECK_MARGIN)
+    near = np.abs(plain - threshold) <= BF16_CHECK_MARGIN
+    assert 0 < near.sum() < near.size
+    np.testing.assert_allclose(checked[near], fp32[near], atol=1e-5)
+    np.testing.assert_array_equal(checked[~near], plain[~near])
+    np.testing.assert_array_equal(checked >= threshold, fp32 >= threshold)
+    assert np.abs(plain - fp32).max() < BF16_CHECK_MARGIN / 2  # the margin's premise
