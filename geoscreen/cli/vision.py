@@ -390,7 +390,10 @@ def similar(
         "method": "similarity",
         "examples": len(examples),
     }
-    opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True)
+    # fp32: the similarity of the embeddings decides here, and the bf16 check covers only
+    # the model's own scores
+    opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True,
+                         precision="fp32")  # fmt: skip
     say = _stderr if as_json else click.echo  # --json: stdout holds the JSON object only
     results = []
     for scene in scenes:
