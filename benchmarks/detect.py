@@ -111,6 +111,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "fcos": {"architecture": "fcos"},
     "retinanet": {"architecture": "retinanet"},
     "wider scale jitter (x2)": {"scale_jitter": 2.0},
+    "stronger colour jitter (x2)": {"colour_jitter": 2.0},
     "6 frozen blocks": {"freeze_blocks": 6},
     "no copy-paste": {"copy_paste": 0},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},

@@ -151,7 +151,7 @@ def run_full_demo(out_dir: str | Path, echo: Echo) -> DemoResult:
     out = Path(out_dir).resolve()
     echo("\n[2/6] preparing imagery: NEON OSBS_029 cut into four scenes")
     scenes = prepare_imagery(out / "imagery")
-    echo("[3/6] training the tree-crown profile (linear probe on EfficientNet-Lite0)")
+    echo("[3/6] training the tree-crown profile (learners compared on blocked folds)")
     model_dir = train_or_load(out / "model", echo)
     echo("[4/6] scanning the imagery folder into the review store")
     db = out / "geoscreen.sqlite"
