@@ -254,6 +254,8 @@ def screen(
         click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
         click.echo(threshold_note(prof.threshold, loaded.card), err=True)
+    arithmetic, note = arithmetic_note(precision, device, checked=task.name == "classify")
+    click.echo(f"arithmetic: {note}", err=True)
     settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
                            embeddings=embeddings, progress=True, precision=precision,
                            tta=tta)  # fmt: skip
@@ -271,9 +273,26 @@ def screen(
         else:
             written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
         results.append({**written, "warnings": warnings})
-    summary = _summary(Path(out), "screen", meta, results, profile_record(prof))
+    extra = {**profile_record(prof), "precision": arithmetic}
+    summary = _summary(Path(out), "screen", meta, results, extra)
     if as_json:
         _print_json(summary)
+
+
+def arithmetic_note(precision: str, device: str, *, checked: bool) -> tuple[str, str]:
+    """What ``--precision`` means here: ``fp32`` or ``bf16`` (``screen.json`` records
+    it), and that in words."""
+    from geoscreen.vision.runtime import BF16_CHECK_MARGIN, pick_device, pick_precision
+
+    picked = pick_precision(precision, pick_device(device), checked=checked)
+    if picked == "fp32":
+        return picked, "fp32"
+    if checked:
+        return picked, (
+            f"bf16, tiles scoring within {BF16_CHECK_MARGIN:g} of the threshold scored again "
+            "in fp32 (--precision fp32 for fp32 throughout)"
+        )
+    return picked, "bf16 (--precision fp32 for fp32)"
 
 
 def profile_record(profile: Profile) -> dict[str, Any]:

@@ -138,11 +138,17 @@ def pick_precision(
         return "bf16" if fast else "fp32"
     fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
     if name == "bf16" and not fast:
-        log.warning(
-            "bf16 was asked for but this CPU has no AMX or AVX512-BF16: it runs emulated, "
-            "slower than fp32 (use --precision fp32)"
-        )
+        _warn_slow_bf16()
     return "bf16" if name == "bf16" else "fp32"
+
+
+@cache
+def _warn_slow_bf16() -> None:
+    """Once per process: a command asks what bf16 means before running in it."""
+    log.warning(
+        "bf16 was asked for but this CPU has no AMX or AVX512-BF16: it runs emulated, "
+        "slower than fp32 (use --precision fp32)"
+    )
 
 
 def autocast(

@@ -7,11 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
 from geoscreen.samples import make_synthetic_scene
+from geoscreen.vision.runtime import pick_precision
 from geoscreen.vision.testing import untrained_model_dir
 
 PROFILE = {
@@ -58,3 +60,23 @@ def test_scan_in_each_precision(
         assert summary["event"] == "summary"
         assert (summary["scenes"], summary["screened"], summary["failed"]) == (2, 2, 0)
         assert summary["tiles"] == summaries["fp32"]["tiles"] == 2 * 3 * 3
+
+
+def test_screen_says_and_records_its_arithmetic(
+    setup: tuple[Path, Path, Path],
+    tmp_path: Path,
+    run: Callable[..., tuple[int, str, str]],
+) -> None:
+    """``auto`` on a classifier: checked bf16 where this CPU has bf16 hardware, else
+    fp32; ``screen.json`` records which."""
+    folder, profile, model = setup
+    expected = {"fp32": "fp32", "auto": pick_precision("auto", torch.device("cpu"), checked=True)}
+    for precision, word in expected.items():
+        out = tmp_path / precision
+        code, _, err = run("screen", profile, folder / "scene0.tif", "--model", model,
+                           "--out", out, "--device", "cpu", "--precision", precision)  # fmt: skip
+        assert code == 0, err
+        said = [line for line in err.splitlines() if line.startswith("arithmetic: ")]
+        assert len(said) == 1 and said[0].split()[1].rstrip(",") == word
+        assert ("scored again in fp32" in said[0]) == (word == "bf16")
+        assert json.loads((out / "screen.json").read_text())["precision"] == word

@@ -13,6 +13,7 @@ from geoscreen.cli.options import PRECISION_CHOICES
 from geoscreen.errors import ConfigError
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
+from geoscreen.vision import runtime
 from geoscreen.vision.embeddings import feature_model
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 from geoscreen.vision.runtime import (
@@ -54,11 +55,15 @@ def test_pick_precision(
     assert pick_precision(name, device, fast_bf16=fast, checked=checked) == expected
 
 
-def test_bf16_without_hardware_warns(caplog: pytest.LogCaptureFixture) -> None:
+def test_bf16_without_hardware_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    runtime._warn_slow_bf16.cache_clear()
     with caplog.at_level(logging.WARNING, logger="geoscreen.vision.runtime"):
         assert pick_precision("bf16", CPU, fast_bf16=False) == "bf16"
     assert "slower than fp32" in caplog.text
     caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoscreen.vision.runtime"):
+        assert pick_precision("bf16", CPU, fast_bf16=False) == "bf16"  # said already
+    assert caplog.text == ""
     with caplog.at_level(logging.WARNING, logger="geoscreen.vision.runtime"):
         pick_precision("bf16", CPU, fast_bf16=True)
     assert caplog.text == ""
