@@ -46,8 +46,9 @@ def precision_option(func: F) -> F:
         show_default=True,
         help="Model arithmetic. auto: for classifiers bf16 on a GPU or a CPU with "
         "AMX/AVX512-BF16, tiles scoring near the threshold scored again in fp32 (the same "
-        "tiles above it as fp32); fp32 elsewhere and for detectors. bf16: bf16 throughout "
-        "(without AMX/AVX512-BF16 emulated and slower).",
+        "tiles above it as fp32); fp32 elsewhere and for detectors. bf16: that on any "
+        "machine (without AMX/AVX512-BF16 emulated and slower), and for detectors too "
+        "(unchecked).",
     )(func)
 
 

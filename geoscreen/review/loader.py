@@ -13,12 +13,11 @@ Natural keys: a candidate is ``(profile, site_id)`` (a geometry hash when there 
 candidate of its profile at the same place (outlines overlapping by IoU 0.2, as ``scan``
 matches them), because each run names its sites afresh. A run is its ``run_id`` (a hash
 of profile and file content when there is none); a detection is ``(run, candidate)``.
-A run loads in one transaction that ends
-by marking it complete, so a load killed at any point leaves nothing behind and
-loading a complete run again changes nothing. Loading never touches a candidate's
-review status, version or history. The run's audit entry records a digest of its
-detections, so outlines and scores changed later in place are found by ``audit verify``
-(:mod:`geoscreen.review.audit_digest`).
+A run loads in one transaction that ends by marking it complete, so a load killed at
+any point leaves nothing behind and loading a complete run again changes nothing.
+Loading never touches a candidate's review status, version or history. The run's audit
+entry records a digest of its detections, so outlines and scores changed later in place
+are found by ``audit verify`` (:mod:`geoscreen.review.audit_digest`).
 """
 
 from __future__ import annotations

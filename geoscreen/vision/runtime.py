@@ -125,8 +125,8 @@ def pick_precision(
     got would depend on the machine. So ``auto`` is checked bf16 on a GPU and on a CPU
     with bf16 hardware (:func:`cpu_has_fast_bf16`, or ``fast_bf16``), and fp32
     elsewhere and for detection (its boxes are not checked).
-    ``bf16`` asked for runs bf16; on a CPU without the hardware with a warning that it
-    is slower.
+    ``bf16`` asked for runs bf16 (checked where the caller checks); on a CPU without
+    the hardware with a warning that it is slower.
     """
     if name not in PRECISIONS:
         raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16 or auto.")
