@@ -254,7 +254,7 @@ def screen(
         click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
         click.echo(threshold_note(prof.threshold, loaded.card), err=True)
-    arithmetic, note = arithmetic_note(precision, device, checked=task.name == "classify")
+    arithmetic, note = arithmetic_note(precision, device, task.name, loaded.model)
     click.echo(f"arithmetic: {note}", err=True)
     settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
                            embeddings=embeddings, progress=True, precision=precision,
@@ -279,11 +279,15 @@ def screen(
         _print_json(summary)
 
 
-def arithmetic_note(precision: str, device: str, *, checked: bool) -> tuple[str, str]:
-    """What ``--precision`` means here: ``fp32`` or ``bf16`` (``screen.json`` records
-    it), and that in words."""
+def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple[str, str]:
+    """What ``--precision`` means for ``model``: ``fp32`` or ``bf16`` (``screen.json``
+    records it), and that in words."""
+    from geoscreen.vision.infer import runs_backbone
     from geoscreen.vision.runtime import BF16_CHECK_MARGIN, pick_device, pick_precision
 
+    checked = task == "classify"  # classifiers check bf16 scores near the threshold
+    if checked and not runs_backbone(model):
+        return "fp32", "fp32 (this model runs no backbone: bf16 would not speed it up)"
     picked = pick_precision(precision, pick_device(device), checked=checked)
     if picked == "fp32":
         return picked, "fp32"

@@ -40,7 +40,6 @@ from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import (
     BF16_CHECK_MARGIN,
-    autocast,
     bf16_autocast,
     fp32_within,
     pick_device,
@@ -48,6 +47,7 @@ from geoscreen.vision.runtime import (
     tune_malloc,
 )
 from geoscreen.vision.scoremap import ScoreMap
+from geoscreen.vision.scorer import FeatureScorer
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,14 @@ def read_threads(device: torch.device, workers: int) -> int:
     return min(torch.get_num_threads(), 8) if workers == 0 and device.type == "cpu" else 1
 
 
+def runs_backbone(model: TileModel) -> bool:
+    """Whether ``model`` runs a CNN backbone, the only part bf16 speeds up. Feature
+    scorers without deep features (spectral statistics, the per-pixel model) compute in
+    fp32 whatever the precision: their cost is not in matrix products, and the bf16
+    check near the threshold covers backbone models only."""
+    return not (isinstance(model, FeatureScorer) and model.deep is None)
+
+
 def model_for_inference(model: TileModel, device: torch.device) -> TileModel:
     """Eval mode on ``device``, channels_last (faster convolutions on CPU and GPU)."""
     return model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -247,11 +255,10 @@ def score_grid(
     if n == 0:
         return ScoreMap(grid, scores, valid, None, dict(meta or {}))
     net = model_for_inference(model, device)
-    if opts.block_reads and block_path_applies(net, grid):
-        with autocast(opts.precision, device):
-            scores, valid, embeddings = score_blocks(
-                net, grid, preprocessor, device, embeddings=opts.embeddings, progress=opts.progress
-            )
+    if opts.block_reads and block_path_applies(net, grid):  # no backbone: fp32 (below)
+        scores, valid, embeddings = score_blocks(
+            net, grid, preprocessor, device, embeddings=opts.embeddings, progress=opts.progress
+        )
         return ScoreMap(grid, scores, valid, embeddings, dict(meta or {}))
     workers = opts.num_workers if opts.num_workers is not None else auto_workers(device)
     dataset = TileDataset(grid, preprocessor, read_threads=read_threads(device, workers))
@@ -275,7 +282,9 @@ def score_grid(
             ahead = 0 if device.type == "cpu" else 2
             batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
         checked = opts.threshold is not None and opts.check_margin > 0
-        bf16 = pick_precision(opts.precision, device, checked=checked) == "bf16"
+        bf16 = (
+            runs_backbone(net) and pick_precision(opts.precision, device, checked=checked) == "bf16"
+        )
         if bf16:
             stack.enter_context(bf16_autocast(device))  # once: weights cast once
         rechecked = 0
