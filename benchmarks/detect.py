@@ -84,6 +84,7 @@ from geoscreen.vision.detect_train import (
     train_detector,
 )
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
+from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.modelcard import BackboneRecord, DetectCard, DetectorRecord, ProfileRecord
 from geoscreen.vision.runtime import tune_malloc
 
@@ -148,8 +149,9 @@ def model_only(loaded: LoadedDetector, n_tiles: int, size: int) -> int:
     """``n_tiles`` random tiles through the detector in batches of BATCH (the last partial,
     as in a scene); returns ``n_tiles``."""
     x = torch.rand(BATCH, 3, size, size)
+    model = folded_for_inference(loaded.model)  # as detection runs it
     for start in range(0, n_tiles, BATCH):
-        loaded.model(x[: min(BATCH, n_tiles - start)])
+        model(x[: min(BATCH, n_tiles - start)])
     return n_tiles
 
 

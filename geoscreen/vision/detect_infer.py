@@ -53,6 +53,7 @@ from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import Detector, LoadedDetector
+from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
 from geoscreen.vision.modelcard import ModelCard
 from geoscreen.vision.runtime import autocast
@@ -164,7 +165,7 @@ def detect_grid(
     n = len(grid)
     if n == 0:
         return RawDetections.empty()
-    model.eval().to(device)
+    model = folded_for_inference(model).to(device)  # type: ignore[assignment]  # an eval copy
     workers = opts.num_workers if opts.num_workers is not None else auto_workers(device)
     loader = DataLoader(
         TileDataset(grid, preprocessor),

@@ -36,6 +36,7 @@ from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.blockscreen import block_path_applies, score_blocks
 from geoscreen.vision.classifier import TileModel
+from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
 from geoscreen.vision.runtime import (
@@ -164,8 +165,11 @@ def runs_backbone(model: TileModel) -> bool:
 
 
 def model_for_inference(model: TileModel, device: torch.device) -> TileModel:
-    """Eval mode on ``device``, channels_last (faster convolutions on CPU and GPU)."""
-    return model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    """An eval-mode copy on ``device``, batch normalisation folded into the convolutions
+    (:mod:`geoscreen.vision.fold`: EfficientNet-Lite0 1.27x faster on a CPU core), in
+    channels_last (faster convolutions on CPU and GPU); ``model`` is left as it is."""
+    folded: TileModel = folded_for_inference(model)  # type: ignore[assignment]
+    return folded.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def screen_scene(
