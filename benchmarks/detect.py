@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/detect.py [--size 2048] [--workdir DIR]          # speed
+    python benchmarks/detect.py [--size 2048] [--workdir DIR] [--model-dir DIR]   # speed
     python benchmarks/detect.py --quality --out DIR [--cases ...] [--variant ROW]
         [--combined] [--threads 1] [--reuse] [--tta]
     python benchmarks/detect.py --ablation-table --out DIR
@@ -10,7 +10,7 @@ Usage::
     python benchmarks/detect.py --curve --threads 1 [--cases ...] [--epochs 24]
 
 Speed (profile ``geoscreen/configs/tree_crowns_detect_neon.yaml``: its detector (FCOS
-since issue 13) on EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles per second of
+since issue 13) on EfficientNet-Lite0, and its tiles: 400 px overlapping by 96), tiles per second of
 
   (m) the detector alone: random (8, 3, 256, 256) batches under ``torch.inference_mode``,
   (e) end-to-end ``detect_scene`` + ``sites.detections.objects_to_sites`` on a synthetic 0.1 m scene
@@ -19,7 +19,8 @@ since issue 13) on EfficientNet-Lite0, 256 px tiles overlapping by 64), tiles pe
 
 and e/m per round, median over interleaved rounds (issue target >= 0.9). The
 heads are untrained with every score kept (``score_threshold`` 0, 300 boxes per
-tile): the most post-processing a tile can cause. Then seconds per training epoch
+tile): the most post-processing a tile can cause; ``--model-dir`` times a trained
+detector instead (its profile must be the shipped one). Then seconds per training epoch
 on the NEON OSBS chips (128 px) and YELL chips (256 px).
 
 Quality (``--quality``): train on some NEON sites and evaluate on another
@@ -175,7 +176,7 @@ def speed(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str
     if not scene_path.exists():
         make_synthetic_scene(scene_path, args.size, args.size, crs="EPSG:32617",
                              resolution=0.1, structures=200)  # fmt: skip
-    loaded = untrained(profile, scene_path)
+    loaded = load_detector(args.model_dir) if args.model_dir else untrained(profile, scene_path)
     grid_tiles = end_to_end(loaded, profile, scene_path, 0)  # warm-up, and the tile count
     size = profile.tiling.tile_size
     names = ("(m) model only", "(e) 0 workers", "(e) 1 worker")
@@ -510,6 +511,10 @@ def main() -> None:
         help="torch threads (1 is several times faster when other processes share the cores)",
     )
     parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None,
+        help="speed: a trained detector folder instead of untrained heads keeping every box",
+    )  # fmt: skip
     parser.add_argument(
         "--baselines", action="store_true", help="only the baselines of the cases (no training)"
     )
