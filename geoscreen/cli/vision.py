@@ -282,21 +282,23 @@ def screen(
 def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple[str, str]:
     """What ``--precision`` means for ``model``: ``fp32`` or ``bf16`` (``screen.json``
     records it), and that in words."""
-    from geoscreen.vision.infer import runs_backbone
+    from geoscreen.vision.infer import runs_backbone, screening_precision
     from geoscreen.vision.runtime import BF16_CHECK_MARGIN, pick_device, pick_precision
 
     checked = task == "classify"  # classifiers check bf16 scores near the threshold
-    if checked and not runs_backbone(model):
-        return "fp32", "fp32 (this model runs no backbone: bf16 would not speed it up)"
-    picked = pick_precision(precision, pick_device(device), checked=checked)
+    where = pick_device(device)
+    if not checked:
+        picked = pick_precision(precision, where)
+        return picked, picked if picked == "fp32" else "bf16 (--precision fp32 for fp32)"
+    picked = screening_precision(model, precision, where, checked=True)
+    if not runs_backbone(model):
+        return picked, "fp32 (this model runs no backbone: bf16 would not speed it up)"
     if picked == "fp32":
         return picked, "fp32"
-    if checked:
-        return picked, (
-            f"bf16, tiles scoring within {BF16_CHECK_MARGIN:g} of the threshold scored again "
-            "in fp32 (--precision fp32 for fp32 throughout)"
-        )
-    return picked, "bf16 (--precision fp32 for fp32)"
+    return picked, (
+        f"bf16, tiles scoring within {BF16_CHECK_MARGIN:g} of the threshold scored again "
+        "in fp32 (--precision fp32 for fp32 throughout)"
+    )
 
 
 def profile_record(profile: Profile) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -157,11 +157,20 @@ def read_threads(device: torch.device, workers: int) -> int:
 
 
 def runs_backbone(model: TileModel) -> bool:
-    """Whether ``model`` runs a CNN backbone, the only part bf16 speeds up. Feature
-    scorers without deep features (spectral statistics, the per-pixel model) compute in
-    fp32 whatever the precision: their cost is not in matrix products, and the bf16
-    check near the threshold covers backbone models only."""
+    """Whether ``model`` runs a CNN backbone, the only part bf16 speeds up."""
     return not (isinstance(model, FeatureScorer) and model.deep is None)
+
+
+def screening_precision(
+    model: TileModel, precision: str, device: torch.device, *, checked: bool
+) -> Literal["fp32", "bf16"]:
+    """The arithmetic :func:`score_grid` runs ``model`` in (``checked``: bf16 scores near
+    the threshold are scored again in fp32). Feature scorers without deep features
+    (spectral statistics, the per-pixel model) compute in fp32 whatever ``precision``
+    says: their cost is not in matrix products, and the check covers backbones only."""
+    if not runs_backbone(model):
+        return "fp32"
+    return pick_precision(precision, device, checked=checked)
 
 
 def model_for_inference(model: TileModel, device: torch.device) -> TileModel:
@@ -286,9 +295,7 @@ def score_grid(
             ahead = 0 if device.type == "cpu" else 2
             batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
         checked = opts.threshold is not None and opts.check_margin > 0
-        bf16 = (
-            runs_backbone(net) and pick_precision(opts.precision, device, checked=checked) == "bf16"
-        )
+        bf16 = screening_precision(net, opts.precision, device, checked=checked) == "bf16"
         if bf16:
             stack.enter_context(bf16_autocast(device))  # once: weights cast once
         rechecked = 0

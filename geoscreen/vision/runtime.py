@@ -130,16 +130,14 @@ def pick_precision(
     """
     if name not in PRECISIONS:
         raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16 or auto.")
-    gpu = device.type == "cuda"
+    if name == "fp32" or (name == "auto" and not checked):
+        return "fp32"
+    fast = device.type == "cuda" or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
     if name == "auto":
-        if not checked:
-            return "fp32"
-        fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
         return "bf16" if fast else "fp32"
-    fast = gpu or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)
-    if name == "bf16" and not fast:
+    if not fast:
         _warn_slow_bf16()
-    return "bf16" if name == "bf16" else "fp32"
+    return "bf16"
 
 
 @cache
