@@ -24,19 +24,13 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
-from quality import NEON, ROOT
+from detect import NEON, PROFILE, detected, hindsight_f1
 
 from geoscreen.evaluate.metrics import Criterion, evaluate_sites
-from geoscreen.evaluate.truth import load_truth
-from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import load_profile
 from geoscreen.samples import sample_path
-from geoscreen.sites.detections import objects_to_sites
-from geoscreen.vision.detect_infer import DetectOptions, detect_scene
-from geoscreen.vision.detect_metrics import THRESHOLDS
 from geoscreen.vision.detector import load_detector
 
-PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
 HOW = ("as is", "hist", "meanstd")
 
 
@@ -60,23 +54,13 @@ def matched(test: np.ndarray, train: np.ndarray, how: str) -> np.ndarray:
 
 
 def score(model_dir: Path, image: Path, test: str) -> tuple[float, float, float]:
-    profile = load_profile(PROFILE)
+    """F1 at the card's threshold, AP and hindsight F1 at IoU 0.4, as ``detect.py``."""
     loaded = load_detector(model_dir)
-    threshold = loaded.card.threshold
-    scene = open_scene(image, sensor=profile.imagery.sensor)
-    opts = DetectOptions(device="cpu", num_workers=0, precision="fp32")
-    objects = detect_scene(loaded, profile, scene, opts)
-    sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
-    truth = load_truth(sample_path(NEON[test][1]), scene)
-
-    def metrics(at: float | None) -> dict:
-        return evaluate_sites(
-            sites, truth, Criterion(iou=0.4), score_threshold=at, n_boot=0
-        ).metrics
-
-    m = metrics(threshold)
-    best = max(float(metrics(t)["f1"]) for t in THRESHOLDS)
-    return float(m["f1"]), float(m["average_precision"]), best
+    per_image = [detected(loaded, load_profile(PROFILE), image, sample_path(NEON[test][1]))]
+    sites, truth = per_image[0]
+    m = evaluate_sites(sites, truth, Criterion(iou=0.4), score_threshold=loaded.card.threshold,
+                       n_boot=0).metrics  # fmt: skip
+    return float(m["f1"]), float(m["average_precision"]), hindsight_f1(per_image, 0.4)[0]
 
 
 def main() -> None:
