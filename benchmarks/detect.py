@@ -63,7 +63,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
 
-from geoscreen.evaluate.metrics import Criterion, evaluate_sites
+from geoscreen.evaluate.metrics import Criterion, align, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import Profile, load_profile
@@ -115,6 +115,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "wider scale jitter (x2)": {"scale_jitter": 2.0},
     "stronger colour jitter (x2)": {"colour_jitter": 2.0},
     "6 frozen blocks": {"freeze_blocks": 6},
+    "16 frozen blocks (every MBConv block)": {"freeze_blocks": 16},
     "no copy-paste": {"copy_paste": 0},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
     "one anchor size (object_size_m)": {"fit_anchors": False},
@@ -257,6 +258,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     base = baselines(profile, train, test, opts.seed)
     entries = []
     found = hindsight_f1(per_image, 0.1)  # boxes near a crown: finding, not outlining
+    outlines = outline_errors(per_image, threshold)
     for iou in (0.4, 0.5):
         crit = Criterion(iou=iou)
         pooled = [evaluate_sites(s, t, crit, score_threshold=threshold, n_boot=n_boot, seed=0)
@@ -278,6 +280,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             else None,
             "hindsight_f1": round(hindsight[0], 3), "hindsight_threshold": hindsight[1],
             "found_f1@0.1": round(found[0], 3),
+            "outline_errors": {k: round(v, 3) for k, v in outlines.items()},
             "train_seconds": round(train_s, 1), "train_cpu_seconds": cpu_s,
             "detect_seconds": round(detect_s, 1),
             "s_per_epoch": round(statistics.median(e["seconds"] for e in epochs), 1),
@@ -315,6 +318,40 @@ def hindsight_f1(per_image: Sequence[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]],
                   for s, t in per_image])["f1"], th)
         for th in THRESHOLDS
     )  # fmt: skip
+
+
+def outline_errors(per_image: Sequence[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]],
+                   threshold: float) -> dict[str, float]:  # fmt: skip
+    """How the boxes kept at ``threshold`` sit on the crowns they touch (IoU >= 0.1 with
+    their best truth box): median centre offset across and down, signed and absolute,
+    as a share of that crown's width / height, and median size ratio (square root of
+    the areas). Tells a shifted or mis-sized outline from a missing one."""
+    rows = []
+    for sites, truth in per_image:
+        kept, truth = align(sites[sites["score_max"] >= threshold], truth)[:2]  # one CRS
+        if kept.empty or truth.empty:
+            continue
+        p, t = kept.geometry.bounds.to_numpy(), truth.geometry.bounds.to_numpy()
+        iw = np.clip(np.minimum(p[:, None, 2], t[None, :, 2])
+                     - np.maximum(p[:, None, 0], t[None, :, 0]), 0, None)  # fmt: skip
+        ih = np.clip(np.minimum(p[:, None, 3], t[None, :, 3])
+                     - np.maximum(p[:, None, 1], t[None, :, 1]), 0, None)  # fmt: skip
+        area_p, area_t = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in (p, t))
+        iou = iw * ih / (area_p[:, None] + area_t[None, :] - iw * ih)
+        near = iou.max(axis=1) >= 0.1
+        p, best = p[near], t[iou.argmax(axis=1)[near]]
+        w, h = best[:, 2] - best[:, 0], best[:, 3] - best[:, 1]
+        dx = ((p[:, 0] + p[:, 2]) - (best[:, 0] + best[:, 2])) / 2 / w
+        dy = ((p[:, 1] + p[:, 3]) - (best[:, 1] + best[:, 3])) / 2 / h
+        size = np.sqrt((p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1]) / (w * h))
+        rows.append(np.column_stack([dx, dy, size]))
+    if not rows:
+        return {}
+    a = np.concatenate(rows)
+    med = np.median(a, axis=0)
+    return {"boxes": float(len(a)), "dx": float(med[0]), "dy": float(med[1]),
+            "abs_dx": float(np.median(np.abs(a[:, 0]))),
+            "abs_dy": float(np.median(np.abs(a[:, 1]))), "size_ratio": float(med[2])}  # fmt: skip
 
 
 def neon_data(profile: Profile, names: Sequence[str]) -> DetectionData:
@@ -442,6 +479,8 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
         folder = out / _slug(args.variant) / case.replace("->", "_to_").replace("+", "_")
         rows += cross_site(prof, train, test, opts, folder, args.reuse, 1000, args.tta)
         print_rows(rows)
+        print(f"outlines at the card's threshold (shares of the crown's width/height): "
+              f"{rows[-1]['outline_errors']}")  # fmt: skip
     result: dict[str, Any] = {"variant": args.variant, "cases": rows}
     if args.combined:
         names = ("osbs", "yell")
