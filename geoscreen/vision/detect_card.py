@@ -44,12 +44,15 @@ def detection_card(
     device: torch.device,
     seconds: float,
     threshold: float,
+    refitted: bool | None = None,
 ) -> DetectCard:
     """The machine-readable model card of a detector.
 
     ``objects``: (training, validation) objects of the selection phase; ``threshold``:
     the held-out F1-optimal score threshold, which ``screen`` applies unless the profile
-    sets its own.
+    sets its own; ``refitted``: whether the weights are the model refitted on every label
+    (default: ``opts.refit``; False when the refit did not train and the selection model
+    was kept).
     """
     n_train, n_val = objects
     chosen = (
@@ -57,7 +60,16 @@ def detection_card(
         if opts.epoch_choice == "fixed"
         else "choose the epochs and the threshold"
     )
-    refit = bool(opts.refit)
+    refit = bool(opts.refit if refitted is None else refitted)
+    kept_selection = bool(opts.refit) and not refit  # the refit did not train
+    kept_note = "; the refit did not train, so these are the selection model's weights"
+    kept_limit = [
+        "The model refitted on every label did not train from two seeds (see "
+        "training.refit_check): these are the weights of the selection model, trained "
+        f"on {n_train} of the {data.objects} objects."
+    ]
+    if not kept_selection:
+        kept_note, kept_limit = "", []
     card = model_card(
         profile,
         task="detect",
@@ -71,7 +83,8 @@ def detection_card(
             "method": "spatially blocked",
             "description": f"a strip of {opts.val_fraction:.0%} of each scene held out to "
             + chosen
-            + ("; the model was then refitted on every label" if refit else ""),
+            + ("; the model was then refitted on every label" if refit else "")
+            + kept_note,
             "train_objects": n_train,
             "val_objects": n_val,
             "objects": data.objects,
@@ -81,6 +94,7 @@ def detection_card(
         metrics=metrics,
         training=training_record(opts, device, seconds, history),
         limits=[
+            *kept_limit,
             HELD_OUT_LIMIT,
             f"Trained on {data.objects if refit else n_train} labelled objects: small data, "
             "wide uncertainty. Published detectors of this kind learn from tens of thousands.",

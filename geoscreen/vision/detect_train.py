@@ -17,7 +17,10 @@ Two phases (``refit``):
    ``eval_iou`` picks the epoch too. A strip of a few dozen objects chose too few
    epochs (benchmarks/detect.py: OSBS -> YELL F1 0.279 -> 0.363 over 3 seeds with
    every epoch);
-2. *refit*: a fresh model trains on all labels for that number of epochs.
+2. *refit*: a fresh model trains on all labels for that number of epochs. It has seen
+   the strips, so it must score on them at least ``REFIT_SHARE`` of what the selection
+   model scored; one that does not (it did not train) is trained again from the next
+   seed, and after a second failure the selection model is kept (:func:`refit_on_all`).
 
 Anchors are fitted to the labels' size distribution
 (:func:`geoscreen.vision.detector.anchors_from_sizes`). Speed on a CPU: the stem and
@@ -85,6 +88,9 @@ log = logging.getLogger(__name__)
 
 _AREAL = ("Polygon", "MultiPolygon")
 DEFAULT_CHIP_PX = 256  # many cheap steps; the detector is fully convolutional
+# The share of the selection model's AP on the held-out strips that a refitted model,
+# which trained on the strips, must reach; below it, it counts as not trained.
+REFIT_SHARE = 0.75
 
 
 class DetectTrainOptions(BaseModel):
@@ -461,6 +467,50 @@ def run_training(
     return {"epochs": history, "best": best}
 
 
+def refit_on_all(
+    config: DetectorConfig,
+    views: list[SceneView],
+    strips: list[SceneView],
+    selection_ap: float,
+    opts: DetectTrainOptions,
+    device: torch.device,
+    epochs: int,
+    show: bool,
+    say: Callable[[str], None],
+) -> tuple[Detector | None, list[dict[str, float]], dict[str, Any]]:
+    """Train a fresh model on every label for ``epochs``, and check that it trained.
+
+    A detector can fail to train from one initialisation (its classifier settles on
+    "nothing here": loss flat from the first epoch; seen once in the benchmark runs) and
+    would then ship with the card of the selection model that did train. The refitted
+    model has seen the held-out strips, so it must score on them at least about as well
+    as the selection model that never saw them (``REFIT_SHARE`` of its AP). If it
+    does not, a second model trains from the next seed; if that fails too, the result
+    is None and the caller keeps the selection model. Returns the model, its epochs
+    and the check's record for the card."""
+    check: dict[str, Any] = {"selection_ap": round(selection_ap, 4), "seeds": []}
+    history: list[dict[str, float]] = []
+    for attempt in range(2):
+        run_opts = opts.model_copy(update={"seed": opts.seed + attempt})
+        with tqdm(total=epochs, desc="refit on all", unit="epoch", file=sys.stderr,
+                  disable=not show) as bar:  # fmt: skip
+            model = new_model(config, run_opts, device)
+            history = run_training(model, views, run_opts, device, epochs, bar=bar)["epochs"]
+        predictions = predict_views(model, strips, device)
+        ap = detection_metrics(predictions, [v.boxes for v in strips], opts.eval_iou, 1.0)
+        refit_ap = float(ap["average_precision"])
+        refit_ap = 0.0 if math.isnan(refit_ap) else refit_ap
+        check["seeds"].append({"seed": run_opts.seed, "strips_ap": round(refit_ap, 4)})
+        if refit_ap >= REFIT_SHARE * selection_ap:
+            return model, history, {**check, "kept": "refit"}
+        say(f"warning: the model refitted on all labels (seed {run_opts.seed}) scores AP "
+            f"{refit_ap:.3f} on the strips it trained on, against {selection_ap:.3f} for "
+            "the selection model that never saw them: it did not train; "
+            + ("training it again from the next seed" if attempt == 0 else
+               "keeping the selection model (trained without the strips)"))  # fmt: skip
+    return None, history, {**check, "kept": "selection"}
+
+
 def fitted_config(config: DetectorConfig, views: Sequence[SceneView], resolution_m: float,
                   fit: bool) -> DetectorConfig:  # fmt: skip
     """``config`` with anchors (and the typical object size) from the labels' sizes."""
@@ -536,15 +586,15 @@ def train_detector(
     history: dict[str, Any] = {"selection_epochs": selection["epochs"],
                                "best_epoch": int(chosen["epoch"]),
                                "epochs_run": len(selection["epochs"])}  # fmt: skip
+    refitted = False
     if opts.refit:
-        epochs = max(1, int(chosen["epoch"]))
         full = fitted_config(base_config, data.views, resolution, opts.fit_anchors)
-        with tqdm(total=epochs, desc="refit on all", unit="epoch", file=sys.stderr,
-                  disable=not show) as bar:  # fmt: skip
-            model = new_model(full, opts, device)
-            refit = run_training(model, data.views, opts, device, epochs, bar=bar)
-        config = full
-        history["refit_epochs"] = refit["epochs"]
+        selection_ap = detection_metrics(predictions, truths, opts.eval_iou, 1.0)
+        refit, history["refit_epochs"], history["refit_check"] = refit_on_all(
+            full, data.views, val_views, float(selection_ap["average_precision"]), opts,
+            device, max(1, int(chosen["epoch"])), show, say)  # fmt: skip
+        if refit is not None:
+            model, config, refitted = refit, full, True
     history["epochs"] = history["selection_epochs"] + history.get("refit_epochs", [])
     seconds = time.perf_counter() - started
     history["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads
@@ -553,7 +603,7 @@ def train_detector(
     say(f"trained in {seconds:.0f} s")
     model = model.to(memory_format=torch.contiguous_format)
     card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
-                          device, seconds, threshold)  # fmt: skip
+                          device, seconds, threshold, refitted)  # fmt: skip
     card = card.model_copy(
         update={
             # sampled for, not weighted: see detect_data

@@ -125,6 +125,9 @@ class TrainingRecord(_Section):
     best_epoch: int | None = None
     selection_epochs: list[Epoch] | None = None
     refit_epochs: list[Epoch] | None = None
+    # detectors: the refitted model's AP on the held-out strips against the selection
+    # model's, per seed tried, and which model was kept
+    refit_check: dict[str, Any] | None = None
     epochs: list[Epoch] | None = None
     cpu_seconds: float | None = None
     chip_px: int | None = None

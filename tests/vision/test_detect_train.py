@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -24,10 +25,12 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
 from geoscreen.sites.detections import objects_to_sites
+from geoscreen.vision import detect_train
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_train import (
+    REFIT_SHARE,
     DetectTrainOptions,
     detector_config,
     fitted_config,
@@ -35,6 +38,7 @@ from geoscreen.vision.detect_train import (
     lr_decay,
     new_model,
     object_boxes,
+    predict_views,
     run_training,
     train_detector,
 )
@@ -218,6 +222,11 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     training = card["training"]
     assert training["epochs_run"] == 3 and 1 <= training["best_epoch"] <= 3
     assert len(training["refit_epochs"]) == training["best_epoch"]
+    # The refit trained: on the strips it saw it scores about as well as the selection
+    # model that never saw them, from the first seed.
+    check = training["refit_check"]
+    assert check["kept"] == "refit" and [s["seed"] for s in check["seeds"]] == [0]
+    assert check["seeds"][0]["strips_ap"] >= REFIT_SHARE * check["selection_ap"]
     # The best epoch is chosen on the validation AP averaged over the last 3 epochs.
     raw = [e["val_ap"] for e in training["selection_epochs"]]
     smoothed = [e["val_ap_smoothed"] for e in training["selection_epochs"]]
@@ -243,6 +252,51 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
     assert "pixel peaks (per-pixel baseline)" in page
+
+
+@pytest.mark.slow
+def test_a_refit_that_does_not_train_is_not_shipped(
+    profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refitted models that learnt nothing (their classifier says "no object" everywhere,
+    as one benchmark refit did) are caught on the strips, tried again from the next seed,
+    and then the selection model is kept, which the card says."""
+    real = detect_train.run_training
+
+    def refit_learns_nothing(model: Any, views: Any, opts: Any, device: Any, epochs: int,
+                             *, val: Any = None, bar: Any = None) -> dict[str, Any]:  # fmt: skip
+        if val is not None:  # selection: trains for real
+            return real(model, views, opts, device, epochs, val=val, bar=bar)
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if name.endswith("cls_logits"):
+                    module.bias.fill_(-50.0)  # every score ~0: no boxes
+        return {"epochs": [{"epoch": 1, "loss": 2.0, "chips": 0}], "best": {}}
+
+    monkeypatch.setattr(detect_train, "run_training", refit_learns_nothing)
+    said: list[str] = []
+    opts = DetectTrainOptions(device="cpu", max_epochs=2, chips_per_epoch=24, seed=3)
+    card = train_detector(profile, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")],
+                          tmp_path / "model", opts, progress=said.append)  # fmt: skip
+    assert card.training is not None and card.training.refit_check is not None
+    check = card.training.refit_check
+    assert check["kept"] == "selection"
+    assert check["seeds"] == [{"seed": 3, "strips_ap": 0.0}, {"seed": 4, "strips_ap": 0.0}]
+    assert sum("did not train" in line for line in said) == 2
+    assert card.split is not None and not card.split.refit_on_all
+    said_in_card = [x for x in card.limits if x.startswith("The model refitted on every")]
+    assert len(said_in_card) == 1 and "did not train" in said_in_card[0]
+    assert f"trained on {card.split.train_objects} of the 61 objects" in said_in_card[0]
+    # The weights shipped are the selection model's: they score the strips as its card says.
+    loaded = load_detector(tmp_path / "model")
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    _, strips = data.split(opts.val_fraction, opts.seed, opts.min_visible)
+    predictions = predict_views(loaded.model, strips, torch.device("cpu"))
+    ap = detection_metrics(predictions, [v.boxes for v in strips], 0.4, 1.0)
+    assert ap["average_precision"] == pytest.approx(card.metrics["val_average_precision@0.4"],
+                                                    abs=1e-4)  # fmt: skip
+    assert ap["average_precision"] > 0.0
 
 
 @pytest.mark.slow
