@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/detect.py [--size 2048] [--workdir DIR] [--model-dir DIR]   # speed
     python benchmarks/detect.py --quality --out DIR [--cases ...] [--variant ROW]
-        [--combined] [--threads 1] [--reuse] [--tta]
+        [--combined] [--threads 1] [--reuse] [--tta] [--pixel-m 0.2]
     python benchmarks/detect.py --ablation-table --out DIR
     python benchmarks/detect.py --baselines [--cases ...]
     python benchmarks/detect.py --curve --threads 1 [--cases ...] [--epochs 24]
@@ -38,7 +38,8 @@ prints the rows already run. Every case also scores the two baselines of
 :mod:`geoscreen.vision.detect_baselines` (pixel peaks fitted on the training sites, random
 boxes at their density) on the test site; ``--baselines`` prints only those (no
 training). ``--curve``: the test site's AP after every epoch of a run on all training
-labels (:func:`learning_curve`, a diagnosis). Prints numbers; asserts nothing.
+labels (:func:`learning_curve`, a diagnosis). ``--pixel-m``: every case on the crops
+resampled to another pixel size (:mod:`_resampled`). Prints numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
+from _resampled import NATIVE_M, resampled_neon, resampled_profile
 
 from geoscreen.evaluate.metrics import Criterion, align, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
@@ -212,7 +214,7 @@ def speed(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str
 
 
 def epoch_seconds(profile: Profile, name: str, epochs: int) -> dict[str, Any]:
-    image, labels = (sample_path(n) for n in NEON[name])
+    image, labels = (neon_file(n) for n in NEON[name])
     opts = DetectTrainOptions(device="cpu", chip_size=DEFAULT_CHIP_PX)
     data = load_detection_data(profile, [labels], [image])
     config = fitted_config(detector_config(profile, data.scenes[0], 0.1), data.views, 0.1, True)
@@ -220,6 +222,16 @@ def epoch_seconds(profile: Profile, name: str, epochs: int) -> dict[str, Any]:
     history = run_training(model, data.views, opts, torch.device("cpu"), epochs)
     seconds = statistics.median(e["seconds"] for e in history["epochs"])
     return {"chips": int(history["epochs"][0]["chips"]), "seconds": seconds}
+
+
+# Sample name -> file, for ``--pixel-m`` (the resampled copies); empty: the bundled files.
+_RESAMPLED: dict[str, Path] = {}
+
+
+def neon_file(name: str) -> Path:
+    """The NEON sample ``name``: its resampled copy under ``--pixel-m``, else the bundled
+    file."""
+    return _RESAMPLED.get(name) or sample_path(name)
 
 
 def site_list(names: Sequence[str]) -> str:
@@ -234,8 +246,8 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     Rows per IoU: P/R/F1 at the card's threshold pooled over the test images and
     averaged per image, AP, and the best F1 in hindsight (the test's own optimal
     threshold: a diagnosis of calibration, not a result)."""
-    images = [sample_path(NEON[n][0]) for n in train]
-    labels = [sample_path(NEON[n][1]) for n in train]
+    images = [neon_file(NEON[n][0]) for n in train]
+    labels = [neon_file(NEON[n][1]) for n in train]
     load_before = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
     if reuse and (model_dir / "model.yaml").is_file():
@@ -251,8 +263,8 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     loaded = load_detector(model_dir)
     threshold = card.threshold
     started = time.perf_counter()
-    per_image = [detected(loaded, profile, sample_path(NEON[name][0]),
-                          sample_path(NEON[name][1]), tta) for name in test]  # fmt: skip
+    per_image = [detected(loaded, profile, neon_file(NEON[name][0]),
+                          neon_file(NEON[name][1]), tta) for name in test]  # fmt: skip
     detect_s = time.perf_counter() - started
     epochs = training.epochs or []
     base = baselines(profile, train, test, opts.seed)
@@ -267,7 +279,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
         hindsight = hindsight_f1(per_image, iou)
         entries.append({
             "direction": f"{site_list(train)} -> {site_list(test)}" + (" (TTA)" if tta else ""),
-            "imagery": ", ".join(Path(sample_path(NEON[n][0])).name for n in test)
+            "imagery": ", ".join(Path(neon_file(NEON[n][0])).name for n in test)
             + f" (trained on {site_list(train)})",
             "train_objects": card.split.objects,
             "objects": int(m["truth"]), "detections": int(m["predicted"]),
@@ -356,8 +368,8 @@ def outline_errors(per_image: Sequence[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]
 
 def neon_data(profile: Profile, names: Sequence[str]) -> DetectionData:
     """The labelled NEON scenes ``names``, read into memory as training reads them."""
-    return load_detection_data(profile, [sample_path(NEON[n][1]) for n in names],
-                               [sample_path(NEON[n][0]) for n in names],
+    return load_detection_data(profile, [neon_file(NEON[n][1]) for n in names],
+                               [neon_file(NEON[n][0]) for n in names],
                                list(POSITIVE_CLASSES))  # fmt: skip
 
 
@@ -485,8 +497,8 @@ def quality(args: argparse.Namespace, profile: Profile) -> list[dict[str, Any]]:
     if args.combined:
         names = ("osbs", "yell")
         load_before = os.getloadavg()[0]
-        card = train_detector(prof, [sample_path(NEON[n][1]) for n in names],
-                              [sample_path(NEON[n][0]) for n in names],
+        card = train_detector(prof, [neon_file(NEON[n][1]) for n in names],
+                              [neon_file(NEON[n][0]) for n in names],
                               out / _slug(args.variant) / "osbs_yell",
                               DetectTrainOptions(**{**base, **change}), progress=print)  # fmt: skip
         m, split, training = card.metrics, card.split, card.training
@@ -569,6 +581,11 @@ def main() -> None:
     )
     parser.add_argument("--reuse", action="store_true", help="evaluate models already in --out")
     parser.add_argument(
+        "--pixel-m", type=float, default=None,
+        help="quality: the NEON crops resampled to this pixel size (0.2: block means; 0.05: "
+        "bilinear), tiles covering the same ground; models under OUT/pixel_<m>m",
+    )  # fmt: skip
+    parser.add_argument(
         "--model-dir", type=Path, default=None,
         help="speed: a trained detector folder instead of untrained heads keeping every box",
     )  # fmt: skip
@@ -585,6 +602,12 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
     profile = load_profile(PROFILE)
+    if args.pixel_m is not None and abs(args.pixel_m - NATIVE_M) > 1e-9:
+        args.out = str(Path(args.out) / f"pixel_{args.pixel_m:g}m")
+        data = Path(args.out) / "data"
+        _RESAMPLED.update(resampled_neon(args.pixel_m, data))
+        profile = load_profile(resampled_profile(PROFILE, args.pixel_m, data))
+        print(f"NEON crops resampled to {args.pixel_m:g} m in {data}")
     if args.ablation_table:
         ablation_table(Path(args.out))
         return
