@@ -9,7 +9,9 @@ Usage::
 backbone features of the last layer and pooled from every stage, under the 8
 flips/rotations) with the folds ``geoscreen train`` builds, and the same features of
 every tile of the held-out scene (the screening grid, the screening preprocessing).
-``evaluate`` then fits variants from those arrays: each is scored out of fold on the
+``--deep-min-size`` enlarges the tiles to that size before the backbone (the shipped
+:data:`~geoscreen.vision.scorer.DEEP_MIN_SIZE` is 64: NEON's 64 px tiles go in as they
+are). ``evaluate`` then fits variants from those arrays: each is scored out of fold on the
 same folds (what selection would see) and, refitted on all chips, on the held-out
 tiles. Exploration only: the shipped numbers come from ``quality.py``.
 """
@@ -69,7 +71,7 @@ def views_of(images: Any, stages: Stages) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(last, 1).numpy(), torch.cat(multi, 1).numpy()
 
 
-def features(case: str, cache: Path, seed: int) -> None:
+def features(case: str, cache: Path, seed: int, min_size: int | None = None) -> None:
     _, train, test = case.split("_")
     sites = train.split("+")
     profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
@@ -85,6 +87,8 @@ def features(case: str, cache: Path, seed: int) -> None:
     )
     comp = compare_learners(profile, data, opts, lambda m: print(" ", m, flush=True))
     assert comp.deep is not None
+    if min_size is not None:  # tiles enlarged to this size before the backbone
+        comp.deep.min_size = min_size
     stages = Stages(comp.deep.eval())
     loader = DataLoader(data.dataset(), batch_size=64, shuffle=False)
     train_last, train_multi = views_of((b["image"] for b in loader), stages)
@@ -291,6 +295,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/quality_ablation"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="variant names, separated by ';'")
+    parser.add_argument(
+        "--deep-min-size", type=int, default=None,
+        help="features: enlarge tiles smaller than this before the backbone (default: "
+        "the shipped DEEP_MIN_SIZE)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -298,7 +307,7 @@ def main() -> None:
     if args.step == "features":
         for case in cases:
             print(f"== {case}", flush=True)
-            features(case, args.cache, args.seed)
+            features(case, args.cache, args.seed, args.deep_min_size)
     else:
         evaluate(cases, args.cache, args.seed, [v for v in args.only.split(";") if v])
 
