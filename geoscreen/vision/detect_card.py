@@ -197,10 +197,18 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
     if training is None:
         return []
     cpu = training.cpu_seconds if training.cpu_seconds is not None else "?"
-    return [
+    lines = [
         f"- device {training.device}; training time {training.seconds:.1f} s "
         f"(CPU time {cpu} s); epochs {training.epochs_run} (best {training.best_epoch})"
     ]
+    check = training.refit_check
+    if check:
+        tried = ", ".join(f"seed {t['seed']}: {t['strips_ap']:.3f}" for t in check["seeds"])
+        lines.append(
+            f"- refit check, AP on the held-out strips: selection model "
+            f"{check['selection_ap']:.3f}; refits {tried}; kept: the {check['kept']} model"
+        )
+    return lines
 
 
 def record_evaluation(

@@ -297,6 +297,8 @@ def test_a_refit_that_does_not_train_is_not_shipped(
     assert ap["average_precision"] == pytest.approx(card.metrics["val_average_precision@0.4"],
                                                     abs=1e-4)  # fmt: skip
     assert ap["average_precision"] > 0.0
+    page = (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "refits seed 3: 0.000, seed 4: 0.000; kept: the selection model" in page
 
 
 @pytest.mark.slow
