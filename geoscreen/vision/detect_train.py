@@ -488,6 +488,7 @@ def refit_on_all(
     does not, a second model trains from the next seed; if that fails too, the result
     is None and the caller keeps the selection model. Returns the model, its epochs
     and the check's record for the card."""
+    selection_ap = 0.0 if math.isnan(selection_ap) else selection_ap
     check: dict[str, Any] = {"selection_ap": round(selection_ap, 4), "seeds": []}
     history: list[dict[str, float]] = []
     for attempt in range(2):
