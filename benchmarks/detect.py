@@ -119,6 +119,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "6 frozen blocks": {"freeze_blocks": 6},
     "16 frozen blocks (every MBConv block)": {"freeze_blocks": 16},
     "no copy-paste": {"copy_paste": 0},
+    "dense copy-paste (up to 12 per chip)": {"copy_paste": 12},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
     "one anchor size (object_size_m)": {"fit_anchors": False},
     "no refit (selection model)": {"refit": False},
