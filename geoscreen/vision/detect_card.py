@@ -62,14 +62,11 @@ def detection_card(
     )
     refit = bool(opts.refit if refitted is None else refitted)
     kept_selection = bool(opts.refit) and not refit  # the refit did not train
-    kept_note = "; the refit did not train, so these are the selection model's weights"
     kept_limit = [
         "The model refitted on every label did not train from two seeds (see "
         "training.refit_check): these are the weights of the selection model, trained "
         f"on {n_train} of the {data.objects} objects."
-    ]
-    if not kept_selection:
-        kept_note, kept_limit = "", []
+    ] if kept_selection else []  # fmt: skip
     card = model_card(
         profile,
         task="detect",
@@ -84,7 +81,11 @@ def detection_card(
             "description": f"a strip of {opts.val_fraction:.0%} of each scene held out to "
             + chosen
             + ("; the model was then refitted on every label" if refit else "")
-            + kept_note,
+            + (
+                "; the refit did not train, so these are the selection model's weights"
+                if kept_selection
+                else ""
+            ),
             "train_objects": n_train,
             "val_objects": n_val,
             "objects": data.objects,

@@ -323,6 +323,14 @@ def predict_views(model: Detector, views: Sequence[SceneView], device: torch.dev
     return predict_chips(model, [v.image for v in views], device, 1)
 
 
+def strips_ap(predictions: Sequence[tuple[np.ndarray, np.ndarray]],
+              views: Sequence[SceneView], iou: float) -> float:  # fmt: skip
+    """AP at ``iou`` of ``predictions`` on ``views`` (0 where undefined)."""
+    ap = float(detection_metrics(predictions, [v.boxes for v in views], iou, 1.0)
+               ["average_precision"])  # fmt: skip
+    return 0.0 if math.isnan(ap) else ap
+
+
 # -- training -----------------------------------------------------------------------------
 def _train_mode(model: Detector) -> None:
     """Train mode, with the backbone's batch-norm layers kept in eval mode (frozen stats)."""
@@ -442,8 +450,7 @@ def run_training(
         if val:
             predictions = predict_views(model, val, device)
             truths = [v.boxes for v in val]
-            ap = detection_metrics(predictions, truths, opts.eval_iou, 1.0)["average_precision"]
-            ap = 0.0 if math.isnan(ap) else ap
+            ap = strips_ap(predictions, val, opts.eval_iou)
             record["val_ap"] = round(ap, 4)
             recent.append(ap)
             smoothed = float(np.mean(recent[-opts.smooth_epochs :]))
@@ -497,10 +504,7 @@ def refit_on_all(
                   disable=not show) as bar:  # fmt: skip
             model = new_model(config, run_opts, device)
             history = run_training(model, views, run_opts, device, epochs, bar=bar)["epochs"]
-        predictions = predict_views(model, strips, device)
-        ap = detection_metrics(predictions, [v.boxes for v in strips], opts.eval_iou, 1.0)
-        refit_ap = float(ap["average_precision"])
-        refit_ap = 0.0 if math.isnan(refit_ap) else refit_ap
+        refit_ap = strips_ap(predict_views(model, strips, device), strips, opts.eval_iou)
         check["seeds"].append({"seed": run_opts.seed, "strips_ap": round(refit_ap, 4)})
         if refit_ap >= REFIT_SHARE * selection_ap:
             return model, history, {**check, "kept": "refit"}
@@ -590,10 +594,9 @@ def train_detector(
     refitted = False
     if opts.refit:
         full = fitted_config(base_config, data.views, resolution, opts.fit_anchors)
-        selection_ap = detection_metrics(predictions, truths, opts.eval_iou, 1.0)
         refit, history["refit_epochs"], history["refit_check"] = refit_on_all(
-            full, data.views, val_views, float(selection_ap["average_precision"]), opts,
-            device, max(1, int(chosen["epoch"])), show, say)  # fmt: skip
+            full, data.views, val_views, float(table["model"]["ap"]), opts, device,
+            max(1, int(chosen["epoch"])), show, say)  # fmt: skip
         if refit is not None:
             model, config, refitted = refit, full, True
     history["epochs"] = history["selection_epochs"] + history.get("refit_epochs", [])
