@@ -11,8 +11,10 @@ other (or in part in both). A box is *cut* on a side when that side lies within
 the same object when
 
 - their IoU reaches ``merge_iou`` (the profile's ``nms_iou``), or
-- they come from different tiles, at least one is cut, and their intersection
-  covers at least ``merge_ios`` of the smaller box (a part inside the whole), or
+- they come from different tiles and one is a *part* of the other: the part is cut,
+  at least ``merge_ios`` of its area lies inside the other box, and the other box
+  goes on past one of the part's cut sides (the object continues beyond the tile
+  edge where the part stops), or
 - they come from different tiles, are cut on facing sides (the first on its right,
   the second, starting further right, on its left; or bottom and top), meet or
   overlap (within ``2 * edge_px``), and overlap along that border by at least
@@ -20,9 +22,14 @@ the same object when
   the tile overlap (or halves on a border of tiles that do not overlap).
 
 Groups form greedily in descending score (the highest-scoring detection absorbs
-its neighbours, as NMS does). A group keeps the box of its best detection; when
-that one is cut, the box of its best uncut member, and without one the union of
-its parts (which rebuilds an object larger than the overlap). Scores:
+its neighbours, as NMS does), and a group goes on to the cut pieces linked to its
+members: an object on a tile corner is in four pieces. A chain never goes from a
+piece to a whole box: in a dense scene one cut piece lies inside the boxes of two
+neighbouring objects, and chaining through it merged them into one (on the real YELL
+crop that lost a third of the crowns a detector had found: ``README``). A group
+keeps the box of its best detection; when that one is cut, the box of its best uncut
+member, and without one the union of its parts (which rebuilds an object larger than
+the overlap). Scores:
 ``score_max`` (the best), ``score_mean`` (over the group), ``tile_count``
 (distinct tiles that saw the object). Candidate pairs come from a shapely
 STRtree, so the cost grows with the number of detections, not its square.
@@ -222,15 +229,15 @@ def merge_across_tiles(
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area[i] + area[j] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    smaller = np.minimum(area[i], area[j])
-    ios = np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
     other_tile = raw.tile[i] != raw.tile[j]
-    part_of = other_tile & (cut[i] | cut[j]) & (ios >= merge_ios)
-    pieces = part_of | (other_tile & _abut(b, sides, i, j, merge_ios, edge_px))
+    part_of = _part_of(b, sides, i, j, inter, area, merge_ios, edge_px)
+    part_of |= _part_of(b, sides, j, i, inter, area, merge_ios, edge_px)
+    pieces = other_tile & (part_of | _abut(b, sides, i, j, merge_ios, edge_px))
     same = (iou >= merge_iou) | pieces
     neighbours = _adjacency(i[same], j[same], n)
-    # Pieces of one object chain together (an object on a tile corner is in four parts,
-    # one whole in the middle tile holds the parts seen by the tiles on either side).
+    # The cut pieces of one object chain together (an object on a tile corner is in
+    # four parts, and one whole view holds the parts on either side of it); a chain
+    # only ever goes on to a cut piece, never from a piece to another whole box.
     chained = _adjacency(i[pieces], j[pieces], n)
     leader = np.full(n, -1, dtype=np.int64)
     for k in np.argsort(-raw.scores, kind="stable").tolist():
@@ -243,7 +250,7 @@ def merge_across_tiles(
         queue = [k, *members.tolist()]
         while queue:
             more = chained(queue.pop())
-            more = more[leader[more] < 0]
+            more = more[(leader[more] < 0) & cut[more]]
             leader[more] = k
             queue += more.tolist()
     heads, group = np.unique(leader, return_inverse=True)
@@ -282,6 +289,30 @@ def _adjacency(i: np.ndarray, j: np.ndarray, n: int) -> Callable[[int], np.ndarr
     dst = dst[order]
     starts = np.searchsorted(src[order], np.arange(n + 1))
     return lambda k: dst[starts[k] : starts[k + 1]]
+
+
+def _part_of(
+    b: np.ndarray,
+    sides: np.ndarray,
+    part: np.ndarray,
+    other: np.ndarray,
+    inter: np.ndarray,
+    area: np.ndarray,
+    ratio: float,
+    edge_px: float,
+) -> np.ndarray:
+    """Pairs where ``part`` is a cut view of the object ``other`` shows: at least ``ratio``
+    of the part's area inside ``other``, which goes on (by more than ``edge_px``) past a
+    side on which the part is cut. A whole neighbour that merely covers a cut piece
+    stops where the piece stops, so it is not taken for the same object."""
+    inside = inter >= ratio * area[part]
+    beyond = (
+        (sides[part, 0] & (b[other, 0] < b[part, 0] - edge_px))
+        | (sides[part, 1] & (b[other, 1] < b[part, 1] - edge_px))
+        | (sides[part, 2] & (b[other, 2] > b[part, 2] + edge_px))
+        | (sides[part, 3] & (b[other, 3] > b[part, 3] + edge_px))
+    )
+    return np.asarray(inside & beyond, dtype=bool)
 
 
 def _abut(

@@ -120,6 +120,33 @@ def test_neighbouring_objects_stay_apart(osbs: Scene) -> None:
     assert len(merge_across_tiles(raw, merge_iou=0.3)) == 1  # IoU 1/3
 
 
+def test_a_cut_piece_inside_two_neighbours_does_not_merge_them(osbs: Scene) -> None:
+    """Dense canopy across a tile border (tiles at 0-128 and 96-224): the left tile sees
+    crown B cut at its edge (x = 128); that piece also lies mostly inside the box of
+    crown A, which ends before the edge. The piece is B's, not A's: A and B stay apart
+    (the old rule merged them through the piece; on the real YELL crop it lost a
+    third of the crowns found)."""
+    grid = TileGrid(osbs, 128, 32)
+    a = [98.0, 10.0, 126.0, 66.0]  # whole in both tiles
+    b = [110.0, 20.0, 150.0, 56.0]  # crosses x = 128: whole only in the right tile
+    piece = [110.0, 22.0, 128.0, 54.0]  # B as the left tile sees it
+    boxes = np.array([a, a, piece, b])
+    tiles = np.array([1, 0, 0, 1])
+    offsets = {0: 0.0, 1: 96.0}
+    sides = np.concatenate(
+        [
+            cut_sides(box[None], offsets[t], 0.0, 128, osbs, 2.0)
+            for box, t in zip(boxes, tiles, strict=True)
+        ]
+    )
+    assert sides[2].tolist() == [False, False, True, False]  # only the piece is cut
+    raw = RawDetections(boxes, np.array([0.9, 0.85, 0.8, 0.7]), tiles, sides, len(grid))
+    objects = merge_across_tiles(raw, merge_iou=0.4)
+    assert len(objects) == 2
+    np.testing.assert_allclose(objects.boxes[np.argsort(objects.boxes[:, 0])], [a, b])
+    assert objects.tile_count.tolist() == [2, 2]
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.integers(96, 400),
