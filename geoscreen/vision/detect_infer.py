@@ -10,11 +10,14 @@ other (or in part in both). A box is *cut* on a side when that side lies within
 ``edge_px`` of its tile's edge and that edge is inside the scene. Two detections are
 the same object when
 
-- their IoU reaches ``merge_iou`` (the profile's ``nms_iou``), or
 - they come from different tiles and one is a *part* of the other: the part is cut,
-  at least ``merge_ios`` of its area lies inside the other box, and the other box
-  goes on past one of the part's cut sides (the object continues beyond the tile
-  edge where the part stops), or
+  the other box goes on past one of the part's cut sides (the object continues
+  beyond the tile edge where the part stops), and the other box cut back to the
+  part's cut sides (what the part's tile saw of it) matches the part at IoU
+  ``merge_ios`` or more. Each part goes with the box it matches best, and only there:
+  being smaller than its object, a part can overlap a neighbour's box too; or
+- their IoU reaches ``merge_iou`` (the profile's ``nms_iou``), unless they come from
+  different tiles and one of them is a part placed by the rule above; or
 - they come from different tiles, are cut on facing sides (the first on its right,
   the second, starting further right, on its left; or bottom and top), meet or
   overlap (within ``2 * edge_px``), and overlap along that border by at least
@@ -23,16 +26,16 @@ the same object when
 
 Groups form greedily in descending score (the highest-scoring detection absorbs
 its neighbours, as NMS does), and a group goes on to the cut pieces linked to its
-members: an object on a tile corner is in four pieces. A chain never goes from a
-piece to a whole box: in a dense scene one cut piece lies inside the boxes of two
-neighbouring objects, and chaining through it merged them into one (on the real YELL
-crop that lost a third of the crowns a detector had found: ``README``). A group
-keeps the box of its best detection; when that one is cut, the box of its best uncut
-member, and without one the union of its parts (which rebuilds an object larger than
-the overlap). Scores:
-``score_max`` (the best), ``score_mean`` (over the group), ``tile_count``
-(distinct tiles that saw the object). Candidate pairs come from a shapely
-STRtree, so the cost grows with the number of detections, not its square.
+members: an object on a tile corner is in four pieces; a chain never goes from a
+piece to a whole box. Until session 11 a piece was part of any box covering half of
+the smaller of the two and chains went through pieces: in a dense scene one piece
+lies inside the boxes of two neighbours, and they were merged (on the real YELL crop a
+third of the crowns a detector had found were lost: ``README``). A group keeps the
+box of its best detection; when that one is cut, the box of its best uncut member,
+and without one the union of its parts (which rebuilds an object larger than the
+overlap). Scores: ``score_max`` (the best), ``score_mean`` (over the group),
+``tile_count`` (distinct tiles that saw the object). Candidate pairs come from a
+shapely STRtree, so the cost grows with the number of detections, not its square.
 
 Output: :class:`Objects` (boxes in scene pixels and their scores); the sites stage
 makes one site per object (:mod:`geoscreen.sites.detections`).
@@ -230,10 +233,20 @@ def merge_across_tiles(
     union = area[i] + area[j] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     other_tile = raw.tile[i] != raw.tile[j]
-    part_of = _part_of(b, sides, i, j, inter, area, merge_ios, edge_px)
-    part_of |= _part_of(b, sides, j, i, inter, area, merge_ios, edge_px)
+    # each cut piece belongs to the box from another tile it fits best (if well enough)
+    fit_ij = np.where(other_tile, _part_fit(b, sides, i, j, edge_px), 0.0)  # i part of j
+    fit_ji = np.where(other_tile, _part_fit(b, sides, j, i, edge_px), 0.0)
+    best = np.zeros(n)
+    np.maximum.at(best, np.r_[i, j], np.r_[fit_ij, fit_ji])
+    part_of = ((fit_ij >= merge_ios) & (fit_ij >= best[i])) | (
+        (fit_ji >= merge_ios) & (fit_ji >= best[j])
+    )
     pieces = other_tile & (part_of | _abut(b, sides, i, j, merge_ios, edge_px))
-    same = (iou >= merge_iou) | pieces
+    # A piece that fits some box goes with that one only: being smaller than its object,
+    # it can reach merge_iou with a neighbour's box from another tile too.
+    placed = best >= merge_ios
+    duplicate = (iou >= merge_iou) & ~(other_tile & (placed[i] | placed[j]))
+    same = duplicate | pieces
     neighbours = _adjacency(i[same], j[same], n)
     # The cut pieces of one object chain together (an object on a tile corner is in
     # four parts, and one whole view holds the parts on either side of it); a chain
@@ -291,28 +304,31 @@ def _adjacency(i: np.ndarray, j: np.ndarray, n: int) -> Callable[[int], np.ndarr
     return lambda k: dst[starts[k] : starts[k + 1]]
 
 
-def _part_of(
-    b: np.ndarray,
-    sides: np.ndarray,
-    part: np.ndarray,
-    other: np.ndarray,
-    inter: np.ndarray,
-    area: np.ndarray,
-    ratio: float,
-    edge_px: float,
+def _part_fit(
+    b: np.ndarray, sides: np.ndarray, part: np.ndarray, other: np.ndarray, edge_px: float
 ) -> np.ndarray:
-    """Pairs where ``part`` is a cut view of the object ``other`` shows: at least ``ratio``
-    of the part's area inside ``other``, which goes on (by more than ``edge_px``) past a
-    side on which the part is cut. A whole neighbour that merely covers a cut piece
-    stops where the piece stops, so it is not taken for the same object."""
-    inside = inter >= ratio * area[part]
+    """How well ``part`` fits as a cut view of the object ``other`` shows (0 to 1; 0 when
+    ``part`` is not cut or ``other`` stops where it does): the IoU of the part with
+    ``other`` cut back to the part's cut sides, i.e. what the part's tile sees of it, when
+    ``other`` goes on past a cut side by more than ``edge_px``. Covering most of a piece
+    is not enough: in a dense scene a neighbour's box covers most of a cut piece too, but
+    cut back to the tile it has another shape."""
     beyond = (
         (sides[part, 0] & (b[other, 0] < b[part, 0] - edge_px))
         | (sides[part, 1] & (b[other, 1] < b[part, 1] - edge_px))
         | (sides[part, 2] & (b[other, 2] > b[part, 2] + edge_px))
         | (sides[part, 3] & (b[other, 3] > b[part, 3] + edge_px))
     )
-    return np.asarray(inside & beyond, dtype=bool)
+    seen = b[other].copy()
+    for k, keep in enumerate((np.maximum, np.maximum, np.minimum, np.minimum)):
+        seen[:, k] = np.where(sides[part, k], keep(seen[:, k], b[part, k]), seen[:, k])
+    iw = np.minimum(seen[:, 2], b[part, 2]) - np.maximum(seen[:, 0], b[part, 0])
+    ih = np.minimum(seen[:, 3], b[part, 3]) - np.maximum(seen[:, 1], b[part, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    wide, high = (np.clip(seen[:, k + 2] - seen[:, k], 0, None) for k in (0, 1))
+    union = wide * high + (b[part, 2] - b[part, 0]) * (b[part, 3] - b[part, 1]) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.where(beyond, iou, 0.0)
 
 
 def _abut(
