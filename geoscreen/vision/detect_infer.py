@@ -252,8 +252,13 @@ def merge_across_tiles(
     # four parts, and one whole view holds the parts on either side of it); a chain
     # only ever goes on to a cut piece, never from a piece to another whole box.
     chained = _adjacency(i[pieces], j[pieces], n)
-    leader = np.full(n, -1, dtype=np.int64)
-    for k in np.argsort(-raw.scores, kind="stable").tolist():
+    # A detection with no link to any other is an object of its own: only the linked
+    # ones need the greedy pass (most of them in a sparse scene, few in a dense one).
+    linked = np.zeros(n, dtype=bool)
+    linked[i[same]] = linked[j[same]] = True
+    leader = np.where(linked, -1, np.arange(n))
+    order = np.argsort(-raw.scores, kind="stable")
+    for k in order[linked[order]].tolist():
         if leader[k] >= 0:
             continue
         leader[k] = k
