@@ -39,8 +39,7 @@ def _pixel_boxes(frame: gpd.GeoDataFrame, src: rasterio.io.DatasetReader) -> np.
     if frame.crs is not None and src.crs is not None:
         frame = frame.to_crs(src.crs)
     bounds = frame.geometry.bounds.to_numpy()
-    transform = src.transform
-    inverse = ~transform
+    inverse = ~src.transform
     x0, y0 = inverse * (bounds[:, 0], bounds[:, 3])
     x1, y1 = inverse * (bounds[:, 2], bounds[:, 1])
     return np.column_stack([np.minimum(x0, x1), np.minimum(y0, y1),

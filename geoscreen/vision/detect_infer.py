@@ -226,12 +226,7 @@ def merge_across_tiles(
         return Objects(np.zeros((0, 4)), z, z.copy(), np.zeros(0, np.int64))
     b, sides, cut = raw.boxes, raw.sides, raw.cut
     i, j = _near_pairs(b, 2 * edge_px)
-    iw = np.minimum(b[i, 2], b[j, 2]) - np.maximum(b[i, 0], b[j, 0])
-    ih = np.minimum(b[i, 3], b[j, 3]) - np.maximum(b[i, 1], b[j, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area[i] + area[j] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = _aligned_iou(b[i], b[j])
     other_tile = raw.tile[i] != raw.tile[j]
     # each cut piece belongs to the box from another tile it fits best (if well enough)
     fit_ij = np.where(other_tile, _part_fit(b, sides, i, j, edge_px), 0.0)  # i part of j
@@ -327,13 +322,20 @@ def _part_fit(
     seen = b[other].copy()
     for k, keep in enumerate((np.maximum, np.maximum, np.minimum, np.minimum)):
         seen[:, k] = np.where(sides[part, k], keep(seen[:, k], b[part, k]), seen[:, k])
-    iw = np.minimum(seen[:, 2], b[part, 2]) - np.maximum(seen[:, 0], b[part, 0])
-    ih = np.minimum(seen[:, 3], b[part, 3]) - np.maximum(seen[:, 1], b[part, 1])
+    return np.where(beyond, _aligned_iou(seen, b[part]), 0.0)
+
+
+def _aligned_iou(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """IoU of each box of ``a`` with the box in the same row of ``c`` (0 where both are
+    empty); a box cut back past its far side counts as empty."""
+    iw = np.minimum(a[:, 2], c[:, 2]) - np.maximum(a[:, 0], c[:, 0])
+    ih = np.minimum(a[:, 3], c[:, 3]) - np.maximum(a[:, 1], c[:, 1])
     inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    wide, high = (np.clip(seen[:, k + 2] - seen[:, k], 0, None) for k in (0, 1))
-    union = wide * high + (b[part, 2] - b[part, 0]) * (b[part, 3] - b[part, 1]) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return np.where(beyond, iou, 0.0)
+    area_a, area_c = (
+        np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None) for x in (a, c)
+    )
+    union = area_a + area_c - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _abut(
