@@ -18,9 +18,10 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.profiles import Profile
 from geoscreen.sites.extract import run_columns, site_ids
 from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
-from geoscreen.vision.boxes import box_areas_m2, boxes_to_map, boxes_to_polygons
+from geoscreen.vision.boxes import box_areas_m2, boxes_to_map
 from geoscreen.vision.detect_infer import Objects
 from geoscreen.vision.inputs import scene_resolution_m
+from geoscreen.vision.runtime import gc_paused
 
 SITES_FILE = "sites.parquet"
 SITES_GPKG = "sites.gpkg"
@@ -40,6 +41,20 @@ def objects_to_sites(
     crs = STORAGE_CRS if scene.georeferenced else None
     if len(objects) == 0:
         return empty_sites(crs)
+    with gc_paused():  # one geometry per object: tens of thousands in a dense scene
+        return _sites_frame(objects, scene, profile, run_id, model_sha256, pixel_size_m, seen_at)
+
+
+def _sites_frame(
+    objects: Objects,
+    scene: Scene,
+    profile: Profile,
+    run_id: str | None,
+    model_sha256: str | None,
+    pixel_size_m: float | None,
+    seen_at: datetime | None,
+) -> gpd.GeoDataFrame:
+    crs = STORAGE_CRS if scene.georeferenced else None
     run = run_id or str(objects.meta.get("run_id") or uuid.uuid4().hex[:12])
     geoms = boxes_to_map(objects.boxes, scene)
     if scene.georeferenced:
@@ -52,7 +67,7 @@ def objects_to_sites(
         unit = "m2" if size else "px2"
     frame = gpd.GeoDataFrame(
         {
-            "site_id": site_ids(profile.name, scene.id, run, boxes_to_polygons(objects.boxes)),
+            "site_id": site_ids(profile.name, scene.id, run, objects.boxes),
             "score_max": objects.score_max,
             "score_mean": objects.score_mean,
             "tile_count": objects.tile_count,

@@ -142,7 +142,7 @@ def extract_sites(
     keep = area >= rules.min_area
     frame = gpd.GeoDataFrame(
         {
-            "site_id": site_ids(profile.name, scene.id, run, outlines[keep]),
+            "site_id": site_ids(profile.name, scene.id, run, shapely.bounds(outlines[keep])),
             "score_max": score_max[keep],
             "score_mean": score_mean[keep],
             "tile_count": counts[keep],
@@ -272,9 +272,9 @@ def pixel_to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     return np.asarray(shapely.transform(geoms, apply), dtype=object)
 
 
-def site_ids(profile: str, scene_id: str, run_id: str, outlines: np.ndarray) -> list[str]:
-    """Deterministic ids from profile, scene, run and each outline's bounds."""
-    bounds = shapely.bounds(outlines) if len(outlines) else np.zeros((0, 4))
+def site_ids(profile: str, scene_id: str, run_id: str, bounds: np.ndarray) -> list[str]:
+    """Deterministic ids from profile, scene, run and each outline's bounds in scene pixels
+    (x min, y min, x max, y max: a detector's boxes as they are)."""
     prefix = f"{profile}|{scene_id}|{run_id}|"
     return [
         hashlib.sha256(f"{prefix}{b[0]:.3f},{b[1]:.3f},{b[2]:.3f},{b[3]:.3f}".encode()).hexdigest()[

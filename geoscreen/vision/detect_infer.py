@@ -66,7 +66,7 @@ from geoscreen.vision.detector import Detector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
 from geoscreen.vision.modelcard import ModelCard
-from geoscreen.vision.runtime import autocast
+from geoscreen.vision.runtime import autocast, gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -228,15 +228,20 @@ def merge_across_tiles(
     i, j = _near_pairs(b, 2 * edge_px)
     iou = _aligned_iou(b[i], b[j])
     other_tile = raw.tile[i] != raw.tile[j]
-    # each cut piece belongs to the box from another tile it fits best (if well enough)
-    fit_ij = np.where(other_tile, _part_fit(b, sides, i, j, edge_px), 0.0)  # i part of j
-    fit_ji = np.where(other_tile, _part_fit(b, sides, j, i, edge_px), 0.0)
+    # each cut piece belongs to the box from another tile it fits best (if well enough);
+    # only pairs across tiles with a cut member can fit or abut (a few in a dense scene)
+    fit_ij, fit_ji, abut = np.zeros(len(i)), np.zeros(len(i)), np.zeros(len(i), dtype=bool)
+    for fit, part, whole in ((fit_ij, i, j), (fit_ji, j, i)):  # part of whole
+        rows = np.flatnonzero(other_tile & cut[part])
+        fit[rows] = _part_fit(b, sides, part[rows], whole[rows], edge_px)
+    rows = np.flatnonzero(other_tile & cut[i] & cut[j])
+    abut[rows] = _abut(b, sides, i[rows], j[rows], merge_ios, edge_px)
     best = np.zeros(n)
     np.maximum.at(best, np.r_[i, j], np.r_[fit_ij, fit_ji])
     part_of = ((fit_ij >= merge_ios) & (fit_ij >= best[i])) | (
         (fit_ji >= merge_ios) & (fit_ji >= best[j])
     )
-    pieces = other_tile & (part_of | _abut(b, sides, i, j, merge_ios, edge_px))
+    pieces = other_tile & (part_of | abut)
     # A piece that fits some box goes with that one only: being smaller than its object,
     # it can reach merge_iou with a neighbour's box from another tile too.
     placed = best >= merge_ios
@@ -270,8 +275,8 @@ def merge_across_tiles(
     boxes = _group_boxes(b, raw.scores, raw.cut, heads, group)
     counts = np.bincount(group, minlength=len(heads))
     score_mean = np.bincount(group, weights=raw.scores, minlength=len(heads)) / counts
-    tile_pairs = np.unique(np.column_stack([group, raw.tile]), axis=0)
-    tile_count = np.bincount(tile_pairs[:, 0], minlength=len(heads))
+    group_tile = np.unique(group * (int(raw.tile.max()) + 1) + raw.tile)  # distinct pairs
+    tile_count = np.bincount(group_tile // (int(raw.tile.max()) + 1), minlength=len(heads))
     rank = np.argsort(-raw.scores[heads], kind="stable")
     return Objects(
         boxes[rank], raw.scores[heads][rank], score_mean[rank], tile_count[rank].astype(np.int64)
@@ -409,6 +414,7 @@ def detect_scene(
     )
     raw = detect_grid(loaded.model, grid, preprocessor, opts, device)
     merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
-    objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
+    with gc_paused():
+        objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
     objects.meta = {**(meta or {}), "tiles": raw.tiles, "raw_detections": len(raw.scores)}
     return objects

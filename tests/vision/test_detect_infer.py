@@ -24,8 +24,9 @@ from geoscreen.sites.detections import (
     objects_to_sites,
     write_detection_sites,
 )
+from geoscreen.sites.extract import site_ids
 from geoscreen.sites.site import SITE_COLUMNS, read_sites
-from geoscreen.vision.boxes import boxes_to_map
+from geoscreen.vision.boxes import boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_infer import (
     DetectOptions,
     RawDetections,
@@ -299,6 +300,9 @@ def test_detect_scene_writes_sites_in_lonlat_and_pixels(
     assert sites.crs.to_epsg() == 4326
     assert sites["run_id"].eq("r1").all() and sites["model_sha256"].eq(untrained.sha256).all()
     assert sites["site_id"].is_unique
+    # ids from the boxes as they are: the same as from the bounds of their pixel outlines
+    bounds = shapely.bounds(boxes_to_polygons(objects.boxes))
+    assert list(sites["site_id"]) == site_ids(profile.name, osbs.id, "r1", bounds)
     assert sites.geometry.within(osbs.footprint.buffer(1e-7)).all()
     outlines = boxes_to_map(objects.boxes, osbs)  # the objects' boxes, nothing else
     assert sites.geometry.geom_equals_exact(outlines, tolerance=1e-9).all()
