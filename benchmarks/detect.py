@@ -17,7 +17,9 @@ since issue 13) on EfficientNet-Lite0, and its tiles: 400 px overlapping by 96),
       (grid, empty-tile check, reading, preprocessing, detector, cross-tile merging,
       site table), num_workers 0 and 1,
 
-and e/m per round, median over interleaved rounds (issue target >= 0.9). The
+and e/m per round, median over interleaved rounds (issue target >= 0.9), then the seconds
+of the steps after detection (cross-tile merging, site table), timed on the raw
+detections of one pass (median of ``--repeats``). The
 heads are untrained with every score kept (``score_threshold`` 0, 300 boxes per
 tile): the most post-processing a tile can cause; ``--model-dir`` times a trained
 detector instead (its profile must be the shipped one). Then seconds per training epoch
@@ -73,7 +75,13 @@ from geoscreen.samples import make_synthetic_scene, sample_path
 from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_baselines import baseline_table, random_boxes
 from geoscreen.vision.detect_card import record_evaluation
-from geoscreen.vision.detect_infer import DetectOptions, detect_scene
+from geoscreen.vision.detect_infer import (
+    DetectOptions,
+    RawDetections,
+    detect_grid,
+    detect_scene,
+    merge_across_tiles,
+)
 from geoscreen.vision.detect_metrics import THRESHOLDS
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
@@ -88,8 +96,9 @@ from geoscreen.vision.detect_train import (
 )
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector
 from geoscreen.vision.fold import folded_for_inference
+from geoscreen.vision.infer import prepare_scene
 from geoscreen.vision.modelcard import BackboneRecord, DetectCard, DetectorRecord, ProfileRecord
-from geoscreen.vision.runtime import tune_malloc
+from geoscreen.vision.runtime import gc_paused, tune_malloc
 
 CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
@@ -121,6 +130,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "no copy-paste": {"copy_paste": 0},
     "dense copy-paste (up to 12 per chip)": {"copy_paste": 12},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
+    "per-scene 2-98% stretch": {"normalization": "percentile"},
     "one anchor size (object_size_m)": {"fit_anchors": False},
     "no refit (selection model)": {"refit": False},
     "epochs by the held-out strips (best 3-epoch mean, patience 6)": {"epoch_choice": "held_out"},
@@ -168,6 +178,32 @@ def end_to_end(loaded: LoadedDetector, profile: Profile, scene_path: Path, worke
     return int(objects.meta["tiles"])
 
 
+def post_processing(
+    loaded: LoadedDetector, profile: Profile, scene_path: Path, repeats: int
+) -> dict[str, float]:
+    """Median seconds of cross-tile merging and of making the site table, on the raw
+    detections of one pass over the scene, as ``detect_scene`` runs them."""
+    scene = open_scene(scene_path, sensor=profile.imagery.sensor)
+    opts = DetectOptions(batch_size=BATCH, device="cpu", num_workers=0)
+    device, grid, preprocessor = prepare_scene(profile, scene, "cpu", None)
+    raw: RawDetections = detect_grid(loaded.model, grid, preprocessor, opts, device)
+    merge_s, sites_s = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with gc_paused():
+            objects = merge_across_tiles(raw, loaded.model.config.nms_iou)
+        merge_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        objects_to_sites(objects, scene, profile)
+        sites_s.append(time.perf_counter() - start)
+    return {
+        "raw": len(raw.scores),
+        "objects": len(objects),
+        "merge_s": statistics.median(merge_s),
+        "sites_s": statistics.median(sites_s),
+    }
+
+
 def timed(fn: Any) -> tuple[int, float]:
     start = time.perf_counter()
     n = fn()
@@ -203,6 +239,9 @@ def speed(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str
     print(f"\nDetection, {grid_tiles} tiles of {size} px, batch {BATCH}, CPU threads "
           f"{torch.get_num_threads()} (medians of {args.repeats} interleaved rounds)")  # fmt: skip
     print_table(["path", "tiles/s", "x model (median of rounds)"], rows)
+    post = post_processing(loaded, profile, scene_path, max(args.repeats, 5))
+    print(f"after detection: merging {post['raw']:,} raw boxes into {post['objects']:,} objects "
+          f"{post['merge_s']:.3f} s, their sites {post['sites_s']:.3f} s (medians)")  # fmt: skip
     epochs = {}
     for name in ("osbs", "yell"):
         epochs[name] = epoch_seconds(profile, name, args.train_epochs)
@@ -211,7 +250,7 @@ def speed(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str
         ["scene", "chip px", "chips/epoch", "s/epoch (median)"],
         [[k, DEFAULT_CHIP_PX, v["chips"], v["seconds"]] for k, v in epochs.items()],
     )
-    return {"tiles": grid_tiles, "tiles_per_s": rates, "epochs": epochs}
+    return {"tiles": grid_tiles, "tiles_per_s": rates, "post_processing": post, "epochs": epochs}
 
 
 def epoch_seconds(profile: Profile, name: str, epochs: int) -> dict[str, Any]:
@@ -475,13 +514,18 @@ def _pooled(metrics: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def variant(profile: Profile, change: dict[str, Any]) -> tuple[Profile, dict[str, Any]]:
-    """The profile and training options of one ablation row (``architecture`` is the
-    profile's; everything else an option)."""
+    """The profile and training options of one ablation row (``architecture`` and
+    ``normalization`` are the profile's; everything else an option)."""
     change = dict(change)
     arch = change.pop("architecture", None)
     if arch is not None and profile.detection is not None:
         detection = profile.detection.model_copy(update={"architecture": arch})
         profile = profile.model_copy(update={"detection": detection})
+    method = change.pop("normalization", None)
+    if method is not None:
+        norm = profile.preprocess.normalization.model_copy(update={"method": method})
+        preprocess = profile.preprocess.model_copy(update={"normalization": norm})
+        profile = profile.model_copy(update={"preprocess": preprocess})
     return profile, change
 
 

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/quality.py [--cases neon_osbs_yell,neon_osbs+yell2+soap_yell,...]
-                                 [--seed 0] [--json results.json]
+                                 [--seed 0] [--json results.json] [--normalization percentile]
 
 Cases (real public data only; synthetic data is never evidence of quality):
 
@@ -155,9 +155,16 @@ def run_case(
     }
 
 
-def neon_case(train: list[str], test: str, seed: int) -> dict[str, Any]:
-    """Train on the crowns of the ``train`` scenes, score the tiles of ``test``."""
+def neon_case(
+    train: list[str], test: str, seed: int, normalization: str | None = None
+) -> dict[str, Any]:
+    """Train on the crowns of the ``train`` scenes, score the tiles of ``test``
+    (``normalization``: another method than the profile's, an ablation)."""
     profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
+    if normalization is not None:
+        norm = profile.preprocess.normalization.model_copy(update={"method": normalization})
+        preprocess = profile.preprocess.model_copy(update={"normalization": norm})
+        profile = profile.model_copy(update={"preprocess": preprocess})
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
     every = ["Tree", *NEON_CLASSES.get(test, [])]
@@ -206,6 +213,9 @@ def main() -> None:
     parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--normalization", choices=["percentile", "dtype_range"], default=None,
+                        help="NEON cases: this normalisation instead of the profile's "
+                        "(percentile: each scene stretched by its own 2-98%%)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     results = []
@@ -216,7 +226,7 @@ def main() -> None:
                 results.append(s2_case(args.seed, Path(tmp)))
             else:
                 _, train, test = case.split("_")
-                results.append(neon_case(train.split("+"), test, args.seed))
+                results.append(neon_case(train.split("+"), test, args.seed, args.normalization))
             report(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
