@@ -275,8 +275,9 @@ def merge_across_tiles(
     boxes = _group_boxes(b, raw.scores, raw.cut, heads, group)
     counts = np.bincount(group, minlength=len(heads))
     score_mean = np.bincount(group, weights=raw.scores, minlength=len(heads)) / counts
-    group_tile = np.unique(group * (int(raw.tile.max()) + 1) + raw.tile)  # distinct pairs
-    tile_count = np.bincount(group_tile // (int(raw.tile.max()) + 1), minlength=len(heads))
+    tiles = int(raw.tile.max()) + 1
+    group_tile = np.unique(group * tiles + raw.tile)  # the distinct (object, tile) pairs
+    tile_count = np.bincount(group_tile // tiles, minlength=len(heads))
     rank = np.argsort(-raw.scores[heads], kind="stable")
     return Objects(
         boxes[rank], raw.scores[heads][rank], score_mean[rank], tile_count[rank].astype(np.int64)
