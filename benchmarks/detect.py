@@ -130,7 +130,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "no copy-paste": {"copy_paste": 0},
     "dense copy-paste (up to 12 per chip)": {"copy_paste": 12},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
-    "per-scene 2-98% stretch": {"normalization": "percentile"},
+    "fixed uint8 range (before session 12)": {"normalization": "dtype_range"},
     "one anchor size (object_size_m)": {"fit_anchors": False},
     "no refit (selection model)": {"refit": False},
     "epochs by the held-out strips (best 3-epoch mean, patience 6)": {"epoch_choice": "held_out"},
