@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: timing, peak memory, tables."""
+"""Shared helpers for the benchmark scripts: timing, peak memory, tables, profile variants."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geoscreen.profiles import Profile
 
 
 def peak_rss_mib() -> float:
@@ -67,3 +71,10 @@ def _fmt(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def with_normalization(profile: Profile, method: str) -> Profile:
+    """``profile`` with another normalisation method (an ablation; the rest unchanged)."""
+    norm = profile.preprocess.normalization.model_copy(update={"method": method})
+    preprocess = profile.preprocess.model_copy(update={"normalization": norm})
+    return profile.model_copy(update={"preprocess": preprocess})

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table
+from _common import print_table, with_normalization
 from _resampled import NATIVE_M, resampled_neon, resampled_profile
 
 from geoscreen.evaluate.metrics import Criterion, align, evaluate_sites
@@ -523,9 +523,7 @@ def variant(profile: Profile, change: dict[str, Any]) -> tuple[Profile, dict[str
         profile = profile.model_copy(update={"detection": detection})
     method = change.pop("normalization", None)
     if method is not None:
-        norm = profile.preprocess.normalization.model_copy(update={"method": method})
-        preprocess = profile.preprocess.model_copy(update={"normalization": norm})
-        profile = profile.model_copy(update={"preprocess": preprocess})
+        profile = with_normalization(profile, method)
     return profile, change
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table
+from _common import print_table, with_normalization
 
 from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.scene import open_scene
@@ -162,9 +162,7 @@ def neon_case(
     (``normalization``: another method than the profile's, an ablation)."""
     profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     if normalization is not None:
-        norm = profile.preprocess.normalization.model_copy(update={"method": normalization})
-        preprocess = profile.preprocess.model_copy(update={"normalization": norm})
-        profile = profile.model_copy(update={"preprocess": preprocess})
+        profile = with_normalization(profile, normalization)
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
     every = ["Tree", *NEON_CLASSES.get(test, [])]
