@@ -98,7 +98,7 @@ from geoscreen.vision.detector import LoadedDetector, build_detector, load_detec
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import prepare_scene
 from geoscreen.vision.modelcard import BackboneRecord, DetectCard, DetectorRecord, ProfileRecord
-from geoscreen.vision.runtime import gc_paused, tune_malloc
+from geoscreen.vision.runtime import tune_malloc
 
 CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
@@ -190,8 +190,7 @@ def post_processing(
     merge_s, sites_s = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        with gc_paused():
-            objects = merge_across_tiles(raw, loaded.model.config.nms_iou)
+        objects = merge_across_tiles(raw, loaded.model.config.nms_iou)
         merge_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         objects_to_sites(objects, scene, profile)

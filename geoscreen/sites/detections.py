@@ -27,6 +27,7 @@ SITES_FILE = "sites.parquet"
 SITES_GPKG = "sites.gpkg"
 
 
+@gc_paused()  # one geometry per object: tens of thousands in a dense scene
 def objects_to_sites(
     objects: Objects,
     scene: Scene,
@@ -41,20 +42,6 @@ def objects_to_sites(
     crs = STORAGE_CRS if scene.georeferenced else None
     if len(objects) == 0:
         return empty_sites(crs)
-    with gc_paused():  # one geometry per object: tens of thousands in a dense scene
-        return _sites_frame(objects, scene, profile, run_id, model_sha256, pixel_size_m, seen_at)
-
-
-def _sites_frame(
-    objects: Objects,
-    scene: Scene,
-    profile: Profile,
-    run_id: str | None,
-    model_sha256: str | None,
-    pixel_size_m: float | None,
-    seen_at: datetime | None,
-) -> gpd.GeoDataFrame:
-    crs = STORAGE_CRS if scene.georeferenced else None
     run = run_id or str(objects.meta.get("run_id") or uuid.uuid4().hex[:12])
     geoms = boxes_to_map(objects.boxes, scene)
     if scene.georeferenced:

@@ -1,4 +1,5 @@
-"""Axis-aligned boxes on tiles and scenes: augmentation, clipping, pixel -> map coordinates.
+"""Axis-aligned boxes on tiles and scenes: augmentation, clipping, overlap, pixel -> map
+coordinates.
 
 Boxes are ``(xmin, ymin, xmax, ymax)`` in pixel coordinates, x = column, y = row,
 pixel edges at integers (pixel (0, 0) spans [0, 1] x [0, 1]), as labels,
@@ -66,6 +67,19 @@ def clip_boxes(
     visible = np.divide(cw * ch, area, out=np.zeros_like(area), where=area > 0)
     keep = (cw >= min_size_px) & (ch >= min_size_px) & (visible >= min_visible)
     return clipped[keep], keep
+
+
+def paired_iou(a: BoxArray, c: BoxArray) -> np.ndarray:
+    """IoU of each box of ``a`` with the box in the same row of ``c`` (0 where both are
+    empty); a box whose far side lies before its near one counts as empty."""
+    iw = np.minimum(a[:, 2], c[:, 2]) - np.maximum(a[:, 0], c[:, 0])
+    ih = np.minimum(a[:, 3], c[:, 3]) - np.maximum(a[:, 1], c[:, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a, area_c = (
+        np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None) for x in (a, c)
+    )
+    union = area_a + area_c - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def boxes_to_polygons(boxes: BoxArray, transform: Affine | None = None) -> np.ndarray:

@@ -61,6 +61,7 @@ from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
+from geoscreen.vision.boxes import paired_iou
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import Detector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
@@ -216,6 +217,7 @@ def detect_grid(
     return RawDetections(boxes, scores, tiles, sides, n)
 
 
+@gc_paused()  # tens of thousands of small arrays and geometries in a dense scene
 def merge_across_tiles(
     raw: RawDetections, merge_iou: float, merge_ios: float = 0.5, edge_px: float = 2.0
 ) -> Objects:
@@ -226,7 +228,7 @@ def merge_across_tiles(
         return Objects(np.zeros((0, 4)), z, z.copy(), np.zeros(0, np.int64))
     b, sides, cut = raw.boxes, raw.sides, raw.cut
     i, j = _near_pairs(b, 2 * edge_px)
-    iou = _aligned_iou(b[i], b[j])
+    iou = paired_iou(b[i], b[j])
     other_tile = raw.tile[i] != raw.tile[j]
     # each cut piece belongs to the box from another tile it fits best (if well enough);
     # only pairs across tiles with a cut member can fit or abut (a few in a dense scene)
@@ -328,20 +330,7 @@ def _part_fit(
     seen = b[other].copy()
     for k, keep in enumerate((np.maximum, np.maximum, np.minimum, np.minimum)):
         seen[:, k] = np.where(sides[part, k], keep(seen[:, k], b[part, k]), seen[:, k])
-    return np.where(beyond, _aligned_iou(seen, b[part]), 0.0)
-
-
-def _aligned_iou(a: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """IoU of each box of ``a`` with the box in the same row of ``c`` (0 where both are
-    empty); a box cut back past its far side counts as empty."""
-    iw = np.minimum(a[:, 2], c[:, 2]) - np.maximum(a[:, 0], c[:, 0])
-    ih = np.minimum(a[:, 3], c[:, 3]) - np.maximum(a[:, 1], c[:, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a, area_c = (
-        np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None) for x in (a, c)
-    )
-    union = area_a + area_c - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.where(beyond, paired_iou(seen, b[part]), 0.0)
 
 
 def _abut(
@@ -415,7 +404,6 @@ def detect_scene(
     )
     raw = detect_grid(loaded.model, grid, preprocessor, opts, device)
     merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
-    with gc_paused():
-        objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
+    objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
     objects.meta = {**(meta or {}), "tiles": raw.tiles, "raw_detections": len(raw.scores)}
     return objects

@@ -19,7 +19,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoscreen.vision.augment import DIHEDRAL, dihedral
-from geoscreen.vision.boxes import dihedral_boxes
+from geoscreen.vision.boxes import dihedral_boxes, paired_iou
 
 Predict = Callable[[torch.Tensor], list[dict[str, torch.Tensor]]]
 
@@ -46,16 +46,8 @@ def weighted_box_fusion(
     s = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in scores] or [np.zeros(0)])
     if len(s) == 0:
         return np.zeros((0, 4)), np.zeros(0)
-    iw = np.clip(
-        np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None
-    )
-    ih = np.clip(
-        np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None
-    )
-    inter = iw * ih
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area[:, None] + area[None, :] - inter
-    linked = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0) >= iou
+    rows, cols = np.indices((len(b), len(b))).reshape(2, -1)
+    linked = (paired_iou(b[rows], b[cols]) >= iou).reshape(len(b), len(b))
     _, group = connected_components(csr_matrix(linked), directed=False)
     n = int(group.max()) + 1
     w = np.maximum(s, 1e-9)  # boxes scoring 0 still have a position

@@ -28,3 +28,12 @@ def test_a_collector_already_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_as_a_decorator_it_pauses_every_call() -> None:
+    @gc_paused()
+    def collector_on() -> bool:
+        return gc.isenabled()
+
+    assert collector_on() is False and collector_on() is False  # the same decorator, twice
+    assert gc.isenabled()
