@@ -77,7 +77,7 @@ class ScanSettings:
     chunk_tiles: int = 2048
     threads: int | None = None
     device: str = "cpu"
-    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    precision: str = "auto"  # fp32, bf16, int8 (classify) or auto (runtime.pick_precision)
     bands: tuple[str, ...] = ()  # --bands, resolved to names (profiles.select_bands)
 
 

@@ -280,23 +280,28 @@ def screen(
 
 
 def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple[str, str]:
-    """What ``--precision`` means for ``model``: ``fp32`` or ``bf16`` (``screen.json``
-    records it), and that in words."""
-    from geoscreen.vision.infer import runs_backbone, screening_precision
-    from geoscreen.vision.runtime import BF16_CHECK_MARGIN, pick_device, pick_precision
+    """What ``--precision`` means for ``model``: ``fp32``, ``bf16`` or ``int8``
+    (``screen.json`` records it), and that in words."""
+    from geoscreen.vision.infer import CHECK_MARGINS, runs_backbone, screening_precision
+    from geoscreen.vision.quantize import CALIBRATION_TILES
+    from geoscreen.vision.runtime import pick_device, pick_precision
 
-    checked = task == "classify"  # classifiers check bf16 scores near the threshold
+    checked = task == "classify"  # classifiers check bf16/int8 scores near the threshold
     where = pick_device(device)
     if not checked:
-        picked = pick_precision(precision, where)
-        return picked, picked if picked == "fp32" else "bf16 (--precision fp32 for fp32)"
+        device_picked = pick_precision(precision, where)
+        words = "fp32" if device_picked == "fp32" else "bf16 (--precision fp32 for fp32)"
+        return device_picked, words
     picked = screening_precision(model, precision, where, checked=True)
     if not runs_backbone(model):
         return picked, "fp32 (this model runs no backbone: bf16 would not speed it up)"
     if picked == "fp32":
         return picked, "fp32"
+    how = "bf16"
+    if picked == "int8":
+        how = f"int8 (the trunk calibrated on {CALIBRATION_TILES} tiles of each scene)"
     return picked, (
-        f"bf16, tiles scoring within {BF16_CHECK_MARGIN:g} of the threshold scored again "
+        f"{how}, tiles scoring within {CHECK_MARGINS[picked]:g} of the threshold scored again "
         "in fp32 (--precision fp32 for fp32 throughout)"
     )
 

@@ -85,7 +85,7 @@ class DetectOptions:
     merge_ios: float = 0.5
     edge_px: float = 2.0
     pixel_size_m: float | None = None
-    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    precision: str = "auto"  # fp32, bf16 or auto (runtime.pick_precision; int8 is refused)
     tta: bool = False  # the 8 flips/rotations of each tile, fused (detect_tta)
     tta_iou: float = 0.55
 

@@ -39,6 +39,12 @@ from geoscreen.vision.classifier import TileModel
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.inputs import band_roles
 from geoscreen.vision.modeldir import LoadedModelDir
+from geoscreen.vision.quantize import (
+    CALIBRATION_TILES,
+    INT8_CHECK_MARGIN,
+    check_int8,
+    int8_model,
+)
 from geoscreen.vision.runtime import (
     BF16_CHECK_MARGIN,
     bf16_autocast,
@@ -53,6 +59,8 @@ from geoscreen.vision.scorer import FeatureScorer
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# How close to the threshold in force a score must be to be computed again in fp32.
+CHECK_MARGINS = {"bf16": BF16_CHECK_MARGIN, "int8": INT8_CHECK_MARGIN}
 _END = object()
 READER_THREAD = "geoscreen-reader"
 
@@ -67,13 +75,14 @@ class ScreenOptions:
     embeddings: bool = False
     drop_empty: bool = True
     progress: bool = False
-    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
-    # The decision threshold in force (screen_scene: the profile's). In bf16, tiles
+    # fp32, bf16, int8 or auto (infer.screening_precision, runtime.pick_precision)
+    precision: str = "auto"
+    # The decision threshold in force (screen_scene: the profile's). In bf16 or int8, tiles
     # scoring within check_margin of it are scored again in fp32, so each falls on the
-    # side of it that fp32 puts it. No threshold or a margin of 0: no check, and auto
-    # means fp32.
+    # side of it that fp32 puts it. None: the arithmetic's own margin (CHECK_MARGINS). No
+    # threshold or a margin of 0: no check, and auto means fp32.
     threshold: float | None = None
-    check_margin: float = BF16_CHECK_MARGIN
+    check_margin: float | None = None
     # Feature scorers read many tiles per window (geoscreen.vision.blockscreen) where
     # that gives the same scores; False reads tile by tile (to compare the two).
     block_reads: bool = True
@@ -163,13 +172,18 @@ def runs_backbone(model: TileModel) -> bool:
 
 def screening_precision(
     model: TileModel, precision: str, device: torch.device, *, checked: bool
-) -> Literal["fp32", "bf16"]:
-    """The arithmetic :func:`score_grid` runs ``model`` in (``checked``: bf16 scores near
-    the threshold are scored again in fp32). Feature scorers without deep features
+) -> Literal["fp32", "bf16", "int8"]:
+    """The arithmetic :func:`score_grid` runs ``model`` in (``checked``: scores near the
+    threshold are scored again in fp32). Feature scorers without deep features
     (spectral statistics, the per-pixel model) compute in fp32 whatever ``precision``
-    says: their cost is not in matrix products, and the check covers backbones only."""
+    says: their cost is not in matrix products, and the check covers backbones only.
+    ``int8`` (:mod:`geoscreen.vision.quantize`) is for ResNet trunks on a CPU; asked for
+    elsewhere it is a ConfigError."""
     if not runs_backbone(model):
         return "fp32"
+    if precision == "int8":
+        check_int8(model, device)
+        return "int8"
     return pick_precision(precision, device, checked=checked)
 
 
@@ -294,19 +308,25 @@ def score_grid(
         if workers == 0:  # closed first: the reader thread stops before the handle
             ahead = 0 if device.type == "cpu" else 2
             batches = stack.enter_context(closing(read_in_thread(loader, ahead)))
-        checked = opts.threshold is not None and opts.check_margin > 0
-        bf16 = screening_precision(net, opts.precision, device, checked=checked) == "bf16"
-        if bf16:
+        checked = opts.threshold is not None and opts.check_margin != 0
+        arithmetic = screening_precision(net, opts.precision, device, checked=checked)
+        scorer = net  # what scores the tiles; net, in fp32, scores again those near
+        if arithmetic == "bf16":
             stack.enter_context(bf16_autocast(device))  # once: weights cast once
+        elif arithmetic == "int8":
+            scorer = int8_model(net, calibration_tiles(dataset))
+        margin = (
+            CHECK_MARGINS.get(arithmetic, 0.0) if opts.check_margin is None else opts.check_margin
+        )
         rechecked = 0
         for batch in batches:
             index = batch["index"].numpy()
             image = batch["image"].to(device, non_blocking=True)
             image = image.contiguous(memory_format=torch.channels_last)
-            prob, feats = net.score_and_embed(image)
+            prob, feats = scorer.score_and_embed(image)
             batch_scores = prob.float().cpu().numpy()
-            if bf16 and checked:
-                rechecked += fp32_near(net, image, batch_scores, opts, device)
+            if arithmetic != "fp32" and checked:
+                rechecked += fp32_near(net, image, batch_scores, opts, device, margin)
             scores[index] = batch_scores
             mask = batch["mask"].numpy().reshape(len(index), -1)
             valid[index] = np.count_nonzero(mask, axis=1) / mask.shape[1]  # 15x torch's mean
@@ -315,25 +335,36 @@ def score_grid(
                     embeddings = np.zeros((n, feats.shape[1]), dtype=np.float16)
                 embeddings[index] = feats.float().cpu().numpy().astype(np.float16)
             bar.update(len(index))
-    if bf16 and checked:
-        log.info("bf16: %d of %d tiles scored near the threshold, scored again in fp32",
-                 rechecked, n)  # fmt: skip
+    if arithmetic != "fp32" and checked:
+        log.info("%s: %d of %d tiles scored near the threshold, scored again in fp32",
+                 arithmetic, rechecked, n)  # fmt: skip
     return ScoreMap(grid, scores, valid, embeddings, dict(meta or {}))
+
+
+def calibration_tiles(dataset: TileDataset, count: int = CALIBRATION_TILES) -> torch.Tensor:
+    """Up to ``count`` preprocessed tiles spread evenly over the grid (its order runs
+    across the scene): what int8's activation ranges are estimated from."""
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round())
+    batch = collate(dataset.__getitems__([int(i) for i in picks]))
+    image: torch.Tensor = batch["image"]
+    return image.contiguous(memory_format=torch.channels_last)
 
 
 def fp32_near(
     net: TileModel, image: torch.Tensor, scores: np.ndarray, opts: ScreenOptions,
-    device: torch.device,
+    device: torch.device, margin: float,
 ) -> int:  # fmt: skip
-    """Score again in fp32, in place, the tiles of ``image`` whose (bf16) ``scores`` lie
-    within ``opts.check_margin`` of ``opts.threshold``; returns how many.
+    """Score again in fp32, in place, the tiles of ``image`` whose (bf16 or int8)
+    ``scores`` lie within ``margin`` of ``opts.threshold``; returns how many. ``net`` is
+    the fp32 model (for bf16, the same one, run here without autocast).
 
-    bf16 moved a score by at most about half the default margin on the real NEON cases,
-    so a tile outside the band is on the side of the threshold fp32 puts it, and one
-    inside gets fp32's score. Embeddings stay bf16's (they rank, they decide nothing).
+    bf16 and int8 moved a score by at most about half their margins (:data:`CHECK_MARGINS`)
+    on the real NEON cases, so a tile outside the band is on the side of the threshold
+    fp32 puts it, and one inside gets fp32's score. Embeddings stay those of the faster
+    arithmetic (they rank, they decide nothing).
     """
     assert opts.threshold is not None
-    near = np.flatnonzero(np.abs(scores - opts.threshold) <= opts.check_margin)
+    near = np.flatnonzero(np.abs(scores - opts.threshold) <= margin)
     if near.size:
         with fp32_within(device):
             again, _ = net.score_and_embed(image[torch.from_numpy(near).to(image.device)])

@@ -4,7 +4,8 @@ On CPU the model is the bottleneck; glibc's malloc returning large buffers to th
 OS after every batch (mmap churn) costs 1.4-1.8x, channels_last 1.2-1.9x.
 
 Precision: ``fp32``, ``bf16`` (autocast: convolutions and matmuls in bfloat16,
-accumulating in fp32) or ``auto``: bf16 for classifiers that check it (tiles scoring
+accumulating in fp32), ``int8`` (ResNet trunks of tile classifiers on a CPU,
+:mod:`geoscreen.vision.quantize`) or ``auto``: bf16 for classifiers that check it (tiles scoring
 within :data:`BF16_CHECK_MARGIN` of the threshold in force are scored again in fp32),
 on a GPU and on a CPU with bf16 hardware; fp32 otherwise (:func:`pick_precision` says
 why). bf16 on a CPU is fast only with bf16 matrix hardware (AMX or AVX512-BF16);
@@ -28,8 +29,8 @@ from geoscreen.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16", "auto"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "auto")
+Precision = Literal["fp32", "bf16", "int8", "auto"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8", "auto")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 # Scores this close to the threshold in force are computed again in fp32 when screening
 # in bf16, so that every tile falls on the side of the threshold fp32 puts it. Twice the
@@ -151,7 +152,13 @@ def pick_precision(
     the hardware with a warning that it is slower.
     """
     if name not in PRECISIONS:
-        raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16 or auto.")
+        raise ConfigError(f"unknown precision {name!r}", fix="Use fp32, bf16, int8 or auto.")
+    if name == "int8":  # tile classifiers decide it (geoscreen.vision.infer), with the model
+        raise ConfigError(
+            "--precision int8 is for tile classifiers with a ResNet backbone; "
+            "detectors run in fp32 or bf16",
+            fix="Use --precision auto, fp32 or bf16.",
+        )
     if name == "fp32" or (name == "auto" and not checked):
         return "fp32"
     fast = device.type == "cuda" or (cpu_has_fast_bf16() if fast_bf16 is None else fast_bf16)

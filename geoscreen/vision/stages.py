@@ -8,7 +8,10 @@ a kiln or a roof from its surroundings in 0.1-10 m imagery is as much colour and
 at finer scales.
 
 Maps are read with forward hooks registered for the duration of one call
-(:func:`stage_maps`), so the modules copy, pickle and run in threads like any other.
+(:func:`stage_maps`), so the modules copy, pickle and run in threads like any other. A
+trunk rewritten as one graph (the int8 trunk, :mod:`geoscreen.vision.quantize`) has no
+modules left to hook: :func:`tap_stages` makes the graph return the maps itself, and
+:class:`StageTaps` is what :func:`stage_maps` then calls.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.fx
 from torch import nn
 
 from geoscreen.vision.backbones import Backbone
@@ -84,6 +88,10 @@ def stage_maps(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The output maps of the modules at ``paths`` (in that order) and the trunk output,
     from one forward pass of ``body`` on ``x``."""
+    if isinstance(body, StageTaps):
+        if body.paths != tuple(paths):
+            raise ValueError(f"this trunk returns the maps of {body.paths}, not {tuple(paths)}")
+        return body.maps(x)
     captured: dict[str, torch.Tensor] = {}
     handles = [
         body.get_submodule(path).register_forward_hook(partial(_capture, captured, path))
@@ -101,3 +109,45 @@ def _capture(
     store: dict[str, torch.Tensor], key: str, _module: nn.Module, _inputs: Any, output: Any
 ) -> None:
     store[key] = output
+
+
+class StageTaps(nn.Module):
+    """A trunk as one graph returning the maps at ``paths`` and its output (``(*maps,
+    top)``, from :func:`tap_stages`); called, it returns the output alone, as a trunk
+    does."""
+
+    def __init__(self, graph: nn.Module, paths: Sequence[str]) -> None:
+        super().__init__()
+        self.graph = graph
+        self.paths = tuple(paths)
+
+    def maps(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The maps at ``paths`` and the trunk output, from one pass."""
+        *maps, top = self.graph(x)
+        return list(maps), top
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.graph(x)[-1]
+        return out
+
+
+def tap_stages(body: nn.Module, paths: Sequence[str]) -> torch.fx.GraphModule:
+    """``body`` traced into a graph that returns ``(*maps, top)``: the output of the
+    module at each of ``paths`` (the last operation run inside it) and the trunk output.
+
+    Raises ``torch.fx`` errors for trunks whose forward branches on tensor values or
+    sizes (EfficientNet-Lite's padding), and ValueError for a path the trace never
+    enters.
+    """
+    graph = torch.fx.symbolic_trace(body)
+    nodes = list(graph.graph.nodes)
+    taps = []
+    for path in paths:
+        inside = [n for n in nodes if path in (n.meta.get("nn_module_stack") or {})]
+        if not inside:
+            raise ValueError(f"no operation of the trunk runs inside {path!r}")
+        taps.append(inside[-1])
+    output = nodes[-1]
+    output.args = ((*taps, output.args[0]),)
+    graph.recompile()
+    return graph

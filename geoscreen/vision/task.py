@@ -61,7 +61,7 @@ class RunSettings:
     embeddings: bool = False  # classify: also keep tile embeddings
     drop_empty: bool = True
     progress: bool = False
-    precision: str = "auto"  # fp32, bf16 or auto (geoscreen.vision.runtime.pick_precision)
+    precision: str = "auto"  # fp32, bf16, int8 (classify) or auto (runtime.pick_precision)
     tta: bool = False  # detect: also the 8 flips/rotations of each tile
     # classify: the threshold in force, for the fp32 check of bf16 scores near it
     # (ScreenOptions.threshold); None: screen_scene takes the profile's

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 
+from geoscreen.errors import ConfigError
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile, load_profile
@@ -283,6 +284,15 @@ def untrained(
     }  # fmt: skip
     save_detector(model, DetectCard.model_validate(minimal), folder, "# untrained\n")
     return load_detector(folder)
+
+
+def test_detection_refuses_int8(
+    untrained: LoadedDetector, profile: Profile, osbs: Scene
+) -> None:
+    """int8 is for ResNet tile classifiers: a detector asked for it is a clear error."""
+    opts = DetectOptions(device="cpu", num_workers=0, precision="int8")
+    with pytest.raises(ConfigError, match="detectors run in fp32 or bf16"):
+        detect_scene(untrained, profile, osbs, opts)
 
 
 @pytest.mark.slow

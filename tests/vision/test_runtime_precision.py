@@ -72,7 +72,7 @@ def test_bf16_without_hardware_warns_once(caplog: pytest.LogCaptureFixture) -> N
 def test_unknown_precision_is_a_user_error() -> None:
     with pytest.raises(ConfigError, match="unknown precision 'fp16'") as err:
         pick_precision("fp16", CPU)
-    assert "fp32, bf16 or auto" in str(err.value.fix)
+    assert "fp32, bf16, int8 or auto" in str(err.value.fix)
 
 
 def test_auto_follows_this_cpus_bf16_hardware() -> None:
