@@ -1,4 +1,4 @@
-"""Screening area rate: km² per hour of 10 m imagery, fp32 vs bf16, per model.
+"""Screening area rate: km² per hour of 10 m imagery, fp32 vs bf16 (and int8), per model.
 
 Usage::
 
@@ -12,8 +12,10 @@ the issue; cached in ``--workdir``), screens the whole scene end to end with
 no overlap, batch 32, the CPU defaults) and reports km²/h for each model in fp32 and,
 where the CPU computes bf16 in hardware (AMX or AVX512-BF16), in bf16, with the ratio
 bf16/fp32 from the same run. Without that hardware bf16 is emulated and slower, and
-``--precision auto`` picks fp32; ``--force-bf16`` measures it anyway. The model-only
-rate (random batches through the same inference path) is shown beside it.
+``--precision auto`` picks fp32; ``--force-bf16`` measures it anyway. ResNets are also
+screened in int8 (``--precision int8``: :mod:`geoscreen.vision.quantize`; its calibration
+on 16 of the scene's tiles counted in the time), with int8/fp32 and int8/bf16. The
+model-only rate (random batches through the same inference path) is shown beside it.
 
 Models: untrained ``resnet18`` and ``efficientnet_lite0`` (random weights: speed does
 not depend on them); the spectral-context learner (``spectral_gbm``: the features of
@@ -64,6 +66,7 @@ from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier, TileModel, load_model
 from geoscreen.vision.infer import ScreenOptions, model_for_inference, screen_scene
 from geoscreen.vision.learners import GBM_PARAMS
+from geoscreen.vision.quantize import CALIBRATION_TILES, cpu_has_fast_int8, int8_model, int8_refusal
 from geoscreen.vision.runtime import autocast, cpu_has_fast_bf16, tune_malloc
 from geoscreen.vision.scorer import FeatureScorer
 from geoscreen.vision.tabular import PlattCalibrator, TreeEnsembleHead
@@ -77,7 +80,7 @@ TARGET_KM2_H = 2_000_000
 CPU = torch.device("cpu")
 
 Screener = Callable[[Scene, str], int]
-"""Screen the whole ``scene`` at a precision (``fp32``/``bf16``); the tiles scored."""
+"""Screen the whole ``scene`` at a precision (``fp32``/``bf16``/``int8``); the tiles scored."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def classifier_screener(model: TileModel, profile: Profile, block_reads: bool = 
     (``block_reads=False``: feature scorers read tile by tile too)."""
 
     def run(scene: Scene, precision: str) -> int:
-        # check_margin 0: bf16 throughout. Random weights put every score near 0.5, where
+        # check_margin 0: bf16 or int8 throughout (int8's calibration on the scene's tiles
+        # inside the time). Random weights put every score near 0.5, where
         # the fp32 check of `auto` would score every tile again; its cost on trained
         # models is measured by precision.py.
         opts = ScreenOptions(batch_size=BATCH, device="cpu", num_workers=0, precision=precision,
@@ -209,7 +213,9 @@ def model_only(backbone: str, bands: int, precision: str, n_tiles: int) -> Rate:
     tune_malloc()
     net = model_for_inference(bench_model(backbone, bands), CPU)
     batch = torch.rand(BATCH, bands, TILE, TILE).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(precision, CPU):
+    if precision == "int8":  # calibrated on random tiles: speed only (not in the time)
+        net = int8_model(net, torch.rand(CALIBRATION_TILES, bands, TILE, TILE))
+    with torch.inference_mode(), autocast("fp32" if precision == "int8" else precision, CPU):
         net.score_and_embed(batch[:4])  # warm-up
         start, done = time.perf_counter(), 0
         while done < n_tiles:
@@ -288,7 +294,8 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()}); bf16 hardware (AMX/AVX512-BF16): "
-        f"{'yes' if fast else 'no'}"
+        f"{'yes' if fast else 'no'}; int8 dot products (VNNI): "
+        f"{'yes' if cpu_has_fast_int8() else 'no'}"
     )
     km2 = scene.width * scene.height * RESOLUTION_M**2 / 1e6
     print(
@@ -300,7 +307,9 @@ def main() -> None:
     ratios: list[str] = []
     for name, screener in screeners.items():
         measured: dict[str, Rate] = {}
-        for precision in precisions:
+        model = learners[name.removesuffix(", tile reads")][0]
+        int8 = ["int8"] if int8_refusal(model, CPU) is None else []
+        for precision in precisions + int8:
             screener(warm, precision)  # warm-up: kernel selection, allocator, caches
             measured[precision] = rate = measure(screener, scene, precision)
             ceiling = ""
@@ -318,6 +327,14 @@ def main() -> None:
                 f"{name}: bf16 not measured: this CPU has no AMX/AVX512-BF16, so bf16 is "
                 "emulated and --precision auto uses fp32 (--force-bf16 measures it anyway)"
             )
+        if "int8" in measured:
+            ratio = measured["int8"].km2_per_h / measured["fp32"].km2_per_h
+            note = "" if cpu_has_fast_int8() else " (no VNNI on this CPU)"
+            over_bf16 = (
+                f", int8/bf16 {measured['int8'].km2_per_h / measured['bf16'].km2_per_h:.2f}"
+                if "bf16" in measured else ""
+            )  # fmt: skip
+            ratios.append(f"{name}: int8/fp32 {ratio:.2f}{over_bf16}{note}")
     print_table(["model", "precision", "tiles", "seconds", "km²/h", "model-only km²/h"], rows)
     print()
     for line in ratios:

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/precision.py classify [--cases osbs_yell,osbs+yell2+soap_yell]
+        [--low bf16|int8] [--backbone resnet18]
     python benchmarks/precision.py detect --model-dir DIR [DIR ...] --test yell
 
 ``classify``: trains the tree-crown profile on the training scenes (``train --mode auto``
@@ -13,6 +14,10 @@ profile's threshold scored again in fp32: what ``--precision auto`` runs on a CP
 bf16 hardware): AP of each against "the tile holds a labelled crown centre", the
 largest score change, how many tiles cross the profile's threshold, how many the check
 scored again, and the speed against fp32.
+``--low int8 --backbone resnet18``: the same with int8 (``--precision int8``, for ResNet
+trunks) in place of bf16, the profile's backbone replaced by a ResNet without pretrained
+weights (none ships offline: the learners are fitted on random-init features, so their
+AP says how int8 moves scores, not how good the model is).
 ``detect``: detects with trained detector folders (``benchmarks/detect.py --quality
 --out DIR``) on the test scene twice: AP and F1 at IoU 0.4 at the card's threshold, and
 the bf16 site set against the fp32 one (a bf16 site counts as the same when it overlaps
@@ -32,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table
@@ -42,27 +48,51 @@ from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
-from geoscreen.profiles import load_profile
+from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
 from geoscreen.samples import sample_path
 from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detector import load_detector
 from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.quantize import INT8_CHECK_MARGIN, cpu_has_fast_int8
 from geoscreen.vision.runtime import BF16_CHECK_MARGIN, cpu_has_fast_bf16
 from geoscreen.vision.select_train import compare_learners
 from geoscreen.vision.train import TrainOptions, collect_chips
 
 PRECISIONS = ("fp32", "bf16")
-# classify: (precision, check margin) of each way of screening; "bf16 checked" is what
-# --precision auto runs on a CPU with bf16 hardware.
-MODES = {"fp32": ("fp32", 0.0), "bf16": ("bf16", 0.0), "bf16 checked": ("bf16", BF16_CHECK_MARGIN)}
+MARGINS = {"bf16": BF16_CHECK_MARGIN, "int8": INT8_CHECK_MARGIN}
 
 
-def classify(case: str) -> list[list[object]]:
+def modes(low: str) -> dict[str, tuple[str, float]]:
+    """classify: (precision, check margin) of each way of screening, ``low`` being bf16
+    or int8; "bf16 checked" is what --precision auto runs on a CPU with bf16 hardware,
+    "int8 checked" what --precision int8 runs."""
+    return {"fp32": ("fp32", 0.0), low: (low, 0.0), f"{low} checked": (low, MARGINS[low])}
+
+
+def with_backbone(profile: Profile, backbone: str | None) -> Profile:
+    """``profile`` with another backbone, without pretrained weights (random init: no
+    other ImageNet weights ship offline), or ``profile`` itself."""
+    if backbone is None:
+        return profile
+    model = profile.model.model_copy(
+        update={"backbone": backbone, "weights": None, "weights_sha256": None}
+    )
+    return profile.model_copy(update={"model": model})
+
+
+def quiet(_message: str) -> None:
+    """Training's messages, not printed."""
+
+
+def classify(case: str, low: str = "bf16", backbone: str | None = None) -> list[list[object]]:
     train, test = case.split("_")
     sites = train.split("+")
-    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
+    shipped = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
+    profile = with_backbone(shipped, backbone)
+    ways = modes(low)
+    torch.manual_seed(0)  # the backbone's random init, where it has no weights
     classes = ["Tree", *(c for s in sites for c in NEON_CLASSES.get(s, []))]
     opts = TrainOptions(device="cpu", seed=0, positive_classes=classes)
     data = collect_chips(
@@ -71,16 +101,24 @@ def classify(case: str) -> list[list[object]]:
         [sample_path(NEON[s][0]) for s in sites],
         opts,
     )
-    comparison = compare_learners(profile, data, opts, lambda _msg: None)
-    chosen = comparison.chosen.candidate.name
+    if backbone is None:
+        comparison = compare_learners(profile, data, opts, quiet)
+        chosen = comparison.chosen.candidate.name
+        learners = {name: comparison for name in ("deep_lr", "combined_lr", chosen)}
+    else:  # without weights `auto` compares spectral learners only: ask for the deep ones
+        learners = {
+            name: compare_learners(profile, data, opts.model_copy(update={"mode": mode}), quiet)
+            for name, mode in (("deep_lr", "linear_probe"), ("combined_lr", "combined"))
+        }
+        chosen = ""
     scene = open_scene(sample_path(NEON[test][0]), sensor="rgb")
     every = ["Tree", *NEON_CLASSES.get(test, [])]
     centres = load_labels(sample_path(NEON[test][1]), scene, positive_classes=every).centres()
     rows: list[list[object]] = []
-    for learner in dict.fromkeys(["deep_lr", "combined_lr", chosen]):
+    for learner, comparison in learners.items():
         scorer, _ = comparison.refit(learner, opts.seed)
         scores, seconds = {}, {}
-        for mode, (precision, margin) in MODES.items():
+        for mode, (precision, margin) in ways.items():
             started = time.perf_counter()
             result = screen_scene(
                 scorer, profile, scene, ScreenOptions(num_workers=0, device="cpu",
@@ -89,21 +127,21 @@ def classify(case: str) -> list[list[object]]:
             seconds[mode] = time.perf_counter() - started
             scores[mode] = result.scores.astype(np.float64)
         truth = tiles_containing(result.grid, centres)  # the same grid in every mode
-        ap = {m: average_precision(scores[m], truth) for m in MODES}
-        above = {m: scores[m] >= profile.threshold for m in MODES}
-        near = np.abs(scores["bf16"] - profile.threshold) <= BF16_CHECK_MARGIN
-        if np.array_equal(scores["bf16"], scores["fp32"]):  # no bf16 arithmetic (spectral)
+        ap = {m: average_precision(scores[m], truth) for m in ways}
+        above = {m: scores[m] >= profile.threshold for m in ways}
+        near = np.abs(scores[low] - profile.threshold) <= MARGINS[low]
+        if np.array_equal(scores[low], scores["fp32"]):  # no bf16/int8 arithmetic (spectral)
             near[:] = False
         rows.append([
             f"{train.upper()} -> {test.upper()}",
             learner + (" (chosen)" if learner == chosen else ""),
-            " / ".join(f"{ap[m]:.4f}" for m in MODES),
-            f"{np.abs(scores['bf16'] - scores['fp32']).max():.4f}",
-            " / ".join(str(int(above[m].sum())) for m in MODES),
-            f"{int((above['fp32'] != above['bf16']).sum())} / "
-            f"{int((above['fp32'] != above['bf16 checked']).sum())}",
+            " / ".join(f"{ap[m]:.4f}" for m in ways),
+            f"{np.abs(scores[low] - scores['fp32']).max():.4f}",
+            " / ".join(str(int(above[m].sum())) for m in ways),
+            f"{int((above['fp32'] != above[low]).sum())} / "
+            f"{int((above['fp32'] != above[f'{low} checked']).sum())}",
             f"{int(near.sum())} of {truth.size}",
-            " / ".join(f"{seconds['fp32'] / seconds[m]:.2f}" for m in ("bf16", "bf16 checked")),
+            " / ".join(f"{seconds['fp32'] / seconds[m]:.2f}" for m in (low, f"{low} checked")),
         ])  # fmt: skip
     return rows
 
@@ -151,14 +189,21 @@ def main() -> None:
     parser.add_argument("--cases", default="osbs_yell,osbs+yell2+soap_yell")
     parser.add_argument("--model-dir", type=Path, nargs="*", default=[])
     parser.add_argument("--test", default="yell")
+    parser.add_argument("--low", choices=("bf16", "int8"), default="bf16",
+                        help="classify: the arithmetic compared with fp32")  # fmt: skip
+    parser.add_argument("--backbone", default=None,
+                        help="classify: the profile's backbone instead, random init")  # fmt: skip
     args = parser.parse_args()
-    print(f"hardware bf16 (AMX or AVX512-BF16): {cpu_has_fast_bf16()}")
+    print(f"hardware bf16 (AMX or AVX512-BF16): {cpu_has_fast_bf16()}; "
+          f"int8 dot products (VNNI): {cpu_has_fast_int8()}")  # fmt: skip
     if args.task == "classify":
-        rows = [row for case in args.cases.split(",") for row in classify(case)]
+        low = args.low
+        rows = [row for case in args.cases.split(",")
+                for row in classify(case, low, args.backbone)]  # fmt: skip
         print_table(
-            ["case", "learner", "AP fp32 / bf16 / checked", "max |bf16 - fp32|",
-             "tiles >= thr fp32 / bf16 / checked", "crossing bf16 / checked",
-             "scored again (checked)", "speed bf16 / checked vs fp32"],
+            ["case", "learner", f"AP fp32 / {low} / checked", f"max |{low} - fp32|",
+             f"tiles >= thr fp32 / {low} / checked", f"crossing {low} / checked",
+             "scored again (checked)", f"speed {low} / checked vs fp32"],
             rows,
         )  # fmt: skip
     else:
