@@ -58,7 +58,8 @@ from geoscreen.sites.coverage import coverage_of, latest_gap, read_coverage, wri
 from geoscreen.sites.evidence import write_evidence
 from geoscreen.sites.make import scene_sites
 from geoscreen.sites.match import MatchRule, assign_one_to_one, candidate_pairs
-from geoscreen.vision.infer import profile_grid
+from geoscreen.vision.infer import profile_grid, screening_precision
+from geoscreen.vision.runtime import pick_device, pick_precision
 from geoscreen.vision.task import Chunk, RunSettings, task_for
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,18 @@ def _model(profile_path: str, model_dir: str, device: str) -> Any:
 
 
 def check_model(settings: ScanSettings) -> None:
-    """Load the model and check it was made for the profile; raises a GeoscreenError
-    (corrupt weights, another profile's model, a classifier for a detection profile)."""
+    """Load the model and check it was made for the profile and can run in the precision
+    asked for; raises a GeoscreenError (corrupt weights, another profile's model, a
+    classifier for a detection profile, int8 for a model or device it does not fit)."""
     profile = _profile(settings.profile_path, settings.bands)
     loaded = _model(settings.profile_path, settings.model_dir, settings.device)
-    task_for(profile).check_profile(loaded, profile)
+    task = task_for(profile)
+    task.check_profile(loaded, profile)
+    device = pick_device(settings.device)
+    if task.name == "classify":
+        screening_precision(loaded.model, settings.precision, device, checked=True)
+    else:
+        pick_precision(settings.precision, device)
 
 
 def run_id_for(

@@ -139,7 +139,8 @@ def qconfig_mapping() -> QConfigMapping:
     ours = QConfig(activation=activation, weight=default.weight)
     mapping.set_global(ours)
     for kind, qconfig in list(mapping.object_type_qconfigs.items()):
-        if qconfig is not None and qconfig.activation is default.activation:  # not the fixed-range ones (sigmoid...)
+        # Not the fixed-range ones (sigmoid, tanh...): they keep their own.
+        if qconfig is not None and qconfig.activation is default.activation:
             mapping.set_object_type(kind, ours)
     return mapping
 

@@ -1,4 +1,5 @@
-"""Helpers for tests and benchmarks (not used by any command): an untrained model folder.
+"""Helpers for tests and benchmarks (not used by any command): an untrained model folder,
+and the check that bf16/int8 screening checked near the threshold agrees with fp32.
 
 Scanning and screening speed and mechanics do not depend on what a model learnt, so
 tests and benchmarks use a classifier with the profile's backbone and an untrained
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene
@@ -43,3 +46,17 @@ def untrained_model_dir(
     )
     save_model(TileClassifier(build_backbone(spec), mean, std), card, out)
     return out
+
+
+def assert_checked_like_fp32(
+    fp32: np.ndarray, plain: np.ndarray, checked: np.ndarray, threshold: float, margin: float
+) -> None:
+    """Scores of one grid in fp32, in a faster arithmetic throughout (``plain``) and
+    checked (``checked``, tiles within ``margin`` of ``threshold`` scored again in fp32):
+    tiles near the threshold got fp32's scores, the others kept the plain ones, and the
+    tiles at or above the threshold are fp32's. Some tiles must be near and some not."""
+    near = np.abs(plain - threshold) <= margin
+    assert 0 < near.sum() < near.size
+    np.testing.assert_allclose(checked[near], fp32[near], atol=1e-5)
+    np.testing.assert_array_equal(checked[~near], plain[~near])
+    np.testing.assert_array_equal(checked >= threshold, fp32 >= threshold)

@@ -28,6 +28,7 @@ from geoscreen.vision.runtime import pick_precision
 from geoscreen.vision.scorer import DeepFeatures, FeatureScorer
 from geoscreen.vision.stages import StageTaps, stage_maps, tap_stages, trunk_stages
 from geoscreen.vision.tabular import LinearHead, PlattCalibrator
+from geoscreen.vision.testing import assert_checked_like_fp32
 from geoscreen.vision.tilefeatures import SpectralContext
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
@@ -131,11 +132,7 @@ def test_checked_int8_puts_every_tile_on_the_side_fp32_puts_it(osbs_path: Path) 
     plain = screen("int8", threshold, 0.0)
     margin = 2 * float(np.abs(plain - fp32).max())  # the check's premise, as measured
     checked = screen("int8", threshold, margin)
-    near = np.abs(plain - threshold) <= margin
-    assert 0 < near.sum() < near.size
-    np.testing.assert_allclose(checked[near], fp32[near], atol=1e-5)
-    np.testing.assert_array_equal(checked[~near], plain[~near])
-    np.testing.assert_array_equal(checked >= threshold, fp32 >= threshold)
+    assert_checked_like_fp32(fp32, plain, checked, threshold, margin)
 
 
 def test_calibration_tiles_spread_over_the_grid(osbs_path: Path) -> None:

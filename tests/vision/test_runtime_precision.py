@@ -25,6 +25,7 @@ from geoscreen.vision.runtime import (
     cpu_has_fast_bf16,
     pick_precision,
 )
+from geoscreen.vision.testing import assert_checked_like_fp32
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 CPU = torch.device("cpu")
@@ -157,9 +158,5 @@ def test_checked_bf16_puts_every_tile_on_the_side_fp32_puts_it(osbs_path: Path) 
     threshold = float(np.median(fp32))
     plain = screen("bf16", threshold, 0.0)  # no check: bf16 throughout
     checked = screen("bf16", threshold, BF16_CHECK_MARGIN)
-    near = np.abs(plain - threshold) <= BF16_CHECK_MARGIN
-    assert 0 < near.sum() < near.size
-    np.testing.assert_allclose(checked[near], fp32[near], atol=1e-5)
-    np.testing.assert_array_equal(checked[~near], plain[~near])
-    np.testing.assert_array_equal(checked >= threshold, fp32 >= threshold)
+    assert_checked_like_fp32(fp32, plain, checked, threshold, BF16_CHECK_MARGIN)
     assert np.abs(plain - fp32).max() < BF16_CHECK_MARGIN / 2  # the margin's premise
