@@ -286,9 +286,7 @@ def untrained(
     return load_detector(folder)
 
 
-def test_detection_refuses_int8(
-    untrained: LoadedDetector, profile: Profile, osbs: Scene
-) -> None:
+def test_detection_refuses_int8(untrained: LoadedDetector, profile: Profile, osbs: Scene) -> None:
     """int8 is for ResNet tile classifiers: a detector asked for it is a clear error."""
     opts = DetectOptions(device="cpu", num_workers=0, precision="int8")
     with pytest.raises(ConfigError, match="detectors run in fp32 or bf16"):
