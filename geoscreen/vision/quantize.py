@@ -1,8 +1,9 @@
 """int8 screening on a CPU: the backbone trunk quantized after training, for ResNets.
 
 A ResNet trunk in int8 (per-channel weights, activations scaled from the scene being
-screened) runs 3.5-4.3x faster than fp32 and 1.7-1.8x faster than bf16 on a CPU with
-VNNI integer dot products (AVX512-VNNI, AVX-VNNI or AMX; ``benchmarks/area_rate.py``).
+screened) ran resnet18 3.4-3.8x faster than fp32 and 1.9-2.0x faster than bf16 on a CPU
+with VNNI integer dot products (AVX512-VNNI; model only), 2.6-2.7x and 1.5x end to end
+(``benchmarks/area_rate.py``, 256 px tiles).
 It is measured worth it for ResNets only: EfficientNet-Lite0's depthwise convolutions
 ran slower in int8 than in fp32 here, and its features moved far more.
 
@@ -45,8 +46,9 @@ INT8_CPU_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 # fp32's as with 32 on the NEON tiles (a scratch comparison: mean change 0.017-0.024).
 CALIBRATION_TILES = 16
 # Scores this close to the threshold in force are computed again in fp32 when screening
-# in int8: 1.8x the largest int8 score change on the real NEON cases (0.083, resnet18
-# deep features; benchmarks/precision.py classify --low int8 --backbone resnet18).
+# in int8: 2.5x the largest int8 score change on the real NEON cases (0.060; 0.083 with
+# the engine's default observers; benchmarks/precision.py classify --low int8 --backbone
+# resnet18).
 INT8_CHECK_MARGIN = 0.15
 ENGINE = "x86"
 
@@ -124,10 +126,11 @@ def int8_model(model: TileModel, calibration: torch.Tensor) -> TileModel:
 def qconfig_mapping() -> QConfigMapping:
     """The ``x86`` defaults with activations scaled to their observed range.
 
-    On the real NEON tiles (resnet18 deep features, scripts in the README) the defaults'
-    histogram observers moved scores about twice as much as plain min/max ranges (mean
-    0.03-0.04 against 0.02) and took longer to calibrate. With VNNI the full 8 bits are
-    used; without it 7 (``reduce_range``), as older x86 kernels overflow otherwise.
+    On the real NEON tiles (resnet18 deep features; a scratch comparison the README
+    reports) the defaults' histogram observers moved scores about twice as much as plain
+    min/max ranges (mean 0.03-0.04 against 0.02) and took longer to calibrate. With VNNI
+    the full 8 bits are used; without it 7 (``reduce_range``), as older x86 kernels
+    overflow otherwise.
     """
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
     from torch.ao.quantization.observer import MinMaxObserver
