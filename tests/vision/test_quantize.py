@@ -14,6 +14,7 @@ from geoscreen.errors import ConfigError
 from geoscreen.imagery.dataset import TileDataset, collate
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.profiles import Profile, load_profile
+from geoscreen.vision import quantize
 from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
 from geoscreen.vision.classifier import TileClassifier
 from geoscreen.vision.infer import ScreenOptions, calibration_tiles, prepare_scene, screen_scene
@@ -186,3 +187,19 @@ def test_int8_is_refused_clearly_where_it_does_not_apply() -> None:
     assert no_trunk_why is not None and "no backbone" in no_trunk_why
     with pytest.raises(ConfigError, match="detectors run in fp32 or bf16"):
         pick_precision("int8", CPU)  # what detection asks
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_activations_use_all_8_bits_only_with_vnni(
+    monkeypatch: pytest.MonkeyPatch, vnni: bool
+) -> None:
+    """Without VNNI the x86 kernels can overflow on full-range activations: 7 bits."""
+    monkeypatch.setattr(quantize, "cpu_has_fast_int8", lambda: vnni)
+    mapping = quantize.qconfig_mapping()
+    assert mapping.global_qconfig is not None
+    observer = mapping.global_qconfig.activation()
+    assert (observer.quant_min, observer.quant_max) == (0, 255 if vnni else 127)
+    assert type(observer).__name__ == "MinMaxObserver"
+    # Ops with fixed output ranges (sigmoid) keep their own observers.
+    fixed = mapping.object_type_qconfigs[torch.nn.Sigmoid]
+    assert fixed is not None and type(fixed.activation()).__name__ == "FixedQParamsObserver"
