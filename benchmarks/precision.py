@@ -55,7 +55,7 @@ from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detector import load_detector
 from geoscreen.vision.infer import ScreenOptions, screen_scene
-from geoscreen.vision.quantize import INT8_CHECK_MARGIN, cpu_has_fast_int8
+from geoscreen.vision.quantize import INT8_BACKBONES, INT8_CHECK_MARGIN, cpu_has_fast_int8
 from geoscreen.vision.runtime import BF16_CHECK_MARGIN, cpu_has_fast_bf16
 from geoscreen.vision.select_train import compare_learners
 from geoscreen.vision.train import TrainOptions, collect_chips
@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--backbone", default=None,
                         help="classify: the profile's backbone instead, random init")  # fmt: skip
     args = parser.parse_args()
+    if args.task == "classify" and args.low == "int8" and args.backbone not in INT8_BACKBONES:
+        parser.error(f"--low int8 needs --backbone one of {', '.join(sorted(INT8_BACKBONES))}")
     print(f"hardware bf16 (AMX or AVX512-BF16): {cpu_has_fast_bf16()}; "
           f"int8 dot products (VNNI): {cpu_has_fast_int8()}")  # fmt: skip
     if args.task == "classify":
