@@ -44,6 +44,7 @@ from geoscreen.vision.quantize import (
     INT8_CHECK_MARGIN,
     check_int8,
     int8_model,
+    trunk_of,
 )
 from geoscreen.vision.runtime import (
     BF16_CHECK_MARGIN,
@@ -54,7 +55,6 @@ from geoscreen.vision.runtime import (
     tune_malloc,
 )
 from geoscreen.vision.scoremap import ScoreMap
-from geoscreen.vision.scorer import FeatureScorer
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def read_threads(device: torch.device, workers: int) -> int:
 
 
 def runs_backbone(model: TileModel) -> bool:
-    """Whether ``model`` runs a CNN backbone, the only part bf16 speeds up."""
-    return not (isinstance(model, FeatureScorer) and model.deep is None)
+    """Whether ``model`` runs a CNN backbone, the only part bf16 and int8 speed up."""
+    return trunk_of(model) is not None
 
 
 def screening_precision(
