@@ -70,10 +70,13 @@ def test_trained_model_ranks_yell_crowns(
     yell_path: Path,
     yell_labels_path: Path,
 ) -> None:
-    """Tile-level AP on YELL (never seen in training) clearly above chance.
+    """Tile-level AP on YELL (never seen in training) clearly above chance, at seed 0.
 
-    Measured (linear probe, CPU): AP 0.68-0.75 for seeds 0-2 against a positive
-    rate of 0.593 (572 tiles of 64 px, 16 px overlap); seed 0 gives 0.719.
+    A regression check of train -> screen at one seed, not a claim about every seed:
+    `auto` chooses `spectral_gbm` at seed 0 (YELL AP 0.697 against a positive rate of
+    0.593; 572 tiles of 64 px, 16 px overlap), but from this one scene the choice is a
+    draw (README, "Three seeds"): seeds 1 and 2 keep `spectral_lr` and `pixel_lr`,
+    which rank YELL at 0.611 and 0.595 and would fail here.
     """
     loaded = load_model(trained[0])
     scene = open_scene(yell_path, sensor="rgb")
@@ -87,7 +90,7 @@ def test_trained_model_ranks_yell_crowns(
     q99 = float(np.quantile(null, 0.99))
     summary = (
         f"YELL tile AP {ap:.3f}, positive rate {positive_rate:.3f}, permutation-null 99th "
-        f"percentile {q99:.3f} over {len(truth)} tiles (measured: AP 0.68-0.75 for seeds 0-2, "
+        f"percentile {q99:.3f} over {len(truth)} tiles (measured at seed 0: AP 0.697, "
         "positive rate 0.593)"
     )
     assert len(truth) == 572 and 0.55 < positive_rate < 0.65, summary
