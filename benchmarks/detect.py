@@ -36,10 +36,10 @@ per image (one test image per case today, so both agree), AP, the best F1 in hin
 training wall and CPU time and the load average. ``--combined``: the profile run on
 OSBS+YELL (340 crowns) with its held-out strip metrics and wall time. ``--variant``
 trains one ablation row (:data:`ABLATION`) into its own folder; ``--ablation-table``
-prints the rows already run. Every case also scores the two baselines of
-:mod:`geoscreen.vision.detect_baselines` (pixel peaks fitted on the training sites, random
-boxes at their density) on the test site; ``--baselines`` prints only those (no
-training). ``--curve``: the test site's AP after every epoch of a run on all training
+prints the rows already run. Every case also scores the three baselines of
+:mod:`geoscreen.vision.detect_baselines` (pixel peaks and scale-space blobs fitted on the
+training sites, random boxes at their density) on the test site; ``--baselines`` prints
+only those (no training). ``--curve``: the test site's AP after every epoch of a run on all training
 labels (:func:`learning_curve`, a diagnosis). ``--pixel-m``: every case on the crops
 resampled to another pixel size (:mod:`_resampled`). Prints numbers; asserts nothing.
 """
@@ -103,6 +103,7 @@ from geoscreen.vision.runtime import tune_malloc
 CONFIGS = Path(__file__).resolve().parents[1] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 BATCH = 8
+BASELINES = ("pixel_peaks", "scale_space_blobs", "random_boxes")  # as baseline_table names them
 NEON = {
     "osbs": ("neon_osbs", "neon_osbs_labels"),  # OSBS_029, Florida: 61 crowns, 400 px
     "yell": ("neon_yell", "neon_yell_labels"),  # Yellowstone conifers: 279 crowns
@@ -351,6 +352,8 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
             "val_f1@0.4": card.metrics["val_f1@0.4"],
             "pixel_peaks_ap@0.4": base["pixel_peaks"]["ap"],
             "pixel_peaks_hindsight_f1@0.4": base["pixel_peaks"]["best_f1"],
+            "scale_space_blobs_ap@0.4": base["scale_space_blobs"]["ap"],
+            "scale_space_blobs_hindsight_f1@0.4": base["scale_space_blobs"]["best_f1"],
             "random_boxes_ap@0.4": base["random_boxes"]["ap"],
         })  # fmt: skip
     if not tta:
@@ -488,7 +491,7 @@ def baseline_report(profile: Profile, cases: Sequence[str], seed: int) -> dict[s
         found[case] = table
         rows.append([f"{site_list(train)} -> {site_list(test)}",
                      *(f"{table[k]['ap']:.3f} / {table[k]['best_f1']:.3f}"
-                       for k in ("pixel_peaks", "random_boxes"))])  # fmt: skip
+                       for k in BASELINES)])  # fmt: skip
     # the profile run (--combined): the same held-out strips train_detector cuts
     kept, strips = neon_data(profile, ("osbs", "yell")).split(
         DetectTrainOptions().val_fraction, seed, 0.4
@@ -497,9 +500,10 @@ def baseline_report(profile: Profile, cases: Sequence[str], seed: int) -> dict[s
     found["osbs+yell strips"] = table
     rows.append(["OSBS+YELL, held-out strips",
                  *(f"{table[k]['ap']:.3f} / {table[k]['best_f1']:.3f}"
-                   for k in ("pixel_peaks", "random_boxes"))])  # fmt: skip
+                   for k in BASELINES)])  # fmt: skip
     print_table(["train -> test", "pixel peaks AP / hindsight F1 (IoU 0.4)",
-                 "random boxes AP / hindsight F1"], rows)  # fmt: skip
+                 "scale-space blobs AP / hindsight F1", "random boxes AP / hindsight F1"],
+                rows)  # fmt: skip
     return found
 
 
@@ -536,7 +540,7 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         ["train -> test", "IoU", "thr", "P", "R", "F1", "F1/img", "AP", "hindsight F1 (thr)",
          "found: hindsight F1@0.1 (pixel peaks / random)", "train s", "CPU s", "s/epoch",
-         "epochs", "load", "pixel peaks AP@0.4"],
+         "epochs", "load", "pixel peaks / blobs AP@0.4"],
         [[r["direction"], r["iou"], str(r["threshold"]), *(f"{r[k]:.3f}" for k in
           ("precision", "recall", "f1", "f1_per_image", "average_precision")),
           f"{r['hindsight_f1']:.3f} ({r['hindsight_threshold']})",
@@ -544,7 +548,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
           f"({r.get('pixel_peaks_found_f1@0.1', float('nan')):.3f} / "
           f"{r.get('random_boxes_found_f1@0.1', float('nan')):.3f})", round(r["train_seconds"]),
           r["train_cpu_seconds"], r["s_per_epoch"], r["epochs"], r["load_avg_1min"],
-          f"{r.get('pixel_peaks_ap@0.4', float('nan')):.3f}"]
+          f"{r.get('pixel_peaks_ap@0.4', float('nan')):.3f} / "
+          f"{r.get('scale_space_blobs_ap@0.4', float('nan')):.3f}"]
          for r in rows],
     )  # fmt: skip
 

@@ -175,6 +175,7 @@ def _baseline_lines(card: DetectCard) -> list[str]:
     names = {
         "model": "**this detector** (selection model)",
         "pixel_peaks": "pixel peaks (per-pixel baseline)",
+        "scale_space_blobs": f"scale-space blobs ({b.blob_cue or 'cue not recorded'})",
         "random_boxes": "random boxes (chance)",
     }
     lines = [
@@ -191,6 +192,9 @@ def _baseline_lines(card: DetectCard) -> list[str]:
         )
     verdict = "beats" if b.beats_pixel_baseline else "does NOT beat"
     lines += ["", f"The detector {verdict} the per-pixel baseline by the margin {b.margin:g}."]
+    if b.beats_blob_baseline is not None:
+        verdict = "beats" if b.beats_blob_baseline else "does NOT beat"
+        lines.append(f"It {verdict} the scale-space blobs by the margin {b.margin:g}.")
     return lines
 
 

@@ -54,6 +54,7 @@ from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, load_labels
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
 from geoscreen.vision.backbones import input_stats
+from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.detect_baselines import baseline_table, baseline_verdict, baselines_record
 from geoscreen.vision.detect_card import detection_card, render_detection_card
@@ -581,9 +582,12 @@ def train_detector(
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
         f"(epoch {chosen['epoch']})")  # fmt: skip
-    table = baseline_table(train_views, val_views, predictions, opts.eval_iou, opts.seed)
+    blobs = ScaleSpaceBlobs(bands=profile.imagery.bands, iou=opts.eval_iou).fit(train_views)
+    blob_cue = f"{blobs.cue}, k {blobs.width:g}"
+    table = baseline_table(train_views, val_views, predictions, opts.eval_iou, opts.seed, blobs)
     pixel, chance = table["pixel_peaks"]["ap"], table["random_boxes"]["ap"]
     say(f"baselines on the same strips: pixel peaks AP@{opts.eval_iou:g} {pixel:.3f}, "
+        f"scale-space blobs ({blob_cue}) {table['scale_space_blobs']['ap']:.3f}, "
         f"random boxes {chance:.3f}")  # fmt: skip
     verdict = baseline_verdict(table)
     if verdict:
@@ -616,7 +620,9 @@ def train_detector(
             ),
             # screen/scan warn far from it
             "region": region_record(data.scenes),
-            "baselines": DetectorBaselines.model_validate(baselines_record(table, opts.eval_iou)),
+            "baselines": DetectorBaselines.model_validate(
+                baselines_record(table, opts.eval_iou, blob_cue)
+            ),
             "limits": ([verdict[0].upper() + verdict[1:]] if verdict else []) + card.limits,
         }
     )

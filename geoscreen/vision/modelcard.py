@@ -216,14 +216,18 @@ class BaselineScore(_Section):
 
 
 class DetectorBaselines(_Section):
-    """The detector and two simple baselines scored on the same held-out strips
+    """The detector and the baselines scored on the same held-out strips
     (:mod:`geoscreen.vision.detect_baselines`): ``model``, ``pixel_peaks`` (the per-pixel
-    baseline) and ``random_boxes`` (chance)."""
+    baseline), ``scale_space_blobs`` (blobs of the cue ``blob_cue``) and ``random_boxes``
+    (chance)."""
 
     iou: float
     scores: dict[str, BaselineScore]
     margin: float
     beats_pixel_baseline: bool
+    # None on cards written before the scale-space blobs joined the baselines
+    beats_blob_baseline: bool | None = None
+    blob_cue: str | None = None
 
 
 class EvaluationRecord(BaseModel):

@@ -1,4 +1,5 @@
-"""The simple detectors a trained detector must beat: pixel peaks and random boxes."""
+"""The simple detectors a trained detector must beat: pixel peaks, scale-space blobs and
+random boxes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from geoscreen.vision.detect_baselines import (
     baseline_table,
     baseline_verdict,
     baselines_record,
+    beats_pixel_baseline,
     median_size_px,
     random_boxes,
 )
@@ -42,8 +44,10 @@ def test_pixel_peaks_find_objects_that_differ_by_colour() -> None:
     boxes, scores = peaks.predict(test)
     assert boxes.shape[1] == 4 and len(boxes) == len(scores) and np.all(np.diff(scores) <= 0)
     table = baseline_table([train], [test], [(boxes, scores)], iou=0.4)
-    # Colour alone separates these objects: the per-pixel baseline finds them, chance does not.
+    # Colour alone separates these objects: the per-pixel baseline finds them, and so do
+    # blobs of the green band (one size: no blob-scale error); chance does not.
     assert table["pixel_peaks"]["ap"] > 0.8
+    assert table["scale_space_blobs"]["ap"] > 0.8
     assert table["random_boxes"]["ap"] < 0.3
     assert table["model"]["ap"] == pytest.approx(table["pixel_peaks"]["ap"])
 
@@ -74,13 +78,30 @@ def test_verdict_and_card_record() -> None:
     train, test = _scene(0), _scene(1)
     truth = (test.boxes, np.ones(len(test.boxes)))
     perfect = baseline_table([train], [test], [truth], iou=0.4)
-    assert perfect["model"]["ap"] == pytest.approx(1.0) and baseline_verdict(perfect) == ""
+    assert perfect["model"]["ap"] == pytest.approx(1.0) and beats_pixel_baseline(perfect)
+    # Squares of one size in one band are what blobs find best: even a perfect model
+    # cannot beat them by the margin, and the verdict says so ...
+    assert perfect["scale_space_blobs"]["ap"] > 1.0 - CLEAR_MARGIN
+    assert "for scale-space blobs" in baseline_verdict(perfect)
+    # ... while a model clearly above both simple baselines gets no verdict.
+    weaker = {**perfect["scale_space_blobs"], "ap": 0.5}
+    assert baseline_verdict({**perfect, "scale_space_blobs": weaker}) == ""
     nothing = baseline_table([train], [test], [(np.zeros((0, 4)), np.zeros(0))], iou=0.4)
     verdict = baseline_verdict(nothing)
-    assert "does not beat the per-pixel baseline" in verdict and "Label more objects" in verdict
-    record = DetectorBaselines.model_validate(baselines_record(nothing, 0.4))
+    assert "does not beat the simple baselines" in verdict and "Label more objects" in verdict
+    assert "for pixel peaks and" in verdict and "for scale-space blobs" in verdict
+    record = DetectorBaselines.model_validate(baselines_record(nothing, 0.4, "green, k 1"))
     assert record.margin == CLEAR_MARGIN and not record.beats_pixel_baseline
+    assert record.beats_blob_baseline is False and record.blob_cue == "green, k 1"
     assert record.scores["model"].ap == 0.0 and record.iou == 0.4
+    # A model that beats the pixel peaks but not the blobs is told so, naming only them.
+    between = {**nothing, "model": {"ap": nothing["pixel_peaks"]["ap"] + CLEAR_MARGIN,
+                                    "best_f1": 0.0, "best_threshold": 0.5}}  # fmt: skip
+    between["scale_space_blobs"] = {**between["scale_space_blobs"], "ap": 0.99}
+    verdict = baseline_verdict(between)
+    assert "for scale-space blobs" in verdict and "pixel peaks" not in verdict
+    record = DetectorBaselines.model_validate(baselines_record(between, 0.4))
+    assert record.beats_pixel_baseline and record.beats_blob_baseline is False
 
 
 def test_pixel_peaks_need_both_classes() -> None:

@@ -241,17 +241,26 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     # Compared with the baselines on the same held-out strips (the model's row is the
     # card's held-out AP); a model that does not clearly beat pixel peaks says so.
     baselines = card["baselines"]
-    assert set(baselines["scores"]) == {"model", "pixel_peaks", "random_boxes"}
+    simple = {"pixel_peaks": "beats_pixel_baseline", "scale_space_blobs": "beats_blob_baseline"}
+    assert set(baselines["scores"]) == {"model", *simple, "random_boxes"}
     model_ap = baselines["scores"]["model"]["ap"]
     assert model_ap == pytest.approx(card["metrics"]["val_average_precision@0.4"], abs=1e-4)
-    beats = model_ap - baselines["scores"]["pixel_peaks"]["ap"] >= baselines["margin"]
-    assert baselines["beats_pixel_baseline"] == beats
-    assert beats == (not card["limits"][0].startswith("The detector does not beat"))
+    beats = {name: model_ap - baselines["scores"][name]["ap"] >= baselines["margin"]
+             for name in simple}  # fmt: skip
+    assert all(baselines[key] == beats[name] for name, key in simple.items())
+    assert all(beats.values()) == (not card["limits"][0].startswith("The detector does not beat"))
+    cue, width = baselines["blob_cue"].split(", k ")  # the cue the blobs chose, for people
+    assert cue in {"red", "green", "blue", "mean", "-mean"} | {
+        f"{sign}nd({a},{b})"
+        for sign in ("", "-")
+        for a, b in (("red", "green"), ("red", "blue"), ("green", "blue"))
+    } | {"-red", "-green", "-blue"}
+    assert float(width) in (1.0, 1.25, 1.5)
     region = region_from_card(trained.card)  # the typed card; screen/scan warn far from it
     assert region is not None and region.footprint is not None and region.stats
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
-    assert "pixel peaks (per-pixel baseline)" in page
+    assert "pixel peaks (per-pixel baseline)" in page and "scale-space blobs (" in page
 
 
 @pytest.mark.slow
