@@ -126,6 +126,8 @@ ABLATION: dict[str, dict[str, Any]] = {
     "retinanet": {"architecture": "retinanet"},
     "wider scale jitter (x2)": {"scale_jitter": 2.0},
     "stronger colour jitter (x2)": {"colour_jitter": 2.0},
+    # the profile's detection.colour_rotation (off by default): README, session 15
+    "random colour rotation (half the chips)": {"colour_rotation": 0.5},
     "6 frozen blocks": {"freeze_blocks": 6},
     "16 frozen blocks (every MBConv block)": {"freeze_blocks": 16},
     "no copy-paste": {"copy_paste": 0},

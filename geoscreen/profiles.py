@@ -223,6 +223,15 @@ class DetectionSettings(_Config):
     fpn_channels: int = Field(
         default=128, ge=32, le=512, multiple_of=32, description="Feature pyramid width."
     )
+    colour_rotation: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of training chips whose colours are turned at random: for "
+        "screening places whose ground differs in colour from the labelled ones (a model "
+        "that cannot lean on one colour cue transfers better there, and does less well "
+        "where the labelled places' colours hold). 0: off.",
+    )
 
 
 class LabelSettings(_Config):

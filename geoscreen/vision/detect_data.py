@@ -24,7 +24,7 @@ training crops may reach into it, but its pixels are blanked and the boxes are c
 to the training area (:func:`training_view`); the block itself is one validation image
 (:func:`validation_view`). Augmentations on a chip (:func:`augment_chip`): the
 dihedral flips/rotations, copy-paste of labelled objects (an elliptical cut-out of the
-box, pasted where it overlaps no other box) and colour jitter.
+box, pasted where it overlaps no other box), colour jitter and colour rotation.
 """
 
 from __future__ import annotations
@@ -317,6 +317,20 @@ def colour_jitter(image: torch.Tensor, valid: torch.Tensor, rng: np.random.Gener
     return out.clamp(0, 1) * m
 
 
+def colour_rotation(image: torch.Tensor, valid: torch.Tensor, rng: np.random.Generator
+                    ) -> torch.Tensor:  # fmt: skip
+    """The chip's colours turned by a random orthogonal matrix about their mean: the
+    contrast in any colour direction (brighter, greener than blue) moves to another, so a
+    model cannot lean on the one colour cue that marks the objects at its training site."""
+    c = image.shape[0]
+    q, r = np.linalg.qr(rng.standard_normal((c, c)))
+    turn = torch.from_numpy(q * np.sign(np.diag(r))).float()  # uniform over O(c)
+    m = valid.float()
+    mean = (image * m).sum(dim=(1, 2), keepdim=True) / m.sum().clamp(min=1)
+    out = torch.einsum("ij,jhw->ihw", turn, image - mean) + mean
+    return out.clamp(0, 1) * m
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
     """Which augmentations a training run uses (each one kept only if it helps)."""
@@ -325,6 +339,7 @@ class AugmentSettings:
     colour: float = 1.0
     paste: int = 0
     scale_range: tuple[float, float] = (1.0, 1.0)
+    colour_rotation: float = 0.0  # share of chips whose colours are turned at random
 
 
 def augment_chip(image: torch.Tensor, valid: torch.Tensor, boxes: np.ndarray, pool: PastePool,
@@ -335,6 +350,8 @@ def augment_chip(image: torch.Tensor, valid: torch.Tensor, boxes: np.ndarray, po
         n = int(rng.integers(0, settings.paste + 1))
         image, boxes = copy_paste(image, valid, boxes, pool, n, rng, scale)
     image = colour_jitter(image, valid, rng, settings.colour)
+    if settings.colour_rotation and rng.random() < settings.colour_rotation:
+        image = colour_rotation(image, valid, rng)
     box_t = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
     if settings.dihedral:
         k = int(rng.integers(DIHEDRAL))

@@ -13,6 +13,7 @@ from geoscreen.vision.detect_data import (
     SceneView,
     Window,
     augment_chip,
+    colour_rotation,
     copy_paste,
     ellipse_mask,
     grid_windows,
@@ -166,6 +167,37 @@ def test_colour_jitter_keeps_range_and_blank_pixels() -> None:
         float(out.min()) >= 0 and float(out.max()) <= 1 and float(out[:, :, :20].abs().sum()) == 0
     )
     assert not torch.equal(out, image)
+
+
+def test_colour_rotation_turns_colours_about_their_mean() -> None:
+    rng = np.random.default_rng(3)
+    image = torch.from_numpy(0.5 + 0.1 * rng.standard_normal((3, 64, 64))).float()
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[:8] = False
+    image = image * valid
+    out = colour_rotation(image, valid, np.random.default_rng(0))
+    inside = valid.expand(3, -1, -1)
+    before, after = image[inside].reshape(3, -1), out[inside].reshape(3, -1)
+    # The mean colour stays, the contrast moves between colour directions with its energy
+    # kept (no clipping here: values stay well inside [0, 1]), blank pixels stay blank.
+    assert torch.allclose(after.mean(dim=1), before.mean(dim=1), atol=1e-5)
+    centred_before = before - before.mean(dim=1, keepdim=True)
+    centred_after = after - after.mean(dim=1, keepdim=True)
+    assert float((centred_after**2).sum()) == pytest.approx(float((centred_before**2).sum()),
+                                                            rel=1e-4)  # fmt: skip
+    assert not torch.allclose(after, before, atol=1e-3)
+    assert float(out[:, :8].abs().sum()) == 0.0
+    assert torch.equal(out, colour_rotation(image, valid, np.random.default_rng(0)))
+    # The chip's pixels move together: a turn is one linear map of the colours.
+    turn = torch.linalg.lstsq(centred_before.T, centred_after.T).solution
+    assert torch.allclose(turn.T @ turn, torch.eye(3), atol=1e-3)
+    # augment_chip applies it to the share of chips asked for; boxes do not move.
+    view = scene_with_squares(5, 160, seed=8)
+    settings = AugmentSettings(dihedral=False, colour=0.0, colour_rotation=1.0)
+    turned, boxes = augment_chip(view.image, torch.ones(160, 160, dtype=torch.bool), view.boxes,
+                                 PastePool([]), settings, np.random.default_rng(1))  # fmt: skip
+    assert not torch.equal(turned, view.image)
+    assert np.allclose(boxes.numpy(), view.boxes)
 
 
 def test_holdout_strips_and_views() -> None:

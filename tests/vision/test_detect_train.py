@@ -21,7 +21,7 @@ from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.region import region_from_card
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
-from geoscreen.profiles import Profile, load_profile
+from geoscreen.profiles import DetectionSettings, Profile, load_profile
 from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
 from geoscreen.sites.detections import objects_to_sites
@@ -92,6 +92,13 @@ def test_held_out_strips_are_disjoint_from_training(profile: Profile) -> None:
 def test_thresholds_and_options_for_small_data() -> None:
     opts = DetectTrainOptions()
     assert opts.refit and opts.fit_anchors and opts.copy_paste > 0
+    # Colour rotation is the profile's choice (off unless it asks: benchmarks/detect.py,
+    # README); an option given to train overrides it.
+    asks = DetectionSettings(object_size_m=4.0, colour_rotation=0.5)
+    assert opts.augment().colour_rotation == 0.0
+    assert opts.for_profile(DetectionSettings(object_size_m=4.0)).augment().colour_rotation == 0
+    assert opts.for_profile(asks).augment().colour_rotation == 0.5
+    assert DetectTrainOptions(colour_rotation=0.0).for_profile(asks).colour_rotation == 0.0
     truth = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)]
     predictions = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], dtype=float),
                     np.array([0.9, 0.6, 0.3]))]  # fmt: skip
@@ -221,6 +228,8 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     assert split["refit_on_all"] and "61 labelled objects" in " ".join(card["limits"])
     training = card["training"]
     assert training["epochs_run"] == 3 and 1 <= training["best_epoch"] <= 3
+    # what the profile left to training is recorded as it was applied (its default: off)
+    assert training["options"]["colour_rotation"] == 0.0
     assert len(training["refit_epochs"]) == training["best_epoch"]
     # The refit trained: on the strips it saw it scores about as well as the selection
     # model that never saw them, from the first seed.
