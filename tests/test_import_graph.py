@@ -45,6 +45,7 @@ VISION_TRAINING = frozenset(
         "detect_train",
         "detect_data",
         "detect_baselines",
+        "blobs",
         "detect_metrics",
         "learners",
         "folds",
