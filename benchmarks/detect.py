@@ -128,6 +128,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "stronger colour jitter (x2)": {"colour_jitter": 2.0},
     # the profile's detection.colour_rotation (off by default): README, session 15
     "random colour rotation (half the chips)": {"colour_rotation": 0.5},
+    "random colour rotation (a quarter of the chips)": {"colour_rotation": 0.25},
     "6 frozen blocks": {"freeze_blocks": 6},
     "16 frozen blocks (every MBConv block)": {"freeze_blocks": 16},
     "no copy-paste": {"copy_paste": 0},
