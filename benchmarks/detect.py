@@ -39,8 +39,8 @@ trains one ablation row (:data:`ABLATION`) into its own folder; ``--ablation-tab
 prints the rows already run. Every case also scores the three baselines of
 :mod:`geoscreen.vision.detect_baselines` (pixel peaks and scale-space blobs fitted on the
 training sites, random boxes at their density) on the test site; ``--baselines`` prints
-only those (no training). ``--curve``: the test site's AP after every epoch of a run on all training
-labels (:func:`learning_curve`, a diagnosis). ``--pixel-m``: every case on the crops
+only those (no training). ``--curve``: the test site's AP after every epoch of a run on
+all training labels (:func:`learning_curve`, a diagnosis). ``--pixel-m``: every case on the crops
 resampled to another pixel size (:mod:`_resampled`). Prints numbers; asserts nothing.
 """
 

@@ -31,7 +31,7 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 
 from geoscreen.matching import MatchRule, match_in_score_order
-from geoscreen.vision.detect_data import SceneView
+from geoscreen.vision.detect_data import SceneView, box_sides
 from geoscreen.vision.detect_metrics import detection_metrics
 
 SCALES = 8
@@ -70,13 +70,7 @@ def cue_maps(image: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
 
 def size_range(views: Sequence[SceneView]) -> tuple[float, float]:
     """LoG scales (sigma, px) spanning the 10th-90th percentile box sides of ``views``."""
-    boxes = np.concatenate([np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views])
-    if len(boxes) == 0:
-        raise ValueError("no boxes to size the blobs from")
-    sides = np.sqrt(
-        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    )
-    lo, hi = np.percentile(sides, [10, 90])
+    lo, hi = np.percentile(box_sides(views, "the blobs"), [10, 90])
     return max(float(lo), 1.0) / (2 * np.sqrt(2)), max(float(hi), 1.0) / (2 * np.sqrt(2))
 
 
@@ -146,10 +140,9 @@ class ScaleSpaceBlobs:
     ) -> dict[tuple[str, float], Found]:
         names = band_names(view.image.shape[0], self.bands)
         valid = view.valid.numpy().astype(bool)
+        maps = cue_maps(view.image.numpy(), names)
         out: dict[tuple[str, float], Found] = {}
-        for name, cue in cue_maps(view.image.numpy(), names).items():
-            if only and name != only:
-                continue
+        for name, cue in [(only, maps[only])] if only else maps.items():
             for k, found in find_blobs(cue, valid, self.sigmas, widths).items():
                 out[(name, k)] = found
         return out

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from geoscreen.vision.blobs import ScaleSpaceBlobs
-from geoscreen.vision.detect_data import SceneView
+from geoscreen.vision.detect_data import SceneView, box_sides
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 
 Predictions = list[tuple[np.ndarray, np.ndarray]]
@@ -65,13 +65,7 @@ def _area_mask(view: SceneView) -> np.ndarray:
 
 def median_size_px(views: Sequence[SceneView]) -> float:
     """The median side (square root of the area) of the views' boxes, in pixels."""
-    boxes = np.concatenate([np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views])
-    if len(boxes) == 0:
-        raise ValueError("no boxes to size the baselines from")
-    sides = np.sqrt(
-        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    )
-    return float(np.median(sides))
+    return float(np.median(box_sides(views)))
 
 
 def _square_boxes(cols: np.ndarray, rows: np.ndarray, side: float) -> np.ndarray:

@@ -30,6 +30,7 @@ box, pasted where it overlaps no other box), colour jitter and colour rotation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,17 @@ def holdout_block(height: int, width: int, fraction: float, position: float) -> 
     if along_x:
         return (start, 0, start + wide, height)
     return (0, start, width, start + wide)
+
+
+def box_sides(views: Sequence[SceneView], what: str = "the baselines") -> np.ndarray:
+    """The side (square root of the area) of every box of ``views``, in pixels; a
+    ValueError naming ``what`` needed them when there are none."""
+    boxes = np.concatenate([np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views])
+    if len(boxes) == 0:
+        raise ValueError(f"no boxes to size {what} from")
+    return np.sqrt(
+        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    )
 
 
 def training_view(image: torch.Tensor, boxes: np.ndarray, block: Rect | None,
