@@ -46,6 +46,7 @@ VISION_TRAINING = frozenset(
         "detect_data",
         "detect_baselines",
         "blobs",
+        "weight_average",
         "detect_metrics",
         "learners",
         "folds",

@@ -40,6 +40,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +89,7 @@ from geoscreen.vision.detector import (
 from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
 from geoscreen.vision.modelcard import DetectCard, DetectorBaselines, SampledHardNegatives
 from geoscreen.vision.runtime import pick_device
+from geoscreen.vision.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ class DetectTrainOptions(BaseModel):
     resolution_m: float | None = Field(
         default=None, gt=0.0, description="pixel size of images without georeference"
     )
+    weight_average: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="per-step decay of a moving average of the "
+        "weights, validated and kept in place of the last step's (0: off)",
+    )  # fmt: skip
     hard_negative_labels: list[str] = Field(
         default_factory=list,
         description="label files whose negative outlines are hard negatives (rejected "
@@ -423,6 +429,7 @@ def run_training(
     fixed = opts.epoch_choice == "fixed"
     state = None
     step = 0
+    average = WeightAverage(model, opts.weight_average) if opts.weight_average else None
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         _train_mode(model)
@@ -461,11 +468,14 @@ def run_training(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optim.step()
+            if average is not None:
+                average.update(model)
             total, steps = total + float(loss.item()), steps + 1
         record: dict[str, float] = {"epoch": epoch, "loss": round(total / max(steps, 1), 4),
                                     "chips": len(windows)}  # fmt: skip
         if val:
-            predictions = predict_views(model, val, device)
+            with average.applied(model) if average is not None else nullcontext(model):
+                predictions = predict_views(model, val, device)
             truths = [v.boxes for v in val]
             ap = strips_ap(predictions, val, opts.eval_iou)
             record["val_ap"] = round(ap, 4)
@@ -477,7 +487,7 @@ def run_training(
                 threshold, f1 = best_threshold(predictions, truths, opts.eval_iou)
                 best = {"ap": smoothed, "epoch": epoch, "threshold": threshold, "f1": f1}
                 # fixed keeps the last epoch: the weights in place already are the ones
-                state = None if fixed else copy.deepcopy(model.state_dict())
+                state = None if fixed else _weights(model, average)
         record["seconds"] = round(time.perf_counter() - started, 2)
         history.append(record)
         if bar is not None:
@@ -486,9 +496,19 @@ def run_training(
             bar.update(1)
         if val and not fixed and epoch - best["epoch"] >= opts.patience:
             break
+    if average is not None:
+        average.copy_to(model)
     if state is not None:
         model.load_state_dict(state)
     return {"epochs": history, "best": best}
+
+
+def _weights(model: Detector, average: WeightAverage | None) -> dict[str, torch.Tensor]:
+    """A copy of the weights that were validated: the average's where there is one."""
+    state = copy.deepcopy(model.state_dict())
+    if average is not None:
+        state.update(copy.deepcopy(average.average))
+    return state
 
 
 def refit_on_all(

@@ -152,6 +152,33 @@ def test_fixed_epoch_choice_runs_every_epoch_and_keeps_the_last(profile: Profile
     assert best["ap"] == pytest.approx(history["epochs"][-1]["val_ap_smoothed"], abs=1e-4)
 
 
+@pytest.mark.slow
+def test_weight_average_is_what_is_validated_and_kept(profile: Profile) -> None:
+    """With ``weight_average`` the strips score the averaged weights, and those are the
+    model's after training; the steps themselves are the same as without it."""
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    train, val = data.split(0.25, 0, 0.4)
+    config = fitted_config(detector_config(profile, data.scenes[0], 0.1), train, 0.1, True)
+    cpu = torch.device("cpu")
+    runs = {}
+    for decay in (0.0, 0.9):
+        opts = DetectTrainOptions(device="cpu", chip_size=64, chips_per_epoch=8,
+                                  weight_average=decay)  # fmt: skip
+        model = new_model(config, opts, cpu)
+        history = run_training(model, train, opts, cpu, 2, val=val)
+        runs[decay] = (model, history)
+    plain, averaged = runs[0.0][0].state_dict(), runs[0.9][0].state_dict()
+    moved = [k for k in plain if plain[k].is_floating_point() and
+             not torch.equal(plain[k], averaged[k])]  # fmt: skip
+    assert moved  # the kept weights are the average, not the last step's
+    model, history = runs[0.9]
+    ap = detect_train.strips_ap(predict_views(model, val, cpu), val, 0.4)
+    assert ap == pytest.approx(history["epochs"][-1]["val_ap"], abs=1e-4)
+    # The average leaves the training steps alone: the losses are the same.
+    assert [e["loss"] for e in runs[0.0][1]["epochs"]] == [e["loss"] for e in history["epochs"]]
+
+
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
     scene = open_scene(sample_path("neon_osbs"))
     x0, y0 = scene.transform * (100, 100)
