@@ -9,20 +9,21 @@ from torch import nn
 from geoscreen.vision.weight_average import WeightAverage
 
 
-def _model(value: float) -> nn.Module:
-    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+def _fill(model: nn.Module, value: float) -> nn.Module:
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(value)
     return model
 
 
+def _model(value: float) -> nn.Module:
+    return _fill(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), value)
+
+
 def test_average_follows_the_weights_with_an_early_correction() -> None:
     model = _model(0.0)
     average = WeightAverage(model, decay=0.9)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(11.0)
+    _fill(model, 11.0)
     average.update(model)  # first update keeps 2/11 of the old average, not 0.9
     assert torch.allclose(average.average["0.weight"], torch.full((2, 3), 9.0))
     for _ in range(200):
@@ -36,9 +37,7 @@ def test_late_updates_keep_the_decay_share() -> None:
     model = _model(1.0)
     average = WeightAverage(model, decay=0.5)
     average.updates = 1_000  # past the early correction
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(3.0)
+    _fill(model, 3.0)
     average.update(model)
     assert torch.allclose(average.average["0.bias"], torch.full((2,), 2.0))
 
@@ -46,9 +45,7 @@ def test_late_updates_keep_the_decay_share() -> None:
 def test_applied_swaps_the_average_in_and_back() -> None:
     model = _model(1.0)
     average = WeightAverage(model, decay=0.5)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.fill_(5.0)
+    _fill(model, 5.0)
     with average.applied(model) as inside:
         assert torch.equal(inside[0].weight, torch.ones(2, 3))
     assert torch.equal(model[0].weight, torch.full((2, 3), 5.0))
