@@ -131,7 +131,6 @@ ABLATION: dict[str, dict[str, Any]] = {
     "random colour rotation (a quarter of the chips)": {"colour_rotation": 0.25},
     # session 16: a moving average of the weights, validated and kept (off by default)
     "moving average of the weights (decay 0.99)": {"weight_average": 0.99},
-    "moving average of the weights (decay 0.995)": {"weight_average": 0.995},
     "6 frozen blocks": {"freeze_blocks": 6},
     "16 frozen blocks (every MBConv block)": {"freeze_blocks": 16},
     "no copy-paste": {"copy_paste": 0},

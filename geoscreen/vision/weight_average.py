@@ -1,10 +1,11 @@
 """An exponential moving average of a model's weights, for training on few labels.
 
 On a few hundred boxes each step's gradient is noisy, and the weights at the last step
-are one draw from where training wanders. Their moving average sits nearer the middle
-of that region, which often transfers better to new ground than any single step's
-weights. Detector training evaluates and keeps the average when the option is on
-(``DetectTrainOptions.weight_average``); the raw weights keep training.
+are one draw from where training wanders; their moving average sits nearer the middle
+of that region. Detector training validates and keeps the average when the option is
+on (``DetectTrainOptions.weight_average``, off by default); the raw weights keep
+training. Measured on the NEON crowns (README, session 16) it changes nothing beyond
+the seeds' spread: the cosine schedule already ends where the weights barely move.
 """
 
 from __future__ import annotations
