@@ -129,6 +129,10 @@ ABLATION: dict[str, dict[str, Any]] = {
     # the profile's detection.colour_rotation (off by default): README, session 15
     "random colour rotation (half the chips)": {"colour_rotation": 0.5},
     "random colour rotation (a quarter of the chips)": {"colour_rotation": 0.25},
+    # session 16: a second model with colour rotation, the two models' boxes fused
+    "a pair: default + colour rotation (half the chips), boxes fused": {
+        "paired_colour_rotation": 0.5
+    },
     # session 16: a moving average of the weights, validated and kept (off by default)
     "moving average of the weights (decay 0.99)": {"weight_average": 0.99},
     "6 frozen blocks": {"freeze_blocks": 6},

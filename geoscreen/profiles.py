@@ -232,6 +232,15 @@ class DetectionSettings(_Config):
         "that cannot lean on one colour cue transfers better there, and does less well "
         "where the labelled places' colours hold). 0: off.",
     )
+    paired_colour_rotation: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Train a second model with this share of chips colour-turned and fuse "
+        "the two models' boxes: the first keeps the colour cues of the labelled places, "
+        "the second does not lean on them. Twice the training and screening time. 0: one "
+        "model.",
+    )
 
 
 class LabelSettings(_Config):

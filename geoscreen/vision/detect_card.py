@@ -206,13 +206,23 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
         f"- device {training.device}; training time {training.seconds:.1f} s "
         f"(CPU time {cpu} s); epochs {training.epochs_run} (best {training.best_epoch})"
     ]
-    check = training.refit_check
-    if check:
-        tried = ", ".join(f"seed {t['seed']}: {t['strips_ap']:.3f}" for t in check["seeds"])
+    for i, member in enumerate(training.members or []):
         lines.append(
-            f"- refit check, AP on the held-out strips: selection model "
-            f"{check['selection_ap']:.3f}; refits {tried}; kept: the {check['kept']} model"
+            f"- model {i + 1} of {len(training.members or [])}: colour rotation on "
+            f"{member['colour_rotation']:.0%} of the chips; alone, AP {member['strips_ap']:.3f} "
+            "on the held-out strips (the boxes of all are fused)"
         )
+    check = training.refit_check
+    checks = (check or {}).get("members", [check] if check else [])
+    for i, one in enumerate(checks):
+        tried = ", ".join(f"seed {t['seed']}: {t['strips_ap']:.3f}" for t in one["seeds"])
+        lines.append(
+            f"- refit check{f' (model {i + 1})' if len(checks) > 1 else ''}, AP on the "
+            f"held-out strips: selection model {one['selection_ap']:.3f}; refits {tried}; "
+            f"kept: the {one['kept']} model"
+        )
+    if len(checks) > 1 and check is not None:
+        lines.append(f"- kept for every model: the {check['kept']} models")
     return lines
 
 

@@ -8,8 +8,12 @@ labelled objects, colour jitter, the dihedral flips/rotations and, when the prof
 for it (``detection.colour_rotation``), a random turn of the colours on a share of the
 chips, so that the one colour cue that marks objects at the training site is not all the
 model learns (benchmarks/detect.py: trained on YELL, OSBS's AP 0.112 -> 0.261 over 3
-seeds; lower where training and test sites share their colours). A few hundred objects
-cover a few megapixels: an epoch is defined by chips, not by passes.
+seeds; lower where training and test sites share their colours). With
+``detection.paired_colour_rotation`` two models train one after the other, the second
+with colour rotation, and their boxes are fused
+(:class:`~geoscreen.vision.detector.FusedDetector`): each phase below runs for each, and
+the threshold is the fused boxes' own. A few hundred objects cover a few megapixels: an
+epoch is defined by chips, not by passes.
 
 Two phases (``refit``):
 
@@ -84,6 +88,7 @@ from geoscreen.vision.detector import (
     anchors_from_sizes,
     build_detector,
     freeze_stages,
+    fuse,
     save_detector,
 )
 from geoscreen.vision.inputs import backbone_spec, scene_resolution_m
@@ -158,13 +163,28 @@ class DetectTrainOptions(BaseModel):
         "detections): each gets a background chip every epoch",
     )
 
+    paired_colour_rotation: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="a second model with this share of chips "
+        "colour-turned, boxes fused (0: one model); None: the profile's",
+    )  # fmt: skip
+
     def for_profile(self, detection: DetectionSettings | None) -> DetectTrainOptions:
         """These options with what they leave to the profile filled from its ``detection``
-        section (``colour_rotation``)."""
-        if self.colour_rotation is not None:
-            return self
-        rotation = detection.colour_rotation if detection is not None else 0.0
-        return self.model_copy(update={"colour_rotation": rotation})
+        section (``colour_rotation``, ``paired_colour_rotation``)."""
+        fill: dict[str, float] = {}
+        if self.colour_rotation is None:
+            fill["colour_rotation"] = detection.colour_rotation if detection else 0.0
+        if self.paired_colour_rotation is None:
+            fill["paired_colour_rotation"] = detection.paired_colour_rotation if detection else 0.0
+        return self.model_copy(update=fill) if fill else self
+
+    def member_options(self) -> list[DetectTrainOptions]:
+        """The options of each model to train: these, and with ``paired_colour_rotation``
+        a second one that turns the colours of that share of its chips."""
+        if not self.paired_colour_rotation:
+            return [self]
+        paired = {"colour_rotation": self.paired_colour_rotation, "paired_colour_rotation": 0.0}
+        return [self, self.model_copy(update=paired)]
 
     def augment(self) -> AugmentSettings:
         return AugmentSettings(
@@ -602,14 +622,23 @@ def train_detector(
         f"{n_val} in held-out strips ({opts.val_fraction:.0%} of each scene); "
         f"anchors (px) {list(config.anchor_sizes)}")  # fmt: skip
     show = progress is not None
-    with tqdm(total=opts.max_epochs, desc="selecting", unit="epoch", file=sys.stderr,
-              disable=not show) as bar:  # fmt: skip
-        model = new_model(config, opts, device)
-        selection = run_training(model, train_views, opts, device, opts.max_epochs,
-                                 val=val_views, bar=bar)  # fmt: skip
-    chosen = selection["best"]
+    members = opts.member_options()
+    models, selections = [], []
+    for i, member in enumerate(members):
+        desc = "selecting" + (f" (model {i + 1} of {len(members)})" if len(members) > 1 else "")
+        with tqdm(total=opts.max_epochs, desc=desc, unit="epoch", file=sys.stderr,
+                  disable=not show) as bar:  # fmt: skip
+            models.append(new_model(config, member, device))
+            selections.append(run_training(models[-1], train_views, member, device,
+                                           opts.max_epochs, val=val_views, bar=bar))  # fmt: skip
+    model = fuse(config, models)
+    config = model.config
+    selection = selections[0]
+    chosen = dict(selection["best"])
     predictions = predict_views(model, val_views, device)
     truths = [v.boxes for v in val_views]
+    if len(members) > 1:  # the fused boxes' own F1-optimal threshold
+        chosen["threshold"], chosen["f1"] = best_threshold(predictions, truths, opts.eval_iou)
     threshold = float(chosen["threshold"] or profile.threshold)
     metrics: dict[str, float] = {}
     for iou in (0.5, 0.4):
@@ -631,14 +660,30 @@ def train_detector(
     history: dict[str, Any] = {"selection_epochs": selection["epochs"],
                                "best_epoch": int(chosen["epoch"]),
                                "epochs_run": len(selection["epochs"])}  # fmt: skip
+    if len(members) > 1:
+        history["members"] = [
+            {"colour_rotation": m.colour_rotation, "best_epoch": int(sel["best"]["epoch"]),
+             "strips_ap": round(strips_ap(predict_views(one, val_views, device), val_views,
+                                          opts.eval_iou), 4)}
+            for m, sel, one in zip(members, selections, models, strict=True)
+        ]  # fmt: skip
     refitted = False
     if opts.refit:
         full = fitted_config(base_config, data.views, resolution, opts.fit_anchors)
-        refit, history["refit_epochs"], history["refit_check"] = refit_on_all(
-            full, data.views, val_views, float(table["model"]["ap"]), opts, device,
-            max(1, int(chosen["epoch"])), show, say)  # fmt: skip
-        if refit is not None:
-            model, config, refitted = refit, full, True
+        refits, checks = [], []
+        for i, (member, sel) in enumerate(zip(members, selections, strict=True)):
+            ap = history["members"][i]["strips_ap"] if len(members) > 1 else table["model"]["ap"]
+            refit, refit_epochs, check = refit_on_all(
+                full, data.views, val_views, float(ap), member, device,
+                max(1, int(sel["best"]["epoch"])), show, say)  # fmt: skip
+            refits.append(refit)
+            checks.append(check)
+            history.setdefault("refit_epochs", refit_epochs)
+        history["refit_check"] = checks[0] if len(members) == 1 else {
+            "members": checks, "kept": "refit" if all(refits) else "selection"}  # fmt: skip
+        if all(r is not None for r in refits):  # else the selection models, all of them
+            model = fuse(full, [r for r in refits if r is not None])
+            config, refitted = model.config, True
     history["epochs"] = history["selection_epochs"] + history.get("refit_epochs", [])
     seconds = time.perf_counter() - started
     history["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # all threads

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -59,6 +59,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoscreen.errors import ConfigError, InputError
 from geoscreen.vision.backbones import Backbone, BackboneSpec, build_backbone
+from geoscreen.vision.detect_tta import weighted_box_fusion
 from geoscreen.vision.modelcard import DetectCard
 from geoscreen.vision.modeldir import (
     CARD_FILE,
@@ -145,6 +146,7 @@ class DetectorConfig:
     fpn_channels: int = 128
     anchor_px: tuple[float, ...] = ()
     tile_norm: bool = False
+    members: int = 1  # >1: that many detectors trained apart, their boxes fused per tile
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -210,6 +212,7 @@ class DetectorConfig:
             fpn_channels=d.fpn_channels,
             anchor_px=tuple(d.anchor_px),
             tile_norm=d.tile_norm,
+            members=d.members,
         )
 
 
@@ -338,6 +341,60 @@ class Detector(nn.Module):
         return self.net(tiles, targets)
 
 
+# Boxes of different members overlapping at least this much (IoU) are one object.
+FUSION_IOU = 0.55
+
+
+class FusedDetector(Detector):
+    """Detectors trained apart (the same configuration, other training) whose boxes are
+    fused per tile by weighted box fusion: a box is the score-weighted mean of the
+    members' overlapping boxes and its score their mean, so a box that one member of
+    two finds alone keeps half its score. The members train one by one
+    (:mod:`geoscreen.vision.detect_train`); this module only predicts.
+    """
+
+    def __init__(self, config: DetectorConfig, members: Sequence[Detector]) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        self.members = nn.ModuleList(members)
+        self.label = members[0].label
+
+    @property
+    def pyramid(self) -> FeaturePyramid:
+        return cast(Detector, self.members[0]).pyramid
+
+    def forward(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor] | None = None,
+    ) -> Any:
+        if boxes is not None or self.training:
+            raise ValueError("the members of a fused detector train one by one")
+        per_member = [member(images) for member in self.members]
+        out = []
+        for n in range(len(per_member[0])):
+            fused, scores = weighted_box_fusion(
+                [r[n]["boxes"].float().cpu().numpy() for r in per_member],
+                [r[n]["scores"].float().cpu().numpy() for r in per_member],
+                FUSION_IOU,
+            )
+            out.append(
+                {
+                    "boxes": torch.from_numpy(fused).float(),
+                    "scores": torch.from_numpy(scores).float(),
+                }
+            )
+        return out
+
+
+def fuse(config: DetectorConfig, members: Sequence[Detector]) -> Detector:
+    """One detector of ``members`` (itself when there is one), recorded as ``config``
+    with their number."""
+    if len(members) == 1:
+        return members[0]
+    return FusedDetector(replace(config, members=len(members)), members)
+
+
 def freeze_stages(model: Detector, blocks: int) -> int:
     """Freeze the stem and the first ``blocks`` stages of the trunk (no gradients, no
     weight decay): early layers see generic edges and colours, and skipping their backward
@@ -368,7 +425,11 @@ def _early(body: nn.Module, param: nn.Parameter) -> bool:
 
 
 def build_detector(config: DetectorConfig) -> Detector:
-    """Build the detector ``config`` describes (backbone weights loaded as its spec says)."""
+    """Build the detector ``config`` describes (backbone weights loaded as its spec says;
+    a :class:`FusedDetector` of ``config.members`` when there are several)."""
+    if config.members > 1:
+        one = replace(config, members=1)
+        return FusedDetector(config, [build_detector(one) for _ in range(config.members)])
     spec = config.backbone
     backbone = build_backbone(spec)
     frcnn = config.architecture == "faster_rcnn"

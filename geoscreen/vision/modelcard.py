@@ -128,6 +128,8 @@ class TrainingRecord(_Section):
     # detectors: the refitted model's AP on the held-out strips against the selection
     # model's, per seed tried, and which model was kept
     refit_check: dict[str, Any] | None = None
+    # detectors of several members: each one's colour rotation, strips AP and epochs
+    members: list[dict[str, Any]] | None = None
     epochs: list[Epoch] | None = None
     cpu_seconds: float | None = None
     chip_px: int | None = None
@@ -204,6 +206,7 @@ class DetectorRecord(_Section):
     fpn_channels: int = 128
     anchor_px: list[float] = Field(default_factory=list)
     tile_norm: bool = False
+    members: int = Field(default=1, ge=1)  # models trained apart, their boxes fused
     object_size_px: float | None = None
     strides: list[int] | None = None
     anchor_sizes: list[list[float]] | None = None

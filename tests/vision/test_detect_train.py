@@ -42,7 +42,8 @@ from geoscreen.vision.detect_train import (
     run_training,
     train_detector,
 )
-from geoscreen.vision.detector import LoadedDetector, load_detector
+from geoscreen.vision.detect_tta import weighted_box_fusion
+from geoscreen.vision.detector import FUSION_IOU, FusedDetector, LoadedDetector, load_detector
 from geoscreen.vision.inputs import scene_resolution_m
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
@@ -177,6 +178,61 @@ def test_weight_average_is_what_is_validated_and_kept(profile: Profile) -> None:
     assert ap == pytest.approx(history["epochs"][-1]["val_ap"], abs=1e-4)
     # The average leaves the training steps alone: the losses are the same.
     assert [e["loss"] for e in runs[0.0][1]["epochs"]] == [e["loss"] for e in history["epochs"]]
+
+
+@pytest.mark.slow
+def test_a_paired_detector_fuses_two_models_trained_apart(profile: Profile, tmp_path: Path
+                                                          ) -> None:  # fmt: skip
+    """``paired_colour_rotation``: a second model trains with colour rotation, the card
+    records both, and the saved model screens with their boxes fused."""
+    detection = profile.detection
+    assert detection is not None
+    paired = profile.model_copy(update={
+        "detection": detection.model_copy(update={"paired_colour_rotation": 0.5})})  # fmt: skip
+    opts = DetectTrainOptions(device="cpu", chip_size=128, chips_per_epoch=8, max_epochs=2)
+    card = train_detector(paired, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")],
+                          tmp_path / "pair", opts)  # fmt: skip
+    assert card.detector.members == 2 and card.training is not None
+    assert card.training.options["paired_colour_rotation"] == 0.5
+    members = card.training.members or []
+    assert [m["colour_rotation"] for m in members] == [0.0, 0.5]
+    assert all(0.0 <= m["strips_ap"] <= 1.0 for m in members)
+    check = card.training.refit_check or {}
+    assert len(check["members"]) == 2 and check["kept"] in ("refit", "selection")
+    assert card.threshold is not None
+    loaded = load_detector(tmp_path / "pair")
+    assert isinstance(loaded.model, FusedDetector) and len(loaded.model.members) == 2
+    page = (tmp_path / "pair" / "MODEL_CARD.md").read_text()
+    assert "model 2 of 2: colour rotation on 50%" in page
+    # Screening runs the fused model: its boxes are the members' boxes fused.
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    tile = data.views[0].image[:, :256, :256]
+    with torch.inference_mode():
+        fused = loaded.model.eval()([tile])[0]
+        alone = [m([tile])[0] for m in loaded.model.members]
+    boxes, scores = weighted_box_fusion(
+        [a["boxes"].numpy() for a in alone], [a["scores"].numpy() for a in alone], FUSION_IOU
+    )
+    np.testing.assert_allclose(fused["boxes"].numpy(), boxes, atol=1e-4)
+    np.testing.assert_allclose(fused["scores"].numpy(), scores, atol=1e-6)
+    scene = open_scene(sample_path("neon_osbs"), sensor="rgb")
+    objects = detect_scene(loaded, paired, scene, DetectOptions(device="cpu", num_workers=0))
+    assert len(objects.boxes) == len(objects) and (objects.score_max <= 1.0).all()
+
+
+def test_one_member_is_the_profile_default() -> None:
+    opts = DetectTrainOptions().for_profile(DetectionSettings(object_size_m=4.0))
+    assert opts.paired_colour_rotation == 0.0 and opts.member_options() == [opts]
+    asks = DetectionSettings(object_size_m=4.0, colour_rotation=0.25, paired_colour_rotation=0.5)
+    first, second = DetectTrainOptions().for_profile(asks).member_options()
+    assert (first.colour_rotation, second.colour_rotation) == (0.25, 0.5)
+    assert second.paired_colour_rotation == 0.0  # a member does not pair again
+    # An option set on the command line wins over the profile.
+    assert DetectTrainOptions(paired_colour_rotation=0.0).for_profile(asks).member_options()[
+        0].paired_colour_rotation == 0.0  # fmt: skip
+    with pytest.raises(ValueError, match="paired_colour_rotation"):
+        DetectionSettings(object_size_m=4.0, paired_colour_rotation=1.5)
 
 
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
