@@ -37,6 +37,10 @@ overlap). Scores: ``score_max`` (the best), ``score_mean`` (over the group),
 ``tile_count`` (distinct tiles that saw the object). Candidate pairs come from a
 shapely STRtree, so the cost grows with the number of detections, not its square.
 
+A fused detector (:class:`~geoscreen.vision.detector.FusedDetector`) screens the scene
+once per member, each merged as above, and the members' objects are then fused
+(:func:`fuse_objects`).
+
 Output: :class:`Objects` (boxes in scene pixels and their scores); the sites stage
 makes one site per object (:mod:`geoscreen.sites.detections`).
 """
@@ -45,9 +49,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import shapely
@@ -62,8 +66,8 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
 from geoscreen.vision.boxes import paired_iou
-from geoscreen.vision.detect_tta import predict_dihedral
-from geoscreen.vision.detector import Detector, LoadedDetector
+from geoscreen.vision.detect_tta import fusion_groups, predict_dihedral
+from geoscreen.vision.detector import FUSION_IOU, Detector, FusedDetector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
 from geoscreen.vision.modelcard import ModelCard
@@ -402,8 +406,48 @@ def detect_scene(
     device, grid, preprocessor = prepare_scene(
         profile, scene, opts.device, aoi, drop_empty=opts.drop_empty, progress=opts.progress
     )
-    raw = detect_grid(loaded.model, grid, preprocessor, opts, device)
     merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
-    objects = merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px)
-    objects.meta = {**(meta or {}), "tiles": raw.tiles, "raw_detections": len(raw.scores)}
+    model = loaded.model
+    # A fused detector's members each screen the scene, then their objects are fused:
+    # fusing per tile, before the cross-tile merge, found fewer crowns (README, session 16).
+    members = list(model.members) if isinstance(model, FusedDetector) else [model]
+    found, raw_count, tiles = [], 0, 0
+    for member in members:
+        raw = detect_grid(cast(Detector, member), grid, preprocessor, opts, device)
+        found.append(merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px))
+        raw_count, tiles = raw_count + len(raw.scores), raw.tiles
+    objects = found[0] if len(found) == 1 else fuse_objects(found)
+    objects.meta = {**(meta or {}), "tiles": tiles, "raw_detections": raw_count}
     return objects
+
+
+def fuse_objects(found: Sequence[Objects], iou: float = FUSION_IOU) -> Objects:
+    """The objects of several detectors as one set: objects overlapping at least ``iou``
+    become one, boxes weighted by their scores, scores the detectors' mean (an object one
+    detector of two finds alone keeps half its score), tiles summed."""
+    boxes = np.concatenate([f.boxes.reshape(-1, 4) for f in found])
+    if len(boxes) == 0:
+        return found[0]
+    score_max = np.concatenate([f.score_max for f in found])
+    score_mean = np.concatenate([f.score_mean for f in found])
+    tile_count = np.concatenate([f.tile_count for f in found])
+    group = fusion_groups(boxes, iou)
+    n = int(group.max()) + 1
+    weight = np.maximum(score_max, 1e-9)
+    fused = (
+        np.column_stack(
+            [np.bincount(group, weights=boxes[:, k] * weight, minlength=n) for k in range(4)]
+        )
+        / np.bincount(group, weights=weight, minlength=n)[:, None]
+    )
+
+    def mean_of(values: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=values, minlength=n) / len(found)
+
+    order = np.argsort(-mean_of(score_max), kind="stable")
+    return Objects(
+        fused[order],
+        mean_of(score_max)[order],
+        mean_of(score_mean)[order],
+        np.bincount(group, weights=tile_count, minlength=n).astype(np.int64)[order],
+    )

@@ -30,6 +30,13 @@ def inverse_dihedral(k: int) -> int:
     return (4 - k % 4) % 4 if k < 4 else k
 
 
+def fusion_groups(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """The cluster of each box (N, 4): connected components of "IoU >= ``iou``"."""
+    rows, cols = np.indices((len(boxes), len(boxes))).reshape(2, -1)
+    linked = (paired_iou(boxes[rows], boxes[cols]) >= iou).reshape(len(boxes), len(boxes))
+    return np.asarray(connected_components(csr_matrix(linked), directed=False)[1])
+
+
 def weighted_box_fusion(
     boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray], iou: float = 0.55
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -46,9 +53,7 @@ def weighted_box_fusion(
     s = np.concatenate([np.asarray(x, np.float64).reshape(-1) for x in scores] or [np.zeros(0)])
     if len(s) == 0:
         return np.zeros((0, 4)), np.zeros(0)
-    rows, cols = np.indices((len(b), len(b))).reshape(2, -1)
-    linked = (paired_iou(b[rows], b[cols]) >= iou).reshape(len(b), len(b))
-    _, group = connected_components(csr_matrix(linked), directed=False)
+    group = fusion_groups(b, iou)
     n = int(group.max()) + 1
     w = np.maximum(s, 1e-9)  # boxes scoring 0 still have a position
     fused = (

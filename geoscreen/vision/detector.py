@@ -347,10 +347,12 @@ FUSION_IOU = 0.55
 
 class FusedDetector(Detector):
     """Detectors trained apart (the same configuration, other training) whose boxes are
-    fused per tile by weighted box fusion: a box is the score-weighted mean of the
-    members' overlapping boxes and its score their mean, so a box that one member of
-    two finds alone keeps half its score. The members train one by one
-    (:mod:`geoscreen.vision.detect_train`); this module only predicts.
+    fused by weighted box fusion: a box is the score-weighted mean of the members'
+    overlapping boxes and its score their mean, so a box that one member of two finds
+    alone keeps half its score. Called on images, it fuses each image's boxes (training
+    scores whole held-out strips so); screening a scene runs each member over the tiles
+    and fuses the merged objects (:func:`geoscreen.vision.detect_infer.detect_scene`).
+    The members train one by one (:mod:`geoscreen.vision.detect_train`).
     """
 
     def __init__(self, config: DetectorConfig, members: Sequence[Detector]) -> None:

@@ -30,10 +30,12 @@ from geoscreen.sites.site import SITE_COLUMNS, read_sites
 from geoscreen.vision.boxes import boxes_to_map, boxes_to_polygons
 from geoscreen.vision.detect_infer import (
     DetectOptions,
+    Objects,
     RawDetections,
     _near_pairs,
     cut_sides,
     detect_scene,
+    fuse_objects,
     merge_across_tiles,
 )
 from geoscreen.vision.detect_train import detector_config
@@ -248,6 +250,26 @@ def test_ideal_detections_merge_to_exactly_the_objects(
 def test_no_detections() -> None:
     objects = merge_across_tiles(RawDetections.empty(5), merge_iou=0.4)
     assert len(objects) == 0 and objects.boxes.shape == (0, 4)
+
+
+def test_two_detectors_objects_fuse_into_one_set() -> None:
+    """An object both find becomes one (box weighted by score, mean score); one that a
+    single detector of two finds keeps half its score; the best comes first."""
+    first = Objects(np.array([[0.0, 0, 10, 10], [50, 50, 60, 60]]), np.array([0.9, 0.8]),
+                    np.array([0.7, 0.8]), np.array([1, 2]))  # fmt: skip
+    second = Objects(np.array([[1.0, 1, 11, 11]]), np.array([0.3]), np.array([0.3]),
+                     np.array([1]))  # fmt: skip
+    fused = fuse_objects([first, second])
+    np.testing.assert_allclose(fused.score_max, [0.6, 0.4])
+    np.testing.assert_allclose(fused.score_mean, [0.5, 0.4])
+    np.testing.assert_allclose(fused.boxes[0], [0.25, 0.25, 10.25, 10.25])  # 0.9 : 0.3
+    np.testing.assert_allclose(fused.boxes[1], [50, 50, 60, 60])
+    assert fused.tile_count.tolist() == [2, 2]
+    # Fusing is symmetric in the detectors, and nothing found fuses to nothing.
+    again = fuse_objects([second, first])
+    np.testing.assert_allclose(again.boxes, fused.boxes)
+    empty = merge_across_tiles(RawDetections.empty(1), merge_iou=0.4)
+    assert len(fuse_objects([empty, empty])) == 0
 
 
 def yell_crop(path: Path, width: int = 300, height: int = 260) -> Path:
