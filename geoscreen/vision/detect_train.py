@@ -679,9 +679,10 @@ def train_detector(
             refits.append(refit)
             checks.append(check)
             history.setdefault("refit_epochs", refit_epochs)
+        every = all(r is not None for r in refits)  # else the selection models, all of them
         history["refit_check"] = checks[0] if len(members) == 1 else {
-            "members": checks, "kept": "refit" if all(refits) else "selection"}  # fmt: skip
-        if all(r is not None for r in refits):  # else the selection models, all of them
+            "members": checks, "kept": "refit" if every else "selection"}  # fmt: skip
+        if every:
             model = fuse(full, [r for r in refits if r is not None])
             config, refitted = model.config, True
     history["epochs"] = history["selection_epochs"] + history.get("refit_epochs", [])

@@ -221,6 +221,40 @@ def test_a_paired_detector_fuses_two_models_trained_apart(profile: Profile, tmp_
     assert len(objects.boxes) == len(objects) and (objects.score_max <= 1.0).all()
 
 
+@pytest.mark.slow
+def test_a_pair_whose_refit_fails_in_one_model_ships_both_selection_models(
+    profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two models share one anchor configuration: if one refit does not train, both
+    selection models ship (never a refitted model beside a selection model)."""
+    real = detect_train.refit_on_all
+
+    def rotated_fails(*args: Any, **kwargs: Any) -> Any:
+        model, history, check = real(*args, **kwargs)
+        member = args[4]  # the member's options
+        return (None if member.colour_rotation else model), history, check
+
+    monkeypatch.setattr(detect_train, "refit_on_all", rotated_fails)
+    detection = profile.detection
+    assert detection is not None
+    paired = profile.model_copy(update={
+        "detection": detection.model_copy(update={"paired_colour_rotation": 0.5})})  # fmt: skip
+    opts = DetectTrainOptions(device="cpu", chip_size=128, chips_per_epoch=8, max_epochs=2)
+    card = train_detector(paired, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")],
+                          tmp_path / "pair", opts)  # fmt: skip
+    assert card.training is not None and card.split is not None
+    assert (card.training.refit_check or {})["kept"] == "selection"
+    assert not card.split.refit_on_all and card.detector.members == 2
+    loaded = load_detector(tmp_path / "pair")
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    _, strips = data.split(opts.val_fraction, opts.seed, opts.min_visible)
+    predictions = predict_views(loaded.model, strips, torch.device("cpu"))
+    ap = detection_metrics(predictions, [v.boxes for v in strips], 0.4, 1.0)
+    assert ap["average_precision"] == pytest.approx(card.metrics["val_average_precision@0.4"],
+                                                    abs=1e-4)  # fmt: skip
+
+
 def test_one_member_is_the_profile_default() -> None:
     opts = DetectTrainOptions().for_profile(DetectionSettings(object_size_m=4.0))
     assert opts.paired_colour_rotation == 0.0 and opts.member_options() == [opts]
