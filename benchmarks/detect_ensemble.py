@@ -7,8 +7,8 @@ Usage::
 ``DIR_A``, ``DIR_B``: model folders that ``benchmarks/detect.py --quality --out DIR``
 trained (e.g. the default recipe and ``--variant "random colour rotation (half the
 chips)"``, same seed and case). Each model screens the ``--test`` NEON scene as
-``screen`` does; their sites are fused by weighted box fusion
-(:func:`geoscreen.vision.detect_tta.weighted_box_fusion`, IoU 0.55: a box is the
+``screen`` does; their sites are fused by weighted box fusion as ``screen`` fuses a
+trained pair's objects (:func:`geoscreen.vision.detect_infer.fuse_objects`, IoU 0.55: a box is the
 score-weighted mean of the boxes that overlap it, its score the members' mean, so a box
 that one member of two finds keeps half its score). The fused boxes are scored at the
 mean of the members' card thresholds (no held-out strips of the fused model exist to
@@ -33,22 +33,28 @@ from detect import NEON, detected, hindsight_f1, neon_file
 
 from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.profiles import load_profile
-from geoscreen.vision.detect_tta import weighted_box_fusion
-from geoscreen.vision.detector import load_detector
+from geoscreen.vision.detect_infer import Objects, fuse_objects
+from geoscreen.vision.detector import FUSION_IOU, load_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
-FUSE_IOU = 0.55
 
 
 def fused(members: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
-    """The members' sites merged by weighted box fusion (scores: the members' mean)."""
-    boxes = [np.array([g.bounds for g in m.geometry]).reshape(-1, 4) for m in members]
-    scores = [m["score_max"].to_numpy(np.float64) for m in members]
-    out_boxes, out_scores = weighted_box_fusion(boxes, scores, iou=FUSE_IOU)
+    """The members' sites fused as ``screen`` fuses a pair's objects (:func:`fuse_objects`)."""
+    objects = [
+        Objects(
+            np.array([g.bounds for g in m.geometry]).reshape(-1, 4),
+            m["score_max"].to_numpy(np.float64),
+            m["score_mean"].to_numpy(np.float64),
+            m["tile_count"].to_numpy(np.int64),
+        )
+        for m in members
+    ]
+    out = fuse_objects(objects, FUSION_IOU)
     return gpd.GeoDataFrame(
-        {"score_max": out_scores, "score_mean": out_scores},
-        geometry=[shapely.box(*b) for b in out_boxes],
+        {"score_max": out.score_max, "score_mean": out.score_mean},
+        geometry=[shapely.box(*b) for b in out.boxes],
         crs=members[0].crs,
     )
 
