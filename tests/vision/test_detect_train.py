@@ -45,6 +45,7 @@ from geoscreen.vision.detect_train import (
 from geoscreen.vision.detect_tta import weighted_box_fusion
 from geoscreen.vision.detector import FUSION_IOU, FusedDetector, LoadedDetector, load_detector
 from geoscreen.vision.inputs import scene_resolution_m
+from geoscreen.vision.modelcard import DetectCard
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
@@ -180,18 +181,25 @@ def test_weight_average_is_what_is_validated_and_kept(profile: Profile) -> None:
     assert [e["loss"] for e in runs[0.0][1]["epochs"]] == [e["loss"] for e in history["epochs"]]
 
 
-@pytest.mark.slow
-def test_a_paired_detector_fuses_two_models_trained_apart(profile: Profile, tmp_path: Path
-                                                          ) -> None:  # fmt: skip
-    """``paired_colour_rotation``: a second model trains with colour rotation, the card
-    records both, and the saved model screens with their boxes fused."""
+def train_small_pair(profile: Profile, out: Path
+                     ) -> tuple[Profile, DetectTrainOptions, DetectCard]:  # fmt: skip
+    """A quick detector pair (the second model colour-rotated) trained on OSBS."""
     detection = profile.detection
     assert detection is not None
     paired = profile.model_copy(update={
         "detection": detection.model_copy(update={"paired_colour_rotation": 0.5})})  # fmt: skip
     opts = DetectTrainOptions(device="cpu", chip_size=128, chips_per_epoch=8, max_epochs=2)
     card = train_detector(paired, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")],
-                          tmp_path / "pair", opts)  # fmt: skip
+                          out, opts)  # fmt: skip
+    return paired, opts, card
+
+
+@pytest.mark.slow
+def test_a_paired_detector_fuses_two_models_trained_apart(profile: Profile, tmp_path: Path
+                                                          ) -> None:  # fmt: skip
+    """``paired_colour_rotation``: a second model trains with colour rotation, the card
+    records both, and the saved model screens with their boxes fused."""
+    paired, _, card = train_small_pair(profile, tmp_path / "pair")
     assert card.detector.members == 2 and card.training is not None
     assert card.training.options["paired_colour_rotation"] == 0.5
     members = card.training.members or []
@@ -221,6 +229,16 @@ def test_a_paired_detector_fuses_two_models_trained_apart(profile: Profile, tmp_
     assert len(objects.boxes) == len(objects) and (objects.score_max <= 1.0).all()
 
 
+def osbs_strips_ap(profile: Profile, model_dir: Path, opts: DetectTrainOptions) -> float:
+    """AP at IoU 0.4 (every box) of a model trained on OSBS, on the strips it held out."""
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
+                               [sample_path("neon_osbs")])  # fmt: skip
+    _, strips = data.split(opts.val_fraction, opts.seed, opts.min_visible)
+    predictions = predict_views(load_detector(model_dir).model, strips, torch.device("cpu"))
+    return detection_metrics(predictions, [v.boxes for v in strips], 0.4, 1.0)[
+        "average_precision"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_pair_whose_refit_fails_in_one_model_ships_both_selection_models(
     profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -235,24 +253,13 @@ def test_a_pair_whose_refit_fails_in_one_model_ships_both_selection_models(
         return (None if member.colour_rotation else model), history, check
 
     monkeypatch.setattr(detect_train, "refit_on_all", rotated_fails)
-    detection = profile.detection
-    assert detection is not None
-    paired = profile.model_copy(update={
-        "detection": detection.model_copy(update={"paired_colour_rotation": 0.5})})  # fmt: skip
-    opts = DetectTrainOptions(device="cpu", chip_size=128, chips_per_epoch=8, max_epochs=2)
-    card = train_detector(paired, [sample_path("neon_osbs_labels")], [sample_path("neon_osbs")],
-                          tmp_path / "pair", opts)  # fmt: skip
+    _, opts, card = train_small_pair(profile, tmp_path / "pair")
     assert card.training is not None and card.split is not None
     assert (card.training.refit_check or {})["kept"] == "selection"
     assert not card.split.refit_on_all and card.detector.members == 2
-    loaded = load_detector(tmp_path / "pair")
-    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
-                               [sample_path("neon_osbs")])  # fmt: skip
-    _, strips = data.split(opts.val_fraction, opts.seed, opts.min_visible)
-    predictions = predict_views(loaded.model, strips, torch.device("cpu"))
-    ap = detection_metrics(predictions, [v.boxes for v in strips], 0.4, 1.0)
-    assert ap["average_precision"] == pytest.approx(card.metrics["val_average_precision@0.4"],
-                                                    abs=1e-4)  # fmt: skip
+    # The weights shipped score the strips as the card says.
+    ap = osbs_strips_ap(profile, tmp_path / "pair", opts)
+    assert ap == pytest.approx(card.metrics["val_average_precision@0.4"], abs=1e-4)
 
 
 def test_one_member_is_the_profile_default() -> None:
@@ -423,15 +430,9 @@ def test_a_refit_that_does_not_train_is_not_shipped(
     assert len(said_in_card) == 1 and "did not train" in said_in_card[0]
     assert f"trained on {card.split.train_objects} of the 61 objects" in said_in_card[0]
     # The weights shipped are the selection model's: they score the strips as its card says.
-    loaded = load_detector(tmp_path / "model")
-    data = load_detection_data(profile, [sample_path("neon_osbs_labels")],
-                               [sample_path("neon_osbs")])  # fmt: skip
-    _, strips = data.split(opts.val_fraction, opts.seed, opts.min_visible)
-    predictions = predict_views(loaded.model, strips, torch.device("cpu"))
-    ap = detection_metrics(predictions, [v.boxes for v in strips], 0.4, 1.0)
-    assert ap["average_precision"] == pytest.approx(card.metrics["val_average_precision@0.4"],
-                                                    abs=1e-4)  # fmt: skip
-    assert ap["average_precision"] > 0.0
+    ap = osbs_strips_ap(profile, tmp_path / "model", opts)
+    assert ap == pytest.approx(card.metrics["val_average_precision@0.4"], abs=1e-4)
+    assert ap > 0.0
     page = (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "refits seed 3: 0.000, seed 4: 0.000; kept: the selection model" in page
 
