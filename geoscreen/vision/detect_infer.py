@@ -66,7 +66,7 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
 from geoscreen.vision.boxes import paired_iou
-from geoscreen.vision.detect_tta import fusion_groups, predict_dihedral
+from geoscreen.vision.detect_tta import fusion_groups, group_boxes, predict_dihedral
 from geoscreen.vision.detector import FUSION_IOU, Detector, FusedDetector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
@@ -432,22 +432,17 @@ def fuse_objects(found: Sequence[Objects], iou: float = FUSION_IOU) -> Objects:
     score_mean = np.concatenate([f.score_mean for f in found])
     tile_count = np.concatenate([f.tile_count for f in found])
     group = fusion_groups(boxes, iou)
-    n = int(group.max()) + 1
-    weight = np.maximum(score_max, 1e-9)
-    fused = (
-        np.column_stack(
-            [np.bincount(group, weights=boxes[:, k] * weight, minlength=n) for k in range(4)]
-        )
-        / np.bincount(group, weights=weight, minlength=n)[:, None]
-    )
+    fused = group_boxes(boxes, score_max, group)
+    n = len(fused)
 
     def mean_of(values: np.ndarray) -> np.ndarray:
         return np.bincount(group, weights=values, minlength=n) / len(found)
 
-    order = np.argsort(-mean_of(score_max), kind="stable")
+    score = mean_of(score_max)
+    order = np.argsort(-score, kind="stable")
     return Objects(
         fused[order],
-        mean_of(score_max)[order],
+        score[order],
         mean_of(score_mean)[order],
         np.bincount(group, weights=tile_count, minlength=n).astype(np.int64)[order],
     )

@@ -660,12 +660,11 @@ def train_detector(
     history: dict[str, Any] = {"selection_epochs": selection["epochs"],
                                "best_epoch": int(chosen["epoch"]),
                                "epochs_run": len(selection["epochs"])}  # fmt: skip
-    if len(members) > 1:
+    if len(members) > 1:  # each model's strips AP, as its run recorded it at the kept epoch
         history["members"] = [
             {"colour_rotation": m.colour_rotation, "best_epoch": int(sel["best"]["epoch"]),
-             "strips_ap": round(strips_ap(predict_views(one, val_views, device), val_views,
-                                          opts.eval_iou), 4)}
-            for m, sel, one in zip(members, selections, models, strict=True)
+             "strips_ap": sel["epochs"][int(sel["best"]["epoch"]) - 1]["val_ap"]}
+            for m, sel in zip(members, selections, strict=True)
         ]  # fmt: skip
     refitted = False
     if opts.refit:

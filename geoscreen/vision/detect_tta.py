@@ -37,6 +37,18 @@ def fusion_groups(boxes: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(connected_components(csr_matrix(linked), directed=False)[1])
 
 
+def group_boxes(boxes: np.ndarray, scores: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """One box per group (ids 0..n-1): the mean of its members' boxes weighted by score."""
+    n = int(group.max()) + 1
+    w = np.maximum(scores, 1e-9)  # boxes scoring 0 still have a position
+    return (
+        np.column_stack(
+            [np.bincount(group, weights=boxes[:, k] * w, minlength=n) for k in range(4)]
+        )
+        / np.bincount(group, weights=w, minlength=n)[:, None]
+    )
+
+
 def weighted_box_fusion(
     boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray], iou: float = 0.55
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -54,13 +66,8 @@ def weighted_box_fusion(
     if len(s) == 0:
         return np.zeros((0, 4)), np.zeros(0)
     group = fusion_groups(b, iou)
-    n = int(group.max()) + 1
-    w = np.maximum(s, 1e-9)  # boxes scoring 0 still have a position
-    fused = (
-        np.column_stack([np.bincount(group, weights=b[:, k] * w, minlength=n) for k in range(4)])
-        / np.bincount(group, weights=w, minlength=n)[:, None]
-    )
-    out_scores = np.minimum(np.bincount(group, weights=s, minlength=n) / views, 1.0)
+    fused = group_boxes(b, s, group)
+    out_scores = np.minimum(np.bincount(group, weights=s, minlength=len(fused)) / views, 1.0)
     rank = np.argsort(-out_scores, kind="stable")
     return fused[rank], out_scores[rank]
 
