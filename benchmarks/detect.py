@@ -83,13 +83,11 @@ from geoscreen.vision.detect_infer import (
     merge_across_tiles,
 )
 from geoscreen.vision.detect_metrics import THRESHOLDS
+from geoscreen.vision.detect_scenes import DetectionData, detector_config, load_detection_data
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
-    DetectionData,
     DetectTrainOptions,
-    detector_config,
     fitted_config,
-    load_detection_data,
     new_model,
     run_training,
     train_detector,

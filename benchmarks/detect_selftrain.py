@@ -39,13 +39,11 @@ from geoscreen.samples import sample_path
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.detect_scenes import DetectionData, detector_config, load_detection_data
 from geoscreen.vision.detect_train import (
     DEFAULT_CHIP_PX,
-    DetectionData,
     DetectTrainOptions,
-    detector_config,
     fitted_config,
-    load_detection_data,
     new_model,
     predict_views,
     run_training,

@@ -43,6 +43,7 @@ VISION_TRAINING = frozenset(
         "train",
         "select_train",
         "detect_train",
+        "detect_scenes",
         "detect_data",
         "detect_baselines",
         "blobs",

@@ -30,7 +30,8 @@ from geoscreen.vision.modelcard import DetectCard, EvaluationRecord, TrainingRec
 from geoscreen.vision.modeldir import CARD_FILE, write_card
 
 if TYPE_CHECKING:
-    from geoscreen.vision.detect_train import DetectionData, DetectTrainOptions
+    from geoscreen.vision.detect_scenes import DetectionData
+    from geoscreen.vision.detect_train import DetectTrainOptions
 
 
 def detection_card(

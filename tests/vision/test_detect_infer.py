@@ -38,7 +38,7 @@ from geoscreen.vision.detect_infer import (
     fuse_objects,
     merge_across_tiles,
 )
-from geoscreen.vision.detect_train import detector_config
+from geoscreen.vision.detect_scenes import detector_config
 from geoscreen.vision.detector import LoadedDetector, build_detector, load_detector, save_detector
 from geoscreen.vision.modelcard import DetectCard
 

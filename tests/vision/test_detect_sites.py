@@ -15,7 +15,8 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import sample_path
 from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
-from geoscreen.vision.detect_train import DetectTrainOptions, load_detection_data, train_detector
+from geoscreen.vision.detect_scenes import load_detection_data
+from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.detector import load_detector
 
 PROFILE = (

@@ -29,15 +29,13 @@ from geoscreen.vision import detect_train
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.detect_scenes import detector_config, load_detection_data, object_boxes
 from geoscreen.vision.detect_train import (
     REFIT_SHARE,
     DetectTrainOptions,
-    detector_config,
     fitted_config,
-    load_detection_data,
     lr_decay,
     new_model,
-    object_boxes,
     predict_views,
     run_training,
     train_detector,
