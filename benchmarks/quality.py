@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/quality.py [--cases neon_osbs_yell,neon_osbs+yell2+soap_yell,...]
                                  [--seed 0] [--json results.json] [--normalization percentile]
+                                 [--finetune]
 
 Cases (real public data only; synthetic data is never evidence of quality):
 
@@ -25,7 +26,9 @@ scored on the other site or half: AP with a 95% bootstrap interval, ROC AUC, the
 positive rate (the AP of a random ranking), and the difference from the per-pixel
 baseline's AP on the same resampled tiles (95% interval, and the share of resamples
 where the learner ranks better). The ``auto`` row is the learner the
-cross-validation chose. Prints tables; asserts nothing.
+cross-validation chose. ``--finetune`` adds a ``finetune`` row: ``geoscreen train --mode
+finetune`` (the whole CNN, early stopping on one blocked validation split, whose AP
+stands in the in-site column), scored the same way. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
@@ -52,10 +55,10 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision, roc_auc
 from geoscreen.samples import sample_path, sentinel2_water_forest
+from geoscreen.vision.classifier import TileModel, load_model
 from geoscreen.vision.infer import ScreenOptions, screen_scene
-from geoscreen.vision.scorer import FeatureScorer
 from geoscreen.vision.select_train import compare_learners
-from geoscreen.vision.train import TrainOptions, collect_chips
+from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 NEON = {
@@ -82,7 +85,7 @@ S2_PROFILE = {
     },
     "labels": {"positive_classes": ["water"]},
 }
-Scorer = Callable[[FeatureScorer], tuple[np.ndarray, np.ndarray]]
+Scorer = Callable[[TileModel], tuple[np.ndarray, np.ndarray]]
 BASELINE = "pixel_lr"
 
 
@@ -117,9 +120,10 @@ def paired_difference(
 
 def run_case(
     name: str, profile: Profile, labels: list[Path], imagery: list[Path], score: Scorer,
-    opts: TrainOptions,
+    opts: TrainOptions, finetune: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """In-site selection, then every learner scored on the held-out site or half."""
+    """In-site selection, then every learner scored on the held-out site or half
+    (``finetune``: and the fine-tuned CNN)."""
     started = time.perf_counter()
     data = collect_chips(profile, labels, imagery, opts)
     comparison = compare_learners(profile, data, opts, lambda msg: print(f"  {msg}"))
@@ -141,6 +145,9 @@ def run_case(
             "positive_rate": float(truth.mean()),
             "fit_seconds": comparison.table[learner]["seconds"],
         }
+    if finetune:
+        scores, truth, row = finetuned(profile, labels, imagery, score, opts)
+        held["finetune"], rows["finetune"] = scores, row
     for learner, scores in held.items():
         low, high, better = paired_difference(scores, held[BASELINE], truth, opts.seed)
         rows[learner].update(vs_pixel_low=low, vs_pixel_high=high, vs_pixel_better=better)
@@ -155,12 +162,40 @@ def run_case(
     }
 
 
+def finetuned(
+    profile: Profile, labels: list[Path], imagery: list[Path], score: Scorer, opts: TrainOptions
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Train with ``--mode finetune`` and score the held-out site or half."""
+    with tempfile.TemporaryDirectory() as tmp:
+        card = train_classifier(
+            profile, labels, imagery, tmp, opts.model_copy(update={"mode": "finetune"})
+        )
+        model = load_model(tmp).model.eval()
+    scores, truth = score(model)
+    low, high = interval(scores, truth, opts.seed)
+    training = card.training
+    return (
+        scores,
+        truth,
+        {
+            "cv_ap": float(card.metrics["val_average_precision"]),
+            "ap": average_precision(scores, truth),
+            "ap_low": low,
+            "ap_high": high,
+            "roc_auc": roc_auc(scores, truth),
+            "positive_rate": float(truth.mean()),
+            "fit_seconds": training.seconds if training is not None else float("nan"),
+        },
+    )
+
+
 def neon_case(
     train: list[str],
     test: str,
     seed: int,
     normalization: str | None = None,
     backbone: str | None = None,
+    finetune: bool = False,
 ) -> dict[str, Any]:
     """Train on the crowns of the ``train`` scenes, score the tiles of ``test``
     (``normalization``, ``backbone``: other than the profile's, an ablation)."""
@@ -174,7 +209,7 @@ def neon_case(
     every = ["Tree", *NEON_CLASSES.get(test, [])]
     centres = load_labels(sample_path(labels), scene, positive_classes=every).centres()
 
-    def score(scorer: FeatureScorer) -> tuple[np.ndarray, np.ndarray]:
+    def score(scorer: TileModel) -> tuple[np.ndarray, np.ndarray]:
         result = screen_scene(scorer, profile, scene, ScreenOptions(num_workers=0, device="cpu"))
         return result.scores.astype(np.float64), tiles_containing(result.grid, centres)
 
@@ -186,10 +221,11 @@ def neon_case(
         [sample_path(NEON[site][0]) for site in train],
         score,
         TrainOptions(device="cpu", seed=seed, positive_classes=classes),
+        finetune,
     )
 
 
-def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
+def s2_case(seed: int, workdir: Path, finetune: bool = False) -> dict[str, Any]:
     sample = sentinel2_water_forest()
     source = ROOT / "geoscreen" / "configs" / "x.yaml"
     profile = Profile.model_validate(S2_PROFILE).with_source(source)
@@ -204,12 +240,14 @@ def s2_case(seed: int, workdir: Path) -> dict[str, Any]:
     )
 
     @torch.inference_mode()
-    def score(scorer: FeatureScorer) -> tuple[np.ndarray, np.ndarray]:
+    def score(scorer: TileModel) -> tuple[np.ndarray, np.ndarray]:
         images = torch.stack([item["image"] for item in held_out.dataset()])
         probs = scorer.score_and_embed(images)[0].numpy().astype(np.float64)
         return probs, held_out.labels.astype(bool)
 
-    return run_case("Sentinel-2 water, west -> east", profile, [west], [sample.image], score, opts)
+    return run_case(
+        "Sentinel-2 water, west -> east", profile, [west], [sample.image], score, opts, finetune
+    )
 
 
 def main() -> None:
@@ -227,6 +265,8 @@ def main() -> None:
     parser.add_argument("--backbone", choices=["efficientnet_lite1", "efficientnet_lite2"],
                         default=None, help="NEON cases: this backbone instead of the "
                         "profile's Lite0 (packaged ImageNet weights)")  # fmt: skip
+    parser.add_argument("--finetune", action="store_true",
+                        help="add a row for '--mode finetune' (the whole CNN)")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     results = []
@@ -234,11 +274,18 @@ def main() -> None:
         for case in args.cases.split(","):
             print(f"== {case}", flush=True)
             if case == "s2_water_west_east":
-                results.append(s2_case(args.seed, Path(tmp)))
+                results.append(s2_case(args.seed, Path(tmp), args.finetune))
             else:
                 _, train, test = case.split("_")
                 results.append(
-                    neon_case(train.split("+"), test, args.seed, args.normalization, args.backbone)
+                    neon_case(
+                        train.split("+"),
+                        test,
+                        args.seed,
+                        args.normalization,
+                        args.backbone,
+                        args.finetune,
+                    )
                 )
             report(results[-1])
     if args.json:
