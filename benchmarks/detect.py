@@ -131,6 +131,8 @@ ABLATION: dict[str, dict[str, Any]] = {
     "a pair: default + colour rotation (half the chips), boxes fused": {
         "paired_colour_rotation": 0.5
     },
+    # session 17: the second model's colours turned on every chip
+    "a pair: default + colour rotation (every chip), boxes fused": {"paired_colour_rotation": 1.0},
     # session 16: a moving average of the weights, validated and kept (off by default)
     "moving average of the weights (decay 0.99)": {"weight_average": 0.99},
     "6 frozen blocks": {"freeze_blocks": 6},
