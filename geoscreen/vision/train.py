@@ -81,6 +81,11 @@ class TrainOptions(BaseModel):
     weight_decay: float = 1e-4
     folds: int = Field(default=5, ge=2, le=20, description="blocked cross-validation folds")
     val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0, description="finetune hold-out")
+    refit: bool = Field(
+        default=True,
+        description="finetune: after early stopping on the held-out blocks, train a fresh "
+        "network on every chip for the epochs they chose",
+    )
     block_tiles: int = Field(default=3, ge=2, description="validation block side, in tiles")
     fold_by: Literal["auto", "blocks", "scenes"] = Field(
         default="auto",
@@ -392,36 +397,33 @@ def _batches(dataset: Any, batch_size: int, num_workers: int) -> DataLoader[Any]
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-def _finetune(
-    model: TileClassifier,
-    data: TrainingData,
-    split: SplitResult,
-    device: torch.device,
+def _fine_tuning(
+    model: TileClassifier, data: TrainingData, indices: np.ndarray, device: torch.device,
     opts: TrainOptions,
-) -> dict[str, Any]:
-    """Train the whole network; early stopping on validation AP."""
+) -> Callable[[], float]:  # fmt: skip
+    """One epoch of fine-tuning over the chips ``indices`` (flips, rotations, jitter, the
+    class-balanced and hard-negative-weighted loss) per call; returns its mean loss."""
     generator = torch.Generator().manual_seed(opts.seed)
-    dataset = data.dataset()
     weights = loss_weights(data.labels, data.weights)
     loader = DataLoader(
-        Subset(_Weighted(dataset, weights), split.train.tolist()),
+        Subset(_Weighted(data.dataset(), weights), indices.tolist()),
         batch_size=opts.batch_size,
         shuffle=True,
         generator=generator,
         num_workers=opts.num_workers,
         drop_last=False,
     )
-    val_loader = _batches(Subset(dataset, split.val.tolist()), opts.batch_size, opts.num_workers)
-    labels = data.labels[split.train]
+    labels = data.labels[indices]
     pos_weight = torch.tensor([(labels == 0).sum() / max(1, (labels == 1).sum())], device=device)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.float(), reduction="none")
     optim = torch.optim.AdamW(
         model.parameters(), lr=opts.lr or 1e-4, weight_decay=opts.weight_decay
     )
     amp = device.type == "cuda"
-    stopper = EarlyStopping(model, opts.patience)
-    for epoch in range(1, opts.max_epochs + 1):
+
+    def epoch() -> float:
         model.train()
+        losses = []
         for batch in loader:
             image, mask = random_dihedral(batch["image"], batch["mask"], generator)
             image = jitter(image, mask, generator).to(device)
@@ -432,12 +434,47 @@ def _finetune(
             optim.zero_grad()
             loss.backward()
             optim.step()
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    return epoch
+
+
+def _finetune(
+    model: TileClassifier,
+    data: TrainingData,
+    split: SplitResult,
+    device: torch.device,
+    opts: TrainOptions,
+) -> dict[str, Any]:
+    """Train the whole network on the training blocks; early stopping on validation AP."""
+    run_epoch = _fine_tuning(model, data, split.train, device, opts)
+    val_loader = _batches(Subset(data.dataset(), split.val.tolist()), opts.batch_size,
+                          opts.num_workers)  # fmt: skip
+    stopper = EarlyStopping(model, opts.patience)
+    epochs: list[dict[str, float]] = []
+    for epoch in range(1, opts.max_epochs + 1):
+        loss = run_epoch()
         model.eval()
         scores, truth = _predict(model, val_loader, device)
         ap = average_precision(scores, truth)
+        epochs.append({"epoch": epoch, "loss": round(loss, 5), "val_ap": round(ap, 5)})
         if stopper.step(epoch, ap):
             break
-    return stopper.restore(epoch)
+    return {**stopper.restore(epoch), "selection_epochs": epochs}
+
+
+def _refit(
+    spec: BackboneSpec, stats: tuple[list[float], list[float]], data: TrainingData,
+    device: torch.device, opts: TrainOptions, epochs: int,
+) -> tuple[TileClassifier, list[dict[str, float]]]:  # fmt: skip
+    """A fresh network fine-tuned on every chip for the ``epochs`` the held-out blocks
+    chose: the blocks held out to stop on are labels too (nothing is thrown away)."""
+    torch.manual_seed(opts.seed)
+    model = TileClassifier(build_backbone(spec), *stats).to(device)
+    run_epoch = _fine_tuning(model, data, np.arange(len(data.chips)), device, opts)
+    record = [{"epoch": e, "loss": round(run_epoch(), 5)} for e in range(1, epochs + 1)]
+    return model.eval(), record
 
 
 def loss_weights(labels: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -545,6 +582,11 @@ def train_classifier(
         f"(positive rate {metrics['val_positive_rate']:.3f}, per-pixel baseline AP "
         f"{metrics['val_pixel_baseline_average_precision']:.3f}) in {seconds:.0f} s"
     )
+    if opts.refit:
+        epochs = max(1, int(history["best_epoch"]))
+        say(f"refitting on all {len(data.chips)} chips for {epochs} epochs")
+        model, history["refit_epochs"] = _refit(spec, (mean, std), data, device, opts, epochs)
+        seconds = time.perf_counter() - started
     card = _card(profile, spec, (mean, std), data, split, metrics, history, opts, device, seconds)
     return save_model_dir(model.cpu(), card, Path(out_dir), render_card_markdown)
 
@@ -597,6 +639,15 @@ def _card(
         training=training_record(opts, device, seconds, history, mode=opts.mode),
         limits=[
             HELD_OUT_LIMIT,
+            *(
+                [
+                    "The validation metrics are those of the selection model, trained without "
+                    "the held-out blocks; the model kept was then trained on every chip for "
+                    "the number of epochs they chose."
+                ]
+                if "refit_epochs" in history
+                else []
+            ),
             f"Trained on {len(labels)} chips ({int(labels.sum())} positive): small data, wide "
             "uncertainty.",
             "Scores rank tiles for human review; a high score is not a finding.",

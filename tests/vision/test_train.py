@@ -235,8 +235,11 @@ def test_label_files_of_several_images_each_go_to_their_own(
 def test_finetune_runs_and_keeps_best_epoch(
     profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
 ) -> None:
-    """Fine-tuning (the GPU mode) on the CPU for two epochs: flips, jitter, early stopping."""
-    opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
+    """Fine-tuning (the GPU mode) on the CPU for two epochs: flips, jitter, early stopping;
+    without the refit, the weights kept are the best epoch's."""
+    opts = TrainOptions(
+        mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1, refit=False
+    )
     card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path, opts)
     training = card.training
     assert training is not None and training.epochs_run is not None
@@ -256,6 +259,35 @@ def test_finetune_runs_and_keeps_best_epoch(
         scores = torch.sigmoid(loaded.model(images)).numpy()
     ap = average_precision(scores, data.labels[split.val].astype(bool))
     assert ap == pytest.approx(card.metrics["val_average_precision"], abs=1e-5)
+    assert training.refit_epochs is None and not any("every chip" in x for x in card.limits)
+
+
+def test_finetune_refits_on_every_chip(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """By default a fresh network then trains on every chip (the held-out blocks too) for
+    the epochs the blocks chose; the card keeps the selection model's metrics and says so."""
+    opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
+    card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path / "refit", opts)
+    kept = train_classifier(
+        profile, [osbs_labels_path], [osbs_path], tmp_path / "kept",
+        opts.model_copy(update={"refit": False}),
+    )  # fmt: skip
+    training = card.training
+    assert training is not None and training.best_epoch is not None
+    assert training.refit_epochs is not None
+    assert [e["epoch"] for e in training.refit_epochs] == list(range(1, training.best_epoch + 1))
+    assert all(np.isfinite(e["loss"]) for e in training.refit_epochs)
+    assert card.metrics == kept.metrics  # the selection model's, in both
+    assert any("trained on every chip" in x for x in card.limits)
+    refit, selection = load_model(tmp_path / "refit").model, load_model(tmp_path / "kept").model
+    assert refit.state_dict().keys() == selection.state_dict().keys()
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(refit.state_dict().values(), selection.state_dict().values(), strict=True)
+        if a.is_floating_point()
+    )
+    assert card.model_sha256 != kept.model_sha256
 
 
 def test_shifted_positive_copies_stay_within_half_a_stride(
