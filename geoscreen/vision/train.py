@@ -1,16 +1,19 @@
 """Training a tile classifier for a screening profile from labelled examples.
 
-Two modes:
+This module gathers the chips (a chip around every label, random background chips,
+hard negatives) and trains in one of two ways:
 
-- ``linear_probe`` (CPU-friendly): the pretrained backbone is frozen; its features
-  are computed once per chip under all 8 flips/rotations, and only the linear
-  head is fitted (regularised logistic regression, solved to convergence).
+- ``auto`` and the single-learner modes (``spectral``, ``linear_probe``, ``combined``):
+  learners compared on the same spatially blocked folds, the best refitted on every
+  chip (:mod:`geoscreen.vision.select_train`);
 - ``finetune`` (for a GPU): the whole network trains with flips, rotations and
-  brightness/contrast jitter.
+  brightness/contrast jitter and a class-balanced loss; early stopping on the AP of
+  spatially blocked validation chips chooses the number of epochs, then a fresh network
+  trains on every chip for that many (``TrainOptions.refit``), so the held-out blocks
+  are not thrown away.
 
-Both use a spatially blocked validation split and a class-balanced loss;
-fine-tuning stops early on validation average precision. Both are seeded and write a model directory
-with a model card (see :mod:`geoscreen.vision.classifier`).
+Both are seeded and write a model directory with a model card (see
+:mod:`geoscreen.vision.classifier`).
 """
 
 from __future__ import annotations
