@@ -27,8 +27,9 @@ positive rate (the AP of a random ranking), and the difference from the per-pixe
 baseline's AP on the same resampled tiles (95% interval, and the share of resamples
 where the learner ranks better). The ``auto`` row is the learner the
 cross-validation chose. ``--finetune`` adds a ``finetune`` row: ``geoscreen train --mode
-finetune`` (the whole CNN, early stopping on one blocked validation split, whose AP
-stands in the in-site column), scored the same way. Prints tables; asserts nothing.
+finetune`` (the whole CNN; early stopping on one blocked validation split, whose AP stands
+in the in-site column, chooses the epochs, then the network is refitted on every chip),
+scored the same way. Prints tables; asserts nothing.
 """
 
 from __future__ import annotations
