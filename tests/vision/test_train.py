@@ -24,6 +24,7 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
+from geoscreen.vision import train as train_module
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
@@ -263,12 +264,30 @@ def test_finetune_runs_and_keeps_best_epoch(
 
 
 def test_finetune_refits_on_every_chip(
-    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+    profile: Profile,
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """By default a fresh network then trains on every chip (the held-out blocks too) for
     the epochs the blocks chose; the card keeps the selection model's metrics and says so."""
     opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
+    trained_on: list[np.ndarray] = []
+    fine_tuning = train_module._fine_tuning
+
+    def recording(model: Any, data: Any, indices: np.ndarray, *args: Any) -> Any:
+        trained_on.append(indices)
+        return fine_tuning(model, data, indices, *args)
+
+    monkeypatch.setattr(train_module, "_fine_tuning", recording)
     card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path / "refit", opts)
+    chips = len(collect_chips(profile, [osbs_labels_path], [osbs_path], opts).chips)
+    assert card.split is not None and card.split.train_chips is not None
+    # the selection network on the training blocks, then the refit on every chip
+    assert [len(i) for i in trained_on] == [card.split.train_chips, chips]
+    assert card.split.train_chips < chips
+    assert np.array_equal(trained_on[1], np.arange(chips))
     kept = train_classifier(
         profile, [osbs_labels_path], [osbs_path], tmp_path / "kept",
         opts.model_copy(update={"refit": False}),
