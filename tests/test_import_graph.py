@@ -42,6 +42,7 @@ VISION_TRAINING = frozenset(
     {
         "train",
         "select_train",
+        "finetune",
         "detect_train",
         "detect_scenes",
         "detect_data",

@@ -6,11 +6,9 @@ hard negatives) and trains in one of two ways:
 - ``auto`` and the single-learner modes (``spectral``, ``linear_probe``, ``combined``):
   learners compared on the same spatially blocked folds, the best refitted on every
   chip (:mod:`geoscreen.vision.select_train`);
-- ``finetune`` (for a GPU): the whole network trains with flips, rotations and
-  brightness/contrast jitter and a class-balanced loss; early stopping on the AP of
-  spatially blocked validation chips chooses the number of epochs, then a fresh network
-  trains on every chip for that many (``TrainOptions.refit``), so the held-out blocks
-  are not thrown away.
+- ``finetune`` (for a GPU): the whole network; early stopping on spatially blocked
+  validation chips chooses the number of epochs, then a fresh network trains on every
+  chip for that many (:mod:`geoscreen.vision.finetune`).
 
 Both are seeded and write a model directory with a model card (see
 :mod:`geoscreen.vision.classifier`).
@@ -18,7 +16,6 @@ Both are seeded and write a model directory with a model card (see
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,33 +26,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from geoscreen.errors import InputError
 from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, shifted_copies
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
-from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
 from geoscreen.profiles import Profile, check_scene
-from geoscreen.ranking import at_threshold, average_precision
-from geoscreen.vision.augment import jitter, random_dihedral
-from geoscreen.vision.backbones import BackboneSpec, build_backbone, input_stats
-from geoscreen.vision.cards import (
-    HELD_OUT_LIMIT,
-    label_record,
-    model_card,
-    split_record,
-    training_record,
-)
-from geoscreen.vision.classifier import TileClassifier, render_card_markdown
-from geoscreen.vision.inputs import backbone_spec, band_roles
+from geoscreen.vision.cards import label_record
 from geoscreen.vision.modelcard import ClassifyCard
-from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.runtime import pick_device
-from geoscreen.vision.split import SplitResult, blocked_split
 
 log = logging.getLogger(__name__)
 
@@ -355,167 +336,6 @@ def _check_classes(
         )
 
 
-def _check_split(split: SplitResult, labels: np.ndarray, where: str) -> None:
-    """Refuse a split that cannot validate (nothing held out) or train (no positive left)."""
-    if split.val.size == 0:
-        raise InputError(
-            f"the labelled chips lie in {split.total_blocks} block(s) of {split.block_px} px: "
-            "too few to hold one out for validation",
-            where=where,
-            fix="Label examples over a larger area or in more scenes, or use smaller "
-            "validation blocks (block_tiles).",
-        )
-    if not labels[split.train].any():
-        raise InputError(
-            "every positive example lies in (or overlaps) the held-out validation blocks, "
-            "leaving none to train on",
-            where=where,
-            fix="Label positives over a larger area or in more scenes.",
-        )
-
-
-class EarlyStopping:
-    """Keep the weights of the best validation AP; stop after ``patience`` epochs without gain."""
-
-    def __init__(self, module: nn.Module, patience: int) -> None:
-        self.module, self.patience = module, patience
-        self.best_ap, self.best_epoch = -1.0, 0
-        self.state = copy.deepcopy(module.state_dict())
-
-    def step(self, epoch: int, ap: float) -> bool:
-        """Record one epoch; True when training should stop."""
-        if ap > self.best_ap + 1e-6:
-            self.best_ap, self.best_epoch = ap, epoch
-            self.state = copy.deepcopy(self.module.state_dict())
-            return False
-        return epoch - self.best_epoch >= self.patience
-
-    def restore(self, epochs_run: int) -> dict[str, Any]:
-        """Load the best weights back; returns the history for the model card."""
-        self.module.load_state_dict(self.state)
-        return {"epochs_run": epochs_run, "best_epoch": self.best_epoch}
-
-
-def _batches(dataset: Any, batch_size: int, num_workers: int) -> DataLoader[Any]:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-
-
-def _fine_tuning(
-    model: TileClassifier, data: TrainingData, indices: np.ndarray, device: torch.device,
-    opts: TrainOptions,
-) -> Callable[[], float]:  # fmt: skip
-    """One epoch of fine-tuning over the chips ``indices`` (flips, rotations, jitter, the
-    class-balanced and hard-negative-weighted loss) per call; returns its mean loss."""
-    generator = torch.Generator().manual_seed(opts.seed)
-    weights = loss_weights(data.labels, data.weights)
-    loader = DataLoader(
-        Subset(_Weighted(data.dataset(), weights), indices.tolist()),
-        batch_size=opts.batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=opts.num_workers,
-        drop_last=False,
-    )
-    labels = data.labels[indices]
-    pos_weight = torch.tensor([(labels == 0).sum() / max(1, (labels == 1).sum())], device=device)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.float(), reduction="none")
-    optim = torch.optim.AdamW(
-        model.parameters(), lr=opts.lr or 1e-4, weight_decay=opts.weight_decay
-    )
-    amp = device.type == "cuda"
-
-    def epoch() -> float:
-        model.train()
-        losses = []
-        for batch in loader:
-            image, mask = random_dihedral(batch["image"], batch["mask"], generator)
-            image = jitter(image, mask, generator).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(image)
-            per_chip = loss_fn(logits.float(), batch["label"].float().to(device))
-            loss = (per_chip * batch["weight"].float().to(device)).mean()
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            losses.append(float(loss.detach()))
-        return float(np.mean(losses)) if losses else float("nan")
-
-    return epoch
-
-
-def _finetune(
-    model: TileClassifier,
-    data: TrainingData,
-    split: SplitResult,
-    device: torch.device,
-    opts: TrainOptions,
-) -> dict[str, Any]:
-    """Train the whole network on the training blocks; early stopping on validation AP."""
-    run_epoch = _fine_tuning(model, data, split.train, device, opts)
-    val_loader = _batches(Subset(data.dataset(), split.val.tolist()), opts.batch_size,
-                          opts.num_workers)  # fmt: skip
-    stopper = EarlyStopping(model, opts.patience)
-    epochs: list[dict[str, float]] = []
-    for epoch in range(1, opts.max_epochs + 1):
-        loss = run_epoch()
-        model.eval()
-        scores, truth = _predict(model, val_loader, device)
-        ap = average_precision(scores, truth)
-        epochs.append({"epoch": epoch, "loss": round(loss, 5), "val_ap": round(ap, 5)})
-        if stopper.step(epoch, ap):
-            break
-    return {**stopper.restore(epoch), "selection_epochs": epochs}
-
-
-def _refit(
-    spec: BackboneSpec, stats: tuple[list[float], list[float]], data: TrainingData,
-    device: torch.device, opts: TrainOptions, epochs: int,
-) -> tuple[TileClassifier, list[dict[str, float]]]:  # fmt: skip
-    """A fresh network fine-tuned on every chip for the ``epochs`` the held-out blocks
-    chose: the blocks held out to stop on are labels too (nothing is thrown away)."""
-    torch.manual_seed(opts.seed)
-    model = TileClassifier(build_backbone(spec), *stats).to(device)
-    run_epoch = _fine_tuning(model, data, np.arange(len(data.chips)), device, opts)
-    record = [{"epoch": e, "loss": round(run_epoch(), 5)} for e in range(1, epochs + 1)]
-    return model.eval(), record
-
-
-def loss_weights(labels: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Per-chip loss weights for fine-tuning: hard negatives weigh ``weights`` against
-    the other negatives, rescaled so the negatives' total stays their count (the
-    class balance is ``pos_weight``'s); positives weigh 1."""
-    out = np.ones(labels.size) if weights is None else np.asarray(weights, np.float64).copy()
-    negative = labels == 0
-    if negative.any():
-        out[negative] *= negative.sum() / out[negative].sum()
-    out[~negative] = 1.0
-    return out
-
-
-class _Weighted(torch.utils.data.Dataset[Any]):
-    """A chip dataset whose samples also carry their loss weight."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset[Any], weights: np.ndarray) -> None:
-        self.dataset, self.weights = dataset, weights
-
-    def __len__(self) -> int:
-        return len(self.weights)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {**self.dataset[i], "weight": float(self.weights[i])}
-
-
-@torch.inference_mode()
-def _predict(
-    model: TileClassifier, loader: DataLoader[Any], device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    scores, truth = [], []
-    for batch in loader:
-        scores.append(torch.sigmoid(model(batch["image"].to(device))).float().cpu())
-        truth.append(batch["label"])
-    return torch.cat(scores).numpy(), torch.cat(truth).numpy().astype(bool)
-
-
 def train_classifier(
     profile: Profile,
     labels: Sequence[str | Path],
@@ -554,108 +374,6 @@ def train_classifier(
         from geoscreen.vision.select_train import train_by_selection
 
         return train_by_selection(profile, data, out_dir, opts, say, started)
-    split = blocked_split(
-        data.chips,
-        data.groups,
-        block_px=opts.block_tiles * profile.tiling.tile_size,
-        val_fraction=opts.val_fraction,
-        seed=opts.seed,
-    )
-    say(f"{len(data.chips)} chips ({int(data.labels.sum())} positive); {split.describe()}")
-    _check_split(split, data.labels, ", ".join(str(p) for p in labels))
-    spec = backbone_spec(profile, data.scenes[0])
-    mean, std = input_stats(spec)
-    model = TileClassifier(build_backbone(spec), mean, std).to(device).eval()
-    dataset = data.dataset()
-    val_loader = _batches(Subset(dataset, split.val.tolist()), opts.batch_size, opts.num_workers)
-    history = _finetune(model, data, split, device, opts)
-    scores, truth = _predict(model.eval(), val_loader, device)
-    seconds = time.perf_counter() - started
-    metrics = {
-        "val_average_precision": average_precision(scores, truth),
-        "val_positive_rate": float(truth.mean()) if truth.size else float("nan"),
-        "val_pixel_baseline_average_precision": _pixel_baseline_ap(profile, data, split, opts.seed),
-        **{
-            f"val_{k}": v
-            for k, v in at_threshold(scores, truth, profile.threshold).as_dict().items()
-        },
-    }
-    say(
-        f"validation AP {metrics['val_average_precision']:.3f} "
-        f"(positive rate {metrics['val_positive_rate']:.3f}, per-pixel baseline AP "
-        f"{metrics['val_pixel_baseline_average_precision']:.3f}) in {seconds:.0f} s"
-    )
-    if opts.refit:
-        epochs = max(1, int(history["best_epoch"]))
-        say(f"refitting on all {len(data.chips)} chips for {epochs} epochs")
-        model, history["refit_epochs"] = _refit(spec, (mean, std), data, device, opts, epochs)
-        seconds = time.perf_counter() - started
-    card = _card(profile, spec, (mean, std), data, split, metrics, history, opts, device, seconds)
-    return save_model_dir(model.cpu(), card, Path(out_dir), render_card_markdown)
+    from geoscreen.vision.finetune import train_finetuned
 
-
-def _pixel_baseline_ap(
-    profile: Profile, data: TrainingData, split: SplitResult, seed: int
-) -> float:
-    """AP on the validation chips of the per-pixel baseline (the label pixel's values)."""
-    from geoscreen.vision.learners import PIXEL_BASELINE, fit
-    from geoscreen.vision.select_train import chip_features
-    from geoscreen.vision.tilefeatures import SpectralContext
-
-    channels = len(band_roles(profile, data.scenes[0]))
-    spectral = SpectralContext(channels, profile.tiling.tile_size)
-    pixels = chip_features(data, spectral, None, torch.device("cpu"), 64).pixel
-    y = data.labels
-    if y[split.train].min() == y[split.train].max():
-        return float("nan")
-    fitted = fit(PIXEL_BASELINE, pixels[split.train], y[split.train], seed)
-    return average_precision(fitted.raw(pixels[split.val]), y[split.val].astype(bool))
-
-
-def _card(
-    profile: Profile,
-    spec: BackboneSpec,
-    stats: tuple[list[float], list[float]],
-    data: TrainingData,
-    split: SplitResult,
-    metrics: dict[str, float],
-    history: dict[str, Any],
-    opts: TrainOptions,
-    device: torch.device,
-    seconds: float,
-) -> ClassifyCard:
-    labels = data.labels
-    sections = model_card(
-        profile,
-        task="classify",
-        output_meaning=f"score that a tile matches screening profile '{profile.name}'",
-        spec=spec,
-        stats=stats,
-        data=data,
-        split=split_record(
-            split,
-            opts.seed,
-            train_positives=int(labels[split.train].sum()),
-            val_positives=int(labels[split.val].sum()),
-        ),
-        metrics=metrics,
-        training=training_record(opts, device, seconds, history, mode=opts.mode),
-        limits=[
-            HELD_OUT_LIMIT,
-            *(
-                [
-                    "The validation metrics are those of the selection model, trained without "
-                    "the held-out blocks; the model kept was then trained on every chip for "
-                    "the number of epochs they chose."
-                ]
-                if "refit_epochs" in history
-                else []
-            ),
-            f"Trained on {len(labels)} chips ({int(labels.sum())} positive): small data, wide "
-            "uncertainty.",
-            "Scores rank tiles for human review; a high score is not a finding.",
-        ],
-    )
-    sections["hard_negatives"] = data.hard_negative_record()  # the loss weighed them so
-    sections["region"] = region_record(data.scenes)  # screen/scan warn far from it
-    return ClassifyCard.model_validate(sections)
+    return train_finetuned(profile, data, labels, out_dir, opts, device, say, started)

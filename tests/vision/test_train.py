@@ -24,9 +24,10 @@ from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
-from geoscreen.vision import train as train_module
+from geoscreen.vision import finetune
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
+from geoscreen.vision.finetune import loss_weights
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.learners import learner_record
 from geoscreen.vision.modelcard import (
@@ -40,7 +41,7 @@ from geoscreen.vision.modelcard import (
 from geoscreen.vision.scorer import scorer_from_card
 from geoscreen.vision.select_train import compare_learners
 from geoscreen.vision.split import blocked_split
-from geoscreen.vision.train import TrainOptions, collect_chips, loss_weights, train_classifier
+from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
@@ -274,13 +275,13 @@ def test_finetune_refits_on_every_chip(
     the epochs the blocks chose; the card keeps the selection model's metrics and says so."""
     opts = TrainOptions(mode="finetune", device="cpu", max_epochs=2, patience=1, seed=1)
     trained_on: list[np.ndarray] = []
-    fine_tuning = train_module._fine_tuning
+    fine_tuning = finetune._fine_tuning
 
     def recording(model: Any, data: Any, indices: np.ndarray, *args: Any) -> Any:
         trained_on.append(indices)
         return fine_tuning(model, data, indices, *args)
 
-    monkeypatch.setattr(train_module, "_fine_tuning", recording)
+    monkeypatch.setattr(finetune, "_fine_tuning", recording)
     card = train_classifier(profile, [osbs_labels_path], [osbs_path], tmp_path / "refit", opts)
     chips = len(collect_chips(profile, [osbs_labels_path], [osbs_path], opts).chips)
     assert card.split is not None and card.split.train_chips is not None
