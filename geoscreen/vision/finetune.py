@@ -4,9 +4,9 @@ Flips, rotations and brightness/contrast jitter, a class-balanced loss in which 
 rejections weigh as hard negatives. Early stopping on the AP of spatially blocked
 validation chips chooses the number of epochs; then a fresh network trains on every chip
 for that many (``TrainOptions.refit``), because with a few hundred labels the held-out
-blocks are too many labels to throw away (benchmarks/quality.py --finetune, OSBS -> YELL:
-0.712 / 0.711 / 0.509 -> 0.720 / 0.715 / 0.589 over 3 seeds). The card keeps the
-selection model's validation metrics and says so.
+blocks are too many labels to throw away (the ``finetune`` row of
+benchmarks/quality.py, OSBS -> YELL: 0.712 / 0.711 / 0.509 -> 0.720 / 0.715 / 0.589
+over 3 seeds). The card keeps the selection model's validation metrics and says so.
 """
 
 from __future__ import annotations
