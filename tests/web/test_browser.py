@@ -121,6 +121,9 @@ def test_imagery_and_a_conflict(page: Page, served: tuple[str, Seeded]) -> None:
         page.reload()
         page.wait_for_selector("#detail:not([hidden])")
         page.wait_for_selector("#imagery img.leaflet-tile-loaded")
+        # the evidence chip loads on its own: wait until the browser is done with it
+        # (loaded or failed: a failed one is complete with no width, and fails below)
+        page.wait_for_function("document.getElementById('chip')?.complete === true")
         chip = page.evaluate("document.getElementById('chip').naturalWidth")
         assert chip == 48
         page.wait_for_load_state("networkidle")
