@@ -129,13 +129,13 @@ def _finetune(
     model: TileClassifier,
     data: TrainingData,
     split: SplitResult,
+    val_loader: DataLoader[Any],
     device: torch.device,
     opts: TrainOptions,
 ) -> dict[str, Any]:
-    """Train the whole network on the training blocks; early stopping on validation AP."""
+    """Train the whole network on the training blocks; early stopping on the AP of the
+    validation chips (``val_loader``)."""
     run_epoch = _fine_tuning(model, data, split.train, device, opts)
-    val_loader = _batches(Subset(data.dataset(), split.val.tolist()), opts.batch_size,
-                          opts.num_workers)  # fmt: skip
     stopper = EarlyStopping(model, opts.patience)
     epochs: list[dict[str, float]] = []
     for epoch in range(1, opts.max_epochs + 1):
@@ -223,9 +223,9 @@ def train_finetuned(
     spec = backbone_spec(profile, data.scenes[0])
     mean, std = input_stats(spec)
     model = TileClassifier(build_backbone(spec), mean, std).to(device).eval()
-    dataset = data.dataset()
-    val_loader = _batches(Subset(dataset, split.val.tolist()), opts.batch_size, opts.num_workers)
-    history = _finetune(model, data, split, device, opts)
+    val_loader = _batches(Subset(data.dataset(), split.val.tolist()), opts.batch_size,
+                          opts.num_workers)  # fmt: skip
+    history = _finetune(model, data, split, val_loader, device, opts)
     scores, truth = _predict(model.eval(), val_loader, device)
     seconds = time.perf_counter() - started
     metrics = {
