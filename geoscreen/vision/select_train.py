@@ -296,10 +296,13 @@ def train_by_selection(
     scorer, final = comparison.refit(chosen.candidate.name, opts.seed)
     probs = scorer.calibrator(torch.as_tensor(chosen.oof)).numpy().astype(np.float64)
     verdict = _verdict(comparison.table, chosen.candidate.name)
+    caveats = selection_caveats(comparison.table, chosen.candidate.name, comparison.folds)
     for line in _report(comparison.table, chosen.candidate.name):
         say(line)
     if verdict:
         say(f"warning: {verdict}")
+    for caveat in caveats:
+        say(f"note: {caveat[0].lower()}{caveat[1:]}")
     roles, tile = comparison.roles, profile.tiling.tile_size
     card = _card(
         profile,
@@ -315,6 +318,7 @@ def train_by_selection(
         device=pick_device(opts.device),
         seconds=time.perf_counter() - started,
         verdict=verdict,
+        caveats=caveats,
     )
     from geoscreen.vision.classifier import render_card_markdown
 
@@ -339,6 +343,36 @@ def _verdict(table: dict[str, dict[str, float]], chosen: str) -> str:
         "little here. For harder targets try more labels (especially negatives near "
         "positives), another tile size, or other bands and indices."
     )
+
+
+def selection_caveats(
+    table: dict[str, dict[str, float]], chosen: str, folds: BlockedFolds
+) -> list[str]:
+    """What the comparison cannot tell, in plain words for ``train`` and the card.
+
+    Folds within the training scenes show which learner ranks best where the labels
+    are, not which transfers: on one NEON scene (OSBS, 61 crowns) the chosen learner
+    changed with the seed, each time within 0.015 AP of the runner-up, while a learner
+    never chosen ranked the other site best in every seed (README, "Three seeds").
+    """
+    out: list[str] = []
+    if folds.block_px:
+        out.append(
+            "The learner was chosen on blocks of the training scenes too: it is the one "
+            "that ranks best where the labels are; which learner ranks other places "
+            "best is not measured. Labels in two or more scenes, each with positives "
+            "and negatives, let train choose on whole held-out scenes."
+        )
+    others = sorted(((row["ap"], name) for name, row in table.items() if name != chosen),
+                    reverse=True)  # fmt: skip
+    if others and table[chosen]["ap"] - others[0][0] < CLEAR_MARGIN:
+        ap, runner_up = others[0]
+        out.append(
+            f"Near tie: {chosen} (out-of-fold AP {table[chosen]['ap']:.3f}) and {runner_up} "
+            f"({ap:.3f}) are less than {CLEAR_MARGIN} apart, so another --seed may choose "
+            f"{runner_up}, and the two may rank other imagery differently."
+        )
+    return out
 
 
 def _report(table: dict[str, dict[str, float]], chosen: str) -> list[str]:
@@ -368,6 +402,7 @@ def _card(
     device: torch.device,
     seconds: float,
     verdict: str,
+    caveats: Sequence[str] = (),
 ) -> ClassifyCard:
     y = data.labels.astype(bool)
     chosen, table, results = comparison.chosen, comparison.table, comparison.results
@@ -390,6 +425,8 @@ def _card(
     ]
     if verdict:
         limits.insert(0, verdict[0].upper() + verdict[1:])
+    at_held_out = limits.index(HELD_OUT_LIMIT) + 1
+    limits[at_held_out:at_held_out] = caveats
     card = model_card(
         profile,
         task="classify",

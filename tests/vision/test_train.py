@@ -28,6 +28,7 @@ from geoscreen.vision import finetune
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.classifier import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE, load_model
 from geoscreen.vision.finetune import loss_weights
+from geoscreen.vision.folds import BlockedFolds
 from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
 from geoscreen.vision.learners import learner_record
 from geoscreen.vision.modelcard import (
@@ -39,7 +40,7 @@ from geoscreen.vision.modelcard import (
     read_card,
 )
 from geoscreen.vision.scorer import scorer_from_card
-from geoscreen.vision.select_train import compare_learners
+from geoscreen.vision.select_train import CLEAR_MARGIN, compare_learners, selection_caveats
 from geoscreen.vision.split import blocked_split
 from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
 
@@ -160,6 +161,9 @@ def test_model_directory_and_card(
     assert training["mode"] == "auto" and training["device"] == "cpu"
     assert 0 < training["seconds"] < 1200
     assert saved["limits"] and all(isinstance(t, str) for t in saved["limits"])
+    # One scene, blocked folds: the card says the choice measured no transfer.
+    assert any("chosen on blocks of the training scenes" in t for t in saved["limits"])
+    assert saved["limits"] == card.limits
 
     text = (folder / CARD_MARKDOWN).read_text(encoding="utf-8")
     assert f"tree_crowns_neon v{profile.version}" in text
@@ -344,6 +348,7 @@ def test_two_scenes_are_cross_validated_as_whole_scenes(
     assert card.split is not None
     assert card.split.method == "whole-scene k-fold" and card.split.folds == 2
     assert "2 scenes" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert not any("chosen on blocks" in t for t in card.limits)
     with pytest.raises(InputError, match="--fold-by blocks"):
         train_classifier(
             profile, [osbs_labels_path], [osbs_path], tmp_path / "n",
@@ -455,3 +460,23 @@ def test_deep_learner_is_reproducible_and_screens_like_the_others(
 
 def _untimed_table(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: {m: v for m, v in row.items() if m != "seconds"} for k, row in table.items()}
+
+
+@pytest.mark.parametrize("block_px", [0, 192])
+def test_selection_caveats_name_a_near_tie_and_in_scene_folds(block_px: int) -> None:
+    """A runner-up within the clear margin is named; folds of blocks (not of whole
+    scenes) add that transfer was not measured; a clear winner of scene folds, nothing."""
+    one = np.zeros(4, dtype=np.int64)
+    folds = BlockedFolds(one, one, ((np.arange(2), np.arange(2, 4)),), block_px)
+
+    def table(*aps: float) -> dict[str, dict[str, float]]:
+        names = ("pixel_lr", "spectral_gbm", "deep_lr")
+        return {name: {"ap": ap} for name, ap in zip(names, aps, strict=True)}
+
+    tie = selection_caveats(table(0.80, 0.95, 0.95 - CLEAR_MARGIN / 2), "spectral_gbm", folds)
+    clear = selection_caveats(table(0.80, 0.95, 0.95 - 2 * CLEAR_MARGIN), "spectral_gbm", folds)
+    in_scene = ["chosen on blocks" in t for t in tie]
+    assert any(in_scene) == bool(block_px) and any(in_scene) == bool(clear)
+    (near,) = [t for t in tie if t.startswith("Near tie")]
+    assert "spectral_gbm" in near and "deep_lr (0.940)" in near and "--seed" in near
+    assert not any(t.startswith("Near tie") for t in clear)
