@@ -99,6 +99,15 @@ def _stderr(message: str) -> None:
     help="Classifiers, with --from-store: what each rejected candidate (a hard negative) "
     "weighs against a random background chip [default: 4, measured; see the README].",
 )
+@click.option(
+    "--background-per-positive",
+    "background_per_positive",
+    default=None,
+    type=click.FloatRange(0, 100),
+    help="Classifiers: random background chips per positive, each counted as a "
+    "negative [default: 4 when the labels give fewer than half as many negatives as "
+    "positives, else none; see the README].",
+)
 @device_option
 @bands_option
 @json_option
@@ -130,6 +139,7 @@ def train(
     from_store: str | None = None,
     allow_dropped: bool = False,
     hard_negative_weight: float | None = None,
+    background_per_positive: float | None = None,
     bands: tuple[str, ...] = (),
     as_json: bool = False,
 ) -> None:
@@ -173,7 +183,8 @@ def train(
     request = TrainRequest(device=device, seed=seed, max_epochs=max_epochs, mode=mode,
                            folds=folds, fold_by=fold_by, positive=positive,
                            negative=negative,
-                           hard_negative_weight=hard_negative_weight)  # fmt: skip
+                           hard_negative_weight=hard_negative_weight,
+                           background_per_positive=background_per_positive)  # fmt: skip
     task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store

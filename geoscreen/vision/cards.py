@@ -150,6 +150,9 @@ def data_lines(card: CardBase) -> list[str]:
         objects = f" ({item.objects} objects)" if item.objects is not None else ""
         lines.append(f"- labels `{item.path}`{objects} sha256 `{item.sha256}`")
     lines += [f"- scene `{item.uri}` id `{item.id}`" for item in card.data.scenes]
+    background = card.data.background_chips
+    if background is not None:
+        lines.append(f"- random background chips counted as negatives: {background}")
     return lines
 
 

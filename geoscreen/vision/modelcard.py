@@ -84,6 +84,7 @@ class SceneRecord(_Section):
 class DataRecord(_Section):
     labels: list[LabelRecord] = Field(default_factory=list)
     scenes: list[SceneRecord] = Field(default_factory=list)
+    background_chips: int | None = None  # classifiers: random chips counted as negatives
 
 
 class SplitRecord(_Section):

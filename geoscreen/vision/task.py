@@ -20,7 +20,7 @@ import torch
 import yaml
 from shapely.geometry.base import BaseGeometry
 
-from geoscreen.errors import ConfigError, GeoscreenError
+from geoscreen.errors import ConfigError, GeoscreenError, InputError
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
@@ -82,6 +82,7 @@ class TrainRequest:
     negative: tuple[str, ...] = ()
     hard_negative_labels: tuple[str, ...] = ()  # files whose negatives are hard (rejections)
     hard_negative_weight: float | None = None  # classify: None keeps TrainOptions' default
+    background_per_positive: float | None = None  # classify: None decides from the labels
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,8 @@ def classifier_options(request: TrainRequest) -> Any:
         options["hard_negative_labels"] = list(request.hard_negative_labels)
     if request.hard_negative_weight is not None:
         options["hard_negative_weight"] = request.hard_negative_weight
+    if request.background_per_positive is not None:
+        options["background_per_positive"] = request.background_per_positive
     return TrainOptions(**options)
 
 
@@ -365,6 +368,14 @@ class DetectTask:
     ) -> DetectCard:
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
+        if request.background_per_positive is not None:
+            raise InputError(
+                "--background-per-positive sets a tile classifier's random negative chips; "
+                f"profile {profile.name} trains a detector, whose crops without objects are "
+                "its negatives",
+                where="geoscreen train",
+                fix="Leave --background-per-positive out for detection profiles.",
+            )
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
             device=request.device, seed=request.seed,

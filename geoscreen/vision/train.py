@@ -1,7 +1,8 @@
 """Training a tile classifier for a screening profile from labelled examples.
 
-This module gathers the chips (a chip around every label, random background chips,
-hard negatives) and trains in one of two ways:
+This module gathers the chips (a chip around every label, random background chips when
+the labels hold few negatives of their own (:func:`background_count`), hard
+negatives) and trains in one of two ways:
 
 - ``auto`` and the single-learner modes (``spectral``, ``linear_probe``, ``combined``):
   learners compared on the same spatially blocked folds, the best refitted on every
@@ -48,6 +49,30 @@ log = logging.getLogger(__name__)
 # (+0.001). See the README.
 HARD_NEGATIVE_WEIGHT = 4.0
 MAX_HARD_NEGATIVE_WEIGHT = 100.0
+# Random background chips per positive when the labels are (mostly) positives only.
+BACKGROUND_PER_POSITIVE = 4.0
+# Labels with at least this many negatives per positive sample what does not match.
+NEGATIVE_SAMPLE_SHARE = 0.5
+
+
+def background_count(per_positive: float | None, positives: int, negatives: int) -> int:
+    """How many random background chips to cut in a scene, each counted as "does not match".
+
+    ``per_positive`` None (the default) decides from the labels. Positives only, or a few
+    labelled look-alikes beside them (fewer than :data:`NEGATIVE_SAMPLE_SHARE` per
+    positive): :data:`BACKGROUND_PER_POSITIVE` per positive, the only sample of
+    everything else. More negatives than that (land-cover points of every class): none.
+    The analyst has then sampled what does not match, and random chips would add the
+    places the labels missed as negatives, matches among them. Measured on the
+    Sentinel-2 water points (``benchmarks/background.py``, README): with 4 per positive
+    the models missed most of the scene's unlabelled lakes. ``negatives`` counts the
+    labels' own negatives, not hard negatives (rejected candidates are look-alikes, not
+    a sample of the scene).
+    """
+    if per_positive is None:
+        sampled = negatives >= NEGATIVE_SAMPLE_SHARE * positives
+        per_positive = 0.0 if sampled and negatives else BACKGROUND_PER_POSITIVE
+    return round(per_positive * positives)
 
 
 class TrainOptions(BaseModel):
@@ -82,7 +107,12 @@ class TrainOptions(BaseModel):
     negative_classes: list[str] | None = Field(
         default=None, description="class names counted as negative (else every other class)"
     )
-    background_per_positive: float = Field(default=4.0, ge=0.0)
+    background_per_positive: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="random background chips per positive (None: 4 when the labels give "
+        "fewer than half as many negatives as positives, else none; see background_count)",
+    )
     colour_views: int = Field(
         default=0, ge=0, le=16, description="colour-jittered copies per chip (spectral learners)"
     )
@@ -125,6 +155,7 @@ class TrainingData:
     scenes: list[Scene] = field(default_factory=list)
     label_records: list[dict[str, Any]] = field(default_factory=list)
     background_dropped: int = 0
+    background: list[int] = field(default_factory=list)  # per scene: drawn and kept
     hard: list[bool] = field(default_factory=list)  # per chip: a hard negative
     hard_weight: float = 1.0
 
@@ -218,7 +249,9 @@ def collect_chips(
             pos,
             neg,
             chip_size=size,
-            n_background=round(opts.background_per_positive * len(pos)),
+            n_background=background_count(
+                opts.background_per_positive, len(pos), neg_hard.count(False)
+            ),
             min_distance_px=opts.min_background_distance_tiles * size,
             seed=opts.seed,
             allow_fewer=True,
@@ -231,6 +264,7 @@ def collect_chips(
         hard += [False] * (len(chips) - len(hard))
         kept = _without_hidden_positives(chips, pos)
         data.background_dropped += len(chips) - len(kept)
+        data.background.append(sum(chips[i].source == BACKGROUND for i in kept))
         chips, hard = [chips[i] for i in kept], [hard[i] for i in kept]
         if opts.shifted_positives:
             reach = (size - profile.tiling.overlap) / 2
@@ -261,6 +295,23 @@ def collect_chips(
             "or that CSV image_path names match the image files.",
         )
     return data
+
+
+def _background_line(data: TrainingData, opts: TrainOptions) -> str:
+    """What ``train`` says about the random background chips, and how to change it."""
+    drawn = sum(data.background)
+    if opts.background_per_positive is not None:
+        return f"{drawn} random background chips ({opts.background_per_positive:g} per positive)"
+    if drawn:
+        return (
+            f"{drawn} random background chips as negatives ({BACKGROUND_PER_POSITIVE:g} per "
+            "positive: the labels give fewer than half as many negatives as positives)"
+        )
+    return (
+        "no random background chips: the labels give negatives enough (at least half as "
+        "many as positives) to say what does not match (--background-per-positive adds "
+        "random chips as negatives)"
+    )
 
 
 def _without_hidden_positives(
@@ -354,6 +405,7 @@ def train_classifier(
     data = collect_chips(profile, labels, imagery, opts)
     for record in data.label_records:
         say(f"labels {record['path']}: {record['report']}")
+    say(_background_line(data, opts))
     if data.background_dropped:
         say(
             f"{data.background_dropped} random background chips left out: each held a "

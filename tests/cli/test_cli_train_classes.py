@@ -52,6 +52,10 @@ def test_positive_class_from_the_command_line(
     if not card["selection"]["beats_pixel_baseline"]:  # said in plain words
         assert "no learner beats the per-pixel baseline" in err
     assert f"learner {card['selection']['chosen']}" in stdout
+    # 399 forest points for 467 water: the labels sample what is not water, so no random
+    # background chips are added as negatives (they would hold unlabelled lakes).
+    assert card["data"]["background_chips"] == 0 and "no random background chips" in err
+    assert sum(card["split"]["test_chips_per_fold"]) == 866
 
 
 def test_negative_class_narrows_and_unknown_class_is_refused(
@@ -69,6 +73,18 @@ def test_negative_class_narrows_and_unknown_class_is_refused(
     assert code == 0, err
     classes = yaml.safe_load((out / "model.yaml").read_text())["data"]["labels"][0]["classes"]
     assert classes["reed"]["role"] == "not used" and classes["forest"]["role"] == "negative"
+
+    # Random background chips on request: half a chip per positive, counted as negatives.
+    more = tmp_path / "with_background"
+    code, _, err = run("train", PROFILE, "--labels", labels, "--imagery", image, "--out", more,
+                       "--positive", "water", "--negative", "forest", "--mode", "spectral",
+                       "--device", "cpu", "--background-per-positive", "0.5")  # fmt: skip
+    assert code == 0, err
+    card = yaml.safe_load((more / "model.yaml").read_text())
+    water = int((frame["label"] == "water").sum())
+    assert card["training"]["options"]["background_per_positive"] == 0.5
+    assert 0 < card["data"]["background_chips"] <= round(water / 2)
+    assert f"{card['data']['background_chips']} random background chips (0.5 per positive)" in err
 
     missing = tmp_path / "missing"
     code, _, err = run("train", PROFILE, "--labels", labels, "--imagery", image, "--out", missing,

@@ -549,3 +549,16 @@ def test_cli_train_dispatches_to_the_detector(
     assert card["tiling"]["tile_size"] == 400 and card["training"]["chip_px"] == 256
     assert len(card["training"]["refit_epochs"]) == 1
     assert load_detector(out).sha256 == card["model_sha256"]
+
+
+def test_cli_refuses_classifier_background_for_a_detector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A classifier's option given to a detection profile is refused, not ignored."""
+    out = tmp_path / "model"
+    code = main(["train", str(PROFILE), "--labels", str(sample_path("neon_osbs_labels")),
+                 "--imagery", str(sample_path("neon_osbs")), "--out", str(out),
+                 "--background-per-positive", "2", "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--background-per-positive" in err and "detector" in err and not out.exists()

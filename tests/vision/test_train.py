@@ -42,7 +42,13 @@ from geoscreen.vision.modelcard import (
 from geoscreen.vision.scorer import scorer_from_card
 from geoscreen.vision.select_train import CLEAR_MARGIN, compare_learners, selection_caveats
 from geoscreen.vision.split import blocked_split
-from geoscreen.vision.train import TrainOptions, collect_chips, train_classifier
+from geoscreen.vision.train import (
+    BACKGROUND_PER_POSITIVE,
+    TrainOptions,
+    background_count,
+    collect_chips,
+    train_classifier,
+)
 
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 
@@ -161,6 +167,12 @@ def test_model_directory_and_card(
     assert training["mode"] == "auto" and training["device"] == "cpu"
     assert 0 < training["seconds"] < 1200
     assert saved["limits"] and all(isinstance(t, str) for t in saved["limits"])
+    # Crowns only, no negatives: random background chips are the negatives.
+    background = int(chips) - 61
+    assert saved["data"]["background_chips"] == background > 0
+    assert f"random background chips counted as negatives: {background}" in (
+        folder / CARD_MARKDOWN
+    ).read_text(encoding="utf-8")
     # One scene, blocked folds: the card says the choice measured no transfer.
     assert any("chosen on blocks of the training scenes" in t for t in saved["limits"])
     assert saved["limits"] == card.limits
@@ -480,3 +492,13 @@ def test_selection_caveats_name_a_near_tie_and_in_scene_folds(block_px: int) -> 
     (near,) = [t for t in tie if t.startswith("Near tie")]
     assert "spectral_gbm" in near and "deep_lr (0.940)" in near and "--seed" in near
     assert not any(t.startswith("Near tie") for t in clear)
+
+
+def test_background_chips_only_when_the_labels_hold_few_negatives() -> None:
+    """Positives alone (or a few look-alikes beside them) get random background chips;
+    labels with at least half as many negatives as positives say what does not match;
+    a number given is used as it is."""
+    per = BACKGROUND_PER_POSITIVE
+    assert background_count(None, 10, 0) == background_count(None, 10, 4) == round(per * 10)
+    assert background_count(None, 10, 5) == background_count(None, 10, 50) == 0
+    assert background_count(2.0, 10, 50) == 20 and background_count(0.0, 10, 0) == 0
