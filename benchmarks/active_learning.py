@@ -130,7 +130,8 @@ def run_order(
     return curve
 
 
-BACKGROUND_PER_POSITIVE = 4  # TrainOptions' default: random background chips per positive
+BACKGROUND_PER_POSITIVE = 4  # what collect_chips draws per positive when the only negatives are
+# rejections (hard negatives, not a sample of the scene: geoscreen.vision.train.background_count)
 
 
 def run_hard_negatives(
