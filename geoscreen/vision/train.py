@@ -61,7 +61,7 @@ def background_count(per_positive: float | None, positives: int, negatives: int)
     ``per_positive`` None (the default) decides from the labels. Positives only, or a few
     labelled look-alikes beside them (fewer than :data:`NEGATIVE_SAMPLE_SHARE` per
     positive): :data:`BACKGROUND_PER_POSITIVE` per positive, the only sample of
-    everything else. More negatives than that (land-cover points of every class): none.
+    everything else. At least that many (land-cover points of every class): none.
     The analyst has then sampled what does not match, and random chips would add the
     places the labels missed as negatives, matches among them. Measured on the
     Sentinel-2 water points (``benchmarks/background.py``, README): with 4 per positive
@@ -305,7 +305,8 @@ def _background_line(data: TrainingData, opts: TrainOptions) -> str:
     if drawn:
         return (
             f"{drawn} random background chips as negatives ({BACKGROUND_PER_POSITIVE:g} per "
-            "positive: the labels give fewer than half as many negatives as positives)"
+            "positive in each scene whose labels give fewer than half as many negatives "
+            "as positives)"
         )
     return (
         "no random background chips: the labels give negatives enough (at least half as "
