@@ -532,14 +532,19 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
+def _cli_train_on_osbs(out: Path, *options: str) -> int:
+    """``geoscreen train`` of the detection profile on OSBS_029's crowns, on the CPU."""
+    return main(["train", str(PROFILE), "--labels", str(sample_path("neon_osbs_labels")),
+                 "--imagery", str(sample_path("neon_osbs")), "--out", str(out),
+                 "--device", "cpu", *options])  # fmt: skip
+
+
 @pytest.mark.slow
 def test_cli_train_dispatches_to_the_detector(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "model"
-    code = main(["train", str(PROFILE), "--labels", str(sample_path("neon_osbs_labels")),
-                 "--imagery", str(sample_path("neon_osbs")), "--out", str(out),
-                 "--max-epochs", "1", "--device", "cpu"])  # fmt: skip
+    code = _cli_train_on_osbs(out, "--max-epochs", "1")
     # (one selection epoch, then one refit epoch on all 61 crowns)
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -556,9 +561,7 @@ def test_cli_refuses_classifier_background_for_a_detector(
 ) -> None:
     """A classifier's option given to a detection profile is refused, not ignored."""
     out = tmp_path / "model"
-    code = main(["train", str(PROFILE), "--labels", str(sample_path("neon_osbs_labels")),
-                 "--imagery", str(sample_path("neon_osbs")), "--out", str(out),
-                 "--background-per-positive", "2", "--device", "cpu"])  # fmt: skip
+    code = _cli_train_on_osbs(out, "--background-per-positive", "2")
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "--background-per-positive" in err and "detector" in err and not out.exists()
