@@ -313,7 +313,7 @@ def _card(
             "Scores rank tiles for human review; a high score is not a finding.",
         ],
     )
-    sections["data"]["background_chips"] = sum(data.background)
+    sections["data"]["background_chips"] = data.background_chips
     sections["hard_negatives"] = data.hard_negative_record()  # the loss weighed them so
     sections["region"] = region_record(data.scenes)  # screen/scan warn far from it
     return ClassifyCard.model_validate(sections)

@@ -456,7 +456,7 @@ def _card(
         "positive_rate": row["positive_rate"],
         "beats_pixel_baseline": not verdict,
     }
-    card["data"]["background_chips"] = sum(data.background)
+    card["data"]["background_chips"] = data.background_chips
     card["hard_negatives"] = data.hard_negative_record()
     card["region"] = region_record(data.scenes)  # screen/scan warn far from it
     card["thresholds"] = {

@@ -71,7 +71,7 @@ def background_count(per_positive: float | None, positives: int, negatives: int)
     """
     if per_positive is None:
         sampled = negatives >= NEGATIVE_SAMPLE_SHARE * positives
-        per_positive = 0.0 if sampled and negatives else BACKGROUND_PER_POSITIVE
+        per_positive = 0.0 if sampled else BACKGROUND_PER_POSITIVE
     return round(per_positive * positives)
 
 
@@ -155,7 +155,6 @@ class TrainingData:
     scenes: list[Scene] = field(default_factory=list)
     label_records: list[dict[str, Any]] = field(default_factory=list)
     background_dropped: int = 0
-    background: list[int] = field(default_factory=list)  # per scene: drawn and kept
     hard: list[bool] = field(default_factory=list)  # per chip: a hard negative
     hard_weight: float = 1.0
 
@@ -165,6 +164,11 @@ class TrainingData:
     @property
     def labels(self) -> np.ndarray:
         return np.array([c.label for c in self.chips], dtype=np.int64)
+
+    @property
+    def background_chips(self) -> int:
+        """Random background chips kept, each counted as a negative."""
+        return sum(chip.source == BACKGROUND for chip in self.chips)
 
     @property
     def hard_negatives(self) -> int:
@@ -264,7 +268,6 @@ def collect_chips(
         hard += [False] * (len(chips) - len(hard))
         kept = _without_hidden_positives(chips, pos)
         data.background_dropped += len(chips) - len(kept)
-        data.background.append(sum(chips[i].source == BACKGROUND for i in kept))
         chips, hard = [chips[i] for i in kept], [hard[i] for i in kept]
         if opts.shifted_positives:
             reach = (size - profile.tiling.overlap) / 2
@@ -299,7 +302,7 @@ def collect_chips(
 
 def _background_line(data: TrainingData, opts: TrainOptions) -> str:
     """What ``train`` says about the random background chips, and how to change it."""
-    drawn = sum(data.background)
+    drawn = data.background_chips
     if opts.background_per_positive is not None:
         return f"{drawn} random background chips ({opts.background_per_positive:g} per positive)"
     if drawn:
