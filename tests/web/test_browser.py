@@ -7,6 +7,7 @@ test (and is blocked). Screenshots go to ``tests/artifacts/`` (git-ignored).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +20,18 @@ from geoscreen.review.workflow import set_status
 from geoscreen.web.app import create_app
 from geoscreen.web.server import background
 from geoscreen.web.testing import IMAGERY_PROFILE, Seeded, seed
+
+
+def _wait_until(page: Page, expression: str, timeout_s: float = 15.0) -> None:
+    """Poll ``expression`` until it is true. ``page.wait_for_function`` evaluates a
+    string with ``eval`` in the page once its first check fails, which the page's
+    Content-Security-Policy (``script-src 'self'``) refuses; ``page.evaluate`` is not
+    subject to it."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {expression}"
+        page.wait_for_timeout(50)
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -123,7 +136,7 @@ def test_imagery_and_a_conflict(page: Page, served: tuple[str, Seeded]) -> None:
         page.wait_for_selector("#imagery img.leaflet-tile-loaded")
         # the evidence chip loads on its own: wait until the browser is done with it
         # (loaded or failed: a failed one is complete with no width, and fails below)
-        page.wait_for_function("document.getElementById('chip')?.complete === true")
+        _wait_until(page, "document.getElementById('chip')?.complete === true")
         chip = page.evaluate("document.getElementById('chip').naturalWidth")
         assert chip == 48
         page.wait_for_load_state("networkidle")
