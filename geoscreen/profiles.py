@@ -80,6 +80,7 @@ _SEMVER = (
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 TaskName = Literal["classify", "detect"]
+ScoreRaster = Literal["footprint", "centre"]
 DetectorArchitecture = Literal["faster_rcnn", "retinanet", "fcos"]
 
 
@@ -141,10 +142,23 @@ class ImageryRequirements(_Config):
 
 
 class TilingConfig(_Config):
-    """Square tiles of ``tile_size`` pixels overlapping by ``overlap`` pixels."""
+    """Square tiles of ``tile_size`` pixels overlapping by ``overlap`` pixels.
+
+    ``raster`` says what ``scores.tif`` holds (the tile table is the same either way).
+    ``footprint``: each tile's score spread over the tile, overlaps averaged ("does this
+    area match"). ``centre``: each cell, one stride wide, holds the score of the tile
+    centred on it ("does this place match"), which is what a classifier trained on
+    chips centred on point labels answers; with ``overlap: tile_size - 1`` that is every
+    pixel's own score (land cover labelled by points; README, "Score rasters").
+    """
 
     tile_size: int = Field(default=256, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE)
     overlap: int = Field(default=0, ge=0)
+    raster: ScoreRaster = Field(
+        default="footprint",
+        description="scores.tif: 'footprint' (tile scores over their tiles, overlaps "
+        "averaged) or 'centre' (each stride-wide cell the score of the tile centred on it)",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> TilingConfig:

@@ -280,7 +280,7 @@ def screen(
             loaded, prof, scene, settings, aoi=area, meta={**meta, "scene_id": scene.id}
         )
         if isinstance(result, ScoreMap):
-            written = _write(result, Path(out), scene.uri, say)
+            written = _write(result, Path(out), scene.uri, prof, say)
         else:
             written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
         results.append({**written, "warnings": warnings})
@@ -441,17 +441,21 @@ def similar(
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
         assert scores.embeddings is not None
         scores.scores = similarity_scores(scores.embeddings, examples)
-        results.append(_write(scores, Path(out), scene.uri, say))
+        results.append(_write(scores, Path(out), scene.uri, prof, say))
     summary = _summary(Path(out), "similar", meta, results)
     if as_json:
         _print_json(summary)
 
 
 def _write(
-    scores: ScoreMap, out: Path, uri: str, say: Callable[[str], None] = click.echo
+    scores: ScoreMap,
+    out: Path,
+    uri: str,
+    prof: Profile,
+    say: Callable[[str], None] = click.echo,
 ) -> dict[str, Any]:
     scene = scores.grid.scene
-    files = scores.write(out / scene_folder(scene))
+    files = scores.write(out / scene_folder(scene), raster=prof.tiling.raster)
     top = float(scores.scores.max()) if scores.scores.size else float("nan")
     say(f"{uri}: {len(scores.grid)} tiles screened, top score {top:.3f} -> {files['tiles']}")
     return {

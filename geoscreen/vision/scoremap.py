@@ -4,7 +4,8 @@ Written to a folder::
 
     tiles.parquet   one row per screened tile: id, row, col, tile size and overlap, score,
                     valid fraction, geometry
-    scores.tif      Cloud-Optimized GeoTIFF of scores, overlapping tiles averaged
+    scores.tif      Cloud-Optimized GeoTIFF of scores: overlapping tiles averaged over their
+                    footprints, or each tile's score at its centre (``tiling.raster``)
     embeddings.npy  optional float16 (N, F) backbone features, rows aligned with tiles.parquet
 """
 
@@ -24,6 +25,8 @@ from geoscreen.imagery.tiling import TileGrid
 
 if TYPE_CHECKING:
     import geopandas as gpd
+
+    from geoscreen.profiles import ScoreRaster
 
 TILES_FILE = "tiles.parquet"
 RASTER_FILE = "scores.tif"
@@ -50,11 +53,14 @@ class ScoreMap:
             frame[key] = value
         return frame
 
-    def raster(self) -> tuple[np.ndarray, Affine, int]:
-        """Scores on a grid of ``cell`` pixels (gcd of tile size and stride), overlaps averaged.
+    def raster(self, mode: ScoreRaster = "footprint") -> tuple[np.ndarray, Affine, int]:
+        """Scores on a grid of ``cell`` pixels: (array, transform, cell size in pixels).
 
-        Cells no tile covered are NaN. Returns (array, transform, cell size in pixels).
+        ``footprint``: cells of the gcd of tile size and stride, each the mean score of
+        the tiles covering it, NaN where none does. ``centre``: see :meth:`centre_raster`.
         """
+        if mode == "centre":
+            return self.centre_raster()
         grid = self.grid
         cell = math.gcd(grid.tile_size, grid.stride)
         height = math.ceil(grid.scene.height / cell)
@@ -83,22 +89,49 @@ class ScoreMap:
         np.divide(total, count, out=out, where=count > 0, casting="unsafe")
         return out, grid.scene.transform * Affine.scale(cell), cell
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write tiles.parquet, scores.tif and embeddings.npy (if any) atomically."""
+    def centre_raster(self) -> tuple[np.ndarray, Affine, int]:
+        """Each tile's score in the stride-wide square around its centre pixel.
+
+        A classifier is trained on chips centred on their labels (the label's pixel is
+        pixel ``(tile_size - 1) // 2`` of the chip, as the spectral windows read it), so
+        a tile's score is its answer for that place; averaging the tiles over their
+        footprints blurs it over a whole tile. At stride 1 every pixel gets the score of
+        the tile centred on it. Cells are the gcd of the stride and the squares' offset
+        from the scene's corner, so the raster stays on the scene's grid; the margins
+        outside every square take the nearest tile's score (training clamps a chip near
+        the edge to the scene the same way); cells whose tile was not screened are NaN.
+        """
+        grid = self.grid
+        stride = grid.stride
+        offset = (grid.tile_size - 1) // 2 - (stride - 1) // 2  # tile (0, 0)'s square
+        cell = math.gcd(stride, offset) if offset else stride
+        by_tile = np.full((grid.n_rows, grid.n_cols), np.nan, dtype=np.float32)
+        by_tile[grid.rows, grid.cols] = self.scores
+
+        def nearest(cells: int, tiles: int) -> np.ndarray:
+            return np.clip((np.arange(cells) * cell - offset) // stride, 0, tiles - 1)
+
+        rows = nearest(math.ceil(grid.scene.height / cell), grid.n_rows)
+        cols = nearest(math.ceil(grid.scene.width / cell), grid.n_cols)
+        return by_tile[np.ix_(rows, cols)], grid.scene.transform * Affine.scale(cell), cell
+
+    def write(self, out_dir: str | Path, raster: ScoreRaster = "footprint") -> dict[str, Path]:
+        """Write tiles.parquet, scores.tif (as ``raster`` says, :meth:`raster`) and
+        embeddings.npy (if any) atomically."""
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         written = {"tiles": folder / TILES_FILE, "raster": folder / RASTER_FILE}
         frame = self.to_geodataframe()
         atomic_write(written["tiles"], lambda tmp: frame.to_parquet(tmp, index=False))
-        atomic_write(written["raster"], self._write_raster)
+        atomic_write(written["raster"], lambda tmp: self._write_raster(tmp, raster))
         if self.embeddings is not None:
             written["embeddings"] = folder / EMBEDDINGS_FILE
             emb = self.embeddings.astype(np.float16)
             atomic_write(written["embeddings"], lambda tmp: _save_npy(tmp, emb))
         return written
 
-    def _write_raster(self, path: str) -> None:
-        array, transform, _cell = self.raster()
+    def _write_raster(self, path: str, mode: ScoreRaster) -> None:
+        array, transform, _cell = self.raster(mode)
         profile = {
             "driver": "COG",
             "width": array.shape[1],
@@ -113,7 +146,7 @@ class ScoreMap:
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(array, 1)
             dst.set_band_description(1, "score")
-            dst.update_tags(**{k: str(v) for k, v in self.meta.items()})
+            dst.update_tags(**{k: str(v) for k, v in self.meta.items()}, score_raster=mode)
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

@@ -175,6 +175,36 @@ def test_similar(
     assert (workdir / "similar_model" / scene_folder(osbs) / "scores.tif").is_file()
 
 
+def test_screen_writes_the_raster_the_profile_asks_for(
+    screened: tuple[Path, tuple[int, str, str]],
+    trained: tuple[Path, tuple[int, str, str]],
+    workdir: Path,
+    osbs_path: Path,
+) -> None:
+    """``tiling.raster: centre``: each 8 px cell (the gcd of the 48 px stride and the
+    squares' 8 px offset) holds the score of the tile centred there; the tile table is
+    the same as the default's."""
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile["tiling"]["raster"] = "centre"
+    centred = workdir / "centre.yaml"
+    centred.write_text(yaml.safe_dump(profile))
+    out = workdir / "screen_centre"
+    code, _, err = call("screen", centred, osbs_path, "--model", trained[0], "--out", out,
+                        "--device", "cpu", "--precision", "fp32")  # fmt: skip
+    assert code == 0, err
+    folder = scene_folder(open_scene(osbs_path))
+    frame = gpd.read_parquet(out / folder / "tiles.parquet")
+    default = gpd.read_parquet(screened[0] / folder / "tiles.parquet")
+    assert frame["tile_id"].tolist() == default["tile_id"].tolist()
+    with rasterio.open(out / folder / "scores.tif") as ds:
+        assert ds.tags()["score_raster"] == "centre" and (ds.height, ds.width) == (50, 50)
+        raster = ds.read(1)
+    centre_cells = (frame["row_off"].to_numpy() + 31) // 8, (frame["col_off"].to_numpy() + 31) // 8
+    np.testing.assert_array_equal(raster[centre_cells], frame["score"].to_numpy())
+    with rasterio.open(screened[0] / folder / "scores.tif") as ds:
+        assert ds.tags()["score_raster"] == "footprint" and (ds.height, ds.width) == (25, 25)
+
+
 # -- bad input ----------------------------------------------------------------------------
 def test_screen_missing_model_dir(osbs_path: Path, tmp_path: Path) -> None:
     code, _, err = call("screen", PROFILE, osbs_path, "--model", tmp_path / "nope",

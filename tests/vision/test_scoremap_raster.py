@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
 from geoscreen.imagery.scene import open_scene
 from geoscreen.imagery.tiling import TileGrid
@@ -38,3 +40,71 @@ def test_raster_cells_are_the_mean_of_covering_tiles(
                 assert raster[i, j] == pytest.approx(scores[covering].mean(), abs=1e-6)
             else:
                 assert np.isnan(raster[i, j])
+
+
+def _screened(tmp_path: Path, tile: int, overlap: int, keep: float, seed: int) -> ScoreMap:
+    scene = open_scene(make_synthetic_scene(tmp_path / "s.tif", 101, 77, crs="EPSG:32633"))
+    rng = np.random.default_rng(seed)
+    full = TileGrid(scene, tile, overlap)
+    chosen = full.flat_indexes()[rng.random(len(full)) < keep]
+    grid = TileGrid(scene, tile, overlap, selection=chosen)
+    return ScoreMap(grid, rng.random(len(grid)).astype(np.float32), np.ones(len(grid), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("tile", "overlap", "keep"),
+    [(16, 4, 1.0), (16, 4, 0.6), (16, 15, 1.0), (17, 12, 0.5), (20, 5, 1.0), (12, 0, 1.0)],
+)
+def test_centre_raster_puts_each_tile_score_at_its_centre_pixel(
+    tmp_path: Path, tile: int, overlap: int, keep: float
+) -> None:
+    scores = _screened(tmp_path, tile, overlap, keep, seed=tile + overlap)
+    grid = scores.grid
+    raster, transform, cell = scores.raster("centre")
+    assert grid.stride % cell == 0
+    assert raster.shape == (-(-77 // cell), -(-101 // cell))  # the scene, in cells
+    assert transform == grid.scene.transform * Affine.scale(cell)
+    centre = (tile - 1) // 2
+    rows = (grid.rows * grid.stride + centre) // cell  # the cell holding each tile's centre
+    cols = (grid.cols * grid.stride + centre) // cell
+    inside = (rows < raster.shape[0]) & (cols < raster.shape[1])
+    np.testing.assert_array_equal(raster[rows[inside], cols[inside]], scores.scores[inside])
+    # No cell holds a score that no tile gave; unscreened tiles leave NaN
+    values = raster[np.isfinite(raster)]
+    assert np.isin(values, scores.scores).all()
+    assert np.isnan(raster).any() == (keep < 1.0)
+
+
+def test_centre_raster_at_stride_one_is_each_pixels_own_tile(tmp_path: Path) -> None:
+    scores = _screened(tmp_path, 16, 15, 1.0, seed=3)
+    raster, _, cell = scores.raster("centre")
+    assert cell == 1
+    grid, centre = scores.grid, 7  # pixel 7 of a 16 px tile, as chips centre their labels
+    by_tile = dict(zip(zip(grid.rows.tolist(), grid.cols.tolist(), strict=True),
+                       scores.scores.tolist(), strict=True))  # fmt: skip
+    for r, c in [(7, 7), (40, 60), (7 + grid.n_rows - 1, 7 + grid.n_cols - 1)]:
+        assert raster[r, c] == by_tile[(r - centre, c - centre)]
+    # Pixels nearer the edge than any tile's centre take the nearest tile's score
+    assert raster[0, 0] == by_tile[(0, 0)]
+    assert raster[76, 100] == by_tile[(grid.n_rows - 1, grid.n_cols - 1)]
+    assert raster[3, 50] == by_tile[(0, 50 - centre)]
+
+
+def test_centre_raster_without_overlap_is_the_footprint_raster(tmp_path: Path) -> None:
+    scores = _screened(tmp_path, 16, 0, 0.7, seed=5)
+    footprint, transform, cell = scores.raster()
+    centre, centre_transform, centre_cell = scores.raster("centre")
+    assert (cell, transform) == (centre_cell, centre_transform)
+    # Without overlap a tile's stride-wide square is the tile itself
+    np.testing.assert_array_equal(centre, footprint)
+
+
+def test_written_raster_says_which_it_is(tmp_path: Path) -> None:
+    scores = _screened(tmp_path, 16, 15, 1.0, seed=7)
+    written = scores.write(tmp_path / "out", raster="centre")
+    with rasterio.open(written["raster"]) as src:
+        assert src.tags()["score_raster"] == "centre"
+        assert (src.height, src.width) == (77, 101)
+        np.testing.assert_array_equal(src.read(1), scores.raster("centre")[0])
+    with rasterio.open(scores.write(tmp_path / "default")["raster"]) as src:
+        assert src.tags()["score_raster"] == "footprint"
