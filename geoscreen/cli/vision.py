@@ -108,6 +108,13 @@ def _stderr(message: str) -> None:
     "negative [default: 4 when the labels give fewer than half as many negatives as "
     "positives, else none; see the README].",
 )
+@click.option(
+    "--learner",
+    "learner",
+    default=None,
+    help="Classifiers: keep this learner of the comparison (e.g. the runner-up of a near "
+    "tie) instead of the best by cross-validation; the card says so.",
+)
 @device_option
 @bands_option
 @json_option
@@ -140,6 +147,7 @@ def train(
     allow_dropped: bool = False,
     hard_negative_weight: float | None = None,
     background_per_positive: float | None = None,
+    learner: str | None = None,
     bands: tuple[str, ...] = (),
     as_json: bool = False,
 ) -> None:
@@ -184,7 +192,8 @@ def train(
                            folds=folds, fold_by=fold_by, positive=positive,
                            negative=negative,
                            hard_negative_weight=hard_negative_weight,
-                           background_per_positive=background_per_positive)  # fmt: skip
+                           background_per_positive=background_per_positive,
+                           learner=learner)  # fmt: skip
     task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store

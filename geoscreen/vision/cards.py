@@ -186,7 +186,8 @@ def selection_lines(card: ClassifyCard) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for name, row in sel.learners.items():
-        label = f"**{name}** (chosen)" if name == sel.chosen else name
+        kept = "chosen" if sel.chosen_by == "cross-validation" else "named with --learner"
+        label = f"**{name}** ({kept})" if name == sel.chosen else name
         if row.baseline:
             label += " (per-pixel baseline)"
         lines.append(

@@ -173,6 +173,7 @@ class SelectionRecord(_Section):
     """The learners compared on the same folds, and the one kept."""
 
     chosen: str
+    chosen_by: Literal["cross-validation", "--learner"] = "cross-validation"
     metric: str
     learners: dict[str, LearnerScore]
     positive_rate: float

@@ -100,6 +100,25 @@ def candidates_for(mode: str, profile: Profile, say: Callable[[str], None]) -> l
     return [PIXEL_BASELINE, *(CANDIDATES[n] for n in names)]
 
 
+def check_learner(name: str, mode: str, profile: Profile) -> None:
+    """Refuse a ``--learner`` that the mode does not compare, naming those it does."""
+    if mode == "finetune":
+        raise InputError(
+            f"--learner {name} keeps one learner of a comparison; mode finetune trains "
+            "the whole network and compares none",
+            where="geoscreen train",
+            fix="Leave --learner out with --mode finetune, or use another --mode.",
+        )
+    names = [c.name for c in candidates_for(mode, profile, lambda _line: None)]
+    if name not in names:
+        raise InputError(
+            f"--learner {name} is not one of the learners mode {mode} compares for "
+            f"profile {profile.name}: {', '.join(names)}",
+            where="geoscreen train",
+            fix="Name one of them (the comparison train prints lists them too).",
+        )
+
+
 def deep_views(device: torch.device) -> tuple[int, ...]:
     """Flips/rotations ``combined_lr`` fits on.
 
@@ -214,6 +233,10 @@ class Comparison:
         an analyst still gets the best model the labels support."""
         return max(self.results.values(), key=lambda r: self.table[r.candidate.name]["ap"])
 
+    def pick(self, name: str | None) -> CVResult:
+        """Candidate ``name`` when an analyst names one (``--learner``), else the best."""
+        return self.chosen if name is None else self.results[name]
+
     def refit(self, name: str, seed: int) -> tuple[FeatureScorer, Fitted]:
         """Candidate ``name`` refitted on every chip, calibrated on its out-of-fold scores."""
         result = self.results[name]
@@ -292,12 +315,14 @@ def train_by_selection(
     """Compare the mode's learners on blocked folds, keep the best, write the model;
     returns the card as written."""
     comparison = compare_learners(profile, data, opts, say)
-    chosen = comparison.chosen
+    chosen = comparison.pick(opts.learner)
     scorer, final = comparison.refit(chosen.candidate.name, opts.seed)
     probs = scorer.calibrator(torch.as_tensor(chosen.oof)).numpy().astype(np.float64)
     verdict = _verdict(comparison.table, chosen.candidate.name)
-    caveats = selection_caveats(comparison.table, chosen.candidate.name, comparison.folds)
-    for line in _report(comparison.table, chosen.candidate.name):
+    caveats = selection_caveats(comparison.table, chosen.candidate.name, comparison.folds,
+                                picked=opts.learner is not None)  # fmt: skip
+    mark = "kept (--learner)" if opts.learner is not None else "chosen"
+    for line in _report(comparison.table, chosen.candidate.name, mark):
         say(line)
     if verdict:
         say(f"warning: {verdict}")
@@ -308,6 +333,7 @@ def train_by_selection(
         profile,
         data,
         comparison,
+        chosen,
         probs,
         scorer_record=learner_record(scorer, final, len(roles), tile),
         spec=comparison.spec if scorer.deep is not None else None,
@@ -346,7 +372,7 @@ def _verdict(table: dict[str, dict[str, float]], chosen: str) -> str:
 
 
 def selection_caveats(
-    table: dict[str, dict[str, float]], chosen: str, folds: BlockedFolds
+    table: dict[str, dict[str, float]], chosen: str, folds: BlockedFolds, picked: bool = False
 ) -> list[str]:
     """What the comparison cannot tell, in plain words for ``train`` and the card.
 
@@ -356,6 +382,16 @@ def selection_caveats(
     never chosen ranked the other site best in every seed (README, "Three seeds").
     """
     out: list[str] = []
+    best = max(table, key=lambda name: table[name]["ap"])
+    if picked:
+        out.append(
+            f"{chosen} was named with --learner (out-of-fold AP {table[chosen]['ap']:.3f}); "
+            + (
+                "it is also the best by cross-validation."
+                if best == chosen
+                else f"the best by cross-validation is {best} ({table[best]['ap']:.3f})."
+            )
+        )
     if folds.block_px:
         out.append(
             "The learner was chosen on blocks of the training scenes too: it is the one "
@@ -365,7 +401,7 @@ def selection_caveats(
         )
     others = sorted(((row["ap"], name) for name, row in table.items() if name != chosen),
                     reverse=True)  # fmt: skip
-    if others and table[chosen]["ap"] - others[0][0] < CLEAR_MARGIN:
+    if not picked and others and table[chosen]["ap"] - others[0][0] < CLEAR_MARGIN:
         ap, runner_up = others[0]
         out.append(
             f"Near tie: {chosen} (out-of-fold AP {table[chosen]['ap']:.3f}) and {runner_up} "
@@ -375,12 +411,12 @@ def selection_caveats(
     return out
 
 
-def _report(table: dict[str, dict[str, float]], chosen: str) -> list[str]:
+def _report(table: dict[str, dict[str, float]], chosen: str, kept: str = "chosen") -> list[str]:
     rate = next(iter(table.values()))["positive_rate"]
     lines = [f"  positive rate (baseline AP)      {rate:.3f}"]
     for name, row in table.items():
         mark = (
-            " <- chosen" if name == chosen else (" (baseline)" if name.startswith("pixel") else "")
+            f" <- {kept}" if name == chosen else (" (baseline)" if name.startswith("pixel") else "")
         )
         lines.append(
             f"  {name:<16} AP {row['ap']:.3f} [{row['ap_low']:.3f}, {row['ap_high']:.3f}] "
@@ -393,6 +429,7 @@ def _card(
     profile: Profile,
     data: TrainingData,
     comparison: Comparison,
+    chosen: CVResult,
     probs: np.ndarray,
     *,
     scorer_record: dict[str, Any],
@@ -405,7 +442,7 @@ def _card(
     caveats: Sequence[str] = (),
 ) -> ClassifyCard:
     y = data.labels.astype(bool)
-    chosen, table, results = comparison.chosen, comparison.table, comparison.results
+    table, results = comparison.table, comparison.results
     row = table[chosen.candidate.name]
     at = at_threshold(probs, y, profile.threshold).as_dict()
     metrics = {
@@ -444,6 +481,7 @@ def _card(
     )
     card["selection"] = {
         "chosen": chosen.candidate.name,
+        "chosen_by": "--learner" if opts.learner is not None else "cross-validation",
         "metric": "out-of-fold average precision (pooled over folds; every chip counts "
         "once: hard negatives weigh more in fitting, not in this measure)",
         "learners": {

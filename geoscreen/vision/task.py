@@ -83,6 +83,7 @@ class TrainRequest:
     hard_negative_labels: tuple[str, ...] = ()  # files whose negatives are hard (rejections)
     hard_negative_weight: float | None = None  # classify: None keeps TrainOptions' default
     background_per_positive: float | None = None  # classify: None decides from the labels
+    learner: str | None = None  # classify: keep this learner, not the best by CV
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,8 @@ def classifier_options(request: TrainRequest) -> Any:
         options["hard_negative_weight"] = request.hard_negative_weight
     if request.background_per_positive is not None:
         options["background_per_positive"] = request.background_per_positive
+    if request.learner is not None:
+        options["learner"] = request.learner
     return TrainOptions(**options)
 
 
@@ -375,6 +378,13 @@ class DetectTask:
                 "its negatives",
                 where="geoscreen train",
                 fix="Leave --background-per-positive out for detection profiles.",
+            )
+        if request.learner is not None:
+            raise InputError(
+                f"--learner keeps one of a tile classifier's learners; profile {profile.name} "
+                "trains a detector",
+                where="geoscreen train",
+                fix="Leave --learner out for detection profiles.",
             )
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(

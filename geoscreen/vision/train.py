@@ -107,6 +107,11 @@ class TrainOptions(BaseModel):
     negative_classes: list[str] | None = Field(
         default=None, description="class names counted as negative (else every other class)"
     )
+    learner: str | None = Field(
+        default=None,
+        description="keep this learner of the comparison instead of the best by "
+        "cross-validation (its out-of-fold numbers still go on the card)",
+    )
     background_per_positive: float | None = Field(
         default=None,
         ge=0.0,
@@ -406,6 +411,10 @@ def train_classifier(
     torch.manual_seed(opts.seed)
     started = time.perf_counter()
     device = pick_device(opts.device)
+    if opts.learner is not None:
+        from geoscreen.vision.select_train import check_learner
+
+        check_learner(opts.learner, opts.mode, profile)  # before minutes of chip reading
     data = collect_chips(profile, labels, imagery, opts)
     for record in data.label_records:
         say(f"labels {record['path']}: {record['report']}")

@@ -95,6 +95,52 @@ def test_negative_class_narrows_and_unknown_class_is_refused(
     assert not missing.exists()
 
 
+def test_a_learner_named_instead_of_the_best(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--learner``: that learner is refitted and calibrated on its own out-of-fold
+    scores; the comparison stays on the card, which says who chose."""
+    image, points = sample
+    out = tmp_path / "model"
+    code, _, err = run("train", PROFILE, "--labels", points, "--imagery", image, "--out", out,
+                       "--mode", "spectral", "--learner", "spectral_lr",
+                       "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    selection = card["selection"]
+    assert (selection["chosen"], selection["chosen_by"]) == ("spectral_lr", "--learner")
+    assert card["learner"]["name"] == "spectral_lr"
+    assert set(selection["learners"]) == {"pixel_lr", "spectral_lr", "spectral_gbm"}
+    ap = selection["learners"]["spectral_lr"]["ap"]
+    assert card["metrics"]["val_average_precision"] == pytest.approx(ap, abs=1e-4)
+    best = max(selection["learners"], key=lambda name: selection["learners"][name]["ap"])
+    assert f"spectral_lr was named with --learner (out-of-fold AP {ap:.3f})" in err
+    assert (f"the best by cross-validation is {best}" in err) == (best != "spectral_lr")
+    assert "**spectral_lr** (named with --learner)" in (out / "MODEL_CARD.md").read_text()
+    assert "spectral_lr " in err and "<- kept (--learner)" in err
+
+
+@pytest.mark.parametrize(
+    ("mode", "learner", "said"),
+    [
+        ("spectral", "deep_lr", "pixel_lr, spectral_lr, spectral_gbm"),
+        ("spectral", "forest", "pixel_lr, spectral_lr, spectral_gbm"),
+        ("finetune", "spectral_lr", "mode finetune trains the whole network"),
+    ],
+)
+def test_a_learner_the_mode_does_not_compare_is_refused(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path, mode: str, learner: str, said: str
+) -> None:
+    image, points = sample
+    out = tmp_path / "model"
+    code, _, err = run("train", PROFILE, "--labels", points, "--imagery", image, "--out", out,
+                       "--mode", mode, "--learner", learner, "--device", "cpu")  # fmt: skip
+    assert code == EXIT_USER_ERROR
+    line = _error_line(err)
+    assert f"--learner {learner}" in line and said in line
+    assert not out.exists()
+
+
 def test_too_few_positives_and_one_block_are_refused(
     run: Run, sample: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -556,12 +556,15 @@ def test_cli_train_dispatches_to_the_detector(
     assert load_detector(out).sha256 == card["model_sha256"]
 
 
-def test_cli_refuses_classifier_background_for_a_detector(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "option", [("--background-per-positive", "2"), ("--learner", "deep_lr")], ids=lambda o: o[0]
+)
+def test_cli_refuses_classifier_options_for_a_detector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: tuple[str, str]
 ) -> None:
     """A classifier's option given to a detection profile is refused, not ignored."""
     out = tmp_path / "model"
-    code = _cli_train_on_osbs(out, "--background-per-positive", "2")
+    code = _cli_train_on_osbs(out, *option)
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "--background-per-positive" in err and "detector" in err and not out.exists()
+    assert option[0] in err and "detector" in err and not out.exists()

@@ -496,6 +496,19 @@ def test_selection_caveats_name_a_near_tie_and_in_scene_folds(block_px: int) -> 
     assert not any(t.startswith("Near tie") for t in clear)
 
 
+def test_selection_caveats_of_a_named_learner() -> None:
+    """``--learner``: the card says it was named and, when it is not the best, which is;
+    a near tie is not called a draw of the seed (the analyst chose)."""
+    one = np.zeros(4, dtype=np.int64)
+    folds = BlockedFolds(one, one, ((np.arange(2), np.arange(2, 4)),), 0)
+    table = {"pixel_lr": {"ap": 0.80}, "spectral_gbm": {"ap": 0.95}, "deep_lr": {"ap": 0.94}}
+    (named,) = selection_caveats(table, "deep_lr", folds, picked=True)
+    assert named.startswith("deep_lr was named with --learner (out-of-fold AP 0.940)")
+    assert named.endswith("the best by cross-validation is spectral_gbm (0.950).")
+    (best,) = selection_caveats(table, "spectral_gbm", folds, picked=True)
+    assert best.endswith("it is also the best by cross-validation.")
+
+
 def test_background_chips_only_when_the_labels_hold_few_negatives() -> None:
     """Positives alone (or a few look-alikes beside them) get random background chips;
     labels with at least half as many negatives as positives say what does not match;
