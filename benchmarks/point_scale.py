@@ -1,17 +1,19 @@
 """What the score raster says about single pixels: tile scores against a per-pixel model.
 
-    python benchmarks/point_scale.py [--overlaps 4,14] [--points 20000]
+    python benchmarks/point_scale.py [--overlaps 4,15] [--learners auto,spectral_lr,spectral_gbm]
 
 Real data only: the bundled Sentinel-2 scene and its reference points (as
 ``background.py``). The water profile (16 px tiles) is trained on the west half's points
-with each tile overlap asked (4: the profile's, a stride of 12 px; 14: a stride of 2 px),
-and screens the scene. At random pixels of the east half, ``scores.tif`` (overlapping
-tiles averaged) is ranked against an NDWI water map (NDWI > 0 at that pixel), over all
-the pixels and over those within 3 px of a shore, next to a per-pixel logistic
-regression on the raw bands fitted on the same west points and read at the pixel
-itself. Land cover labelled by points at 10-30 m (the issue's "developed land") asks
-this of the raster; tiles answer "does this tile match", so a pixel's score is spread
-over the tiles that cover it. Prints AP, the number of tiles and the screening time.
+with each tile overlap asked (4: the profile's, a stride of 12 px; 15: a stride of 1 px)
+and each learner asked (``auto``: the one cross-validation chooses; a name: that one,
+as ``train --learner`` keeps it), and screens the scene. At random pixels of the east
+half, both score rasters (``tiling.raster``: ``footprint``, tiles averaged over their
+footprints; ``centre``, each tile's score at its centre pixel) are ranked against an
+NDWI water map (NDWI > 0 at that pixel), over all the pixels and over those within 3 px
+of a shore, next to a per-pixel logistic regression on the raw bands fitted on the same
+west points and read at the pixel itself. Land cover labelled by points at 10-30 m (the
+issue's "developed land") asks this of the raster. Prints AP, the number of tiles and
+the screening time.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def with_overlap(profile: Profile, overlap: int) -> Profile:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--overlaps", default="4,14")
+    parser.add_argument("--overlaps", default="4,15")
+    parser.add_argument("--learners", default="auto,spectral_lr,spectral_gbm")
     parser.add_argument("--points", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -81,29 +84,39 @@ def main() -> None:
     print(f"per-pixel logistic regression, read at the pixel: AP {ap_all:.3f}, "
           f"near a shore {ap_shore:.3f}\n")  # fmt: skip
     scene = open_scene(sample.image)
-    print("overlap  stride  tiles  chosen  raster AP  near a shore  screen s")
+    print("overlap  stride  tiles  learner       footprint AP (shore)  centre AP (shore)  screen s")
     with tempfile.TemporaryDirectory() as tmp:
         labels = Path(tmp) / "west.geojson"
         west.to_file(labels)
         for overlap in (int(v) for v in args.overlaps.split(",")):
-            profile = with_overlap(load_profile(PROFILE), overlap)
-            out = Path(tmp) / f"m{overlap}"
-            card = train_classifier(profile, [labels], [sample.image], out,
-                                    TrainOptions(device="cpu", seed=args.seed))  # fmt: skip
-            started = time.perf_counter()
-            result = screen_scene(load_model(out).model.eval(), profile, scene,
-                                  ScreenOptions(num_workers=0, device="cpu"))  # fmt: skip
-            seconds = time.perf_counter() - started
-            raster, cells, _ = result.raster()
-            xs, ys = rasterio.transform.xy(transform, rows, cols)
-            r, c = rasterio.transform.rowcol(cells, xs, ys)
-            scores = raster[np.clip(r, 0, raster.shape[0] - 1), np.clip(c, 0, raster.shape[1] - 1)]
-            ok = np.isfinite(scores)
-            chosen = card.selection.chosen if card.selection else "?"
-            print(f"{overlap:7d}  {result.grid.stride:6d}  {len(result.grid):5d}  {chosen}  "
-                  f"{average_precision(scores[ok], truth[ok]):9.3f}  "
-                  f"{average_precision(scores[ok & near_shore], truth[ok & near_shore]):12.3f}  "
-                  f"{seconds:8.1f}", flush=True)  # fmt: skip
+            for learner in args.learners.split(","):
+                profile = with_overlap(load_profile(PROFILE), overlap)
+                out = Path(tmp) / f"m{overlap}{learner}"
+                named = None if learner == "auto" else learner
+                card = train_classifier(profile, [labels], [sample.image], out,
+                                        TrainOptions(device="cpu", seed=args.seed,
+                                                     learner=named))  # fmt: skip
+                started = time.perf_counter()
+                result = screen_scene(load_model(out).model.eval(), profile, scene,
+                                      ScreenOptions(num_workers=0, device="cpu"))  # fmt: skip
+                seconds = time.perf_counter() - started
+                chosen = card.selection.chosen if card.selection else "?"
+                cells = []
+                for mode in ("footprint", "centre"):
+                    raster, grid, _ = result.raster(mode)
+                    xs, ys = rasterio.transform.xy(transform, rows, cols)
+                    r, c = rasterio.transform.rowcol(grid, xs, ys)
+                    scores = raster[np.clip(r, 0, raster.shape[0] - 1),
+                                    np.clip(c, 0, raster.shape[1] - 1)]  # fmt: skip
+                    ok = np.isfinite(scores)
+                    shore = ok & near_shore
+                    every = average_precision(scores[ok], truth[ok])
+                    cells.append(
+                        f"{every:.3f} ({average_precision(scores[shore], truth[shore]):.3f})"
+                    )
+                name = chosen if named else f"auto: {chosen}"
+                print(f"{overlap:7d}  {result.grid.stride:6d}  {len(result.grid):6d}  {name:<12}  "
+                      f"{cells[0]:>20}  {cells[1]:>17}  {seconds:8.1f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
