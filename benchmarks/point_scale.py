@@ -14,6 +14,10 @@ of a shore, next to a per-pixel logistic regression on the raw bands fitted on t
 west points and read at the pixel itself. Land cover labelled by points at 10-30 m (the
 issue's "developed land") asks this of the raster. Prints AP, the number of tiles and
 the screening time.
+
+``--neon``: the same two rasters for objects, the tree-crown profile trained on OSBS
+(61 crowns) and YELL screened at the profile's tiling: AP at random YELL pixels of
+whether each lies inside a labelled crown box.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from background import ndwi_water, sample_at
 
 from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.ranking import average_precision
-from geoscreen.samples import sentinel2_water_forest
+from geoscreen.samples import sample_path, sentinel2_water_forest
 from geoscreen.vision.classifier import load_model
 from geoscreen.vision.infer import ScreenOptions, screen_scene
 from geoscreen.vision.train import TrainOptions, train_classifier
@@ -57,7 +62,11 @@ def main() -> None:
     parser.add_argument("--learners", default="auto,spectral_lr,spectral_gbm")
     parser.add_argument("--points", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neon", action="store_true", help="crowns on YELL instead")
     args = parser.parse_args()
+    if args.neon:
+        neon_crowns(args)
+        return
     sample = sentinel2_water_forest()
     points = gpd.read_file(sample.points)
     with rasterio.open(sample.image) as src:
@@ -117,6 +126,39 @@ def main() -> None:
                 name = chosen if named else f"auto: {chosen}"
                 print(f"{overlap:7d}  {result.grid.stride:6d}  {len(result.grid):6d}  {name:<12}  "
                       f"{cells[0]:>20}  {cells[1]:>17}  {seconds:8.1f}", flush=True)  # fmt: skip
+
+
+def neon_crowns(args: argparse.Namespace) -> None:
+    profile = load_profile(ROOT / "geoscreen" / "configs" / "tree_crowns_neon.yaml")
+    scene = open_scene(sample_path("neon_yell"), sensor="rgb")
+    inside = np.zeros((scene.height, scene.width), dtype=bool)
+    boxes = load_labels(sample_path("neon_yell_labels"), scene).boxes_px()
+    for x0, y0, x1, y1 in np.rint(boxes).astype(int):
+        inside[y0:y1, x0:x1] = True
+    rng = np.random.default_rng(args.seed)
+    rows = rng.integers(0, scene.height, args.points)
+    cols = rng.integers(0, scene.width, args.points)
+    truth = inside[rows, cols]
+    print(f"{args.points} random YELL pixels, {truth.mean():.1%} inside a crown box")
+    print("learner       footprint AP  centre AP")
+    with tempfile.TemporaryDirectory() as tmp:
+        for learner in args.learners.split(","):
+            out = Path(tmp) / learner
+            named = None if learner == "auto" else learner
+            opts = TrainOptions(device="cpu", seed=args.seed, learner=named)
+            card = train_classifier(profile, [sample_path("neon_osbs_labels")],
+                                    [sample_path("neon_osbs")], out, opts)  # fmt: skip
+            result = screen_scene(load_model(out).model.eval(), profile, scene,
+                                  ScreenOptions(num_workers=0, device="cpu"))  # fmt: skip
+            aps = []
+            for mode in ("footprint", "centre"):
+                raster, _, cell = result.raster(mode)
+                scores = raster[np.clip(rows // cell, 0, raster.shape[0] - 1),
+                                np.clip(cols // cell, 0, raster.shape[1] - 1)]  # fmt: skip
+                aps.append(average_precision(scores, truth))
+            chosen = card.selection.chosen if card.selection else "?"
+            name = chosen if named else f"auto: {chosen}"
+            print(f"{name:<20}  {aps[0]:.3f}  {aps[1]:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -145,19 +145,21 @@ class TilingConfig(_Config):
     """Square tiles of ``tile_size`` pixels overlapping by ``overlap`` pixels.
 
     ``raster`` says what ``scores.tif`` holds (the tile table is the same either way).
-    ``footprint``: each tile's score spread over the tile, overlaps averaged ("does this
-    area match"). ``centre``: each cell, one stride wide, holds the score of the tile
-    centred on it ("does this place match"), which is what a classifier trained on
-    chips centred on point labels answers; with ``overlap: tile_size - 1`` that is every
-    pixel's own score (land cover labelled by points; README, "Score rasters").
+    ``centre`` (the default): each tile's score at its centre pixel, interpolated
+    between centres, since a classifier is trained on chips centred on their labels
+    ("does this place match"); with ``overlap: tile_size - 1`` every pixel gets its own
+    tile's score. ``footprint``: each tile's score spread over the tile, overlaps
+    averaged ("does this area match"; what ``scores.tif`` held before this field).
+    Measured in the README, "A pixel's score, read from tiles".
     """
 
     tile_size: int = Field(default=256, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE)
     overlap: int = Field(default=0, ge=0)
     raster: ScoreRaster = Field(
-        default="footprint",
-        description="scores.tif: 'footprint' (tile scores over their tiles, overlaps "
-        "averaged) or 'centre' (each stride-wide cell the score of the tile centred on it)",
+        default="centre",
+        description="scores.tif: 'centre' (tile scores at their centre pixels, "
+        "interpolated between them) or 'footprint' (tile scores over their tiles, "
+        "overlaps averaged)",
     )
 
     @model_validator(mode="after")

@@ -70,9 +70,11 @@ def test_example_profiles_details() -> None:
 # -- validation errors -------------------------------------------------------------------
 def test_unknown_field_names_the_location_and_allowed_fields(tmp_path: Path) -> None:
     msg = load_error(tmp_path, minimal(tiling={"tile_size": 64, "overlpa": 8}))
-    assert "tiling.overlpa: unknown field (allowed: tile_size, overlap)" in msg
+    assert "tiling.overlpa: unknown field (allowed: tile_size, overlap, raster)" in msg
     assert str(tmp_path / "p.yaml") in msg
     assert "colour: unknown field" in load_error(tmp_path, minimal(colour="red"))
+    raster = load_error(tmp_path, minimal(tiling={"tile_size": 64, "raster": "mean"}))
+    assert "tiling.raster: Input should be 'footprint' or 'centre'" in raster
 
 
 def test_several_errors_are_joined_on_one_line(tmp_path: Path) -> None:

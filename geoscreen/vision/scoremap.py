@@ -4,8 +4,9 @@ Written to a folder::
 
     tiles.parquet   one row per screened tile: id, row, col, tile size and overlap, score,
                     valid fraction, geometry
-    scores.tif      Cloud-Optimized GeoTIFF of scores: overlapping tiles averaged over their
-                    footprints, or each tile's score at its centre (``tiling.raster``)
+    scores.tif      Cloud-Optimized GeoTIFF of scores: each tile's score at its centre,
+                    interpolated between centres, or tiles averaged over their footprints
+                    (the profile's ``tiling.raster``)
     embeddings.npy  optional float16 (N, F) backbone features, rows aligned with tiles.parquet
 """
 
@@ -53,11 +54,12 @@ class ScoreMap:
             frame[key] = value
         return frame
 
-    def raster(self, mode: ScoreRaster = "footprint") -> tuple[np.ndarray, Affine, int]:
+    def raster(self, mode: ScoreRaster = "centre") -> tuple[np.ndarray, Affine, int]:
         """Scores on a grid of ``cell`` pixels: (array, transform, cell size in pixels).
 
-        ``footprint``: cells of the gcd of tile size and stride, each the mean score of
-        the tiles covering it, NaN where none does. ``centre``: see :meth:`centre_raster`.
+        ``centre``: see :meth:`centre_raster`. ``footprint``: cells of the gcd of tile
+        size and stride, each the mean score of the tiles covering it, NaN where none
+        does.
         """
         if mode == "centre":
             return self.centre_raster()
@@ -90,32 +92,50 @@ class ScoreMap:
         return out, grid.scene.transform * Affine.scale(cell), cell
 
     def centre_raster(self) -> tuple[np.ndarray, Affine, int]:
-        """Each tile's score in the stride-wide square around its centre pixel.
+        """Tile scores placed at their tiles' centre pixels, interpolated between them.
 
         A classifier is trained on chips centred on their labels (the label's pixel is
         pixel ``(tile_size - 1) // 2`` of the chip, as the spectral windows read it), so
-        a tile's score is its answer for that place; averaging the tiles over their
-        footprints blurs it over a whole tile. At stride 1 every pixel gets the score of
-        the tile centred on it. Cells are the gcd of the stride and the squares' offset
-        from the scene's corner, so the raster stays on the scene's grid; the margins
-        outside every square take the nearest tile's score (training clamps a chip near
-        the edge to the scene the same way); cells whose tile was not screened are NaN.
+        a tile's score is its answer for that place. Each cell takes the bilinear
+        interpolation of the four nearest tiles' scores, at the pixel of the cell that
+        holds a tile's centre wherever one does (so that cell has that tile's score; at
+        stride 1, every pixel its own tile's). Averaging tiles over their footprints
+        instead blurs each answer over a whole tile (``benchmarks/point_scale.py``).
+        Cells are the gcd of the stride and the offset of the first centres from the
+        scene's corner; without overlap, one cell per tile. Tiles not screened do not
+        count, and a cell with none of its four is NaN; beyond the outermost centres,
+        the nearest tiles' scores (training clamps a chip near the edge the same way).
         """
         grid = self.grid
-        stride = grid.stride
-        offset = (grid.tile_size - 1) // 2 - (stride - 1) // 2  # tile (0, 0)'s square
+        stride, centre = grid.stride, (grid.tile_size - 1) // 2
+        offset = centre - (stride - 1) // 2
         cell = math.gcd(stride, offset) if offset else stride
-        by_tile = np.full((grid.n_rows, grid.n_cols), np.nan, dtype=np.float32)
+        by_tile = np.full((grid.n_rows, grid.n_cols), np.nan, dtype=np.float64)
         by_tile[grid.rows, grid.cols] = self.scores
+        present = np.isfinite(by_tile).astype(np.float64)
+        values = np.nan_to_num(by_tile)
+        height = math.ceil(grid.scene.height / cell)
+        width = math.ceil(grid.scene.width / cell)
+        # Each cell is sampled at the pixel that holds a tile's centre wherever one does
+        lead = (stride - 1) // 2 % cell
+        row0, row1, row_w = _between(height, cell, lead - centre, stride, grid.n_rows)
+        col0, col1, col_w = _between(width, cell, lead - centre, stride, grid.n_cols)
+        out = np.empty((height, width), dtype=np.float32)
+        rows_per_chunk = max(1, (1 << 22) // max(width, 1))  # bounded memory at stride 1
+        for first in range(0, height, rows_per_chunk):
+            part = slice(first, min(first + rows_per_chunk, height))
+            total = np.zeros((part.stop - first, width))
+            weight = np.zeros_like(total)
+            for rows, wr in ((row0[part], 1 - row_w[part]), (row1[part], row_w[part])):
+                for cols, wc in ((col0, 1 - col_w), (col1, col_w)):
+                    w = np.outer(wr, wc)
+                    total += w * values[np.ix_(rows, cols)]
+                    weight += w * present[np.ix_(rows, cols)]
+            some = weight > 0
+            out[part] = np.where(some, total / np.where(some, weight, 1.0), np.nan)
+        return out, grid.scene.transform * Affine.scale(cell), cell
 
-        def nearest(cells: int, tiles: int) -> np.ndarray:
-            return np.clip((np.arange(cells) * cell - offset) // stride, 0, tiles - 1)
-
-        rows = nearest(math.ceil(grid.scene.height / cell), grid.n_rows)
-        cols = nearest(math.ceil(grid.scene.width / cell), grid.n_cols)
-        return by_tile[np.ix_(rows, cols)], grid.scene.transform * Affine.scale(cell), cell
-
-    def write(self, out_dir: str | Path, raster: ScoreRaster = "footprint") -> dict[str, Path]:
+    def write(self, out_dir: str | Path, raster: ScoreRaster = "centre") -> dict[str, Path]:
         """Write tiles.parquet, scores.tif (as ``raster`` says, :meth:`raster`) and
         embeddings.npy (if any) atomically."""
         folder = Path(out_dir)
@@ -152,3 +172,14 @@ class ScoreMap:
 def _save_npy(path: str, array: np.ndarray) -> None:
     with open(path, "wb") as handle:
         np.save(handle, array)
+
+
+def _between(
+    cells: int, cell: int, shift: int, stride: int, tiles: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each cell along one axis, sampled at pixel ``cell index * cell + shift`` from
+    the first tile's centre: the tiles whose centres lie either side of it and the weight
+    of the second (clamped to the outermost tiles)."""
+    at = np.clip((np.arange(cells) * cell + shift) / stride, 0, tiles - 1)  # in tile steps
+    first = np.floor(at).astype(np.int64)
+    return first, np.minimum(first + 1, tiles - 1), at - first

@@ -181,27 +181,27 @@ def test_screen_writes_the_raster_the_profile_asks_for(
     workdir: Path,
     osbs_path: Path,
 ) -> None:
-    """``tiling.raster: centre``: each 8 px cell (the gcd of the 48 px stride and the
-    squares' 8 px offset) holds the score of the tile centred there; the tile table is
-    the same as the default's."""
-    profile = yaml.safe_load(PROFILE.read_text())
-    profile["tiling"]["raster"] = "centre"
-    centred = workdir / "centre.yaml"
-    centred.write_text(yaml.safe_dump(profile))
-    out = workdir / "screen_centre"
-    code, _, err = call("screen", centred, osbs_path, "--model", trained[0], "--out", out,
-                        "--device", "cpu", "--precision", "fp32")  # fmt: skip
-    assert code == 0, err
+    """By default each tile's score sits at its centre pixel, in 8 px cells (the gcd of
+    the 48 px stride and the first centres' 8 px offset); ``tiling.raster: footprint``
+    averages tiles over 16 px cells. The tile table is the same either way."""
     folder = scene_folder(open_scene(osbs_path))
-    frame = gpd.read_parquet(out / folder / "tiles.parquet")
-    default = gpd.read_parquet(screened[0] / folder / "tiles.parquet")
-    assert frame["tile_id"].tolist() == default["tile_id"].tolist()
-    with rasterio.open(out / folder / "scores.tif") as ds:
+    frame = gpd.read_parquet(screened[0] / folder / "tiles.parquet")
+    with rasterio.open(screened[0] / folder / "scores.tif") as ds:
         assert ds.tags()["score_raster"] == "centre" and (ds.height, ds.width) == (50, 50)
         raster = ds.read(1)
     centre_cells = (frame["row_off"].to_numpy() + 31) // 8, (frame["col_off"].to_numpy() + 31) // 8
-    np.testing.assert_array_equal(raster[centre_cells], frame["score"].to_numpy())
-    with rasterio.open(screened[0] / folder / "scores.tif") as ds:
+    np.testing.assert_allclose(raster[centre_cells], frame["score"].to_numpy(), rtol=1e-6)
+    profile = yaml.safe_load(PROFILE.read_text())
+    profile["tiling"]["raster"] = "footprint"
+    averaged = workdir / "footprint.yaml"
+    averaged.write_text(yaml.safe_dump(profile))
+    out = workdir / "screen_footprint"
+    code, _, err = call("screen", averaged, osbs_path, "--model", trained[0], "--out", out,
+                        "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    again = gpd.read_parquet(out / folder / "tiles.parquet")
+    assert again["tile_id"].tolist() == frame["tile_id"].tolist()
+    with rasterio.open(out / folder / "scores.tif") as ds:
         assert ds.tags()["score_raster"] == "footprint" and (ds.height, ds.width) == (25, 25)
 
 

@@ -160,7 +160,7 @@ def test_written_files_on_real_scene(
     )
     grid = scores.grid
     assert len(grid) == 64  # 400 px: 8 x 8 tiles of 64 px at stride 48
-    files = scores.write(tmp_path)
+    files = scores.write(tmp_path, raster="footprint")
     assert files == {
         "tiles": tmp_path / TILES_FILE,
         "raster": tmp_path / RASTER_FILE,
@@ -177,7 +177,8 @@ def test_written_files_on_real_scene(
     assert shapely.equals(frame.geometry.values, grid.geometries()).all()
     assert frame.geometry.total_bounds == pytest.approx(scene.bounds)
 
-    # scores.tif: a Cloud-Optimized GeoTIFF; each cell the mean of the tiles covering it.
+    # scores.tif: a Cloud-Optimized GeoTIFF; with raster="footprint", each cell the mean of
+    # the tiles covering it (the default, centres interpolated: test_scoremap_raster.py).
     with rasterio.open(files["raster"]) as ds:
         assert ds.driver == "GTiff"
         assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"

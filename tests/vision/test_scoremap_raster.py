@@ -29,7 +29,7 @@ def test_raster_cells_are_the_mean_of_covering_tiles(
         scene, tile, overlap, selection=full.flat_indexes()[rng.random(len(full)) < keep]
     )
     scores = rng.random(len(grid)).astype(np.float32)
-    raster, _, cell = ScoreMap(grid, scores, np.ones(len(grid), np.float32)).raster()
+    raster, _, cell = ScoreMap(grid, scores, np.ones(len(grid), np.float32)).raster("footprint")
     assert cell == np.gcd(tile, tile - overlap)
     r0, c0 = grid.rows * grid.stride, grid.cols * grid.stride
     for i in range(raster.shape[0]):
@@ -69,10 +69,35 @@ def test_centre_raster_puts_each_tile_score_at_its_centre_pixel(
     cols = (grid.cols * grid.stride + centre) // cell
     inside = (rows < raster.shape[0]) & (cols < raster.shape[1])
     np.testing.assert_array_equal(raster[rows[inside], cols[inside]], scores.scores[inside])
-    # No cell holds a score that no tile gave; unscreened tiles leave NaN
+    # Between centres, scores in the range the tiles gave; unscreened tiles leave NaN
     values = raster[np.isfinite(raster)]
-    assert np.isin(values, scores.scores).all()
+    assert values.min() >= scores.scores.min() and values.max() <= scores.scores.max()
     assert np.isnan(raster).any() == (keep < 1.0)
+
+
+def test_centre_raster_interpolates_between_centres(tmp_path: Path) -> None:
+    """Stride 4 (16 px tiles, overlap 12): 2 px cells sampled at odd pixels, where the
+    centres (pixel 7 of each tile) lie; halfway between four centres, their mean."""
+    scores = _screened(tmp_path, 16, 12, 1.0, seed=11)
+    raster, _, cell = scores.raster("centre")
+    grid = scores.grid
+    assert cell == 2
+    by_tile = np.full((grid.n_rows, grid.n_cols), np.nan)
+    by_tile[grid.rows, grid.cols] = scores.scores
+    for i, j in [(0, 0), (3, 5), (grid.n_rows - 2, grid.n_cols - 2)]:
+        middle = (4 * i + 7 + 2) // 2, (4 * j + 7 + 2) // 2  # pixel 4i + 9: the cell 2i + 4
+        expected = by_tile[i : i + 2, j : j + 2].mean()
+        assert raster[middle] == pytest.approx(expected, abs=1e-6)
+        assert raster[(4 * i + 7) // 2, (4 * j + 7) // 2] == pytest.approx(by_tile[i, j])
+    # A missing tile's neighbours fill the cells between them and it, not its own
+    chosen = np.flatnonzero(~((grid.rows == 3) & (grid.cols == 5)))
+    holed = ScoreMap(TileGrid(grid.scene, 16, 12, selection=grid.flat_indexes()[chosen]),
+                     scores.scores[chosen], scores.valid_fraction[chosen])  # fmt: skip
+    around, _, _ = holed.raster("centre")
+    assert np.isnan(around[(12 + 7) // 2, (20 + 7) // 2])
+    between = by_tile[3:5, 5:7].copy()
+    between[0, 0] = np.nan
+    assert around[(12 + 9) // 2, (20 + 9) // 2] == pytest.approx(np.nanmean(between))
 
 
 def test_centre_raster_at_stride_one_is_each_pixels_own_tile(tmp_path: Path) -> None:
@@ -92,8 +117,8 @@ def test_centre_raster_at_stride_one_is_each_pixels_own_tile(tmp_path: Path) -> 
 
 def test_centre_raster_without_overlap_is_the_footprint_raster(tmp_path: Path) -> None:
     scores = _screened(tmp_path, 16, 0, 0.7, seed=5)
-    footprint, transform, cell = scores.raster()
-    centre, centre_transform, centre_cell = scores.raster("centre")
+    footprint, transform, cell = scores.raster("footprint")
+    centre, centre_transform, centre_cell = scores.raster()
     assert (cell, transform) == (centre_cell, centre_transform)
     # Without overlap a tile's stride-wide square is the tile itself
     np.testing.assert_array_equal(centre, footprint)
@@ -101,10 +126,11 @@ def test_centre_raster_without_overlap_is_the_footprint_raster(tmp_path: Path) -
 
 def test_written_raster_says_which_it_is(tmp_path: Path) -> None:
     scores = _screened(tmp_path, 16, 15, 1.0, seed=7)
-    written = scores.write(tmp_path / "out", raster="centre")
+    written = scores.write(tmp_path / "out", raster="footprint")
     with rasterio.open(written["raster"]) as src:
+        assert src.tags()["score_raster"] == "footprint"
+        np.testing.assert_array_equal(src.read(1), scores.raster("footprint")[0])
+    with rasterio.open(scores.write(tmp_path / "default")["raster"]) as src:
         assert src.tags()["score_raster"] == "centre"
         assert (src.height, src.width) == (77, 101)
         np.testing.assert_array_equal(src.read(1), scores.raster("centre")[0])
-    with rasterio.open(scores.write(tmp_path / "default")["raster"]) as src:
-        assert src.tags()["score_raster"] == "footprint"
