@@ -138,14 +138,16 @@ def score_blocks(
                     rr = torch.from_numpy(local_r[part])
                     cc = torch.from_numpy(local_c[part])
                     batch = tiles[rr, cc].permute(0, 3, 1, 2).to(device)  # (B, C, T, T)
-                    prob, feats = model.score_and_embed(batch)
-                    scores[index] = prob.float().cpu().numpy()
-                    flat = masks[rr, cc].reshape(index.size, -1).numpy()
-                    valid[index] = np.count_nonzero(flat, axis=1) / flat.shape[1]
                     if embeddings:
+                        prob, feats = model.score_and_embed(batch)
                         if embedded is None:
                             embedded = np.zeros((n, feats.shape[1]), dtype=np.float16)
                         embedded[index] = feats.float().cpu().numpy().astype(np.float16)
+                    else:  # the per-pixel learner then reads the centre pixels alone
+                        prob = model.score(batch)
+                    scores[index] = prob.float().cpu().numpy()
+                    flat = masks[rr, cc].reshape(index.size, -1).numpy()
+                    valid[index] = np.count_nonzero(flat, axis=1) / flat.shape[1]
                     bar.update(index.size)
     finally:
         reader.close()

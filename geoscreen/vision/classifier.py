@@ -64,6 +64,10 @@ class TileModel(nn.Module):
         """Scores in [0, 1] (B,) and embeddings (B, F) from one pass."""
         raise NotImplementedError
 
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores in [0, 1] (B,) when no embeddings are wanted (a model may skip work)."""
+        return self.score_and_embed(x)[0]
+
 
 class TileClassifier(TileModel):
     """Binary tile classifier; ``forward`` returns logits of shape (B,)."""

@@ -133,6 +133,22 @@ class FeatureScorer(TileModel):
         joined, embedding = self.head_input(x)
         return self.calibrator(self.head(joined)), embedding
 
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities (B,). The per-pixel learner reads the tile's centre
+        pixel and nothing else (the spectral features' first columns, the 1 px window's
+        means): it is cut out directly, so screening every pixel of a scene (a stride of
+        1 px) costs a read, not the whole tile's statistics."""
+        if self.deep is None and self.spectral is not None and self.pixel_only:
+            centre = (x.shape[-2] - 1) // 2, (x.shape[-1] - 1) // 2
+            return self.calibrator(self.head(x[:, :, centre[0], centre[1]].float()))
+        return self.score_and_embed(x)[0]
+
+    @property
+    def pixel_only(self) -> bool:
+        """Whether the head reads the centre pixel's channels alone (``pixel_lr``)."""
+        assert self.spectral is not None
+        return self.head_columns is not None and self.head_columns <= self.spectral.channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated logits (B,): ``sigmoid`` of them is the score."""
         raw = self.head(self.head_input(x)[0])

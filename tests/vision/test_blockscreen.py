@@ -129,6 +129,33 @@ def test_small_blocks_and_a_selection_score_as_tile_reads(scene_path: Path) -> N
     assert np.array_equal(np.sort(seen), np.arange(len(subset)))
 
 
+@pytest.mark.parametrize("tile", [16, 15])
+def test_the_pixel_learner_reads_the_centre_pixel_alone(scene_path: Path, tile: int) -> None:
+    """``pixel_lr`` (a head on the first columns, the 1 px window's means) scores from
+    the centre pixel without the tile's statistics: the same scores as with them, and
+    block screening without embeddings (which takes that shortcut) matches tile reads
+    (which compute every feature, as embeddings need)."""
+    spectral = SpectralContext(BANDS, tile, relative=True)
+    head = LinearHead(BANDS)
+    head.coef.copy_(torch.tensor([1.5, -2.0, 0.7, 0.3]))
+    model = FeatureScorer(head, PlattCalibrator(1.2, -0.4), spectral=spectral,
+                          head_columns=BANDS).eval()  # fmt: skip
+    assert model.pixel_only
+    tiles = torch.rand(64, BANDS, tile, tile)
+    np.testing.assert_array_equal(model.score(tiles), model.score_and_embed(tiles)[0])
+    prof = profile(tile - 1).model_copy(
+        update={"tiling": TilingConfig(tile_size=tile, overlap=tile - 1)}
+    )
+    scene = open_scene(scene_path)
+    blocks = screen_scene(model, prof, scene, CPU)
+    embedded = screen_scene(model, prof, scene, replace(CPU, block_reads=False, embeddings=True))
+    assert len(blocks.grid) == len(embedded.grid) > 5_000  # a tile per pixel
+    np.testing.assert_allclose(blocks.scores, embedded.scores, rtol=0, atol=1e-6)
+    # Any other head reads every feature
+    wide = FeatureScorer(LinearHead(spectral.out_features), PlattCalibrator(), spectral=spectral)
+    assert not wide.pixel_only
+
+
 def test_block_path_only_for_spectral_scorers_on_unwarped_scenes(scene_path: Path) -> None:
     scene = open_scene(scene_path)
     grid = TileGrid(scene, TILE, 4)
