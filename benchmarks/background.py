@@ -12,7 +12,7 @@ the old default), and screens the whole scene. Printed per seed and setting:
 - the learner chosen and its out-of-fold AP (with the background chips among the
   negatives when there are any: a different question from the next two);
 - AP at the east half's labelled points, read from the score raster as an analyst
-  would (``scores.tif``: overlapping tiles averaged), against the per-pixel logistic
+  would (``scores.tif``, as the profile's ``tiling.raster`` says), against the per-pixel logistic
   regression on the raw band values at the same points (the "five-line baseline");
 - how the whole scene's tiles rank against an NDWI water map (green against
   near-infrared, NDWI > 0; a tile is water when over half its pixels are): AP, and
@@ -101,7 +101,7 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 result = screen_scene(load_model(out).model.eval(), profile, scene,
                                       ScreenOptions(num_workers=0, device="cpu"))  # fmt: skip
-                raster, cell_transform, _ = result.raster()
+                raster, cell_transform, _ = result.raster(profile.tiling.raster)
                 at_points = sample_at(raster, cell_transform, east)
                 grid, scores = result.grid, result.scores.astype(np.float64)
                 stride, size = grid.stride, grid.tile_size
