@@ -115,7 +115,7 @@ def check_learner(name: str, mode: str, profile: Profile) -> None:
             f"--learner {name} is not one of the learners mode {mode} compares for "
             f"profile {profile.name}: {', '.join(names)}",
             where="geoscreen train",
-            fix="Name one of them (the comparison train prints lists them too).",
+            fix="Name one of them (train lists them in its comparison), or leave --learner out.",
         )
 
 
