@@ -1,10 +1,11 @@
 """What the score raster says about single pixels: tile scores against a per-pixel model.
 
-    python benchmarks/point_scale.py [--overlaps 4,15] [--learners auto,spectral_lr,spectral_gbm]
+    python benchmarks/point_scale.py [--overlaps 0,4,15] [--learners auto,spectral_lr,spectral_gbm]
 
 Real data only: the bundled Sentinel-2 scene and its reference points (as
 ``background.py``). The water profile (16 px tiles) is trained on the west half's points
-with each tile overlap asked (4: the profile's, a stride of 12 px; 15: a stride of 1 px)
+with each tile overlap asked (0: none, a stride of 16 px; 4: the profile's, 12 px;
+15: 1 px)
 and each learner asked (``auto``: the one cross-validation chooses; a name: that one,
 as ``train --learner`` keeps it), and screens the scene. At random pixels of the east
 half, both score rasters (``tiling.raster``: ``footprint``, tiles averaged over their
@@ -58,7 +59,7 @@ def with_overlap(profile: Profile, overlap: int) -> Profile:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--overlaps", default="4,15")
+    parser.add_argument("--overlaps", default="0,4,15")
     parser.add_argument("--learners", default="auto,spectral_lr,spectral_gbm")
     parser.add_argument("--points", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)

@@ -76,28 +76,29 @@ def test_centre_raster_puts_each_tile_score_at_its_centre_pixel(
 
 
 def test_centre_raster_interpolates_between_centres(tmp_path: Path) -> None:
-    """Stride 4 (16 px tiles, overlap 12): 2 px cells sampled at odd pixels, where the
-    centres (pixel 7 of each tile) lie; halfway between four centres, their mean."""
+    """Stride 4 (16 px tiles, overlap 12): 1 px cells; centres at pixel 7 of each tile,
+    and halfway between four centres, their mean."""
     scores = _screened(tmp_path, 16, 12, 1.0, seed=11)
     raster, _, cell = scores.raster("centre")
     grid = scores.grid
-    assert cell == 2
+    assert cell == 1
     by_tile = np.full((grid.n_rows, grid.n_cols), np.nan)
     by_tile[grid.rows, grid.cols] = scores.scores
     for i, j in [(0, 0), (3, 5), (grid.n_rows - 2, grid.n_cols - 2)]:
-        middle = (4 * i + 7 + 2) // 2, (4 * j + 7 + 2) // 2  # pixel 4i + 9: the cell 2i + 4
         expected = by_tile[i : i + 2, j : j + 2].mean()
-        assert raster[middle] == pytest.approx(expected, abs=1e-6)
-        assert raster[(4 * i + 7) // 2, (4 * j + 7) // 2] == pytest.approx(by_tile[i, j])
+        assert raster[4 * i + 9, 4 * j + 9] == pytest.approx(expected, abs=1e-6)
+        assert raster[4 * i + 7, 4 * j + 7] == pytest.approx(by_tile[i, j])
+        quarter = 0.75 * by_tile[i, j] + 0.25 * by_tile[i, j + 1]
+        assert raster[4 * i + 7, 4 * j + 8] == pytest.approx(quarter, abs=1e-6)
     # A missing tile's neighbours fill the cells between them and it, not its own
     chosen = np.flatnonzero(~((grid.rows == 3) & (grid.cols == 5)))
     holed = ScoreMap(TileGrid(grid.scene, 16, 12, selection=grid.flat_indexes()[chosen]),
                      scores.scores[chosen], scores.valid_fraction[chosen])  # fmt: skip
     around, _, _ = holed.raster("centre")
-    assert np.isnan(around[(12 + 7) // 2, (20 + 7) // 2])
+    assert np.isnan(around[12 + 7, 20 + 7])
     between = by_tile[3:5, 5:7].copy()
     between[0, 0] = np.nan
-    assert around[(12 + 9) // 2, (20 + 9) // 2] == pytest.approx(np.nanmean(between))
+    assert around[12 + 9, 20 + 9] == pytest.approx(np.nanmean(between))
 
 
 def test_centre_raster_at_stride_one_is_each_pixels_own_tile(tmp_path: Path) -> None:
@@ -115,13 +116,15 @@ def test_centre_raster_at_stride_one_is_each_pixels_own_tile(tmp_path: Path) -> 
     assert raster[3, 50] == by_tile[(0, 50 - centre)]
 
 
-def test_centre_raster_without_overlap_is_the_footprint_raster(tmp_path: Path) -> None:
+def test_centre_raster_without_overlap_interpolates_within_tiles(tmp_path: Path) -> None:
+    """Without overlap (16 px stride): 4 px cells, a quarter of the stride; each
+    tile's centre cell holds its score, as the footprint raster's one cell per tile."""
     scores = _screened(tmp_path, 16, 0, 0.7, seed=5)
     footprint, transform, cell = scores.raster("footprint")
     centre, centre_transform, centre_cell = scores.raster()
-    assert (cell, transform) == (centre_cell, centre_transform)
-    # Without overlap a tile's stride-wide square is the tile itself
-    np.testing.assert_array_equal(centre, footprint)
+    assert (cell, centre_cell) == (16, 4)
+    assert centre_transform == transform * Affine.scale(0.25)
+    np.testing.assert_array_equal(centre[1::4, 1::4], footprint)  # pixel 7 is in cell 1
 
 
 def test_written_raster_says_which_it_is(tmp_path: Path) -> None:
