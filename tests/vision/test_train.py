@@ -120,7 +120,7 @@ def test_model_directory_and_card(
     assert saved["profile"]["version"] == profile.version
     assert saved["profile"]["fingerprint"] == profile.fingerprint()
     assert "tree_crowns_neon" in saved["output_meaning"]
-    assert saved["tiling"] == {"tile_size": 64, "overlap": 16}
+    assert saved["tiling"] == {"tile_size": 64, "overlap": 16, "raster": "centre"}
     learner = saved["learner"]
     assert learner["kind"] == "feature_scorer" and learner["channels"] == 3
     assert learner["name"] == saved["selection"]["chosen"]
