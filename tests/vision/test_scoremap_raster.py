@@ -1,4 +1,5 @@
-"""Score rasters: each cell the mean score of the tiles covering it, NaN where none."""
+"""Score rasters: tile scores at their centres, interpolated (the default), or each cell the
+mean score of the tiles covering it (footprint); NaN where no tile says anything."""
 
 from __future__ import annotations
 
