@@ -12,8 +12,9 @@ the old default), and screens the whole scene. Printed per seed and setting:
 - the learner chosen and its out-of-fold AP (with the background chips among the
   negatives when there are any: a different question from the next two);
 - AP at the east half's labelled points, read from the score raster as an analyst
-  would (``scores.tif``, as the profile's ``tiling.raster`` says), against the per-pixel logistic
-  regression on the raw band values at the same points (the "five-line baseline");
+  would (``scores.tif``, as the profile's ``tiling.raster`` says), against the
+  per-pixel logistic regression on the raw band values at the same points (the
+  "five-line baseline");
 - how the whole scene's tiles rank against an NDWI water map (green against
   near-infrared, NDWI > 0; a tile is water when over half its pixels are): AP, and
   precision and recall at the profile's threshold. NDWI is not ground truth, but it

@@ -4,10 +4,9 @@
 
 Real data only: the bundled Sentinel-2 scene and its reference points (as
 ``background.py``). The water profile (16 px tiles) is trained on the west half's points
-with each tile overlap asked (0: none, a stride of 16 px; 4: the profile's, 12 px;
-15: 1 px)
-and each learner asked (``auto``: the one cross-validation chooses; a name: that one,
-as ``train --learner`` keeps it), and screens the scene. At random pixels of the east
+with each tile overlap asked (0: none, a stride of 16 px; 4: the profile's, 12 px; 15:
+1 px) and each learner asked (``auto``: the one cross-validation chooses; a name: that
+one, as ``train --learner`` keeps it), and screens the scene. At random pixels of the east
 half, both score rasters (``tiling.raster``: ``footprint``, tiles averaged over their
 footprints; ``centre``, each tile's score at its centre pixel) are ranked against an
 NDWI water map (NDWI > 0 at that pixel), over all the pixels and over those within 3 px
