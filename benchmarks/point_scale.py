@@ -3,17 +3,17 @@
     python benchmarks/point_scale.py [--overlaps 0,4,15] [--learners auto,spectral_lr,spectral_gbm]
 
 Real data only: the bundled Sentinel-2 scene and its reference points (as
-``background.py``). The water profile (16 px tiles) is trained on the west half's points
-with each tile overlap asked (0: none, a stride of 16 px; 4: the profile's, 12 px; 15:
-1 px) and each learner asked (``auto``: the one cross-validation chooses; a name: that
-one, as ``train --learner`` keeps it), and screens the scene. At random pixels of the east
-half, both score rasters (``tiling.raster``: ``footprint``, tiles averaged over their
-footprints; ``centre``, each tile's score at its centre pixel) are ranked against an
-NDWI water map (NDWI > 0 at that pixel), over all the pixels and over those within 3 px
-of a shore, next to a per-pixel logistic regression on the raw bands fitted on the same
-west points and read at the pixel itself. Land cover labelled by points at 10-30 m (the
-issue's "developed land") asks this of the raster. Prints AP, the number of tiles and
-the screening time.
+``background.py``). The water profile (16 px tiles) is trained on the west half's
+points with each tile overlap asked (0: none, a stride of 16 px; 4: the profile's,
+12 px; 15: 1 px) and each learner asked (``auto``: the one cross-validation chooses; a
+name: that one, as ``train --learner`` keeps it), and screens the scene. At random
+pixels of the east half, both score rasters (``tiling.raster``: ``footprint``, tiles
+averaged over their footprints; ``centre``, each tile's score at its centre pixel,
+interpolated between centres) are ranked against an NDWI water map (NDWI > 0 at that
+pixel), over all the pixels and over those within 3 px of a shore, next to a per-pixel
+logistic regression on the raw bands fitted on the same west points and read at the
+pixel itself. Land cover labelled by points at 10-30 m (the issue's "developed land")
+asks this of the raster. Prints AP, the number of tiles and the screening time.
 
 ``--neon``: the same two rasters for objects, the tree-crown profile trained on OSBS
 (61 crowns) and YELL screened at the profile's tiling: AP at random YELL pixels of
