@@ -382,8 +382,8 @@ def selection_caveats(
     never chosen ranked the other site best in every seed (README, "Three seeds").
     """
     out: list[str] = []
-    best = max(table, key=lambda name: table[name]["ap"])
     if picked:
+        best = max(table, key=lambda name: table[name]["ap"])
         out.append(
             f"{chosen} was named with --learner (out-of-fold AP {table[chosen]['ap']:.3f}); "
             + (

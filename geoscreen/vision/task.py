@@ -371,21 +371,21 @@ class DetectTask:
     ) -> DetectCard:
         from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 
-        if request.background_per_positive is not None:
-            raise InputError(
-                "--background-per-positive sets a tile classifier's random negative chips; "
-                f"profile {profile.name} trains a detector, whose crops without objects are "
-                "its negatives",
-                where="geoscreen train",
-                fix="Leave --background-per-positive out for detection profiles.",
-            )
-        if request.learner is not None:
-            raise InputError(
-                f"--learner keeps one of a tile classifier's learners; profile {profile.name} "
-                "trains a detector",
-                where="geoscreen train",
-                fix="Leave --learner out for detection profiles.",
-            )
+        classifier_only = {
+            "--background-per-positive": (
+                request.background_per_positive,
+                "sets a tile classifier's random negative chips (a detector's negatives are "
+                "its crops without objects)",
+            ),
+            "--learner": (request.learner, "keeps one of a tile classifier's learners"),
+        }
+        for option, (value, what) in classifier_only.items():
+            if value is not None:
+                raise InputError(
+                    f"{option} {what}; profile {profile.name} trains a detector",
+                    where="geoscreen train",
+                    fix=f"Leave {option} out for detection profiles.",
+                )
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
             device=request.device, seed=request.seed,
