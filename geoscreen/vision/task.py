@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -32,8 +32,10 @@ from geoscreen.vision.detect_infer import (
     check_detector_fits,
     decision_threshold,
     detect_grid,
+    fuse_objects,
     merge_across_tiles,
 )
+from geoscreen.vision.detector import Detector, FusedDetector
 from geoscreen.vision.infer import (
     ScreenOptions,
     check_model_fits,
@@ -89,13 +91,13 @@ class TrainRequest:
 @dataclass(frozen=True)
 class Chunk:
     """What scoring a block of a scene's grid gives: the tiles screened (flat indexes of
-    the full grid) and the task's output for them (tile scores, or detections whose
-    ``tile`` are flat indexes)."""
+    the full grid) and the task's output for them (tile scores, or each detector's
+    detections whose ``tile`` are flat indexes: one entry per member of a fused pair)."""
 
     flat: np.ndarray
     scores: np.ndarray
     valid: np.ndarray
-    detections: RawDetections | None = None
+    detections: tuple[RawDetections, ...] = ()
 
 
 class ScreeningTask(Protocol):
@@ -334,29 +336,42 @@ class DetectTask:
         settings: RunSettings,
         device: torch.device,
     ) -> Chunk:
-        raw = detect_grid(loaded.model, grid, preprocessor, _detect_options(settings), device)
+        # A fused pair keeps each member's raw boxes apart: they are merged across tiles per
+        # member and then fused, as detect_scene does, so chunks give the whole scene's objects.
+        model = loaded.model
+        members = list(model.members) if isinstance(model, FusedDetector) else [model]
         flat = grid.flat_indexes()
-        raw.tile = flat[raw.tile] if len(raw.tile) else raw.tile  # tiles of the full grid
+        opts, found = _detect_options(settings), []
+        for member in members:
+            raw = detect_grid(cast(Detector, member), grid, preprocessor, opts, device)
+            raw.tile = flat[raw.tile] if len(raw.tile) else raw.tile  # tiles of the full grid
+            found.append(raw)
         empty = np.zeros(0, np.float32)
-        return Chunk(flat, empty, empty, raw)
+        return Chunk(flat, empty, empty, tuple(found))
 
     def assemble(
         self, loaded: LoadedModelDir[Any], grid: TileGrid, chunks: Sequence[Chunk],
         meta: dict[str, Any],
     ) -> Objects:  # fmt: skip
-        parts = [c.detections for c in chunks if c.detections is not None]
-        raw = RawDetections.empty(len(grid))
-        if parts:
-            raw = RawDetections(
-                np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
-                np.concatenate([p.scores for p in parts]),
-                np.concatenate([p.tile for p in parts]).astype(np.int64),
-                np.concatenate([p.sides for p in parts]).reshape(-1, 4),
-                len(grid),
-            )
-        merge_iou = float(loaded.model.config.nms_iou)
-        objects = merge_across_tiles(raw, merge_iou)
-        objects.meta = {**meta, "tiles": raw.tiles, "raw_detections": len(raw.scores)}
+        model = loaded.model
+        n_members = len(model.members) if isinstance(model, FusedDetector) else 1
+        merge_iou = float(model.config.nms_iou)
+        found, raw_count = [], 0
+        for m in range(n_members):
+            parts = [c.detections[m] for c in chunks if c.detections]
+            raw = RawDetections.empty(len(grid))
+            if parts:
+                raw = RawDetections(
+                    np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+                    np.concatenate([p.scores for p in parts]),
+                    np.concatenate([p.tile for p in parts]).astype(np.int64),
+                    np.concatenate([p.sides for p in parts]).reshape(-1, 4),
+                    len(grid),
+                )
+            found.append(merge_across_tiles(raw, merge_iou))
+            raw_count += len(raw.scores)
+        objects = found[0] if n_members == 1 else fuse_objects(found)
+        objects.meta = {**meta, "tiles": len(grid), "raw_detections": raw_count}
         return objects
 
     def train(

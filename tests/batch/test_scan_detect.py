@@ -21,13 +21,16 @@ from geoscreen.vision.task import RunSettings, task_for
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 
 
-@pytest.fixture(scope="module")
-def detect_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[0.5, 0.0], ids=["pair", "one-model"])
+def detect_profile(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+                   ) -> Path:  # fmt: skip
     """The NEON crown detection profile on 200 px tiles (a 400 px scene is 9 tiles), keeping
-    every detection: a one-epoch model scores low, and these tests are about mechanics."""
+    every detection: a one-epoch model scores low, and these tests are about mechanics. As
+    a pair of models whose boxes are fused, and one model."""
     data = yaml.safe_load((CONFIGS / "tree_crowns_detect_neon.yaml").read_text(encoding="utf-8"))
     data["tiling"] = {"tile_size": 200, "overlap": 48}
-    data["detection"].update(score_threshold=0.001, max_detections=20)
+    data["detection"].update(score_threshold=0.001, max_detections=20,
+                             paired_colour_rotation=request.param)  # fmt: skip
     data["threshold"] = 0.0
     path = tmp_path_factory.mktemp("detect-profile") / "crowns.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -69,7 +72,8 @@ def test_scan_puts_detected_objects_in_the_store(
         stored = store.candidates()
     assert stored and {c.profile for c in stored} == {profile.name}
     # Chunks of two tiles scored apart and merged across tiles give the objects that
-    # screening the whole scene at once gives: same count, same scores.
+    # screening the whole scene at once gives: same count, same scores (a pair: each
+    # model's boxes merged across the chunks, then fused, as screen does).
     whole = _whole_scene_sites(profile, detect_model, folder / "osbs.tif")
     scores = np.sort([float(c.score or 0) for c in stored])
     assert len(scores) == len(whole)
