@@ -146,7 +146,7 @@ class DetectorConfig:
     fpn_channels: int = 128
     anchor_px: tuple[float, ...] = ()
     tile_norm: bool = False
-    members: int = 1  # >1: that many detectors trained apart, their boxes fused per tile
+    members: int = 1  # >1: that many detectors trained apart, their boxes fused (FusedDetector)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

@@ -51,7 +51,21 @@ PROFILE = CONFIGS / "tree_crowns_detect_neon.yaml"
 
 @pytest.fixture(scope="module")
 def profile() -> Profile:
-    return load_profile(PROFILE)
+    """The shipped profile with one model: the training mechanics below hold per model, and
+    the pair it ships with (two models, boxes fused) has its own tests (train_small_pair)."""
+    shipped = load_profile(PROFILE)
+    assert shipped.detection is not None
+    one = shipped.detection.model_copy(update={"paired_colour_rotation": 0.0})
+    return shipped.model_copy(update={"detection": one})
+
+
+def test_the_shipped_profile_trains_a_pair() -> None:
+    """The default since session 20: the profile's model, and one that turns the colours of
+    half its chips, fused (README: beat one model cross-site in both directions)."""
+    shipped = load_profile(PROFILE)
+    assert shipped.detection is not None
+    first, second = DetectTrainOptions().for_profile(shipped.detection).member_options()
+    assert (first.colour_rotation, second.colour_rotation) == (0.0, 0.5)
 
 
 def test_scenes_are_read_whole_with_every_object(profile: Profile) -> None:
@@ -551,6 +565,7 @@ def test_cli_train_dispatches_to_the_detector(
     assert "detector written to" in captured.out and "AP@0.4" in captured.out
     card = yaml.safe_load((out / "model.yaml").read_text(encoding="utf-8"))
     assert card["task"] == "detect" and card["training"]["epochs_run"] == 1
+    assert card["detector"]["members"] == 2  # the shipped profile's pair
     assert card["tiling"]["tile_size"] == 400 and card["training"]["chip_px"] == 256
     assert len(card["training"]["refit_epochs"]) == 1
     assert load_detector(out).sha256 == card["model_sha256"]
