@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import shapely
 import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
@@ -31,10 +32,25 @@ def inverse_dihedral(k: int) -> int:
 
 
 def fusion_groups(boxes: np.ndarray, iou: float) -> np.ndarray:
-    """The cluster of each box (N, 4): connected components of "IoU >= ``iou``"."""
-    rows, cols = np.indices((len(boxes), len(boxes))).reshape(2, -1)
-    linked = (paired_iou(boxes[rows], boxes[cols]) >= iou).reshape(len(boxes), len(boxes))
-    return np.asarray(connected_components(csr_matrix(linked), directed=False)[1])
+    """The cluster of each box (N, 4): connected components of "IoU >= ``iou``".
+
+    Only boxes that touch can reach a positive IoU, so the pairs come from a spatial
+    index: fusing a scene's objects (tens of thousands of boxes, a detector pair) would
+    need an N x N matrix (14 GB for 12,000 boxes) and a tile's views (hundreds) no less.
+    """
+    n = len(boxes)
+    if n == 0 or iou <= 0:  # every IoU is >= 0: one group
+        return np.zeros(n, np.int32)
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    index = shapely.STRtree(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
+    left, right = index.query(index.geometries, predicate="intersects")
+    ahead = left < right
+    left, right = left[ahead], right[ahead]
+    linked = paired_iou(b[left], b[right]) >= iou
+    graph = csr_matrix(
+        (np.ones(int(linked.sum()), np.int8), (left[linked], right[linked])), shape=(n, n)
+    )
+    return np.asarray(connected_components(graph, directed=False)[1])
 
 
 def group_boxes(boxes: np.ndarray, scores: np.ndarray, group: np.ndarray) -> np.ndarray:

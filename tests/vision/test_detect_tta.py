@@ -5,11 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import BackboneSpec, input_stats
-from geoscreen.vision.boxes import dihedral_boxes
-from geoscreen.vision.detect_tta import inverse_dihedral, predict_dihedral, weighted_box_fusion
+from geoscreen.vision.boxes import dihedral_boxes, paired_iou
+from geoscreen.vision.detect_tta import (
+    fusion_groups,
+    inverse_dihedral,
+    predict_dihedral,
+    weighted_box_fusion,
+)
 from geoscreen.vision.detector import DetectorConfig, build_detector
 
 
@@ -35,6 +41,43 @@ def test_fusion_of_agreeing_views_gives_the_boxes_back() -> None:
                                          [scores[:1]] + [np.zeros(0)] * 7)  # fmt: skip
     np.testing.assert_allclose(lone_scores, [0.1])
     assert weighted_box_fusion([], [])[0].shape == (0, 4)
+
+
+def _groups_from_every_pair(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """The definition, over all N x N pairs (what fusion_groups computed until session 20)."""
+    rows, cols = np.indices((len(boxes), len(boxes))).reshape(2, -1)
+    linked = (paired_iou(boxes[rows], boxes[cols]) >= iou).reshape(len(boxes), len(boxes))
+    return np.asarray(connected_components(linked, directed=False)[1])
+
+
+def test_fusion_groups_are_the_components_of_every_pair() -> None:
+    """Pairs from the spatial index give the groups of all pairs, with empty (zero-width)
+    and inverted boxes among them, at IoU thresholds up to 1 (only equal boxes)."""
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = int(rng.integers(1, 200))
+        corner = rng.uniform(0, 150, (n, 2))
+        boxes = np.column_stack([corner, corner + rng.uniform(0, 40, (n, 2))])
+        boxes[: n // 6, 2] = boxes[: n // 6, 0]  # empty
+        boxes[n // 6 : n // 3] = boxes[n // 6 : n // 3][:, [2, 1, 0, 3]]  # inverted
+        boxes[-(n // 8) or n :] = boxes[0]  # some equal to the first
+        for iou in (0.05, 0.3, 0.55, 0.9, 1.0):
+            np.testing.assert_array_equal(fusion_groups(boxes, iou),
+                                          _groups_from_every_pair(boxes, iou))  # fmt: skip
+    assert fusion_groups(np.zeros((0, 4)), 0.55).shape == (0,)
+    np.testing.assert_array_equal(fusion_groups(boxes, 0.0), np.zeros(len(boxes)))
+
+
+def test_fusion_groups_of_a_whole_scene_of_boxes() -> None:
+    """A scene's objects from two detectors: 40,000 boxes (all pairs would take 1.6e9
+    IoUs, over 12 GB per array). Each crown found by both models, a little shifted."""
+    rng = np.random.default_rng(1)
+    centres = np.stack(np.meshgrid(np.arange(200) * 50.0, np.arange(100) * 50.0), -1)
+    first = np.concatenate([centres.reshape(-1, 2) - 15, centres.reshape(-1, 2) + 15], axis=1)
+    second = first + rng.uniform(-2, 2, first.shape)
+    group = fusion_groups(np.concatenate([first, second]), 0.55)
+    assert group.max() + 1 == len(first)
+    np.testing.assert_array_equal(group[: len(first)], group[len(first) :])
 
 
 @pytest.fixture(scope="module")
