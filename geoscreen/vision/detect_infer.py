@@ -407,18 +407,30 @@ def detect_scene(
         profile, scene, opts.device, aoi, drop_empty=opts.drop_empty, progress=opts.progress
     )
     merge_iou = opts.merge_iou if opts.merge_iou is not None else loaded.model.config.nms_iou
-    model = loaded.model
-    # A fused detector's members each screen the scene, then their objects are fused:
-    # fusing per tile, before the cross-tile merge, found fewer crowns (README, session 16).
-    members = list(model.members) if isinstance(model, FusedDetector) else [model]
-    found, raw_count, tiles = [], 0, 0
-    for member in members:
-        raw = detect_grid(cast(Detector, member), grid, preprocessor, opts, device)
-        found.append(merge_across_tiles(raw, merge_iou, opts.merge_ios, opts.edge_px))
-        raw_count, tiles = raw_count + len(raw.scores), raw.tiles
-    objects = found[0] if len(found) == 1 else fuse_objects(found)
-    objects.meta = {**(meta or {}), "tiles": tiles, "raw_detections": raw_count}
+    raws = [
+        detect_grid(d, grid, preprocessor, opts, device) for d in screening_detectors(loaded.model)
+    ]
+    objects = scene_objects(raws, merge_iou, opts.merge_ios, opts.edge_px)
+    objects.meta = {**(meta or {}), "tiles": len(grid),
+                    "raw_detections": sum(len(r.scores) for r in raws)}  # fmt: skip
     return objects
+
+
+def screening_detectors(model: Detector) -> list[Detector]:
+    """The detectors that screen a scene one by one: a fused pair's members (their objects
+    are fused afterwards, :func:`scene_objects`), or the one model."""
+    if isinstance(model, FusedDetector):
+        return [cast(Detector, member) for member in model.members]
+    return [model]
+
+
+def scene_objects(raws: Sequence[RawDetections], merge_iou: float, merge_ios: float = 0.5,
+                  edge_px: float = 2.0) -> Objects:  # fmt: skip
+    """Each detector's raw boxes (one entry per :func:`screening_detectors`) merged across
+    tiles, then the detectors' objects fused: fusing per tile, before the cross-tile merge,
+    found fewer crowns (README, session 16)."""
+    found = [merge_across_tiles(raw, merge_iou, merge_ios, edge_px) for raw in raws]
+    return found[0] if len(found) == 1 else fuse_objects(found)
 
 
 def fuse_objects(found: Sequence[Objects], iou: float = FUSION_IOU) -> Objects:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,10 +32,9 @@ from geoscreen.vision.detect_infer import (
     check_detector_fits,
     decision_threshold,
     detect_grid,
-    fuse_objects,
-    merge_across_tiles,
+    scene_objects,
+    screening_detectors,
 )
-from geoscreen.vision.detector import Detector, FusedDetector
 from geoscreen.vision.infer import (
     ScreenOptions,
     check_model_fits,
@@ -336,14 +335,12 @@ class DetectTask:
         settings: RunSettings,
         device: torch.device,
     ) -> Chunk:
-        # A fused pair keeps each member's raw boxes apart: they are merged across tiles per
-        # member and then fused, as detect_scene does, so chunks give the whole scene's objects.
-        model = loaded.model
-        members = list(model.members) if isinstance(model, FusedDetector) else [model]
+        # A fused pair keeps each member's raw boxes apart: assemble merges them across
+        # tiles per member and then fuses them, as detect_scene does.
         flat = grid.flat_indexes()
         opts, found = _detect_options(settings), []
-        for member in members:
-            raw = detect_grid(cast(Detector, member), grid, preprocessor, opts, device)
+        for detector in screening_detectors(loaded.model):
+            raw = detect_grid(detector, grid, preprocessor, opts, device)
             raw.tile = flat[raw.tile] if len(raw.tile) else raw.tile  # tiles of the full grid
             found.append(raw)
         empty = np.zeros(0, np.float32)
@@ -353,11 +350,8 @@ class DetectTask:
         self, loaded: LoadedModelDir[Any], grid: TileGrid, chunks: Sequence[Chunk],
         meta: dict[str, Any],
     ) -> Objects:  # fmt: skip
-        model = loaded.model
-        n_members = len(model.members) if isinstance(model, FusedDetector) else 1
-        merge_iou = float(model.config.nms_iou)
-        found, raw_count = [], 0
-        for m in range(n_members):
+        raws = []
+        for m in range(len(screening_detectors(loaded.model))):
             parts = [c.detections[m] for c in chunks if c.detections]
             raw = RawDetections.empty(len(grid))
             if parts:
@@ -368,9 +362,9 @@ class DetectTask:
                     np.concatenate([p.sides for p in parts]).reshape(-1, 4),
                     len(grid),
                 )
-            found.append(merge_across_tiles(raw, merge_iou))
-            raw_count += len(raw.scores)
-        objects = found[0] if n_members == 1 else fuse_objects(found)
+            raws.append(raw)
+        objects = scene_objects(raws, float(loaded.model.config.nms_iou))
+        raw_count = sum(len(r.scores) for r in raws)
         objects.meta = {**meta, "tiles": len(grid), "raw_detections": raw_count}
         return objects
 
