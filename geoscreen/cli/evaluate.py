@@ -30,7 +30,10 @@ if TYPE_CHECKING:  # geopandas loads when the command runs
 @click.option("--distance", type=float, default=None, help="Match centres within this (m; px).")
 @click.option("--image", default=None,
               help="The image pixel coordinates (truth, CSV boxes) refer to.")  # fmt: skip
-@click.option("--score-threshold", type=float, default=None, help="Only sites scoring this much.")
+@click.option("--score-threshold", type=float, default=None,
+              help="Precision, recall and F1 of the sites scoring this much [default: all, "
+                   "or the threshold in force that a detection screen's objects.parquet "
+                   "records]; AP ranks them all.")  # fmt: skip
 @click.option("--group-by", default=None, help="Column for the per-group breakdown.")
 @click.option("--regions", default=None, help="Polygons for a per-region breakdown.")
 @click.option("--region-column", default="name", show_default=True)
@@ -84,6 +87,14 @@ def evaluate(
     pred = load_predictions(predicted, score_column=score_column, scene=scene)
     objects = load_truth(truth, scene)
     areas = _regions(regions) if regions else None
+    if score_threshold is None and pred.threshold is not None:
+        score_threshold = pred.threshold
+        click.echo(
+            f"geoscreen: note: precision, recall and F1 of the objects scoring at least "
+            f"{score_threshold:g}, the threshold in force when screened (recorded in the file); "
+            f"AP ranks all {len(pred.frame)}; --score-threshold chooses another",
+            err=True,
+        )
     steps.next()
     ev = evaluate_sites(
         pred.frame, objects, criterion, score_column=pred.score_column,

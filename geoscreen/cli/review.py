@@ -153,8 +153,14 @@ def load(
 
         with acting:
             result = load_sites(store, prepared, actor=user or local_actor(), progress=progress)
+    if prepared.threshold is not None:  # an objects table: those below it stay out
+        click.echo(
+            f"geoscreen: note: {prepared.below_threshold} objects scoring below the threshold "
+            f"in force when screened ({prepared.threshold:g}, recorded in the file) not loaded",
+            err=True,
+        )
     if as_json:
-        _echo_json(result.to_dict())
+        _echo_json({**result.to_dict(), "objects_below_threshold": prepared.below_threshold})
     elif result.already_loaded:
         click.echo(f"run {result.run_id} is already loaded: nothing changed")
     else:

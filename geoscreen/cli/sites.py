@@ -246,11 +246,11 @@ def _detected(scores: Path, files: list[Path]) -> None:
     first = str(files[0]) if files else f"{scores}/*/sites.parquet"
     more = f" (and {len(files) - 1} more)" if len(files) > 1 else ""
     raise InputError(
-        "a detection screen writes its sites itself (one per object): there are no score "
-        "maps to turn into sites",
+        "a detection screen writes its sites itself (one per object at the threshold in "
+        "force): there are no score maps to turn into sites",
         where=str(scores),
-        fix=f"Use {first}{more} as it is, e.g. with 'geoscreen evaluate --predicted' or "
-        "'geoscreen review load'.",
+        fix=f"Use {first}{more} as it is, e.g. with 'geoscreen review load'; evaluate "
+        "objects.parquet beside it (every object, for AP) with 'geoscreen evaluate --predicted'.",
     )
 
 

@@ -251,7 +251,8 @@ def screen(
     as_json: bool = False,
 ) -> None:
     """Score every tile of each SCENE with a trained PROFILE model (detection profiles:
-    find objects, one site per object)."""
+    find objects, one site per object at the threshold in force; every object, for
+    evaluation, in objects.parquet)."""
     from geoscreen.imagery.aoi import load_aoi
     from geoscreen.imagery.region import card_warnings
     from geoscreen.imagery.scene import open_scene
@@ -342,19 +343,21 @@ def _write_objects(
     threshold: tuple[float, str],
     say: Callable[[str], None] = click.echo,
 ) -> dict[str, Any]:
-    """A detection result: every object as a site in ``<out>/<scene folder>/sites.parquet``
-    (and ``.gpkg``), the number at or above the decision threshold said."""
+    """A detection result: the objects at or above the threshold in force as sites in
+    ``<out>/<scene folder>/sites.parquet`` (and ``.gpkg``), every object with that
+    threshold in ``objects.parquet`` (:func:`geoscreen.sites.detections.write_detection_sites`)."""
     from geoscreen.sites.detections import write_detection_sites
     from geoscreen.sites.make import scene_sites
 
     sites = scene_sites(objects, profile, scene, run_id=meta["run_id"],
                         model_sha256=meta["model_sha256"])  # fmt: skip
-    files = write_detection_sites(sites, out / scene_folder(scene))
     value, source = threshold
+    files = write_detection_sites(sites, out / scene_folder(scene), value)
     shown = int((sites["score_max"] >= value).sum())
     say(
-        f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects "
-        f"({shown} scoring >= {value:g}, threshold from the {source}) -> {files['sites']}"
+        f"{scene.uri}: {objects.meta['tiles']} tiles, {len(sites)} objects, {shown} scoring "
+        f">= {value:g} (threshold from the {source}) -> {files['sites']} (every object: "
+        f"{files['objects'].name})"
     )
     return {
         "scene": scene.uri,

@@ -10,8 +10,9 @@ coordinates for images without georeference.
 Metrics:
 
 - precision, recall, F1 of the Hungarian matching of the predictions scoring at
-  least ``score_threshold`` (default: all sites, which extraction already
-  thresholded);
+  least ``score_threshold`` (default: all sites, which extraction and a detection
+  screen's ``sites.parquet`` already thresholded; ``geoscreen evaluate`` applies the
+  threshold that an ``objects.parquet`` records);
 - average precision (AP) over the score ranking, PASCAL VOC style: predictions are
   matched greedily in descending score order, each to the most similar unmatched
   truth object; AP is the non-interpolated area under that precision-recall step
@@ -310,7 +311,14 @@ def _groups(
                 f"the {name} have no {column!r} column",
                 fix="Group by a column both files have, or give regions.",
             )
-    return pred[column].astype(str).to_numpy(object), truth[column].astype(str).to_numpy(object)
+    return _group_names(pred[column]), _group_names(truth[column])
+
+
+def _group_names(values: pd.Series) -> np.ndarray:
+    """Group names as text; a missing value is the group ``unknown`` (pandas' ``astype(str)``
+    keeps it missing, and missing and text names cannot be sorted together)."""
+    names = [str(v) for v in values.astype(object).where(values.notna(), "unknown")]
+    return np.asarray(names, dtype=object)
 
 
 def _in_regions(frame: gpd.GeoDataFrame, regions: gpd.GeoDataFrame, column: str) -> np.ndarray:

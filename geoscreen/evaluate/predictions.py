@@ -2,7 +2,9 @@
 
 Comparing geoscreen with another model needs that model's output as it comes:
 
-* a geoscreen site table (``geoscreen sites extract``), scored by ``score_max``;
+* a geoscreen site table (``geoscreen sites extract``), scored by ``score_max``; a
+  detection screen's ``objects.parquet`` (every object) is one too, and records the
+  threshold in force, which precision, recall and F1 then apply (AP ranks every object);
 * any vector file (GeoParquet, GeoPackage, GeoJSON, Shapefile, FlatGeobuf) with a
   geometry and a score column (``score`` unless named otherwise), e.g. detections
   exported from QGIS or another pipeline; a file without a CRS is read as pixel
@@ -29,7 +31,7 @@ from affine import Affine
 from geoscreen.errors import InputError
 from geoscreen.imagery.scene import Scene
 from geoscreen.labels import VECTOR_SUFFIXES
-from geoscreen.sites.site import read_sites
+from geoscreen.sites.site import THRESHOLD_COLUMN, read_sites, recorded_threshold
 
 DEFAULT_SCORE = "score"
 SITE_SCORE = "score_max"
@@ -46,11 +48,13 @@ class Predictions:
     score_column: str
     kind: str  # "site table", "vector file" or "csv boxes"
     other_image: int = 0  # CSV rows for other images, left out
+    threshold: float | None = None  # the threshold in force an objects table records
 
     def describe(self) -> dict[str, object]:
         """For the report's inputs."""
         return {"kind": self.kind, "score_column": self.score_column,
-                "rows": len(self.frame), "rows_for_other_images": self.other_image}  # fmt: skip
+                "rows": len(self.frame), "rows_for_other_images": self.other_image,
+                "recorded_threshold": self.threshold}  # fmt: skip
 
 
 def load_predictions(
@@ -90,7 +94,10 @@ def _vector(source: Path, score_column: str | None, scene: Scene | None) -> Pred
         ) from None
     site_table = all(c in frame.columns for c in SITE_COLUMNS)
     if site_table and score_column is None:
-        return Predictions(read_sites(source), SITE_SCORE, "site table")
+        sites = read_sites(source)
+        kind = "objects table" if THRESHOLD_COLUMN in sites else "site table"
+        recorded = recorded_threshold(sites, str(source))
+        return Predictions(sites, SITE_SCORE, kind, threshold=recorded)
     column = score_column or DEFAULT_SCORE
     _check_score(frame, column, source)
     bad = frame.geometry.isna() | frame.geometry.is_empty

@@ -18,6 +18,10 @@ any point leaves nothing behind and loading a complete run again changes nothing
 Loading never touches a candidate's review status, version or history. The run's audit
 entry records a digest of its detections, so outlines and scores changed later in place
 are found by ``audit verify`` (:mod:`geoscreen.review.audit_digest`).
+
+An objects table (a detection screen's every object, :mod:`geoscreen.sites.detections`)
+records the threshold in force: only the objects scoring at least that much are loaded,
+as for the sites file beside it, and the run keeps the threshold.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from geoscreen.review import audit
 from geoscreen.review.audit_digest import detections_digest
 from geoscreen.review.schema import candidates, detections, run_scenes, runs, scenes
 from geoscreen.review.store import Store
+from geoscreen.sites.site import THRESHOLD_COLUMN, recorded_threshold
 
 CHUNK = 5000
 Progress = Callable[[int, int], None]
@@ -170,6 +175,8 @@ class PreparedRun:
     profile: str
     run_id: str
     rows: list[dict[str, Any]]
+    threshold: float | None = None  # recorded by an objects table, applied
+    below_threshold: int = 0  # its objects scoring less, not loaded
 
 
 def prepare_sites(
@@ -198,7 +205,15 @@ def prepare_sites(
             fix="Give --profile NAME (the file has no 'profile' column).",
         )
     run_id = _single(frame, "run_id", run_id, where) or f"{profile}:file:{digest[:24]}"
-    return PreparedRun(origin, digest, profile, run_id, _rows(frame, where))
+    threshold, below = recorded_threshold(frame, str(where)), 0
+    if threshold is not None and "score_max" in frame:
+        scores = pd.to_numeric(frame["score_max"], errors="coerce")
+        kept = scores.isna() | (scores >= threshold)  # no score: refused below, with its row
+        below = int((~kept).sum())
+        frame = frame[kept].drop(columns=THRESHOLD_COLUMN).reset_index(drop=True)
+    else:
+        threshold = None
+    return PreparedRun(origin, digest, profile, run_id, _rows(frame, where), threshold, below)
 
 
 def load_sites(
@@ -237,6 +252,8 @@ def load_sites(
         if isinstance(path, PreparedRun)
         else prepare_sites(path, profile=profile, run_id=run_id, source=source)
     )
+    if run.threshold is not None and policy is None:
+        policy = {"threshold": run.threshold}
     rows = [dict(r) for r in run.rows]  # paths made portable for this store, not in place
     portable = cache(store.portable_path)  # one scene uri for many rows
     for r in rows:

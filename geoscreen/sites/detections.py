@@ -4,6 +4,13 @@ A detector's merged objects (:class:`~geoscreen.vision.detect_infer.Objects`, bo
 scene pixels) become a site table with the columns of :mod:`geoscreen.sites.site`:
 geometry in EPSG:4326 (pixel coordinates for images without georeference), area in
 square metres (square pixels when the pixel size is unknown).
+
+``screen`` writes two tables per scene (:func:`write_detection_sites`): the *sites*, the
+objects scoring at least the threshold in force (what matches the profile, as ``scan``
+loads and ``sites extract`` cuts for classifiers), and every object the detector kept,
+with that threshold in a ``threshold`` column: the ranking that evaluation's AP needs
+and another threshold can be chosen from. Until session 21 the sites file held every
+object, down to scores of 0.005, and ``review load`` queued them all.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ import geopandas as gpd
 from geoscreen.imagery.scene import Scene
 from geoscreen.profiles import Profile
 from geoscreen.sites.extract import run_columns, site_ids
-from geoscreen.sites.site import STORAGE_CRS, area_m2, empty_sites, normalise, write_sites
+from geoscreen.sites.site import (
+    STORAGE_CRS,
+    THRESHOLD_COLUMN,
+    area_m2,
+    empty_sites,
+    normalise,
+    write_sites,
+)
 from geoscreen.vision.boxes import box_areas_m2, boxes_to_map
 from geoscreen.vision.detect_infer import Objects
 from geoscreen.vision.inputs import scene_resolution_m
@@ -25,6 +39,7 @@ from geoscreen.vision.runtime import gc_paused
 
 SITES_FILE = "sites.parquet"
 SITES_GPKG = "sites.gpkg"
+OBJECTS_FILE = "objects.parquet"
 
 
 @gc_paused()  # one geometry per object: tens of thousands in a dense scene
@@ -76,11 +91,18 @@ def objects_to_sites(
     return normalise(frame)
 
 
-def write_detection_sites(frame: gpd.GeoDataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``sites.parquet`` (GeoParquet) and ``sites.gpkg`` into ``out_dir``, atomically."""
+def write_detection_sites(
+    frame: gpd.GeoDataFrame, out_dir: str | Path, threshold: float
+) -> dict[str, Path]:
+    """Write into ``out_dir``, atomically, the objects of ``frame`` scoring at least
+    ``threshold`` as ``sites.parquet`` (GeoParquet) and ``sites.gpkg``, and every object,
+    with ``threshold`` in its own column, as ``objects.parquet`` (module docstring)."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    sites = frame[frame["score_max"] >= threshold].reset_index(drop=True)
+    every = frame.assign(**{THRESHOLD_COLUMN: float(threshold)})
     return {
-        "sites": write_sites(frame, folder / SITES_FILE),
-        "gpkg": write_sites(frame, folder / SITES_GPKG),
+        "sites": write_sites(sites, folder / SITES_FILE),
+        "gpkg": write_sites(sites, folder / SITES_GPKG),
+        "objects": write_sites(every, folder / OBJECTS_FILE),
     }

@@ -67,6 +67,9 @@ _INTS = ("tile_count", "detections")
 _STRINGS = ("site_id", "scene_id", "profile", "profile_version", "model_sha256", "run_id",
             "evidence_path", "area_unit", "scene_uri")  # fmt: skip
 _REQUIRED = ("site_id", "score_max", "profile")
+# Not a site column: an objects table (a detection screen's every object, sites.detections)
+# records in it the threshold in force, so that evaluation applies the same.
+THRESHOLD_COLUMN = "threshold"
 
 
 def empty_sites(crs: Any = STORAGE_CRS) -> gpd.GeoDataFrame:
@@ -173,3 +176,21 @@ def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
         chosen = np.flatnonzero(codes == code)
         out[chosen] = geoms.iloc[chosen].to_crs(int(code)).area.to_numpy()
     return out
+
+
+def recorded_threshold(frame: pd.DataFrame, where: str) -> float | None:
+    """The threshold in force that an objects table records (None: the table has none)."""
+    if THRESHOLD_COLUMN not in frame.columns or frame.empty:
+        return None
+    values = pd.to_numeric(frame[THRESHOLD_COLUMN], errors="coerce").dropna().unique()
+    if len(values) == 0:
+        return None
+    if len(values) > 1:
+        raise InputError(
+            f"the {THRESHOLD_COLUMN!r} column holds {len(values)} values, not the one threshold "
+            "in force of one screening",
+            where=where,
+            fix="Give one scene's objects.parquet as screen wrote it, or choose with "
+            "--score-threshold.",
+        )
+    return float(values[0])

@@ -302,3 +302,22 @@ def test_refused_users_add_creates_no_store(
     code, _, err = run(capsys, *args, "--db", str(tmp_path / "new.sqlite"))
     assert code == 2 and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_an_objects_file_says_what_stayed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A detection screen's objects.parquet: the objects below its recorded threshold are
+    not queued, and the command says how many."""
+    from geoscreen.sites.site import read_sites, write_sites
+
+    monkeypatch.setenv("GEOSCREEN_DB", str(tmp_path / "objects.sqlite"))
+    frame = read_sites(make_sites(tmp_path / "all.parquet", 12))
+    frame["score_max"] = [0.05 * k for k in range(12)]  # 0.00 .. 0.55
+    write_sites(frame.assign(threshold=0.3), tmp_path / "objects.parquet")
+    code, out, err = run(capsys, "review", "load", str(tmp_path / "objects.parquet"), "--json",
+                         AS_ADMIN)  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["sites"], result["objects_below_threshold"]) == (6, 6)
+    assert "6 objects scoring below the threshold in force when screened (0.3" in err

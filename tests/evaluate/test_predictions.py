@@ -26,6 +26,8 @@ from geoscreen.evaluate.predictions import load_predictions
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
 from geoscreen.samples import sample_path
+from geoscreen.sites.detections import write_detection_sites
+from geoscreen.sites.site import normalise, read_sites
 
 FOUND = 40  # crowns the "other model" finds
 SPURIOUS = 5
@@ -157,3 +159,43 @@ def test_bad_predictions_one_line_nothing_written(
     assert len(lines) == 1 and lines[0].startswith("geoscreen: error:"), err
     assert message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_detection_screens_objects_are_scored_at_the_threshold_it_recorded(
+    tmp_path: Path,
+) -> None:
+    """``screen`` writes every object (objects.parquet, with the threshold in force) and
+    the sites at that threshold: evaluating either gives precision, recall and F1 at the
+    threshold in force, and the objects' AP ranks the objects below it too."""
+    image, labels = sample_path("neon_osbs"), sample_path("neon_osbs_labels")
+    truth = load_truth(labels, open_scene(image)).to_crs(4326)
+    # 40 crowns found above the threshold, 15 more below it, 10 spurious boxes below it
+    found = truth.geometry.iloc[:55].to_numpy()
+    spurious = shapely.box(*truth.total_bounds[:2], *(truth.total_bounds[:2] + 1e-6))
+    scores = np.r_[np.linspace(0.95, 0.55, FOUND), np.linspace(0.45, 0.2, 15), np.full(10, 0.1)]
+    frame = normalise(gpd.GeoDataFrame(
+        {"site_id": [f"s{k}" for k in range(65)], "score_max": scores, "profile": "crowns"},
+        geometry=[*found, *[spurious] * 10], crs=4326,
+    ))  # fmt: skip
+    files = write_detection_sites(frame, tmp_path / "scene", threshold=0.5)
+    assert len(read_sites(files["sites"])) == FOUND
+    assert read_sites(files["objects"])["threshold"].eq(0.5).all()
+    metrics = {}
+    for name in ("objects", "sites"):
+        code, _, err = _run("evaluate", "--predicted", files[name], "--truth", labels,
+                            "--image", image, "--bootstrap", "0",
+                            "--out", tmp_path / name)  # fmt: skip
+        assert code == 0, err
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (metrics[name]["tp"], metrics[name]["fp"]) == (FOUND, 0), name
+        assert ("the threshold in force when screened" in err) == (name == "objects")
+    assert metrics["objects"]["score_threshold"] == 0.5
+    assert metrics["objects"]["inputs"]["predictions"]["kind"] == "objects table"
+    assert metrics["objects"]["average_precision"] > metrics["sites"]["average_precision"]
+    # the predictions name no scene (the truth does): their own group, not a crash
+    assert metrics["objects"]["groups"]["unknown"]["predicted"] == 65
+    code, _, err = _run("evaluate", "--predicted", files["objects"], "--truth", labels,
+                        "--image", image, "--bootstrap", "0", "--score-threshold", "0",
+                        "--out", tmp_path / "all")  # fmt: skip
+    every = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert code == 0 and (every["tp"], every["fp"]) == (55, 10), err

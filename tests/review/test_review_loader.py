@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 
 from geoscreen.errors import InputError
 from geoscreen.review import audit
-from geoscreen.review.loader import load_sites, screened_scenes
+from geoscreen.review.loader import load_sites, prepare_sites, screened_scenes
 from geoscreen.review.schema import candidates, detections, review_events, run_scenes, runs
 from geoscreen.review.store import Store
 from geoscreen.review.workflow import add_note, set_status
+from geoscreen.sites.site import read_sites, write_sites
 
 
 def _count(store: Store, table: object) -> int:
@@ -276,3 +277,28 @@ def test_points_are_not_matched_by_outline(store: Store, tmp_path: Path) -> None
         frame.to_file(tmp_path / f"{run}.geojson")
         load_sites(store, tmp_path / f"{run}.geojson", profile="camps", actor="test")
     assert _count(store, candidates) == 2
+
+
+def test_an_objects_table_loads_what_scores_at_its_threshold(
+    store: Store, sites: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A detection screen's objects.parquet holds every object and the threshold in force:
+    only the objects at or above it become candidates, and the run keeps the threshold."""
+    frame = read_sites(sites(30))
+    frame["score_max"] = [0.02 * k for k in range(30)]  # 0.00 .. 0.58
+    objects = frame.assign(threshold=0.4)
+    path = tmp_path / "objects.parquet"
+    write_sites(objects, path)
+    prepared = prepare_sites(path)
+    assert (prepared.threshold, prepared.below_threshold, len(prepared.rows)) == (0.4, 20, 10)
+    result = load_sites(store, prepared, actor="test")
+    assert result.sites == result.new == 10
+    assert sorted(c.score for c in store.candidates()) == pytest.approx(
+        [0.02 * k for k in range(20, 30)]
+    )
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.threshold)).scalar_one() == pytest.approx(0.4)
+    # A table whose threshold column holds several values is not one screening's.
+    write_sites(frame.assign(threshold=[0.4] * 15 + [0.5] * 15), tmp_path / "mixed.parquet")
+    with pytest.raises(InputError, match="holds 2 values"):
+        prepare_sites(tmp_path / "mixed.parquet")

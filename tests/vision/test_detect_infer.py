@@ -340,11 +340,15 @@ def test_detect_scene_writes_sites_in_lonlat_and_pixels(
         objects.boxes[:, 3] - objects.boxes[:, 1]
     )
     np.testing.assert_allclose(sites["area_m2"], area_px * 0.01, rtol=1e-3)
-    written = write_detection_sites(sites, tmp_path)
+    threshold = float(np.median(sites["score_max"]))
+    written = write_detection_sites(sites, tmp_path, threshold)
     assert written["sites"].name == SITES_FILE and written["gpkg"].name == SITES_GPKG
-    for path in written.values():
+    above = int((sites["score_max"] >= threshold).sum())
+    for name, path in written.items():
         again = read_sites(path)
-        assert len(again) == len(sites) and again.crs.to_epsg() == 4326
+        assert len(again) == (len(sites) if name == "objects" else above) > 0
+        assert again.crs.to_epsg() == 4326
+    assert read_sites(written["objects"])["threshold"].eq(threshold).all()
 
     # Dihedral TTA: the same mechanics, boxes fused per tile, still inside the scene.
     tta = detect_scene(untrained, profile, osbs, replace(opts, tta=True))

@@ -507,14 +507,21 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     summary = json.loads((out / "screen.json").read_text())
     assert summary["task"] == "detect" and len(summary["scenes"]) == 1
     sites_path = Path(summary["scenes"][0]["files"]["sites"])
+    objects_path = Path(summary["scenes"][0]["files"]["objects"])
     assert sites_path.name == "sites.parquet" and sites_path.with_suffix(".gpkg").is_file()
-    sites = gpd.read_parquet(sites_path)
-    assert len(sites) == summary["scenes"][0]["objects"] > 0 and sites.crs.to_epsg() == 4326
+    assert objects_path == sites_path.with_name("objects.parquet")
+    every = gpd.read_parquet(objects_path)
+    assert len(every) == summary["scenes"][0]["objects"] > 0 and every.crs.to_epsg() == 4326
     # The profile sets no threshold: screening applies the card's (held-out F1-optimal) one.
     scene = summary["scenes"][0]
     assert (scene["threshold"], scene["threshold_source"]) == (trained.card.threshold,
                                                                 "model card")  # fmt: skip
-    assert scene["objects_at_threshold"] == int((sites["score_max"] >= scene["threshold"]).sum())
+    assert every["threshold"].eq(scene["threshold"]).all()
+    # The sites are the objects at the threshold in force; objects.parquet holds them all.
+    sites = gpd.read_parquet(sites_path)
+    kept = every[every["score_max"] >= scene["threshold"]]
+    assert len(sites) == scene["objects_at_threshold"] == len(kept) < len(every)
+    assert list(sites["site_id"]) == list(kept["site_id"])
     # A profile that sets a threshold overrides the card's.
     own = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
     own["threshold"] = 0.77
@@ -526,13 +533,15 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     own_scene = json.loads((tmp_path / "own" / "screen.json").read_text())["scenes"][0]
     assert (own_scene["threshold"], own_scene["threshold_source"]) == (0.77, "profile")
     report = tmp_path / "eval"
-    code = main(["evaluate", "--predicted", str(sites_path), "--truth",
+    code = main(["evaluate", "--predicted", str(objects_path), "--truth",
                  str(sample_path("neon_osbs_labels")), "--image", str(osbs), "--iou", "0.5",
-                 "--score-threshold", str(trained.card.threshold), "--bootstrap", "0",
-                 "--out", str(report)])  # fmt: skip
+                 "--bootstrap", "0", "--out", str(report)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["truth"] == 61 and metrics["tp"] > 0
+    # precision, recall and F1 at the threshold screen applied, as the card's own
+    assert metrics["score_threshold"] == trained.card.threshold
+    assert metrics["tp"] + metrics["fp"] == len(sites)
     # A classification model directory is refused with one line for a detection profile.
     fake = tmp_path / "classifier"
     fake.mkdir()
