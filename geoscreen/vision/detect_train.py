@@ -354,8 +354,10 @@ def run_training(
         record["seconds"] = round(time.perf_counter() - started, 2)
         history.append(record)
         if bar is not None:
-            bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.3f}",
-                            val_ap=f"{record.get('val_ap', float('nan')):.3f}")  # fmt: skip
+            shown = {"epoch": epoch, "loss": f"{record['loss']:.3f}"}
+            if "val_ap" in record:  # the refit on all labels holds nothing out
+                shown["val_ap"] = f"{record['val_ap']:.3f}"
+            bar.set_postfix(shown)
             bar.update(1)
         if val and not fixed and epoch - best["epoch"] >= opts.patience:
             break

@@ -572,6 +572,11 @@ def test_cli_train_dispatches_to_the_detector(
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "detector written to" in captured.out and "AP@0.4" in captured.out
+    # the bars: epoch, loss and the strips' AP while selecting; the refit holds none out
+    bars = captured.err.replace("\r", "\n").splitlines()
+    assert any(b.startswith("selecting (model 2 of 2)") and "val_ap=" in b for b in bars)
+    refit = [b for b in bars if b.startswith("refit on all") and "loss=" in b]
+    assert refit and not any("val_ap" in b for b in refit)
     card = yaml.safe_load((out / "model.yaml").read_text(encoding="utf-8"))
     assert card["task"] == "detect" and card["training"]["epochs_run"] == 1
     assert card["detector"]["members"] == 2  # the shipped profile's pair
