@@ -78,6 +78,7 @@ from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import (
     DetectOptions,
     RawDetections,
+    decision_threshold,
     detect_grid,
     detect_scene,
     merge_across_tiles,
@@ -321,7 +322,7 @@ def cross_site(profile: Profile, train: Sequence[str], test: Sequence[str],
     assert training is not None and card.threshold is not None and card.split is not None
     cpu_s = training.cpu_seconds or time.process_time() - cpu
     loaded = load_detector(model_dir)
-    threshold = card.threshold
+    threshold = decision_threshold(profile, card, tta)[0]  # what screen applies (--tta too)
     started = time.perf_counter()
     per_image = [detected(loaded, profile, neon_file(NEON[name][0]),
                           neon_file(NEON[name][1]), tta) for name in test]  # fmt: skip

@@ -269,7 +269,7 @@ def screen(
         task.check(loaded, prof, scene)
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
-    threshold = task.threshold(loaded, prof)
+    threshold = task.threshold(loaded, prof, tta)
     warned = [card_warnings(loaded.card, scene) for scene in opened]
     for line in (w for lines in warned for w in lines):
         click.echo(f"warning: {line}", err=True)

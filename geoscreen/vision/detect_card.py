@@ -46,6 +46,7 @@ def detection_card(
     seconds: float,
     threshold: float,
     refitted: bool | None = None,
+    tta_threshold: float | None = None,
 ) -> DetectCard:
     """The machine-readable model card of a detector.
 
@@ -53,7 +54,8 @@ def detection_card(
     the held-out F1-optimal score threshold, which ``screen`` applies unless the profile
     sets its own; ``refitted``: whether the weights are the model refitted on every label
     (default: ``opts.refit``; False when the refit did not train and the selection model
-    was kept).
+    was kept); ``tta_threshold``: the same for the boxes fused over the 8 flips/rotations
+    (``screen --tta``).
     """
     n_train, n_val = objects
     chosen = (
@@ -107,7 +109,16 @@ def detection_card(
     )
     card["threshold"] = round(float(threshold), 4)
     card["threshold_source"] = f"held-out F1-optimal (IoU {opts.eval_iou:g})"
+    if tta_threshold is not None:
+        card["tta_threshold"] = round(float(tta_threshold), 4)
     return DetectCard.model_validate(card)
+
+
+def _tta_threshold_line(card: DetectCard) -> list[str]:
+    if card.tta_threshold is None:  # cards before session 21
+        return []
+    return [f"- decision threshold with `--tta` (the 8 flips/rotations fused): "
+            f"{card.tta_threshold} (chosen on the same strips)"]  # fmt: skip
 
 
 def render_detection_card(card: DetectCard) -> str:
@@ -129,6 +140,7 @@ def render_detection_card(card: DetectCard) -> str:
         f"NMS IoU {d.nms_iou:g}; scores below {d.score_threshold:g} dropped",
         f"- decision threshold (precision/recall below): {card.threshold} "
         f"({card.threshold_source or 'profile'}; a threshold set in the profile wins)",
+        *_tta_threshold_line(card),
         *_training_lines(training),
         f"- profile fingerprint `{card.profile.fingerprint or '?'}`",
         "- model sha256: `{model_sha256}`",

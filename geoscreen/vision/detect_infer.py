@@ -66,7 +66,12 @@ from geoscreen.imagery.scene import Scene
 from geoscreen.imagery.tiling import TileGrid
 from geoscreen.profiles import Profile
 from geoscreen.vision.boxes import paired_iou
-from geoscreen.vision.detect_tta import fusion_groups, group_boxes, predict_dihedral
+from geoscreen.vision.detect_tta import (
+    fusion_groups,
+    group_boxes,
+    mean_of_best,
+    predict_dihedral,
+)
 from geoscreen.vision.detector import FUSION_IOU, Detector, FusedDetector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
@@ -129,11 +134,16 @@ class Objects:
         return len(self.score_max)
 
 
-def decision_threshold(profile: Profile, card: ModelCard) -> tuple[float, str]:
+def decision_threshold(profile: Profile, card: ModelCard, tta: bool = False) -> tuple[float, str]:
     """The score threshold screening applies, and where it comes from: the profile's when
-    it sets ``threshold``, else the model card's (held-out F1-optimal), else the default."""
+    it sets ``threshold``, else the model card's (held-out F1-optimal; with ``tta`` the one
+    chosen on the strips detected under the 8 flips/rotations, when the card has it),
+    else the default."""
     if "threshold" in profile.model_fields_set:
         return float(profile.threshold), "profile"
+    tta_threshold = getattr(card, "tta_threshold", None)
+    if tta and tta_threshold is not None:
+        return float(tta_threshold), "model card, for --tta"
     if card.threshold_source and card.threshold is not None:
         return float(card.threshold), "model card"
     return float(profile.threshold), "profile default"
@@ -435,26 +445,24 @@ def scene_objects(raws: Sequence[RawDetections], merge_iou: float, merge_ios: fl
 
 def fuse_objects(found: Sequence[Objects], iou: float = FUSION_IOU) -> Objects:
     """The objects of several detectors as one set: objects overlapping at least ``iou``
-    become one, boxes weighted by their scores, scores the detectors' mean (an object one
-    detector of two finds alone keeps half its score), tiles summed."""
+    become one, boxes weighted by their scores, scores the detectors' mean of their best
+    object there (an object one detector of two finds alone keeps half its score; as
+    :func:`~geoscreen.vision.detect_tta.weighted_box_fusion`), tiles summed."""
     boxes = np.concatenate([f.boxes.reshape(-1, 4) for f in found])
     if len(boxes) == 0:
         return found[0]
     score_max = np.concatenate([f.score_max for f in found])
     score_mean = np.concatenate([f.score_mean for f in found])
     tile_count = np.concatenate([f.tile_count for f in found])
+    member = np.repeat(np.arange(len(found)), [len(f) for f in found])
     group = fusion_groups(boxes, iou)
     fused = group_boxes(boxes, score_max, group)
     n = len(fused)
-
-    def mean_of(values: np.ndarray) -> np.ndarray:
-        return np.bincount(group, weights=values, minlength=n) / len(found)
-
-    score = mean_of(score_max)
+    score = mean_of_best(score_max, member, group, n, len(found))
     order = np.argsort(-score, kind="stable")
     return Objects(
         fused[order],
         score[order],
-        mean_of(score_mean)[order],
+        mean_of_best(score_mean, member, group, n, len(found))[order],
         np.bincount(group, weights=tile_count, minlength=n).astype(np.int64)[order],
     )

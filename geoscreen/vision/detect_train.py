@@ -75,9 +75,12 @@ from geoscreen.vision.detect_data import (
 )
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
+from geoscreen.vision.detect_tta import predict_dihedral, weighted_box_fusion
 from geoscreen.vision.detector import (
+    FUSION_IOU,
     Detector,
     DetectorConfig,
+    FusedDetector,
     anchors_from_sizes,
     build_detector,
     freeze_stages,
@@ -207,6 +210,24 @@ def predict_views(model: Detector, views: Sequence[SceneView], device: torch.dev
                   ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """Boxes and scores on each whole view (eval mode; the detector pads to 32)."""
     return predict_chips(model, [v.image for v in views], device, 1)
+
+
+@torch.inference_mode()
+def predict_views_tta(model: Detector, views: Sequence[SceneView], device: torch.device
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """:func:`predict_views` as ``screen --tta`` detects: each model (both of a pair) under
+    the 8 flips/rotations, boxes fused, then a pair's two sets fused."""
+    model.eval()
+    members = list(model.members) if isinstance(model, FusedDetector) else [model]
+    out = []
+    for view in views:
+        image = view.image[None].to(device)
+        found = [predict_dihedral(member, image)[0] for member in members]
+        boxes, scores = weighted_box_fusion(
+            [r["boxes"].numpy() for r in found], [r["scores"].numpy() for r in found], FUSION_IOU
+        )
+        out.append((boxes.astype(np.float32), scores.astype(np.float32)))
+    return out
 
 
 def strips_ap(predictions: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -492,6 +513,15 @@ def train_detector(
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
         f"(epoch {chosen['epoch']})")  # fmt: skip
+    # screen --tta fuses the 8 flips/rotations, whose scores differ: a threshold of its own
+    tta_predictions = predict_views_tta(model, val_views, device)
+    tta_threshold, _ = best_threshold(tta_predictions, truths, opts.eval_iou)
+    at = f"@{opts.eval_iou:g}"
+    tta = detection_metrics(tta_predictions, truths, opts.eval_iou, tta_threshold)
+    metrics[f"tta_val_average_precision{at}"], metrics[f"tta_val_f1{at}"] = (
+        tta["average_precision"], tta["f1"])  # fmt: skip
+    say(f"with --tta: AP{at} {tta['average_precision']:.3f}, F1{at} {tta['f1']:.3f} at "
+        f"threshold {tta_threshold:g}")  # fmt: skip
     blobs = ScaleSpaceBlobs(bands=profile.imagery.bands, iou=opts.eval_iou).fit(train_views)
     blob_cue = f"{blobs.cue}, k {blobs.width:g}"
     table = baseline_table(train_views, val_views, predictions, opts.eval_iou, opts.seed, blobs)
@@ -537,7 +567,7 @@ def train_detector(
     say(f"trained in {seconds:.0f} s")
     model = model.to(memory_format=torch.contiguous_format)
     card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
-                          device, seconds, threshold, refitted)  # fmt: skip
+                          device, seconds, threshold, refitted, tta_threshold)  # fmt: skip
     card = card.model_copy(
         update={
             # sampled for, not weighted: see detect_data

@@ -361,6 +361,9 @@ class DetectCard(CardBase):
     hard_negatives: SampledHardNegatives | None = None
     # None on cards written before detectors were compared with baselines
     baselines: DetectorBaselines | None = None
+    # held-out F1-optimal threshold of the boxes fused over the 8 flips/rotations, which
+    # ``screen --tta`` applies (their scores differ); None on cards before session 21
+    tta_threshold: float | None = None
 
     @property
     def channels(self) -> int:

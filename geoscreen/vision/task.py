@@ -118,8 +118,11 @@ class ScreeningTask(Protocol):
         """Refuse a model or scene that does not fit the profile (call before writing)."""
         ...
 
-    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
-        """The decision threshold sites are made with, and where it comes from."""
+    def threshold(
+        self, loaded: LoadedModelDir[Any], profile: Profile, tta: bool = False
+    ) -> tuple[float, str]:
+        """The decision threshold sites are made with, and where it comes from (``tta``:
+        for a detector screening the 8 flips/rotations)."""
         ...
 
     def score_scene(
@@ -197,7 +200,9 @@ class ClassifyTask:
     def check(self, loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
         check_model_fits(loaded, profile, scene)
 
-    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
+    def threshold(
+        self, loaded: LoadedModelDir[Any], profile: Profile, tta: bool = False
+    ) -> tuple[float, str]:
         return float(profile.threshold), "profile"
 
     def score_scene(
@@ -311,8 +316,10 @@ class DetectTask:
     def check(self, loaded: LoadedModelDir[Any], profile: Profile, scene: Scene) -> None:
         check_detector_fits(loaded, profile, scene)  # type: ignore[arg-type]
 
-    def threshold(self, loaded: LoadedModelDir[Any], profile: Profile) -> tuple[float, str]:
-        return decision_threshold(profile, loaded.card)
+    def threshold(
+        self, loaded: LoadedModelDir[Any], profile: Profile, tta: bool = False
+    ) -> tuple[float, str]:
+        return decision_threshold(profile, loaded.card, tta)
 
     def score_scene(
         self,

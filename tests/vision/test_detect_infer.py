@@ -270,6 +270,15 @@ def test_two_detectors_objects_fuse_into_one_set() -> None:
     np.testing.assert_allclose(again.boxes, fused.boxes)
     empty = merge_across_tiles(RawDetections.empty(1), merge_iou=0.4)
     assert len(fuse_objects([empty, empty])) == 0
+    # Two objects of the first detector that the second's box in between joins: each
+    # detector gives the object its best score once (their sum gave 0.9 + 0.8 + 0.5).
+    chained = Objects(np.array([[0.0, 0, 20, 20], [6, 0, 26, 20]]), np.array([0.9, 0.8]),
+                      np.array([0.9, 0.8]), np.array([1, 1]))  # fmt: skip
+    between = Objects(np.array([[3.0, 0, 23, 20]]), np.array([0.5]), np.array([0.5]),
+                      np.array([1]))  # fmt: skip
+    joined = fuse_objects([chained, between])
+    assert len(joined) == 1
+    np.testing.assert_allclose(joined.score_max, [0.7])
 
 
 def yell_crop(path: Path, width: int = 300, height: int = 260) -> Path:

@@ -43,6 +43,24 @@ def test_fusion_of_agreeing_views_gives_the_boxes_back() -> None:
     assert weighted_box_fusion([], [])[0].shape == (0, 4)
 
 
+def test_a_chain_of_overlaps_counts_each_view_once() -> None:
+    """Two neighbouring objects that one view's boxes join through another view's box in
+    between: each view gives the cluster its best box only, so the fused score is the
+    mean of the views' best (never above the best box, no cap needed), and low-scoring
+    boxes around an object do not add up to a confident one."""
+    left, right = np.array([[0.0, 0, 20, 20]]), np.array([[6.0, 0, 26, 20]])
+    middle = np.array([[3.0, 0, 23, 20]])  # IoU left/right 0.54, each with the middle 0.74
+    assert paired_iou(left, right)[0] < 0.55 <= paired_iou(left, middle)[0]
+    boxes = [np.concatenate([left, right]), middle]
+    fused, scores = weighted_box_fusion(boxes, [np.array([0.9, 0.8]), np.array([0.5])])
+    assert len(fused) == 1  # one cluster through the middle box
+    np.testing.assert_allclose(scores, [(0.9 + 0.5) / 2])  # the sum gave 1.1, capped at 1
+    # eight views of low-scoring boxes around an object stay low
+    halo = [np.array([[0.0, 0, 20, 20], [2.0, 0, 22, 20]]) for _ in range(8)]
+    _, low = weighted_box_fusion(halo, [np.array([0.1, 0.1])] * 8)
+    np.testing.assert_allclose(low, [0.1])
+
+
 def _groups_from_every_pair(boxes: np.ndarray, iou: float) -> np.ndarray:
     """The definition, over all N x N pairs (what fusion_groups computed until session 20)."""
     rows, cols = np.indices((len(boxes), len(boxes))).reshape(2, -1)
