@@ -28,7 +28,7 @@ from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision import detect_train
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
-from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.detect_metrics import THRESHOLDS, best_threshold, detection_metrics
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data, object_boxes
 from geoscreen.vision.detect_train import (
     REFIT_SHARE,
@@ -532,6 +532,15 @@ def test_cli_screen_and_evaluate_a_detection_profile(
     assert code == 0, capsys.readouterr().err
     own_scene = json.loads((tmp_path / "own" / "screen.json").read_text())["scenes"][0]
     assert (own_scene["threshold"], own_scene["threshold_source"]) == (0.77, "profile")
+    # With --tta the card's threshold for the fused flips/rotations applies.
+    assert trained.card.tta_threshold in THRESHOLDS
+    assert "tta_val_average_precision@0.4" in trained.card.metrics
+    code = main(["screen", str(PROFILE), str(osbs), "--model", str(trained.path), "--out",
+                 str(tmp_path / "tta"), "--tta", "--workers", "0", "--device", "cpu"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    tta_scene = json.loads((tmp_path / "tta" / "screen.json").read_text())["scenes"][0]
+    assert (tta_scene["threshold"], tta_scene["threshold_source"]) == (
+        trained.card.tta_threshold, "model card, for --tta")  # fmt: skip
     report = tmp_path / "eval"
     code = main(["evaluate", "--predicted", str(objects_path), "--truth",
                  str(sample_path("neon_osbs_labels")), "--image", str(osbs), "--iou", "0.5",

@@ -79,8 +79,19 @@ def test_a_detector_card_of_version_1_loads_as_typed() -> None:
     assert card.training.epochs and card.training.epochs[0]["chips"] == 8
     profile = load_profile(CONFIGS / "tree_crowns_detect_neon.yaml")
     assert decision_threshold(profile, card) == (card.threshold, "model card")
+    # an older card has no threshold of its own for --tta: its one threshold applies
+    assert card.tta_threshold is None
+    assert decision_threshold(profile, card, tta=True) == (card.threshold, "model card")
+    with_tta = card.model_copy(update={"tta_threshold": 0.35})
+    assert decision_threshold(profile, with_tta, tta=True) == (0.35, "model card, for --tta")
+    assert decision_threshold(profile, with_tta) == (card.threshold, "model card")
+    own = profile.model_copy(update={"threshold": 0.6})
+    own.model_fields_set.add("threshold")  # a profile that sets one wins, --tta or not
+    assert decision_threshold(own, with_tta, tta=True) == (0.6, "profile")
+    assert "with `--tta`" in render_detection_card(with_tta)
     page = render_detection_card(card)
     assert "fcos on a feature pyramid" in page and "- val_fp@0.5: 300" in page
+    assert "with `--tta`" not in page
     # Written back, the card keeps its aliased keys and reads back the same.
     written = card.to_yaml_dict()
     assert "threshold_f1@0.4" in written["training"] and written["card_version"] == CARD_VERSION
