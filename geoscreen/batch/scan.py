@@ -80,6 +80,7 @@ class ScanSettings:
     device: str = "cpu"
     precision: str = "auto"  # fp32, bf16, int8 (classify) or auto (runtime.pick_precision)
     bands: tuple[str, ...] = ()  # --bands, resolved to names (profiles.select_bands)
+    tta: bool = False  # detect: also the 8 flips/rotations of each tile (the card's threshold)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,8 @@ def score_chunk(plan: ScenePlan, index: int, settings: ScanSettings) -> Chunk:
         device=settings.device,
         num_workers=0,
         precision=settings.precision,
-        threshold=task.threshold(loaded, profile)[0],
+        threshold=task.threshold(loaded, profile, settings.tta)[0],
+        tta=settings.tta,
     )
     return task.score_chunk(loaded, grid, preprocessor, run, device)
 
@@ -277,7 +279,7 @@ def finish_scene(
     }
     result = task.assemble(loaded, grid, chunks, meta)
     warnings = card_warnings(loaded.card, plan.scene)
-    threshold, source = task.threshold(loaded, profile)
+    threshold, source = task.threshold(loaded, profile, settings.tta)
     sites = scene_sites(result, profile, plan.scene, threshold=threshold, run_id=plan.run_id,
                         model_sha256=loaded.sha256)  # fmt: skip
     work = Path(settings.work_dir)

@@ -15,8 +15,10 @@ from geoscreen.cli.app import cli
 from geoscreen.cli.options import (
     bands_option,
     batch_size_option,
+    check_tta,
     db_option,
     precision_option,
+    tta_option,
 )
 from geoscreen.errors import ConfigError
 
@@ -67,6 +69,7 @@ def scan_options(fn: click.decorators.FC) -> click.decorators.FC:
             click.option("--user", default=None, help="Who runs the scan (audit log)."),
             precision_option,
             bands_option,
+            tta_option,
         ]
     ):
         fn = option(fn)
@@ -88,6 +91,7 @@ def _run(
     user: str | None,
     precision: str = "auto",
     bands: tuple[str, ...] = (),
+    tta: bool = False,
     quiet: bool = False,
 ) -> int:
     from tqdm import tqdm
@@ -103,6 +107,7 @@ def _run(
     from geoscreen.review.users import local_actor
 
     prof = load_profile(profile)  # fail fast on a bad profile
+    check_tta(tta, prof.model.task, profile)
     folder = _work_dir(db, work)
     check_output_dir(folder, "--work")
     settings = ScanSettings(
@@ -113,6 +118,7 @@ def _run(
         chunk_tiles=chunk_tiles,
         threads=1 if (workers or cluster) else None,
         precision=precision,
+        tta=tta,
     )
     # Everything that can refuse the scan does so before the store or work folder exist:
     # the sources (and --bands, against the first), the model (corrupt weights, another

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from geoscreen.errors import ConfigError
 from geoscreen.review.records import DEFAULT_DB, ENV_DB
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +52,27 @@ def precision_option(func: F) -> F:
         "(unchecked). int8: classifiers with a ResNet backbone on a CPU, the trunk "
         "quantized and calibrated on the scene, checked like bf16 (fastest with VNNI).",
     )(func)
+
+
+def tta_option(func: F) -> F:
+    """``--tta``: detection over the 8 flips/rotations of each tile (screen, scan, watch)."""
+    return click.option(
+        "--tta/--no-tta",
+        default=False,
+        help="Detection profiles: also detect on the 8 flips/rotations of each tile and fuse "
+        "the boxes (8x slower; the model card's threshold for it applies). Refused for "
+        "classify profiles.",
+    )(func)
+
+
+def check_tta(tta: bool, task: str, profile: str) -> None:
+    """Refuse ``--tta`` for a profile that is not a detection profile (it would do nothing)."""
+    if tta and task != "detect":
+        raise ConfigError(
+            f"--tta is for detection profiles; this is a {task} profile",
+            where=profile,
+            fix="Leave --tta out: it runs a detector over each tile's 8 flips/rotations.",
+        )
 
 
 def device_option(func: F) -> F:

@@ -17,9 +17,11 @@ from geoscreen.cli.app import cli
 from geoscreen.cli.options import (
     bands_option,
     batch_size_option,
+    check_tta,
     device_option,
     json_option,
     precision_option,
+    tta_option,
 )
 from geoscreen.errors import InputError
 from geoscreen.fileio import atomic_write
@@ -229,12 +231,7 @@ def train(
 @precision_option
 @bands_option
 @json_option
-@click.option(
-    "--tta/--no-tta",
-    default=False,
-    help="Detection profiles: also detect on the 8 flips/rotations of each tile and fuse "
-    "the boxes (8x slower).",
-)
+@tta_option
 def screen(
     profile: str,
     scenes: tuple[str, ...],
@@ -262,6 +259,7 @@ def screen(
 
     prof = load_profile(profile)
     task = task_for(prof)
+    check_tta(tta, task.name, profile)
     loaded = task.load(model_dir)
     opened = [open_scene(s, sensor=prof.imagery.sensor) for s in scenes]
     prof = select_bands(prof, bands, opened)

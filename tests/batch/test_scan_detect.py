@@ -4,6 +4,7 @@ objects into the review store; a model that cannot be used stops the scan before
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +48,14 @@ def detect_model(tmp_path_factory: pytest.TempPathFactory, detect_profile: Path,
     return out
 
 
-def _whole_scene_sites(profile: Profile, model: Path, scene_path: Path) -> np.ndarray:
+def _whole_scene_sites(profile: Profile, model: Path, scene_path: Path, tta: bool = False
+                       ) -> np.ndarray:  # fmt: skip
     task = task_for(profile)
     loaded = task.load(model)
     scene = open_scene(scene_path, sensor=profile.imagery.sensor)
-    result = task.score_scene(loaded, profile, scene, RunSettings(device="cpu", num_workers=0))
-    threshold, _ = task.threshold(loaded, profile)
+    settings = RunSettings(device="cpu", num_workers=0, tta=tta)
+    result = task.score_scene(loaded, profile, scene, settings)
+    threshold, _ = task.threshold(loaded, profile, tta)
     sites = scene_sites(result, profile, scene, threshold=threshold, run_id="whole")
     return np.sort(sites["score_max"].to_numpy())
 
@@ -83,6 +86,53 @@ def test_scan_puts_detected_objects_in_the_store(
     west, south, east, north = scene.footprint.bounds  # in degrees
     for c in stored:  # boxes on the scene, one per object
         assert west <= c.lon <= east and south <= c.lat <= north
+
+
+def test_scan_with_tta_gives_the_objects_screen_tta_gives(
+    detect_profile: Path, detect_model: Path, osbs_path: Path, tmp_path: Path
+) -> None:
+    """``scan --tta`` in chunks of two tiles: each tile under the 8 flips/rotations, the
+    same objects as screening the whole scene with TTA (and not those without it)."""
+    db = tmp_path / "g.sqlite"
+    code = main(["scan", str(detect_profile), str(osbs_path), "--model", str(detect_model),
+                 "--db", str(db), "--chunk-tiles", "2", "--tta"])  # fmt: skip
+    assert code == 0
+    profile = load_profile(detect_profile)
+    with open_store(db) as store:
+        scores = np.sort([float(c.score or 0) for c in store.candidates()])
+    whole = _whole_scene_sites(profile, detect_model, osbs_path, tta=True)
+    assert len(scores) == len(whole) > 0
+    np.testing.assert_allclose(scores, whole, rtol=1e-4, atol=1e-6)
+    once = _whole_scene_sites(profile, detect_model, osbs_path)
+    assert len(once) != len(whole) or not np.allclose(once, whole)
+
+
+def test_scan_with_tta_applies_the_cards_threshold_for_it(
+    detect_profile: Path, detect_model: Path, osbs_path: Path, tmp_path: Path
+) -> None:
+    """A profile that sets no threshold: ``scan --tta`` makes sites at the card's
+    ``tta_threshold`` and records it with the run; without ``--tta`` the card's other one."""
+    data = yaml.safe_load(detect_profile.read_text(encoding="utf-8"))
+    del data["threshold"]
+    own = tmp_path / "no_threshold.yaml"
+    own.write_text(yaml.safe_dump(data), encoding="utf-8")
+    # a one-epoch model's two thresholds are both the lowest: set the card's apart
+    model = tmp_path / "model"
+    shutil.copytree(detect_model, model)
+    raw = yaml.safe_load((model / "model.yaml").read_text(encoding="utf-8"))
+    raw["tta_threshold"] = 0.2
+    (model / "model.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    card = task_for(load_profile(own)).load(model).card
+    assert card.threshold is not None and card.tta_threshold == 0.2 != card.threshold
+    recorded = {}
+    for tta in (True, False):
+        db = tmp_path / f"tta_{tta}.sqlite"
+        code = main(["scan", str(own), str(osbs_path), "--model", str(model), "--db",
+                     str(db), *(["--tta"] if tta else [])])  # fmt: skip
+        assert code == 0
+        with sqlite3.connect(db) as conn:
+            recorded[tta] = conn.execute("SELECT threshold FROM runs").fetchone()[0]
+    assert recorded == {True: card.tta_threshold, False: card.threshold}
 
 
 def test_a_corrupt_model_stops_the_scan_before_it_writes(
