@@ -190,7 +190,7 @@ def recorded_threshold(frame: pd.DataFrame, where: str) -> float | None:
             f"the {THRESHOLD_COLUMN!r} column holds {len(values)} values, not the one threshold "
             "in force of one screening",
             where=where,
-            fix="Give one scene's objects.parquet as screen wrote it, or choose with "
-            "--score-threshold.",
+            fix="Give one scene's objects.parquet as screen wrote it (evaluate can also "
+            "choose one with --score-threshold).",
         )
     return float(values[0])

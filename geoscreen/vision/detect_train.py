@@ -223,6 +223,9 @@ def predict_views_tta(model: Detector, views: Sequence[SceneView], device: torch
     for view in views:
         image = view.image[None].to(device)
         found = [predict_dihedral(member, image)[0] for member in members]
+        if len(found) == 1:
+            out.append((found[0]["boxes"].numpy(), found[0]["scores"].numpy()))
+            continue
         boxes, scores = weighted_box_fusion(
             [r["boxes"].numpy() for r in found], [r["scores"].numpy() for r in found], FUSION_IOU
         )
@@ -517,11 +520,11 @@ def train_detector(
     tta_predictions = predict_views_tta(model, val_views, device)
     tta_threshold, _ = best_threshold(tta_predictions, truths, opts.eval_iou)
     at = f"@{opts.eval_iou:g}"
-    tta = detection_metrics(tta_predictions, truths, opts.eval_iou, tta_threshold)
+    tta_metrics = detection_metrics(tta_predictions, truths, opts.eval_iou, tta_threshold)
     metrics[f"tta_val_average_precision{at}"], metrics[f"tta_val_f1{at}"] = (
-        tta["average_precision"], tta["f1"])  # fmt: skip
-    say(f"with --tta: AP{at} {tta['average_precision']:.3f}, F1{at} {tta['f1']:.3f} at "
-        f"threshold {tta_threshold:g}")  # fmt: skip
+        tta_metrics["average_precision"], tta_metrics["f1"])  # fmt: skip
+    say(f"with --tta: AP{at} {tta_metrics['average_precision']:.3f}, F1{at} "
+        f"{tta_metrics['f1']:.3f} at threshold {tta_threshold:g}")  # fmt: skip
     blobs = ScaleSpaceBlobs(bands=profile.imagery.bands, iou=opts.eval_iou).fit(train_views)
     blob_cue = f"{blobs.cue}, k {blobs.width:g}"
     table = baseline_table(train_views, val_views, predictions, opts.eval_iou, opts.seed, blobs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,13 +12,15 @@ from scipy.sparse.csgraph import connected_components
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import BackboneSpec, input_stats
 from geoscreen.vision.boxes import dihedral_boxes, paired_iou
+from geoscreen.vision.detect_data import SceneView
+from geoscreen.vision.detect_train import predict_views_tta
 from geoscreen.vision.detect_tta import (
     fusion_groups,
     inverse_dihedral,
     predict_dihedral,
     weighted_box_fusion,
 )
-from geoscreen.vision.detector import DetectorConfig, build_detector
+from geoscreen.vision.detector import DetectorConfig, FusedDetector, build_detector
 
 
 def test_inverse_undoes_each_symmetry() -> None:
@@ -132,3 +136,27 @@ def test_tta_is_equivariant_and_invariant_on_a_symmetric_tile(detector: torch.nn
     for k in (1, 4, 7):  # any tile: TTA of a turned tile is the turned TTA of the tile
         moved = predict_dihedral(detector, dihedral(tile, k))[0]
         _same(moved, {"boxes": dihedral_boxes(base["boxes"], k, 96, 96), "scores": base["scores"]})
+
+
+def test_strips_under_tta_are_scored_as_screen_tta_scores_them(detector: torch.nn.Module) -> None:
+    """Training's ``--tta`` threshold comes from :func:`predict_views_tta`: one model's
+    boxes are :func:`predict_dihedral`'s; a pair's are each member's under the 8 views, then
+    the two sets fused, and a turned view gives the turned boxes."""
+    rng = torch.Generator().manual_seed(1)
+    image = torch.rand(3, 96, 128, generator=rng)
+    view = SceneView(image, torch.ones(96, 128, dtype=torch.bool), np.zeros((0, 4)),
+                     (0, 0, 128, 96))  # fmt: skip
+    ((boxes, scores),) = predict_views_tta(detector, [view], torch.device("cpu"))
+    alone = predict_dihedral(detector, image[None])[0]
+    _same({"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores)}, alone)
+    pair = FusedDetector(detector.config, [detector, copy.deepcopy(detector)])
+    ((fused_boxes, fused_scores),) = predict_views_tta(pair, [view], torch.device("cpu"))
+    # two identical members: the same boxes, the same scores
+    _same({"boxes": torch.from_numpy(fused_boxes), "scores": torch.from_numpy(fused_scores)},
+          alone)  # fmt: skip
+    turned = SceneView(dihedral(image, 1), torch.ones(128, 96, dtype=torch.bool),
+                       np.zeros((0, 4)), (0, 0, 96, 128))  # fmt: skip
+    ((moved, moved_scores),) = predict_views_tta(pair, [turned], torch.device("cpu"))
+    expected = {"boxes": dihedral_boxes(torch.from_numpy(fused_boxes), 1, 96, 128),
+                "scores": torch.from_numpy(fused_scores)}  # fmt: skip
+    _same({"boxes": torch.from_numpy(moved), "scores": torch.from_numpy(moved_scores)}, expected)
