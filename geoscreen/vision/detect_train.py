@@ -73,18 +73,18 @@ from geoscreen.vision.detect_data import (
     read_window,
     sample_windows,
 )
+from geoscreen.vision.detect_infer import screening_detectors
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
-from geoscreen.vision.detect_tta import predict_dihedral, weighted_box_fusion
+from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import (
-    FUSION_IOU,
     Detector,
     DetectorConfig,
-    FusedDetector,
     anchors_from_sizes,
     build_detector,
     freeze_stages,
     fuse,
+    fuse_results,
     save_detector,
 )
 from geoscreen.vision.inputs import scene_resolution_m
@@ -218,18 +218,13 @@ def predict_views_tta(model: Detector, views: Sequence[SceneView], device: torch
     """:func:`predict_views` as ``screen --tta`` detects: each model (both of a pair) under
     the 8 flips/rotations, boxes fused, then a pair's two sets fused."""
     model.eval()
-    members = list(model.members) if isinstance(model, FusedDetector) else [model]
+    detectors = screening_detectors(model)
     out = []
     for view in views:
         image = view.image[None].to(device)
-        found = [predict_dihedral(member, image)[0] for member in members]
-        if len(found) == 1:
-            out.append((found[0]["boxes"].numpy(), found[0]["scores"].numpy()))
-            continue
-        boxes, scores = weighted_box_fusion(
-            [r["boxes"].numpy() for r in found], [r["scores"].numpy() for r in found], FUSION_IOU
-        )
-        out.append((boxes.astype(np.float32), scores.astype(np.float32)))
+        found = [predict_dihedral(detector, image) for detector in detectors]
+        result = found[0][0] if len(found) == 1 else fuse_results(found)[0]
+        out.append((result["boxes"].numpy(), result["scores"].numpy()))
     return out
 
 

@@ -372,21 +372,25 @@ class FusedDetector(Detector):
     ) -> Any:
         if boxes is not None or self.training:
             raise ValueError("the members of a fused detector train one by one")
-        per_member = [member(images) for member in self.members]
-        out = []
-        for n in range(len(per_member[0])):
-            fused, scores = weighted_box_fusion(
-                [r[n]["boxes"].float().cpu().numpy() for r in per_member],
-                [r[n]["scores"].float().cpu().numpy() for r in per_member],
-                FUSION_IOU,
-            )
-            out.append(
-                {
-                    "boxes": torch.from_numpy(fused).float(),
-                    "scores": torch.from_numpy(scores).float(),
-                }
-            )
-        return out
+        return fuse_results([member(images) for member in self.members])
+
+
+def fuse_results(
+    per_member: Sequence[Sequence[dict[str, torch.Tensor]]],
+) -> list[dict[str, torch.Tensor]]:
+    """Each image's boxes from several detectors (one list of per-image results each) as
+    one set, by weighted box fusion at :data:`FUSION_IOU`."""
+    out = []
+    for n in range(len(per_member[0])):
+        fused, scores = weighted_box_fusion(
+            [r[n]["boxes"].float().cpu().numpy() for r in per_member],
+            [r[n]["scores"].float().cpu().numpy() for r in per_member],
+            FUSION_IOU,
+        )
+        out.append(
+            {"boxes": torch.from_numpy(fused).float(), "scores": torch.from_numpy(scores).float()}
+        )
+    return out
 
 
 def fuse(config: DetectorConfig, members: Sequence[Detector]) -> Detector:
