@@ -70,6 +70,7 @@ class LabelReport:
     dropped: list[tuple[int, str]] = field(default_factory=list)
     classes: dict[str, int] = field(default_factory=dict)
     positive_rule: str = ""
+    pixel_coordinates: bool = False  # the file's coordinates were pixels of the image
 
     def summary(self) -> str:
         """One line: kept, positives/negatives and every reason rows were not used."""
@@ -125,6 +126,36 @@ class LabelSet:
     def negatives(self) -> LabelSet:
         """The negative labels only."""
         return replace(self, frame=self.frame[~self.frame["positive"]].copy())
+
+    def narrowed(self, negative_classes: Sequence[str] | None) -> LabelSet:
+        """Only the named classes as negatives (positives kept); every other row unused.
+        ``None`` or empty: every non-positive class is a negative."""
+        if not negative_classes:
+            return self
+        wanted = {c.strip().casefold() for c in negative_classes}
+        frame = self.frame
+        keep = frame["positive"] | frame["label"].astype(str).str.casefold().isin(wanted)
+        return replace(self, frame=frame[keep].copy())
+
+
+def check_classes(
+    seen: Iterable[str],
+    positive_classes: Sequence[str] | None,
+    negative_classes: Sequence[str] | None,
+    where: str,
+) -> None:
+    """Refuse a named class that the labels do not hold, listing the classes found."""
+    found = {str(c).casefold() for c in seen}
+    named = [*(positive_classes or []), *(negative_classes or [])]
+    missing = [c for c in named if c.strip().casefold() not in found]
+    if missing:
+        raise InputError(
+            f"class(es) {', '.join(missing)} do not occur in the labels; classes found: "
+            f"{', '.join(sorted({str(c) for c in seen})) or 'none'}",
+            where=where,
+            fix="Name classes as the label files spell them (--positive / --negative, or "
+            "labels.positive_classes in the profile).",
+        )
 
 
 @dataclass
@@ -371,6 +402,7 @@ def _place(
             )
         raise InputError("the file holds no labels", where=source, fix="Add labelled examples.")
     pixel, in_crs = _to_pixel(raw, scene, source)
+    report.pixel_coordinates = raw.crs == PIXEL or (raw.crs is None and not scene.georeferenced)
     problems = dict(raw.problems)
     labels = [_label_text(v) for v in raw.labels]
     extent = (0.0, 0.0, float(scene.width), float(scene.height))
@@ -397,7 +429,7 @@ def _place(
             pixel[i] = inside
         keep.append(i)
     kept_labels = [str(labels[i]) for i in keep]
-    flags, report.positive_rule = _positive_flags(kept_labels, positive_classes, source)
+    flags, report.positive_rule = positive_flags(kept_labels, positive_classes, source)
     report.kept, report.positives = len(keep), int(sum(flags))
     report.negatives = report.kept - report.positives
     report.classes = dict(Counter(kept_labels))
@@ -502,9 +534,10 @@ def _label_text(value: Any) -> str | None:
     return text or None
 
 
-def _positive_flags(
+def positive_flags(
     labels: list[str], positive_classes: Sequence[str] | None, source: str
 ) -> tuple[list[bool], str]:
+    """Which of ``labels`` (class names) are positive, and the rule in words (module doc)."""
     if positive_classes is not None:
         wanted = {str(c).strip().casefold() for c in positive_classes}
         return [x.casefold() in wanted for x in labels], f"positive: {', '.join(sorted(wanted))}"
@@ -514,7 +547,8 @@ def _positive_flags(
         raise InputError(
             f"the labels name several classes ({', '.join(others[:8])})",
             where=source,
-            fix="Say which count as positive (positive_classes=[...]); the others are negatives.",
+            fix="Say which count as positive (--positive CLASS, or labels.positive_classes in "
+            "the profile); the others are negatives.",
         )
     rule = "positive: positive/1/true/yes" + (
         f", and the only class {others[0]!r}" if others else ""

@@ -288,7 +288,7 @@ def screen(
             loaded, prof, scene, settings, aoi=area, meta={**meta, "scene_id": scene.id}
         )
         if isinstance(result, ScoreMap):
-            written = _write(result, Path(out), scene.uri, prof, say)
+            written = _write(result, Path(out), scene.uri, prof, say, threshold[0])
         else:
             written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
         results.append({**written, "warnings": warnings})
@@ -463,9 +463,10 @@ def _write(
     uri: str,
     prof: Profile,
     say: Callable[[str], None] = click.echo,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     scene = scores.grid.scene
-    files = scores.write(out / scene_folder(scene), raster=prof.tiling.raster)
+    files = scores.write(out / scene_folder(scene), raster=prof.tiling.raster, threshold=threshold)
     top = float(scores.scores.max()) if scores.scores.size else float("nan")
     say(f"{uri}: {len(scores.grid)} tiles screened, top score {top:.3f} -> {files['tiles']}")
     return {

@@ -13,6 +13,10 @@ Comparing geoscreen with another model needs that model's output as it comes:
   score, optionally ``label`` and ``image_path``), with the image they were predicted
   on: rows naming another image are left out (and counted), the boxes are placed on
   the image's grid (its CRS when it has one).
+
+A screen's ``tiles.parquet`` is refused: its tiles overlap and are each scored, so
+matched to objects nearly all count as false positives. A classify screen is measured
+by its ``scores.tif`` at labelled places (:mod:`geoscreen.evaluate.at_labels`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from geoscreen.sites.site import THRESHOLD_COLUMN, read_sites, recorded_threshol
 DEFAULT_SCORE = "score"
 SITE_SCORE = "score_max"
 SITE_COLUMNS = ("site_id", SITE_SCORE, "profile")
+TILE_COLUMNS = ("tile_id", "col_off", "row_off", "tile_size", "score")  # a screen's tiles.parquet
 BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
 TABLE_SUFFIXES = (".parquet", ".geoparquet")
 
@@ -92,6 +97,15 @@ def _vector(source: Path, score_column: str | None, scene: Scene | None) -> Pred
             where=str(source),
             fix="Give a vector file with a geometry and a score column.",
         ) from None
+    if all(c in frame.columns for c in TILE_COLUMNS):
+        raise InputError(
+            "this is a screen's tile table: overlapping tiles, each scored, not objects "
+            "(matching them to objects counts nearly every tile as a false positive)",
+            where=str(source),
+            fix="Evaluate the scene's scores.tif (beside it) at labelled places "
+            "(--predicted .../scores.tif --truth LABELS), or its sites (geoscreen sites "
+            "extract) against labelled objects.",
+        )
     site_table = all(c in frame.columns for c in SITE_COLUMNS)
     if site_table and score_column is None:
         sites = read_sites(source)

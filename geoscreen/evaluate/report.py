@@ -66,7 +66,7 @@ def plot_pr_curve(ev: Evaluation, path: str | os.PathLike[str]) -> None:
     ap = ev.metrics["average_precision"]
     ax.set_title(f"PR curve, {ev.criterion} (AP {ap:.3f})", fontsize=9)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_score_histograms(ev: Evaluation, path: str | os.PathLike[str]) -> None:
@@ -80,7 +80,7 @@ def plot_score_histograms(ev: Evaluation, path: str | os.PathLike[str]) -> None:
     ax.set(xlabel="site score", ylabel="sites", title=f"scores of TP and FP sites, {ev.criterion}")
     ax.title.set_fontsize(9)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_group_bars(ev: Evaluation, path: str | os.PathLike[str]) -> None:
@@ -95,7 +95,7 @@ def plot_group_bars(ev: Evaluation, path: str | os.PathLike[str]) -> None:
     ax.set(ylim=(0, 1.02), title=f"per group, {ev.criterion}")
     ax.title.set_fontsize(9)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_outcomes(ev: Evaluation, path: str | os.PathLike[str]) -> None:
@@ -103,17 +103,19 @@ def plot_outcomes(ev: Evaluation, path: str | os.PathLike[str]) -> None:
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     layers = _layers(ev)
     for name, (frame, colour) in layers.items():
-        if len(frame):
-            frame.boundary.plot(ax=ax, color=colour, linewidth=1.0, label=name)
-            if (frame.geom_type == "Point").any():
-                frame[frame.geom_type == "Point"].plot(ax=ax, color=colour, markersize=6)
+        points = frame.geom_type.isin(("Point", "MultiPoint"))
+        if (~points).any():  # a point's boundary is empty (geopandas warns)
+            frame[~points].boundary.plot(ax=ax, color=colour, linewidth=1.0, label=name)
+        if points.any():
+            label = None if (~points).any() else name
+            frame[points].plot(ax=ax, color=colour, markersize=6, label=label)
     if ev.predicted.crs is None and ev.truth.crs is None:
         ax.invert_yaxis()
         ax.set(xlabel="column (px)", ylabel="row (px)")
     ax.set_aspect("equal")
     ax.set_title(f"sites and truth, {ev.criterion}", fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def outcome_map(ev: Evaluation) -> ScreeningMap:
@@ -244,7 +246,8 @@ def _flip(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return out
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Save a matplotlib figure as PNG and free it."""
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 TILES_FILE = "tiles.parquet"
 RASTER_FILE = "scores.tif"
 EMBEDDINGS_FILE = "embeddings.npy"
+THRESHOLD_TAG = "threshold"  # on scores.tif: the threshold in force when screened
 
 
 @dataclass
@@ -133,22 +134,28 @@ class ScoreMap:
             out[part] = np.where(some, total / np.where(some, weight, 1.0), np.nan)
         return out, grid.scene.transform * Affine.scale(cell), cell
 
-    def write(self, out_dir: str | Path, raster: ScoreRaster = "centre") -> dict[str, Path]:
+    def write(
+        self,
+        out_dir: str | Path,
+        raster: ScoreRaster = "centre",
+        threshold: float | None = None,
+    ) -> dict[str, Path]:
         """Write tiles.parquet, scores.tif (as ``raster`` says, :meth:`raster`) and
-        embeddings.npy (if any) atomically."""
+        embeddings.npy (if any) atomically. ``threshold``: the one in force, tagged on
+        scores.tif (``evaluate`` applies it when it reads the raster at labels)."""
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         written = {"tiles": folder / TILES_FILE, "raster": folder / RASTER_FILE}
         frame = self.to_geodataframe()
         atomic_write(written["tiles"], lambda tmp: frame.to_parquet(tmp, index=False))
-        atomic_write(written["raster"], lambda tmp: self._write_raster(tmp, raster))
+        atomic_write(written["raster"], lambda tmp: self._write_raster(tmp, raster, threshold))
         if self.embeddings is not None:
             written["embeddings"] = folder / EMBEDDINGS_FILE
             emb = self.embeddings.astype(np.float16)
             atomic_write(written["embeddings"], lambda tmp: _save_npy(tmp, emb))
         return written
 
-    def _write_raster(self, path: str, mode: ScoreRaster) -> None:
+    def _write_raster(self, path: str, mode: ScoreRaster, threshold: float | None) -> None:
         array, transform, _cell = self.raster(mode)
         profile = {
             "driver": "COG",
@@ -165,6 +172,8 @@ class ScoreMap:
             dst.write(array, 1)
             dst.set_band_description(1, "score")
             dst.update_tags(**{k: str(v) for k, v in self.meta.items()}, score_raster=mode)
+            if threshold is not None:
+                dst.update_tags(**{THRESHOLD_TAG: repr(float(threshold))})
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

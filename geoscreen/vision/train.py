@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, sh
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import LabelSet, LabelsForOtherImage, load_labels
+from geoscreen.labels import LabelSet, LabelsForOtherImage, check_classes, load_labels
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.modelcard import ClassifyCard
@@ -235,7 +235,7 @@ def collect_chips(
                 continue
             other_image[str(label_path)] = ""
             seen.update(label_set.frame["label"].astype(str))
-            label_set = _narrow_negatives(label_set, negative_classes)
+            label_set = label_set.narrowed(negative_classes)
             if len(label_set.positives()) + len(label_set.negatives()) == 0:
                 continue
             pos += [(float(c), float(r)) for c, r in label_set.positives().centres()]
@@ -294,7 +294,8 @@ def collect_chips(
             fix="Give the image each label file was drawn on with --imagery "
             "(every label file must match at least one of them).",
         )
-    _check_classes(seen, positive_classes, negative_classes, labels)
+    check_classes(seen, positive_classes, negative_classes,
+                  ", ".join(str(p) for p in labels))  # fmt: skip
     if not data.chips:
         raise InputError(
             "no labelled positive example falls inside any of the given scenes",
@@ -364,36 +365,6 @@ def _class_counts(label_set: LabelSet) -> dict[str, dict[str, Any]]:
             role = "not used"
         out[name] = {"rows": int(count), "role": role}
     return out
-
-
-def _narrow_negatives(label_set: LabelSet, negative_classes: Sequence[str] | None) -> LabelSet:
-    """Only the named classes as negatives (positives kept); every other row is unused."""
-    if not negative_classes:
-        return label_set
-    wanted = {c.strip().casefold() for c in negative_classes}
-    frame = label_set.frame
-    keep = frame["positive"] | frame["label"].astype(str).str.casefold().isin(wanted)
-    return replace(label_set, frame=frame[keep].copy())
-
-
-def _check_classes(
-    seen: set[str],
-    positive_classes: Sequence[str] | None,
-    negative_classes: Sequence[str] | None,
-    labels: Sequence[str | Path],
-) -> None:
-    """Refuse a named class that no label file holds, listing the classes found."""
-    found = {c.casefold() for c in seen}
-    named = [*(positive_classes or []), *(negative_classes or [])]
-    missing = [c for c in named if c.strip().casefold() not in found]
-    if missing:
-        raise InputError(
-            f"class(es) {', '.join(missing)} do not occur in the labels; classes found: "
-            f"{', '.join(sorted(seen)) or 'none'}",
-            where=", ".join(str(p) for p in labels),
-            fix="Name classes as the label files spell them (--positive / --negative, or "
-            "labels.positive_classes in the profile).",
-        )
 
 
 def train_classifier(

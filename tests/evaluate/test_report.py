@@ -65,3 +65,18 @@ def test_json_safe() -> None:
         "b": [1.0, None],
         "3": [2],
     }
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_point_truth_is_drawn_without_warnings(tmp_path: Path) -> None:
+    """Points have no boundary: the static map draws them as markers (geopandas warned
+    of empty geometries on stderr for every point truth file until session 22)."""
+    pred = gpd.GeoDataFrame({"site_id": ["a", "b"], "score_max": [0.9, 0.4]},
+                            geometry=[shapely.box(0, 0, 10, 10), shapely.box(50, 0, 60, 10)],
+                            crs="EPSG:32633")  # fmt: skip
+    truth = gpd.GeoDataFrame(geometry=[shapely.Point(5, 5), shapely.Point(200, 5)],
+                             crs="EPSG:32633")  # fmt: skip
+    ev = evaluate_sites(pred, truth, Criterion(distance=10.0), n_boot=0)
+    paths = write_report(ev, tmp_path / "out")
+    with Image.open(paths["outcomes"]) as image:
+        assert image.format == "PNG"
