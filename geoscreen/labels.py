@@ -12,6 +12,10 @@ Which labels are positive: with ``positive_classes``, exactly those class names
 ``negative``/``0``/``false``/``no`` negative, and a file whose only other class
 is one name (e.g. ``Tree`` in a single-class annotation) counts it as positive;
 several other class names need ``positive_classes``.
+
+A Pascal VOC annotation of the scene's image without any ``<object>`` says the image
+holds none: it loads as an empty :class:`LabelSet` (a detector trains on it as
+background), where any other file without labels is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from geoscreen.imagery.scene import Scene, parse_crs
 POSITIVE_WORDS = frozenset({"positive", "1", "true", "yes"})
 NEGATIVE_WORDS = frozenset({"negative", "0", "false", "no"})
 PIXEL = "pixel"
+EMPTY_IMAGE = "an annotation without objects"
 VECTOR_SUFFIXES = frozenset({".geojson", ".json", ".gpkg", ".shp", ".fgb"})
 _BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
 _POINT_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("x", "y"))
@@ -78,6 +83,8 @@ class LabelReport:
             f"{Path(self.source).name}: {self.kept} of {self.rows} labels kept "
             f"({self.positives} positive, {self.negatives} negative)"
         )
+        if self.positive_rule == EMPTY_IMAGE:
+            text = f"{Path(self.source).name}: {EMPTY_IMAGE} (the image holds none)"
         parts = []
         if self.other_image:
             parts.append(f"{self.other_image} rows for other images ignored")
@@ -170,6 +177,7 @@ class _Raw:
     crs: CRS | str | None  # a CRS, PIXEL, or None when the file does not say
     other_image: int = 0
     images: tuple[str, ...] = ()
+    empty_image: bool = False  # an annotation of this image that holds no object
 
 
 def load_labels(
@@ -208,6 +216,14 @@ def load_labels(
             "(image_path,xmin,ymin,xmax,ymax,label or lon/lat or x/y columns) or Pascal VOC XML.",
         )
     return _place(raw, scene, source, positive_classes)
+
+
+def _empty_frame() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"label": np.asarray([], dtype=object), "positive": np.asarray([], dtype=bool),
+         "source_row": np.asarray([], dtype=np.int64)},
+        geometry=gpd.GeoSeries([]),
+    )  # fmt: skip
 
 
 def _coordinate_space(crs: str | int | CRS | None) -> CRS | str | None:
@@ -346,7 +362,8 @@ def _read_voc(source: str, scene: Scene, match_image: bool) -> _Raw:
         geoms.append(_box([obj.findtext(f"bndbox/{k}") for k in _BOX_COLUMNS]))
         if geoms[-1] is None:
             problems[i] = _BAD_BOX
-    return _Raw("voc", geoms, labels, list(range(len(objects))), problems, PIXEL)
+    rows = list(range(len(objects)))
+    return _Raw("voc", geoms, labels, rows, problems, PIXEL, empty_image=not objects)
 
 
 def _numbers(values: Sequence[str | None]) -> list[float] | None:
@@ -393,13 +410,18 @@ def _place(
         source=source, format=raw.format, rows=len(raw.rows), other_image=raw.other_image
     )
     if not raw.rows:
-        if raw.other_image:
+        if raw.other_image or raw.images:
+            what = (f"none of the {raw.other_image} labels are" if raw.other_image
+                    else "the annotation (without objects) is")  # fmt: skip
             raise LabelsForOtherImage(
-                f"none of the {raw.other_image} labels are for this scene "
-                f"({Path(scene.uri).name}); they name {', '.join(raw.images)}",
+                f"{what} for this scene ({Path(scene.uri).name}); they name "
+                f"{', '.join(raw.images)}",
                 where=source,
                 fix="Give the image the labels were drawn on, or match_image=False.",
             )
+        if raw.empty_image:  # says the image holds none: a detector's background
+            report.positive_rule = EMPTY_IMAGE
+            return LabelSet(frame=_empty_frame(), scene=scene, report=report)
         raise InputError("the file holds no labels", where=source, fix="Add labelled examples.")
     pixel, in_crs = _to_pixel(raw, scene, source)
     report.pixel_coordinates = raw.crs == PIXEL or (raw.crs is None and not scene.georeferenced)

@@ -14,7 +14,7 @@ from pyproj import Transformer
 
 from geoscreen.errors import InputError
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import load_labels
+from geoscreen.labels import LabelsForOtherImage, load_labels
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,28 @@ def test_rows_for_other_images_are_counted(
 def test_labels_for_another_image_only(yell: Scene, osbs_labels_path: Path) -> None:
     with pytest.raises(InputError, match="none of the 61 labels are for this scene"):
         load_labels(osbs_labels_path, yell)
+
+
+def test_an_annotation_without_objects_says_the_image_holds_none(
+    yell: Scene, osbs: Scene, tmp_path: Path
+) -> None:
+    """A VOC file of this image without <object>: an empty set (background for a
+    detector), not the refusal of a file without labels; for another image: not this one's."""
+    empty = tmp_path / "empty.xml"
+    empty.write_text(
+        "<annotation><filename>2019_YELL_2_541000_4977000_image_crop.png</filename>"
+        "<size><width>1249</width><height>1035</height></size></annotation>"
+    )
+    labels = load_labels(empty, yell)
+    assert len(labels) == 0 and labels.centres().shape == (0, 2)
+    summary = labels.report.summary()
+    assert summary == "empty.xml: an annotation without objects (the image holds none)"
+    with pytest.raises(LabelsForOtherImage, match=r"the annotation \(without objects\) is for"):
+        load_labels(empty, osbs)
+    header_only = tmp_path / "none.csv"
+    header_only.write_text("image_path,xmin,ymin,xmax,ymax,label\n")
+    with pytest.raises(InputError, match="holds no labels"):
+        load_labels(header_only, osbs, crs="pixel")
 
 
 def test_voc_size_must_match(osbs: Scene, yell_labels_path: Path, tmp_path: Path) -> None:

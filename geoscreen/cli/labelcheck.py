@@ -97,12 +97,14 @@ def check_training_labels(
     reports = []
     for label_path in labels:
         report = FileReport(label_path)
+        loaded = False
         for scene in scenes:
             try:
                 found = load_labels(label_path, scene, positive_classes=positive_classes)
             except InputError as exc:  # e.g. no labels on this scene: another scene's
                 report.errors.append(exc)
                 continue
+            loaded = True  # (an annotation without objects loads with no rows)
             line = f"labels {label_path}: {found.report.summary()}"
             say(line)
             printed.add(line)
@@ -113,7 +115,7 @@ def check_training_labels(
                     report.outside.add(row)
                 else:
                     report.invalid.setdefault(row, why)
-        if not report.rows and report.errors:
+        if not loaded and report.errors:
             raise report.errors[0]  # no scene could use the file at all
         for line in report.dropped_lines():
             say(f"labels {label_path}: {line}")

@@ -2,6 +2,9 @@
 pixel boxes of its objects (and of analysts' rejected detections), and the detector
 configuration a profile asks for on those bands.
 
+An image whose Pascal VOC annotation holds no object is a view without boxes: every
+chip of it is background (DeepForest trains on such empty images too).
+
 A few hundred objects cover a few megapixels, so a whole scene fits in memory and every
 epoch crops it afresh (:mod:`geoscreen.vision.detect_data`); the held-out strips are cut
 out of each scene here (:meth:`DetectionData.split`).
@@ -21,7 +24,7 @@ from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import LabelSet, load_labels
+from geoscreen.labels import EMPTY_IMAGE, LabelSet, load_labels
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.cards import label_record
@@ -106,7 +109,8 @@ def _scene_boxes(
     problems: list[str],
     positive_classes: Sequence[str] | None = None,
 ) -> np.ndarray | None:
-    """Boxes of every label file's objects on ``scene``; None when no file has any there."""
+    """Boxes of every label file's objects on ``scene``; None when no file has any there
+    (empty when a file says the image holds none: background to learn from)."""
     found: list[np.ndarray] = []
     for label_path in labels:
         try:
@@ -115,9 +119,9 @@ def _scene_boxes(
             problems.append(exc.message)
             continue
         boxes = object_boxes(label_set)
-        if len(boxes) == 0:
+        if len(boxes) == 0 and label_set.report.positive_rule != EMPTY_IMAGE:
             continue
-        found.append(boxes)
+        found.append(boxes.reshape(-1, 4))
         data.label_records.append(label_record(label_path, scene, label_set, objects=len(boxes)))
     return np.concatenate(found) if found else None
 
@@ -172,7 +176,7 @@ def load_detection_data(
                          hard)  # fmt: skip
         data.views.append(view)
         data.scenes.append(scene)
-    if not data.views:
+    if not data.objects:
         raise InputError(
             "no labelled object falls inside any of the given scenes"
             + (f" ({'; '.join(problems[:3])})" if problems else ""),

@@ -102,3 +102,20 @@ def test_a_file_no_scene_can_use_is_refused(run: Run, tmp_path: Path, osbs_path:
                        "--out", tmp_path / "m")  # fmt: skip
     assert code == 2 and err.count("\n") == 1 and "holds no labels. Add labelled" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_an_annotation_without_objects_passes_the_check(
+    tmp_path: Path, osbs_path: Path, osbs_labels_path: Path
+) -> None:
+    """An empty VOC file of one image, among scenes it does not name: reported as an
+    image without objects, not refused as a file no scene could use."""
+    from geoscreen.samples import sample_path
+
+    empty = tmp_path / "SOAP_061.xml"
+    empty.write_text("<annotation><filename>SOAP_061.png</filename></annotation>")
+    said: list[str] = []
+    check_training_labels(load_profile(PROFILE), [str(osbs_labels_path), str(empty)],
+                          [str(osbs_path), str(sample_path("neon_soap"))], None,
+                          allow_dropped=False, say=said.append)  # fmt: skip
+    assert f"labels {empty}: SOAP_061.xml: an annotation without objects (the image holds " \
+           "none)" in said  # fmt: skip

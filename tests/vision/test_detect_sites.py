@@ -53,6 +53,21 @@ def test_positive_classes_take_dead_and_alive_crowns(profile: Profile) -> None:
     assert 0 < len(only_dead.views[0].boxes) < 37
 
 
+def test_an_image_annotated_without_objects_is_background(profile: Profile, tmp_path: Path) -> None:
+    """An empty VOC annotation of SOAP_061 makes it a view without boxes (every chip of it
+    background) beside OSBS's crowns; alone, it gives nothing to learn and is refused."""
+    empty = tmp_path / "SOAP_061.xml"
+    empty.write_text("<annotation><filename>SOAP_061.png</filename></annotation>")
+    data = load_detection_data(profile, [sample_path("neon_osbs_labels"), empty],
+                               [sample_path("neon_osbs"), sample_path("neon_soap")])  # fmt: skip
+    assert [len(v.boxes) for v in data.views] == [61, 0]
+    assert [r["objects"] for r in data.label_records] == [61, 0]
+    train, val = data.split(0.25, seed=0, min_visible=0.4)
+    assert len(train[1].boxes) == len(val[1].boxes) == 0 and train[1].valid.any()
+    with pytest.raises(InputError, match="no labelled object falls inside"):
+        load_detection_data(profile, [empty], [sample_path("neon_soap")])
+
+
 @pytest.mark.slow
 def test_fcos_trains_and_detects_on_a_real_crop(profile: Profile, tmp_path: Path) -> None:
     """The anchor-free detector goes through the whole path: selection, refit, card, and
