@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -48,4 +49,9 @@ def test_evaluate_model_notebook_runs(tmp_path: Path, monkeypatch: pytest.Monkey
         assert metrics["tp"] + metrics["fn"] == 279
         assert (tmp_path / name / "map.html").is_file()
     assert (tmp_path / "model" / "model.yaml").is_file()
+    # Section 6: the Sentinel-2 classifier at the east half's points, far above chance.
+    line = next(x for x in text.splitlines() if "east half at" in x)
+    ap, rate = (float(re.search(rf"{key} ([0-9.]+)", line).group(1))  # type: ignore[union-attr]
+                for key in ("AP", "positive rate of"))  # fmt: skip
+    assert ap > rate + 0.2
     assert any((tmp_path / "evidence").glob("*.png"))
