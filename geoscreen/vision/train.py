@@ -251,7 +251,7 @@ def collect_chips(
             )
             record["classes"] = _class_counts(label_set)
             data.label_records.append(record)
-        if not pos:
+        if not pos and not neg:  # a scene of negatives alone still says what does not match
             continue
         chips = sample_chips(
             scene,
@@ -296,7 +296,7 @@ def collect_chips(
         )
     check_classes(seen, positive_classes, negative_classes,
                   ", ".join(str(p) for p in labels))  # fmt: skip
-    if not data.chips:
+    if not any(chip.label == 1 for chip in data.chips):
         raise InputError(
             "no labelled positive example falls inside any of the given scenes",
             where=", ".join(str(p) for p in labels),

@@ -165,3 +165,43 @@ def test_too_few_positives_and_one_block_are_refused(
     code, _, err = run("train", PROFILE, "--labels", one, "--imagery", image, "--out", out,
                        "--positive", "water", "--negative", "water")  # fmt: skip
     assert code == EXIT_USER_ERROR and "both --positive and --negative" in _error_line(err)
+
+
+def test_a_scene_of_negatives_alone_is_trained_on(
+    run: Run, sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The scene cut in two; the east half keeps only its forest points. Until session 22
+    a scene without positives was skipped whole: its 125 labelled negatives were reported
+    as kept (and in the card) but never trained on."""
+    import rasterio
+    from rasterio.windows import Window
+
+    image, points = sample
+    with rasterio.open(image) as src:
+        half = src.width // 2
+        for name, window in (("west", Window(0, 0, half, src.height)),
+                             ("east", Window(half, 0, src.width - half, src.height))):  # fmt: skip
+            profile = {**src.profile, "width": window.width, "height": window.height,
+                       "transform": src.window_transform(window)}  # fmt: skip
+            with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+                dst.write(src.read(window=window))
+        middle = src.bounds.left + half * src.res[0]
+    frame = gpd.read_file(points)
+    east = frame.geometry.x >= middle
+    kept = frame[~east | (frame["label"] == "forest")]
+    kept.to_file(tmp_path / "labels.geojson")
+    out = tmp_path / "model"
+    code, _, err = run("train", PROFILE, "--labels", tmp_path / "labels.geojson",
+                       "--imagery", tmp_path / "west.tif", "--imagery", tmp_path / "east.tif",
+                       "--out", out, "--mode", "spectral", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    east_forest = int((east & (frame["label"] == "forest")).sum())
+    assert [r["negatives"] for r in card["data"]["labels"]][1] == east_forest > 100
+    assert sum(card["split"]["test_chips_per_fold"]) == len(kept)  # every label a chip
+    code, _, err = run("train", PROFILE, "--labels", tmp_path / "labels.geojson",
+                       "--imagery", tmp_path / "east.tif", "--out", tmp_path / "none",
+                       "--mode", "spectral", "--device", "cpu")  # fmt: skip
+    # Negatives alone: the positive class is not there to learn.
+    assert "class(es) water do not occur in the labels; classes found: forest" in _error_line(err)
+    assert code == EXIT_USER_ERROR and not (tmp_path / "none").exists()
