@@ -54,7 +54,7 @@ from geoscreen.evaluate.tile_truth import tiles_containing
 from geoscreen.imagery.scene import open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
-from geoscreen.ranking import average_precision, roc_auc
+from geoscreen.ranking import average_precision, average_precision_interval, roc_auc
 from geoscreen.samples import sample_path, sentinel2_water_forest
 from geoscreen.vision.classifier import TileModel, load_model
 from geoscreen.vision.infer import ScreenOptions, screen_scene
@@ -88,17 +88,6 @@ S2_PROFILE = {
 }
 Scorer = Callable[[TileModel], tuple[np.ndarray, np.ndarray]]
 BASELINE = "pixel_lr"
-
-
-def interval(scores: np.ndarray, truth: np.ndarray, seed: int, rounds: int = 300) -> tuple:
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        rows = rng.integers(0, truth.size, truth.size)
-        if truth[rows].any():
-            values.append(average_precision(scores[rows], truth[rows]))
-    low, high = np.quantile(values, [0.025, 0.975])
-    return float(low), float(high)
 
 
 def paired_difference(
@@ -136,7 +125,7 @@ def run_case(
         scorer, _ = comparison.refit(learner, opts.seed)
         scores, truth = score(scorer)
         held[learner] = scores
-        low, high = interval(scores, truth, opts.seed)
+        low, high = average_precision_interval(scores, truth, opts.seed, rounds=300)
         rows[learner] = {
             "cv_ap": comparison.table[learner]["ap"],
             "ap": average_precision(scores, truth),
@@ -173,7 +162,7 @@ def finetuned(
         )
         model = load_model(tmp).model.eval()
     scores, truth = score(model)
-    low, high = interval(scores, truth, opts.seed)
+    low, high = average_precision_interval(scores, truth, opts.seed, rounds=300)
     training = card.training
     return (
         scores,

@@ -52,6 +52,23 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float(np.sum(recall_steps * precision))
 
 
+def average_precision_interval(
+    scores: np.ndarray, truth: np.ndarray, seed: int, rounds: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
+    """Bootstrap interval of AP, resampling items as if independent (items near each
+    other are not, so it is optimistic); resamples without a positive are skipped."""
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        rows = rng.integers(0, truth.size, truth.size)
+        if truth[rows].any():
+            values.append(average_precision(scores[rows], truth[rows]))
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def at_threshold(scores: np.ndarray, positives: np.ndarray, threshold: float) -> ThresholdMetrics:
     """Confusion counts, precision, recall and F1 for ``score >= threshold``."""
     predicted = np.asarray(scores) >= threshold

@@ -30,11 +30,10 @@ from geoscreen.errors import InputError
 from geoscreen.evaluate.metrics import tile_metrics
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, LabelsForOtherImage, check_classes, load_labels
-from geoscreen.ranking import average_precision
+from geoscreen.ranking import average_precision_interval
 from geoscreen.vision.scoremap import THRESHOLD_TAG
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
-BOOTSTRAP_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,9 @@ def label_metrics(
         "negatives": int((~truth).sum()),
         "positive_rate": float(truth.mean()),
         **ranking,
-        "average_precision_interval": _ap_interval(scores, truth, n_boot, seed),
+        "average_precision_interval": (
+            list(average_precision_interval(scores, truth, seed, n_boot)) if n_boot > 0 else []
+        ),
         "threshold": threshold,
         "per_class": {str(name): _class_row(result, name) for name in np.unique(result.classes)},
         "left_out": result.left_out,
@@ -158,19 +159,3 @@ def _class_row(result: LabelScores, name: str) -> dict[str, Any]:
     member = result.classes == name
     return {"labels": int(member.sum()), "positive": bool(result.positive[member][0]),
             "mean_score": float(result.scores[member].mean())}  # fmt: skip
-
-
-def _ap_interval(scores: np.ndarray, truth: np.ndarray, rounds: int, seed: int) -> list[float]:
-    """95% bootstrap interval of AP over labels (labels near each other are not
-    independent, so it is optimistic); empty when ``rounds`` is 0."""
-    if rounds <= 0:
-        return []
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        rows = rng.integers(0, truth.size, truth.size)
-        if truth[rows].any():
-            values.append(average_precision(scores[rows], truth[rows]))
-    tail = (1 - BOOTSTRAP_LEVEL) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return [float(low), float(high)]

@@ -15,7 +15,7 @@ import numpy as np
 
 from geoscreen.evaluate.at_labels import LabelScores
 from geoscreen.evaluate.metrics import pr_curve
-from geoscreen.evaluate.report import FILES, json_safe, save_figure
+from geoscreen.evaluate.report import FILES, json_safe, page_head, save_figure
 from geoscreen.fileio import atomic_write
 
 matplotlib.use("Agg")
@@ -98,12 +98,7 @@ def _html(metrics: dict[str, Any], title: str, extra: dict[str, Any]) -> str:
         for name, c in metrics["per_class"].items()
     )
     notes = "".join(f"<li>{esc(str(n))}</li>" for n in extra.get("notes", []))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>body{{font:14px sans-serif;max-width:1100px;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-img{{max-width:48%;margin:4px}}</style></head><body>
-<h1>{esc(title)}</h1>
+    return f"""{page_head(title)}
 <p>A score says how well a place <b>matches a screening profile</b>; these numbers say how
 well the scores rank the labelled places, not what any place is. Average precision is
 the area under the precision-recall curve of the labels ranked by their score; the

@@ -196,12 +196,7 @@ def render_html(ev: Evaluation, title: str, extra: dict[str, Any]) -> str:
         for g, v in ev.groups.items()
     )
     notes = "".join(f"<li>{esc(str(n))}</li>" for n in extra.get("notes", []))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>body{{font:14px sans-serif;max-width:1100px;margin:2em auto}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
-img{{max-width:48%;margin:4px}}</style></head><body>
-<h1>{esc(title)}</h1>
+    return f"""{page_head(title)}
 <p>Sites are places whose imagery <b>matches a screening profile</b>; these numbers say how
 well sites line up with labelled objects, not what any place is.</p>
 <p>Matching: {esc(ev.criterion)}; {esc(m["matching"])}. Average precision:
@@ -219,6 +214,16 @@ false positives and misses (ignores spatial correlation, so they are optimistic)
 <p>Full numbers: <a href="{FILES["metrics"]}">{FILES["metrics"]}</a>.</p>
 </body></html>
 """
+
+
+def page_head(title: str) -> str:
+    """A report page's head, its style and its title heading (the body follows)."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font:14px sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
+img{{max-width:48%;margin:4px}}</style></head><body>
+<h1>{html.escape(title)}</h1>"""
 
 
 def _style(colour: str) -> Callable[[Any], dict[str, Any]]:
