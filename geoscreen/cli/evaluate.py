@@ -12,7 +12,6 @@ import click
 from geoscreen.cli.app import cli
 from geoscreen.cli.options import json_option
 from geoscreen.errors import ConfigError, InputError
-from geoscreen.evaluate.at_labels import is_score_raster
 
 if TYPE_CHECKING:  # geopandas loads when the command runs
     import geopandas as gpd
@@ -71,6 +70,7 @@ def evaluate(
     """Match predicted sites to ground truth one-to-one, or read a classify screen's
     scores.tif at each label; write metrics, plots and a report."""
     steps = Steps("evaluate", ["loading", "matching", "writing the report"])
+    from geoscreen.evaluate.at_labels import is_score_raster
     from geoscreen.evaluate.metrics import Criterion, evaluate_sites
     from geoscreen.evaluate.predictions import load_predictions
     from geoscreen.evaluate.report import json_safe, write_report

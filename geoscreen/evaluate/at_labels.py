@@ -25,6 +25,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.warp import transform as transform_points
+from rasterio.windows import Window
 
 from geoscreen.errors import InputError
 from geoscreen.evaluate.metrics import tile_metrics
@@ -115,10 +116,9 @@ def _sample(raster: str | os.PathLike[str], labels: LabelSet, grid: Scene) -> tu
         cols, rows = _apply(~src.transform, np.asarray(xs), np.asarray(ys))
         col, row = np.floor(cols).astype(np.int64), np.floor(rows).astype(np.int64)
         inside = (col >= 0) & (row >= 0) & (col < src.width) & (row < src.height)
-        if inside.any():
-            band = src.read(1, masked=True)
-            values = band[row[inside], col[inside]]
-            out[inside] = np.ma.filled(values.astype(np.float64), np.nan)
+        for i in np.flatnonzero(inside):  # one cell each: memory stays flat on any raster
+            cell = src.read(1, window=Window(int(col[i]), int(row[i]), 1, 1), masked=True)
+            out[i] = float(np.ma.filled(cell.astype(np.float64), np.nan)[0, 0])
     left = {"outside the score raster": int((~inside).sum()),
             "no score there": int((inside & ~np.isfinite(out)).sum())}  # fmt: skip
     return out, left
