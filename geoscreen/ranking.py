@@ -53,18 +53,29 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
 
 def average_precision_interval(
-    scores: np.ndarray, truth: np.ndarray, seed: int, rounds: int = 1000, level: float = 0.95
+    scores: np.ndarray,
+    truth: np.ndarray,
+    seed: int,
+    rounds: int = 1000,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Bootstrap interval of AP, resampling items as if independent (items near each
-    other are not, so it is optimistic); resamples without a positive are skipped."""
+    """Bootstrap interval of AP, resampling whole ``groups`` (e.g. spatial blocks: items
+    in a block are not independent), or items when none are given (then optimistic for
+    items near each other). Resamples without a positive are skipped; NaN if all are."""
     scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
+    keys = np.arange(truth.size) if groups is None else np.asarray(groups)
+    ids, inverse = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(ids.size)]
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(rounds):
-        rows = rng.integers(0, truth.size, truth.size)
+        rows = np.concatenate([members[i] for i in rng.integers(0, ids.size, ids.size)])
         if truth[rows].any():
             values.append(average_precision(scores[rows], truth[rows]))
-    tail = (1 - level) / 2
+    if not values:
+        return float("nan"), float("nan")
+    tail = round((1 - level) / 2, 12)  # 0.025 exactly for 95%
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
 

@@ -5,8 +5,10 @@ places (points, boxes or polygons, with classes: positives and negatives) are th
 truth that screening is for: does a place that matches the profile score higher than
 one that does not? So the evaluation is a ranking of labels, not a matching of
 objects: AP and ROC AUC of the scores at the labels' centres against the positive
-rate (the AP of ranking at random), with a bootstrap interval, and precision, recall
-and F1 at the threshold in force when screened (the raster records it).
+rate (the AP of ranking at random), with a bootstrap interval that resamples spatial
+blocks of 3 x 3 tiles (labels a few tiles apart share their context, so they are not
+independent), and precision, recall and F1 at the threshold in force when screened.
+The raster records both the threshold and the tile size.
 
 Labels in a CRS are placed on the score raster itself; labels in pixel coordinates
 (CSV boxes, Pascal VOC) on the image they were drawn on (``image``), whose grid the
@@ -32,9 +34,10 @@ from geoscreen.evaluate.metrics import tile_metrics
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import LabelSet, LabelsForOtherImage, check_classes, load_labels
 from geoscreen.ranking import average_precision_interval
-from geoscreen.vision.scoremap import THRESHOLD_TAG
+from geoscreen.vision.scoremap import THRESHOLD_TAG, TILE_EXTENT_TAG
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+BLOCK_TILES = 3  # the bootstrap's blocks, in tiles a side (as training's blocked folds)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class LabelScores:
     threshold: float | None  # recorded by the screen that wrote the raster
     report: str  # how the label file was read (kept, positives, negatives, dropped)
     left_out: dict[str, int] = field(default_factory=dict)  # why labels had no score
+    blocks: np.ndarray | None = None  # each label's spatial block (None: not recorded)
+    block_side: float | None = None  # the blocks' side, in the raster's CRS units
 
 
 def is_score_raster(path: str | os.PathLike[str]) -> bool:
@@ -80,7 +85,7 @@ def scores_at_labels(
         raise pixels
     check_classes(placed.frame["label"].astype(str), positive_classes, negative_classes, where)
     used = placed.narrowed(negative_classes)
-    scores, left_out = _sample(raster, used, grid)
+    scores, left_out, (xs, ys) = _sample(raster, used, grid)
     present = np.isfinite(scores)
     frame = used.frame
     positive = frame["positive"].to_numpy(bool)[present]
@@ -94,19 +99,34 @@ def scores_at_labels(
             "scene's sites (geoscreen sites extract) against the labelled objects.",
         )
     with rasterio.open(raster) as src:
-        tag = src.tags().get(THRESHOLD_TAG)
+        tags = src.tags()
+    threshold, extent = (_number(tags.get(key)) for key in (THRESHOLD_TAG, TILE_EXTENT_TAG))
+    side = BLOCK_TILES * extent if extent else None
+    blocks = None
+    if side:  # as training's folds: labels within a few tiles of each other go together
+        cells = np.floor(np.column_stack([xs, ys])[present] / side).astype(np.int64)
+        blocks = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
     return LabelScores(
         scores=scores[present],
         positive=positive,
         classes=frame["label"].astype(str).to_numpy()[present],
-        threshold=float(tag) if tag not in (None, "", "None") else None,
+        threshold=threshold,
         report=placed.report.summary(),
         left_out={**left_out, "unused class": len(placed) - len(used)},
+        blocks=blocks,
+        block_side=side,
     )
 
 
-def _sample(raster: str | os.PathLike[str], labels: LabelSet, grid: Scene) -> tuple[Any, Any]:
-    """Scores at the labels' centres (NaN where none), and the counts of those without."""
+def _number(tag: str | None) -> float | None:
+    return float(tag) if tag not in (None, "", "None") else None
+
+
+def _sample(
+    raster: str | os.PathLike[str], labels: LabelSet, grid: Scene
+) -> tuple[np.ndarray, dict[str, int], tuple[np.ndarray, np.ndarray]]:
+    """Scores at the labels' centres (NaN where none), the counts of those without, and
+    the centres in the raster's coordinates."""
     centres = labels.centres()
     xs, ys = _apply(grid.transform, centres[:, 0], centres[:, 1])
     out = np.full(len(centres), np.nan)
@@ -121,7 +141,7 @@ def _sample(raster: str | os.PathLike[str], labels: LabelSet, grid: Scene) -> tu
             out[i] = float(np.ma.filled(cell.astype(np.float64), np.nan)[0, 0])
     left = {"outside the score raster": int((~inside).sum()),
             "no score there": int((inside & ~np.isfinite(out)).sum())}  # fmt: skip
-    return out, left
+    return out, left, (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
 
 
 def _apply(affine: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +164,14 @@ def label_metrics(
         "positive_rate": float(truth.mean()),
         **ranking,
         "average_precision_interval": (
-            list(average_precision_interval(scores, truth, seed, n_boot)) if n_boot > 0 else []
+            list(average_precision_interval(scores, truth, seed, n_boot, groups=result.blocks))
+            if n_boot > 0
+            else []
+        ),
+        "interval_resamples": (
+            f"blocks of {BLOCK_TILES} x {BLOCK_TILES} tiles ({result.block_side:g} units a side)"
+            if result.blocks is not None
+            else "labels (the raster records no tile size: optimistic for labels near each other)"
         ),
         "threshold": threshold,
         "per_class": {str(name): _class_row(result, name) for name in np.unique(result.classes)},

@@ -102,8 +102,8 @@ def _html(metrics: dict[str, Any], title: str, extra: dict[str, Any]) -> str:
 <p>A score says how well a place <b>matches a screening profile</b>; these numbers say how
 well the scores rank the labelled places, not what any place is. Average precision is
 the area under the precision-recall curve of the labels ranked by their score; the
-positive rate is its value for a random ranking. The interval resamples labels, as if
-they were independent (labels near each other are not, so it is optimistic).</p>
+positive rate is its value for a random ranking. The interval resamples
+{esc(metrics["interval_resamples"])}.</p>
 <table>{rows}</table>
 <h2>Per class</h2>
 <table><tr><th>class</th><th>counted as</th><th>labels</th><th>mean score</th></tr>

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoscreen.ranking import average_precision, roc_auc
+from geoscreen.ranking import average_precision, average_precision_interval, roc_auc
 from geoscreen.vision.folds import BlockedFolds
 from geoscreen.vision.scorer import KIND, DeepFeatures, FeatureScorer
 from geoscreen.vision.tabular import LinearHead, PlattCalibrator, TreeEnsembleHead
@@ -284,18 +284,8 @@ def block_bootstrap_ap(
     scores: np.ndarray, truth: np.ndarray, blocks: np.ndarray, seed: int
 ) -> tuple[float, float]:
     """95% interval of AP, resampling whole blocks (chips in a block are not independent)."""
-    rng = np.random.default_rng(seed)
-    ids = np.unique(blocks)
-    members = [np.nonzero(blocks == b)[0] for b in ids]
-    values = []
-    for _ in range(BOOTSTRAP_ROUNDS):
-        rows = np.concatenate([members[i] for i in rng.integers(0, ids.size, ids.size)])
-        if truth[rows].any():
-            values.append(average_precision(scores[rows], truth[rows]))
-    if not values:
-        return float("nan"), float("nan")
-    low, high = np.quantile(values, [0.025, 0.975])
-    return float(low), float(high)
+    truth = np.asarray(truth, dtype=bool)
+    return average_precision_interval(scores, truth, seed, BOOTSTRAP_ROUNDS, groups=blocks)
 
 
 def summarise(

@@ -33,6 +33,7 @@ TILES_FILE = "tiles.parquet"
 RASTER_FILE = "scores.tif"
 EMBEDDINGS_FILE = "embeddings.npy"
 THRESHOLD_TAG = "threshold"  # on scores.tif: the threshold in force when screened
+TILE_EXTENT_TAG = "tile_extent"  # on scores.tif: a tile's side in the raster's CRS units
 
 
 @dataclass
@@ -172,6 +173,8 @@ class ScoreMap:
             dst.write(array, 1)
             dst.set_band_description(1, "score")
             dst.update_tags(**{k: str(v) for k, v in self.meta.items()}, score_raster=mode)
+            extent = self.grid.tile_size * abs(self.grid.scene.transform.a)
+            dst.update_tags(**{TILE_EXTENT_TAG: repr(float(extent))})
             if threshold is not None:
                 dst.update_tags(**{THRESHOLD_TAG: repr(float(threshold))})
 

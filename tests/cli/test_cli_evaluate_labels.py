@@ -61,6 +61,7 @@ def test_the_east_points_are_ranked_and_scored_at_the_recorded_threshold(
     assert m["average_precision"] > m["positive_rate"] + 0.2 and m["roc_auc"] > 0.9
     assert m["threshold"] == 0.5 and "at 0.5, the threshold in force" in err
     assert m["per_class"]["water"]["mean_score"] > m["per_class"]["forest"]["mean_score"]
+    assert m["interval_resamples"] == "blocks of 3 x 3 tiles (960 units a side)"  # 16 px of 20 m
     assert {p.name for p in out.iterdir()} == {"metrics.json", "pr_curve.png",
                                                 "score_histogram.png", "report.html"}  # fmt: skip
     assert json.loads((out / "metrics.json").read_text())["f1"] == m["f1"]

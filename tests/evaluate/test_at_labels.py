@@ -114,6 +114,23 @@ def test_metrics_match_the_ranking_and_the_threshold(raster: Path, tmp_path: Pat
     # Without a threshold: ranking only.
     ranking = label_metrics(result, None, n_boot=0)
     assert "f1" not in ranking and ranking["average_precision_interval"] == []
+    assert result.blocks is None and m["interval_resamples"].startswith("labels")
+
+
+def test_the_interval_resamples_blocks_of_three_tiles(tmp_path: Path) -> None:
+    """A raster that records its tile size (160 m: 4 cells) groups the labels in blocks
+    of 3 x 3 tiles (480 m), as training's folds do: labels there share their context."""
+    values = np.arange(48, dtype=np.float64).reshape(6, 8) / 48.0
+    with rasterio.open(_scores(tmp_path / "scores.tif", values), "r+") as dst:
+        dst.update_tags(tile_extent="160.0")
+    rows = [("a", 0, 0), ("b", 1, 1), ("a", 2, 2), ("b", 0, 5), ("a", 5, 7), ("b", 5, 1)]
+    result = scores_at_labels(tmp_path / "scores.tif", _labels(tmp_path, rows),
+                              positive_classes=["a"])  # fmt: skip
+    assert result.block_side == 480.0 and result.blocks is not None
+    # Blocks lie on multiples of 480 m in the CRS: here from column 4 and from row 4.
+    assert len(set(result.blocks[:3])) == 1 and len(set(result.blocks)) == 4
+    m = label_metrics(result, None, n_boot=100)
+    assert m["interval_resamples"] == "blocks of 3 x 3 tiles (480 units a side)"
 
 
 def test_pixel_labels_need_the_image_they_were_drawn_on(tmp_path: Path) -> None:
