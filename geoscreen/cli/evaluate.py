@@ -16,6 +16,8 @@ from geoscreen.errors import ConfigError, InputError
 if TYPE_CHECKING:  # geopandas loads when the command runs
     import geopandas as gpd
 
+    from geoscreen.evaluate.metrics import Evaluation
+
 
 @cli.command("evaluate")
 @click.option("--predicted", required=True,
@@ -141,6 +143,15 @@ def evaluate(
             f"geoscreen: note: {pred.other_image} predictions for other images left out",
             err=True,
         )
+    inside = _missed_points_inside_sites(ev)
+    if inside:
+        click.echo(
+            f"geoscreen: note: {inside} missed truth points lie inside a site: matching is "
+            "one-to-one (one object per site), so points that sample a class count once per "
+            "site; to rank places by their labels, evaluate a classify screen's scores.tif "
+            "(--predicted .../scores.tif)",
+            err=True,
+        )
     steps.next()
     paths = write_report(ev, out, title=f"Evaluation of {Path(predicted).name}", extra=extra)
     m = ev.metrics
@@ -245,6 +256,18 @@ class Steps:
     def close(self) -> None:
         """Clear the bar (before the command's own output)."""
         self._bar.close()
+
+
+def _missed_points_inside_sites(ev: Evaluation) -> int:
+    """How many point truth objects were missed although a site polygon covers them."""
+    from geoscreen.evaluate.metrics import FN
+
+    truth, sites = ev.truth, ev.predicted
+    missed = truth[(truth["outcome"] == FN) & (truth.geom_type == "Point")]
+    areal = sites[sites.geom_type.isin(("Polygon", "MultiPolygon"))]
+    if missed.empty or areal.empty:
+        return 0
+    return int(missed.geometry.intersects(areal.geometry.union_all()).sum())
 
 
 def _regions(path: str) -> gpd.GeoDataFrame:

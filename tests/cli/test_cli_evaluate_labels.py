@@ -118,6 +118,9 @@ def test_object_truth_with_several_classes_counts_only_the_positive_one(
     assert json.loads(stdout)["truth"] == int((east["label"] == "water").sum())
     assert f"labels not counted as objects to find: {int((east['label'] == 'forest').sum())} " \
            "'forest'" in err  # fmt: skip
+    # Each lake site matches one of its points; the others are misses inside it: said.
+    inside = int(err.split(" missed truth points lie inside a site")[0].rsplit(" ", 1)[1])
+    assert inside > 0.8 * json.loads(stdout)["fn"]
     line = _one_error(*run("evaluate", "--predicted", sites, "--truth", screened["east"],
                            "--negative", "forest", "--out", tmp_path / "no"))  # fmt: skip
     assert "--negative applies to a scores.tif" in line
