@@ -13,9 +13,11 @@ Which labels are positive: with ``positive_classes``, exactly those class names
 is one name (e.g. ``Tree`` in a single-class annotation) counts it as positive;
 several other class names need ``positive_classes``.
 
-A Pascal VOC annotation of the scene's image without any ``<object>`` says the image
-holds none: it loads as an empty :class:`LabelSet` (a detector trains on it as
-background), where any other file without labels is refused.
+A Pascal VOC annotation of the scene's image without any ``<object>``, or CSV boxes
+whose only rows for the image are all zeros (DeepForest's mark of an empty frame), say
+the image holds none: it loads as an empty :class:`LabelSet` (a detector trains on it
+as background), where any other file without labels is refused. All-zero rows beside
+real boxes are left out, not counted as bad boxes.
 """
 
 from __future__ import annotations
@@ -295,7 +297,12 @@ def _read_csv(
     problems: dict[int, str] = {}
     geoms: list[BaseGeometry | None] = []
     space: CRS | str | None = override
+    empty_image = False
     if all(c in header for c in _BOX_COLUMNS):
+        # DeepForest's mark of an image without objects: a row whose box is all zeros
+        empty = {i for i in rows if _numbers([records[i][c] for c in _BOX_COLUMNS]) == [0.0] * 4}
+        rows = [i for i in rows if i not in empty]
+        empty_image = bool(empty) and not rows
         for i in rows:
             geoms.append(_box([records[i][c] for c in _BOX_COLUMNS]))
             if geoms[-1] is None:
@@ -326,7 +333,7 @@ def _read_csv(
             space = CRS.from_epsg(4326)
         fmt = "csv points"
     labels = [records[i][column] for i in rows]
-    return _Raw(fmt, geoms, labels, rows, problems, space, other, images[:5])
+    return _Raw(fmt, geoms, labels, rows, problems, space, other, images[:5], empty_image)
 
 
 def _read_voc(source: str, scene: Scene, match_image: bool) -> _Raw:
@@ -410,6 +417,9 @@ def _place(
         source=source, format=raw.format, rows=len(raw.rows), other_image=raw.other_image
     )
     if not raw.rows:
+        if raw.empty_image:  # says the image holds none: a detector's background
+            report.positive_rule = EMPTY_IMAGE
+            return LabelSet(frame=_empty_frame(), scene=scene, report=report)
         if raw.other_image or raw.images:
             what = (f"none of the {raw.other_image} labels are" if raw.other_image
                     else "the annotation (without objects) is")  # fmt: skip
@@ -419,9 +429,6 @@ def _place(
                 where=source,
                 fix="Give the image the labels were drawn on, or match_image=False.",
             )
-        if raw.empty_image:  # says the image holds none: a detector's background
-            report.positive_rule = EMPTY_IMAGE
-            return LabelSet(frame=_empty_frame(), scene=scene, report=report)
         raise InputError("the file holds no labels", where=source, fix="Add labelled examples.")
     pixel, in_crs = _to_pixel(raw, scene, source)
     report.pixel_coordinates = raw.crs == PIXEL or (raw.crs is None and not scene.georeferenced)

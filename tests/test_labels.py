@@ -116,6 +116,14 @@ def test_an_annotation_without_objects_says_the_image_holds_none(
     assert summary == "empty.xml: an annotation without objects (the image holds none)"
     with pytest.raises(LabelsForOtherImage, match=r"the annotation \(without objects\) is for"):
         load_labels(empty, osbs)
+    # DeepForest's CSV mark of an empty frame: a row of zeros for the image.
+    frames = tmp_path / "frames.csv"
+    frames.write_text("image_path,xmin,ymin,xmax,ymax,label\n"
+                      "2019_YELL_2_541000_4977000_image_crop.png,0,0,0,0,Tree\n"
+                      "OSBS_029.tif,10,10,40,40,Tree\nOSBS_029.tif,0,0,0,0,Tree\n")  # fmt: skip
+    assert "without objects (the image holds none)" in load_labels(frames, yell).report.summary()
+    osbs_set = load_labels(frames, osbs)  # a zero row beside real boxes: left out, not bad
+    assert len(osbs_set) == 1 and osbs_set.report.invalid == 0
     header_only = tmp_path / "none.csv"
     header_only.write_text("image_path,xmin,ymin,xmax,ymax,label\n")
     with pytest.raises(InputError, match="holds no labels"):
