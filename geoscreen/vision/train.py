@@ -33,7 +33,13 @@ from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, sh
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import LabelSet, LabelsForOtherImage, check_classes, load_labels
+from geoscreen.labels import (
+    EMPTY_IMAGE,
+    LabelSet,
+    LabelsForOtherImage,
+    check_classes,
+    load_labels,
+)
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.modelcard import ClassifyCard
@@ -53,6 +59,9 @@ MAX_HARD_NEGATIVE_WEIGHT = 100.0
 BACKGROUND_PER_POSITIVE = 4.0
 # Labels with at least this many negatives per positive sample what does not match.
 NEGATIVE_SAMPLE_SHARE = 0.5
+# Chips cut at random from an image annotated without objects (at most; fewer when that
+# many tiles do not fit side by side): every chip of it is a negative.
+EMPTY_FRAME_CHIPS = 16
 
 
 def background_count(per_positive: float | None, positives: int, negatives: int) -> int:
@@ -160,6 +169,8 @@ class TrainingData:
     scenes: list[Scene] = field(default_factory=list)
     label_records: list[dict[str, Any]] = field(default_factory=list)
     background_dropped: int = 0
+    empty_frames: int = 0  # images annotated without objects: all their chips negatives
+    empty_frame_chips: int = 0
     hard: list[bool] = field(default_factory=list)  # per chip: a hard negative
     hard_weight: float = 1.0
 
@@ -227,6 +238,7 @@ def collect_chips(
         pos: list[tuple[float, float]] = []
         neg: list[tuple[float, float]] = []
         neg_hard: list[bool] = []
+        empty_frame = False
         for label_path in labels:
             try:
                 label_set = load_labels(label_path, scene, positive_classes=positive_classes)
@@ -236,6 +248,11 @@ def collect_chips(
             other_image[str(label_path)] = ""
             seen.update(label_set.frame["label"].astype(str))
             label_set = label_set.narrowed(negative_classes)
+            if label_set.report.positive_rule == EMPTY_IMAGE:
+                empty_frame = True
+                data.label_records.append(label_record(label_path, scene, label_set,
+                                                       positives=0, negatives=0))  # fmt: skip
+                continue
             if len(label_set.positives()) + len(label_set.negatives()) == 0:
                 continue
             pos += [(float(c), float(r)) for c, r in label_set.positives().centres()]
@@ -251,16 +268,22 @@ def collect_chips(
             )
             record["classes"] = _class_counts(label_set)
             data.label_records.append(record)
-        if not pos and not neg:  # a scene of negatives alone still says what does not match
+        # A scene of negatives alone still says what does not match; so does an image
+        # annotated without objects, every chip of it (random ones, up to a cap).
+        only_empty = empty_frame and not pos and not neg
+        if not pos and not neg and not only_empty:
             continue
+        n_background = background_count(
+            opts.background_per_positive, len(pos), neg_hard.count(False)
+        )
+        if only_empty:
+            n_background = min(EMPTY_FRAME_CHIPS, (scene.width // size) * (scene.height // size))
         chips = sample_chips(
             scene,
             pos,
             neg,
             chip_size=size,
-            n_background=background_count(
-                opts.background_per_positive, len(pos), neg_hard.count(False)
-            ),
+            n_background=max(n_background, 1 if only_empty else 0),
             min_distance_px=opts.min_background_distance_tiles * size,
             seed=opts.seed,
             allow_fewer=True,
@@ -279,6 +302,9 @@ def collect_chips(
             rng = np.random.default_rng([opts.seed, len(data.scenes)])
             extra = shifted_copies(chips, scene, opts.shifted_positives, reach, rng)
             chips, hard = chips + extra, hard + [False] * len(extra)
+        if only_empty:
+            data.empty_frames += 1
+            data.empty_frame_chips += len(chips)
         data.hard += hard
         data.offsets.append(len(data.chips))
         data.chips += chips
@@ -308,19 +334,26 @@ def collect_chips(
 
 def _background_line(data: TrainingData, opts: TrainOptions) -> str:
     """What ``train`` says about the random background chips, and how to change it."""
-    drawn = data.background_chips
+    drawn = data.background_chips - data.empty_frame_chips
+    empty = (
+        f"; {data.empty_frame_chips} chips of {data.empty_frames} "
+        f"image{'s' if data.empty_frames != 1 else ''} annotated without objects, as negatives"
+        if data.empty_frames
+        else ""
+    )
     if opts.background_per_positive is not None:
-        return f"{drawn} random background chips ({opts.background_per_positive:g} per positive)"
+        return (f"{drawn} random background chips ({opts.background_per_positive:g} per "
+                f"positive){empty}")  # fmt: skip
     if drawn:
         return (
             f"{drawn} random background chips as negatives ({BACKGROUND_PER_POSITIVE:g} per "
             "positive in each scene whose labels give fewer than half as many negatives "
-            "as positives)"
+            f"as positives){empty}"
         )
     return (
         "no random background chips: the labels give negatives enough (at least half as "
         "many as positives) to say what does not match (--background-per-positive adds "
-        "random chips as negatives)"
+        f"random chips as negatives){empty}"
     )
 
 

@@ -326,6 +326,31 @@ def test_finetune_refits_on_every_chip(
     assert card.model_sha256 != kept.model_sha256
 
 
+def test_an_image_annotated_without_objects_gives_negative_chips(
+    profile: Profile, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """SOAP_061 (400 px) with an empty VOC annotation beside OSBS's crowns: its chips are
+    negatives (at most EMPTY_FRAME_CHIPS, as many tiles as fit side by side), said in the
+    background line, and its label record counts nothing."""
+    from geoscreen.samples import sample_path
+    from geoscreen.vision.train import EMPTY_FRAME_CHIPS, _background_line
+
+    empty = tmp_path / "SOAP_061.xml"
+    empty.write_text("<annotation><filename>SOAP_061.png</filename></annotation>")
+    base = collect_chips(profile, [osbs_labels_path], [osbs_path], TrainOptions())
+    data = collect_chips(profile, [osbs_labels_path, empty],
+                         [osbs_path, sample_path("neon_soap")], TrainOptions())  # fmt: skip
+    side = profile.tiling.tile_size
+    expected = min(EMPTY_FRAME_CHIPS, (400 // side) ** 2)
+    assert len(data.scenes) == 2 and data.empty_frames == 1
+    assert len(data.chips) == len(base.chips) + expected == len(base.chips) + data.empty_frame_chips
+    assert int(data.labels.sum()) == int(base.labels.sum()) == 61  # the new chips: negatives
+    assert [r.get("positives") for r in data.label_records][-1] == 0
+    assert f"{expected} chips of 1 image annotated without objects" in _background_line(
+        data, TrainOptions()
+    )
+
+
 def test_shifted_positive_copies_stay_within_half_a_stride(
     profile: Profile, osbs_path: Path, osbs_labels_path: Path
 ) -> None:
