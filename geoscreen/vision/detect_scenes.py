@@ -2,8 +2,8 @@
 pixel boxes of its objects (and of analysts' rejected detections), and the detector
 configuration a profile asks for on those bands.
 
-An image whose Pascal VOC annotation holds no object is a view without boxes: every
-chip of it is background (DeepForest trains on such empty images too).
+An image annotated without objects (an empty Pascal VOC file, or DeepForest's all-zero
+CSV row for an empty frame) is a view without boxes: every chip of it is background.
 
 A few hundred objects cover a few megapixels, so a whole scene fits in memory and every
 epoch crops it afresh (:mod:`geoscreen.vision.detect_data`); the held-out strips are cut
