@@ -78,6 +78,7 @@ class LabelReport:
     classes: dict[str, int] = field(default_factory=dict)
     positive_rule: str = ""
     pixel_coordinates: bool = False  # the file's coordinates were pixels of the image
+    empty_image: bool = False  # an annotation of the image without objects (module doc)
 
     def summary(self) -> str:
         """One line: kept, positives/negatives and every reason rows were not used."""
@@ -85,7 +86,7 @@ class LabelReport:
             f"{Path(self.source).name}: {self.kept} of {self.rows} labels kept "
             f"({self.positives} positive, {self.negatives} negative)"
         )
-        if self.positive_rule == EMPTY_IMAGE:
+        if self.empty_image:
             text = f"{Path(self.source).name}: {EMPTY_IMAGE} (the image holds none)"
         parts = []
         if self.other_image:
@@ -418,7 +419,7 @@ def _place(
     )
     if not raw.rows:
         if raw.empty_image:  # says the image holds none: a detector's background
-            report.positive_rule = EMPTY_IMAGE
+            report.empty_image = True
             return LabelSet(frame=_empty_frame(), scene=scene, report=report)
         if raw.other_image or raw.images:
             what = (f"none of the {raw.other_image} labels are" if raw.other_image

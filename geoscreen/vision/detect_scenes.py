@@ -24,7 +24,7 @@ from geoscreen.errors import ConfigError, InputError
 from geoscreen.imagery.dataset import SceneWindowReader
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import EMPTY_IMAGE, LabelSet, load_labels
+from geoscreen.labels import LabelSet, load_labels
 from geoscreen.profiles import DetectionSettings, Profile, check_scene
 from geoscreen.vision.backbones import input_stats
 from geoscreen.vision.cards import label_record
@@ -119,7 +119,7 @@ def _scene_boxes(
             problems.append(exc.message)
             continue
         boxes = object_boxes(label_set)
-        if len(boxes) == 0 and label_set.report.positive_rule != EMPTY_IMAGE:
+        if len(boxes) == 0 and not label_set.report.empty_image:
             continue
         found.append(boxes.reshape(-1, 4))
         data.label_records.append(label_record(label_path, scene, label_set, objects=len(boxes)))

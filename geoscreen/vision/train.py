@@ -33,13 +33,7 @@ from geoscreen.imagery.chips import BACKGROUND, NEGATIVE, Chip, sample_chips, sh
 from geoscreen.imagery.dataset import ChipDataset
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene, open_scene
-from geoscreen.labels import (
-    EMPTY_IMAGE,
-    LabelSet,
-    LabelsForOtherImage,
-    check_classes,
-    load_labels,
-)
+from geoscreen.labels import LabelSet, LabelsForOtherImage, check_classes, load_labels
 from geoscreen.profiles import Profile, check_scene
 from geoscreen.vision.cards import label_record
 from geoscreen.vision.modelcard import ClassifyCard
@@ -248,7 +242,7 @@ def collect_chips(
             other_image[str(label_path)] = ""
             seen.update(label_set.frame["label"].astype(str))
             label_set = label_set.narrowed(negative_classes)
-            if label_set.report.positive_rule == EMPTY_IMAGE:
+            if label_set.report.empty_image:
                 empty_frame = True
                 data.label_records.append(label_record(label_path, scene, label_set,
                                                        positives=0, negatives=0))  # fmt: skip
