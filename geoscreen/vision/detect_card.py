@@ -25,6 +25,7 @@ from geoscreen.vision.cards import (
     split_lines,
     training_record,
 )
+from geoscreen.vision.detect_metrics import RECALL_KEY, RECALL_TARGETS
 from geoscreen.vision.detector import DetectorConfig
 from geoscreen.vision.modelcard import DetectCard, EvaluationRecord, TrainingRecord, read_card
 from geoscreen.vision.modeldir import CARD_FILE, write_card
@@ -159,8 +160,11 @@ def render_detection_card(card: DetectCard) -> str:
     ]
     counts = ("val_tp@", "val_fp@", "val_fn@", "val_objects@", "val_detections@")
     for key, value in card.metrics.items():
+        if key.startswith("for_recall_"):
+            continue  # their own table
         shown = f"{int(value)}" if key.startswith(counts) else f"{value:.3f}"
         lines.append(f"- {key}: {shown}")
+    lines += _recall_lines(card)
     lines += _baseline_lines(card)
     if card.evaluations:
         lines += [
@@ -178,6 +182,35 @@ def render_detection_card(card: DetectCard) -> str:
         ]
     lines += limits_lines(card)
     return "\n".join(lines) + "\n"
+
+
+def _recall_lines(card: DetectCard) -> list[str]:
+    """The thresholds that find a target share of the strips' objects (cards since
+    session 22)."""
+    iou = next((float(k.rsplit("@", 1)[1]) for k in card.metrics if k.startswith("for_recall_")),
+               None)  # fmt: skip
+    if iou is None:
+        return []
+    rows = []
+    for target in RECALL_TARGETS:
+        values = {w: card.metrics.get(RECALL_KEY.format(target=target, what=w, iou=iou))
+                  for w in ("threshold", "precision", "recall", "f1")}  # fmt: skip
+        if all(v is not None for v in values.values()):
+            rows.append(f"| {target:g} | {values['threshold']:g} | {values['precision']:.3f} | "
+                        f"{values['recall']:.3f} | {values['f1']:.3f} |")  # fmt: skip
+    return [
+        "",
+        f"## Thresholds for a target recall (held-out strips, IoU {iou:g})",
+        "",
+        "The decision threshold above is F1-optimal: a miss and a false alarm weigh alike. "
+        "To find more of the objects and review more boxes, set `threshold:` in the profile "
+        "to one of these (the highest threshold that reaches each recall on the strips; "
+        "another site's scores may be lower).",
+        "",
+        "| recall at least | threshold | precision | recall | F1 |",
+        "|---|---|---|---|---|",
+        *(rows or ["| (none reached) | | | | |"]),
+    ]
 
 
 def _baseline_lines(card: DetectCard) -> list[str]:

@@ -13,6 +13,8 @@ from geoscreen.matching import MatchRule, match_hungarian, match_in_score_order
 from geoscreen.ranking import object_average_precision
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+RECALL_TARGETS = (0.5, 0.8, 0.9)  # the card's thresholds for a screening that must find most
+RECALL_KEY = "for_recall_{target:g}_{what}@{iou:g}"  # the card's metric names for them
 
 
 def detection_metrics(
@@ -68,3 +70,25 @@ def best_threshold(
         if f1 > best[1] + 1e-9:
             best = (t, f1)
     return best[0], max(best[1], 0.0)
+
+
+def recall_thresholds(
+    predictions: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    iou: float,
+    targets: Sequence[float] = RECALL_TARGETS,
+) -> dict[float, dict[str, float]]:
+    """For each target recall, the highest of :data:`THRESHOLDS` that reaches it on these
+    images, with its precision, recall and F1; a target no threshold reaches is left out.
+
+    The F1-optimal threshold weighs a miss and a false alarm alike; a screening whose
+    candidates people review may rather find most objects and show more boxes."""
+    rows = {t: detection_metrics(predictions, truths, iou, t) for t in THRESHOLDS}
+    out: dict[float, dict[str, float]] = {}
+    for target in targets:
+        reached = [t for t in THRESHOLDS if rows[t]["recall"] >= target]
+        if reached:
+            m = rows[max(reached)]
+            out[target] = {"threshold": max(reached), "precision": m["precision"],
+                           "recall": m["recall"], "f1": m["f1"]}  # fmt: skip
+    return out

@@ -74,7 +74,12 @@ from geoscreen.vision.detect_data import (
     sample_windows,
 )
 from geoscreen.vision.detect_infer import screening_detectors
-from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.detect_metrics import (
+    RECALL_KEY,
+    best_threshold,
+    detection_metrics,
+    recall_thresholds,
+)
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import (
@@ -508,6 +513,9 @@ def train_detector(
     for iou in (0.5, 0.4):
         for key, value in detection_metrics(predictions, truths, iou, threshold).items():
             metrics[f"val_{key}@{iou:g}"] = value
+    for target, row in recall_thresholds(predictions, truths, opts.eval_iou).items():
+        for what, value in row.items():
+            metrics[RECALL_KEY.format(target=target, what=what, iou=opts.eval_iou)] = value
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
         f"(epoch {chosen['epoch']})")  # fmt: skip

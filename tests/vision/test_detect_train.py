@@ -28,7 +28,12 @@ from geoscreen.sites.detections import objects_to_sites
 from geoscreen.vision import detect_train
 from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_infer import DetectOptions, detect_scene
-from geoscreen.vision.detect_metrics import THRESHOLDS, best_threshold, detection_metrics
+from geoscreen.vision.detect_metrics import (
+    THRESHOLDS,
+    best_threshold,
+    detection_metrics,
+    recall_thresholds,
+)
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data, object_boxes
 from geoscreen.vision.detect_train import (
     REFIT_SHARE,
@@ -118,6 +123,20 @@ def test_thresholds_and_options_for_small_data() -> None:
                     np.array([0.9, 0.6, 0.3]))]  # fmt: skip
     threshold, f1 = best_threshold(predictions, truth, 0.4)
     assert f1 == pytest.approx(1.0) and 0.3 < threshold <= 0.6
+
+
+def test_thresholds_for_a_target_recall() -> None:
+    """Four objects found at scores 0.9, 0.7, 0.4 and 0.2, two false boxes at 0.8 and 0.3:
+    the highest threshold that finds half (0.7), 3 of 4 (0.4) and all (0.2)."""
+    truth = [np.array([[i * 20, 0, i * 20 + 10, 10] for i in range(4)], dtype=float)]
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10],
+                      [200, 200, 210, 210], [300, 300, 310, 310]], dtype=float)  # fmt: skip
+    predictions = [(boxes, np.array([0.9, 0.7, 0.4, 0.2, 0.8, 0.3]))]
+    rows = recall_thresholds(predictions, truth, 0.4, targets=(0.5, 0.75, 1.0))
+    assert [rows[t]["threshold"] for t in (0.5, 0.75, 1.0)] == [0.7, 0.4, 0.2]
+    assert rows[0.75]["precision"] == pytest.approx(3 / 4) and rows[1.0]["recall"] == 1.0
+    assert recall_thresholds(predictions, truth, 0.99, targets=(1.0,))[1.0]["threshold"] == 0.2
+    assert recall_thresholds(predictions, [np.zeros((0, 4))], 0.4) == {}  # nothing to find
 
 
 def test_cosine_schedule_decays_once_to_a_floor() -> None:
@@ -406,6 +425,12 @@ def test_trained_model_directory_and_card(trained: LoadedDetector) -> None:
     page = (trained.path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert trained.sha256 in page and "val_average_precision@0.4" in page
     assert "pixel peaks (per-pixel baseline)" in page and "scale-space blobs (" in page
+    # Thresholds for a target recall: lower for more recall, each in the card's table.
+    metrics = trained.card.metrics
+    reached = [t for t in (0.5, 0.8, 0.9) if f"for_recall_{t:g}_threshold@0.4" in metrics]
+    found = [metrics[f"for_recall_{t:g}_threshold@0.4"] for t in reached]
+    assert found == sorted(found, reverse=True) and "## Thresholds for a target recall" in page
+    assert all(metrics[f"for_recall_{t:g}_recall@0.4"] >= t for t in reached)
 
 
 @pytest.mark.slow
