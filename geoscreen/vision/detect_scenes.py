@@ -121,7 +121,7 @@ def _scene_boxes(
         boxes = object_boxes(label_set)
         if len(boxes) == 0 and not label_set.report.empty_image:
             continue
-        found.append(boxes.reshape(-1, 4))
+        found.append(boxes)
         data.label_records.append(label_record(label_path, scene, label_set, objects=len(boxes)))
     return np.concatenate(found) if found else None
 
