@@ -298,6 +298,10 @@ def screen(
         _print_json(summary)
 
 
+# What a similarity search's scores are (similar.json): 'sites extract' needs a threshold.
+SIMILARITY_SCORE = "mean cosine similarity to the examples (-1..1), not a probability"
+
+
 def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple[str, str]:
     """What ``--precision`` means for ``model``: ``fp32``, ``bf16`` or ``int8``
     (``screen.json`` records it), and that in words."""
@@ -411,11 +415,19 @@ def similar(
     bands: tuple[str, ...] = (),
     as_json: bool = False,
 ) -> None:
-    """Rank tiles by similarity to example sites, with no training."""
+    """Rank tiles by similarity to example sites, with no training.
+
+    A tile scores its mean cosine similarity (-1..1) to the examples, over the
+    backbone's features and the spectral statistics of every band, each standardised
+    by tiles of the examples' scene. Scores are not probabilities: give 'sites
+    extract' a --threshold of your own.
+    """
+    import torch
+
     from geoscreen.imagery.scene import open_scene
     from geoscreen.profiles import check_scene, load_profile, select_bands
     from geoscreen.vision.classifier import load_model
-    from geoscreen.vision.embeddings import embed_examples, feature_model, similarity_scores
+    from geoscreen.vision.embeddings import SimilarityModel, embed_examples, similarity_features
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
     from geoscreen.vision.runtime import pick_device
 
@@ -423,16 +435,18 @@ def similar(
     pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
     prof = select_bands(prof, bands, scenes)
+    trained = None
     if model_dir:
         loaded = load_model(model_dir)
         for scene in scenes:
             check_model_fits(loaded, prof, scene)
-        model = loaded.model
+        trained = loaded.model
     else:
         for scene in scenes:
             check_scene(prof, scene)
-        model = feature_model(prof, scenes[0])
-    examples = embed_examples(model, prof, scenes, example)
+    features = similarity_features(prof, scenes[0], trained)
+    examples = embed_examples(features, prof, scenes, example)
+    model = SimilarityModel(features, torch.from_numpy(examples))
     run_id = uuid.uuid4().hex[:12]
     meta = {
         "profile": prof.name,
@@ -440,6 +454,11 @@ def similar(
         "run_id": run_id,
         "method": "similarity",
         "examples": len(examples),
+    }
+    about = {
+        "score": SIMILARITY_SCORE,
+        "features": features.blocks,
+        **profile_record(prof),
     }
     # fp32: the similarity of the embeddings decides here, and the bf16 check covers only
     # the model's own scores
@@ -449,10 +468,8 @@ def similar(
     results = []
     for scene in scenes:
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
-        assert scores.embeddings is not None
-        scores.scores = similarity_scores(scores.embeddings, examples)
         results.append(_write(scores, Path(out), scene.uri, prof, say))
-    summary = _summary(Path(out), "similar", meta, results)
+    summary = _summary(Path(out), "similar", meta, results, about)
     if as_json:
         _print_json(summary)
 

@@ -11,11 +11,13 @@ import torch
 
 from geoscreen.cli.options import PRECISION_CHOICES
 from geoscreen.errors import ConfigError
-from geoscreen.imagery.scene import open_scene
-from geoscreen.profiles import load_profile
+from geoscreen.imagery.scene import Scene, open_scene
+from geoscreen.profiles import Profile, load_profile
 from geoscreen.vision import runtime
-from geoscreen.vision.embeddings import feature_model
+from geoscreen.vision.backbones import build_backbone, input_stats
+from geoscreen.vision.classifier import TileClassifier
 from geoscreen.vision.infer import ScreenOptions, screen_scene
+from geoscreen.vision.inputs import backbone_spec
 from geoscreen.vision.runtime import (
     BF16_CHECK_MARGIN,
     BF16_CPU_FLAGS,
@@ -30,6 +32,14 @@ from geoscreen.vision.testing import assert_checked_like_fp32
 PROFILE = Path(__file__).resolve().parents[2] / "geoscreen" / "configs" / "tree_crowns_neon.yaml"
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # only named: nothing runs on it
+
+
+def pretrained_tile_model(profile: Profile, scene: Scene) -> TileClassifier:
+    """The profile's pretrained backbone under an untrained head: real features, and
+    scores spread around 0.5."""
+    spec = backbone_spec(profile, scene)
+    mean, std = input_stats(spec)
+    return TileClassifier(build_backbone(spec), mean, std).eval()
 
 
 def test_cli_offers_exactly_the_runtime_precisions() -> None:
@@ -117,7 +127,7 @@ def test_bf16_scores_and_embeddings_match_fp32_on_real_imagery(osbs_path: Path) 
     """The pretrained backbone on NEON OSBS_029: bf16 ranks tiles as fp32 does."""
     profile = load_profile(PROFILE)
     scene = open_scene(osbs_path, sensor=profile.imagery.sensor)
-    model = feature_model(profile, scene)
+    model = pretrained_tile_model(profile, scene)
     runs = {
         p: screen_scene(
             model,
@@ -147,7 +157,7 @@ def test_checked_bf16_puts_every_tile_on_the_side_fp32_puts_it(osbs_path: Path) 
     and the tiles at or above the threshold are fp32's."""
     profile = load_profile(PROFILE)
     scene = open_scene(osbs_path, sensor=profile.imagery.sensor)
-    model = feature_model(profile, scene)
+    model = pretrained_tile_model(profile, scene)
 
     def screen(precision: str, threshold: float, margin: float) -> np.ndarray:
         opts = ScreenOptions(device="cpu", num_workers=0, precision=precision,
