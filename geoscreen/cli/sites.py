@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # rasterio and geopandas load when a command runs
     from geoscreen.profiles import Profile
 
 CHIP_BATCH = 256  # evidence chips written per call (the scene is opened once per batch)
+# The run summaries a folder of score maps may carry: a screen's, a similarity search's.
+SUMMARIES = ("screen.json", "similar.json")
 
 
 @cli.group()
@@ -84,6 +86,7 @@ def extract(
     from geoscreen.sites.match import MatchRule, update_sites
     from geoscreen.sites.site import read_sites, write_sites
 
+    _check_similarity_threshold(Path(scores), threshold)
     prof = load_profile(profile_path) if profile_path else _recorded_profile(Path(scores), image)
     when = _date(acquired)
     rule = (
@@ -194,7 +197,7 @@ def _recorded_profile(scores: Path, image: str | None) -> Profile:
 
     from geoscreen.profiles import Profile, format_validation_error
 
-    for summary in (scores / "screen.json", scores.parent / "screen.json"):
+    for summary in _summaries(scores):
         if summary.is_file():
             data = json.loads(summary.read_text(encoding="utf-8"))
             spec = data.get("profile_spec")
@@ -207,10 +210,16 @@ def _recorded_profile(scores: Path, image: str | None) -> Profile:
                                   fix="Give --profile.") from None  # fmt: skip
             return profile.with_source(data.get("profile_path"))
     raise InputError(
-        "which profile was this screened with? no screen.json records it",
+        "which profile was this screened with? no screen.json or similar.json records it",
         where=str(scores if image is None else image),
         fix="Give --profile with the profile the scene was screened with.",
     )
+
+
+def _summaries(scores: Path) -> list[Path]:
+    """Where a run's summary may be: a screen's or a similarity search's, in the folder
+    or in the one above a scene folder."""
+    return [f / name for f in (scores, scores.parent) for name in SUMMARIES]
 
 
 def _score_folders(
@@ -219,7 +228,9 @@ def _score_folders(
     """(score folder, scene, run id) for a screen output folder or a single scene folder."""
     from geoscreen.imagery.scene import open_scene
 
-    summary = scores / "screen.json"
+    summary = next(
+        (scores / n for n in SUMMARIES if (scores / n).is_file()), scores / "screen.json"
+    )
     if (scores / "sites.parquet").is_file() and not (scores / "tiles.parquet").is_file():
         _detected(scores, [scores / "sites.parquet"])
     if image is not None:
@@ -237,7 +248,34 @@ def _score_folders(
     raise InputError(
         "not a screening output folder (no screen.json)",
         where=str(scores),
-        fix="Give the --out folder of 'geoscreen screen', or one scene's folder with --image.",
+        fix="Give the --out folder of 'geoscreen screen' or 'geoscreen similar', or one "
+        "scene's folder with --image.",
+    )
+
+
+def _check_similarity_threshold(scores: Path, threshold: float | None) -> None:
+    """A similarity search's scores are no probabilities: refuse to apply the profile's
+    threshold to them, and say where its tiles' scores lie."""
+    summary = next((f for f in _summaries(scores) if f.name == "similar.json"), None)
+    if summary is None or not summary.is_file() or threshold is not None:
+        return
+    import numpy as np
+    import pandas as pd
+
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    files = [Path(i["files"]["tiles"]) for i in data.get("scenes", []) if "files" in i]
+    values = [
+        pd.read_parquet(f, columns=["score"])["score"].to_numpy() for f in files if f.is_file()
+    ]
+    hint = ""
+    if values and (every := np.concatenate(values)).size:
+        top = float(np.quantile(every, 0.99))
+        hint = f" Its top 1% of tiles score {top:.3f} or more (highest {float(every.max()):.3f})."
+    raise InputError(
+        "a similarity search scores the mean cosine similarity to the examples (-1..1), "
+        "not a probability: the profile's threshold does not apply",
+        where=str(scores),
+        fix="Give --threshold: the similarity from which tiles are worth a review." + hint,
     )
 
 

@@ -167,6 +167,20 @@ def test_similar(
     frame = gpd.read_parquet(out / scene_folder(osbs) / "tiles.parquet")
     assert frame["score"].between(-1, 1 + 1e-6).all() and frame["score"].max() > 0.9
     assert stdout.count("tiles screened") == 2
+    assert summary["features"] == ["deep"] and "not a probability" in summary["score"]
+    # Its scores are no probabilities: sites need a threshold of the analyst's.
+    sites = workdir / "similar_sites.parquet"
+    code, _, err = call("sites", "extract", out, "--out", sites)
+    assert code == EXIT_USER_ERROR and not sites.exists()
+    line = one_error_line(err)
+    assert "not a probability" in line and "--threshold" in line and "top 1% of tiles" in line
+    # One scene's folder (the run mixes a georeferenced scene and one in pixel space).
+    code, _, err = call("sites", "extract", out / scene_folder(osbs), "--image", osbs_path,
+                        "--threshold", 0.9, "--out", sites)  # fmt: skip
+    assert code == 0, err
+    found = gpd.read_parquet(sites)
+    assert len(found) > 0 and (found["score_max"] >= 0.9).all()
+    assert set(found["profile"]) == {"tree_crowns_neon"}  # read from similar.json
     # With a trained model's backbone instead of the profile's.
     code, _, err = call("similar", "--profile", PROFILE, "--imagery", osbs_path, "--example",
                         examples_path, "--out", workdir / "similar_model", "--model", trained[0],
