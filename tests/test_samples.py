@@ -94,6 +94,8 @@ def test_sentinel2_water_forest_image() -> None:
         assert ds.crs == CRS.from_epsg(32633) and ds.res == (20.0, 20.0)
     scene = open_scene(sample.image)
     assert scene.band_names == SENTINEL2_BANDS
+    # Level-1C (top-of-atmosphere), as its tags say, not the surface reflectance of L2A.
+    assert scene.sensor == "sentinel2_l1c"
 
 
 def test_sentinel2_water_forest_labels_land_on_their_pixels() -> None:

@@ -106,6 +106,16 @@ PRESETS: dict[str, SensorPreset] = {
             reflectance_scale=1e-4,
         ),
         SensorPreset(
+            name="sentinel2_l1c",
+            description="Sentinel-2 MSI Level-1C top-of-atmosphere reflectance, uint16 "
+            "(DN/10000), 10/20/60 m",
+            bands=_S2_BANDS,
+            variants=(tuple(b for b in _S2_BANDS if b != "B10"),),
+            common_names=_S2_COMMON,
+            nominal_resolution_m=10.0,
+            reflectance_scale=1e-4,
+        ),
+        SensorPreset(
             name="landsat89_l2",
             description="Landsat 8/9 OLI Collection 2 Level-2 surface reflectance, uint16, 30 m",
             bands=("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"),
@@ -154,6 +164,11 @@ _L89 = ("landsat89_l2", "landsat89_l1")
 _L7 = ("landsat7_etm_l2", "landsat7_etm_l1")
 _L45 = ("landsat45_tm_l2", "landsat45_tm_l1")
 _TAG_HINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Level-1C (top of atmosphere) only when the file says so: its product type (S2MSI1C),
+    # product id (S2A_MSIL1C_...) or processing level.
+    ("s2msi1c", ("sentinel2_l1c",)),
+    ("msil1c", ("sentinel2_l1c",)),
+    ("level-1c", ("sentinel2_l1c",)),
     ("sentinel-2", ("sentinel2_l2a",)),
     ("sentinel2", ("sentinel2_l2a",)),
     ("s2msi2a", ("sentinel2_l2a",)),

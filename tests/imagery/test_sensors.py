@@ -57,6 +57,10 @@ def test_detect_from_band_descriptions_case_insensitive() -> None:
     [
         (13, {"SPACECRAFT_NAME": "Sentinel-2B"}, "sentinel2_l2a"),
         (12, {"PRODUCT_TYPE": "S2MSI2A"}, "sentinel2_l2a"),
+        # Top-of-atmosphere reflectance only when the file says so.
+        (13, {"PRODUCT_TYPE": "S2MSI1C"}, "sentinel2_l1c"),
+        (13, {"PRODUCT_ID": "S2B_MSIL1C_20200101T000000_N0208_R001_T33UUU"}, "sentinel2_l1c"),
+        (12, {"PROCESSING_LEVEL": "Level-1C", "SPACECRAFT_NAME": "Sentinel-2A"}, "sentinel2_l1c"),
         (7, {"SPACECRAFT_ID": "LANDSAT_9"}, "landsat89_l2"),
         (4, {"source": "PlanetScope analytic SR"}, "planetscope_4b"),
         (4, {"IMAGE_SOURCE": "NAIP 2022"}, "naip_rgbn"),
