@@ -54,4 +54,9 @@ def test_evaluate_model_notebook_runs(tmp_path: Path, monkeypatch: pytest.Monkey
     ap, rate = (float(re.search(rf"{key} ([0-9.]+)", line).group(1))  # type: ignore[union-attr]
                 for key in ("AP", "positive rate of"))  # fmt: skip
     assert ap > rate + 0.2
+    # Section 7: similarity to eight west examples ranks the same points, no training.
+    line = next(x for x in text.splitlines() if "west examples" in x)
+    ap, rate = (float(re.search(rf"{key} ([0-9.]+)", line).group(1))  # type: ignore[union-attr]
+                for key in ("AP", "positive rate of"))  # fmt: skip
+    assert "deep + spectral" in line and ap > rate + 0.2
     assert any((tmp_path / "evidence").glob("*.png"))
