@@ -21,8 +21,9 @@ labelled places that are left:
 
 Methods: ``before`` is the ranking until session 23 (the backbone's last layer on the
 tile as it is, highest cosine similarity to any example); ``shipped`` is
-:mod:`geoscreen.vision.embeddings` (deep and spectral blocks standardised by 512 tiles
-of the examples' scene, mean cosine similarity). Prints AP (mean, min and max over the
+:mod:`geoscreen.vision.embeddings` (every backbone stage, on tiles enlarged to 64 px; beyond
+visible RGB the spectral block too, standardised by 512 tiles of the examples' scene;
+the highest cosine similarity). Prints AP (mean, min and max over the
 draws) beside the positive rate; asserts nothing.
 """
 

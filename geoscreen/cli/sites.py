@@ -86,6 +86,13 @@ def extract(
     from geoscreen.sites.match import MatchRule, update_sites
     from geoscreen.sites.site import read_sites, write_sites
 
+    if not Path(scores).is_dir():
+        raise InputError(
+            "no such folder" if not Path(scores).exists() else "not a folder",
+            where=scores,
+            fix="Give the --out folder of 'geoscreen screen' or 'geoscreen similar', or one "
+            "scene's folder with --image.",
+        )
     _check_similarity_threshold(Path(scores), threshold)
     prof = load_profile(profile_path) if profile_path else _recorded_profile(Path(scores), image)
     when = _date(acquired)
@@ -272,8 +279,8 @@ def _check_similarity_threshold(scores: Path, threshold: float | None) -> None:
         top = float(np.quantile(every, 0.99))
         hint = f" Its top 1% of tiles score {top:.3f} or more (highest {float(every.max()):.3f})."
     raise InputError(
-        "a similarity search scores the mean cosine similarity to the examples (-1..1), "
-        "not a probability: the profile's threshold does not apply",
+        "a similarity search scores a tile's highest cosine similarity to the examples "
+        "(-1..1), not a probability: the profile's threshold does not apply",
         where=str(scores),
         fix="Give --threshold: the similarity from which tiles are worth a review." + hint,
     )

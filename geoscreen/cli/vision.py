@@ -299,7 +299,7 @@ def screen(
 
 
 # What a similarity search's scores are (similar.json): 'sites extract' needs a threshold.
-SIMILARITY_SCORE = "mean cosine similarity to the examples (-1..1), not a probability"
+SIMILARITY_SCORE = "highest cosine similarity to any example (-1..1), not a probability"
 
 
 def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple[str, str]:
@@ -417,10 +417,10 @@ def similar(
 ) -> None:
     """Rank tiles by similarity to example sites, with no training.
 
-    A tile scores its mean cosine similarity (-1..1) to the examples, over the
-    backbone's features and the spectral statistics of every band, each standardised
-    by tiles of the examples' scene. Scores are not probabilities: give 'sites
-    extract' a --threshold of your own.
+    A tile scores its highest cosine similarity (-1..1) to any example, over the
+    backbone's features (every stage) and, for imagery beyond visible RGB, the spectral
+    statistics of every band, standardised by tiles of the examples' scene. Scores are
+    not probabilities: give 'sites extract' a --threshold of your own.
     """
     import torch
 

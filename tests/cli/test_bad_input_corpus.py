@@ -164,6 +164,8 @@ CASES: list[tuple[list[str], str, str]] = [
      "not a screening output folder"),
     (["sites", "extract", "screened", "--image", "scene.tif", "--profile", "profile.yaml",
       "--out", "x.parquet"], "", "tiles.parquet"),
+    (["sites", "extract", "nosuchfolder", "--threshold", "0.5", "--out", "x.parquet"], "",
+     "nosuchfolder: no such folder"),
     (["evaluate", "--predicted", "sites.parquet", "--truth", "sites.parquet", "--out", "afile"],
      "", "afile"),
     (["evaluate", "--predicted", "nosuch.gpkg", "--truth", "sites.parquet", "--out", "e"], "",
