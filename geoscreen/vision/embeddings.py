@@ -54,9 +54,10 @@ VISIBLE = ("red", "green", "blue")
 class SimilarityFeatures(nn.Module):
     """Tiles -> the deep block and/or the spectral block, each of unit length.
 
-    The deep block is the backbone's pooled features as they are: all non-negative, so
-    they keep what a tile shares with every other, which makes them robust to a change
-    of scene. The spectral block is standardised (:meth:`set_reference`; the identity
+    The deep block is the backbone's pooled features as they are, not centred: they keep
+    what every tile shares (two OSBS tiles' mean cosine is 0.76), which steadies them
+    from one scene to the next, where centring by one scene's tiles shifts another's.
+    The spectral block is standardised (:meth:`set_reference`; the identity
     until then), so that each statistic counts by how much it varies among tiles. With
     both blocks, the cosine similarity of two tiles is the mean of the blocks' own.
     """
