@@ -92,29 +92,24 @@ def _tm_presets(name: str, instrument: str) -> tuple[SensorPreset, SensorPreset]
     return level2, level1
 
 
+def _sentinel2(name: str, level: str) -> SensorPreset:
+    """A Sentinel-2 MSI product level: 13 bands (12 without cirrus B10), DN/10000."""
+    return SensorPreset(
+        name=name,
+        description=f"Sentinel-2 MSI {level}, uint16 (DN/10000), 10/20/60 m",
+        bands=_S2_BANDS,
+        variants=(tuple(b for b in _S2_BANDS if b != "B10"),),
+        common_names=_S2_COMMON,
+        nominal_resolution_m=10.0,
+        reflectance_scale=1e-4,
+    )
+
+
 PRESETS: dict[str, SensorPreset] = {
     p.name: p
     for p in (
-        SensorPreset(
-            name="sentinel2_l2a",
-            description="Sentinel-2 MSI Level-2A surface reflectance, uint16 (DN/10000), "
-            "10/20/60 m",
-            bands=_S2_BANDS,
-            variants=(tuple(b for b in _S2_BANDS if b != "B10"),),
-            common_names=_S2_COMMON,
-            nominal_resolution_m=10.0,
-            reflectance_scale=1e-4,
-        ),
-        SensorPreset(
-            name="sentinel2_l1c",
-            description="Sentinel-2 MSI Level-1C top-of-atmosphere reflectance, uint16 "
-            "(DN/10000), 10/20/60 m",
-            bands=_S2_BANDS,
-            variants=(tuple(b for b in _S2_BANDS if b != "B10"),),
-            common_names=_S2_COMMON,
-            nominal_resolution_m=10.0,
-            reflectance_scale=1e-4,
-        ),
+        _sentinel2("sentinel2_l2a", "Level-2A surface reflectance"),
+        _sentinel2("sentinel2_l1c", "Level-1C top-of-atmosphere reflectance"),
         SensorPreset(
             name="landsat89_l2",
             description="Landsat 8/9 OLI Collection 2 Level-2 surface reflectance, uint16, 30 m",
