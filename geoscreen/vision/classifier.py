@@ -121,9 +121,10 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
     """Load a model directory written by :func:`save_model`, checking the recorded hash."""
     path = Path(model_dir)
     not_a_card = InputError(
-        "model.yaml is not a geoscreen model card",
+        "model.yaml is not the card of a tile classifier",
         where=str(path / CARD_FILE),
-        fix="Retrain with 'geoscreen train' or restore the original file.",
+        fix="Use a model trained for a 'task: classify' profile with 'geoscreen train' (a "
+        "detection model's folder does not fit here), or restore the original file.",
     )
     card, state = read_model_dir(path, ClassifyCard, not_a_card)
     model: TileModel

@@ -158,11 +158,11 @@ def test_not_a_model_dir(saved: tuple[TileClassifier, Path, str], tmp_path: Path
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("name: [unclosed", "not a geoscreen model card"),
-        ("just a string", "not a geoscreen model card"),
-        ("task: detect\n", "not a geoscreen model card"),
+        ("name: [unclosed", "not the card of a tile classifier"),
+        ("just a string", "not the card of a tile classifier"),
+        ("task: detect\n", "not the card of a tile classifier"),
         ("backbone: {}\ninput_stats: {}\n", "model card profile: required field is missing"),
-        ("\xff", "not a geoscreen model card"),
+        ("\xff", "not the card of a tile classifier"),
     ],
     ids=["bad-yaml", "not-a-mapping", "a-detector", "empty-sections", "not-utf8"],
 )
