@@ -262,22 +262,15 @@ def _score_folders(
 
 def _check_similarity_threshold(scores: Path, threshold: float | None) -> None:
     """A similarity search's scores are no probabilities: refuse to apply the profile's
-    threshold to them, and say where its tiles' scores lie."""
-    summary = next((f for f in _summaries(scores) if f.name == "similar.json"), None)
-    if summary is None or not summary.is_file() or threshold is not None:
+    threshold to them, and say where its tiles' scores lie (``similar.json`` has it)."""
+    summary = next((f for f in _summaries(scores) if f.is_file()), None)
+    if summary is None or summary.name != "similar.json" or threshold is not None:
         return
-    import numpy as np
-    import pandas as pd
-
     data = json.loads(summary.read_text(encoding="utf-8"))
-    files = [Path(i["files"]["tiles"]) for i in data.get("scenes", []) if "files" in i]
-    values = [
-        pd.read_parquet(f, columns=["score"])["score"].to_numpy() for f in files if f.is_file()
-    ]
     hint = ""
-    if values and (every := np.concatenate(values)).size:
-        top = float(np.quantile(every, 0.99))
-        hint = f" Its top 1% of tiles score {top:.3f} or more (highest {float(every.max()):.3f})."
+    if "score_top_1pct" in data and "score_max" in data:
+        hint = (f" Its top 1% of tiles score {data['score_top_1pct']:.3f} or more (highest "
+                f"{data['score_max']:.3f}).")  # fmt: skip
     raise InputError(
         "a similarity search scores a tile's highest cosine similarity to the examples "
         "(-1..1), not a probability: the profile's threshold does not apply",

@@ -422,6 +422,7 @@ def similar(
     statistics of every band, standardised by tiles of the examples' scene. Scores are
     not probabilities: give 'sites extract' a --threshold of your own.
     """
+    import numpy as np
     import torch
 
     from geoscreen.imagery.scene import open_scene
@@ -455,7 +456,7 @@ def similar(
         "method": "similarity",
         "examples": len(examples),
     }
-    about = {
+    about: dict[str, Any] = {
         "score": SIMILARITY_SCORE,
         "features": features.blocks,
         **profile_record(prof),
@@ -465,10 +466,18 @@ def similar(
     opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True,
                          precision="fp32")  # fmt: skip
     say = _stderr if as_json else click.echo  # --json: stdout holds the JSON object only
-    results = []
+    results, every = [], []
     for scene in scenes:
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
         results.append(_write(scores, Path(out), scene.uri, prof, say))
+        every.append(scores.scores)
+    joined = np.concatenate(every)
+    if joined.size:  # a guide for the threshold 'sites extract' asks for
+        about["score_top_1pct"] = round(float(np.quantile(joined, 0.99)), 4)
+        about["score_max"] = round(float(joined.max()), 4)
+        say(f"scores are similarities, not probabilities: the top 1% of tiles score "
+            f"{about['score_top_1pct']:.3f} or more; 'geoscreen sites extract {out} "
+            "--threshold T' makes sites of those at T or above")  # fmt: skip
     summary = _summary(Path(out), "similar", meta, results, about)
     if as_json:
         _print_json(summary)

@@ -168,12 +168,22 @@ def test_similar(
     assert frame["score"].between(-1, 1 + 1e-6).all() and frame["score"].max() > 0.9
     assert stdout.count("tiles screened") == 2
     assert summary["features"] == ["deep"] and "not a probability" in summary["score"]
-    # Its scores are no probabilities: sites need a threshold of the analyst's.
+    every = np.concatenate([
+        gpd.read_parquet(out / scene_folder(open_scene(p)) / "tiles.parquet")["score"]
+        for p in (osbs_path, yell_path)
+    ])  # fmt: skip
+    top = round(float(np.quantile(every, 0.99)), 4)
+    assert summary["score_top_1pct"] == pytest.approx(top, abs=1e-4)
+    assert f"the top 1% of tiles score {top:.3f} or more" in stdout
+    # Its scores are no probabilities: sites need a threshold of the analyst's, for the
+    # whole run's folder and for one scene's.
     sites = workdir / "similar_sites.parquet"
-    code, _, err = call("sites", "extract", out, "--out", sites)
-    assert code == EXIT_USER_ERROR and not sites.exists()
-    line = one_error_line(err)
-    assert "not a probability" in line and "--threshold" in line and "top 1% of tiles" in line
+    for where in ([out], [out / scene_folder(osbs), "--image", osbs_path]):
+        code, _, err = call("sites", "extract", *where, "--out", sites)
+        assert code == EXIT_USER_ERROR and not sites.exists()
+        line = one_error_line(err)
+        assert "not a probability" in line and "--threshold" in line
+        assert f"top 1% of tiles score {top:.3f} or more" in line
     # One scene's folder (the run mixes a georeferenced scene and one in pixel space).
     code, _, err = call("sites", "extract", out / scene_folder(osbs), "--image", osbs_path,
                         "--threshold", 0.9, "--out", sites)  # fmt: skip
