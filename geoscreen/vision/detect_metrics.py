@@ -60,13 +60,26 @@ def detection_metrics(
     }
 
 
-def best_threshold(
+def threshold_sweep(
     predictions: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray], iou: float
+) -> dict[float, dict[str, float]]:
+    """:func:`detection_metrics` at each of :data:`THRESHOLDS`: what both the F1-optimal
+    threshold and the recall thresholds are read from (compute it once for both)."""
+    return {t: detection_metrics(predictions, truths, iou, t) for t in THRESHOLDS}
+
+
+def best_threshold(
+    predictions: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    iou: float,
+    sweep: dict[float, dict[str, float]] | None = None,
 ) -> tuple[float, float]:
-    """(threshold, F1) with the best F1 over :data:`THRESHOLDS` (ties: the lower threshold)."""
+    """(threshold, F1) with the best F1 over :data:`THRESHOLDS` (ties: the lower threshold);
+    ``sweep``: :func:`threshold_sweep` of the same inputs, when already computed."""
+    rows = sweep if sweep is not None else threshold_sweep(predictions, truths, iou)
     best = (THRESHOLDS[0], -1.0)
     for t in THRESHOLDS:
-        f1 = detection_metrics(predictions, truths, iou, t)["f1"]
+        f1 = rows[t]["f1"]
         if f1 > best[1] + 1e-9:
             best = (t, f1)
     return best[0], max(best[1], 0.0)
@@ -77,13 +90,15 @@ def recall_thresholds(
     truths: Sequence[np.ndarray],
     iou: float,
     targets: Sequence[float] = RECALL_TARGETS,
+    sweep: dict[float, dict[str, float]] | None = None,
 ) -> dict[float, dict[str, float]]:
     """For each target recall, the highest of :data:`THRESHOLDS` that reaches it on these
     images, with its precision, recall and F1; a target no threshold reaches is left out.
+    ``sweep``: :func:`threshold_sweep` of the same inputs, when already computed.
 
     The F1-optimal threshold weighs a miss and a false alarm alike; a screening whose
     candidates people review may rather find most objects and show more boxes."""
-    rows = {t: detection_metrics(predictions, truths, iou, t) for t in THRESHOLDS}
+    rows = sweep if sweep is not None else threshold_sweep(predictions, truths, iou)
     out: dict[float, dict[str, float]] = {}
     for target in targets:
         reached = [t for t in THRESHOLDS if rows[t]["recall"] >= target]

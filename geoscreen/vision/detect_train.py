@@ -79,6 +79,7 @@ from geoscreen.vision.detect_metrics import (
     best_threshold,
     detection_metrics,
     recall_thresholds,
+    threshold_sweep,
 )
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
 from geoscreen.vision.detect_tta import predict_dihedral
@@ -506,14 +507,17 @@ def train_detector(
     chosen = dict(selection["best"])
     predictions = predict_views(model, val_views, device)
     truths = [v.boxes for v in val_views]
+    sweep = threshold_sweep(predictions, truths, opts.eval_iou)  # for both thresholds below
     if len(members) > 1:  # the fused boxes' own F1-optimal threshold
-        chosen["threshold"], chosen["f1"] = best_threshold(predictions, truths, opts.eval_iou)
+        chosen["threshold"], chosen["f1"] = best_threshold(
+            predictions, truths, opts.eval_iou, sweep=sweep
+        )
     threshold = float(chosen["threshold"] or profile.threshold)
     metrics: dict[str, float] = {}
     for iou in (0.5, 0.4):
         for key, value in detection_metrics(predictions, truths, iou, threshold).items():
             metrics[f"val_{key}@{iou:g}"] = value
-    for target, row in recall_thresholds(predictions, truths, opts.eval_iou).items():
+    for target, row in recall_thresholds(predictions, truths, opts.eval_iou, sweep=sweep).items():
         for what, value in row.items():
             metrics[RECALL_KEY.format(target=target, what=what, iou=opts.eval_iou)] = value
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
