@@ -85,7 +85,7 @@ def scores_at_labels(
         raise pixels
     check_classes(placed.frame["label"].astype(str), positive_classes, negative_classes, where)
     used = placed.narrowed(negative_classes)
-    scores, left_out, (xs, ys) = _sample(raster, used, grid)
+    scores, left_out, (xs, ys), tags = _sample(raster, used, grid)
     present = np.isfinite(scores)
     frame = used.frame
     positive = frame["positive"].to_numpy(bool)[present]
@@ -98,8 +98,6 @@ def scores_at_labels(
             "--negative say which classes are which); with positives alone, evaluate the "
             "scene's sites (geoscreen sites extract) against the labelled objects.",
         )
-    with rasterio.open(raster) as src:
-        tags = src.tags()
     threshold, extent = (_number(tags.get(key)) for key in (THRESHOLD_TAG, TILE_EXTENT_TAG))
     side = BLOCK_TILES * extent if extent else None
     blocks = None
@@ -124,13 +122,14 @@ def _number(tag: str | None) -> float | None:
 
 def _sample(
     raster: str | os.PathLike[str], labels: LabelSet, grid: Scene
-) -> tuple[np.ndarray, dict[str, int], tuple[np.ndarray, np.ndarray]]:
-    """Scores at the labels' centres (NaN where none), the counts of those without, and
-    the centres in the raster's coordinates."""
+) -> tuple[np.ndarray, dict[str, int], tuple[np.ndarray, np.ndarray], dict[str, str]]:
+    """Scores at the labels' centres (NaN where none), the counts of those without, the
+    centres in the raster's coordinates, and the raster's tags."""
     centres = labels.centres()
     xs, ys = _apply(grid.transform, centres[:, 0], centres[:, 1])
     out = np.full(len(centres), np.nan)
     with rasterio.open(raster) as src:
+        tags = src.tags()
         if grid.crs is not None and src.crs is not None and grid.crs != src.crs:
             xs, ys = transform_points(grid.crs, src.crs, list(xs), list(ys))
         cols, rows = _apply(~src.transform, np.asarray(xs), np.asarray(ys))
@@ -141,10 +140,12 @@ def _sample(
             out[i] = float(np.ma.filled(cell.astype(np.float64), np.nan)[0, 0])
     left = {"outside the score raster": int((~inside).sum()),
             "no score there": int((inside & ~np.isfinite(out)).sum())}  # fmt: skip
-    return out, left, (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+    xy = (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+    return out, left, xy, tags
 
 
 def _apply(affine: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``affine`` on arrays of coordinates (the Affine type's ``*`` is typed for scalars)."""
     a, b, c, d, e, f = affine[:6]
     return a * x + b * y + c, d * x + e * y + f
 
