@@ -48,7 +48,12 @@ def sites() -> None:
     "(created if missing), with its coverage history beside it.",
 )
 @click.option("--image", default=None, help="The screened scene, when SCORES is one scene folder.")
-@click.option("--threshold", type=float, default=None, help="Default: the profile's threshold.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Default: the one the run recorded (a similarity search's), else the profile's.",
+)
 @click.option(
     "--pixel-size",
     type=float,
@@ -93,7 +98,11 @@ def extract(
             fix="Give the --out folder of 'geoscreen screen' or 'geoscreen similar', or one "
             "scene's folder with --image.",
         )
-    _check_similarity_threshold(Path(scores), threshold)
+    recorded = _threshold(Path(scores), threshold)
+    if threshold is None and recorded is not None:
+        click.echo(f"threshold in force: {recorded:g}, recorded by the run (--threshold for "
+                   "another)", err=as_json)  # fmt: skip
+    threshold = recorded
     prof = load_profile(profile_path) if profile_path else _recorded_profile(Path(scores), image)
     when = _date(acquired)
     rule = (
@@ -260,13 +269,20 @@ def _score_folders(
     )
 
 
-def _check_similarity_threshold(scores: Path, threshold: float | None) -> None:
-    """A similarity search's scores are no probabilities: refuse to apply the profile's
-    threshold to them, and say where its tiles' scores lie (``similar.json`` has it)."""
+def _threshold(scores: Path, threshold: float | None) -> float | None:
+    """The threshold sites are made with: ``threshold`` when given, else the one the run
+    recorded when the profile's does not apply (a similarity search's, a similarity
+    model's), else None (the profile's). A similarity search that recorded none is
+    refused: its scores are no probabilities, and its summary says where they lie."""
     summary = next((f for f in _summaries(scores) if f.is_file()), None)
-    if summary is None or summary.name != "similar.json" or threshold is not None:
-        return
+    if summary is None or threshold is not None:
+        return threshold
     data = json.loads(summary.read_text(encoding="utf-8"))
+    recorded = data.get("threshold")
+    if isinstance(recorded, int | float) and data.get("threshold_source", "profile") != "profile":
+        return float(recorded)
+    if summary.name != "similar.json":
+        return None
     hint = ""
     if "score_top_1pct" in data and "score_max" in data:
         hint = (f" Its top 1% of tiles score {data['score_top_1pct']:.3f} or more (highest "

@@ -272,7 +272,7 @@ def screen(
     for line in (w for lines in warned for w in lines):
         click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
-        click.echo(threshold_note(prof.threshold, loaded.card), err=True)
+        click.echo(threshold_note(threshold, loaded.card, prof.name), err=True)
     arithmetic, note = arithmetic_note(precision, device, task.name, loaded.model)
     click.echo(f"arithmetic: {note}", err=True)
     settings = RunSettings(batch_size=batch_size, device=device, num_workers=workers,
@@ -293,6 +293,8 @@ def screen(
             written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
         results.append({**written, "warnings": warnings})
     extra = {**profile_record(prof), "precision": arithmetic}
+    if task.name == "classify":  # what 'sites extract' applies unless given --threshold
+        extra |= {"threshold": threshold[0], "threshold_source": threshold[1]}
     summary = _summary(Path(out), "screen", meta, results, extra)
     if as_json:
         _print_json(summary)
@@ -316,6 +318,8 @@ def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple
         words = "fp32" if device_picked == "fp32" else "bf16 (--precision fp32 for fp32)"
         return device_picked, words
     picked = screening_precision(model, precision, where, checked=True)
+    if model.fp32_only:
+        return picked, "fp32 (a similarity model scores as 'geoscreen similar' does)"
     if not runs_backbone(model):
         return picked, "fp32 (this model runs no backbone: bf16 would not speed it up)"
     if picked == "fp32":
@@ -373,14 +377,16 @@ def _write_objects(
     }
 
 
-def threshold_note(threshold: float, card: ModelCard) -> str:
-    """Which threshold makes sites, and what the model card suggests."""
+def threshold_note(threshold: tuple[float, str], card: ModelCard, profile: str) -> str:
+    """Which threshold makes sites, from where, and what the model card suggests."""
     from geoscreen.vision.modelcard import ClassifyCard
 
     thresholds = card.thresholds if isinstance(card, ClassifyCard) else None
     best = thresholds.suggested.get("best_f1") if thresholds else None
     hint = f"; the model card suggests {best.threshold:g} for best F1" if best else ""
-    return f"threshold in force: {threshold:g} (profile {card.profile.name}){hint}"
+    value, source = threshold
+    where = f"profile {profile}" if source == "profile" else source
+    return f"threshold in force: {value:g} ({where}){hint}"
 
 
 @cli.command()
@@ -400,6 +406,20 @@ def threshold_note(threshold: float, card: ModelCard) -> str:
 )
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--model", "model_dir", default=None, help="Use a trained model's backbone instead.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="The similarity from which a tile is worth a review: recorded for 'sites extract' "
+    "and, with --save-model, in the model card.",
+)
+@click.option(
+    "--save-model",
+    "save_model",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also keep the search as a model folder, for 'screen' and 'scan' (needs --threshold).",
+)
 @batch_size_option
 @device_option
 @bands_option
@@ -410,6 +430,8 @@ def similar(
     example: str,
     out: str,
     model_dir: str | None,
+    threshold: float | None,
+    save_model: str | None,
     batch_size: int,
     device: str,
     bands: tuple[str, ...] = (),
@@ -420,20 +442,30 @@ def similar(
     A tile scores its highest cosine similarity (-1..1) to any example, over the
     backbone's features (every stage) and, for imagery beyond visible RGB, the spectral
     statistics of every band, standardised by tiles of the examples' scene. Scores are
-    not probabilities: give 'sites extract' a --threshold of your own.
+    not probabilities: give a --threshold of your own, here or to 'sites extract'.
+    With --save-model, the search (examples, features, threshold) is kept as a model
+    that 'screen' and 'scan' use as they use a trained one.
     """
+    import time
+
     import numpy as np
     import torch
 
     from geoscreen.imagery.scene import open_scene
     from geoscreen.profiles import check_scene, load_profile, select_bands
     from geoscreen.vision.classifier import load_model
-    from geoscreen.vision.embeddings import SimilarityModel, embed_examples, similarity_features
+    from geoscreen.vision.embeddings import SimilarityModel, example_set, similarity_features
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
     from geoscreen.vision.runtime import pick_device
 
+    started = time.perf_counter()
+    if save_model is not None:
+        _check_saving(save_model, threshold)
+    if threshold is not None and not -1 <= threshold <= 1:
+        raise InputError(f"--threshold {threshold:g}: a cosine similarity lies in -1..1",
+                         where="geoscreen similar", fix="Give a similarity, e.g. 0.9.")  # fmt: skip
     prof = load_profile(profile)
-    pick_device(device)  # an unusable device fails before any work
+    where = pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
     prof = select_bands(prof, bands, scenes)
     trained = None
@@ -441,35 +473,47 @@ def similar(
         loaded = load_model(model_dir)
         for scene in scenes:
             check_model_fits(loaded, prof, scene)
-        trained = loaded.model
+        trained = loaded
     else:
         for scene in scenes:
             check_scene(prof, scene)
-    features = similarity_features(prof, scenes[0], trained)
-    examples = embed_examples(features, prof, scenes, example)
-    model = SimilarityModel(features, torch.from_numpy(examples))
+    features = similarity_features(prof, scenes[0], trained.model if trained else None)
+    found = example_set(features, prof, scenes, example)
+    model = SimilarityModel(features, torch.from_numpy(found.embeddings))
     run_id = uuid.uuid4().hex[:12]
     meta = {
         "profile": prof.name,
         "profile_version": prof.version,
         "run_id": run_id,
         "method": "similarity",
-        "examples": len(examples),
+        "examples": len(found.embeddings),
     }
     about: dict[str, Any] = {
         "score": SIMILARITY_SCORE,
         "features": features.blocks,
         **profile_record(prof),
     }
+    if threshold is not None:  # 'sites extract' applies it unless given another
+        about |= {"threshold": threshold, "threshold_source": "analyst (similar --threshold)"}
     # fp32: the similarity of the embeddings decides here, and the bf16 check covers only
     # the model's own scores
     opts = ScreenOptions(batch_size=batch_size, device=device, embeddings=True, progress=True,
                          precision="fp32")  # fmt: skip
     say = _stderr if as_json else click.echo  # --json: stdout holds the JSON object only
+    if save_model is not None:  # kept before the scenes are screened: nothing depends on them
+        assert threshold is not None
+        from geoscreen.vision.similarity_model import keep_search
+
+        saved = keep_search(model, prof, found, threshold, save_model, where,
+                            source=trained, options={"examples": str(example)},
+                            started=started)  # fmt: skip
+        about["model"] = {"path": str(save_model), "model_sha256": saved}
+        say(f"similarity model kept in {save_model} (threshold {threshold:g}); see "
+            f"{save_model}/MODEL_CARD.md")  # fmt: skip
     results, every = [], []
     for scene in scenes:
         scores = screen_scene(model, prof, scene, opts, meta={**meta, "scene_id": scene.id})
-        results.append(_write(scores, Path(out), scene.uri, prof, say))
+        results.append(_write(scores, Path(out), scene.uri, prof, say, threshold))
         every.append(scores.scores)
     joined = np.concatenate(every)
     if joined.size:  # a guide for the threshold 'sites extract' asks for
@@ -481,6 +525,21 @@ def similar(
     summary = _summary(Path(out), "similar", meta, results, about)
     if as_json:
         _print_json(summary)
+
+
+def _check_saving(save_model: str, threshold: float | None) -> None:
+    """Refuse, before any work, a similarity model without its threshold or folder."""
+    from geoscreen.fileio import check_output_dir
+
+    if threshold is None:
+        raise InputError(
+            "--save-model needs --threshold: a similarity model screens with the analyst's "
+            "threshold, not the profile's (a probability)",
+            where="geoscreen similar",
+            fix="Run 'geoscreen similar' without --save-model first; it prints the score of "
+            "the top 1% of tiles as a guide. Then give --threshold T with --save-model.",
+        )
+    check_output_dir(save_model, "--save-model")
 
 
 def _write(

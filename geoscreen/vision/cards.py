@@ -107,15 +107,6 @@ def model_card(
     holds sections of the task's own (the detector's configuration, the classifier's
     learner).
     ``spec`` is None for a model that uses no backbone (a spectral-context learner)."""
-    backbone = None
-    if spec is not None:
-        backbone = {
-            "name": spec.name,
-            "in_channels": spec.in_channels,
-            "band_roles": list(spec.band_roles or []),
-            "weights": spec.weights,
-            "weights_sha256": spec.weights_sha256,
-        }
     return {
         "profile": {
             "name": profile.name,
@@ -126,7 +117,7 @@ def model_card(
         "task": task,
         "output_meaning": output_meaning,
         **(model or {}),
-        "backbone": backbone,
+        "backbone": backbone_record(spec) if spec is not None else None,
         "input_stats": {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]},
         "preprocess": profile.preprocess.model_dump(mode="json"),
         "tiling": profile.tiling.model_dump(mode="json"),
@@ -139,6 +130,17 @@ def model_card(
         "metrics": {k: float(v) for k, v in metrics.items()},
         "training": training,
         "limits": list(limits),
+    }
+
+
+def backbone_record(spec: BackboneSpec) -> dict[str, Any]:
+    """The card's ``backbone`` section: what rebuilds it and what it started from."""
+    return {
+        "name": spec.name,
+        "in_channels": spec.in_channels,
+        "band_roles": list(spec.band_roles or []),
+        "weights": spec.weights,
+        "weights_sha256": spec.weights_sha256,
     }
 
 

@@ -68,6 +68,10 @@ class TileModel(nn.Module):
         """Scores in [0, 1] (B,) when no embeddings are wanted (a model may skip work)."""
         return self.score_and_embed(x)[0]
 
+    # Scores in fp32 whatever --precision asks: bf16's check covers probabilities near a
+    # threshold, not a model whose scores are on another scale (similarity search).
+    fp32_only: bool = False
+
 
 class TileClassifier(TileModel):
     """Binary tile classifier; ``forward`` returns logits of shape (B,)."""
@@ -128,7 +132,11 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
     )
     card, state = read_model_dir(path, ClassifyCard, not_a_card)
     model: TileModel
-    if card.learner is not None:
+    if card.similarity:
+        from geoscreen.vision.similarity_model import model_from_card
+
+        model = model_from_card(card, state)
+    elif card.learner is not None:
         from geoscreen.vision.scorer import scorer_from_card
 
         model = scorer_from_card(card, state)

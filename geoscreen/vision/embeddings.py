@@ -20,7 +20,9 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +38,7 @@ from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile
 from geoscreen.vision.augment import DIHEDRAL, dihedral
 from geoscreen.vision.backbones import build_backbone, input_stats
+from geoscreen.vision.cards import label_record
 from geoscreen.vision.classifier import TileClassifier, TileModel
 from geoscreen.vision.infer import profile_grid
 from geoscreen.vision.inputs import backbone_spec, band_roles
@@ -72,8 +75,9 @@ class SimilarityFeatures(nn.Module):
         self.deep, self.spectral = deep, spectral
         self.deep_width = deep.out_features if deep is not None else 0
         width = spectral.out_features if spectral is not None else 0
-        self.register_buffer("center", torch.zeros(width), persistent=False)
-        self.register_buffer("scale", torch.ones(width), persistent=False)
+        # saved with a similarity model (geoscreen.vision.similarity_model)
+        self.register_buffer("center", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
 
     @property
     def blocks(self) -> list[str]:
@@ -115,6 +119,7 @@ class SimilarityModel(TileModel):
     """Scores a tile by its highest cosine similarity to any example (in [-1, 1])."""
 
     examples: torch.Tensor
+    fp32_only = True  # as 'geoscreen similar' scores, whatever --precision asks
 
     def __init__(self, features: SimilarityFeatures, examples: torch.Tensor) -> None:
         super().__init__()
@@ -162,6 +167,13 @@ def similarity_features(
     on OSBS ranking YELL's tiles: AP 0.67-0.69 with it, 0.77-0.78 without, README).
     """
     deep: DeepFeatures | None = None
+    if isinstance(model, SimilarityModel):
+        raise InputError(
+            "--model is a similarity search kept as a model, not a trained model",
+            where="--model",
+            fix="Leave --model out to compare the profile's own features, or give a model "
+            "trained with 'geoscreen train'.",
+        )
     if isinstance(model, FeatureScorer):
         deep = model.deep
     elif isinstance(model, TileClassifier):  # a fine-tuned CNN: its features as trained
@@ -243,6 +255,16 @@ def set_reference(
     features.set_reference(raw_features(features, profile, scene, sample, views=1))
 
 
+@dataclass(frozen=True)
+class ExampleSet:
+    """The examples' embeddings (K, F) and where they came from: one label record per
+    scene that held any (for a model card), and those scenes."""
+
+    embeddings: np.ndarray
+    label_records: list[dict[str, Any]]
+    scenes: list[Scene]
+
+
 def embed_examples(
     features: SimilarityFeatures,
     profile: Profile,
@@ -250,7 +272,18 @@ def embed_examples(
     example_file: str | Path,
     reference_tiles: int = REFERENCE_TILES,
 ) -> np.ndarray:
-    """Embeddings (K, F) of the examples, each from the mean of its 8 flips/rotations.
+    """Embeddings (K, F) of the examples (:func:`example_set`)."""
+    return example_set(features, profile, scenes, example_file, reference_tiles).embeddings
+
+
+def example_set(
+    features: SimilarityFeatures,
+    profile: Profile,
+    scenes: Sequence[Scene],
+    example_file: str | Path,
+    reference_tiles: int = REFERENCE_TILES,
+) -> ExampleSet:
+    """The examples embedded, each from the mean of its 8 flips/rotations.
 
     The examples need to lie in one of ``scenes`` only: scenes they cannot be placed on
     (outside, or without a georeference) are skipped. With a spectral block, the first
@@ -259,23 +292,27 @@ def embed_examples(
     tiles, and every scene screened is standardised alike.
     """
     problems: list[str] = []
-    raw, reference_set = [], False
+    raw: list[torch.Tensor] = []
+    records: list[dict[str, Any]] = []
+    used: list[Scene] = []
     for scene in scenes:
         try:
-            chips = example_chips(profile, scene, example_file)
+            labels = load_labels(example_file, scene)
         except InputError as exc:
             problems.append(exc.what)
             continue
+        chips = chips_at(profile, scene, labels.positives().centres())
         if not chips:
             continue
-        if not reference_set and features.spectral is not None:
+        if not used and features.spectral is not None:
             set_reference(features, profile, scene, reference_tiles)
-            reference_set = True
         raw.append(raw_features(features, profile, scene, chips, views=DIHEDRAL))
+        records.append(label_record(example_file, scene, labels, positives=len(chips)))
+        used.append(scene)
     if not raw:
         raise InputError(
             "no example falls inside the given imagery" + (f" ({problems[0]})" if problems else ""),
             where=str(example_file),
             fix="Give examples located in one of the --imagery scenes (same place, any CRS).",
         )
-    return features.standardise(torch.cat(raw)).numpy()
+    return ExampleSet(features.standardise(torch.cat(raw)).numpy(), records, used)

@@ -176,10 +176,11 @@ def screening_precision(
     """The arithmetic :func:`score_grid` runs ``model`` in (``checked``: scores near the
     threshold are scored again in fp32). Feature scorers without deep features
     (spectral statistics, the per-pixel model) compute in fp32 whatever ``precision``
-    says: their cost is not in matrix products, and the check covers backbones only.
+    says: their cost is not in matrix products, and the check covers backbones only. So
+    does a similarity model (``fp32_only``), as ``geoscreen similar`` scores.
     ``int8`` (:mod:`geoscreen.vision.quantize`) is for ResNet trunks on a CPU; asked for
     elsewhere it is a ConfigError."""
-    if not runs_backbone(model):
+    if not runs_backbone(model) or model.fp32_only:
         return "fp32"
     if precision == "int8":
         check_int8(model, device)

@@ -343,6 +343,12 @@ class ClassifyCard(CardBase):
         return self
 
     @property
+    def similarity(self) -> bool:
+        """Whether this is a similarity search kept as a model
+        (:mod:`geoscreen.vision.similarity_model`): cosine scores, the card's threshold."""
+        return self.learner is not None and self.learner.kind == "similarity"
+
+    @property
     def channels(self) -> int:
         """How many input channels (bands, then indices) the model takes."""
         if self.learner is not None:

@@ -168,13 +168,13 @@ def scorer_from_card(card: ClassifyCard, state: dict[str, torch.Tensor]) -> Feat
     if uses in ("deep", "combined"):
         mean, std = card.input_stats.mean, card.input_stats.std
         backbone = build_backbone(spec_from_card(card))
-        min_size = _needed(learner.deep_min_size, "deep_min_size")
+        min_size = required_field(learner.deep_min_size, "deep_min_size")
         deep = DeepFeatures(
             backbone, mean, std, min_size, learner.deep_views or 1, learner.deep_stages
         )
     head: LinearHead | TreeEnsembleHead
     if learner.estimator == "gbm":
-        depth = _needed(learner.tree_depth, "tree_depth")
+        depth = required_field(learner.tree_depth, "tree_depth")
         head = TreeEnsembleHead.from_state(state, "head.", depth)
     else:
         head = LinearHead.from_state(state, "head.")
@@ -187,7 +187,7 @@ def scorer_from_card(card: ClassifyCard, state: dict[str, torch.Tensor]) -> Feat
     )
 
 
-def _needed(value: int | None, name: str) -> int:
+def required_field(value: int | None, name: str) -> int:
     if value is None:
         raise InputError(
             f"model card learner.{name}: required for this learner",

@@ -203,6 +203,11 @@ class ClassifyTask:
     def threshold(
         self, loaded: LoadedModelDir[Any], profile: Profile, tta: bool = False
     ) -> tuple[float, str]:
+        """The profile's, except for a similarity search kept as a model: its scores are
+        cosine similarities, and the card holds the analyst's threshold for them."""
+        card = loaded.card
+        if isinstance(card, ClassifyCard) and card.similarity and card.threshold is not None:
+            return float(card.threshold), card.threshold_source or "model card"
         return float(profile.threshold), "profile"
 
     def score_scene(

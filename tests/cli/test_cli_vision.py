@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -197,6 +198,70 @@ def test_similar(
                         "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert (workdir / "similar_model" / scene_folder(osbs) / "scores.tif").is_file()
+
+
+def test_a_similarity_search_kept_as_a_model_screens_and_scans(
+    workdir: Path, examples_path: Path, osbs_path: Path
+) -> None:
+    """Defined by examples, screened in batch: ``similar --save-model`` with the analyst's
+    threshold; ``screen`` gives the search's scores and applies that threshold (recorded
+    for ``sites extract``); ``scan`` puts the same candidates in the review store."""
+    out, kept = workdir / "kept_search", workdir / "kept_model"
+    base = ("similar", "--profile", PROFILE, "--imagery", osbs_path, "--example", examples_path,
+            "--device", "cpu")  # fmt: skip
+    # Without a threshold, or with one no similarity reaches: refused before any work.
+    for extra in (("--save-model", kept), ("--save-model", kept, "--threshold", 2)):
+        code, _, err = call(*base, "--out", out, *extra)
+        assert code == EXIT_USER_ERROR and not out.exists() and not kept.exists()
+        assert "--threshold" in one_error_line(err)
+    code, stdout, err = call(*base, "--out", out, "--save-model", kept, "--threshold", 0.9)
+    assert code == 0, err
+    assert f"similarity model kept in {kept} (threshold 0.9)" in stdout
+    summary = json.loads((out / "similar.json").read_text())
+    assert summary["threshold"] == 0.9 and summary["model"]["path"] == str(kept)
+    card = yaml.safe_load((kept / "model.yaml").read_text())
+    assert card["learner"]["kind"] == "similarity" and card["threshold"] == 0.9
+    assert card["thresholds"]["source"].startswith("analyst")
+    # A kept search is no trained model to compare features with.
+    code, _, err = call(*base, "--out", workdir / "again", "--model", kept)
+    assert code == EXIT_USER_ERROR and "similarity search kept as a model" in one_error_line(err)
+    screened = workdir / "kept_screen"
+    code, _, err = call("screen", PROFILE, osbs_path, "--model", kept, "--out", screened,
+                        "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert "threshold in force: 0.9 (model card: the analyst's threshold" in err
+    assert "arithmetic: fp32 (a similarity model" in err
+    folder = scene_folder(open_scene(osbs_path))
+    searched = gpd.read_parquet(out / folder / "tiles.parquet")["score"].to_numpy()
+    again = gpd.read_parquet(screened / folder / "tiles.parquet")["score"].to_numpy()
+    np.testing.assert_allclose(again, searched, atol=1e-5)
+    recorded = json.loads((screened / "screen.json").read_text())
+    assert recorded["threshold"] == 0.9 and recorded["threshold_source"].startswith("model card")
+    # 'sites extract' applies the recorded threshold, to the search and to the screen.
+    expected = int((searched >= 0.9).sum())
+    assert 0 < expected < len(searched)
+    counts = []
+    for scores in (out, screened):
+        sites = workdir / f"{scores.name}_sites.parquet"
+        code, stdout, err = call("sites", "extract", scores, "--out", sites, "--no-evidence")
+        assert code == 0, err
+        assert "threshold in force: 0.9, recorded by the run" in stdout
+        found = gpd.read_parquet(sites)
+        assert (found["score_max"] >= 0.9).all()
+        counts.append(len(found))
+    assert counts[0] == counts[1] > 0
+    # A scan into the review store: the same candidates, the run's policy names the card.
+    incoming = workdir / "kept_incoming"
+    incoming.mkdir()
+    (incoming / osbs_path.name).write_bytes(osbs_path.read_bytes())
+    db = workdir / "kept.sqlite"
+    code, stdout, err = call("scan", PROFILE, incoming, "--model", kept, "--db", db,
+                             "--work", workdir / "kept_work")  # fmt: skip
+    assert code == 0, err
+    assert f"{counts[0]} new and 0 re-seen candidate sites" in stdout + err
+    with sqlite3.connect(db) as conn:
+        threshold, policy = conn.execute("SELECT threshold, policy FROM runs").fetchone()
+    assert threshold == 0.9 and "the analyst's threshold" in json.loads(policy)["threshold_source"]
 
 
 def test_screen_writes_the_raster_the_profile_asks_for(

@@ -150,10 +150,12 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert summary["kind"] == "screen" and summary["profile"] == "tree_crowns_neon"
     assert [Path(s["scene"]).name for s in summary["scenes"]] == ["osbs_029_part1.tif"]
     assert len(gpd.read_parquet(work / "sites.parquet")) >= 1
-    for model in ("trees", "trees-v2", "crowns"):
+    for model in ("trees", "trees-v2", "crowns", "like-these"):
         assert (work / "models" / model / "model.yaml").is_file()
     scans = [text for line, text in outputs.items() if line.startswith("geoscreen scan ")]
-    assert len(scans) == 2 and "4 screened" in scans[0]
+    assert len(scans) == 3 and "4 screened" in scans[0]
+    # the kept similarity search scanned the drop folder at its own threshold
+    assert "4 screened" in scans[1] and "candidate sites" in scans[1]
     # step 4: the decisions, in the workflow's order, and what they let out
     history = outputs["geoscreen review history 1"]
     assert "new -> in_review" in history and "confirmed -> escalated" in history
