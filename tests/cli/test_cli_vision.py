@@ -176,6 +176,10 @@ def test_similar(
     top = round(float(np.quantile(every, 0.99)), 4)
     assert summary["score_top_1pct"] == pytest.approx(top, abs=1e-4)
     assert f"the top 1% of tiles score {top:.3f} or more" in stdout
+    # and how the examples score against each other (each left out), to set it by
+    quartiles = summary["example_score_left_out"]
+    assert len(quartiles) == 3 and quartiles == sorted(quartiles) and quartiles[0] > 0
+    assert "the examples, each scored against the others, score" in stdout
     # Its scores are no probabilities: sites need a threshold of the analyst's, for the
     # whole run's folder and for one scene's.
     sites = workdir / "similar_sites.parquet"
