@@ -527,8 +527,10 @@ def similar(
     if len(left_out) > 1:  # and how the examples score, each against the others
         quartiles = np.quantile(left_out, [0.25, 0.5, 0.75])
         about["example_score_left_out"] = [round(float(q), 4) for q in quartiles]
-        say("the examples, each scored against the others, score {:.3f} / {:.3f} / {:.3f} "
-            "(quartiles): a threshold above them misses examples like them".format(*quartiles))
+        say(
+            "the examples, each scored against the others, score {:.3f} / {:.3f} / {:.3f} "
+            "(quartiles): a threshold above them misses examples like them".format(*quartiles)
+        )
     summary = _summary(Path(out), "similar", meta, results, about)
     if as_json:
         _print_json(summary)
