@@ -90,8 +90,7 @@ def summary(p: Profile) -> str:
         f"model:       {model.task}, backbone {model.backbone}, "
         f"{p.input_channels or 'all'} input channels",
         f"weights:     {weights_text}",
-        f"threshold:   {p.threshold:g} (in force when screening; a trained model's card "
-        "suggests others)",
+        f"threshold:   {_threshold_text(p)}",
         f"labels:      {_label_rule(p)}",
         f"sites:       min area {p.sites.min_area_m2:g} m2, "
         f"merge within {p.sites.merge_distance_m:g} m",
@@ -127,3 +126,14 @@ def _join(items: list[str] | None) -> str:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
+
+
+def _threshold_text(p: Profile) -> str:
+    """Which threshold screening applies with this profile, and when another does."""
+    if p.model.task == "detect":
+        if "threshold" in p.model_fields_set:
+            return f"{p.threshold:g} (set here: in force over the model card's)"
+        return (f"not set: the model card's (held-out F1-optimal) is in force; {p.threshold:g} "
+                "for a card without one")  # fmt: skip
+    return (f"{p.threshold:g} (in force when screening with a trained model, whose card "
+            "suggests others; a similarity model screens at its own)")  # fmt: skip

@@ -50,6 +50,21 @@ def test_show_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert "indices ndbi" in out and "7 input channels" in out
     assert "weights:     none yet" in out
     assert "matches profile brick_kilns_s2" in out
+    assert "a similarity model screens at its own" in out
+
+
+def test_show_says_which_threshold_is_in_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A detection profile without a threshold screens at the model card's; one that
+    sets it, at its own."""
+    detect = CONFIGS / "tree_crowns_detect_neon.yaml"
+    assert main(["profile", "show", str(detect)]) == 0
+    assert "threshold:   not set: the model card's (held-out F1-optimal)" in capsys.readouterr().out
+    set_here = tmp_path / "set.yaml"
+    set_here.write_text(detect.read_text() + "threshold: 0.4\n")
+    assert main(["profile", "show", str(set_here)]) == 0
+    assert "threshold:   0.4 (set here: in force over the model card's)" in capsys.readouterr().out
 
 
 def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
