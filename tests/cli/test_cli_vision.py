@@ -196,12 +196,21 @@ def test_similar(
     found = gpd.read_parquet(sites)
     assert len(found) > 0 and (found["score_max"] >= 0.9).all()
     assert set(found["profile"]) == {"tree_crowns_neon"}  # read from similar.json
-    # With a trained model's backbone instead of the profile's.
+    # With a trained model's features instead of the profile's backbone, kept as a model:
+    # it records the features it compares and the trained model they came from.
+    kept = workdir / "similar_model_kept"
     code, _, err = call("similar", "--profile", PROFILE, "--imagery", osbs_path, "--example",
                         examples_path, "--out", workdir / "similar_model", "--model", trained[0],
-                        "--device", "cpu")  # fmt: skip
+                        "--device", "cpu", "--threshold", 0.5, "--save-model", kept)  # fmt: skip
     assert code == 0, err
     assert (workdir / "similar_model" / scene_folder(osbs) / "scores.tif").is_file()
+    source = load_model(trained[0])
+    card = load_model(kept).card
+    assert card.training is not None and card.learner is not None
+    assert card.training.options["model"]["model_sha256"] == source.sha256
+    uses_deep = source.card.learner is None or source.card.learner.features in ("deep", "combined")
+    assert (card.backbone == source.card.backbone) if uses_deep else card.backbone is None
+    assert card.learner.features == ("deep" if uses_deep else "spectral")
 
 
 def test_a_similarity_search_kept_as_a_model_screens_and_scans(

@@ -32,6 +32,7 @@ from geoscreen.vision.infer import ScreenOptions, screen_scene, screening_precis
 from geoscreen.vision.modeldir import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE
 from geoscreen.vision.similarity_model import THRESHOLD_SOURCE, keep_search, leave_one_out
 from geoscreen.vision.task import ClassifyTask
+from geoscreen.vision.testing import untrained_model_dir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "geoscreen" / "configs"
 OPTS = ScreenOptions(num_workers=0, device="cpu", precision="fp32")
@@ -151,3 +152,24 @@ def test_weights_that_do_not_fit_the_card_are_refused(
     card_path.write_text(yaml.safe_dump(card))
     with pytest.raises(ConfigError, match=r"model\.pt does not match"):
         load_model(tmp_path / "m")
+
+
+def test_a_trained_cnns_features_kept(crowns: tuple[Profile, Scene, Path], tmp_path: Path) -> None:
+    """``similar --model CNN --save-model``: the card keeps the CNN's backbone record and
+    the features as the CNN computes them (no enlarging, no stages), so the kept model
+    screens as the search did."""
+    profile, scene, examples = crowns
+    cnn = load_model(untrained_model_dir(profile, scene, tmp_path / "cnn"))
+    features = similarity_features(profile, scene, cnn.model)
+    found = example_set(features, profile, [scene], examples)
+    model = SimilarityModel(features, torch.from_numpy(found.embeddings))
+    keep_search(model, profile, found, 0.9, tmp_path / "m", CPU, source=cnn)
+    loaded = load_model(tmp_path / "m")
+    learner = loaded.card.learner
+    assert learner is not None and learner.deep_min_size == 1 and not learner.deep_stages
+    assert loaded.card.backbone == cnn.card.backbone
+    assert loaded.card.training is not None
+    assert loaded.card.training.options["model"]["model_sha256"] == cnn.sha256
+    before = screen_scene(model, profile, scene, OPTS).scores
+    np.testing.assert_allclose(screen_scene(loaded.model, profile, scene, OPTS).scores, before,
+                               atol=1e-5)  # fmt: skip
