@@ -466,6 +466,14 @@ def similar(
         raise InputError(f"--threshold {threshold:g}: a cosine similarity lies in -1..1",
                          where="geoscreen similar", fix="Give a similarity, e.g. 0.9.")  # fmt: skip
     prof = load_profile(profile)
+    if prof.model.task != "classify":
+        raise InputError(
+            f"profile {prof.name} detects objects; similarity search ranks tiles",
+            where=profile,
+            fix="Give a classify profile whose tiles are about the size of what you look "
+            "for; a detection profile finds objects with a detector trained by 'geoscreen "
+            "train'.",
+        )
     where = pick_device(device)  # an unusable device fails before any work
     scenes = [open_scene(s, sensor=prof.imagery.sensor) for s in imagery]
     prof = select_bands(prof, bands, scenes)

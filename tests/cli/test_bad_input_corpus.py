@@ -59,6 +59,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, osbs_path: Path, osbs_labels_
     _profile(folder, "percentiles.yaml",
              preprocess={"normalization": {"percentiles": [98, 2]}})  # fmt: skip
     _profile(folder, "typo.yaml", treshold=0.5)
+    shutil.copy(CONFIGS / "tree_crowns_detect_neon.yaml", folder / "detect.yaml")
     (folder / "notyaml.yaml").write_text("name: [unclosed\n")
     (folder / "list.yaml").write_text("- name\n- version\n")
     (folder / "garbage.tif").write_text("not an image")
@@ -161,6 +162,8 @@ CASES: list[tuple[list[str], str, str]] = [
     # a similarity search kept as a model: the analyst's threshold, a similarity
     (["similar", "--profile", "profile.yaml", "--imagery", "scene.tif", "--example",
       "labels.csv", "--out", "s", "--save-model", "sm"], "", "--save-model needs --threshold"),
+    (["similar", "--profile", "detect.yaml", "--imagery", "scene.tif", "--example",
+      "labels.csv", "--out", "s"], "", "similarity search ranks tiles"),
     (["similar", "--profile", "profile.yaml", "--imagery", "scene.tif", "--example",
       "labels.csv", "--out", "s", "--threshold", "1.5"], "", "a cosine similarity lies in -1..1"),
     (["similar", "--profile", "profile.yaml", "--imagery", "scene.tif", "--example",
