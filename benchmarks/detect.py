@@ -142,6 +142,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "moving average of the weights (decay 0.99)": {**ONE, "weight_average": 0.99},
     "6 frozen blocks": {**ONE, "freeze_blocks": 6},
     "16 frozen blocks (every MBConv block)": {**ONE, "freeze_blocks": 16},
+    "wider feature pyramid and heads (128 channels)": {**ONE, "fpn_channels": 128},
     "no copy-paste": {**ONE, "copy_paste": 0},
     "dense copy-paste (up to 12 per chip)": {**ONE, "copy_paste": 12},
     "no scale/colour jitter": {**ONE, "scale_jitter": 1.0, "colour_jitter": 0.0},
@@ -541,9 +542,9 @@ def variant(profile: Profile, change: dict[str, Any]) -> tuple[Profile, dict[str
     """The profile and training options of one ablation row (``architecture`` and
     ``normalization`` are the profile's; everything else an option)."""
     change = dict(change)
-    arch = change.pop("architecture", None)
-    if arch is not None and profile.detection is not None:
-        detection = profile.detection.model_copy(update={"architecture": arch})
+    detection_fields = {k: change.pop(k) for k in ("architecture", "fpn_channels") if k in change}
+    if detection_fields and profile.detection is not None:
+        detection = profile.detection.model_copy(update=detection_fields)
         profile = profile.model_copy(update={"detection": detection})
     method = change.pop("normalization", None)
     if method is not None:
