@@ -254,7 +254,11 @@ def render_similarity_card(card: ClassifyCard) -> str:
         f"- profile fingerprint: `{card.profile.fingerprint or '?'}`",
         f"- features: {'; '.join(blocks[u] for u in uses)}",
     ]
-    if backbone is not None:
+    source = card.training.options.get("model") if card.training else None
+    if isinstance(source, dict):  # similar --model: a trained model's features
+        lines.append(f"- features as the trained model `{source.get('path')}` computes them "
+                     f"(sha256 `{source.get('model_sha256')}`)")  # fmt: skip
+    elif backbone is not None:
         lines.append(f"- backbone: `{backbone.name}`, {backbone.in_channels} input channels, "
                      f"pretrained weights: `{backbone.weights or 'none'}`")  # fmt: skip
     lines += [

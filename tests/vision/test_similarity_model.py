@@ -170,6 +170,8 @@ def test_a_trained_cnns_features_kept(crowns: tuple[Profile, Scene, Path], tmp_p
     assert loaded.card.backbone == cnn.card.backbone
     assert loaded.card.training is not None
     assert loaded.card.training.options["model"]["model_sha256"] == cnn.sha256
+    page = (tmp_path / "m" / CARD_MARKDOWN).read_text()
+    assert f"features as the trained model `{cnn.path}` computes them" in page
     before = screen_scene(model, profile, scene, OPTS).scores
     np.testing.assert_allclose(screen_scene(loaded.model, profile, scene, OPTS).scores, before,
                                atol=1e-5)  # fmt: skip
