@@ -58,7 +58,8 @@ VISION_TRAINING = frozenset(
 VISION_INFERENCE = frozenset(
     {"infer", "detect_infer", "detect_tta", "classifier", "detector", "scorer", "scoremap",
      "modeldir", "modelcard", "runtime", "boxes", "backbones", "weights", "embeddings",
-     "tabular", "inputs", "tilefeatures", "blockscreen", "stages", "fold", "quantize"}
+     "tabular", "inputs", "tilefeatures", "blockscreen", "stages", "fold", "quantize",
+     "similarity_model"}
 )  # fmt: skip
 
 # Edges the rules forbid that remain on purpose, each with its reason. Every entry must
