@@ -59,4 +59,9 @@ def test_evaluate_model_notebook_runs(tmp_path: Path, monkeypatch: pytest.Monkey
     ap, rate = (float(re.search(rf"{key} ([0-9.]+)", line).group(1))  # type: ignore[union-attr]
                 for key in ("AP", "positive rate of"))  # fmt: skip
     assert "deep + spectral" in line and ap > rate + 0.2
+    # Section 7b: the search kept as a model screens at its own threshold, and is measured.
+    line = next(x for x in text.splitlines() if x.startswith("kept model at the east half"))
+    precision, recall = (float(re.search(rf"{key} ([0-9.]+)", line).group(1))  # type: ignore[union-attr]
+                         for key in ("precision", "recall"))  # fmt: skip
+    assert precision > rate + 0.2 and recall > 0.1
     assert any((tmp_path / "evidence").glob("*.png"))

@@ -457,7 +457,7 @@ def similar(
     from geoscreen.vision.embeddings import SimilarityModel, example_set, similarity_features
     from geoscreen.vision.infer import ScreenOptions, check_model_fits, screen_scene
     from geoscreen.vision.runtime import pick_device
-    from geoscreen.vision.similarity_model import leave_one_out
+    from geoscreen.vision.similarity_model import blocked_leave_one_out
 
     started = time.perf_counter()
     if save_model is not None:
@@ -531,13 +531,15 @@ def similar(
         say(f"scores are similarities, not probabilities: the top 1% of tiles score "
             f"{about['score_top_1pct']:.3f} or more; 'geoscreen sites extract {out} "
             "--threshold T' makes sites of those at T or above")  # fmt: skip
-    left_out = leave_one_out(found.embeddings)
-    if len(left_out) > 1:  # and how the examples score, each against the others
+    left_out = blocked_leave_one_out(found, prof.tiling.tile_size)
+    left_out = left_out[np.isfinite(left_out)]
+    if left_out.size:  # and how the examples score, each against the others
         quartiles = np.quantile(left_out, [0.25, 0.5, 0.75])
         about["example_score_left_out"] = [round(float(q), 4) for q in quartiles]
         say(
-            "the examples, each scored against the others, score {:.3f} / {:.3f} / {:.3f} "
-            "(quartiles): a threshold above them misses examples like them".format(*quartiles)
+            "the examples, each scored as a tile against those two tiles or more away, score "
+            "{:.3f} / {:.3f} / {:.3f} (quartiles): a threshold above them misses places like "
+            "them".format(*quartiles)
         )
     summary = _summary(Path(out), "similar", meta, results, about)
     if as_json:

@@ -257,10 +257,15 @@ def set_reference(
 
 @dataclass(frozen=True)
 class ExampleSet:
-    """The examples' embeddings (K, F) and where they came from: one label record per
-    scene that held any (for a model card), and those scenes."""
+    """The examples' embeddings (K, F), each the mean of its 8 views (what tiles are
+    compared with); each as one tile is seen (``as_tiles``, the first view: how a left-out
+    example would score, :func:`~geoscreen.vision.similarity_model.leave_one_out`);
+    where each lies (``places``, K x 3: the index of its scene in ``scenes``, then its
+    chip's centre column and row); and one label record per scene that held any."""
 
     embeddings: np.ndarray
+    as_tiles: np.ndarray
+    places: np.ndarray
     label_records: list[dict[str, Any]]
     scenes: list[Scene]
 
@@ -293,8 +298,10 @@ def example_set(
     """
     problems: list[str] = []
     raw: list[torch.Tensor] = []
+    one_view: list[torch.Tensor] = []
     records: list[dict[str, Any]] = []
     used: list[Scene] = []
+    places: list[tuple[int, float, float]] = []
     for scene in scenes:
         try:
             labels = load_labels(example_file, scene)
@@ -307,7 +314,9 @@ def example_set(
         if not used and features.spectral is not None:
             set_reference(features, profile, scene, reference_tiles)
         raw.append(raw_features(features, profile, scene, chips, views=DIHEDRAL))
+        one_view.append(raw_features(features, profile, scene, chips, views=1))
         records.append(label_record(example_file, scene, labels, positives=len(chips)))
+        places += [(len(used), c.col_off + c.size / 2, c.row_off + c.size / 2) for c in chips]
         used.append(scene)
     if not raw:
         raise InputError(
@@ -315,4 +324,6 @@ def example_set(
             where=str(example_file),
             fix="Give examples located in one of the --imagery scenes (same place, any CRS).",
         )
-    return ExampleSet(features.standardise(torch.cat(raw)).numpy(), records, used)
+    embed = features.standardise
+    return ExampleSet(embed(torch.cat(raw)).numpy(), embed(torch.cat(one_view)).numpy(),
+                      np.array(places, dtype=np.float64), records, used)  # fmt: skip

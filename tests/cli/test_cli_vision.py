@@ -179,7 +179,7 @@ def test_similar(
     # and how the examples score against each other (each left out), to set it by
     quartiles = summary["example_score_left_out"]
     assert len(quartiles) == 3 and quartiles == sorted(quartiles) and quartiles[0] > 0
-    assert "the examples, each scored against the others, score" in stdout
+    assert "the examples, each scored as a tile against those two tiles or more away" in stdout
     # Its scores are no probabilities: sites need a threshold of the analyst's, for the
     # whole run's folder and for one scene's.
     sites = workdir / "similar_sites.parquet"

@@ -30,7 +30,12 @@ from geoscreen.vision.embeddings import (
 )
 from geoscreen.vision.infer import ScreenOptions, screen_scene, screening_precision
 from geoscreen.vision.modeldir import CARD_FILE, CARD_MARKDOWN, WEIGHTS_FILE
-from geoscreen.vision.similarity_model import THRESHOLD_SOURCE, keep_search, leave_one_out
+from geoscreen.vision.similarity_model import (
+    THRESHOLD_SOURCE,
+    blocked_leave_one_out,
+    keep_search,
+    leave_one_out,
+)
 from geoscreen.vision.task import ClassifyTask
 from geoscreen.vision.testing import untrained_model_dir
 
@@ -74,6 +79,24 @@ def test_leave_one_out_is_each_examples_best_match_among_the_others() -> None:
     e = np.array([[1, 0], [0.8, 0.6], [0, 1]], dtype=np.float32)
     np.testing.assert_allclose(leave_one_out(e), [0.8, 0.8, 0.6], rtol=1e-6)
     assert np.isnan(leave_one_out(e[:1])).all()  # one example: nothing to leave out
+    # each example as a tile sees it, against the others' (view-averaged) embeddings
+    tiles = np.array([[0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
+    np.testing.assert_allclose(leave_one_out(e, tiles), [1.0, 1.0, 0.96], rtol=1e-6)
+    # blocked: the first two lie 3 px apart in one scene, the third in another scene
+    places = np.array([[0, 10, 10], [0, 12, 13], [1, 10, 10]], dtype=np.float64)
+    np.testing.assert_allclose(leave_one_out(e, None, places, 5.0), [0.0, 0.6, 0.6], atol=1e-6)
+    alone = leave_one_out(e[:2], None, places[:2], 5.0)  # nothing far enough: NaN
+    assert np.isnan(alone).all()
+
+
+def test_a_left_out_example_scores_as_a_tile_would(crowns: tuple[Profile, Scene, Path]) -> None:
+    """Averaged over 8 views, examples are smoother and more alike than tiles: each
+    example is left out as one view, which scores lower than its averaged embedding."""
+    profile, scene, examples = crowns
+    _, found = search(profile, scene, examples)
+    as_tiles = leave_one_out(found.embeddings, found.as_tiles)
+    averaged = leave_one_out(found.embeddings)
+    assert np.median(as_tiles) < np.median(averaged) - 0.02
 
 
 @pytest.mark.parametrize("case", ["crowns", "water"])
@@ -107,8 +130,8 @@ def test_a_saved_search_screens_as_the_search_did(
 def test_the_card_says_what_the_threshold_means(
     crowns: tuple[Profile, Scene, Path], tmp_path: Path
 ) -> None:
-    """Examples each left out, and random tiles of their scene, at the threshold: the
-    higher it is, the fewer of either."""
+    """Examples each left out (with those within two tile widths), and random tiles of
+    their scene, at the threshold: the higher it is, the fewer of either."""
     profile, scene, examples = crowns
     model, found = search(profile, scene, examples)
     shares = []
@@ -117,10 +140,10 @@ def test_the_card_says_what_the_threshold_means(
         m = load_model(tmp_path / str(t)).card.metrics
         assert m["examples"] == 6 and m["reference_tiles"] == 64  # OSBS has 64 tiles
         shares.append((m["examples_at_threshold_left_out"], m["reference_share_at_threshold"]))
-    left_out = leave_one_out(found.embeddings)
-    assert [s[0] for s in shares] == pytest.approx(
-        [np.mean(left_out >= t) for t in (0.5, 0.8, 0.95)]
-    )
+    left_out = blocked_leave_one_out(found, profile.tiling.tile_size)
+    assert np.isfinite(left_out).sum() == m["examples_left_out"] >= 4
+    expected = [np.mean(left_out >= t) for t in (0.5, 0.8, 0.95)]
+    assert [s[0] for s in shares] == pytest.approx(expected, abs=1e-4)  # the card rounds
     assert shares[0][1] >= shares[1][1] >= shares[2][1] and shares[0][1] > shares[2][1]
 
 
