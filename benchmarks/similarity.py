@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/similarity.py [--cases s2_water,neon_yell,neon_osbs_yell] [--draws 8]
-                                    [--examples 5,10,20] [--seed 0]
+                                    [--examples 5,10,20] [--seed 0] [--guide]
 
 No training: ``geoscreen similar`` ranks tiles by likeness to a few example sites. Each
 case draws ``--draws`` sets of examples among the positive labels and scores the
@@ -24,7 +24,11 @@ tile as it is, highest cosine similarity to any example); ``shipped`` is
 :mod:`geoscreen.vision.embeddings` (every backbone stage, on tiles enlarged to 64 px; beyond
 visible RGB the spectral block too, standardised by 512 tiles of the examples' scene;
 the highest cosine similarity). Prints AP (mean, min and max over the
-draws) beside the positive rate; asserts nothing.
+draws) beside the positive rate; asserts nothing. ``--guide``: also, per draw, the
+threshold ``similar`` suggests for a kept search (the lower quartile of the examples'
+left-out scores, each as one tile, blocked by two tile widths: about 75% of the examples
+pass it) and the recall and precision it gives at the held-out labelled places: how far
+the examples' pass rate is from what new places get.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from geoscreen.vision.embeddings import (
 )
 from geoscreen.vision.infer import prepare_scene
 from geoscreen.vision.inputs import backbone_spec
+from geoscreen.vision.similarity_model import BLOCK_TILES, leave_one_out
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "geoscreen" / "configs"
@@ -151,7 +156,35 @@ def halves(source: Path, folder: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def run_case(case: str, counts: list[int], draws: int, seed: int) -> list[list[object]]:
+@torch.inference_mode()
+def guide_threshold(
+    embed: SimilarityFeatures, profile: Profile, scene: Scene, centres: np.ndarray, ex: np.ndarray
+) -> tuple[float, float]:
+    """The threshold ``similar`` suggests (the lower quartile of the examples' blocked
+    left-out scores, each as one tile) and the share of examples at or above it."""
+    chips = chips_at(profile, scene, centres)
+    one = embed.standardise(raw_features(embed, profile, scene, chips, 1)).numpy()
+    places = np.array([(0, c.col_off + c.size / 2, c.row_off + c.size / 2) for c in chips])
+    averaged = embed.standardise(torch.from_numpy(ex)).numpy()
+    left_out = leave_one_out(averaged, one, places, BLOCK_TILES * profile.tiling.tile_size)
+    left_out = left_out[np.isfinite(left_out)]
+    threshold = float(np.quantile(left_out, 0.25))
+    return threshold, float(np.mean(left_out >= threshold))
+
+
+def at_guide(scores: np.ndarray, truth: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Recall and precision of the held-out labelled places at ``threshold``."""
+    flagged = scores >= threshold
+    recall = float(flagged[truth].mean()) if truth.any() else float("nan")
+    precision = float(truth[flagged].mean()) if flagged.any() else float("nan")
+    return recall, precision
+
+
+def run_case(
+    case: str, counts: list[int], draws: int, seed: int, guide: list[list[object]] | None = None
+) -> list[list[object]]:
+    """AP rows per method and count; with ``guide``, also rows of the threshold ``similar``
+    suggests (shipped method): the examples passing it against the held-out recall."""
     rows: list[list[object]] = []
     if case.startswith("s2_water"):
         profile = load_profile(CONFIGS / "open_water_s2.yaml")
@@ -190,7 +223,7 @@ def run_case(case: str, counts: list[int], draws: int, seed: int) -> list[list[o
             embed = Before(profile, example_scene)
         tiles = tile_features(embed, profile, scene)
         for k in counts:
-            aps, rates = [], []
+            aps, rates, guided = [], [], []
             draw_rng = np.random.default_rng(seed + k)  # the same draws for both methods
             for _ in range(draws):
                 if case.startswith("s2_water"):
@@ -200,6 +233,7 @@ def run_case(case: str, counts: list[int], draws: int, seed: int) -> list[list[o
                     scores = rank(method, tiles, ex, embed)
                     aps.append(average_precision(scores[at[keep]], positive[keep]))
                     rates.append(float(positive[keep].mean()))
+                    picked, held, held_truth = examples_px[chosen], scores[at[keep]], positive[keep]
                 else:
                     chosen = draw_rng.choice(len(centres), k, replace=False)
                     ex = example_features(embed, profile, example_scene, centres[chosen])
@@ -211,8 +245,16 @@ def run_case(case: str, counts: list[int], draws: int, seed: int) -> list[list[o
                     )
                     aps.append(average_precision(scores[~drop], truth[~drop]))
                     rates.append(float(truth[~drop].mean()))
+                    picked, held, held_truth = centres[chosen], scores[~drop], truth[~drop]
+                if guide is not None and isinstance(embed, SimilarityFeatures):
+                    threshold, passing = guide_threshold(embed, profile, example_scene, picked, ex)
+                    guided.append((threshold, passing, *at_guide(held, held_truth, threshold)))
             stats = (np.mean(rates), np.mean(aps), np.min(aps), np.max(aps))
             rows.append([case, method, k, *(f"{v:.3f}" for v in stats)])
+            if guided and guide is not None:
+                g = np.array(guided)
+                guide.append([case, k, *(f"{v:.3f}" for v in np.nanmean(g, axis=0)),
+                              f"{np.nanmin(g[:, 2]):.3f}-{np.nanmax(g[:, 2]):.3f}"])  # fmt: skip
             print(f"  {case} {method} {k} examples: AP {np.mean(aps):.3f}", flush=True)
     return rows
 
@@ -223,15 +265,22 @@ def main() -> None:
     parser.add_argument("--examples", default="5,10,20")
     parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guide", action="store_true", help="also the suggested threshold")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     counts = [int(c) for c in args.examples.split(",")]
     rows: list[list[object]] = []
+    guide: list[list[object]] | None = [] if args.guide else None
     for case in args.cases.split(","):
-        rows += run_case(case, counts, args.draws, args.seed)
+        rows += run_case(case, counts, args.draws, args.seed, guide)
     print_table(
         ["case", "method", "examples", "positive rate", "AP mean", "AP min", "AP max"], rows
     )
+    if guide:
+        print("\nThe threshold 'similar' suggests (lower quartile of the examples' blocked "
+              "left-out scores), means over the draws:")  # fmt: skip
+        print_table(["case", "examples", "threshold", "examples passing", "held-out recall",
+                     "held-out precision", "recall min-max"], guide)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ LIMITS = (
     "Examples close to one another make the left-out count optimistic.",
     "Imagery unlike the examples' scenes (another sensor, season, place or pixel size) "
     "changes what scores high; screen and scan warn far from the examples' region.",
+    "A threshold set on the examples' scene need not suit another: examples on one NEON "
+    "site ranked another site's crown tiles at AP 0.77, yet at the threshold the examples "
+    "suggested flagged 0.5-2% of them (benchmarks/similarity.py --guide). 'screen' prints "
+    "each scene's scores beside the examples' scene's.",
 )
 
 
@@ -268,6 +272,25 @@ def keep_search(
                            backbone=backbone, options=recorded, device=device,
                            seconds=seconds)  # fmt: skip
     return save_similarity_model(model, card, out_dir)
+
+
+def scene_comparison(card: ClassifyCard, scores: np.ndarray) -> str | None:
+    """How a screened scene's similarities compare with the examples' scene's random
+    tiles (the card's metrics), at the card's threshold: a threshold set on one scene
+    need not suit another. Information, not a warning: a scene may hold few such places."""
+    m = card.metrics
+    if not card.similarity or card.threshold is None or scores.size == 0:
+        return None
+    if "reference_share_at_threshold" not in m or "reference_score_top_1pct" not in m:
+        return None
+    share = float(np.mean(scores >= card.threshold))
+    top = float(np.quantile(scores, 0.99))
+    return (
+        f"{share:.1%} of tiles score at least {card.threshold:g} and the top 1% "
+        f"{top:.3f} or more (random tiles of the examples' scene: "
+        f"{m['reference_share_at_threshold']:.1%}, {m['reference_score_top_1pct']:.3f}); "
+        "similarities run lower on other sites and sensors even where the ranking holds"
+    )
 
 
 def render_similarity_card(card: ClassifyCard) -> str:

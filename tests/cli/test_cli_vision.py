@@ -239,10 +239,13 @@ def test_a_similarity_search_kept_as_a_model_screens_and_scans(
     code, _, err = call(*base, "--out", workdir / "again", "--model", kept)
     assert code == EXIT_USER_ERROR and "similarity search kept as a model" in one_error_line(err)
     screened = workdir / "kept_screen"
-    code, _, err = call("screen", PROFILE, osbs_path, "--model", kept, "--out", screened,
-                        "--device", "cpu")  # fmt: skip
+    code, stdout, err = call("screen", PROFILE, osbs_path, "--model", kept, "--out", screened,
+                             "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert "threshold in force: 0.9 (model card: the analyst's threshold" in err
+    # each scene's similarities beside the examples' scene's (a threshold may not transfer)
+    assert "of tiles score at least 0.9 and the top 1%" in stdout
+    assert "(random tiles of the examples' scene: " in stdout
     assert "arithmetic: fp32 (a similarity model" in err
     folder = scene_folder(open_scene(osbs_path))
     searched = gpd.read_parquet(out / folder / "tiles.parquet")["score"].to_numpy()

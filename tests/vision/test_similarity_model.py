@@ -35,6 +35,7 @@ from geoscreen.vision.similarity_model import (
     blocked_leave_one_out,
     keep_search,
     leave_one_out,
+    scene_comparison,
 )
 from geoscreen.vision.task import ClassifyTask
 from geoscreen.vision.testing import untrained_model_dir
@@ -198,3 +199,20 @@ def test_a_trained_cnns_features_kept(crowns: tuple[Profile, Scene, Path], tmp_p
     before = screen_scene(model, profile, scene, OPTS).scores
     np.testing.assert_allclose(screen_scene(loaded.model, profile, scene, OPTS).scores, before,
                                atol=1e-5)  # fmt: skip
+
+
+def test_screened_scenes_are_compared_with_the_examples_scene(
+    crowns: tuple[Profile, Scene, Path], tmp_path: Path
+) -> None:
+    """The share at the threshold and the top 1% of a scene's scores, beside the card's
+    numbers for random tiles of the examples' scene."""
+    profile, scene, examples = crowns
+    model, found = search(profile, scene, examples)
+    keep_search(model, profile, found, 0.9, tmp_path / "m", CPU)
+    card = load_model(tmp_path / "m").card
+    scores = np.array([0.95, 0.5, 0.2, 0.1])
+    line = scene_comparison(card, scores)
+    assert line is not None and line.startswith("25.0% of tiles score at least 0.9")
+    ref = card.metrics["reference_share_at_threshold"]
+    assert f"random tiles of the examples' scene: {ref:.1%}" in line
+    assert scene_comparison(card, np.zeros(0)) is None
