@@ -10,8 +10,10 @@ in force, never the profile's (a probability, on another scale).
 
 Nothing is fitted and there are no negatives, so there is no precision to measure. The
 card says what the threshold means on what there is: how many examples score at least
-it against the others (each left out), and what share of random tiles of the examples'
-scenes does, which is about the share of a scene's tiles a review would hold.
+it, each scored as a tile against the examples two tile widths or more away
+(:func:`blocked_leave_one_out`), and what share of random tiles of the examples' scenes
+does, about the share of a scene's tiles a review would hold. Both describe the
+examples' scene: similarities run lower elsewhere (:func:`scene_comparison`).
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ LIMITS = (
     "A tile scores its highest cosine similarity (-1..1) to any example: likeness to what "
     "the analyst marked, not a probability and not a finding about any place or person.",
     "Nothing was fitted and no negatives were given: precision is unknown until reviewers "
-    "have judged what the threshold flags. The metrics say how many examples (each left "
-    "out) and what share of random tiles of the examples' scenes score at least it.",
-    "Examples close to one another make the left-out count optimistic.",
+    "have judged what the threshold flags. The metrics say how many examples (each scored "
+    "as a tile, its neighbours left out with it) and what share of random tiles of the "
+    "examples' scenes score at least it.",
+    "Examples from few places make the left-out count optimistic: neighbours within two "
+    "tile widths are left out with each example, not the rest of a lake or a field.",
     "Imagery unlike the examples' scenes (another sensor, season, place or pixel size) "
     "changes what scores high; screen and scan warn far from the examples' region.",
     "A threshold set on the examples' scene need not suit another: examples on one NEON "
