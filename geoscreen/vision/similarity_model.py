@@ -64,7 +64,7 @@ LIMITS = (
     "changes what scores high; screen and scan warn far from the examples' region.",
     "A threshold set on the examples' scene need not suit another: examples on one NEON "
     "site ranked another site's crown tiles at AP 0.77, yet at the threshold the examples "
-    "suggested flagged 0.5-2% of them (benchmarks/similarity.py --guide). 'screen' prints "
+    "suggested flagged 0.5-2% of them (README, similarity search). 'screen' prints "
     "each scene's scores beside the examples' scene's.",
 )
 
