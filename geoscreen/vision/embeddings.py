@@ -238,13 +238,25 @@ def raw_features(
     views: int,
 ) -> torch.Tensor:
     """Raw features (N, F) of ``chips``, each the mean over its first ``views`` views."""
+    return raw_views(features, profile, scene, chips, views).mean(0)
+
+
+@torch.inference_mode()
+def raw_views(
+    features: SimilarityFeatures,
+    profile: Profile,
+    scene: Scene,
+    chips: Sequence[Chip],
+    views: int,
+) -> torch.Tensor:
+    """Raw features (views, N, F) of ``chips`` under each of their first ``views`` views."""
     device = next(itertools.chain(features.parameters(), features.buffers())).device
     dataset = ChipDataset(scene, chips, ScenePreprocessor.build(profile.preprocess, scene))
     out = []
     for batch in DataLoader(dataset, batch_size=16):
         image = batch["image"].to(device)
-        out.append(torch.stack([features.raw(dihedral(image, k)) for k in range(views)]).mean(0))
-    return torch.cat(out).cpu()
+        out.append(torch.stack([features.raw(dihedral(image, k)) for k in range(views)]))
+    return torch.cat(out, dim=1).cpu()
 
 
 def set_reference(
@@ -313,8 +325,9 @@ def example_set(
             continue
         if not used and features.spectral is not None:
             set_reference(features, profile, scene, reference_tiles)
-        raw.append(raw_features(features, profile, scene, chips, views=DIHEDRAL))
-        one_view.append(raw_features(features, profile, scene, chips, views=1))
+        every = raw_views(features, profile, scene, chips, DIHEDRAL)  # the chips read once
+        raw.append(every.mean(0))
+        one_view.append(every[0])  # the first view is the chip as it is
         records.append(label_record(example_file, scene, labels, positives=len(chips)))
         places += [(len(used), c.col_off + c.size / 2, c.row_off + c.size / 2) for c in chips]
         used.append(scene)
