@@ -60,6 +60,8 @@ from geoscreen.sites.make import scene_sites
 from geoscreen.sites.match import MatchRule, assign_one_to_one, candidate_pairs
 from geoscreen.vision.infer import profile_grid, screening_precision
 from geoscreen.vision.runtime import pick_device, pick_precision
+from geoscreen.vision.scoremap import ScoreMap
+from geoscreen.vision.similarity_model import scene_comparison
 from geoscreen.vision.task import Chunk, RunSettings, task_for
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,9 @@ class SceneOutcome:
     seconds: float = 0.0
     # The scene is far from the model's training region or statistics (stored with the run).
     warnings: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Information for the analyst, not stored: a similarity model's scores on this scene
+    # beside the examples' scene's (a threshold set on one scene need not suit another).
+    notes: list[str] = field(default_factory=list)
 
 
 @lru_cache(maxsize=4)
@@ -279,6 +283,9 @@ def finish_scene(
     }
     result = task.assemble(loaded, grid, chunks, meta)
     warnings = card_warnings(loaded.card, plan.scene)
+    compared = (
+        scene_comparison(loaded.card, result.scores) if isinstance(result, ScoreMap) else None
+    )
     threshold, source = task.threshold(loaded, profile, settings.tta)
     sites = scene_sites(result, profile, plan.scene, threshold=threshold, run_id=plan.run_id,
                         model_sha256=loaded.sha256)  # fmt: skip
@@ -311,6 +318,7 @@ def finish_scene(
         seconds=time.perf_counter() - started,
         below_threshold=loaded_run.below_threshold,
         warnings=warnings,
+        notes=[compared] if compared else [],
     )
 
 

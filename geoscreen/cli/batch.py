@@ -143,14 +143,12 @@ def _run(
         bar.update(1)
         for line in outcome.warnings:  # on stderr, also with --json-log (which keeps them)
             bar.write(f"geoscreen: warning: {line}", file=sys.stderr)
-        if json_log:
-            click.echo(
-                json.dumps(
-                    {"event": "scene", **{k: v for k, v in vars(outcome).items() if k != "extra"}}
-                )
-            )
+        if json_log:  # the notes are in the scene's record
+            click.echo(json.dumps({"event": "scene", **vars(outcome)}))
         elif outcome.status == "failed":
             bar.write(f"geoscreen: scene failed: {outcome.error}")
+        for line in [] if json_log else outcome.notes:
+            bar.write(f"{outcome.uri}: {line}")
 
     try:
         summary = run_scan(

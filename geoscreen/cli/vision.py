@@ -289,7 +289,9 @@ def screen(
         )
         if isinstance(result, ScoreMap):
             written = _write(result, Path(out), scene.uri, prof, say, threshold[0])
-            compared = similarity_note(loaded.card, result.scores)
+            from geoscreen.vision.similarity_model import scene_comparison
+
+            compared = scene_comparison(loaded.card, result.scores)
             if compared:
                 say(f"{scene.uri}: {compared}")
         else:
@@ -301,17 +303,6 @@ def screen(
     summary = _summary(Path(out), "screen", meta, results, extra)
     if as_json:
         _print_json(summary)
-
-
-def similarity_note(card: ModelCard, scores: Any) -> str | None:
-    """For a similarity model: this scene's scores beside the examples' scene's."""
-    from geoscreen.vision.modelcard import ClassifyCard
-
-    if not isinstance(card, ClassifyCard) or not card.similarity:
-        return None
-    from geoscreen.vision.similarity_model import scene_comparison
-
-    return scene_comparison(card, scores)
 
 
 # What a similarity search's scores are (similar.json): 'sites extract' needs a threshold.

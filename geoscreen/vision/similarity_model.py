@@ -278,12 +278,15 @@ def keep_search(
     return save_similarity_model(model, card, out_dir)
 
 
-def scene_comparison(card: ClassifyCard, scores: np.ndarray) -> str | None:
+def scene_comparison(card: Any, scores: np.ndarray) -> str | None:
     """How a screened scene's similarities compare with the examples' scene's random
     tiles (the card's metrics), at the card's threshold: a threshold set on one scene
-    need not suit another. Information, not a warning: a scene may hold few such places."""
+    need not suit another. Information, not a warning: a scene may hold few such places.
+    None for any other model (``card``: whatever model card was loaded)."""
+    if not isinstance(card, ClassifyCard) or not card.similarity:
+        return None
     m = card.metrics
-    if not card.similarity or card.threshold is None or scores.size == 0:
+    if card.threshold is None or scores.size == 0:
         return None
     if "reference_share_at_threshold" not in m or "reference_score_top_1pct" not in m:
         return None

@@ -275,9 +275,20 @@ def test_a_similarity_search_kept_as_a_model_screens_and_scans(
                              "--work", workdir / "kept_work")  # fmt: skip
     assert code == 0, err
     assert f"{counts[0]} new and 0 re-seen candidate sites" in stdout + err
+    # each scene's similarities beside the examples' scene's, as screen prints them
+    note = next(line for line in stdout.splitlines() if "of tiles score at least 0.9" in line)
+    assert osbs_path.name in note and "(random tiles of the examples' scene: " in note
     with sqlite3.connect(db) as conn:
         threshold, policy = conn.execute("SELECT threshold, policy FROM runs").fetchone()
     assert threshold == 0.9 and "the analyst's threshold" in json.loads(policy)["threshold_source"]
+    # --json-log keeps stdout to JSON lines: the note is in the scene's record
+    code, stdout, err = call("scan", PROFILE, incoming, "--model", kept, "--json-log",
+                             "--db", workdir / "kept_log.sqlite",
+                             "--work", workdir / "kept_log_work")  # fmt: skip
+    assert code == 0, err
+    records = [json.loads(line) for line in stdout.splitlines()]
+    (scene,) = [r for r in records if r["event"] == "scene"]
+    assert scene["status"] == "screened" and scene["notes"] == [note.split(": ", 1)[1]]
 
 
 def test_screen_writes_the_raster_the_profile_asks_for(
