@@ -1,0 +1,206 @@
+"""A detector at a new site, before and after an analyst reviews some of its candidates.
+
+Usage::
+
+    python benchmarks/detect_review.py --model DIR --out OUT [--budget K] [--seed S]
+    python benchmarks/detect_review.py --model DIR --out OUT --all-labels
+
+``--model``: a crown detector trained on YELL (``python benchmarks/detect.py --quality
+--cases "yell->osbs" --out D`` leaves one in ``D/recipe/yell_to_osbs``). OSBS_029 (the
+one georeferenced NEON scene, so the one a review store takes) is cut in two. The model
+scans the **west half**, as a scene of its own, with the shipped profile at
+``--review-threshold`` into a new SQLite store; a simulated analyst reviews the
+``--budget`` highest-scored candidates, answering from the ground truth: confirmed where
+at least half of the outline lies on one labelled crown, rejected otherwise (the rule of
+``tests/batch/test_retrain_detect.py``). ``geoscreen train --from-store`` then trains a
+new model (the profile's recipe, a pair) on YELL's labels plus those decisions:
+confirmed outlines are boxes, rejected ones background, the rest of the west half
+background too. Both models are scored on the **east half**, whose pixels and crowns
+the new model never saw: precision, recall and F1 at IoU 0.4 at each card's threshold,
+AP, and the best F1 in hindsight. ``--all-labels`` instead trains on YELL plus the west
+half with every labelled crown in it (an analyst who outlined them all): what reviews
+could reach at most.
+
+This measures the loop an analyst has for a site the labels did not cover; it is not
+the cross-site number of issue 13 (the new model has seen the new site).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detect import POSITIVE_CLASSES, detected, hindsight_f1, neon_file
+
+from geoscreen.batch.retrain import train_from_store
+from geoscreen.cli.app import main as cli
+from geoscreen.evaluate.metrics import Criterion, evaluate_sites
+from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
+from geoscreen.profiles import Profile, load_profile
+from geoscreen.review.store import open_store
+from geoscreen.review.users import add_user
+from geoscreen.review.workflow import set_status
+from geoscreen.vision.detect_infer import decision_threshold
+from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
+from geoscreen.vision.detector import load_detector
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
+OSBS, OSBS_LABELS = neon_file("neon_osbs"), neon_file("neon_osbs_labels")
+YELL, YELL_LABELS = neon_file("neon_yell"), neon_file("neon_yell_labels")
+ON_CROWN = 0.5  # share of a candidate's outline on one labelled crown for "confirmed"
+
+
+def crowns() -> gpd.GeoSeries:
+    """OSBS's labelled crowns as map boxes in the scene's CRS."""
+    scene = open_scene(OSBS)
+    t = scene.transform
+    boxes = load_labels(OSBS_LABELS, scene).boxes_px()
+    return gpd.GeoSeries(
+        [shapely.affinity.affine_transform(shapely.box(*b), [t.a, t.b, t.d, t.e, t.c, t.f])
+         for b in boxes], crs=scene.crs,
+    )  # fmt: skip
+
+
+def east_of_middle(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
+    """True where the centre lies in the east half of OSBS (the half nobody reviews)."""
+    scene = open_scene(OSBS)
+    left, _, right, _ = scene.bounds
+    x = frame.to_crs(scene.crs).geometry.centroid.x.to_numpy()
+    return np.asarray(x >= (left + right) / 2)
+
+
+def scan_and_review(model: Path, work: Path, budget: int, review_threshold: float) -> Path:
+    """Scan OSBS's west half into a new store, then review its top ``budget`` candidates."""
+    data = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
+    data["threshold"] = review_threshold  # the queue the analyst works through
+    profile_file = work / "review_profile.yaml"
+    profile_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    incoming = work / "incoming"
+    incoming.mkdir(parents=True)
+    image, _ = west_half(work)  # the east half stays unseen: neither labels nor pixels
+    shutil.move(image, incoming / image.name)
+    db = work / "review.sqlite"
+    with contextlib.redirect_stderr(io.StringIO()):
+        code = cli(["scan", str(profile_file), str(incoming), "--model", str(model),
+                    "--db", str(db), "--work", str(work / "scan")])  # fmt: skip
+    assert code == 0, f"scan exited {code}"
+    truth = crowns()
+    with open_store(db) as store:
+        add_user(store, "analyst", "analyst", actor="benchmark")
+        found = store.candidates(order="score")
+        outlines = gpd.GeoSeries(shapely.from_wkb([c.geom_wkb for c in found]), crs=4326)
+        queue = list(range(len(found)))[:budget]  # highest score first
+        confirmed = 0
+        for i in queue:
+            o = outlines.iloc[[i]].to_crs(truth.crs).iloc[0]
+            yes = truth.intersection(o).area.max() / o.area >= ON_CROWN
+            confirmed += int(yes)
+            set_status(store, found[i].id, "confirmed" if yes else "rejected",
+                       user="analyst", reason="ground truth", claim=True)  # fmt: skip
+    print(f"queue: {len(found)} candidates in the west half; reviewed {len(queue)}: "
+          f"{confirmed} confirmed, {len(queue) - confirmed} rejected")  # fmt: skip
+    return db
+
+
+def west_half(work: Path) -> tuple[Path, Path]:
+    """OSBS_029's west half as its own GeoTIFF, with every crown whose centre lies there
+    (boxes cut at the edge): a scene labelled whole, as an analyst who outlined every
+    crown of it would give. (The whole scene with only these labels would teach the east
+    half's crowns as background.)"""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(OSBS) as src:
+        half = src.width // 2
+        window = Window(0, 0, half, src.height)
+        meta = {**src.profile, "width": half, "transform": src.window_transform(window)}
+        image = work / "OSBS_029_west.tif"
+        with rasterio.open(image, "w", **meta) as dst:
+            dst.write(src.read(window=window))
+    table = pd.read_csv(OSBS_LABELS)
+    west = table[(table.xmin + table.xmax) / 2 < half].assign(image_path=image.name)
+    west["xmax"] = west["xmax"].clip(upper=half)
+    labels = work / "OSBS_029_west.csv"
+    west.to_csv(labels, index=False)
+    print(f"west half: {len(west)} of {len(table)} labelled crowns")
+    return image, labels
+
+
+def east_scores(model: Path, profile: Profile) -> dict[str, Any]:
+    """The model on OSBS's east half: P/R/F1@0.4 at its card's threshold, AP, hindsight F1."""
+    loaded = load_detector(model)
+    threshold = decision_threshold(profile, loaded.card, False)[0]
+    sites, truth = detected(loaded, profile, OSBS, OSBS_LABELS)
+    sites, truth = sites[east_of_middle(sites)], truth[east_of_middle(truth)]
+    m = evaluate_sites(sites, truth, Criterion(iou=0.4), score_threshold=threshold, n_boot=0)
+    best, at = hindsight_f1([(sites, truth)], 0.4)
+    return {"threshold": threshold, "truth": len(truth), "precision": m.metrics["precision"],
+            "recall": m.metrics["recall"], "f1": m.metrics["f1"],
+            "ap": m.metrics["average_precision"], "hindsight_f1": best,
+            "hindsight_threshold": at}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="a detector trained on YELL")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--budget", type=int, default=20, help="candidates reviewed")
+    parser.add_argument("--review-threshold", type=float, default=0.15,
+                        help="the scan's threshold: the queue the analyst reviews")  # fmt: skip
+    parser.add_argument("--all-labels", action="store_true",
+                        help="train on every west crown's label instead of reviews")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    profile = load_profile(PROFILE)
+    name = "all_west_labels" if args.all_labels else f"review_{args.budget}"
+    work = args.out / f"{name}_seed{args.seed}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    opts = DetectTrainOptions(device="cpu", seed=args.seed,
+                              positive_classes=list(POSITIVE_CLASSES))  # fmt: skip
+    started = time.perf_counter()
+    if args.all_labels:
+        image, labels = west_half(work)
+        train_detector(profile, [YELL_LABELS, labels], [YELL, image], work / "model", opts)
+    else:
+        db = scan_and_review(args.model, work, args.budget, args.review_threshold)
+        train_from_store(profile, str(db), work / "model", labels=[YELL_LABELS],
+                         imagery=[YELL], opts=opts)  # fmt: skip
+    seconds = time.perf_counter() - started
+    rows = {"YELL only (before)": east_scores(args.model, profile),
+            name: east_scores(work / "model", profile)}  # fmt: skip
+    for label, r in rows.items():
+        print(f"{label:<22} east half ({r['truth']} crowns) at {r['threshold']:.2f}: "
+              f"P {r['precision']:.3f} R {r['recall']:.3f} F1@0.4 {r['f1']:.3f}, "
+              f"AP {r['ap']:.3f}, hindsight F1 {r['hindsight_f1']:.3f} "
+              f"({r['hindsight_threshold']:.2f})")  # fmt: skip
+    print(f"trained in {seconds:.0f} s")
+    (work / "result.json").write_text(
+        json.dumps(
+            {"seed": args.seed, "budget": args.budget, "seconds": seconds, "rows": rows}, indent=1
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
