@@ -41,7 +41,7 @@ from geoscreen.vision.embeddings import (
     reference_chips,
 )
 from geoscreen.vision.inputs import backbone_spec
-from geoscreen.vision.modelcard import ClassifyCard
+from geoscreen.vision.modelcard import ClassifyCard, ModelCard
 from geoscreen.vision.modeldir import save_model_dir
 from geoscreen.vision.scorer import DeepFeatures, required_field
 from geoscreen.vision.tilefeatures import SpectralContext
@@ -278,11 +278,11 @@ def keep_search(
     return save_similarity_model(model, card, out_dir)
 
 
-def scene_comparison(card: Any, scores: np.ndarray) -> str | None:
+def scene_comparison(card: ModelCard, scores: np.ndarray) -> str | None:
     """How a screened scene's similarities compare with the examples' scene's random
     tiles (the card's metrics), at the card's threshold: a threshold set on one scene
     need not suit another. Information, not a warning: a scene may hold few such places.
-    None for any other model (``card``: whatever model card was loaded)."""
+    None for any other model."""
     if not isinstance(card, ClassifyCard) or not card.similarity:
         return None
     m = card.metrics
