@@ -34,6 +34,7 @@ import json
 import shutil
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,13 @@ from detect import POSITIVE_CLASSES, detected, hindsight_f1, neon_file
 from geoscreen.batch.retrain import train_from_store
 from geoscreen.cli.app import main as cli
 from geoscreen.evaluate.metrics import Criterion, evaluate_sites
-from geoscreen.imagery.scene import open_scene
+from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.review.store import open_store
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
+from geoscreen.vision.boxes import boxes_to_map
 from geoscreen.vision.detect_infer import decision_threshold
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.detector import load_detector
@@ -67,20 +69,20 @@ YELL, YELL_LABELS = neon_file("neon_yell"), neon_file("neon_yell_labels")
 ON_CROWN = 0.5  # share of a candidate's outline on one labelled crown for "confirmed"
 
 
+@lru_cache(maxsize=1)
+def osbs() -> Scene:
+    return open_scene(OSBS)
+
+
 def crowns() -> gpd.GeoSeries:
     """OSBS's labelled crowns as map boxes in the scene's CRS."""
-    scene = open_scene(OSBS)
-    t = scene.transform
-    boxes = load_labels(OSBS_LABELS, scene).boxes_px()
-    return gpd.GeoSeries(
-        [shapely.affinity.affine_transform(shapely.box(*b), [t.a, t.b, t.d, t.e, t.c, t.f])
-         for b in boxes], crs=scene.crs,
-    )  # fmt: skip
+    scene = osbs()
+    return boxes_to_map(load_labels(OSBS_LABELS, scene).boxes_px(), scene, scene.crs)
 
 
 def east_of_middle(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
     """True where the centre lies in the east half of OSBS (the half nobody reviews)."""
-    scene = open_scene(OSBS)
+    scene = osbs()
     left, _, right, _ = scene.bounds
     x = frame.to_crs(scene.crs).geometry.centroid.x.to_numpy()
     return np.asarray(x >= (left + right) / 2)

@@ -145,9 +145,10 @@ def _run(
             bar.write(f"geoscreen: warning: {line}", file=sys.stderr)
         if json_log:  # the notes are in the scene's record
             click.echo(json.dumps({"event": "scene", **vars(outcome)}))
-        elif outcome.status == "failed":
+            return
+        if outcome.status == "failed":
             bar.write(f"geoscreen: scene failed: {outcome.error}")
-        for line in [] if json_log else outcome.notes:
+        for line in outcome.notes:
             bar.write(f"{outcome.uri}: {line}")
 
     try:

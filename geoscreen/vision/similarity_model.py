@@ -283,12 +283,11 @@ def scene_comparison(card: ModelCard, scores: np.ndarray) -> str | None:
     tiles (the card's metrics), at the card's threshold: a threshold set on one scene
     need not suit another. Information, not a warning: a scene may hold few such places.
     None for any other model."""
-    if not isinstance(card, ClassifyCard) or not card.similarity:
+    if not isinstance(card, ClassifyCard) or not card.similarity or card.threshold is None:
         return None
     m = card.metrics
-    if card.threshold is None or scores.size == 0:
-        return None
-    if "reference_share_at_threshold" not in m or "reference_score_top_1pct" not in m:
+    needed = ("reference_share_at_threshold", "reference_score_top_1pct")
+    if scores.size == 0 or any(k not in m for k in needed):
         return None
     share = float(np.mean(scores >= card.threshold))
     top = float(np.quantile(scores, 0.99))
