@@ -257,6 +257,14 @@ class DetectionSettings(_Config):
         "the second does not lean on them. Twice the training and screening time. 0: one "
         "model.",
     )
+    scene_balance: bool | None = Field(
+        default=None,
+        description="Give every training scene as many chips per epoch as the largest one, "
+        "instead of chips in proportion to its area, so that a small scene counts as much "
+        "as a large one. Unset: on when training from a review store (its reviewed scenes "
+        "are usually a new site, which the label files' larger scenes would drown), off "
+        "otherwise.",
+    )
 
 
 class LabelSettings(_Config):

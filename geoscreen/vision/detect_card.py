@@ -252,6 +252,11 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
         f"- device {training.device}; training time {training.seconds:.1f} s "
         f"(CPU time {cpu} s); epochs {training.epochs_run} (best {training.best_epoch})"
     ]
+    if training.options.get("scene_balance"):
+        lines.append(
+            "- chips per epoch: every scene as many as the largest one (scene balance), not "
+            "in proportion to its area"
+        )
     for i, member in enumerate(training.members or []):
         lines.append(
             f"- model {i + 1} of {len(training.members or [])}: colour rotation on "

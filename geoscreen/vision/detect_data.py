@@ -5,7 +5,8 @@ once, preprocessed, and kept in memory. Each epoch draws fresh square crops, eit
 
 - *grid* (the default, :func:`grid_windows`): a grid shifted at random each epoch, so
   every pixel and every object is seen once per epoch, empty crops included (they
-  teach what is not an object); or
+  teach what is not an object); a scene's share of the crops is its share of the area,
+  unless scenes are balanced (each as many crops as the largest); or
 - *object-centred*: objects are visited in random order and each one not yet seen
   whole this epoch gets a crop placed at random around it, so every labelled object
   appears whole at least once per epoch (none is dropped);
@@ -145,20 +146,35 @@ def _place(lo: float, hi: float, side: int, start: int, stop: int, rng: np.rando
 
 
 def grid_windows(views: list[SceneView], size: int, rng: np.random.Generator,
-                 scale_range: tuple[float, float] = (1.0, 1.0)) -> list[Window]:  # fmt: skip
+                 scale_range: tuple[float, float] = (1.0, 1.0),
+                 balance: bool = False) -> list[Window]:  # fmt: skip
     """One epoch of crops on a grid shifted at random: every pixel of each view's area in
     one crop (half the pixels of :func:`sample_windows`; an object cut by the grid this
-    epoch is whole in most others). Each view gets one random zoom per epoch."""
-    lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
-    windows: list[Window] = []
-    for v, view in enumerate(views):
-        c0, r0, c1, r1 = view.area
-        side = max(8, round(size / math.exp(rng.uniform(lo, hi))))
-        cols = _grid(c0, c1, side, rng)
-        rows = _grid(r0, r1, side, rng)
-        windows += [Window(v, col, row, side) for row in rows for col in cols]
+    epoch is whole in most others). Each view gets one random zoom per grid.
+
+    With ``balance`` every view gives as many crops as the largest one (smaller views'
+    grids repeat, each shifted and zoomed afresh), so a small scene counts as much as a
+    large one instead of in proportion to its area."""
+    per_view = [_view_grid(v, view, size, rng, scale_range) for v, view in enumerate(views)]
+    if balance and per_view:
+        most = max(len(w) for w in per_view)
+        for v, view in enumerate(views):
+            while len(per_view[v]) < most:
+                per_view[v] += _view_grid(v, view, size, rng, scale_range)
+            per_view[v] = per_view[v][:most]
+    windows = [w for found in per_view for w in found]
     order = rng.permutation(len(windows))
     return [windows[i] for i in order]
+
+
+def _view_grid(v: int, view: SceneView, size: int, rng: np.random.Generator,
+               scale_range: tuple[float, float]) -> list[Window]:  # fmt: skip
+    lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+    c0, r0, c1, r1 = view.area
+    side = max(8, round(size / math.exp(rng.uniform(lo, hi))))
+    cols = _grid(c0, c1, side, rng)
+    rows = _grid(r0, r1, side, rng)
+    return [Window(v, col, row, side) for row in rows for col in cols]
 
 
 def _grid(start: int, stop: int, side: int, rng: np.random.Generator) -> list[int]:

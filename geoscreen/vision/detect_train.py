@@ -135,6 +135,11 @@ class DetectTrainOptions(BaseModel):
     sampling: Literal["grid", "objects"] = "grid"
     random_chips: float = Field(default=0.25, ge=0.0, description="per object-centred chip")
     chips_per_epoch: int = Field(default=64, ge=1, description="at least (the grid repeats)")
+    scene_balance: bool | None = Field(
+        default=None, description="grid: every scene as many chips per epoch as the largest "
+        "(else in proportion to its area); None: the profile's, and if it leaves it unset, "
+        "on when training from a review store (hard negatives given)",
+    )  # fmt: skip
     scale_jitter: float = Field(default=1.25, ge=1.0, description="zoom in [1/x, x]")
     colour_jitter: float = Field(default=1.0, ge=0.0)
     colour_rotation: float | None = Field(
@@ -171,13 +176,25 @@ class DetectTrainOptions(BaseModel):
 
     def for_profile(self, detection: DetectionSettings | None) -> DetectTrainOptions:
         """These options with what they leave to the profile filled from its ``detection``
-        section (``colour_rotation``, ``paired_colour_rotation``)."""
-        fill: dict[str, float] = {}
+        section (``colour_rotation``, ``paired_colour_rotation``, ``scene_balance``)."""
+        fill: dict[str, float | bool] = {}
         if self.colour_rotation is None:
             fill["colour_rotation"] = detection.colour_rotation if detection else 0.0
         if self.paired_colour_rotation is None:
             fill["paired_colour_rotation"] = detection.paired_colour_rotation if detection else 0.0
+        if self.scene_balance is None and detection and detection.scene_balance is not None:
+            fill["scene_balance"] = detection.scene_balance
         return self.model_copy(update=fill) if fill else self
+
+    def balances_scenes(self, scenes: int) -> bool:
+        """Whether ``scenes`` labelled scenes get as many chips each: as asked, else when
+        training from a review store (its rejections are the hard negatives), whose
+        reviewed scene is a new site that the label files' larger scenes would drown
+        (README, "A detector at a new site"). One scene has nothing to balance."""
+        asked = (
+            bool(self.hard_negative_labels) if self.scene_balance is None else self.scene_balance
+        )
+        return asked and scenes > 1
 
     def member_options(self) -> list[DetectTrainOptions]:
         """The options of each model to train: these, and with ``paired_colour_rotation``
@@ -324,7 +341,8 @@ def run_training(
         windows: list[Window] = []
         while len(windows) < opts.chips_per_epoch:
             if opts.sampling == "grid":
-                windows += grid_windows(views, size, rng, settings.scale_range)
+                windows += grid_windows(views, size, rng, settings.scale_range,
+                                        bool(opts.scene_balance))  # fmt: skip
             else:
                 windows += sample_windows(views, size, rng, settings.scale_range, opts.random_chips)
         hard = hard_negative_windows(views, size, rng, settings.scale_range)
@@ -475,9 +493,11 @@ def train_detector(
     resolution = scene_resolution_m(profile, first, opts.resolution_m)
     base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
     chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
-    opts = opts.model_copy(update={"chip_size": chip})
     data = load_detection_data(profile, labels, imagery, opts.positive_classes,
                                opts.hard_negative_labels)  # fmt: skip
+    opts = opts.model_copy(
+        update={"chip_size": chip, "scene_balance": opts.balances_scenes(len(data.views))}
+    )
     train_views, val_views = data.split(opts.val_fraction, opts.seed, opts.min_visible)
     n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in (train_views, val_views))
     if n_train == 0 or n_val == 0:
@@ -488,7 +508,9 @@ def train_detector(
             fix="Label more objects, spread over the scene.",
         )
     config = fitted_config(base_config, train_views, resolution, opts.fit_anchors)
-    say(f"{data.objects} objects in {len(data.views)} scenes; selection: {n_train} training, "
+    balanced = " (as many chips of each)" if opts.scene_balance else ""
+    say(f"{data.objects} objects in {len(data.views)} scenes{balanced}; selection: "
+        f"{n_train} training, "
         f"{n_val} in held-out strips ({opts.val_fraction:.0%} of each scene); "
         f"anchors (px) {list(config.anchor_sizes)}")  # fmt: skip
     show = progress is not None

@@ -58,7 +58,12 @@ def detect_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_detector_trains_from_reviewed_outlines(
-    detect_profile: Path, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+    detect_profile: Path,
+    osbs_path: Path,
+    osbs_labels_path: Path,
+    yell_path: Path,
+    yell_labels_path: Path,
+    tmp_path: Path,
 ) -> None:
     profile = load_profile(detect_profile)
     first = tmp_path / "m1"
@@ -118,3 +123,11 @@ def test_a_detector_trains_from_reviewed_outlines(
     assert card["hard_negatives"] == {"chips": negatives, "chips_per_epoch_each": 1,
                                       "weighted": False}  # fmt: skip
     assert "each given a background chip around it every epoch (not weighted)" in page
+    assert card["training"]["options"]["scene_balance"] is False  # one scene: nothing to balance
+    # Beside a label file's larger scene, the reviewed scene (a new site) gets as many chips
+    # per epoch as that one (README, "A detector at a new site").
+    both = tmp_path / "m3"
+    train_from_store(profile, str(db), both, labels=[yell_labels_path], imagery=[yell_path],
+                     opts=DetectTrainOptions(seed=1, **TINY))  # fmt: skip
+    assert read_card(both / "model.yaml").to_yaml_dict()["training"]["options"]["scene_balance"]
+    assert "every scene as many as the largest one" in (both / "MODEL_CARD.md").read_text()

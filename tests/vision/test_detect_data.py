@@ -93,6 +93,18 @@ def test_grid_epochs_cover_every_pixel_once() -> None:
         assert seen.all()  # every object (at least in part) in the epoch's chips
 
 
+def test_balanced_grid_gives_a_small_scene_as_many_chips_as_a_large_one() -> None:
+    large, small = scene_with_squares(20, 500), scene_with_squares(4, 150, seed=1)
+    plain = grid_windows([large, small], 128, np.random.default_rng(4))
+    assert [sum(w.view == v for w in plain) for v in (0, 1)] == [16, 4]
+    balanced = grid_windows([large, small], 128, np.random.default_rng(4), balance=True)
+    assert [sum(w.view == v for w in balanced) for v in (0, 1)] == [16, 16]
+    # The small scene's extra crops are fresh grids: shifted, still inside its reach.
+    starts = {(w.col, w.row) for w in balanced if w.view == 1}
+    assert len(starts) > 4
+    assert all(-128 < w.col < 150 and -128 < w.row < 150 for w in balanced if w.view == 1)
+
+
 def read_window_keep(view: SceneView, w: Window) -> np.ndarray:
     from geoscreen.vision.boxes import clip_boxes
 
