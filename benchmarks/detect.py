@@ -118,6 +118,8 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "yell+yell2+soap->osbs": (("yell", "yell2", "soap"), ("osbs",)),
     "osbs+soap+yell2->yell": (("osbs", "soap", "yell2"), ("yell",)),
     "yell2->yell": (("yell2",), ("yell",)),  # the same site, another crop 13 km away
+    # the profile's own training set (its --combined run), scored on the two other crops
+    "osbs+yell->yell2+soap": (("osbs", "yell"), ("yell2", "soap")),
 }
 # The rows before session 20 changed one model, the default until then; they keep it.
 ONE: dict[str, Any] = {"paired_colour_rotation": 0.0}
@@ -152,6 +154,8 @@ ABLATION: dict[str, dict[str, Any]] = {
     "EfficientNet-Lite2 backbone": {**ONE, "backbone": "efficientnet_lite2", "freeze_blocks": 15},
     "one anchor size (object_size_m)": {**ONE, "fit_anchors": False},
     "no refit (selection model)": {**ONE, "refit": False},
+    # session 26: each scene as many chips per epoch as the largest (off for label files)
+    "scene balance: every scene as many chips as the largest": {"scene_balance": True},
     "epochs by the held-out strips (best 3-epoch mean, patience 6)": {
         **ONE,
         "epoch_choice": "held_out",
@@ -388,7 +392,9 @@ def detected(loaded: LoadedDetector, profile: Profile, image: Path, labels: Path
     opts = DetectOptions(device="cpu", num_workers=0, tta=tta, precision="fp32")
     objects = detect_scene(loaded, profile, scene, opts)
     sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
-    return sites, load_truth(labels, scene)
+    # SOAP names its crowns Dead or Alive: both are crowns
+    soap = Path(labels) == neon_file(NEON["soap"][1])
+    return sites, load_truth(labels, scene, positive_classes=["Dead", "Alive"] if soap else None)
 
 
 def hindsight_f1(per_image: Sequence[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]], iou: float

@@ -88,8 +88,11 @@ def east_of_middle(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
     return np.asarray(x >= (left + right) / 2)
 
 
-def scan_and_review(model: Path, work: Path, budget: int, review_threshold: float) -> Path:
-    """Scan OSBS's west half into a new store, then review its top ``budget`` candidates."""
+def scan_and_review(
+    model: Path, work: Path, budget: int, review_threshold: float, order: str, seed: int
+) -> Path:
+    """Scan OSBS's west half into a new store, then review ``budget`` candidates, the
+    first of the queue in ``order``."""
     data = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
     data["threshold"] = review_threshold  # the queue the analyst works through
     profile_file = work / "review_profile.yaml"
@@ -106,9 +109,11 @@ def scan_and_review(model: Path, work: Path, budget: int, review_threshold: floa
     truth = crowns()
     with open_store(db) as store:
         add_user(store, "analyst", "analyst", actor="benchmark")
-        found = store.candidates(order="score")
+        found = store.candidates(order="id" if order == "random" else order)
+        if order == "random":
+            found = [found[i] for i in np.random.default_rng(seed).permutation(len(found))]
         outlines = gpd.GeoSeries(shapely.from_wkb([c.geom_wkb for c in found]), crs=4326)
-        queue = list(range(len(found)))[:budget]  # highest score first
+        queue = list(range(len(found)))[:budget]
         confirmed = 0
         for i in queue:
             o = outlines.iloc[[i]].to_crs(truth.crs).iloc[0]
@@ -116,7 +121,8 @@ def scan_and_review(model: Path, work: Path, budget: int, review_threshold: floa
             confirmed += int(yes)
             set_status(store, found[i].id, "confirmed" if yes else "rejected",
                        user="analyst", reason="ground truth", claim=True)  # fmt: skip
-    print(f"queue: {len(found)} candidates in the west half; reviewed {len(queue)}: "
+    print(f"queue: {len(found)} candidates in the west half; reviewed {len(queue)} "
+          f"in {order} order: "
           f"{confirmed} confirmed, {len(queue) - confirmed} rejected")  # fmt: skip
     return db
 
@@ -168,24 +174,37 @@ def main() -> None:
                         help="the scan's threshold: the queue the analyst reviews")  # fmt: skip
     parser.add_argument("--all-labels", action="store_true",
                         help="train on every west crown's label instead of reviews")  # fmt: skip
+    parser.add_argument("--order", choices=("score", "diverse", "random"), default="score",
+                        help="which candidates the analyst reviews: the queue's first in "
+                        "this order (score: highest first, the review list's default; "
+                        "diverse: the review store's order, spread over place, size and "
+                        "score, least sure first)")  # fmt: skip
+    parser.add_argument("--scene-balance", choices=("auto", "on", "off"), default="auto",
+                        help="as many training chips of each scene as of the largest "
+                        "(DetectTrainOptions.scene_balance; auto: the recipe's, on when "
+                        "training from a store)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = load_profile(PROFILE)
-    name = "all_west_labels" if args.all_labels else f"review_{args.budget}"
+    order = "" if args.order == "score" else f"_{args.order}"
+    name = "all_west_labels" if args.all_labels else f"review_{args.budget}{order}"
+    balance = {"auto": None, "on": True, "off": False}[args.scene_balance]
+    name += "" if balance is None else ("_balanced" if balance else "_unbalanced")
     work = args.out / f"{name}_seed{args.seed}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    opts = DetectTrainOptions(device="cpu", seed=args.seed,
+    opts = DetectTrainOptions(device="cpu", seed=args.seed, scene_balance=balance,
                               positive_classes=list(POSITIVE_CLASSES))  # fmt: skip
     started = time.perf_counter()
     if args.all_labels:
         image, labels = west_half(work)
         train_detector(profile, [YELL_LABELS, labels], [YELL, image], work / "model", opts)
     else:
-        db = scan_and_review(args.model, work, args.budget, args.review_threshold)
+        db = scan_and_review(args.model, work, args.budget, args.review_threshold,
+                             args.order, args.seed)  # fmt: skip
         train_from_store(profile, str(db), work / "model", labels=[YELL_LABELS],
                          imagery=[YELL], opts=opts)  # fmt: skip
     seconds = time.perf_counter() - started
