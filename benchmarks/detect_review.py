@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/detect_review.py --model DIR --out OUT [--budget K] [--seed S]
-    python benchmarks/detect_review.py --model DIR --out OUT --all-labels
+        [--order score|diverse|random] [--scene-balance]
+    python benchmarks/detect_review.py --model DIR --out OUT --all-labels [--scene-balance]
 
 ``--model``: a crown detector trained on YELL (``python benchmarks/detect.py --quality
 --cases "yell->osbs" --out D`` leaves one in ``D/recipe/yell_to_osbs``). OSBS_029 (the
@@ -19,7 +20,9 @@ background too. Both models are scored on the **east half**, whose pixels and cr
 the new model never saw: precision, recall and F1 at IoU 0.4 at each card's threshold,
 AP, and the best F1 in hindsight. ``--all-labels`` instead trains on YELL plus the west
 half with every labelled crown in it (an analyst who outlined them all): what reviews
-could reach at most.
+could reach at most. ``--order``: which candidates the analyst reviews (the queue's
+first in that order); ``--scene-balance``: train with as many chips of the west half per
+epoch as of YELL (``detection.scene_balance``), not a share in proportion to its area.
 
 This measures the loop an analyst has for a site the labels did not cover; it is not
 the cross-site number of issue 13 (the new model has seen the new site).
@@ -179,10 +182,9 @@ def main() -> None:
                         "this order (score: highest first, the review list's default; "
                         "diverse: the review store's order, spread over place, size and "
                         "score, least sure first)")  # fmt: skip
-    parser.add_argument("--scene-balance", choices=("auto", "on", "off"), default="auto",
+    parser.add_argument("--scene-balance", action="store_true",
                         help="as many training chips of each scene as of the largest "
-                        "(DetectTrainOptions.scene_balance; auto: the recipe's, on when "
-                        "training from a store)")  # fmt: skip
+                        "(the profile's detection.scene_balance; off by default)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -190,8 +192,8 @@ def main() -> None:
     profile = load_profile(PROFILE)
     order = "" if args.order == "score" else f"_{args.order}"
     name = "all_west_labels" if args.all_labels else f"review_{args.budget}{order}"
-    balance = {"auto": None, "on": True, "off": False}[args.scene_balance]
-    name += "" if balance is None else ("_balanced" if balance else "_unbalanced")
+    balance = True if args.scene_balance else None  # None: the profile's (off)
+    name += "_balanced" if args.scene_balance else ""
     work = args.out / f"{name}_seed{args.seed}"
     if work.exists():
         shutil.rmtree(work)

@@ -257,13 +257,14 @@ class DetectionSettings(_Config):
         "the second does not lean on them. Twice the training and screening time. 0: one "
         "model.",
     )
+    # None (not False) when unset: a profile's fingerprint leaves unset fields out
     scene_balance: bool | None = Field(
         default=None,
         description="Give every training scene as many chips per epoch as the largest one, "
         "instead of chips in proportion to its area, so that a small scene counts as much "
-        "as a large one. Unset: on when training from a review store (its reviewed scenes "
-        "are usually a new site, which the label files' larger scenes would drown), off "
-        "otherwise.",
+        "as a large one: for a small scene, labelled whole, of the kind of place to be "
+        "screened (the model leans towards it, and away from the other scenes' kind). "
+        "Unset: off.",
     )
 
 

@@ -137,8 +137,7 @@ class DetectTrainOptions(BaseModel):
     chips_per_epoch: int = Field(default=64, ge=1, description="at least (the grid repeats)")
     scene_balance: bool | None = Field(
         default=None, description="grid: every scene as many chips per epoch as the largest "
-        "(else in proportion to its area); None: the profile's, and if it leaves it unset, "
-        "on when training from a review store (hard negatives given)",
+        "(else in proportion to its area); None: the profile's (off unless it asks)",
     )  # fmt: skip
     scale_jitter: float = Field(default=1.25, ge=1.0, description="zoom in [1/x, x]")
     colour_jitter: float = Field(default=1.0, ge=0.0)
@@ -182,19 +181,14 @@ class DetectTrainOptions(BaseModel):
             fill["colour_rotation"] = detection.colour_rotation if detection else 0.0
         if self.paired_colour_rotation is None:
             fill["paired_colour_rotation"] = detection.paired_colour_rotation if detection else 0.0
-        if self.scene_balance is None and detection and detection.scene_balance is not None:
-            fill["scene_balance"] = detection.scene_balance
+        if self.scene_balance is None:
+            fill["scene_balance"] = bool(detection and detection.scene_balance)
         return self.model_copy(update=fill) if fill else self
 
     def balances_scenes(self, scenes: int) -> bool:
-        """Whether ``scenes`` labelled scenes get as many chips each: as asked, else when
-        training from a review store (its rejections are the hard negatives), whose
-        reviewed scene is a new site that the label files' larger scenes would drown
-        (README, "A detector at a new site"). One scene has nothing to balance."""
-        asked = (
-            bool(self.hard_negative_labels) if self.scene_balance is None else self.scene_balance
-        )
-        return asked and scenes > 1
+        """Whether ``scenes`` labelled scenes get as many chips each (one scene has
+        nothing to balance)."""
+        return bool(self.scene_balance) and scenes > 1
 
     def member_options(self) -> list[DetectTrainOptions]:
         """The options of each model to train: these, and with ``paired_colour_rotation``

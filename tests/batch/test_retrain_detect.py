@@ -123,11 +123,14 @@ def test_a_detector_trains_from_reviewed_outlines(
     assert card["hard_negatives"] == {"chips": negatives, "chips_per_epoch_each": 1,
                                       "weighted": False}  # fmt: skip
     assert "each given a background chip around it every epoch (not weighted)" in page
-    assert card["training"]["options"]["scene_balance"] is False  # one scene: nothing to balance
-    # Beside a label file's larger scene, the reviewed scene (a new site) gets as many chips
-    # per epoch as that one (README, "A detector at a new site").
+    assert card["training"]["options"]["scene_balance"] is False
+    # A profile that balances its scenes does so from the store too: beside a label file's
+    # larger scene, the reviewed scene gets as many chips per epoch as that one.
+    assert profile.detection is not None
+    balancing = profile.model_copy(update={"detection": profile.detection.model_copy(
+        update={"scene_balance": True})})  # fmt: skip
     both = tmp_path / "m3"
-    train_from_store(profile, str(db), both, labels=[yell_labels_path], imagery=[yell_path],
+    train_from_store(balancing, str(db), both, labels=[yell_labels_path], imagery=[yell_path],
                      opts=DetectTrainOptions(seed=1, **TINY))  # fmt: skip
     assert read_card(both / "model.yaml").to_yaml_dict()["training"]["options"]["scene_balance"]
     assert "every scene as many as the largest one" in (both / "MODEL_CARD.md").read_text()

@@ -307,17 +307,19 @@ def test_one_member_is_the_profile_default() -> None:
         DetectionSettings(object_size_m=4.0, paired_colour_rotation=1.5)
 
 
-def test_scene_balance_is_on_when_training_from_reviews_unless_asked_otherwise() -> None:
+def test_scene_balance_is_the_profiles_choice_and_an_option_wins() -> None:
     plain = DetectionSettings(object_size_m=4.0)
     reviews = DetectTrainOptions(hard_negative_labels=["review_labels.geojson"])
+    # Off unless asked, from label files and from a review store alike (README).
     assert not DetectTrainOptions().for_profile(plain).balances_scenes(2)
-    assert reviews.for_profile(plain).balances_scenes(2)
-    assert not reviews.for_profile(plain).balances_scenes(1)  # one scene: nothing to balance
-    # The profile's setting wins over the default, an option over the profile.
-    on, off = (DetectionSettings(object_size_m=4.0, scene_balance=b) for b in (True, False))
+    assert not reviews.for_profile(plain).balances_scenes(2)
+    on = DetectionSettings(object_size_m=4.0, scene_balance=True)
     assert DetectTrainOptions().for_profile(on).balances_scenes(3)
-    assert not reviews.for_profile(off).balances_scenes(2)
+    assert not DetectTrainOptions().for_profile(on).balances_scenes(1)  # nothing to balance
     assert not DetectTrainOptions(scene_balance=False).for_profile(on).balances_scenes(2)
+    assert DetectTrainOptions(scene_balance=True).for_profile(plain).balances_scenes(2)
+    # Unset, the setting leaves a profile's fingerprint as it was.
+    assert "scene_balance" not in load_profile(PROFILE).to_dict()["detection"]
 
 
 def test_point_labels_cannot_train_a_detector(profile: Profile, tmp_path: Path) -> None:
