@@ -154,7 +154,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "EfficientNet-Lite2 backbone": {**ONE, "backbone": "efficientnet_lite2", "freeze_blocks": 15},
     "one anchor size (object_size_m)": {**ONE, "fit_anchors": False},
     "no refit (selection model)": {**ONE, "refit": False},
-    # session 26: each scene as many chips per epoch as the largest (off for label files)
+    # session 26: each scene as many chips per epoch as the largest (off by default)
     "scene balance: every scene as many chips as the largest": {"scene_balance": True},
     "epochs by the held-out strips (best 3-epoch mean, patience 6)": {
         **ONE,
