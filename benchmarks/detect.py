@@ -70,6 +70,7 @@ from _resampled import NATIVE_M, resampled_neon, resampled_profile
 from geoscreen.evaluate.metrics import Criterion, align, evaluate_sites
 from geoscreen.evaluate.truth import load_truth
 from geoscreen.imagery.scene import open_scene
+from geoscreen.labels import load_labels
 from geoscreen.profiles import Profile, load_profile
 from geoscreen.samples import make_synthetic_scene, sample_path
 from geoscreen.sites.detections import objects_to_sites
@@ -392,9 +393,11 @@ def detected(loaded: LoadedDetector, profile: Profile, image: Path, labels: Path
     opts = DetectOptions(device="cpu", num_workers=0, tta=tta, precision="fp32")
     objects = detect_scene(loaded, profile, scene, opts)
     sites = objects_to_sites(objects, scene, profile, model_sha256=loaded.sha256)
-    # SOAP names its crowns Dead or Alive: both are crowns
-    soap = Path(labels) == neon_file(NEON["soap"][1])
-    return sites, load_truth(labels, scene, positive_classes=["Dead", "Alive"] if soap else None)
+    # The crowns training counts: every class of POSITIVE_CLASSES the file names (SOAP's
+    # Dead and Alive); the truth loader refuses a named class the file lacks.
+    named = set(load_labels(labels, scene, positive_classes=list(POSITIVE_CLASSES)).frame["label"])
+    crowns = [c for c in POSITIVE_CLASSES if c in named]
+    return sites, load_truth(labels, scene, positive_classes=crowns)
 
 
 def hindsight_f1(per_image: Sequence[tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]], iou: float

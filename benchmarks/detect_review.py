@@ -115,18 +115,18 @@ def scan_and_review(
         found = store.candidates(order="id" if order == "random" else order)
         if order == "random":
             found = [found[i] for i in np.random.default_rng(seed).permutation(len(found))]
+        queued, found = len(found), found[:budget]  # the analyst reviews the queue's first
         outlines = gpd.GeoSeries(shapely.from_wkb([c.geom_wkb for c in found]), crs=4326)
-        queue = list(range(len(found)))[:budget]
+        outlines = outlines.to_crs(truth.crs)
         confirmed = 0
-        for i in queue:
-            o = outlines.iloc[[i]].to_crs(truth.crs).iloc[0]
+        for i, o in enumerate(outlines):
             yes = truth.intersection(o).area.max() / o.area >= ON_CROWN
             confirmed += int(yes)
             set_status(store, found[i].id, "confirmed" if yes else "rejected",
                        user="analyst", reason="ground truth", claim=True)  # fmt: skip
-    print(f"queue: {len(found)} candidates in the west half; reviewed {len(queue)} "
+    print(f"queue: {queued} candidates in the west half; reviewed {len(found)} "
           f"in {order} order: "
-          f"{confirmed} confirmed, {len(queue) - confirmed} rejected")  # fmt: skip
+          f"{confirmed} confirmed, {len(found) - confirmed} rejected")  # fmt: skip
     return db
 
 
