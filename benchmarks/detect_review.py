@@ -24,6 +24,13 @@ could reach at most. ``--order``: which candidates the analyst reviews (the queu
 first in that order); ``--scene-balance``: train with as many chips of the west half per
 epoch as of YELL (``detection.scene_balance``), not a share in proportion to its area.
 
+Beside the models, the scale-space blobs (the baseline every detector card shows: a
+cue, a size range and a box width fitted on labels, no training) are fitted twice and
+scored on the east half too: on YELL's labels, as the scanning model's card fits them,
+and on the new site's confirmed outlines alone (every west crown with
+``--all-labels``): whether a few reviews tell which cue marks the new site's crowns.
+``--blobs-only`` scans, reviews and scores the blobs, without retraining.
+
 This measures the loop an analyst has for a site the labels did not cover; it is not
 the cross-site number of issue 13 (the new model has seen the new site).
 """
@@ -37,6 +44,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -60,8 +68,11 @@ from geoscreen.profiles import Profile, load_profile
 from geoscreen.review.store import open_store
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
+from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.boxes import boxes_to_map
 from geoscreen.vision.detect_infer import decision_threshold
+from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.detect_scenes import load_detection_data
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.detector import load_detector
 
@@ -93,9 +104,10 @@ def east_of_middle(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
 
 def scan_and_review(
     model: Path, work: Path, budget: int, review_threshold: float, order: str, seed: int
-) -> Path:
+) -> tuple[Path, Path, Path]:
     """Scan OSBS's west half into a new store, then review ``budget`` candidates, the
-    first of the queue in ``order``."""
+    first of the queue in ``order``: the store, the west half's image, and a label file
+    of the confirmed outlines on it (pixel boxes, for the blobs fitted on the reviews)."""
     data = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
     data["threshold"] = review_threshold  # the queue the analyst works through
     profile_file = work / "review_profile.yaml"
@@ -103,7 +115,7 @@ def scan_and_review(
     incoming = work / "incoming"
     incoming.mkdir(parents=True)
     image, _ = west_half(work)  # the east half stays unseen: neither labels nor pixels
-    shutil.move(image, incoming / image.name)
+    image = Path(shutil.move(image, incoming / image.name))
     db = work / "review.sqlite"
     with contextlib.redirect_stderr(io.StringIO()):
         code = cli(["scan", str(profile_file), str(incoming), "--model", str(model),
@@ -118,16 +130,31 @@ def scan_and_review(
         queued, found = len(found), found[:budget]  # the analyst reviews the queue's first
         outlines = gpd.GeoSeries(shapely.from_wkb([c.geom_wkb for c in found]), crs=4326)
         outlines = outlines.to_crs(truth.crs)
-        confirmed = 0
-        for i, o in enumerate(outlines):
-            yes = truth.intersection(o).area.max() / o.area >= ON_CROWN
-            confirmed += int(yes)
-            set_status(store, found[i].id, "confirmed" if yes else "rejected",
+        yes = [truth.intersection(o).area.max() / o.area >= ON_CROWN for o in outlines]
+        for candidate, ok in zip(found, yes, strict=True):
+            set_status(store, candidate.id, "confirmed" if ok else "rejected",
                        user="analyst", reason="ground truth", claim=True)  # fmt: skip
+    confirmed = int(np.sum(yes))
     print(f"queue: {queued} candidates in the west half; reviewed {len(found)} "
           f"in {order} order: "
           f"{confirmed} confirmed, {len(found) - confirmed} rejected")  # fmt: skip
-    return db
+    return db, image, confirmed_labels(outlines[np.asarray(yes, bool)], image, work)
+
+
+def confirmed_labels(outlines: gpd.GeoSeries, image: Path, work: Path) -> Path:
+    """The confirmed outlines as a DeepForest-style label file of pixel boxes on ``image``."""
+    scene = open_scene(image)
+    outlines = outlines.to_crs(scene.crs)
+    rows = []
+    for x0, y0, x1, y1 in outlines.bounds.to_numpy():
+        (c0, r0), (c1, r1) = ~scene.transform * (x0, y1), ~scene.transform * (x1, y0)
+        rows.append({"image_path": image.name, "xmin": min(c0, c1), "ymin": min(r0, r1),
+                     "xmax": max(c0, c1), "ymax": max(r0, r1), "label": "Tree"})  # fmt: skip
+    path = work / "confirmed.csv"
+    pd.DataFrame(rows, columns=["image_path", "xmin", "ymin", "xmax", "ymax", "label"]).to_csv(
+        path, index=False
+    )
+    return path
 
 
 def west_half(work: Path) -> tuple[Path, Path]:
@@ -168,6 +195,27 @@ def east_scores(model: Path, profile: Profile) -> dict[str, Any]:
             "hindsight_threshold": at}  # fmt: skip
 
 
+def east_blob_scores(profile: Profile, labels: Sequence[Path], imagery: Sequence[Path]
+                     ) -> dict[str, Any]:  # fmt: skip
+    """Scale-space blobs (the detector card's baseline) fitted on ``labels`` over
+    ``imagery``, scored on OSBS's east half: AP and the best F1 in hindsight at IoU 0.4.
+
+    Only those two: the blobs' calibrated scores carry no threshold fitted for the east
+    half (fitted on reviews, the crowns nobody reviewed counted as misses)."""
+    views = load_detection_data(profile, list(labels), list(imagery), list(POSITIVE_CLASSES)).views
+    blobs = ScaleSpaceBlobs(bands=profile.imagery.bands, iou=0.4).fit(views)
+    whole = load_detection_data(profile, [OSBS_LABELS], [OSBS], list(POSITIVE_CLASSES)).views[0]
+    boxes, scores = blobs.predict(whole)
+    middle = whole.image.shape[2] / 2
+    east = (boxes[:, 0] + boxes[:, 2]) / 2 >= middle
+    truth = whole.boxes[(whole.boxes[:, 0] + whole.boxes[:, 2]) / 2 >= middle]
+    found = [(boxes[east], scores[east])]
+    ap = detection_metrics(found, [truth], 0.4, np.inf)["average_precision"]
+    at, best = best_threshold(found, [truth], 0.4)
+    return {"cue": blobs.cue, "truth": len(truth), "ap": float(ap), "hindsight_f1": best,
+            "hindsight_threshold": at}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a detector trained on YELL")
@@ -185,6 +233,9 @@ def main() -> None:
     parser.add_argument("--scene-balance", action="store_true",
                         help="as many training chips of each scene as of the largest "
                         "(the profile's detection.scene_balance; off by default)")  # fmt: skip
+    parser.add_argument("--blobs-only", action="store_true",
+                        help="scan and review, then score the scale-space blobs fitted on the "
+                        "reviews (or labels); no retraining (seconds)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -203,26 +254,39 @@ def main() -> None:
     started = time.perf_counter()
     if args.all_labels:
         image, labels = west_half(work)
-        train_detector(profile, [YELL_LABELS, labels], [YELL, image], work / "model", opts)
+        if not args.blobs_only:
+            train_detector(profile, [YELL_LABELS, labels], [YELL, image], work / "model", opts)
     else:
-        db = scan_and_review(args.model, work, args.budget, args.review_threshold,
-                             args.order, args.seed)  # fmt: skip
-        train_from_store(profile, str(db), work / "model", labels=[YELL_LABELS],
-                         imagery=[YELL], opts=opts)  # fmt: skip
+        db, image, labels = scan_and_review(
+            args.model, work, args.budget, args.review_threshold, args.order, args.seed
+        )
+        if not args.blobs_only:
+            train_from_store(profile, str(db), work / "model", labels=[YELL_LABELS],
+                             imagery=[YELL], opts=opts)  # fmt: skip
     seconds = time.perf_counter() - started
-    rows = {"YELL only (before)": east_scores(args.model, profile),
-            name: east_scores(work / "model", profile)}  # fmt: skip
+    rows = {"YELL only (before)": east_scores(args.model, profile)}
+    if not args.blobs_only:
+        rows[name] = east_scores(work / "model", profile)
     for label, r in rows.items():
         print(f"{label:<22} east half ({r['truth']} crowns) at {r['threshold']:.2f}: "
               f"P {r['precision']:.3f} R {r['recall']:.3f} F1@0.4 {r['f1']:.3f}, "
               f"AP {r['ap']:.3f}, hindsight F1 {r['hindsight_f1']:.3f} "
               f"({r['hindsight_threshold']:.2f})")  # fmt: skip
-    print(f"trained in {seconds:.0f} s")
-    (work / "result.json").write_text(
-        json.dumps(
-            {"seed": args.seed, "budget": args.budget, "seconds": seconds, "rows": rows}, indent=1
-        )
-    )
+    if not args.blobs_only:
+        print(f"trained in {seconds:.0f} s")
+    # The card's blob baseline, fitted where the model's labels are, and the same fitted
+    # on the new site's confirmed outlines alone (no training: a cue and a size range).
+    blobs = {"blobs fitted on YELL": east_blob_scores(profile, [YELL_LABELS], [YELL])}
+    if len(pd.read_csv(labels)):  # nothing confirmed: nothing to fit on
+        new = "labels" if args.all_labels else "reviews"
+        blobs[f"blobs fitted on the new site's {new}"] = east_blob_scores(profile, [labels],
+                                                                          [image])  # fmt: skip
+    for label, r in blobs.items():
+        print(f"{label:<40} east half ({r['truth']} crowns), cue {r['cue']}: AP {r['ap']:.3f}, "
+              f"hindsight F1 {r['hindsight_f1']:.3f} ({r['hindsight_threshold']:.2f})")  # fmt: skip
+    result = {"seed": args.seed, "budget": args.budget, "seconds": seconds, "rows": rows,
+              "blobs": blobs}  # fmt: skip
+    (work / "result.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -174,11 +174,19 @@ class ScaleSpaceBlobs:
         platt = LogisticRegression().fit(x, y)
         return max(float(platt.coef_[0, 0]), FLAT_SLOPE), float(platt.intercept_[0])
 
+    def found(self, view: SceneView, cue: str = "") -> Found:
+        """Boxes of ``cue``'s blobs (the chosen cue unless named) at the fitted size range
+        and width, with their raw strengths (uncalibrated: only the chosen cue's are)."""
+        if self.calibration is None:
+            raise RuntimeError("fit the blobs first")
+        cue = cue or self.cue
+        return self._all(view, (self.width,), only=cue)[(cue, self.width)]
+
     def predict(self, view: SceneView) -> Found:
         """Boxes of the chosen cue's blobs and their calibrated scores."""
         if self.calibration is None:
             raise RuntimeError("fit the blobs first")
-        boxes, strength = self._all(view, (self.width,), only=self.cue)[(self.cue, self.width)]
+        boxes, strength = self.found(view)
         if len(strength) == 0:
             return boxes, strength
         slope, intercept = self.calibration

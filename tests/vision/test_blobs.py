@@ -101,6 +101,22 @@ def test_calibrated_scores_keep_the_blobs_order() -> None:
     assert prob[order][0] > 0.5 > prob[order][-1]  # strong blobs match, faint ones do not
 
 
+def test_found_gives_any_cues_blobs_at_the_fitted_sizes() -> None:
+    train, test = _discs(0), _discs(1)
+    blobs = ScaleSpaceBlobs(bands=BANDS).fit([train])
+    boxes, strength = blobs.found(test)  # the chosen cue, raw strengths
+    assert np.array_equal(boxes, blobs.predict(test)[0])
+    cue = cue_maps(test.image.numpy(), BANDS)["mean"]
+    raw = find_blobs(cue, np.ones(cue.shape, bool), blobs.sigmas, (blobs.width,))[blobs.width]
+    other = blobs.found(test, "mean")  # another cue at the same sizes and width
+    assert np.array_equal(other[0], raw[0]) and np.array_equal(other[1], raw[1])
+    aps = [detection_metrics([f], [test.boxes], 0.4, np.inf)["average_precision"]
+           for f in ((boxes, strength), other)]  # fmt: skip
+    assert aps[0] > 0.8 > 0.3 > aps[1]  # brightness does not mark the discs
+    with pytest.raises(RuntimeError, match="fit the blobs first"):
+        ScaleSpaceBlobs().found(test, "mean")
+
+
 def test_invalid_pixels_make_no_blobs() -> None:
     view = _discs(0)
     view.valid[:, 96:] = False
