@@ -241,6 +241,10 @@ def _baseline_lines(card: DetectCard) -> list[str]:
     if b.beats_blob_baseline is not None:
         verdict = "beats" if b.beats_blob_baseline else "does NOT beat"
         lines.append(f"It {verdict} the scale-space blobs by the margin {b.margin:g}.")
+    if b.scene_cues:
+        each = "; ".join(f"{c.scene}: {c.cue} ({c.objects} objects)" for c in b.scene_cues)
+        lines += ["", "What marks the objects of each training scene (scale-space blobs "
+                  f"fitted on its labels alone): {each}."]  # fmt: skip
     return lines
 
 

@@ -60,7 +60,13 @@ from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import DetectionSettings, Profile
 from geoscreen.vision.blobs import ScaleSpaceBlobs
-from geoscreen.vision.detect_baselines import baseline_table, baseline_verdict, baselines_record
+from geoscreen.vision.detect_baselines import (
+    baseline_table,
+    baseline_verdict,
+    baselines_record,
+    cue_limit,
+    scene_cues,
+)
 from geoscreen.vision.detect_card import detection_card, render_detection_card
 from geoscreen.vision.detect_data import (
     AugmentSettings,
@@ -558,6 +564,15 @@ def train_detector(
     verdict = baseline_verdict(table)
     if verdict:
         say(f"warning: {verdict}")
+    names = [Path(scene.uri).name for scene in data.scenes]
+    cues = [] if len(data.views) < 2 else scene_cues(data.views, names, profile.imagery.bands,
+                                                     opts.eval_iou)  # fmt: skip
+    if cues:
+        say(
+            "what marks the objects of each scene (scale-space blobs fitted on its labels "
+            "alone): " + ", ".join(f"{c['scene']} {c['cue']} ({c['objects']})" for c in cues)
+        )
+    differ = cue_limit(cues)
     history: dict[str, Any] = {"selection_epochs": selection["epochs"],
                                "best_epoch": int(chosen["epoch"]),
                                "epochs_run": len(selection["epochs"])}  # fmt: skip
@@ -603,9 +618,11 @@ def train_detector(
             # screen/scan warn far from it
             "region": region_record(data.scenes),
             "baselines": DetectorBaselines.model_validate(
-                baselines_record(table, opts.eval_iou, blob_cue)
+                baselines_record(table, opts.eval_iou, blob_cue, cues)
             ),
-            "limits": ([verdict[0].upper() + verdict[1:]] if verdict else []) + card.limits,
+            "limits": ([verdict[0].upper() + verdict[1:]] if verdict else [])
+            + ([differ] if differ else [])
+            + card.limits,
         }
     )
     digest = save_detector(model.cpu(), card, out_dir, render_detection_card(card))

@@ -220,6 +220,15 @@ class BaselineScore(_Section):
     best_threshold: float
 
 
+class SceneCue(_Section):
+    """What marks the objects of one training scene: the cue the scale-space blobs choose
+    on that scene's labels alone, and from how many objects."""
+
+    scene: str
+    cue: str
+    objects: int
+
+
 class DetectorBaselines(_Section):
     """The detector and the baselines scored on the same held-out strips
     (:mod:`geoscreen.vision.detect_baselines`): ``model``, ``pixel_peaks`` (the per-pixel
@@ -233,6 +242,8 @@ class DetectorBaselines(_Section):
     # None on cards written before the scale-space blobs joined the baselines
     beats_blob_baseline: bool | None = None
     blob_cue: str | None = None
+    # None with one training scene, and on cards written before it was recorded
+    scene_cues: list[SceneCue] | None = None
 
 
 class EvaluationRecord(BaseModel):

@@ -132,5 +132,16 @@ def test_a_detector_trains_from_reviewed_outlines(
     both = tmp_path / "m3"
     train_from_store(balancing, str(db), both, labels=[yell_labels_path], imagery=[yell_path],
                      opts=DetectTrainOptions(seed=1, **TINY))  # fmt: skip
-    assert read_card(both / "model.yaml").to_yaml_dict()["training"]["options"]["scene_balance"]
-    assert "every scene as many as the largest one" in (both / "MODEL_CARD.md").read_text()
+    two = read_card(both / "model.yaml")
+    assert two.to_yaml_dict()["training"]["options"]["scene_balance"]
+    page = (both / "MODEL_CARD.md").read_text()
+    assert "every scene as many as the largest one" in page
+    # Each scene's own cue (scale-space blobs on its labels alone) is on the card: YELL's
+    # 279 crowns and the reviewed scene's confirmed outlines.
+    assert two.baselines is not None and two.baselines.scene_cues is not None
+    assert [(c.scene, c.objects) for c in two.baselines.scene_cues] == [
+        (yell_path.name, 279), ("osbs.tif", positives)]  # fmt: skip
+    assert "What marks the objects of each training scene" in page
+    assert f"{yell_path.name}: {two.baselines.scene_cues[0].cue} (279 objects)" in page
+    differ = two.baselines.scene_cues[0].cue != two.baselines.scene_cues[1].cue
+    assert differ == any("choose different cues" in limit for limit in two.limits)

@@ -14,15 +14,18 @@ from geoscreen.vision.detect_baselines import (
     baseline_verdict,
     baselines_record,
     beats_pixel_baseline,
+    cue_limit,
     median_size_px,
     random_boxes,
+    scene_cues,
 )
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.modelcard import DetectorBaselines
 
 
-def _scene(seed: int, n: int = 12, side: int = 16, size: int = 160) -> SceneView:
-    """Bright green squares of one size on a dark, noisy background (3 bands in [0, 1])."""
+def _scene(seed: int, n: int = 12, side: int = 16, size: int = 160, band: int = 1) -> SceneView:
+    """Bright squares of one size on a dark, noisy background (3 bands in [0, 1]), bright
+    in one band (green unless ``band`` says another)."""
     rng = np.random.default_rng(seed)
     image = rng.uniform(0.05, 0.25, (3, size, size)).astype(np.float32)
     boxes: list[list[float]] = []
@@ -32,7 +35,7 @@ def _scene(seed: int, n: int = 12, side: int = 16, size: int = 160) -> SceneView
         if all(c + side + 2 < b[0] or b[2] + 2 < c or r + side + 2 < b[1] or b[3] + 2 < r
                for b in boxes):  # fmt: skip
             boxes.append(box)
-            image[1, r : r + side, c : c + side] += 0.6
+            image[band, r : r + side, c : c + side] += 0.6
     return SceneView(torch.from_numpy(image), torch.ones(size, size, dtype=torch.bool),
                      np.array(boxes, np.float64), (0, 0, size, size), f"scene{seed}")  # fmt: skip
 
@@ -102,6 +105,30 @@ def test_verdict_and_card_record() -> None:
     assert "for scale-space blobs" in verdict and "pixel peaks" not in verdict
     record = DetectorBaselines.model_validate(baselines_record(between, 0.4))
     assert record.beats_pixel_baseline and record.beats_blob_baseline is False
+
+
+def test_each_scene_says_what_marks_its_objects() -> None:
+    green, blue, empty = _scene(0), _scene(1, band=2), _scene(2)
+    empty.boxes = np.zeros((0, 4))  # a scene without objects has no cue of its own
+    bands = ["red", "green", "blue"]
+    cues = scene_cues([green, blue, empty], ["a.tif", "b.tif", "c.tif"], bands, 0.4)
+    assert [(c["scene"], c["objects"]) for c in cues] == [("a.tif", 12), ("b.tif", 12)]
+    assert cues[0]["cue"] in {"green", "nd(green,blue)", "-nd(red,green)"}
+    assert cues[1]["cue"] in {"blue", "-nd(green,blue)", "-nd(red,blue)"}
+    limit = cue_limit(cues)
+    assert "choose different cues (a.tif: " in limit and "b.tif: " in limit
+    assert "(12 objects)" in limit and "Score it on a few labelled objects" in limit
+    same = scene_cues([green, _scene(3)], ["a.tif", "d.tif"], bands, 0.4)
+    assert same[0]["cue"] == same[1]["cue"] and cue_limit(same) == ""
+    assert cue_limit(cues[:1]) == ""
+    table = baseline_table([green], [blue], [(blue.boxes, np.ones(12))], iou=0.4)
+    record = DetectorBaselines.model_validate(baselines_record(table, 0.4, "green, k 1", cues))
+    assert record.scene_cues is not None
+    assert [(c.scene, c.cue, c.objects) for c in record.scene_cues] == [
+        (c["scene"], c["cue"], c["objects"]) for c in cues
+    ]
+    one = DetectorBaselines.model_validate(baselines_record(table, 0.4, "green, k 1", cues[:1]))
+    assert one.scene_cues is None  # one scene: nothing to compare
 
 
 def test_pixel_peaks_need_both_classes() -> None:
