@@ -21,8 +21,8 @@ fix (the card says so and ``train`` warns), not a number to report.
 
 With several training scenes the blobs are also fitted on each scene's labels alone
 (:func:`scene_cues`): the cue that marks its objects there. Scenes marked by different
-cues are different kinds of place, and a detector trained on one kind did not find the
-objects of another (README, "why the detector misses"): the card says so.
+cues are different kinds of place, and a detector trained on one kind found the objects
+of another far less well (README, "why the detector misses"): the card says so.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ from geoscreen.vision.detect_data import SceneView, box_sides
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 
 Predictions = list[tuple[np.ndarray, np.ndarray]]
+# A scene's own cue is told from this many objects: fewer tell little (on OSBS's west
+# half 8 and 11 confirmed outlines chose the red band, 14 the band ratio that marks its
+# crowns; benchmarks/detect_review.py --blobs-only).
+MIN_CUE_OBJECTS = 10
 # The detector should beat the pixel peaks' AP by this much (as tile learners must beat
 # the per-pixel logistic regression: geoscreen.vision.select_train.CLEAR_MARGIN).
 CLEAR_MARGIN = 0.02
@@ -230,11 +234,11 @@ def baselines_record(
 
 def scene_cues(views: Sequence[SceneView], names: Sequence[str], bands: Sequence[str] | None,
                iou: float) -> list[dict[str, object]]:  # fmt: skip
-    """Per scene with objects: its name, the cue the scale-space blobs choose on that
-    scene's labels alone, and how many objects chose it."""
+    """Per scene with at least :data:`MIN_CUE_OBJECTS` objects: its name, the cue the
+    scale-space blobs choose on that scene's labels alone, and how many objects chose it."""
     found: list[dict[str, object]] = []
     for view, name in zip(views, names, strict=True):
-        if len(view.boxes):
+        if len(view.boxes) >= MIN_CUE_OBJECTS:
             cue = ScaleSpaceBlobs(bands=bands, iou=iou).fit([view]).cue
             found.append({"scene": name, "cue": cue, "objects": len(view.boxes)})
     return found

@@ -9,6 +9,7 @@ import torch
 
 from geoscreen.vision.detect_baselines import (
     CLEAR_MARGIN,
+    MIN_CUE_OBJECTS,
     PixelPeaks,
     baseline_table,
     baseline_verdict,
@@ -109,9 +110,11 @@ def test_verdict_and_card_record() -> None:
 
 def test_each_scene_says_what_marks_its_objects() -> None:
     green, blue, empty = _scene(0), _scene(1, band=2), _scene(2)
-    empty.boxes = np.zeros((0, 4))  # a scene without objects has no cue of its own
-    bands = ["red", "green", "blue"]
-    cues = scene_cues([green, blue, empty], ["a.tif", "b.tif", "c.tif"], bands, 0.4)
+    few = _scene(4, n=MIN_CUE_OBJECTS - 1)
+    empty.boxes = np.zeros((0, 4))  # a scene without objects has no cue of its own,
+    bands = ["red", "green", "blue"]  # nor one with too few objects to tell it
+    cues = scene_cues([green, blue, empty, few], ["a.tif", "b.tif", "c.tif", "e.tif"], bands,
+                      0.4)  # fmt: skip
     assert [(c["scene"], c["objects"]) for c in cues] == [("a.tif", 12), ("b.tif", 12)]
     assert cues[0]["cue"] in {"green", "nd(green,blue)", "-nd(red,green)"}
     assert cues[1]["cue"] in {"blue", "-nd(green,blue)", "-nd(red,blue)"}
