@@ -3,8 +3,9 @@
 Usage::
 
     python benchmarks/detect_review.py --model DIR --out OUT [--budget K] [--seed S]
-        [--order score|diverse|random] [--scene-balance]
+        [--order score|diverse|random] [--scene-balance] [--blobs-only]
     python benchmarks/detect_review.py --model DIR --out OUT --all-labels [--scene-balance]
+        [--blobs-only]
 
 ``--model``: a crown detector trained on YELL (``python benchmarks/detect.py --quality
 --cases "yell->osbs" --out D`` leaves one in ``D/recipe/yell_to_osbs``). OSBS_029 (the
