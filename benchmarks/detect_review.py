@@ -71,6 +71,7 @@ from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.boxes import boxes_to_map
+from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import decision_threshold
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_scenes import load_detection_data
@@ -105,10 +106,10 @@ def east_of_middle(frame: gpd.GeoDataFrame | gpd.GeoSeries) -> np.ndarray:
 
 def scan_and_review(
     model: Path, work: Path, budget: int, review_threshold: float, order: str, seed: int
-) -> tuple[Path, Path, Path]:
+) -> tuple[Path, Path, Path | None]:
     """Scan OSBS's west half into a new store, then review ``budget`` candidates, the
     first of the queue in ``order``: the store, the west half's image, and a label file
-    of the confirmed outlines on it (pixel boxes, for the blobs fitted on the reviews)."""
+    of the confirmed outlines (None when nothing was confirmed), for the blobs."""
     data = yaml.safe_load(PROFILE.read_text(encoding="utf-8"))
     data["threshold"] = review_threshold  # the queue the analyst works through
     profile_file = work / "review_profile.yaml"
@@ -139,23 +140,12 @@ def scan_and_review(
     print(f"queue: {queued} candidates in the west half; reviewed {len(found)} "
           f"in {order} order: "
           f"{confirmed} confirmed, {len(found) - confirmed} rejected")  # fmt: skip
-    return db, image, confirmed_labels(outlines[np.asarray(yes, bool)], image, work)
-
-
-def confirmed_labels(outlines: gpd.GeoSeries, image: Path, work: Path) -> Path:
-    """The confirmed outlines as a DeepForest-style label file of pixel boxes on ``image``."""
-    scene = open_scene(image)
-    outlines = outlines.to_crs(scene.crs)
-    rows = []
-    for x0, y0, x1, y1 in outlines.bounds.to_numpy():
-        (c0, r0), (c1, r1) = ~scene.transform * (x0, y1), ~scene.transform * (x1, y0)
-        rows.append({"image_path": image.name, "xmin": min(c0, c1), "ymin": min(r0, r1),
-                     "xmax": max(c0, c1), "ymax": max(r0, r1), "label": "Tree"})  # fmt: skip
-    path = work / "confirmed.csv"
-    pd.DataFrame(rows, columns=["image_path", "xmin", "ymin", "xmax", "ymax", "label"]).to_csv(
-        path, index=False
-    )
-    return path
+    labels = None
+    if confirmed:  # the confirmed outlines as a label file (map coordinates)
+        labels = work / "confirmed.geojson"
+        kept = outlines[np.asarray(yes, bool)].reset_index(drop=True)
+        gpd.GeoDataFrame({"label": ["Tree"] * confirmed}, geometry=kept).to_file(labels)
+    return db, image, labels
 
 
 def west_half(work: Path) -> tuple[Path, Path]:
@@ -196,16 +186,16 @@ def east_scores(model: Path, profile: Profile) -> dict[str, Any]:
             "hindsight_threshold": at}  # fmt: skip
 
 
-def east_blob_scores(profile: Profile, labels: Sequence[Path], imagery: Sequence[Path]
-                     ) -> dict[str, Any]:  # fmt: skip
+def east_blob_scores(profile: Profile, labels: Sequence[Path], imagery: Sequence[Path],
+                     whole: SceneView) -> dict[str, Any]:  # fmt: skip
     """Scale-space blobs (the detector card's baseline) fitted on ``labels`` over
-    ``imagery``, scored on OSBS's east half: AP and the best F1 in hindsight at IoU 0.4.
+    ``imagery``, scored on OSBS's east half (``whole``: OSBS as training reads it): AP
+    and the best F1 in hindsight at IoU 0.4.
 
     Only those two: the blobs' calibrated scores carry no threshold fitted for the east
     half (fitted on reviews, the crowns nobody reviewed counted as misses)."""
     views = load_detection_data(profile, list(labels), list(imagery), list(POSITIVE_CLASSES)).views
     blobs = ScaleSpaceBlobs(bands=profile.imagery.bands, iou=0.4).fit(views)
-    whole = load_detection_data(profile, [OSBS_LABELS], [OSBS], list(POSITIVE_CLASSES)).views[0]
     boxes, scores = blobs.predict(whole)
     middle = whole.image.shape[2] / 2
     east = (boxes[:, 0] + boxes[:, 2]) / 2 >= middle
@@ -277,11 +267,13 @@ def main() -> None:
         print(f"trained in {seconds:.0f} s")
     # The card's blob baseline, fitted where the model's labels are, and the same fitted
     # on the new site's confirmed outlines alone (no training: a cue and a size range).
-    blobs = {"blobs fitted on YELL": east_blob_scores(profile, [YELL_LABELS], [YELL])}
-    if len(pd.read_csv(labels)):  # nothing confirmed: nothing to fit on
+    whole = load_detection_data(profile, [OSBS_LABELS], [OSBS], list(POSITIVE_CLASSES)).views[0]
+    blobs = {"blobs fitted on YELL": east_blob_scores(profile, [YELL_LABELS], [YELL], whole)}
+    if labels is not None:  # nothing confirmed: nothing to fit on
         new = "labels" if args.all_labels else "reviews"
-        blobs[f"blobs fitted on the new site's {new}"] = east_blob_scores(profile, [labels],
-                                                                          [image])  # fmt: skip
+        blobs[f"blobs fitted on the new site's {new}"] = east_blob_scores(
+            profile, [labels], [image], whole
+        )
     for label, r in blobs.items():
         print(f"{label:<40} east half ({r['truth']} crowns), cue {r['cue']}: AP {r['ap']:.3f}, "
               f"hindsight F1 {r['hindsight_f1']:.3f} ({r['hindsight_threshold']:.2f})")  # fmt: skip

@@ -244,12 +244,17 @@ def scene_cues(views: Sequence[SceneView], names: Sequence[str], bands: Sequence
     return found
 
 
+def cue_text(scene: object, cue: object, objects: object) -> str:
+    """One scene's cue as the card and its limits show it."""
+    return f"{scene}: {cue} ({objects} objects)"
+
+
 def cue_limit(cues: Sequence[dict[str, object]]) -> str:
     """Plain words when the training scenes' objects are marked by different cues ("" when
     one cue marks them all, or one scene has objects)."""
     if len({c["cue"] for c in cues}) < 2:
         return ""
-    each = "; ".join(f"{c['scene']}: {c['cue']} ({c['objects']} objects)" for c in cues)
+    each = "; ".join(cue_text(c["scene"], c["cue"], c["objects"]) for c in cues)
     return (
         f"Scale-space blobs fitted on each training scene's labels alone choose different "
         f"cues ({each}): what tells the objects from their ground differs from one place "

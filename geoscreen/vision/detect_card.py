@@ -25,6 +25,7 @@ from geoscreen.vision.cards import (
     split_lines,
     training_record,
 )
+from geoscreen.vision.detect_baselines import cue_text
 from geoscreen.vision.detect_metrics import RECALL_KEY, RECALL_TARGETS
 from geoscreen.vision.detector import DetectorConfig
 from geoscreen.vision.modelcard import DetectCard, EvaluationRecord, TrainingRecord, read_card
@@ -242,7 +243,7 @@ def _baseline_lines(card: DetectCard) -> list[str]:
         verdict = "beats" if b.beats_blob_baseline else "does NOT beat"
         lines.append(f"It {verdict} the scale-space blobs by the margin {b.margin:g}.")
     if b.scene_cues:
-        each = "; ".join(f"{c.scene}: {c.cue} ({c.objects} objects)" for c in b.scene_cues)
+        each = "; ".join(cue_text(c.scene, c.cue, c.objects) for c in b.scene_cues)
         lines += ["", "What marks the objects of each training scene (scale-space blobs "
                   f"fitted on its labels alone): {each}."]  # fmt: skip
     return lines
