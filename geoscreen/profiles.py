@@ -81,7 +81,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 TaskName = Literal["classify", "detect"]
 ScoreRaster = Literal["footprint", "centre"]
-DetectorArchitecture = Literal["faster_rcnn", "retinanet", "fcos"]
+DetectorArchitecture = Literal["faster_rcnn", "retinanet", "fcos", "blobs"]
 
 
 class _Config(BaseModel):
@@ -225,7 +225,14 @@ class DetectionSettings(_Config):
     (see :mod:`geoscreen.vision.detector`), so one profile serves 0.1 m and 0.5 m imagery.
     """
 
-    architecture: DetectorArchitecture = "retinanet"
+    architecture: DetectorArchitecture = Field(
+        default="retinanet",
+        description="The detector trained on the labels (retinanet, fcos, faster_rcnn), or "
+        "'blobs': scale-space blobs of the one band or band ratio that best marks the "
+        "labelled objects, fitted in seconds. Blobs suit a few dozen labels from the kind "
+        "of place to be screened (e.g. the outlines confirmed there in review); a trained "
+        "detector suits many labels from several kinds of place.",
+    )
     object_size_m: float = Field(
         gt=0, le=MAX_DISTANCE_M, description="Typical object width in metres."
     )

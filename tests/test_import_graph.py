@@ -48,6 +48,7 @@ VISION_TRAINING = frozenset(
         "detect_data",
         "detect_baselines",
         "blobs",
+        "blob_train",
         "weight_average",
         "detect_metrics",
         "learners",
@@ -59,7 +60,7 @@ VISION_INFERENCE = frozenset(
     {"infer", "detect_infer", "detect_tta", "classifier", "detector", "scorer", "scoremap",
      "modeldir", "modelcard", "runtime", "boxes", "backbones", "weights", "embeddings",
      "tabular", "inputs", "tilefeatures", "blockscreen", "stages", "fold", "quantize",
-     "similarity_model"}
+     "similarity_model", "blob_detector"}
 )  # fmt: skip
 
 # Edges the rules forbid that remain on purpose, each with its reason. Every entry must

@@ -198,12 +198,19 @@ def baseline_verdict(table: dict[str, dict[str, float]]) -> str:
         return ""
     model = table["model"]["ap"]
     against = " and ".join(f"{table[n]['ap']:.3f} for {SIMPLE_BASELINES[n]}" for n in missed)
+    blobs_win = "scale_space_blobs" in missed and table["scale_space_blobs"]["ap"] > model
     return (
         f"the detector does not beat the simple baselines by a clear margin on the "
         f"held-out strips (AP {model:.3f} against {against}; margin {CLEAR_MARGIN}): its "
         "boxes are little better than blobs of the labels' colour and size. Label more "
         "objects (and the background around them) in more places, or check that the "
         "labels match the imagery."
+        + (
+            " Where the labels come from the kind of place to be screened, the blobs "
+            "themselves can be the model (detection.architecture: blobs)."
+            if blobs_win
+            else ""
+        )
     )
 
 

@@ -9,6 +9,7 @@ the weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ def detection_card(
     threshold: float,
     refitted: bool | None = None,
     tta_threshold: float | None = None,
+    blobs: dict[str, Any] | None = None,
 ) -> DetectCard:
     """The machine-readable model card of a detector.
 
@@ -57,12 +59,12 @@ def detection_card(
     sets its own; ``refitted``: whether the weights are the model refitted on every label
     (default: ``opts.refit``; False when the refit did not train and the selection model
     was kept); ``tta_threshold``: the same for the boxes fused over the 8 flips/rotations
-    (``screen --tta``).
+    (``screen --tta``); ``blobs``: the fitted blobs of a blob detector (it has no backbone).
     """
     n_train, n_val = objects
     chosen = (
-        "choose the threshold (every planned epoch run)"
-        if opts.epoch_choice == "fixed"
+        "choose the threshold" + ("" if blobs else " (every planned epoch run)")
+        if blobs or opts.epoch_choice == "fixed"
         else "choose the epochs and the threshold"
     )
     refit = bool(opts.refit if refitted is None else refitted)
@@ -77,7 +79,7 @@ def detection_card(
         task="detect",
         output_meaning=f"boxes of objects matching screening profile '{profile.name}', "
         "each with a score",
-        model={"detector": config.to_card()},
+        model={"detector": config.to_card() | ({"blobs": blobs} if blobs else {})},
         spec=config.backbone,
         stats=(config.mean, config.std),
         data=data,
@@ -103,9 +105,20 @@ def detection_card(
             *kept_limit,
             HELD_OUT_LIMIT,
             f"Trained on {data.objects if refit else n_train} labelled objects: small data, "
-            "wide uncertainty. Published detectors of this kind learn from tens of thousands.",
-            f"Anchors fit objects of about {config.object_size_m:g} m at "
-            f"{config.resolution_m:g} m per pixel; other pixel sizes need retraining.",
+            "wide uncertainty. "
+            + (
+                "Blobs tell round things of one colour and size from their ground, not one "
+                "kind of round thing from another."
+                if blobs
+                else "Published detectors of this kind learn from tens of thousands."
+            ),
+            (
+                f"Blob sizes fit the labels' sizes at {config.resolution_m:g} m per pixel"
+                if blobs
+                else f"Anchors fit objects of about {config.object_size_m:g} m at "
+                f"{config.resolution_m:g} m per pixel"
+            )
+            + "; other pixel sizes need retraining.",
             "Boxes are candidates for human review; a detection is not a finding.",
         ],
     )
@@ -123,9 +136,35 @@ def _tta_threshold_line(card: DetectCard) -> list[str]:
             f"{card.tta_threshold} (chosen on the same strips)"]  # fmt: skip
 
 
+def _model_lines(card: DetectCard) -> list[str]:
+    """What the model is: a trained detector over its backbone, or fitted blobs."""
+    d, b, blobs = card.detector, card.backbone, card.detector.blobs
+    size = (
+        f"- object size {d.object_size_m:g} m = {d.object_size_px:g} px at "
+        f"{d.resolution_m:g} m per pixel"
+    )
+    if blobs is not None:
+        lo, hi = (blobs.width * 2 * math.sqrt(2) * s for s in blobs.sigmas)
+        return [
+            f"- scale-space blobs (no backbone, fitted, not trained) of the cue "
+            f"`{blobs.cue}` over the bands {blobs.bands}: LoG maxima at scales spanning the "
+            f"labels' sizes, boxes {lo:.0f}-{hi:.0f} px wide (width factor {blobs.width:g}); "
+            f"scores: Platt calibration of the blob strength (slope "
+            f"{blobs.calibration[0]:.3g}, intercept {blobs.calibration[1]:.3g})",
+            size,
+        ]
+    assert b is not None  # the card's validation requires it
+    return [
+        f"- {d.architecture} on a feature pyramid (strides {d.strides}) over "
+        f"`{b.name}`, {b.in_channels} input channels, "
+        f"pretrained weights: `{b.weights or 'none'}`",
+        f"{size}; anchor sizes (px) per level: {d.anchor_sizes}",
+    ]
+
+
 def render_detection_card(card: DetectCard) -> str:
     """A readable model card (``MODEL_CARD.md``) from the machine-readable one."""
-    d, split, training, b = card.detector, card.split, card.training, card.backbone
+    d, split, training = card.detector, card.split, card.training
     lines = [
         f"# Model card: {card.profile.name} v{card.profile.version} (detector)",
         "",
@@ -133,11 +172,7 @@ def render_detection_card(card: DetectCard) -> str:
         "They are candidates for human reviewers, not findings about any place or person.",
         "",
         "## Model",
-        f"- {d.architecture} on a feature pyramid (strides {d.strides}) over "
-        f"`{b.name}`, {b.in_channels} input channels, "
-        f"pretrained weights: `{b.weights or 'none'}`",
-        f"- object size {d.object_size_m:g} m = {d.object_size_px:g} px at "
-        f"{d.resolution_m:g} m per pixel; anchor sizes (px) per level: {d.anchor_sizes}",
+        *_model_lines(card),
         f"- tiles {d.tile_size} px; at most {d.max_detections} detections per tile; "
         f"NMS IoU {d.nms_iou:g}; scores below {d.score_threshold:g} dropped",
         f"- decision threshold (precision/recall below): {card.threshold} "
@@ -253,9 +288,11 @@ def _training_lines(training: TrainingRecord | None) -> list[str]:
     if training is None:
         return []
     cpu = training.cpu_seconds if training.cpu_seconds is not None else "?"
+    epochs = ("fitted, no epochs" if training.epochs_run is None
+              else f"epochs {training.epochs_run} (best {training.best_epoch})")  # fmt: skip
     lines = [
         f"- device {training.device}; training time {training.seconds:.1f} s "
-        f"(CPU time {cpu} s); epochs {training.epochs_run} (best {training.best_epoch})"
+        f"(CPU time {cpu} s); {epochs}"
     ]
     if training.options.get("scene_balance"):
         lines.append(

@@ -60,6 +60,7 @@ from shapely.geometry.base import BaseGeometry
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from geoscreen.errors import ConfigError
 from geoscreen.imagery.dataset import TileDataset, collate
 from geoscreen.imagery.preprocess import ScenePreprocessor
 from geoscreen.imagery.scene import Scene
@@ -209,7 +210,12 @@ def detect_grid(
     ):
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
-            results = predict_dihedral(model, images, opts.tta_iou) if opts.tta else model(images)
+            if model.reads_valid:  # fitted blobs (detect_scene refuses --tta for them)
+                results = model(images, valid=batch["mask"])
+            elif opts.tta:
+                results = predict_dihedral(model, images, opts.tta_iou)
+            else:
+                results = model(images)
             for k, result in enumerate(results):
                 boxes = result["boxes"].float().cpu().numpy().astype(np.float64)
                 if len(boxes) == 0:
@@ -413,6 +419,12 @@ def detect_scene(
     """Detect objects over every (valid, in-AOI) tile of ``scene``, merged across tiles."""
     opts = opts or DetectOptions()
     check_detector_fits(loaded, profile, scene)
+    if opts.tta and loaded.model.reads_valid:
+        raise ConfigError(
+            "--tta does nothing for scale-space blobs (found alike under every flip and rotation)",
+            where=str(loaded.path),
+            fix="Leave --tta out with this model.",
+        )
     device, grid, preprocessor = prepare_scene(
         profile, scene, opts.device, aoi, drop_empty=opts.drop_empty, progress=opts.progress
     )

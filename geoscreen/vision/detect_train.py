@@ -59,6 +59,7 @@ from geoscreen.errors import InputError
 from geoscreen.imagery.region import region_record
 from geoscreen.imagery.scene import open_scene
 from geoscreen.profiles import DetectionSettings, Profile
+from geoscreen.vision.blob_train import train_blob_detector
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.detect_baselines import (
     baseline_table,
@@ -90,6 +91,7 @@ from geoscreen.vision.detect_metrics import (
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import (
+    BLOBS,
     Detector,
     DetectorConfig,
     anchors_from_sizes,
@@ -507,6 +509,10 @@ def train_detector(
             where=", ".join(str(p) for p in labels),
             fix="Label more objects, spread over the scene.",
         )
+    if base_config.architecture == BLOBS:  # fitted in seconds, no epochs
+        fitted = replace(base_config, backbone=None, mean=(), std=())  # no network to feed
+        return train_blob_detector(profile, fitted, data, (train_views, val_views), opts,
+                                   out_dir, say)  # fmt: skip
     config = fitted_config(base_config, train_views, resolution, opts.fit_anchors)
     balanced = " (as many chips of each)" if opts.scene_balance else ""
     say(f"{data.objects} objects in {len(data.views)} scenes{balanced}; selection: "

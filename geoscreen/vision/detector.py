@@ -31,6 +31,10 @@ A 4 m crown is 40 px at 0.1 m (strides 8-32, anchors 20-127 px) and 8 px at
 0.5 m (strides 4-16, anchors 4-25 px). A model keeps the anchors of the
 resolution it was trained at (recorded in its card).
 
+Scale-space blobs (``architecture: blobs``, :data:`BLOBS`) are a detector too, fitted
+on labels rather than built and trained (:mod:`geoscreen.vision.blob_detector`): no
+backbone, no anchors; :func:`load_detector` loads them like any other.
+
 Tiles are never resized: torchvision's ``GeneralizedRCNNTransform`` is replaced by
 one that only normalises (with the backbone's :func:`input_stats`) and pads to a
 multiple of 32, so box coordinates are tile pixels in and out.
@@ -70,7 +74,8 @@ from geoscreen.vision.modeldir import (
 )
 from geoscreen.vision.stages import stage_container, stage_maps, trunk_stages
 
-ARCHITECTURES = ("faster_rcnn", "retinanet", "fcos")
+ARCHITECTURES = ("faster_rcnn", "retinanet", "fcos")  # trained (build_detector)
+BLOBS = "blobs"  # fitted, not trained: geoscreen.vision.blob_detector
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 OCTAVE_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 MIN_OBJECT_PX = 4.0
@@ -114,6 +119,8 @@ def anchor_sizes(size_px: float, architecture: str, anchor_px: Sequence[float] =
                  ) -> tuple[tuple[float, ...], ...]:  # fmt: skip
     """Anchor sizes (pixels) per pyramid level for objects ``size_px`` wide."""
     strides = pyramid_strides(size_px)
+    if architecture == BLOBS:
+        return ()  # sized by their LoG scales instead
     if architecture == "fcos":
         return tuple((float(s),) for s in strides)
     if len(anchor_px) == 9:
@@ -134,7 +141,7 @@ class DetectorConfig:
     """Everything needed to rebuild a detector (recorded in its model card)."""
 
     architecture: str
-    backbone: BackboneSpec
+    backbone: BackboneSpec | None  # None for scale-space blobs (BLOBS), which need none
     mean: tuple[float, ...]
     std: tuple[float, ...]
     object_size_m: float
@@ -149,10 +156,14 @@ class DetectorConfig:
     members: int = 1  # >1: that many detectors trained apart, their boxes fused (FusedDetector)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in (*ARCHITECTURES, BLOBS):
             raise ConfigError(
-                f"unknown detector {self.architecture!r}", fix=f"Use one of {ARCHITECTURES}."
+                f"unknown detector {self.architecture!r}",
+                fix=f"Use one of {(*ARCHITECTURES, BLOBS)}.",
             )
+        if self.backbone is None and self.architecture != BLOBS:
+            raise ConfigError(f"a {self.architecture} detector needs a backbone",
+                              fix="Set model.backbone in the profile.")  # fmt: skip
         size = self.object_size_px
         if size < MIN_OBJECT_PX:
             raise ConfigError(
@@ -188,15 +199,21 @@ class DetectorConfig:
         out["object_size_px"] = round(self.object_size_px, 3)
         out["strides"] = list(self.strides)
         out["anchor_sizes"] = [[round(a, 2) for a in level] for level in self.anchor_sizes]
+        if self.architecture == BLOBS:  # no pyramid, no anchors, no feature channels
+            out["strides"] = out["anchor_sizes"] = None
         return out
 
     @classmethod
     def from_card(cls, card: DetectCard) -> DetectorConfig:
         d, b = card.detector, card.backbone
-        spec = BackboneSpec(
-            name=b.name,
-            in_channels=b.in_channels,
-            band_roles=tuple(b.band_roles) if b.band_roles else None,
+        spec = (
+            BackboneSpec(
+                name=b.name,
+                in_channels=b.in_channels,
+                band_roles=tuple(b.band_roles) if b.band_roles else None,
+            )
+            if b is not None
+            else None  # blobs
         )
         return cls(
             architecture=d.architecture,
@@ -308,6 +325,10 @@ class Detector(nn.Module):
     in [0, 1]; ``boxes`` a list of ``(N_i, 4)`` tensors (``N_i`` may be 0).
     """
 
+    # Whether forward takes the tiles' valid masks (``valid=``): fitted blobs do
+    # (blob_detector); trained detectors see nodata as the zeros it is read as.
+    reads_valid = False
+
     def __init__(self, config: DetectorConfig, net: nn.Module) -> None:
         super().__init__()
         self.config = config
@@ -406,6 +427,7 @@ def freeze_stages(model: Detector, blocks: int) -> int:
     weight decay): early layers see generic edges and colours, and skipping their backward
     pass is most of a CPU step at high resolution. Returns the parameters frozen."""
     body = model.pyramid.body
+    assert model.config.backbone is not None  # a trained detector has one
     container_path = stage_container(model.config.backbone.name)
     stages = list(body.get_submodule(container_path).children()) if container_path else []
     frozen: list[nn.Parameter] = []
@@ -433,10 +455,16 @@ def _early(body: nn.Module, param: nn.Parameter) -> bool:
 def build_detector(config: DetectorConfig) -> Detector:
     """Build the detector ``config`` describes (backbone weights loaded as its spec says;
     a :class:`FusedDetector` of ``config.members`` when there are several)."""
+    if config.architecture == BLOBS:
+        raise ConfigError(
+            "scale-space blobs are fitted on labels, not built",
+            fix="Train them with 'geoscreen train' (detection.architecture: blobs).",
+        )
     if config.members > 1:
         one = replace(config, members=1)
         return FusedDetector(config, [build_detector(one) for _ in range(config.members)])
     spec = config.backbone
+    assert spec is not None  # checked by the config
     backbone = build_backbone(spec)
     frcnn = config.architecture == "faster_rcnn"
     pyramid = FeaturePyramid(
@@ -529,6 +557,13 @@ def load_detector(model_dir: str | Path, device: str | torch.device = "cpu") -> 
         fix="Use a model trained for a 'task: detect' profile with 'geoscreen train'.",
     )
     card, state = read_model_dir(path, DetectCard, not_a_detector)
+    if card.detector.architecture == BLOBS:
+        from geoscreen.vision import blob_detector  # it builds on this module
+
+        blobs = blob_detector.blob_detector_from_card(card)
+        digest = restore_weights(blobs, state, path, "detector", device)
+        blob_detector.check_blob_weights(blobs, card, str(path))
+        return LoadedDetector(blobs, card, digest, path)
     model = build_detector(DetectorConfig.from_card(card))
     digest = restore_weights(model, state, path, "detector", device)
     return LoadedDetector(model, card, digest, path)

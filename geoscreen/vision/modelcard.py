@@ -193,6 +193,18 @@ class ThresholdsRecord(_Section):
     suggested: dict[str, SuggestedThreshold] = Field(default_factory=dict)
 
 
+class BlobRecord(_Section):
+    """A scale-space blob detector as fitted (:mod:`geoscreen.vision.blob_detector`): the
+    cue, the LoG scales (sigma, px) spanning the labels' sizes, the box width factor,
+    the Platt calibration of the blob strength, and the band names the cue uses."""
+
+    cue: str
+    bands: list[str]
+    sigmas: list[float] = Field(min_length=2, max_length=2)
+    width: float = Field(gt=0)
+    calibration: list[float] = Field(min_length=2, max_length=2)
+
+
 class DetectorRecord(_Section):
     """A detector's configuration (sizes derived from it included, for people)."""
 
@@ -212,6 +224,8 @@ class DetectorRecord(_Section):
     object_size_px: float | None = None
     strides: list[int] | None = None
     anchor_sizes: list[list[float]] | None = None
+    # architecture "blobs" only: what was fitted (the weights file holds the same values)
+    blobs: BlobRecord | None = None
 
 
 class BaselineScore(_Section):
@@ -373,7 +387,7 @@ class DetectCard(CardBase):
 
     task: Literal["detect"] = "detect"
     detector: DetectorRecord
-    backbone: BackboneRecord
+    backbone: BackboneRecord | None = None  # None for scale-space blobs, which need none
     evaluations: list[EvaluationRecord] = Field(default_factory=list)
     hard_negatives: SampledHardNegatives | None = None
     # None on cards written before detectors were compared with baselines
@@ -382,8 +396,20 @@ class DetectCard(CardBase):
     # ``screen --tta`` applies (their scores differ); None on cards before session 21
     tta_threshold: float | None = None
 
+    @model_validator(mode="after")
+    def _rebuildable(self) -> DetectCard:
+        blobs = self.detector.architecture == "blobs"
+        if blobs and self.detector.blobs is None:
+            raise ValueError("detector.blobs: required by a scale-space blob detector")
+        if not blobs and self.backbone is None:
+            raise ValueError("backbone: required by a trained detector")
+        return self
+
     @property
     def channels(self) -> int:
+        if self.backbone is None:
+            assert self.detector.blobs is not None  # checked on validation
+            return len(self.detector.blobs.bands)
         return self.backbone.in_channels
 
 

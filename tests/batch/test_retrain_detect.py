@@ -145,3 +145,52 @@ def test_a_detector_trains_from_reviewed_outlines(
     assert f"{yell_path.name}: {two.baselines.scene_cues[0].cue} (279 objects)" in page
     differ = two.baselines.scene_cues[0].cue != two.baselines.scene_cues[1].cue
     assert differ == any("choose different cues" in limit for limit in two.limits)
+
+
+def test_blobs_fitted_on_reviewed_outlines_scan_the_site(
+    detect_profile: Path, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    """The review loop with scale-space blobs as the model (``detection.architecture:
+    blobs``): fitted on the analyst's confirmed outlines alone by ``train --from-store``,
+    recorded in the audit log like any model, and scanning through ``scan``."""
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(osbs_path, folder / "osbs.tif")
+    scene = open_scene(osbs_path)
+    t = scene.transform
+    crowns = [shapely.affinity.affine_transform(shapely.box(*b), [t.a, t.b, t.d, t.e, t.c, t.f])
+              for b in load_labels(osbs_labels_path, scene).boxes_px()]  # fmt: skip
+    first = tmp_path / "m1"
+    train_detector(load_profile(detect_profile), [osbs_labels_path], [osbs_path], first,
+                   DetectTrainOptions(seed=0, **TINY))  # fmt: skip
+    db = tmp_path / "g.sqlite"
+    assert main(["scan", str(detect_profile), str(folder), "--model", str(first),
+                 "--db", str(db)]) == 0  # fmt: skip
+    truth = gpd.GeoSeries(crowns, crs=scene.crs)
+    with open_store(db) as store:
+        add_user(store, "ann", "analyst", actor="test")
+        found = store.candidates(order="score")
+        outlines = gpd.GeoSeries(shapely.from_wkb([c.geom_wkb for c in found]), crs=4326)
+        on_crown = [truth.intersection(o).area.max() / o.area >= 0.5
+                    for o in outlines.to_crs(scene.crs)]  # fmt: skip
+        for c, yes in zip(found, on_crown, strict=True):
+            set_status(store, c.id, "confirmed" if yes else "rejected", user="ann",
+                       reason="truth", claim=True)  # fmt: skip
+    data = yaml.safe_load(detect_profile.read_text(encoding="utf-8"))
+    data["detection"]["architecture"] = "blobs"
+    blob_profile = tmp_path / "crowns_blobs.yaml"
+    blob_profile.write_text(yaml.safe_dump(data), encoding="utf-8")
+    code, err = _cli_err("train", blob_profile, "--from-store", db, "--out", tmp_path / "blobs")
+    assert code == 0, err
+    card = read_card(tmp_path / "blobs" / "model.yaml")
+    assert card.task == "detect" and card.detector.blobs is not None and card.backbone is None
+    assert card.provenance is not None
+    assert card.provenance.from_reviews.positives_used == int(np.sum(on_crown))
+    with open_store(db) as store:
+        trained = last_training(store, card.profile.name)
+    assert trained is not None and trained["model_sha256"] == card.model_sha256
+    rescanned = tmp_path / "g2.sqlite"
+    assert main(["scan", str(blob_profile), str(folder), "--model", str(tmp_path / "blobs"),
+                 "--db", str(rescanned)]) == 0  # fmt: skip
+    with open_store(rescanned) as store:
+        assert len(store.candidates()) > 0

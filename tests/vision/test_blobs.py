@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoscreen.vision.blobs import (
-    SCALES,
-    ScaleSpaceBlobs,
-    band_names,
-    cue_maps,
-    find_blobs,
-    size_range,
-)
+from geoscreen.vision.blob_detector import SCALES, band_names, cue_maps, find_blobs
+from geoscreen.vision.blobs import ScaleSpaceBlobs, size_range
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_metrics import detection_metrics
 

@@ -104,6 +104,9 @@ def test_verdict_and_card_record() -> None:
     between["scale_space_blobs"] = {**between["scale_space_blobs"], "ap": 0.99}
     verdict = baseline_verdict(between)
     assert "for scale-space blobs" in verdict and "pixel peaks" not in verdict
+    # Blobs above the model: they can be the model. Within the margin but below: not said.
+    assert "detection.architecture: blobs" in verdict
+    assert "detection.architecture: blobs" not in baseline_verdict(perfect)
     record = DetectorBaselines.model_validate(baselines_record(between, 0.4))
     assert record.beats_pixel_baseline and record.beats_blob_baseline is False
 

@@ -1,0 +1,123 @@
+"""Fitting scale-space blobs as a detect profile's model (``detection.architecture: blobs``).
+
+The same two phases as a trained detector (:mod:`geoscreen.vision.detect_train`), in
+seconds: the blobs are fitted on the training views (the held-out strips cut out) and
+scored on the strips, whose F1-optimal score threshold becomes the card's; then they are
+fitted again on every label. The card compares them with the pixel peaks and random
+boxes on the same strips (the blobs are their own third baseline), and with several
+scenes it says which cue each scene's labels choose: one cue serves one kind of place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from geoscreen.imagery.region import region_record
+from geoscreen.profiles import Profile
+from geoscreen.vision.blob_detector import BlobDetector, blob_record
+from geoscreen.vision.blobs import ScaleSpaceBlobs
+from geoscreen.vision.detect_baselines import (
+    CLEAR_MARGIN,
+    baseline_table,
+    baselines_record,
+    beats_pixel_baseline,
+    cue_limit,
+    scene_cues,
+)
+from geoscreen.vision.detect_card import detection_card, render_detection_card
+from geoscreen.vision.detect_data import SceneView
+from geoscreen.vision.detect_metrics import (
+    RECALL_KEY,
+    best_threshold,
+    detection_metrics,
+    recall_thresholds,
+    threshold_sweep,
+)
+from geoscreen.vision.detector import DetectorConfig, save_detector
+from geoscreen.vision.modelcard import DetectCard, DetectorBaselines
+
+if TYPE_CHECKING:
+    from geoscreen.vision.detect_scenes import DetectionData
+    from geoscreen.vision.detect_train import DetectTrainOptions
+
+
+def fit_blob_detector(config: DetectorConfig, views: Sequence[SceneView],
+                      bands: Sequence[str] | None, iou: float
+                      ) -> tuple[BlobDetector, ScaleSpaceBlobs]:  # fmt: skip
+    """Blobs fitted on ``views``' labels (cue, sizes, width, calibration) as a detector,
+    and the fit itself (every cue's AP on the labels)."""
+    blobs = ScaleSpaceBlobs(bands=bands, iou=iou).fit(views)
+    return BlobDetector(config, blobs.fitted).eval(), blobs
+
+
+def train_blob_detector(
+    profile: Profile,
+    config: DetectorConfig,
+    data: DetectionData,
+    views: tuple[Sequence[SceneView], Sequence[SceneView]],
+    opts: DetectTrainOptions,
+    out_dir: str | Path,
+    say: Callable[[str], None],
+) -> DetectCard:
+    """Fit on the training views, choose the threshold on the strips, refit on every
+    label, save; returns the card as written (with the weights' hash)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    train_views, val_views = views
+    n_train, n_val = (sum(len(v.boxes) for v in vs) for vs in views)
+    bands, iou = profile.imagery.bands, opts.eval_iou
+    selection, fitted = fit_blob_detector(config, train_views, bands, iou)
+    say(f"scale-space blobs fitted on {n_train} objects: cue {fitted.cue}, box width k "
+        f"{fitted.width:g}")  # fmt: skip
+    predictions = [selection.kept(*fitted.predict(v)) for v in val_views]
+    truths = [v.boxes for v in val_views]
+    sweep = threshold_sweep(predictions, truths, iou)
+    threshold, f1 = best_threshold(predictions, truths, iou, sweep=sweep)
+    metrics: dict[str, float] = {}
+    for at in (0.5, 0.4):
+        for key, value in detection_metrics(predictions, truths, at, threshold).items():
+            metrics[f"val_{key}@{at:g}"] = value
+    for target, row in recall_thresholds(predictions, truths, iou, sweep=sweep).items():
+        for what, value in row.items():
+            metrics[RECALL_KEY.format(target=target, what=what, iou=iou)] = value
+    say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
+        f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g}")  # fmt: skip
+    table = baseline_table(train_views, val_views, predictions, iou, opts.seed, fitted)
+    del table["scale_space_blobs"]  # the model itself
+    say(f"baselines on the same strips: pixel peaks AP@{iou:g} {table['pixel_peaks']['ap']:.3f}"
+        f", random boxes {table['random_boxes']['ap']:.3f}")  # fmt: skip
+    verdict = "" if beats_pixel_baseline(table) else (
+        f"the blobs do not beat the pixel peaks by a clear margin on the held-out strips (AP "
+        f"{table['model']['ap']:.3f} against {table['pixel_peaks']['ap']:.3f}; margin "
+        f"{CLEAR_MARGIN}): label more objects, or check that the labels match the imagery."
+    )  # fmt: skip
+    if verdict:
+        say(f"warning: {verdict}")
+    names = [Path(scene.uri).name for scene in data.scenes]
+    cues = scene_cues(data.views, names, bands, iou) if len(data.views) > 1 else []
+    differ = cue_limit(cues)
+    if differ:
+        say(f"warning: {differ}")
+    model = fit_blob_detector(config, data.views, bands, iou)[0] if opts.refit else selection
+    seconds = time.perf_counter() - started
+    history = {"cpu_seconds": round(time.process_time() - cpu_started, 1),
+               "threshold_f1@0.4": f1}  # fmt: skip
+    say(f"fitted in {seconds:.0f} s: cue {model.blobs.cue}")
+    card = detection_card(profile, config, data, (n_train, n_val), metrics, history, opts,
+                          torch.device("cpu"), seconds, threshold, bool(opts.refit),
+                          blobs=blob_record(model))  # fmt: skip
+    card = card.model_copy(
+        update={
+            "region": region_record(data.scenes),
+            "baselines": DetectorBaselines.model_validate(baselines_record(table, iou, cues=cues)),
+            "limits": ([verdict[0].upper() + verdict[1:]] if verdict else [])
+            + ([differ] if differ else [])
+            + card.limits,
+        }
+    )
+    digest = save_detector(model, card, out_dir, render_detection_card(card))
+    return card.model_copy(update={"model_sha256": digest})
