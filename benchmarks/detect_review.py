@@ -30,7 +30,11 @@ cue, a size range and a box width fitted on labels, no training) are fitted twic
 scored on the east half too: on YELL's labels, as the scanning model's card fits them,
 and on the new site's confirmed outlines alone (every west crown with
 ``--all-labels``): whether a few reviews tell which cue marks the new site's crowns.
-``--blobs-only`` scans, reviews and scores the blobs, without retraining.
+``--blobs-only`` scans, reviews and scores the blobs, without retraining. Since session
+28 the blobs are also a model a profile can ask for (``detection.architecture: blobs``,
+:mod:`geoscreen.vision.blob_detector`): the row "blob model (new site)" is that model,
+fitted by ``train --from-store`` on the store alone (``train`` on the west half's labels
+with ``--all-labels``) and scored through ``screen``'s tiles at its card's threshold.
 
 This measures the loop an analyst has for a site the labels did not cover; it is not
 the cross-site number of issue 13 (the new model has seen the new site).
@@ -62,6 +66,7 @@ from detect import POSITIVE_CLASSES, detected, hindsight_f1, neon_file
 
 from geoscreen.batch.retrain import train_from_store
 from geoscreen.cli.app import main as cli
+from geoscreen.errors import InputError
 from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.imagery.scene import Scene, open_scene
 from geoscreen.labels import load_labels
@@ -207,6 +212,15 @@ def east_blob_scores(profile: Profile, labels: Sequence[Path], imagery: Sequence
             "hindsight_threshold": at}  # fmt: skip
 
 
+def as_blobs(profile: Profile) -> Profile:
+    """``profile`` with scale-space blobs as its model (``detection.architecture: blobs``)."""
+    assert profile.detection is not None
+    detection = profile.detection.model_copy(
+        update={"architecture": "blobs", "paired_colour_rotation": 0.0}
+    )
+    return profile.model_copy(update={"detection": detection})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a detector trained on YELL")
@@ -258,6 +272,20 @@ def main() -> None:
     rows = {"YELL only (before)": east_scores(args.model, profile)}
     if not args.blobs_only:
         rows[name] = east_scores(work / "model", profile)
+    if labels is not None:  # the blobs as the model: fitted on the new site's labels alone
+        blob_profile = as_blobs(profile)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                if args.all_labels:
+                    train_detector(blob_profile, [labels], [image], work / "blobs", opts)
+                else:
+                    train_from_store(blob_profile, str(db), work / "blobs", opts=opts)
+        except InputError as exc:  # e.g. too few reviews to train on
+            print(f"blob model (new site): not trained: {exc.message}")
+        else:
+            rows["blob model (new site)"] = east_scores(work / "blobs", blob_profile)
+            cue = load_detector(work / "blobs").card.detector.blobs
+            rows["blob model (new site)"]["cue"] = cue.cue if cue is not None else ""
     for label, r in rows.items():
         print(f"{label:<22} east half ({r['truth']} crowns) at {r['threshold']:.2f}: "
               f"P {r['precision']:.3f} R {r['recall']:.3f} F1@0.4 {r['f1']:.3f}, "
