@@ -13,12 +13,13 @@ ask for the blobs (``detection.architecture: blobs``): fitted, not trained, in s
 :class:`BlobDetector` takes tiles like any :class:`~geoscreen.vision.detector.Detector`
 (``(B, C, H, W)`` in [0, 1]), so ``screen`` and ``scan`` use it unchanged; ``--tta``
 adds nothing (blobs are found the same way under every flip and rotation) and is
-refused. What was
-fitted is kept twice: as buffers in ``model.pt`` (so the model's hash pins it) and in
-the card (``detector.blobs``, for people); loading refuses a card that differs from its
-weights. Screening passes the tile reader's valid mask (``reads_valid``): pixels outside
-the scene make no blobs, as when fitting (the stretched imagery's darkest pixels are 0 in
-every band too, so zeros cannot tell nodata).
+refused. What was fitted is kept twice: as buffers in ``model.pt`` (so the model's hash
+pins it) and in the card (``detector.blobs``, for people); loading refuses a card that
+differs from its weights. Screening passes the tile reader's valid mask
+(``reads_valid``): pixels outside the scene make no blobs, as when fitting (the
+stretched imagery's darkest pixels are 0 in every band too, so zeros cannot tell
+nodata). Blob finding itself (the cue maps, the scale-space maxima) lives here, on the
+screening side; choosing what to find from labels is :mod:`geoscreen.vision.blobs`.
 
 What blobs cannot do: tell two kinds of round thing of the same colour and size apart,
 or carry a cue from one kind of place to another (``benchmarks/detect_cues.py``).
@@ -153,6 +154,12 @@ class FittedBlobs:
 class BlobDetector(Detector):
     """Fitted scale-space blobs behind the detector interface (eval only)."""
 
+    reads_valid = True
+    sigmas: torch.Tensor  # buffers: model.pt holds what was fitted
+    width: torch.Tensor
+    calibration: torch.Tensor
+    cue_code: torch.Tensor
+
     def __init__(self, config: DetectorConfig, blobs: FittedBlobs) -> None:
         if config.architecture != BLOBS:
             raise ValueError("a blob detector needs architecture 'blobs'")
@@ -171,12 +178,6 @@ class BlobDetector(Detector):
         cue = bytes(self.cue_code.tolist()).decode()
         return FittedBlobs(self.bands, cue, float(self.width), (lo, hi), (slope, intercept))
 
-    reads_valid = True
-    sigmas: torch.Tensor  # buffers: model.pt holds what was fitted
-    width: torch.Tensor
-    calibration: torch.Tensor
-    cue_code: torch.Tensor
-
     def forward(
         self,
         images: torch.Tensor | Sequence[torch.Tensor],
@@ -186,7 +187,7 @@ class BlobDetector(Detector):
         """Boxes and scores per tile; ``valid``: (B, H, W) bool, the pixels inside the
         scene (the tile reader's mask; without it every pixel counts)."""
         if boxes is not None or self.training:
-            raise ValueError("scale-space blobs are fitted (fit_blob_detector), not trained")
+            raise ValueError("scale-space blobs are fitted on labels (train), not trained")
         blobs = self.blobs
         out = []
         for k, tile in enumerate(images):

@@ -19,7 +19,7 @@ import torch
 
 from geoscreen.imagery.region import region_record
 from geoscreen.profiles import Profile
-from geoscreen.vision.blob_detector import BlobDetector, blob_record
+from geoscreen.vision.blob_detector import BlobDetector, band_names, blob_record
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.detect_baselines import (
     CLEAR_MARGIN,
@@ -50,8 +50,10 @@ def fit_blob_detector(config: DetectorConfig, views: Sequence[SceneView],
                       bands: Sequence[str] | None, iou: float
                       ) -> tuple[BlobDetector, ScaleSpaceBlobs]:  # fmt: skip
     """Blobs fitted on ``views``' labels (cue, sizes, width, calibration) as a detector,
-    and the fit itself (every cue's AP on the labels)."""
-    blobs = ScaleSpaceBlobs(bands=bands, iou=iou).fit(views)
+    and the fit itself (every cue's AP on the labels). The card names the bands
+    (``b1``... ``bN`` when the profile does not)."""
+    names = band_names(views[0].image.shape[0], bands)
+    blobs = ScaleSpaceBlobs(bands=names, iou=iou).fit(views)
     return BlobDetector(config, blobs.fitted).eval(), blobs
 
 

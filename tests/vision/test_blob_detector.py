@@ -23,7 +23,8 @@ from geoscreen.matching import MatchRule, match_in_score_order
 from geoscreen.profiles import load_profile
 from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
-from geoscreen.vision.blob_detector import BlobDetector, check_blob_weights
+from geoscreen.vision.blob_detector import BlobDetector, blob_record, check_blob_weights
+from geoscreen.vision.blob_train import fit_blob_detector
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import detect_scene
@@ -195,8 +196,7 @@ def test_blobs_are_fitted_not_built_or_trained(blob_model: Path) -> None:
         DetectCard.model_validate(trained)
 
 
-def test_blob_boxes_of_a_view_and_of_a_tile_agree() -> None:
-    """The same blobs through the detector interface (a tile) and on a view."""
+def _three_discs() -> SceneView:
     rng = np.random.default_rng(1)
     image = rng.uniform(0.3, 0.4, (3, 128, 128)).astype(np.float32)
     rows, cols = np.mgrid[0:128, 0:128]
@@ -204,8 +204,14 @@ def test_blob_boxes_of_a_view_and_of_a_tile_agree() -> None:
     for r, c in ((30, 30), (30, 90), (90, 60)):
         image[1, (rows - r) ** 2 + (cols - c) ** 2 < 100] += 0.4
         boxes.append([c - 10, r - 10, c + 10, r + 10])
-    view = SceneView(torch.from_numpy(image), torch.ones(128, 128, dtype=torch.bool),
+    return SceneView(torch.from_numpy(image), torch.ones(128, 128, dtype=torch.bool),
                      np.array(boxes, float), (0, 0, 128, 128))  # fmt: skip
+
+
+def test_blob_boxes_of_a_view_and_of_a_tile_agree() -> None:
+    """The same blobs through the detector interface (a tile) and on a view."""
+    view = _three_discs()
+    image = view.image.numpy()
     blobs = ScaleSpaceBlobs(bands=["red", "green", "blue"]).fit([view])
     config = DetectorConfig("blobs", None, (0.0,) * 3, (1.0,) * 3, 2.0, 0.1, 128,
                             score_threshold=0.0)  # fmt: skip
@@ -215,3 +221,10 @@ def test_blob_boxes_of_a_view_and_of_a_tile_agree() -> None:
     order = np.argsort(-scores, kind="stable")
     np.testing.assert_allclose(found["boxes"].numpy(), expected[order], atol=1e-4)
     np.testing.assert_allclose(found["scores"].numpy(), scores[order], rtol=1e-5)
+
+
+def test_bands_the_profile_does_not_name_are_numbered() -> None:
+    config = DetectorConfig("blobs", None, (), (), 2.0, 0.1, 128)
+    model, fitted = fit_blob_detector(config, [_three_discs()], None, 0.4)
+    assert "b2" in fitted.cue  # the discs are brighter in the second band only
+    assert blob_record(model)["bands"] == ["b1", "b2", "b3"]
