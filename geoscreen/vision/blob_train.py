@@ -4,8 +4,9 @@ The same two phases as a trained detector (:mod:`geoscreen.vision.detect_train`)
 seconds: the blobs are fitted on the training views (the held-out strips cut out) and
 scored on the strips, whose F1-optimal score threshold becomes the card's; then they are
 fitted again on every label. The card compares them with the pixel peaks and random
-boxes on the same strips (the blobs are their own third baseline), and with several
-scenes it says which cue each scene's labels choose: one cue serves one kind of place.
+boxes on the same strips (the third baseline, the blobs, is the model itself), and with
+several scenes it says which cue each scene's labels choose: one cue serves one kind of
+place.
 """
 
 from __future__ import annotations
