@@ -26,6 +26,7 @@ from geoscreen.review.store import open_store
 from geoscreen.review.trainlabels import last_training
 from geoscreen.review.users import add_user
 from geoscreen.review.workflow import set_status
+from geoscreen.vision.blob_train import MIN_BLOB_OBJECTS
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.modelcard import read_card
 
@@ -186,6 +187,8 @@ def test_blobs_fitted_on_reviewed_outlines_scan_the_site(
     assert card.task == "detect" and card.detector.blobs is not None and card.backbone is None
     assert card.provenance is not None
     assert card.provenance.from_reviews.positives_used == int(np.sum(on_crown))
+    few = int(np.sum(on_crown)) < MIN_BLOB_OBJECTS  # the card says when the cue is unsure
+    assert few == any(f"below {MIN_BLOB_OBJECTS} the cue" in limit for limit in card.limits)
     with open_store(db) as store:
         trained = last_training(store, card.profile.name)
     assert trained is not None and trained["model_sha256"] == card.model_sha256

@@ -24,11 +24,12 @@ from geoscreen.profiles import load_profile
 from geoscreen.ranking import object_average_precision
 from geoscreen.samples import sample_path
 from geoscreen.vision.blob_detector import BlobDetector, blob_record, check_blob_weights
-from geoscreen.vision.blob_train import fit_blob_detector
+from geoscreen.vision.blob_train import MIN_BLOB_OBJECTS, fit_blob_detector
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import detect_scene
 from geoscreen.vision.detect_scenes import load_detection_data
+from geoscreen.vision.detect_train import train_detector
 from geoscreen.vision.detector import DetectorConfig, build_detector, load_detector
 from geoscreen.vision.modelcard import DetectCard
 
@@ -80,6 +81,7 @@ def test_train_fits_the_blobs_on_every_label_and_the_card_says_what_they_are(
     page = (blob_model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert f"scale-space blobs (no backbone, fitted, not trained) of the cue `{refit.cue}`" in page
     assert "fitted, no epochs" in page and "feature pyramid" not in page
+    assert not any("the cue the blobs choose was often" in limit for limit in card.limits)
 
 
 def test_screening_with_blobs_finds_the_crowns_the_blobs_find(
@@ -228,3 +230,17 @@ def test_bands_the_profile_does_not_name_are_numbered() -> None:
     model, fitted = fit_blob_detector(config, [_three_discs()], None, 0.4)
     assert "b2" in fitted.cue  # the discs are brighter in the second band only
     assert blob_record(model)["bands"] == ["b1", "b2", "b3"]
+
+
+def test_few_labels_make_the_card_say_the_cue_is_unsure(
+    blob_profile: Path, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    rows = osbs_labels_path.read_text(encoding="utf-8").splitlines()
+    few = tmp_path / "OSBS_029.csv"  # every fifth crown: 13 of 61, spread over the scene
+    few.write_text("\n".join([rows[0], *rows[1::5]]) + "\n", encoding="utf-8")
+    said: list[str] = []
+    card = train_detector(load_profile(blob_profile), [few], [osbs_path], tmp_path / "m",
+                          progress=said.append)  # fmt: skip
+    assert card.data.labels and 0 < len(rows[1::5]) < MIN_BLOB_OBJECTS
+    assert any(f"Fitted on {len(rows[1::5])} labelled objects" in limit for limit in card.limits)
+    assert any(s.startswith("warning: Fitted on") for s in said)
