@@ -274,6 +274,19 @@ class DetectionSettings(_Config):
         "Unset: off.",
     )
 
+    @model_validator(mode="after")
+    def _trained_settings_need_training(self) -> DetectionSettings:
+        """Scale-space blobs are fitted, not trained: the training settings would be unread."""
+        if self.architecture == "blobs":
+            unread = [name for name in ("colour_rotation", "paired_colour_rotation",
+                                        "scene_balance") if getattr(self, name)]  # fmt: skip
+            if unread:
+                raise ValueError(
+                    f"{', '.join(unread)}: settings of trained detectors; scale-space blobs "
+                    "are fitted, not trained. Remove them, or choose a trained architecture"
+                )
+        return self
+
 
 class LabelSettings(_Config):
     """Which classes of multi-class label files count as positive or negative."""

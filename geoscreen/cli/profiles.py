@@ -90,6 +90,7 @@ def summary(p: Profile) -> str:
         f"model:       {model.task}, backbone {model.backbone}, "
         f"{p.input_channels or 'all'} input channels",
         f"weights:     {weights_text}",
+        *_detection_lines(p),
         f"threshold:   {_threshold_text(p)}",
         f"labels:      {_label_rule(p)}",
         f"sites:       min area {p.sites.min_area_m2:g} m2, "
@@ -111,6 +112,23 @@ def summary(p: Profile) -> str:
         f"A score means only 'matches profile {p.name}'; people decide what a place is.",
     ]
     return "\n".join(lines)
+
+
+def _detection_lines(p: Profile) -> list[str]:
+    """What a detect profile finds, and with what (none for a tile classifier)."""
+    d = p.detection
+    if p.model.task != "detect" or d is None:
+        return []
+    what = (
+        "scale-space blobs, fitted on the labels (no backbone: model.backbone and the "
+        "weights are not used)"
+        if d.architecture == "blobs"
+        else f"{d.architecture} trained on the labels"
+        + (f", a pair (colour rotation {d.paired_colour_rotation:g})"
+           if d.paired_colour_rotation else "")
+    )  # fmt: skip
+    return [f"detector:    {what}; objects about {d.object_size_m:g} m, at most "
+            f"{d.max_detections} per tile, scores below {d.score_threshold:g} dropped"]  # fmt: skip
 
 
 def _label_rule(p: Profile) -> str:

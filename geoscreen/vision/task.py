@@ -407,6 +407,14 @@ class DetectTask:
                     where="geoscreen train",
                     fix=f"Leave {option} out for detection profiles.",
                 )
+        blobs = profile.detection is not None and profile.detection.architecture == "blobs"
+        if blobs and request.max_epochs is not None:
+            raise InputError(
+                f"--max-epochs bounds a detector's training; profile {profile.name} fits "
+                "scale-space blobs (detection.architecture: blobs), which have no epochs",
+                where="geoscreen train",
+                fix="Leave --max-epochs out for this profile.",
+            )
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
             device=request.device, seed=request.seed,

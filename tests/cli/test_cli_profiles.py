@@ -60,7 +60,18 @@ def test_show_says_which_threshold_is_in_force(
     sets it, at its own."""
     detect = CONFIGS / "tree_crowns_detect_neon.yaml"
     assert main(["profile", "show", str(detect)]) == 0
-    assert "threshold:   not set: the model card's (held-out F1-optimal)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "threshold:   not set: the model card's (held-out F1-optimal)" in out
+    assert "detector:    fcos trained on the labels, a pair (colour rotation 0.5); objects " \
+           "about 4 m" in out  # fmt: skip
+    blobs = tmp_path / "blobs.yaml"
+    blobs.write_text(detect.read_text().replace("architecture: fcos", "architecture: blobs"))
+    assert main(["profile", "show", str(blobs)]) == 2  # a trained pair's setting, unread
+    assert "paired_colour_rotation: settings of trained detectors" in capsys.readouterr().err
+    blobs.write_text(blobs.read_text().replace("paired_colour_rotation: 0.5", ""))
+    assert main(["profile", "show", str(blobs)]) == 0
+    assert "detector:    scale-space blobs, fitted on the labels (no backbone: model.backbone " \
+           "and the weights are not used)" in capsys.readouterr().out  # fmt: skip
     set_here = tmp_path / "set.yaml"
     set_here.write_text(detect.read_text() + "threshold: 0.4\n")
     assert main(["profile", "show", str(set_here)]) == 0

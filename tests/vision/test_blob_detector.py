@@ -135,6 +135,20 @@ def test_screening_with_blobs_finds_the_crowns_the_blobs_find(
     assert "Traceback" not in err.getvalue() and not (out.parent / "tta").exists()
 
 
+def test_max_epochs_is_refused_for_blobs(
+    blob_profile: Path, osbs_path: Path, osbs_labels_path: Path, tmp_path: Path
+) -> None:
+    with (
+        contextlib.redirect_stderr(io.StringIO()) as err,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        code = main(["train", str(blob_profile), "--labels", str(osbs_labels_path),
+                     "--imagery", str(osbs_path), "--out", str(tmp_path / "m"),
+                     "--max-epochs", "2"])  # fmt: skip
+    assert code == 2 and "--max-epochs bounds a detector's training" in err.getvalue()
+    assert "Traceback" not in err.getvalue() and not (tmp_path / "m").exists()
+
+
 def test_pixels_outside_the_scene_make_no_blobs(blob_model: Path) -> None:
     """The tile reader's mask, not the pixel values, says where the scene is: zeros in
     every band are also the stretched imagery's darkest pixels."""
