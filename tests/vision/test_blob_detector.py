@@ -26,6 +26,7 @@ from geoscreen.samples import sample_path
 from geoscreen.vision.blob_detector import BlobDetector, blob_record, check_blob_weights
 from geoscreen.vision.blob_train import MIN_BLOB_OBJECTS, fit_blob_detector
 from geoscreen.vision.blobs import ScaleSpaceBlobs
+from geoscreen.vision.detect_card import record_evaluation
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_infer import detect_scene
 from geoscreen.vision.detect_scenes import load_detection_data
@@ -179,6 +180,15 @@ def test_the_weights_pin_the_blobs(blob_model: Path, tmp_path: Path) -> None:
         (copy / "model.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
         with pytest.raises(ConfigError, match=refused):
             load_detector(copy)
+    # An evaluation recorded on the card leaves the blobs as they are.
+    evaluated = tmp_path / "evaluated"
+    shutil.copytree(blob_model, evaluated)
+    entry = {"imagery": "OSBS_029 (its own labels)", "objects": 61, "iou": 0.4,
+             "threshold": 0.4, "precision": 0.5, "recall": 0.5, "f1": 0.5,
+             "average_precision": 0.5}  # fmt: skip
+    record_evaluation(evaluated, [entry])
+    assert load_detector(evaluated).card.evaluations[-1].imagery == entry["imagery"]
+    assert "| OSBS_029 (its own labels) | 61 | 0.4 |" in (evaluated / "MODEL_CARD.md").read_text()
     # A cue of the same length loads into the weights' buffer and is caught after.
     model = load_detector(blob_model).model
     assert isinstance(model, BlobDetector)
