@@ -124,6 +124,7 @@ def test_each_scene_says_what_marks_its_objects() -> None:
     limit = cue_limit(cues)
     assert "choose different cues (a.tif: " in limit and "b.tif: " in limit
     assert "(12 objects)" in limit and "Score it on a few labelled objects" in limit
+    assert "(detection.architecture: blobs)" in limit  # what to do there, with reviews
     same = scene_cues([green, _scene(3)], ["a.tif", "d.tif"], bands, 0.4)
     assert same[0]["cue"] == same[1]["cue"] and cue_limit(same) == ""
     assert cue_limit(cues[:1]) == ""
