@@ -82,6 +82,7 @@ from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 from geoscreen.vision.detect_scenes import load_detection_data
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.detector import load_detector
+from geoscreen.vision.modelcard import DetectCard
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "geoscreen" / "configs" / "tree_crowns_detect_neon.yaml"
@@ -277,15 +278,15 @@ def main() -> None:
         try:
             with contextlib.redirect_stderr(io.StringIO()):
                 if args.all_labels:
-                    train_detector(blob_profile, [labels], [image], work / "blobs", opts)
+                    card = train_detector(blob_profile, [labels], [image], work / "blobs", opts)
                 else:
-                    train_from_store(blob_profile, str(db), work / "blobs", opts=opts)
+                    card = train_from_store(blob_profile, str(db), work / "blobs", opts=opts)
         except InputError as exc:  # e.g. too few reviews to train on
             print(f"blob model (new site): not trained: {exc.message}")
         else:
-            rows["blob model (new site)"] = east_scores(work / "blobs", blob_profile)
-            cue = load_detector(work / "blobs").card.detector.blobs
-            rows["blob model (new site)"]["cue"] = cue.cue if cue is not None else ""
+            assert isinstance(card, DetectCard) and card.detector.blobs is not None
+            rows["blob model (new site)"] = {**east_scores(work / "blobs", blob_profile),
+                                             "cue": card.detector.blobs.cue}  # fmt: skip
     for label, r in rows.items():
         print(f"{label:<22} east half ({r['truth']} crowns) at {r['threshold']:.2f}: "
               f"P {r['precision']:.3f} R {r['recall']:.3f} F1@0.4 {r['f1']:.3f}, "

@@ -59,18 +59,32 @@ def band_names(count: int, bands: Sequence[str] | None = None) -> list[str]:
     )
 
 
-def cue_maps(image: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Every cue of a (C, H, W) image: each band, their mean, each pairwise normalised
-    difference, each with both signs (``-red``: blobs darker than their surroundings)."""
+def cue_names(names: Sequence[str]) -> list[str]:
+    """Every cue of an image with bands ``names``: each band, their mean, each pairwise
+    normalised difference, each with both signs (``-red``: blobs darker than their
+    surroundings). The order breaks ties when fitting."""
+    light = [*names, *(["mean"] if len(names) > 1 else [])]
+    light += [f"nd({a},{b})" for a, b in itertools.combinations(names, 2)]
+    return light + [f"-{name}" for name in light]
+
+
+def cue_map(image: np.ndarray, names: Sequence[str], cue: str) -> np.ndarray:
+    """One cue of a (C, H, W) image (a name from :func:`cue_names`): screening computes
+    only the cue it was fitted on."""
+    if cue.startswith("-"):
+        return -cue_map(image, names, cue[1:])
     image = np.asarray(image, np.float64)
-    maps = {name: image[i] for i, name in enumerate(names)}
-    if len(names) > 1:
-        maps["mean"] = image.mean(axis=0)
-    for i, j in itertools.combinations(range(len(names)), 2):
-        maps[f"nd({names[i]},{names[j]})"] = (image[i] - image[j]) / (
-            np.abs(image[i]) + np.abs(image[j]) + RATIO_FLOOR
-        )
-    return maps | {f"-{name}": -values for name, values in maps.items()}
+    if cue == "mean":
+        return image.mean(axis=0)
+    if cue.startswith("nd("):
+        i, j = (list(names).index(n) for n in cue[3:-1].split(","))
+        return (image[i] - image[j]) / (np.abs(image[i]) + np.abs(image[j]) + RATIO_FLOOR)
+    return image[list(names).index(cue)]
+
+
+def cue_maps(image: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every cue of a (C, H, W) image (:func:`cue_names`), by name."""
+    return {cue: cue_map(image, names, cue) for cue in cue_names(names)}
 
 
 def _block_mean(values: np.ndarray, step: int) -> np.ndarray:
@@ -114,10 +128,10 @@ def blobs_of(image: np.ndarray, valid: np.ndarray, bands: Sequence[str] | None,
              sigmas: tuple[float, float], widths: Sequence[float],
              only: str = "") -> dict[tuple[str, float], Found]:  # fmt: skip
     """Every cue's blobs (or ``only`` one's) in a (C, H, W) image, per width factor."""
-    maps = cue_maps(image, band_names(image.shape[0], bands))
+    names = band_names(image.shape[0], bands)
     out: dict[tuple[str, float], Found] = {}
-    for name, cue in [(only, maps[only])] if only else maps.items():
-        for k, found in find_blobs(cue, valid, sigmas, widths).items():
+    for name in [only] if only else cue_names(names):
+        for k, found in find_blobs(cue_map(image, names, name), valid, sigmas, widths).items():
             out[(name, k)] = found
     return out
 
@@ -217,7 +231,7 @@ def blob_record(model: BlobDetector) -> dict[str, Any]:
         "bands": list(blobs.bands or []),
         "sigmas": [round(s, 6) for s in blobs.sigmas],
         "width": blobs.width,
-        "calibration": [float(v) for v in model.calibration.tolist()],
+        "calibration": list(blobs.calibration),
     }
 
 

@@ -32,13 +32,7 @@ from geoscreen.vision.detect_baselines import (
 )
 from geoscreen.vision.detect_card import detection_card, render_detection_card
 from geoscreen.vision.detect_data import SceneView
-from geoscreen.vision.detect_metrics import (
-    RECALL_KEY,
-    best_threshold,
-    detection_metrics,
-    recall_thresholds,
-    threshold_sweep,
-)
+from geoscreen.vision.detect_metrics import best_threshold, held_out_metrics, threshold_sweep
 from geoscreen.vision.detector import DetectorConfig, save_detector
 from geoscreen.vision.modelcard import DetectCard, DetectorBaselines
 
@@ -85,13 +79,7 @@ def train_blob_detector(
     truths = [v.boxes for v in val_views]
     sweep = threshold_sweep(predictions, truths, iou)
     threshold, f1 = best_threshold(predictions, truths, iou, sweep=sweep)
-    metrics: dict[str, float] = {}
-    for at in (0.5, 0.4):
-        for key, value in detection_metrics(predictions, truths, at, threshold).items():
-            metrics[f"val_{key}@{at:g}"] = value
-    for target, row in recall_thresholds(predictions, truths, iou, sweep=sweep).items():
-        for what, value in row.items():
-            metrics[RECALL_KEY.format(target=target, what=what, iou=iou)] = value
+    metrics = held_out_metrics(predictions, truths, iou, threshold, sweep)
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g}")  # fmt: skip
     table = baseline_table(train_views, val_views, predictions, iou, opts.seed, fitted)
@@ -112,8 +100,7 @@ def train_blob_detector(
     )  # fmt: skip
     if few:
         say(f"warning: {few}")
-    names = [Path(scene.uri).name for scene in data.scenes]
-    cues = scene_cues(data.views, names, bands, iou) if len(data.views) > 1 else []
+    cues = scene_cues(data.views, data.scene_names, bands, iou)
     differ = cue_limit(cues)
     if differ:
         say(f"warning: {differ}")

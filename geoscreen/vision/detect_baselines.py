@@ -242,8 +242,11 @@ def baselines_record(
 def scene_cues(views: Sequence[SceneView], names: Sequence[str], bands: Sequence[str] | None,
                iou: float) -> list[dict[str, object]]:  # fmt: skip
     """Per scene with at least :data:`MIN_CUE_OBJECTS` objects: its name, the cue the
-    scale-space blobs choose on that scene's labels alone, and how many objects chose it."""
+    scale-space blobs choose on that scene's labels alone, and how many objects chose it.
+    None with fewer than two scenes: nothing to compare."""
     found: list[dict[str, object]] = []
+    if len(views) < 2:
+        return found
     for view, name in zip(views, names, strict=True):
         if len(view.boxes) >= MIN_CUE_OBJECTS:
             cue = ScaleSpaceBlobs(bands=bands, iou=iou).fit([view]).cue

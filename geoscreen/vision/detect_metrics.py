@@ -107,3 +107,23 @@ def recall_thresholds(
             out[target] = {"threshold": max(reached), "precision": m["precision"],
                            "recall": m["recall"], "f1": m["f1"]}  # fmt: skip
     return out
+
+
+def held_out_metrics(
+    predictions: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    iou: float,
+    threshold: float,
+    sweep: dict[float, dict[str, float]] | None = None,
+) -> dict[str, float]:
+    """The card's metrics of a detector on its held-out strips: ``val_*`` at IoU 0.5 and
+    0.4 at ``threshold``, and the :func:`recall_thresholds` at ``iou``
+    (:data:`RECALL_KEY`)."""
+    metrics: dict[str, float] = {}
+    for at in (0.5, 0.4):
+        for key, value in detection_metrics(predictions, truths, at, threshold).items():
+            metrics[f"val_{key}@{at:g}"] = value
+    for target, row in recall_thresholds(predictions, truths, iou, sweep=sweep).items():
+        for what, value in row.items():
+            metrics[RECALL_KEY.format(target=target, what=what, iou=iou)] = value
+    return metrics

@@ -49,6 +49,11 @@ class DetectionData:
     def objects(self) -> int:
         return sum(len(v.boxes) for v in self.views)
 
+    @property
+    def scene_names(self) -> list[str]:
+        """Each scene's file name, as cards and messages name it."""
+        return [Path(scene.uri).name for scene in self.scenes]
+
     def split(self, fraction: float, seed: int, min_visible: float
               ) -> tuple[list[SceneView], list[SceneView]]:  # fmt: skip
         """Training views (held-out strips cut out) and validation views (the strips)."""

@@ -82,10 +82,9 @@ from geoscreen.vision.detect_data import (
 )
 from geoscreen.vision.detect_infer import screening_detectors
 from geoscreen.vision.detect_metrics import (
-    RECALL_KEY,
     best_threshold,
     detection_metrics,
-    recall_thresholds,
+    held_out_metrics,
     threshold_sweep,
 )
 from geoscreen.vision.detect_scenes import detector_config, load_detection_data
@@ -541,13 +540,7 @@ def train_detector(
             predictions, truths, opts.eval_iou, sweep=sweep
         )
     threshold = float(chosen["threshold"] or profile.threshold)
-    metrics: dict[str, float] = {}
-    for iou in (0.5, 0.4):
-        for key, value in detection_metrics(predictions, truths, iou, threshold).items():
-            metrics[f"val_{key}@{iou:g}"] = value
-    for target, row in recall_thresholds(predictions, truths, opts.eval_iou, sweep=sweep).items():
-        for what, value in row.items():
-            metrics[RECALL_KEY.format(target=target, what=what, iou=opts.eval_iou)] = value
+    metrics = held_out_metrics(predictions, truths, opts.eval_iou, threshold, sweep)
     say(f"held-out strips: AP@0.4 {metrics['val_average_precision@0.4']:.3f}, "
         f"F1@0.4 {metrics['val_f1@0.4']:.3f} at threshold {threshold:g} "
         f"(epoch {chosen['epoch']})")  # fmt: skip
@@ -570,9 +563,7 @@ def train_detector(
     verdict = baseline_verdict(table)
     if verdict:
         say(f"warning: {verdict}")
-    names = [Path(scene.uri).name for scene in data.scenes]
-    cues = [] if len(data.views) < 2 else scene_cues(data.views, names, profile.imagery.bands,
-                                                     opts.eval_iou)  # fmt: skip
+    cues = scene_cues(data.views, data.scene_names, profile.imagery.bands, opts.eval_iou)
     if cues:
         say(
             "what marks the objects of each scene (scale-space blobs fitted on its labels "
