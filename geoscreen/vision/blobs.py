@@ -3,18 +3,22 @@
 Round objects of a known size range (crowns, kilns, ovens) stand out as blobs in *some*
 map of the scene: a band, the mean brightness, or the normalised difference of two
 bands (greener than blue, brighter than red), light or dark. :class:`ScaleSpaceBlobs`
-tries each such *cue* and keeps the one whose blobs best match the training labels
-(AP at IoU 0.4). Blobs are the local maxima, in space and scale, of the
+tries each such *cue* and keeps the one whose blobs best match labelled objects (AP at
+IoU 0.4). Blobs are the local maxima, in space and scale, of the
 scale-normalised Laplacian of Gaussian at scales spanning the labels' 10th-90th
 percentile sizes; each becomes a square box ``2 k sqrt(2) sigma`` wide (``k``, the
 width factor, is chosen with the cue) and its score a probability of being an object,
 calibrated on the training blobs (Platt).
 
 Three choices are fitted (cue, size range, width factor), so this is what an analyst
-gets in an afternoon with scipy. A detector that does not beat it has learnt no more
-than "round things of this colour and size". On NEON crowns it also shows why one
-site's labels do not teach another's: the cue that marks the crowns differs by site
-(``benchmarks/detect_cues.py``).
+gets in an afternoon with scipy. The cue and width are chosen by their AP on *held-out
+objects* (:func:`held_out_ap`: the labels split in two folds, each scored with the
+other's objects set aside), not on the labels they are scored on: with a few labels
+(an analyst's first confirmed outlines at a new site) the cue that matched those few best
+was often one that did not mark the rest (README: the blobs as the model at a new site).
+A detector that does not beat the blobs has learnt no more than "round things of this
+colour and size". On NEON crowns they also show why one site's labels do not teach
+another's: the cue that marks the crowns differs by site (``benchmarks/detect_cues.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from geoscreen.vision.detect_metrics import detection_metrics
 
 WIDTHS = (1.0, 1.25, 1.5)  # k = 1: a disc's diameter; crowns' boxes run a little wider
 FLAT_SLOPE = 1e-6  # a calibration slope never falls below this: the order is kept
+# A blob overlapping an object of the other fold this much is set aside when a fold is
+# scored: neither a find nor a false alarm (below the match's IoU, so that the near
+# misses around a set-aside object do not count against the cue either).
+SET_ASIDE_IOU = 0.3
 
 
 def size_range(views: Sequence[SceneView]) -> tuple[float, float]:
@@ -47,13 +55,55 @@ def _average_precision(found: Sequence[Found], views: Sequence[SceneView], iou: 
     return float(np.nan_to_num(ap))
 
 
+def object_folds(views: Sequence[SceneView]) -> list[np.ndarray]:
+    """Fold (0 or 1) of each view's objects: alternating in the order of their centres
+    from west to east, so that each fold samples the whole view."""
+    folds = []
+    for view in views:
+        boxes = np.asarray(view.boxes, np.float64).reshape(-1, 4)
+        fold = np.zeros(len(boxes), dtype=int)
+        fold[np.argsort(boxes[:, 0] + boxes[:, 2], kind="stable")[1::2]] = 1
+        folds.append(fold)
+    return folds
+
+
+def _set_aside(found: Found, objects: np.ndarray) -> Found:
+    """``found`` without the blobs that overlap one of ``objects`` (IoU >= SET_ASIDE_IOU)."""
+    boxes, scores = found
+    if not len(objects) or not len(boxes):
+        return found
+    blobs, others = shapely.box(*boxes.T), shapely.box(*objects.T)
+    i, j = shapely.STRtree(others).query(blobs, predicate="intersects")
+    inter = shapely.area(shapely.intersection(blobs[i], others[j]))
+    iou = inter / (shapely.area(blobs[i]) + shapely.area(others[j]) - inter)
+    drop = np.zeros(len(boxes), dtype=bool)
+    drop[i[iou >= SET_ASIDE_IOU]] = True
+    return boxes[~drop], scores[~drop]
+
+
+def held_out_ap(found: Sequence[Found], views: Sequence[SceneView], folds: Sequence[np.ndarray],
+                iou: float) -> float:  # fmt: skip
+    """Mean over the two folds of the blobs' AP on that fold's objects, the blobs on the
+    other fold's objects set aside. Nothing is fitted per fold (a cue and a width are
+    only chosen), so this scores the choice on objects it did not see."""
+    aps = []
+    for k in (0, 1):
+        boxes = [np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views]
+        kept = [_set_aside(f, b[fold != k]) for f, b, fold in zip(found, boxes, folds, strict=True)]
+        truths = [b[fold == k] for b, fold in zip(boxes, folds, strict=True)]
+        aps.append(float(np.nan_to_num(detection_metrics(kept, truths, iou, np.inf)[
+            "average_precision"])))  # fmt: skip
+    return float(np.mean(aps))
+
+
 @dataclass
 class ScaleSpaceBlobs:
     """Blobs of the cue that best matches the training labels: fit on views, predict boxes.
 
     ``bands``: the profile's band names, for readable cue names (``nd(green,blue)``).
-    After :meth:`fit`, ``cue`` and ``width`` say what was chosen and ``fit_ap`` how well
-    it matched the training labels; ``cue_ap`` holds every cue's AP there.
+    After :meth:`fit`, ``cue`` and ``width`` say what was chosen (by :func:`held_out_ap`)
+    and ``fit_ap`` how well it matched the training labels; ``cue_ap`` holds every cue's
+    AP there, at the chosen width.
     """
 
     bands: Sequence[str] | None = None
@@ -74,10 +124,21 @@ class ScaleSpaceBlobs:
     def fit(self, views: Sequence[SceneView]) -> ScaleSpaceBlobs:
         self.sigmas = size_range(views)
         per_view = [self._all(v, WIDTHS) for v in views]
-        scores = {key: _average_precision([p[key] for p in per_view], views, self.iou)
-                  for key in per_view[0]}  # fmt: skip
-        (self.cue, self.width), self.fit_ap = max(scores.items(), key=lambda kv: kv[1])
-        self.cue_ap = {name: ap for (name, k), ap in scores.items() if k == self.width}
+        folds = object_folds(views)
+        # With one object there is no second fold: its own AP is all there is to go on.
+        hold_out = all(any((f == k).any() for f in folds) for k in (0, 1))
+
+        def choice_score(key: tuple[str, float]) -> float:
+            found = [p[key] for p in per_view]
+            if hold_out:
+                return held_out_ap(found, views, folds, self.iou)
+            return _average_precision(found, views, self.iou)
+
+        choice = {key: choice_score(key) for key in per_view[0]}
+        self.cue, self.width = max(choice, key=lambda key: choice[key])
+        scores = {name: _average_precision([p[(name, k)] for p in per_view], views, self.iou)
+                  for name, k in per_view[0] if k == self.width}  # fmt: skip
+        self.cue_ap, self.fit_ap = scores, scores[self.cue]
         self.calibration = self._calibrate([p[(self.cue, self.width)] for p in per_view], views)
         return self
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geoscreen.vision.blob_detector import SCALES, band_names, cue_maps, find_blobs
-from geoscreen.vision.blobs import ScaleSpaceBlobs, size_range
+from geoscreen.vision.blobs import ScaleSpaceBlobs, held_out_ap, object_folds, size_range
 from geoscreen.vision.detect_data import SceneView
 from geoscreen.vision.detect_metrics import detection_metrics
 
@@ -57,6 +57,26 @@ def test_blobs_choose_the_cue_that_marks_the_objects_and_find_them_elsewhere() -
     boxes, scores = blobs.predict(test)
     metrics = detection_metrics([(boxes, scores)], [test.boxes], 0.4, 0.5)
     assert metrics["average_precision"] > 0.8 and metrics["f1"] > 0.7
+
+
+def test_the_cue_is_scored_on_objects_held_out_with_the_others_set_aside() -> None:
+    view = _discs(0)
+    folds = object_folds([view])[0]
+    order = np.argsort(view.boxes[:, 0] + view.boxes[:, 2])
+    assert folds[order].tolist() == [k % 2 for k in range(len(order))]  # west to east
+    scores = np.linspace(1.0, 0.5, len(view.boxes))
+    # Blobs exactly on every object: each fold finds its own, the other's are set aside
+    # rather than counted as false alarms.
+    assert held_out_ap([(view.boxes, scores)], [view], [folds], 0.4) == pytest.approx(1.0)
+    # Blobs on one fold's objects only: that fold is found, the other missed.
+    one = folds == 0
+    assert held_out_ap([(view.boxes[one], scores[one])], [view], [folds], 0.4) == pytest.approx(
+        0.5
+    )
+    # A false alarm ranked first counts in both folds.
+    false = np.vstack([[0.0, 0.0, 8.0, 8.0], view.boxes])
+    ap = held_out_ap([(false, np.r_[2.0, scores])], [view], [folds], 0.4)
+    assert 0.5 < ap < 1.0
 
 
 def test_box_size_follows_the_blob_scale() -> None:
