@@ -37,9 +37,10 @@ from geoscreen.vision.detector import DetectorConfig, save_detector
 from geoscreen.vision.modelcard import DetectCard, DetectorBaselines
 
 # Below this many labelled objects the cue chosen was, in two of nine review queues, one
-# that did not mark the new site's crowns (6 and 9 confirmed outlines; from 14 on it did
-# in every queue: README, "the blobs as the model at a new site"). Since session 29 the
-# cue is chosen on held-out objects; on the labels themselves it failed in six of nine.
+# that did not mark the new site's crowns (at 6 and 9 confirmed outlines; the others, 7 to
+# 14, chose a band ratio that does; from 15 on every queue did: README, "the blobs as the
+# model at a new site"). Chosen on the labels themselves (until session 29), seven of
+# those nine failed.
 MIN_BLOB_OBJECTS = 15
 
 if TYPE_CHECKING:

@@ -42,8 +42,9 @@ from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
 
 Predictions = list[tuple[np.ndarray, np.ndarray]]
 # A scene's own cue is told from this many objects: fewer tell little (on OSBS's west
-# half 8 and 11 confirmed outlines chose the red band, 14 the band ratio that marks its
-# crowns; benchmarks/detect_review.py --blobs-only).
+# half, in three review queues, 6 and 9 confirmed outlines chose the blue band, which does
+# not mark its crowns; 7, 8 and 10-14 a band ratio that does; benchmarks/detect_review.py
+# --blobs-only, README: the blobs as the model at a new site).
 MIN_CUE_OBJECTS = 10
 # The detector should beat the pixel peaks' AP by this much (as tile learners must beat
 # the per-pixel logistic regression: geoscreen.vision.select_train.CLEAR_MARGIN).

@@ -70,9 +70,7 @@ def test_the_cue_is_scored_on_objects_held_out_with_the_others_set_aside() -> No
     assert held_out_ap([(view.boxes, scores)], [view], [folds], 0.4) == pytest.approx(1.0)
     # Blobs on one fold's objects only: that fold is found, the other missed.
     one = folds == 0
-    assert held_out_ap([(view.boxes[one], scores[one])], [view], [folds], 0.4) == pytest.approx(
-        0.5
-    )
+    assert held_out_ap([(view.boxes[one], scores[one])], [view], [folds], 0.4) == pytest.approx(0.5)
     # A false alarm ranked first counts in both folds.
     false = np.vstack([[0.0, 0.0, 8.0, 8.0], view.boxes])
     ap = held_out_ap([(false, np.r_[2.0, scores])], [view], [folds], 0.4)
