@@ -57,13 +57,17 @@ def _average_precision(found: Sequence[Found], views: Sequence[SceneView], iou: 
 
 def object_folds(views: Sequence[SceneView]) -> list[np.ndarray]:
     """Fold (0 or 1) of each view's objects: alternating in the order of their centres
-    from west to east, so that each fold samples the whole view."""
-    folds = []
+    from west to east, so that each fold samples the whole view, and carried on from one
+    view to the next, so that views of one object each are split too."""
+    folds, seen = [], 0
     for view in views:
         boxes = np.asarray(view.boxes, np.float64).reshape(-1, 4)
         fold = np.zeros(len(boxes), dtype=int)
-        fold[np.argsort(boxes[:, 0] + boxes[:, 2], kind="stable")[1::2]] = 1
+        fold[np.argsort(boxes[:, 0] + boxes[:, 2], kind="stable")] = (
+            np.arange(seen, seen + len(boxes)) % 2
+        )
         folds.append(fold)
+        seen += len(boxes)
     return folds
 
 
@@ -86,9 +90,9 @@ def held_out_ap(found: Sequence[Found], views: Sequence[SceneView], folds: Seque
     """Mean over the two folds of the blobs' AP on that fold's objects, the blobs on the
     other fold's objects set aside. Nothing is fitted per fold (a cue and a width are
     only chosen), so this scores the choice on objects it did not see."""
+    boxes = [np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views]
     aps = []
     for k in (0, 1):
-        boxes = [np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views]
         kept = [_set_aside(f, b[fold != k]) for f, b, fold in zip(found, boxes, folds, strict=True)]
         truths = [b[fold == k] for b, fold in zip(boxes, folds, strict=True)]
         aps.append(float(np.nan_to_num(detection_metrics(kept, truths, iou, np.inf)[
@@ -125,7 +129,7 @@ class ScaleSpaceBlobs:
         self.sigmas = size_range(views)
         per_view = [self._all(v, WIDTHS) for v in views]
         folds = object_folds(views)
-        # With one object there is no second fold: its own AP is all there is to go on.
+        # One object makes no second fold: its own AP is all there is to go on.
         hold_out = all(any((f == k).any() for f in folds) for k in (0, 1))
 
         def choice_score(key: tuple[str, float]) -> float:

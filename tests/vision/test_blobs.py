@@ -75,6 +75,11 @@ def test_the_cue_is_scored_on_objects_held_out_with_the_others_set_aside() -> No
     false = np.vstack([[0.0, 0.0, 8.0, 8.0], view.boxes])
     ap = held_out_ap([(false, np.r_[2.0, scores])], [view], [folds], 0.4)
     assert 0.5 < ap < 1.0
+    # Views of one object each are split between the folds too.
+    singles = [
+        SceneView(view.image, view.valid, view.boxes[i : i + 1], view.area) for i in range(4)
+    ]
+    assert [f.tolist() for f in object_folds(singles)] == [[0], [1], [0], [1]]
 
 
 def test_box_size_follows_the_blob_scale() -> None:
