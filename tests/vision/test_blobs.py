@@ -150,3 +150,14 @@ def test_blobs_need_boxes_and_a_fit() -> None:
     view.boxes = np.zeros((0, 4))
     with pytest.raises(ValueError, match="no boxes"):
         ScaleSpaceBlobs().fit([view])
+
+
+def test_one_labelled_object_is_fitted_on_itself() -> None:
+    """One object makes no second fold: the cue is chosen on that object alone."""
+    view = _discs(0)
+    one = SceneView(view.image, view.valid, view.boxes[:1], view.area)
+    assert [f.tolist() for f in object_folds([one])] == [[0]]
+    blobs = ScaleSpaceBlobs(bands=BANDS).fit([one])
+    assert blobs.cue_ap[blobs.cue] == blobs.fit_ap == max(blobs.cue_ap.values()) > 0
+    boxes, scores = blobs.predict(view)
+    assert len(boxes) == len(scores) > 0
