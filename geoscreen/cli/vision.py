@@ -318,7 +318,7 @@ def arithmetic_note(precision: str, device: str, task: str, model: Any) -> tuple
 
     checked = task == "classify"  # classifiers check bf16/int8 scores near the threshold
     where = pick_device(device)
-    if getattr(model, "reads_valid", False):  # fitted blobs: numpy in fp64, no network
+    if task == "detect" and model.fp32_only:  # fitted blobs: numpy in fp64, no network
         return "fp32", "fp32 (scale-space blobs run no network: bf16 would not speed them up)"
     if not checked:
         device_picked = pick_precision(precision, where)

@@ -169,6 +169,7 @@ class BlobDetector(Detector):
     """Fitted scale-space blobs behind the detector interface (eval only)."""
 
     reads_valid = True
+    fp32_only = True
     sigmas: torch.Tensor  # buffers: model.pt holds what was fitted
     width: torch.Tensor
     calibration: torch.Tensor

@@ -30,7 +30,7 @@ import numpy as np
 import shapely
 from sklearn.linear_model import LogisticRegression
 
-from geoscreen.matching import MatchRule, match_in_score_order
+from geoscreen.matching import MatchRule, candidate_pairs, match_in_score_order
 from geoscreen.vision.blob_detector import FittedBlobs, Found, blobs_of
 from geoscreen.vision.detect_data import SceneView, box_sides
 from geoscreen.vision.detect_metrics import detection_metrics
@@ -74,14 +74,10 @@ def object_folds(views: Sequence[SceneView]) -> list[np.ndarray]:
 def _set_aside(found: Found, objects: np.ndarray) -> Found:
     """``found`` without the blobs that overlap one of ``objects`` (IoU >= SET_ASIDE_IOU)."""
     boxes, scores = found
-    if not len(objects) or not len(boxes):
-        return found
-    blobs, others = shapely.box(*boxes.T), shapely.box(*objects.T)
-    i, j = shapely.STRtree(others).query(blobs, predicate="intersects")
-    inter = shapely.area(shapely.intersection(blobs[i], others[j]))
-    iou = inter / (shapely.area(blobs[i]) + shapely.area(others[j]) - inter)
+    rule = MatchRule("iou", min_iou=SET_ASIDE_IOU)
+    pairs = candidate_pairs(shapely.box(*boxes.T), shapely.box(*objects.T), rule)
     drop = np.zeros(len(boxes), dtype=bool)
-    drop[i[iou >= SET_ASIDE_IOU]] = True
+    drop[pairs.left] = True
     return boxes[~drop], scores[~drop]
 
 

@@ -73,7 +73,7 @@ from geoscreen.vision.detect_tta import (
     mean_of_best,
     predict_dihedral,
 )
-from geoscreen.vision.detector import FUSION_IOU, Detector, FusedDetector, LoadedDetector
+from geoscreen.vision.detector import BLOBS, FUSION_IOU, Detector, FusedDetector, LoadedDetector
 from geoscreen.vision.fold import folded_for_inference
 from geoscreen.vision.infer import auto_workers, check_model_fits, prepare_scene
 from geoscreen.vision.modelcard import ModelCard
@@ -419,7 +419,7 @@ def detect_scene(
     """Detect objects over every (valid, in-AOI) tile of ``scene``, merged across tiles."""
     opts = opts or DetectOptions()
     check_detector_fits(loaded, profile, scene)
-    if opts.tta and loaded.model.reads_valid:
+    if opts.tta and loaded.card.detector.architecture == BLOBS:
         raise ConfigError(
             "--tta does nothing for scale-space blobs (found alike under every flip and rotation)",
             where=str(loaded.path),

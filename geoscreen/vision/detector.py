@@ -118,9 +118,9 @@ def anchors_from_sizes(sizes_px: Sequence[float], low: float = 0.03, high: float
 def anchor_sizes(size_px: float, architecture: str, anchor_px: Sequence[float] = ()
                  ) -> tuple[tuple[float, ...], ...]:  # fmt: skip
     """Anchor sizes (pixels) per pyramid level for objects ``size_px`` wide."""
-    strides = pyramid_strides(size_px)
     if architecture == BLOBS:
         return ()  # sized by their LoG scales instead
+    strides = pyramid_strides(size_px)
     if architecture == "fcos":
         return tuple((float(s),) for s in strides)
     if len(anchor_px) == 9:
@@ -328,6 +328,9 @@ class Detector(nn.Module):
     # Whether forward takes the tiles' valid masks (``valid=``): fitted blobs do
     # (blob_detector); trained detectors see nodata as the zeros it is read as.
     reads_valid = False
+    # Whether it always computes in full precision (``--precision`` does not apply), as a
+    # similarity classifier does: fitted blobs run no network, only numpy in fp64.
+    fp32_only = False
 
     def __init__(self, config: DetectorConfig, net: nn.Module) -> None:
         super().__init__()
