@@ -117,6 +117,16 @@ def _stderr(message: str) -> None:
     help="Classifiers: keep this learner of the comparison (e.g. the runner-up of a near "
     "tie) instead of the best by cross-validation; the card says so.",
 )
+@click.option(
+    "--train-area",
+    "train_area",
+    type=click.Choice(["auto", "labels", "scene"]),
+    default="auto",
+    show_default=True,
+    help="Detectors: the part of each scene to train on, where every unlabelled pixel "
+    "counts as background: the labels' extent (plus one object around it), or the whole "
+    "scene; auto: the labels' extent when it covers under half of the scene.",
+)
 @device_option
 @bands_option
 @json_option
@@ -150,6 +160,7 @@ def train(
     hard_negative_weight: float | None = None,
     background_per_positive: float | None = None,
     learner: str | None = None,
+    train_area: str = "auto",
     bands: tuple[str, ...] = (),
     as_json: bool = False,
 ) -> None:
@@ -177,6 +188,13 @@ def train(
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
         )
+    if train_area != "auto" and task_for(prof).name != "detect":
+        raise InputError(
+            "--train-area chooses where a detector learns background; a tile classifier "
+            "learns it from random background chips",
+            where="geoscreen train",
+            fix="Leave --train-area out for this profile (or use --background-per-positive).",
+        )
     if hard_negative_weight is not None and from_store is None:
         raise InputError(
             "--hard-negative-weight weighs the rejected candidates of a review store",
@@ -195,7 +213,7 @@ def train(
                            negative=negative,
                            hard_negative_weight=hard_negative_weight,
                            background_per_positive=background_per_positive,
-                           learner=learner)  # fmt: skip
+                           learner=learner, train_area=train_area)  # fmt: skip
     task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store

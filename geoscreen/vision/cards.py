@@ -151,11 +151,20 @@ def data_lines(card: CardBase) -> list[str]:
     for item in card.data.labels:
         objects = f" ({item.objects} objects)" if item.objects is not None else ""
         lines.append(f"- labels `{item.path}`{objects} sha256 `{item.sha256}`")
-    lines += [f"- scene `{item.uri}` id `{item.id}`" for item in card.data.scenes]
+    lines += [f"- scene `{item.uri}` id `{item.id}`" + _window_text(item.window)
+              for item in card.data.scenes]  # fmt: skip
     background = card.data.background_chips
     if background is not None:
         lines.append(f"- random background chips counted as negatives: {background}")
     return lines
+
+
+def _window_text(window: Sequence[int] | None) -> str:
+    """A scene trained on in part: which part (nothing when all of it)."""
+    if window is None:
+        return ""
+    c0, r0, c1, r1 = window
+    return f", trained on its labels' extent: columns {c0}-{c1}, rows {r0}-{r1}"
 
 
 def split_lines(card: CardBase) -> list[str]:

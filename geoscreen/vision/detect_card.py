@@ -125,6 +125,14 @@ def detection_card(
             "Boxes are candidates for human review; a detection is not a finding.",
         ],
     )
+    for record, window in zip(card["data"]["scenes"], data.windows, strict=True):
+        if window is not None:  # read in part: where the labels are (train_area)
+            record["window"] = list(window)
+    if any(w is not None for w in data.windows):
+        card["limits"].append(
+            "Scenes marked with a window were trained on their labels' extent only: the "
+            "model learnt nothing of the rest of them, objects or background."
+        )
     card["threshold"] = round(float(threshold), 4)
     card["threshold_source"] = f"held-out F1-optimal (IoU {opts.eval_iou:g})"
     if tta_threshold is not None:

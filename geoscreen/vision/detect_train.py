@@ -87,7 +87,7 @@ from geoscreen.vision.detect_metrics import (
     held_out_metrics,
     threshold_sweep,
 )
-from geoscreen.vision.detect_scenes import detector_config, load_detection_data
+from geoscreen.vision.detect_scenes import area_lines, detector_config, load_detection_data
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import (
     BLOBS,
@@ -174,6 +174,11 @@ class DetectTrainOptions(BaseModel):
         description="label files whose negative outlines are hard negatives (rejected "
         "detections): each gets a background chip every epoch",
     )
+    train_area: Literal["auto", "labels", "scene"] = Field(
+        default="auto", description="the part of each scene trained on, every unlabelled "
+        "pixel of it background: the labels' extent (auto: when it covers under half the "
+        "scene) or the whole scene (detect_scenes.training_window)",
+    )  # fmt: skip
 
     paired_colour_rotation: float | None = Field(
         default=None, ge=0.0, le=1.0, description="a second model with this share of chips "
@@ -495,7 +500,9 @@ def train_detector(
     base_config = replace(detector_config(profile, first, resolution), tile_norm=opts.tile_norm)
     chip = opts.chip_size or min(DEFAULT_CHIP_PX, base_config.tile_size)
     data = load_detection_data(profile, labels, imagery, opts.positive_classes,
-                               opts.hard_negative_labels)  # fmt: skip
+                               opts.hard_negative_labels, opts.train_area)  # fmt: skip
+    for line in area_lines(data):
+        say(line)
     opts = opts.model_copy(
         update={"chip_size": chip, "scene_balance": opts.balances_scenes(len(data.views))}
     )

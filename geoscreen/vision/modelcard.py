@@ -79,6 +79,8 @@ class LabelRecord(_Section):
 class SceneRecord(_Section):
     uri: str
     id: str
+    # detectors: the part trained on (col0, row0, col1, row1 pixels) when not all of it
+    window: list[int] | None = None
 
 
 class DataRecord(_Section):

@@ -85,6 +85,7 @@ class TrainRequest:
     hard_negative_weight: float | None = None  # classify: None keeps TrainOptions' default
     background_per_positive: float | None = None  # classify: None decides from the labels
     learner: str | None = None  # classify: keep this learner, not the best by CV
+    train_area: str = "auto"  # detect: the labels' extent or the whole scene
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,7 @@ class DetectTask:
             )
         limit = {"max_epochs": request.max_epochs} if request.max_epochs is not None else {}
         opts = _given(options, DetectTrainOptions, self.name) or DetectTrainOptions(
-            device=request.device, seed=request.seed,
+            device=request.device, seed=request.seed, train_area=request.train_area,
             hard_negative_labels=list(request.hard_negative_labels), **limit,
         )  # fmt: skip
         return train_detector(profile, labels, imagery, out, opts, progress=progress)
