@@ -188,12 +188,13 @@ def train(
             where="geoscreen train",
             fix="Give labelled examples and scenes, or a review store with reviewed candidates.",
         )
-    if train_area != "auto" and task_for(prof).name != "detect":
+    task = task_for(prof)
+    if train_area != "auto" and task.name != "detect":
         raise InputError(
             "--train-area chooses where a detector learns background; a tile classifier "
             "learns it from random background chips",
             where="geoscreen train",
-            fix="Leave --train-area out for this profile (or use --background-per-positive).",
+            fix="Leave --train-area out for this profile (classifiers: --background-per-positive).",
         )
     if hard_negative_weight is not None and from_store is None:
         raise InputError(
@@ -214,7 +215,6 @@ def train(
                            hard_negative_weight=hard_negative_weight,
                            background_per_positive=background_per_positive,
                            learner=learner, train_area=train_area)  # fmt: skip
-    task = task_for(prof)
     if from_store is not None:  # the review loop: analysts' decisions are labels
         from geoscreen.batch.retrain import train_from_store
 
