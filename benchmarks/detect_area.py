@@ -21,7 +21,9 @@ validate on).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -68,7 +70,9 @@ def voc_subset(source: Path, keep: Callable[[Box], Box | None], out: Path, image
             continue
         for key, value in zip(keys, kept, strict=True):
             box.find(key).text = str(round(value))  # type: ignore[union-attr]
-    tree.write(out)
+    part = out.with_name(f"{out.stem}.{os.getpid()}{out.suffix}")
+    tree.write(part)
+    part.replace(out)  # whole, for a run reading it side by side
     return len(root.findall("object"))
 
 
@@ -79,14 +83,16 @@ def prepare(folder: Path) -> tuple[Path, Path, Path, Path, int, int]:
     width, height = Image.open(source).size
     xl, yl, xr = int(CORNER[0] * width), int(CORNER[1] * height), int(TEST_FROM * width)
     image = folder / "yell2.png"
-    if not image.exists():
+    with contextlib.suppress(FileExistsError):  # two runs may start side by side
         image.symlink_to(source)
     corner = folder / "yell2_corner.xml"
     n_corner = voc_subset(labels, lambda b: b if b[2] <= xl and b[3] <= yl else None,
                           corner, image.name)  # fmt: skip
     right = folder / "yell2_right.png"
-    if not right.exists():
-        Image.open(source).crop((xr, 0, width, height)).save(right)
+    if not right.exists():  # written whole, then moved in place (runs side by side)
+        part = folder / f"yell2_right.{os.getpid()}.png"
+        Image.open(source).crop((xr, 0, width, height)).save(part)
+        part.replace(right)
     right_labels = folder / "yell2_right.xml"
     n_right = voc_subset(labels, lambda b: (b[0] - xr, b[1], b[2] - xr, b[3]) if b[0] >= xr
                          else None, right_labels, right.name, width - xr)  # fmt: skip
