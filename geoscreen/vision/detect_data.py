@@ -73,15 +73,20 @@ def holdout_block(height: int, width: int, fraction: float, position: float) -> 
     return (0, start, width, start + wide)
 
 
+def sides_of(boxes: np.ndarray) -> np.ndarray:
+    """The side (square root of the area) of each box, in pixels."""
+    return np.sqrt(
+        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    )
+
+
 def box_sides(views: Sequence[SceneView], what: str = "the baselines") -> np.ndarray:
     """The side (square root of the area) of every box of ``views``, in pixels; a
     ValueError naming ``what`` needed them when there are none."""
     boxes = np.concatenate([np.asarray(v.boxes, np.float64).reshape(-1, 4) for v in views])
     if len(boxes) == 0:
         raise ValueError(f"no boxes to size {what} from")
-    return np.sqrt(
-        np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    )
+    return sides_of(boxes)
 
 
 def training_view(image: torch.Tensor, boxes: np.ndarray, block: Rect | None,

@@ -41,6 +41,7 @@ from geoscreen.vision.detect_data import (
     Rect,
     SceneView,
     holdout_block,
+    sides_of,
     training_view,
     validation_view,
 )
@@ -183,9 +184,7 @@ def training_window(boxes: np.ndarray, negatives: np.ndarray, width: int, height
     every = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in (boxes, negatives)])
     if train_area == "scene" or len(every) == 0:
         return None
-    sides = np.sqrt(np.clip(every[:, 2] - every[:, 0], 0, None)
-                    * np.clip(every[:, 3] - every[:, 1], 0, None))  # fmt: skip
-    margin = float(np.median(sides))
+    margin = float(np.median(sides_of(every)))
     c0 = max(0, math.floor(every[:, 0].min() - margin))
     r0 = max(0, math.floor(every[:, 1].min() - margin))
     c1 = min(width, math.ceil(every[:, 2].max() + margin))
