@@ -132,7 +132,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "retinanet": {**ONE, "architecture": "retinanet"},
     "wider scale jitter (x2)": {**ONE, "scale_jitter": 2.0},
     "stronger colour jitter (x2)": {**ONE, "colour_jitter": 2.0},
-    # the profile's detection.colour_rotation (off by default): README, session 15
+    # the profile's detection.colour_rotation (off by default): docs/detector.md, session 15
     "random colour rotation (half the chips)": {**ONE, "colour_rotation": 0.5},
     "random colour rotation (a quarter of the chips)": {**ONE, "colour_rotation": 0.25},
     # session 16: a second model with colour rotation, the two models' boxes fused

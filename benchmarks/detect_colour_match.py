@@ -9,7 +9,7 @@ test scene three ways: as it is; after mapping each band's histogram onto the tr
 scene's (257 quantiles, ``hist``); after matching each band's mean and spread
 (``meanstd``). No retraining: this asks whether a colour shift between sites is what
 the detector misses. F1 at the card's threshold, AP and the best F1 in hindsight, IoU
-0.4, fp32. Measured, not shipped (README). Prints a table; asserts nothing.
+0.4, fp32. Measured, not shipped (docs/detector.md). Prints a table; asserts nothing.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Three tables, AP at IoU 0.4:
   cue swapped for each other one, on the test site: whether it is the cue or the sizes
   that fail to carry over (the three best cues).
 
-Asserts nothing; prints tables (README, "Why the detector misses").
+Asserts nothing; prints tables (README, "Why the detector misses"; docs/detector.md).
 """
 
 from __future__ import annotations

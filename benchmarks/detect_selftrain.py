@@ -11,11 +11,11 @@ It then detects over the unlabelled scenes; the detections scoring at or above t
 given quantile of their own scores become boxes ("pseudo-labels"), and round 2 trains a
 fresh detector on the labelled sites plus those boxes. Both rounds are scored on the
 test sites' real labels (AP at IoU 0.4 and the best F1 in hindsight). A quantile, not a
-fixed score, because at another site the scores shift (README: the card's threshold
+fixed score, because at another site the scores shift (docs/detector.md: the card's threshold
 does not transfer). With ``--unlabelled`` equal to ``--test`` this is transductive (the
 test image without its labels), as an analyst screening that scene could do.
 
-This measures; geoscreen does not ship self-training (README: it helped one direction
+This measures; geoscreen does not ship self-training (docs/detector.md: it helped one direction
 and not the other). Prints numbers; asserts nothing.
 """
 

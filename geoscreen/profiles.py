@@ -150,7 +150,7 @@ class TilingConfig(_Config):
     ("does this place match"); with ``overlap: tile_size - 1`` every pixel gets its own
     tile's score. ``footprint``: each tile's score spread over the tile, overlaps
     averaged ("does this area match"; what ``scores.tif`` held before this field).
-    Measured in the README, "A pixel's score, read from tiles".
+    Measured in docs/tile-classifier.md, "A pixel's score, read from tiles".
     """
 
     tile_size: int = Field(default=256, ge=MIN_TILE_SIZE, le=MAX_TILE_SIZE)

@@ -108,7 +108,7 @@ def _stderr(message: str) -> None:
     type=click.FloatRange(0, 100),
     help="Classifiers: random background chips per positive, each counted as a "
     "negative [default: 4 when the labels give fewer than half as many negatives as "
-    "positives, else none; see the README].",
+    "positives, else none; see docs/tile-classifier.md].",
 )
 @click.option(
     "--learner",

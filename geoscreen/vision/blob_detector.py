@@ -6,7 +6,7 @@ range and a box width, fitted on the labels. Where the labels are few and all fr
 kind of place to be screened, the blobs can be the better model: on OSBS's west half,
 blobs fitted on the 14 crowns an analyst confirmed among the first 40 candidates ranked
 the east half's crowns at AP@0.4 0.72, a detector retrained on the same reviews (beside
-YELL's 279 crowns) at 0.34-0.54 (README, "the review loop at a new site"). As a tile
+YELL's 279 crowns) at 0.34-0.54 (docs/new-site.md). As a tile
 classifier keeps the per-pixel logistic regression when it wins, a detect profile may
 ask for the blobs (``detection.architecture: blobs``): fitted, not trained, in seconds.
 

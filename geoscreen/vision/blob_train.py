@@ -39,7 +39,7 @@ from geoscreen.vision.modelcard import DetectCard, DetectorBaselines
 # Below this many labelled objects the cue chosen was, in two of nine review queues, one
 # that did not mark the new site's crowns (at 6 and 9 confirmed outlines; the others, 7 to
 # 14, chose a band ratio that does; from 15 on every queue in score order did, and 11 of
-# 12 runs in a random review order: README, "the blobs as the model at a new site").
+# 12 runs in a random review order: docs/new-site.md).
 # Chosen on the labels themselves (until session 29), seven of those nine failed.
 MIN_BLOB_OBJECTS = 15
 

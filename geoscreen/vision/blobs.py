@@ -15,7 +15,7 @@ gets in an afternoon with scipy. The cue and width are chosen by their AP on *he
 objects* (:func:`held_out_ap`: the labels split in two folds, each scored with the
 other's objects set aside), not on the labels they are scored on: with a few labels
 (an analyst's first confirmed outlines at a new site) the cue that matched those few best
-was often one that did not mark the rest (README: the blobs as the model at a new site).
+was often one that did not mark the rest (docs/new-site.md).
 A detector that does not beat the blobs has learnt no more than "round things of this
 colour and size". On NEON crowns they also show why one site's labels do not teach
 another's: the cue that marks the crowns differs by site (``benchmarks/detect_cues.py``).

@@ -30,9 +30,9 @@ members: an object on a tile corner is in four pieces; a chain never goes from a
 piece to a whole box. Until session 11 a piece was part of any box covering half of
 the smaller of the two and chains went through pieces: in a dense scene one piece
 lies inside the boxes of two neighbours, and they were merged (on the real YELL crop a
-third of the crowns a detector had found were lost: ``README``). A group keeps the
-box of its best detection; when that one is cut, the box of its best uncut member,
-and without one the union of its parts (which rebuilds an object larger than the
+third of the crowns a detector had found were lost: ``docs/detector.md``, session 11).
+A group keeps the box of its best detection; when that one is cut, the box of its best
+uncut member, and without one the union of its parts (which rebuilds an object larger than the
 overlap). Scores: ``score_max`` (the best), ``score_mean`` (over the group),
 ``tile_count`` (distinct tiles that saw the object). Candidate pairs come from a
 shapely STRtree, so the cost grows with the number of detections, not its square.
@@ -450,7 +450,7 @@ def scene_objects(raws: Sequence[RawDetections], merge_iou: float, merge_ios: fl
                   edge_px: float = 2.0) -> Objects:  # fmt: skip
     """Each detector's raw boxes (one entry per :func:`screening_detectors`) merged across
     tiles, then the detectors' objects fused: fusing per tile, before the cross-tile merge,
-    found fewer crowns (README, session 16)."""
+    found fewer crowns (docs/detector.md, session 16)."""
     found = [merge_across_tiles(raw, merge_iou, merge_ios, edge_px) for raw in raws]
     return found[0] if len(found) == 1 else fuse_objects(found)
 

@@ -126,7 +126,7 @@ class DetectTrainOptions(BaseModel):
     epoch_choice: Literal["fixed", "held_out"] = Field(
         default="fixed",
         description="fixed: every planned epoch, the strips choose only the threshold (a "
-        "strip of a few dozen objects cannot choose epochs: README); held_out: the epoch "
+        "strip of a few dozen objects cannot choose epochs: docs/detector.md); held_out: the epoch "
         "with the best smoothed held-out AP, stopping after `patience`",
     )
     batch_size: int = Field(default=4, ge=1)
@@ -323,7 +323,7 @@ def run_training(
     AP); with ``val``, keep the best epoch's weights and its F1-optimal threshold.
 
     "Better" compares the mean AP of the last ``smooth_epochs`` epochs: on strips of a
-    few dozen objects one epoch's AP jumps by 0.1 (README), and the single best epoch
+    few dozen objects one epoch's AP jumps by 0.1 (docs/detector.md), and the single best epoch
     then stopped training early and refitted for too few epochs. With ``epoch_choice``
     ``fixed`` every epoch runs and the last one is kept (its threshold is the strips' F1
     optimum)."""

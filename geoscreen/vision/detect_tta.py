@@ -14,7 +14,7 @@ several boxes of one view added up, and so did the low-scoring boxes around each
 with the pair trained in session 20 (seeds 0 and 1), `--tta` ranked the other NEON site's
 crowns worse than no TTA (AP 0.326 / 0.341 against 0.334 / 0.381 OSBS -> YELL); counting
 each view's best box once raised that to 0.363 / 0.380 (YELL -> OSBS 0.201 / 0.233 ->
-0.239 / 0.263; README, session 21).
+0.239 / 0.263; docs/detector.md, session 21).
 """
 
 from __future__ import annotations

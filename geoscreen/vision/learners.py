@@ -59,7 +59,7 @@ GBM_PARAMS: dict[str, Any] = {
     # node, the trees found one band that set the training ponds apart from the forest, and
     # a held-out lake fell on the forest's side: every chip of that fold got one score
     # (Sentinel-2 west points: out-of-fold ROC AUC 0.456 -> 1.000; the NEON cases moved
-    # within their intervals; README, session 22).
+    # within their intervals; docs/tile-classifier.md, session 22).
     "max_features": 0.2,
 }
 BOOTSTRAP_ROUNDS = 300

@@ -379,7 +379,7 @@ def selection_caveats(
     Folds within the training scenes show which learner ranks best where the labels
     are, not which transfers: on one NEON scene (OSBS, 61 crowns) the chosen learner
     changed with the seed, each time within 0.015 AP of the runner-up, while a learner
-    never chosen ranked the other site best in every seed (README, "Three seeds").
+    never chosen ranked the other site best in every seed (docs/tile-classifier.md, "Three seeds").
     """
     out: list[str] = []
     if picked:

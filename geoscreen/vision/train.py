@@ -67,8 +67,8 @@ def background_count(per_positive: float | None, positives: int, negatives: int)
     everything else. At least that many (land-cover points of every class): none.
     The analyst has then sampled what does not match, and random chips would add the
     places the labels missed as negatives, matches among them. Measured on the
-    Sentinel-2 water points (``benchmarks/background.py``, README): with 4 per positive
-    the models missed most of the scene's unlabelled lakes. ``negatives`` counts the
+    Sentinel-2 water points (``benchmarks/background.py``, docs/tile-classifier.md): with
+    4 per positive the models missed most of the scene's unlabelled lakes. ``negatives`` counts the
     labels' own negatives, not hard negatives (rejected candidates are look-alikes, not
     a sample of the scene).
     """

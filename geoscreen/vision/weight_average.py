@@ -4,7 +4,7 @@ On a few hundred boxes each step's gradient is noisy, and the weights at the las
 are one draw from where training wanders; their moving average sits nearer the middle
 of that region. Detector training validates and keeps the average when the option is
 on (``DetectTrainOptions.weight_average``, off by default); the raw weights keep
-training. Measured on the NEON crowns (README, session 16) it changes nothing beyond
+training. Measured on the NEON crowns (docs/detector.md, session 16) it changes nothing beyond
 the seeds' spread: the cosine schedule already ends where the weights barely move.
 """
 

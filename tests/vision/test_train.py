@@ -84,7 +84,7 @@ def test_trained_model_ranks_yell_crowns(
     A regression check of train -> screen at one seed, not a claim about every seed:
     `auto` chooses `spectral_gbm` at seed 0 (YELL AP 0.697 against a positive rate of
     0.593; 572 tiles of 64 px, 16 px overlap), but from this one scene the choice is a
-    draw (README, "Three seeds"): seeds 1 and 2 keep `spectral_lr` and `pixel_lr`,
+    draw (docs/tile-classifier.md, "Three seeds"): seeds 1 and 2 keep `spectral_lr` and `pixel_lr`,
     which rank YELL at 0.611 and 0.595 and would fail here.
     """
     loaded = load_model(trained[0])
