@@ -60,7 +60,7 @@ VISION_INFERENCE = frozenset(
     {"infer", "detect_infer", "detect_tta", "classifier", "detector", "scorer", "scoremap",
      "modeldir", "modelcard", "runtime", "boxes", "backbones", "weights", "embeddings",
      "tabular", "inputs", "tilefeatures", "blockscreen", "stages", "fold", "quantize",
-     "similarity_model", "blob_detector"}
+     "similarity_model", "blob_detector", "card_warnings"}
 )  # fmt: skip
 
 # Edges the rules forbid that remain on purpose, each with its reason. Every entry must

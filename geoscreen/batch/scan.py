@@ -58,6 +58,7 @@ from geoscreen.sites.coverage import coverage_of, latest_gap, read_coverage, wri
 from geoscreen.sites.evidence import write_evidence
 from geoscreen.sites.make import scene_sites
 from geoscreen.sites.match import MatchRule, assign_one_to_one, candidate_pairs
+from geoscreen.vision.card_warnings import baseline_warnings
 from geoscreen.vision.infer import profile_grid, screening_precision
 from geoscreen.vision.runtime import pick_device, pick_precision
 from geoscreen.vision.scoremap import ScoreMap
@@ -133,10 +134,12 @@ def _model(profile_path: str, model_dir: str, device: str) -> Any:
     return task_for(_profile(profile_path)).load(model_dir, device)
 
 
-def check_model(settings: ScanSettings) -> None:
+def check_model(settings: ScanSettings) -> list[str]:
     """Load the model and check it was made for the profile and can run in the precision
     asked for; raises a GeoscreenError (corrupt weights, another profile's model, a
-    classifier for a detection profile, int8 for a model or device it does not fit)."""
+    classifier for a detection profile, int8 for a model or device it does not fit).
+    Returns the model's warnings for every scene (:func:`baseline_warnings`), which
+    each run keeps in the store and the caller says once."""
     profile = _profile(settings.profile_path, settings.bands)
     loaded = _model(settings.profile_path, settings.model_dir, settings.device)
     task = task_for(profile)
@@ -146,6 +149,7 @@ def check_model(settings: ScanSettings) -> None:
         screening_precision(loaded.model, settings.precision, device, checked=True)
     else:
         pick_precision(settings.precision, device)
+    return baseline_warnings(loaded.card)
 
 
 def run_id_for(
@@ -305,7 +309,8 @@ def finish_scene(
     loaded_run = load_sites(
         store, sites, profile=profile.name, run_id=plan.run_id, actor=actor,
         source=f"scan:{plan.ref.uri}", policy=run_policy(profile, threshold, source),
-        rescreened=[plan.scene.id], model_sha256=loaded.sha256, warnings=warnings,
+        rescreened=[plan.scene.id], model_sha256=loaded.sha256,
+        warnings=baseline_warnings(loaded.card) + warnings,  # the reviewers see both
     )  # fmt: skip
     return SceneOutcome(
         plan.ref.uri,

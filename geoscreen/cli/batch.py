@@ -93,6 +93,7 @@ def _run(
     bands: tuple[str, ...] = (),
     tta: bool = False,
     quiet: bool = False,
+    model_warnings_said: bool = False,
 ) -> int:
     from tqdm import tqdm
 
@@ -129,7 +130,7 @@ def _run(
         first = open_scene(refs[0].uri, sensor=prof.imagery.sensor)
         chosen = select_bands(prof, bands, [first]).preprocess.bands or []
         settings = replace(settings, bands=tuple(chosen))
-    check_model(settings)  # with the bands it will be fed
+    model_warnings = check_model(settings)  # with the bands it will be fed
     executor = make_executor(workers, cluster)
     try:
         store = open_store(db, create=True)
@@ -137,6 +138,8 @@ def _run(
         executor.close()
         raise
     folder.mkdir(parents=True, exist_ok=True)
+    for line in [] if model_warnings_said else model_warnings:  # the store keeps it per run
+        click.echo(f"geoscreen: warning: {line}", err=True)
     bar = tqdm(total=len(refs), desc="scenes", unit="scene", disable=json_log or quiet)
 
     def listener(outcome: SceneOutcome) -> None:
@@ -207,7 +210,8 @@ def watch(folder: str, profile: str, interval: float, polls: int, **options: obj
     count, failed = 0, False
     try:
         while True:
-            code = _run(profile, (folder,), quiet=True, **options)  # type: ignore[arg-type]
+            code = _run(profile, (folder,), quiet=True, model_warnings_said=count > 0,
+                        **options)  # type: ignore[arg-type]  # fmt: skip
             failed = failed or code != 0
             count += 1
             if polls and count >= polls:

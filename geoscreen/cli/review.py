@@ -260,8 +260,8 @@ def show(candidate_id: int, db: str, as_json: bool) -> None:
         )
         return
     click.echo(_describe(found))
-    for line in warnings:  # the scan that last found it: scene unlike the training data
-        click.echo(f"warning:    scene far from training region/statistics: {line}")
+    for line in warnings:  # the scan that last found it: scene unlike the training data,
+        click.echo(f"warning:    {line}")  # or a model no better than its baselines
     click.echo("scores:" if scores else "scores: none recorded")
     for entry in scores:
         click.echo(f"  {entry.describe()}")

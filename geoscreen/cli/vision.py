@@ -272,6 +272,7 @@ def screen(
     from geoscreen.imagery.region import card_warnings
     from geoscreen.imagery.scene import open_scene
     from geoscreen.profiles import load_profile, select_bands
+    from geoscreen.vision.card_warnings import baseline_warnings
     from geoscreen.vision.infer import new_run
     from geoscreen.vision.task import RunSettings, task_for
 
@@ -286,8 +287,9 @@ def screen(
     # Every input is checked before anything is written (an AOI on a scene without CRS fails).
     areas = [load_aoi(aoi, scene.crs) if aoi else None for scene in opened]
     threshold = task.threshold(loaded, prof, tta)
+    model_warnings = baseline_warnings(loaded.card)  # once: it holds for every scene
     warned = [card_warnings(loaded.card, scene) for scene in opened]
-    for line in (w for lines in warned for w in lines):
+    for line in model_warnings + [w for lines in warned for w in lines]:
         click.echo(f"warning: {line}", err=True)
     if task.name == "classify":
         click.echo(threshold_note(threshold, loaded.card, prof.name), err=True)
@@ -315,7 +317,7 @@ def screen(
         else:
             written = _write_objects(result, prof, scene, Path(out), meta, threshold, say)
         results.append({**written, "warnings": warnings})
-    extra = {**profile_record(prof), "precision": arithmetic}
+    extra = {**profile_record(prof), "precision": arithmetic, "model_warnings": model_warnings}
     if task.name == "classify":  # what 'sites extract' applies unless given --threshold
         extra |= {"threshold": threshold[0], "threshold_source": threshold[1]}
     summary = _summary(Path(out), "screen", meta, results, extra)

@@ -244,7 +244,8 @@ def load_sites(
     candidate that a run finds again loses the flag.
 
     ``warnings`` (lines) are stored with the run: ``scan`` gives those of a scene far
-    from the model's training region, and the review page marks the run's candidates.
+    from the model's training region and of a model that did not beat its baselines,
+    and the review page shows them on the run's candidates.
     """
     started = time.perf_counter()
     run = (

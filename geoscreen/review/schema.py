@@ -107,7 +107,8 @@ runs = Table(
     Column("new_count", Integer, nullable=False),
     Column("threshold", Float),  # the decision threshold the run's sites were made with
     Column("policy", Text),  # JSON: the profile rules the run applied (migration 0004)
-    # JSON list: the scene is far from the model's training region/statistics (0006)
+    # JSON list: the scene is far from the model's training region/statistics (0006), the
+    # model did not beat its baselines in training
     Column("warnings", Text),
 )
 

@@ -300,8 +300,9 @@ class Store:
             return [ScoreEntry(**r._mapping) for r in conn.execute(query)]
 
     def scene_warnings(self, candidate_id: int) -> list[str]:
-        """What the run that last found the candidate warned of its scene (far from the
-        model's training region or statistics); empty when nothing."""
+        """What the run that last found the candidate warned: its scene far from the
+        model's training region or statistics, its model no better than its simple
+        baselines in training (each line says which); empty when nothing."""
         query = (
             select(runs.c.warnings)
             .join(candidates, candidates.c.last_run_pk == runs.c.id)

@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from geoscreen.vision.blobs import ScaleSpaceBlobs
 from geoscreen.vision.detect_data import SceneView, box_sides
 from geoscreen.vision.detect_metrics import best_threshold, detection_metrics
+from geoscreen.vision.modelcard import SIMPLE_BASELINES
 
 Predictions = list[tuple[np.ndarray, np.ndarray]]
 # A scene's own cue is told from this many objects: fewer tell little (on OSBS's west
@@ -186,9 +187,6 @@ def beats(table: dict[str, dict[str, float]], baseline: str) -> bool:
 def beats_pixel_baseline(table: dict[str, dict[str, float]]) -> bool:
     """Whether the model's AP beats the pixel peaks' by :data:`CLEAR_MARGIN`."""
     return beats(table, "pixel_peaks")
-
-
-SIMPLE_BASELINES = {"pixel_peaks": "pixel peaks", "scale_space_blobs": "scale-space blobs"}
 
 
 def baseline_verdict(table: dict[str, dict[str, float]]) -> str:

@@ -245,6 +245,10 @@ class SceneCue(_Section):
     objects: int
 
 
+# The baselines a detector must beat by a clear margin, as the card and messages name them
+SIMPLE_BASELINES = {"pixel_peaks": "pixel peaks", "scale_space_blobs": "scale-space blobs"}
+
+
 class DetectorBaselines(_Section):
     """The detector and the baselines scored on the same held-out strips
     (:mod:`geoscreen.vision.detect_baselines`): ``model``, ``pixel_peaks`` (the per-pixel

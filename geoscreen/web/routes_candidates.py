@@ -63,7 +63,8 @@ def payload(state: ServerState, found: Candidate, who: Session) -> dict[str, Any
         "evidence": f"/api/candidates/{found.id}/evidence" if state.evidence_file(found) else None,
         "imagery": imagery,
         "scene_name": state.scenes.name(found.scene_id),
-        # The scan that last found it warned: scene far from training region/statistics.
+        # What the scan that last found it warned: its scene far from the training region
+        # or statistics, its model no better than its baselines (each line says which).
         "scene_warnings": state.store.scene_warnings(found.id),
     }
 

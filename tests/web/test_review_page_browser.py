@@ -273,8 +273,8 @@ def test_candidates_of_a_scene_far_from_training_are_marked(
     page = watched.page
     log_in(page, base, "ann", seeded.password)
     open_candidate(page, marked)
-    mark = page.locator("#facts dd", has_text="scene far from training region/statistics")
+    mark = page.locator("#facts dd", has_text=note)
     expect(mark).to_have_count(1)
     expect(mark).to_have_attribute("title", note)
     open_candidate(page, east_candidate(seeded))
-    expect(page.locator("#facts")).not_to_contain_text("far from training")
+    expect(page.locator("#facts")).not_to_contain_text("from where the model was trained")

@@ -279,10 +279,9 @@
     fact(facts, "area m²", c.area_m2 === null ? null : Math.round(c.area_m2));
     fact(facts, "model", c.model_sha256 ? c.model_sha256.slice(0, 12) : null, c.model_sha256);
     fact(facts, "flag", c.below_threshold, "kept; decisions unchanged");
-    if (data.scene_warnings && data.scene_warnings.length) {
-      fact(facts, "warning", "scene far from training region/statistics",
-           data.scene_warnings.join("\n"));
-    }
+    // what the scan that found it warned: a scene unlike the training data, a model
+    // no better than its baselines; each line says which
+    for (const line of data.scene_warnings || []) fact(facts, "warning", line, line);
     fact(facts, "changed by", c.status_changed_by);
     fact(facts, "changed", when(c.status_changed_at), c.status_changed_at);
     $("detail").dataset.status = c.status;
