@@ -146,3 +146,22 @@ def test_a_detector_card_names_the_baselines_it_did_not_beat(run: Run, tmp_path:
     (line,) = with_flags(False, False)
     assert f"against {pixel:.3f} for pixel peaks and 0.700 for scale-space blobs" in line
     assert baseline_warnings(card.model_copy(update={"baselines": None})) == []
+
+
+def test_watch_says_it_on_its_first_poll_only(
+    run: Run, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``watch`` scans the folder at every poll; the model's warning is said once, and the
+    second poll skips the scene the first screened."""
+    s2 = sentinel2_water_forest()
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "west.tif").symlink_to(s2.image)
+    db = tmp_path / "store.sqlite"
+    code, _, err = run("watch", incoming, "--profile", PROFILE, "--model", models["named"],
+                       "--db", db, "--polls", "2", "--interval", "0.1")  # fmt: skip
+    assert code == 0, err
+    (line,) = baseline_warnings(_card(models["named"]))
+    assert err.count(f"geoscreen: warning: {line}") == 1
+    with open_store(db) as store, store.read() as conn:
+        assert len(conn.execute(select(runs.c.run_id)).all()) == 1
