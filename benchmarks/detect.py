@@ -27,9 +27,10 @@ on the NEON OSBS chips (128 px) and YELL chips (256 px).
 
 Quality (``--quality``): train on some NEON sites and evaluate on another
 (:data:`CASES`): the issue's OSBS_029 (61 crowns) -> YELL crop (279) and the reverse,
-then leave one site out with the two newer crops, YELL+YELL2+SOAP -> OSBS and
-OSBS+SOAP+YELL2 -> YELL, and YELL2 -> YELL (the same site, another crop: what an analyst
-screening more imagery of the same kind sees). Per case and IoU 0.4/0.5:
+then leave one crop out: YELL+YELL2+SOAP -> OSBS, OSBS+SOAP+YELL2 -> YELL, and since
+session 31 OSBS+YELL+SOAP -> YELL2 and OSBS+YELL+YELL2 -> SOAP (every crop held out once),
+and YELL2 -> YELL (the same site, another crop: what an analyst screening more imagery of
+the same kind sees). Per case and IoU 0.4/0.5:
 precision/recall/F1 at the card's threshold, pooled over the test images and averaged
 per image (one test image per case today, so both agree), AP, the best F1 in hindsight
 (the test's own best threshold: tells a calibration failure from a ranking failure),
@@ -118,6 +119,8 @@ CASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "yell->osbs": (("yell",), ("osbs",)),
     "yell+yell2+soap->osbs": (("yell", "yell2", "soap"), ("osbs",)),
     "osbs+soap+yell2->yell": (("osbs", "soap", "yell2"), ("yell",)),
+    "osbs+yell+soap->yell2": (("osbs", "yell", "soap"), ("yell2",)),  # session 31
+    "osbs+yell+yell2->soap": (("osbs", "yell", "yell2"), ("soap",)),  # session 31
     "yell2->yell": (("yell2",), ("yell",)),  # the same site, another crop 13 km away
     # the profile's own training set (its --combined run), scored on the two other crops
     "osbs+yell->yell2+soap": (("osbs", "yell"), ("yell2", "soap")),
