@@ -39,6 +39,7 @@ from geoscreen.evaluate.metrics import Criterion, evaluate_sites
 from geoscreen.profiles import load_profile
 from geoscreen.samples import sample_path
 from geoscreen.vision.detect_infer import decision_threshold
+from geoscreen.vision.detect_scenes import TRAIN_AREAS
 from geoscreen.vision.detect_train import DetectTrainOptions, train_detector
 from geoscreen.vision.detector import load_detector
 
@@ -102,7 +103,7 @@ def prepare(folder: Path) -> tuple[Path, Path, Path, Path, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="work folder (data and the model)")
-    parser.add_argument("--train-area", default="auto", choices=["auto", "labels", "scene"])
+    parser.add_argument("--train-area", default="auto", choices=TRAIN_AREAS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=24, help="max epochs (the profile's 24)")
     args = parser.parse_args()

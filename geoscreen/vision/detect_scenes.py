@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 _AREAL = ("Polygon", "MultiPolygon")
 
-TRAIN_AREAS = ("auto", "labels", "scene")
+TrainArea = Literal["auto", "labels", "scene"]  # the part of each scene a detector trains on
+TRAIN_AREAS: tuple[str, ...] = get_args(TrainArea)
 AUTO_SHARE = 0.5  # auto reads only the labels' extent when it covers less of a scene
 # Bytes of memory per pixel and band while training: the image as read, its copy with the
 # held-out strip blanked and the strip itself (float32 each, and the masks).
@@ -171,7 +172,7 @@ def _hard_negative_boxes(
 
 
 def training_window(boxes: np.ndarray, negatives: np.ndarray, width: int, height: int,
-                    train_area: str = "auto") -> Rect | None:  # fmt: skip
+                    train_area: TrainArea = "auto") -> Rect | None:  # fmt: skip
     """The part of a ``width`` x ``height`` scene to train on, or None for all of it.
 
     ``labels``: the extent of every labelled box (objects and rejected outlines) widened
@@ -239,7 +240,7 @@ def load_detection_data(
     imagery: Sequence[str | Path],
     positive_classes: Sequence[str] | None = None,
     hard_negative_labels: Sequence[str | Path] = (),
-    train_area: str = "auto",
+    train_area: TrainArea = "auto",
     available: int | None = None,
 ) -> DetectionData:
     """Open scenes, place the labels, and read the part of each labelled scene to train on

@@ -87,7 +87,12 @@ from geoscreen.vision.detect_metrics import (
     held_out_metrics,
     threshold_sweep,
 )
-from geoscreen.vision.detect_scenes import area_lines, detector_config, load_detection_data
+from geoscreen.vision.detect_scenes import (
+    TrainArea,
+    area_lines,
+    detector_config,
+    load_detection_data,
+)
 from geoscreen.vision.detect_tta import predict_dihedral
 from geoscreen.vision.detector import (
     BLOBS,
@@ -174,7 +179,7 @@ class DetectTrainOptions(BaseModel):
         description="label files whose negative outlines are hard negatives (rejected "
         "detections): each gets a background chip every epoch",
     )
-    train_area: Literal["auto", "labels", "scene"] = Field(
+    train_area: TrainArea = Field(
         default="auto", description="the part of each scene trained on, every unlabelled "
         "pixel of it background: the labels' extent (auto: when it covers under half the "
         "scene) or the whole scene (detect_scenes.training_window)",
