@@ -79,6 +79,7 @@ from geoscreen.vision.detect_data import (
     hard_negative_windows,
     read_window,
     sample_windows,
+    sides_of,
 )
 from geoscreen.vision.detect_infer import screening_detectors
 from geoscreen.vision.detect_metrics import (
@@ -478,7 +479,7 @@ def fitted_config(config: DetectorConfig, views: Sequence[SceneView], resolution
     if not fit:
         return config
     boxes = np.concatenate([v.boxes for v in views])
-    sizes = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    sizes = sides_of(boxes)
     anchors = anchors_from_sizes(sizes.tolist())
     median = float(np.median(sizes)) * resolution_m
     return replace(config, anchor_px=anchors, object_size_m=round(median, 4))
